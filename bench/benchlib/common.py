@@ -1,0 +1,250 @@
+"""Process, port, CPU-pinning and statistics helpers shared by every case."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent
+REPO = BENCH.parent
+CACHE = BENCH / ".cache"
+RESULTS = BENCH / "results"
+
+SERVER_CORE = 0  # servers under test (and what they need: Redis) run here
+LOAD_CORE = 1  # wrk, the harness, sinks and clients run here
+
+
+class Unavailable(Exception):
+    """A case cannot run yet (bridge not written, tool missing): reported, never a harness failure."""
+
+
+class Invalid(Exception):
+    """A case ran but its numbers would mean nothing (e.g. the server refused our events)."""
+
+
+# --- CPU pinning -----------------------------------------------------------------------------------
+
+
+def usable_cores() -> list[int]:
+    return sorted(os.sched_getaffinity(0))
+
+
+def can_pin() -> bool:
+    # Server and load generator on different cores only where there are two to give.
+    return len(usable_cores()) >= 2 and shutil.which("taskset") is not None
+
+
+def pin_cmd(core: int, cmd: Sequence[str]) -> list[str]:
+    """Prefix ``cmd`` with taskset so it runs on one core (no-op on a 1-core machine)."""
+    if not can_pin():
+        return list(cmd)
+    return ["taskset", "-c", str(usable_cores()[core]), *cmd]
+
+
+def pin_self(core: int) -> None:
+    """Move the harness (and the clients it runs in-process) off the server's core."""
+    if can_pin():
+        os.sched_setaffinity(0, {usable_cores()[core]})
+
+
+def unpin_self() -> None:
+    with contextlib.suppress(OSError):
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+
+
+# --- ports and processes ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Proc:
+    """A child process in its own session, logged to a file, stopped by its own id."""
+
+    def __init__(self, name: str, cmd: Sequence[str], log_dir: Path, *, env: dict[str, str] | None = None,
+                 cwd: Path | None = None) -> None:
+        self.name = name
+        self.cmd = list(cmd)
+        self.log_path = log_dir / f"{name}.log"
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._log.write(f"$ {' '.join(self.cmd)}\n".encode())
+        self._log.flush()
+        self.started = time.monotonic()
+        self.popen = subprocess.Popen(
+            self.cmd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            cwd=str(cwd or REPO),
+            start_new_session=True,  # its own process group, so stop() reaches its children too
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, lines: int = 12) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.strip().splitlines()[-lines:])
+
+    def stop(self, grace: float = 5.0) -> int | None:
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(5)
+        self._log.close()
+        return self.popen.returncode
+
+
+class Procs(contextlib.AbstractContextManager["Procs"]):
+    """Starts processes and stops them all (newest first) when the block ends, even on errors."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self._procs: list[Proc] = []
+
+    def start(self, name: str, cmd: Sequence[str], **kw: object) -> Proc:
+        proc = Proc(name, cmd, self.log_dir, **kw)  # type: ignore[arg-type]
+        self._procs.append(proc)
+        return proc
+
+    def stop(self, proc: Proc) -> int | None:
+        if proc in self._procs:
+            self._procs.remove(proc)
+        return proc.stop()
+
+    def __exit__(self, *exc: object) -> None:
+        while self._procs:
+            self._procs.pop().stop()
+
+
+def python_cmd(*args: str) -> list[str]:
+    return [sys.executable, *args]
+
+
+def bench_env() -> dict[str, str]:
+    """PYTHONPATH so child processes import both ``bridge`` (repo root) and ``benchlib``."""
+    parts = [str(REPO), str(BENCH), os.environ.get("PYTHONPATH", "")]
+    return {"PYTHONPATH": os.pathsep.join(p for p in parts if p), "PYTHONUNBUFFERED": "1"}
+
+
+# --- waiting ---------------------------------------------------------------------------------------
+
+
+def http_status(url: str, timeout: float = 1.0) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (OSError, ValueError):
+        return None
+
+
+def wait_until_ready(proc: Proc, urls: Iterable[str], timeout: float) -> float:
+    """Poll until one URL answers 200; returns seconds since the process started (start-to-ready)."""
+    urls = list(urls)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise Unavailable(f"{proc.name} exited with code {proc.popen.returncode}: {proc.log_tail(6)}")
+        for url in urls:
+            if http_status(url, timeout=0.5) == 200:
+                return time.monotonic() - proc.started
+        time.sleep(0.01)
+    raise Unavailable(f"{proc.name} not ready within {timeout:.0f}s ({', '.join(urls)}): {proc.log_tail(6)}")
+
+
+def wait_port(proc: Proc, port: int, timeout: float) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited with code {proc.popen.returncode}: {proc.log_tail(6)}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return time.monotonic() - proc.started
+        time.sleep(0.01)
+    raise RuntimeError(f"{proc.name} did not listen on {port} within {timeout:.0f}s: {proc.log_tail(6)}")
+
+
+# --- memory ----------------------------------------------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of a process and its descendants (VmRSS from /proc)."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+            todo += _children(p)
+    return total
+
+
+# --- statistics ------------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile (no interpolation: p99 of 200 samples is the 198th)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(pct / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def summarize(values: Sequence[float]) -> dict[str, float]:
+    """Median plus spread across rounds: min, max, and (max - min) / median in percent."""
+    if not values:
+        return {}
+    med = statistics.median(values)
+    return {
+        "median": med,
+        "min": min(values),
+        "max": max(values),
+        "spread_pct": (max(values) - min(values)) / med * 100 if med else 0.0,
+        "rounds": len(values),
+    }
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"

@@ -1,0 +1,123 @@
+"""Start the servers the cases need: baselines, the sink, Redis. Each is pinned and logged."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchlib.common import (
+    BENCH,
+    LOAD_CORE,
+    SERVER_CORE,
+    Proc,
+    Procs,
+    Unavailable,
+    bench_env,
+    free_port,
+    pin_cmd,
+    python_cmd,
+    wait_port,
+)
+
+BASELINES = BENCH / "baselines"
+
+
+def start_baseline(procs: Procs, name: str, public_key: Path) -> tuple[Proc, str]:
+    """node-seed, node-keyobject or aiohttp-floor on the server core; returns (process, base URL)."""
+    port = free_port()
+    if name.startswith("node-"):
+        if not shutil.which("node"):
+            raise Unavailable("node is not installed")
+        script = BASELINES / ("node_seed.js" if name == "node-seed" else "node_keyobject.js")
+        cmd = ["node", str(script), str(port), str(public_key)]
+    else:
+        cmd = python_cmd(str(BASELINES / "aiohttp_floor.py"), str(port), str(public_key))
+    proc = procs.start(name, pin_cmd(SERVER_CORE, cmd), env=bench_env())
+    wait_port(proc, port, timeout=20)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+# --- the sink ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Sink:
+    proc: Proc
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _call(self, path: str, data: dict[str, Any] | None = None) -> Any:
+        req = urllib.request.Request(
+            self.url + path,
+            data=None if data is None else json.dumps(data).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def control(self, **kw: Any) -> None:
+        self._call("/_control", kw)
+
+    def stats(self, channel: str = "hook") -> dict[str, Any]:
+        return self._call("/_stats")["channels"][channel]
+
+    def arrivals(self) -> dict[str, dict[str, float]]:
+        return self._call("/_arrivals")
+
+    def sample(self) -> dict[str, Any] | None:
+        return self._call("/_sample")
+
+    def wait_delivered(self, expect: int, *, timeout: float, stall: float = 10.0,
+                       channel: str = "hook") -> dict[str, Any]:
+        """Poll until ``expect`` distinct deliveries arrived, nothing arrived for ``stall`` s, or timeout."""
+        deadline = time.monotonic() + timeout
+        last, last_change = -1, time.monotonic()
+        while True:
+            st = self.stats(channel)
+            got = st["unique"] or st["ok"]  # webhook deliveries carry webhook-id; Slack's do not
+            if got >= expect:
+                return st
+            if got != last:
+                last, last_change = got, time.monotonic()
+            if time.monotonic() > deadline or time.monotonic() - last_change > stall:
+                return st
+            time.sleep(0.1)
+
+
+def start_sink(procs: Procs, name: str = "sink", core: int = LOAD_CORE) -> Sink:
+    port = free_port()
+    proc = procs.start(name, pin_cmd(core, python_cmd("-m", "benchlib.sink", str(port))), env=bench_env())
+    wait_port(proc, port, timeout=20)
+    return Sink(proc, port)
+
+
+# --- Redis -------------------------------------------------------------------------------------------
+
+
+def start_redis(procs: Procs, workdir: Path) -> int:
+    """A throwaway redis-server on a free loopback port, no persistence, on the server core."""
+    if not shutil.which("redis-server"):
+        raise Unavailable("redis-server is not installed")
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    cmd = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+           "--dir", str(workdir), "--protected-mode", "yes", "--daemonize", "no"]
+    proc = procs.start(f"redis-{port}", pin_cmd(SERVER_CORE, cmd))
+    wait_port(proc, port, timeout=20)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # listening is not yet loaded: wait for PONG
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(b"PING\r\n")
+            if s.recv(64).startswith(b"+PONG"):
+                return port
+        time.sleep(0.05)
+    raise RuntimeError(f"redis on {port} never answered PING")

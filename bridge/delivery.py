@@ -1,0 +1,243 @@
+"""Delivery workers: claim due jobs, send them, record the outcome. The one place that retries.
+
+Receivers only say "retry later" or "permanent"; ``RetryPolicy`` (tenacity's wait and stop
+strategies) decides when the next attempt is, and the store persists it so backoff survives a
+restart. Per receiver: a concurrency limit and a rate limit, so bursts queue instead of earning 429s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from tenacity import RetryCallState, stop_after_attempt, stop_after_delay, wait_exponential_jitter
+
+from bridge.config import ReceiverBase, RetryConfig
+from bridge.errors import Permanent, RetryLater, Unavailable
+from bridge.metrics import Metrics
+from bridge.model import Delivery
+from bridge.receivers.base import Receiver
+from bridge.store import Store
+
+log = logging.getLogger("bridge.delivery")
+
+
+class RetryPolicy:
+    """When to try a failed job again, or None to give up. Pure: tenacity's strategies, no sleeping."""
+
+    def __init__(self, cfg: RetryConfig) -> None:
+        self._wait = wait_exponential_jitter(initial=cfg.initial_backoff, max=cfg.max_backoff)
+        self._stop = stop_after_attempt(cfg.max_attempts) | stop_after_delay(cfg.max_elapsed)
+        self._max_elapsed = cfg.max_elapsed
+
+    def next_delay(self, attempts: int, elapsed: float, retry_after: float | None) -> float | None:
+        state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+        state.attempt_number = attempts
+        state.start_time = 0.0
+        state.outcome_timestamp = elapsed
+        if self._stop(state):
+            return None
+        delay = self._wait(state)
+        if retry_after is not None:
+            delay = max(delay, retry_after)  # the peer said when; never earlier
+        if elapsed + delay > self._max_elapsed:
+            return None
+        return delay
+
+
+class RateLimiter:
+    """Spaces sends at least 1/rate apart; ``pause`` holds the receiver (a 429's Retry-After)."""
+
+    def __init__(self, rate: float) -> None:
+        self._interval = 1.0 / rate if rate > 0 else 0.0
+        self._next = 0.0
+        self._lock = asyncio.Lock()
+
+    def pause(self, seconds: float) -> None:
+        self._next = max(self._next, time.monotonic() + seconds)
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            if self._next > now:
+                await asyncio.sleep(self._next - now)
+                now = time.monotonic()
+            self._next = max(now, self._next) + self._interval
+
+
+@dataclass
+class _Lane:
+    """One receiver's send path."""
+
+    receiver: Receiver
+    cfg: ReceiverBase
+    policy: RetryPolicy
+    limiter: RateLimiter
+    active: int = 0
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        metrics: Metrics,
+        clock: Callable[[], datetime],
+        lease: float,
+        poll_interval: float = 1.0,
+        batch_size: int = 64,
+    ) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._clock = clock
+        self._lease = lease
+        self._poll = poll_interval
+        self._batch = batch_size
+        self._lanes: dict[str, _Lane] = {}
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self._loop_task: asyncio.Task[None] | None = None
+
+    def set_receivers(self, receivers: Mapping[str, Receiver], configs: Mapping[str, ReceiverBase]) -> None:
+        """Install (or, on reload, replace) the receivers. Limits carry over for unchanged ones."""
+        lanes = {}
+        for name, receiver in receivers.items():
+            cfg = configs[name]
+            old = self._lanes.get(name)
+            limiter = old.limiter if old and old.cfg.rate_limit == cfg.rate_limit else RateLimiter(cfg.rate_limit)
+            lanes[name] = _Lane(receiver, cfg, RetryPolicy(cfg.retry), limiter, old.active if old else 0)
+        self._lanes = lanes
+        self.wake()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # --- the loop --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._run(), name="dispatcher")
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                claimed = await self.claim_once()
+            except Unavailable as exc:
+                log.warning("cannot claim deliveries: %s", exc.detail)
+                claimed = 0
+            except Exception:
+                log.exception("unexpected error while claiming deliveries")
+                claimed = 0
+            if claimed and not self._stopping:
+                continue  # more may be due right away
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._poll)
+            except TimeoutError:
+                pass
+
+    async def claim_once(self) -> int:
+        """Claim due jobs for every receiver with free capacity and start sending them."""
+        total = 0
+        for name, lane in list(self._lanes.items()):
+            free = min(lane.cfg.concurrency - lane.active, self._batch)
+            if free <= 0:
+                continue
+            jobs = await self._store.claim(now=self._clock(), limit=free, lease=self._lease, receivers=(name,))
+            for job in jobs:
+                lane.active += 1
+                task = asyncio.create_task(self._deliver(lane, job), name=f"deliver-{job.id}")
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            total += len(jobs)
+        return total
+
+    async def run_until_idle(self, timeout: float = 10.0) -> None:
+        """Test hook: claim and send until nothing is due and nothing is in flight."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            claimed = await self.claim_once()
+            if self._tasks:
+                await asyncio.wait(set(self._tasks))
+            elif not claimed:
+                return
+        raise TimeoutError("deliveries still due after run_until_idle timeout")
+
+    async def stop(self, grace: float) -> None:
+        """Stop claiming; give jobs in flight ``grace`` seconds, then put the rest back to pending."""
+        self._stopping = True
+        self._wake.set()
+        if self._loop_task is not None:
+            await self._loop_task
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+                log.warning("%d deliveries interrupted by shutdown; they stay pending", len(pending))
+
+    # --- one job -------------------------------------------------------------------------------
+
+    async def _deliver(self, lane: _Lane, job: Delivery) -> None:
+        name = job.receiver
+        ids = {"delivery_id": job.id, "receiver": name, "event_id": job.alert.event.id, "attempt": job.attempts}
+        try:
+            await lane.limiter.acquire()
+            started = time.perf_counter()
+            try:
+                # The receiver times its own network calls; this bounds anything it forgot.
+                await asyncio.wait_for(lane.receiver.send(job.alert), lane.cfg.timeout + 5)
+            except TimeoutError:
+                raise RetryLater("timed out") from None
+            self._metrics.delivery_seconds.labels(name).observe(time.perf_counter() - started)
+        except asyncio.CancelledError:
+            await self._release(job, "interrupted by shutdown")
+            raise
+        except Permanent as exc:
+            await self._bury(job, f"permanent: {exc.reason}", ids)
+        except RetryLater as exc:
+            await self._retry(lane, job, exc.reason, exc.retry_after, ids)
+        except Exception as exc:  # a receiver bug must not kill the worker; treat as transient
+            log.exception("receiver raised unexpectedly", extra=ids)
+            await self._retry(lane, job, f"unexpected {type(exc).__name__}", None, ids)
+        else:
+            await self._store.complete(job.id, now=self._clock())
+            self._metrics.deliveries.labels(name, "delivered").inc()
+            log.info("delivered", extra=ids)
+        finally:
+            lane.active -= 1
+            self.wake()  # the next job of this order key may be due now
+
+    async def _retry(
+        self, lane: _Lane, job: Delivery, reason: str, retry_after: float | None, ids: dict[str, object]
+    ) -> None:
+        now = self._clock()
+        if retry_after:
+            lane.limiter.pause(retry_after)
+        elapsed = (now - job.created_at).total_seconds()
+        delay = lane.policy.next_delay(job.attempts, elapsed, retry_after)
+        if delay is None:
+            await self._bury(job, f"gave up after {job.attempts} attempts: {reason}", ids)
+            return
+        await self._store.reschedule(
+            job.id, now=now, next_attempt_at=now + timedelta(seconds=delay), error=reason
+        )
+        self._metrics.deliveries.labels(job.receiver, "retry").inc()
+        log.warning("delivery failed, retrying in %.1fs: %s", delay, reason, extra=ids)
+
+    async def _bury(self, job: Delivery, reason: str, ids: dict[str, object]) -> None:
+        await self._store.bury(job.id, now=self._clock(), error=reason)
+        self._metrics.deliveries.labels(job.receiver, "dead").inc()
+        log.error("delivery dead: %s", reason, extra=ids)
+
+    async def _release(self, job: Delivery, reason: str) -> None:
+        try:
+            now = self._clock()
+            await self._store.reschedule(job.id, now=now, next_attempt_at=now, error=reason)
+        except Exception:  # the lease runs out and the job is sent again anyway
+            log.warning("could not release delivery %s at shutdown", job.id)

@@ -1,0 +1,176 @@
+"""The front door's logic, without HTTP: verify → validate → node checks → age → record.
+
+``Ingest.handle`` turns one request's raw parts into a ``Reply``; server.py only adapts it to
+aiohttp. Keeping it here lets the whole decision table be tested without sockets.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from bridge.config import Config, NodeConfig
+from bridge.errors import NodeRejected, PayloadError, RequestError, Unavailable, VerificationError
+from bridge.keys import KeyManager
+from bridge.metrics import Metrics
+from bridge.model import KNOWN_EVENT_TYPES, KNOWN_STATUSES, Event, NodeState, RouteMatch, Silence
+from bridge.payload import parse_json, to_event
+from bridge.routing import Router, compile_routes, silenced
+from bridge.store import Store
+from bridge.verify import decode_signature, verify
+
+log = logging.getLogger("bridge.ingest")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    body: dict[str, Any]
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """What ingest needs from one config; swapped whole on reload."""
+
+    nodes: Mapping[str, NodeConfig] | None
+    router: Router
+    config_silences: Sequence[Any]
+    max_event_age: float
+    max_clock_skew: float
+    dedup_ttl: float
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> Rules:
+        return cls(
+            nodes=cfg.nodes,
+            router=compile_routes(cfg),
+            config_silences=tuple(cfg.silences),
+            max_event_age=cfg.verification.max_event_age,
+            max_clock_skew=cfg.verification.max_clock_skew,
+            dedup_ttl=cfg.storage.dedup_ttl,
+        )
+
+
+def error_reply(exc: RequestError) -> Reply:
+    return Reply(exc.status, {"error": exc.code, "detail": exc.detail})
+
+
+def unavailable_reply(exc: Unavailable) -> Reply:
+    seconds = max(1, round(exc.retry_after))
+    return Reply(503, {"error": "unavailable", "detail": exc.detail}, {"Retry-After": str(seconds)})
+
+
+class Ingest:
+    def __init__(
+        self,
+        rules: Rules,
+        *,
+        store: Store,
+        keys: KeyManager,
+        metrics: Metrics,
+        clock: Callable[[], datetime] = utc_now,
+        on_enqueued: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.rules = rules
+        self.store_silences: Sequence[Silence] = ()
+        self._store = store
+        self._keys = keys
+        self._metrics = metrics
+        self._clock = clock
+        self._on_enqueued = on_enqueued
+
+    def refuse(self, exc: RequestError) -> None:
+        """Count and log a request refused before it reached ``handle`` (e.g. body too large)."""
+        self._metrics.events.labels(exc.code).inc()
+        log.info("refused: %s", exc.detail, extra={"status": exc.status, "error": exc.code})
+
+    async def handle(self, body: bytes, signature: str | None, path_node: str | None = None) -> Reply:
+        try:
+            return await self._handle(body, signature, path_node)
+        except RequestError as exc:
+            self.refuse(exc)
+            return error_reply(exc)
+        except Unavailable as exc:
+            self._metrics.events.labels("unavailable").inc()
+            log.warning("answering 503: %s", exc.detail)
+            return unavailable_reply(exc)
+
+    async def _handle(self, body: bytes, signature_header: str | None, path_node: str | None) -> Reply:
+        signature = decode_signature(signature_header)
+        try:
+            doc: Any = parse_json(body)
+            parse_error: PayloadError | None = None
+        except PayloadError as exc:
+            doc, parse_error = None, exc
+        body_node = doc.get("nodeId") if isinstance(doc, dict) else None
+        if not isinstance(body_node, str):
+            body_node = None
+        await self._verify(body, doc, signature, (path_node, body_node))
+        if parse_error is not None:
+            raise parse_error
+
+        rules = self.rules
+        now = self._clock()
+        labels = None
+        if rules.nodes is not None:
+            node_cfg = rules.nodes.get(body_node) if body_node is not None else None
+            if node_cfg is None and body_node is not None:
+                raise NodeRejected("nodeId is not one of the configured nodes")
+            labels = node_cfg.labels if node_cfg is not None else None
+        event = to_event(doc, path_node=path_node, labels=labels, received_at=now)
+        return await self._record(event, now, rules)
+
+    async def _verify(
+        self, body: bytes, doc: Any, signature: bytes, nodes: tuple[str | None, str | None]
+    ) -> None:
+        started = time.perf_counter()
+        ok = verify(body, doc, signature, self._keys.keys_for(nodes))
+        self._metrics.verify_seconds.observe(time.perf_counter() - started)
+        # The key may have been rotated: refresh (rate-limited) and try once more.
+        if not ok and await self._keys.refresh_after_failure():
+            ok = verify(body, doc, signature, self._keys.keys_for(nodes))
+        if not ok:
+            raise VerificationError("signature does not match the body under any configured key")
+
+    async def _record(self, event: Event, now: datetime, rules: Rules) -> Reply:
+        age = (now - event.timestamp).total_seconds()
+        ids = {"event_id": event.id, "node": event.node_id, "node_status": event.status}
+        if event.status not in KNOWN_STATUSES or event.event_type not in KNOWN_EVENT_TYPES:
+            self._metrics.unknown_status.inc()
+            log.info("undocumented status or event type %r/%r accepted", event.status, event.event_type, extra=ids)
+        if -age > rules.max_clock_skew:
+            log.warning("event dated %.0fs in the future (clock skew?); accepted", -age, extra=ids)
+
+        def plan(prev: NodeState | None) -> list[RouteMatch]:
+            return rules.router.match(event, prev)
+
+        if rules.max_event_age and age > rules.max_event_age:
+            mode = "stale"
+            silence = None
+        else:
+            silence = silenced([*rules.config_silences, *self.store_silences], event, now)
+            mode = "silenced" if silence is not None else "notify"
+        result = await self._store.accept(event, plan, now=now, dedup_ttl=rules.dedup_ttl, mode=mode)  # type: ignore[arg-type]
+        self._metrics.events.labels(result.status).inc()
+        log.info("event %s", result.status, extra={**ids, "deliveries": len(result.deliveries)})
+        if result.status == "duplicate":
+            return Reply(200, {"status": "duplicate", "id": result.event_id})
+        if result.status == "stale":
+            return Reply(200, {"status": "ignored", "reason": "stale", "id": result.event_id})
+        reply: dict[str, Any] = {"status": "accepted", "id": result.event_id, "deliveries": len(result.deliveries)}
+        if result.status == "out_of_order":
+            reply["note"] = "older than the node's newest event: recorded, not notified"
+        elif result.status == "silenced":
+            reply["silenced"] = getattr(silence, "id", None) or getattr(silence, "comment", "") or "config"
+        if result.deliveries:
+            self._on_enqueued()
+        return Reply(200, reply)

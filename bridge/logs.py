@@ -1,0 +1,114 @@
+"""Logging setup: human-readable text by default, one JSON object per line with ``format: json``.
+
+Extra fields passed as ``extra={...}`` become JSON keys. A redaction filter replaces every
+configured secret value with ``<secret>`` as a last line of defence: secrets are never logged
+on purpose, and this makes sure an exception text cannot leak one either.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, SecretStr
+
+from bridge.config import Config, LogConfig
+
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
+
+
+class JSONFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        doc.update(_extras(record))
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extras = _extras(record)
+        if extras:
+            line += " " + " ".join(f"{k}={v}" for k, v in extras.items())
+        return line
+
+
+class Redactor(logging.Filter):
+    """Replace secret values in the final message and in extra fields."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        # Longest first so a secret containing another is replaced whole.
+        self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+
+    def _clean(self, text: str) -> str:
+        for s in self.secrets:
+            if s in text:
+                text = text.replace(s, "<secret>")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        msg = record.getMessage()
+        cleaned = self._clean(msg)
+        if cleaned != msg:
+            record.msg, record.args = cleaned, None
+        for key, value in _extras(record).items():
+            if isinstance(value, str):
+                setattr(record, key, self._clean(value))
+        if record.exc_info and record.exc_info[1] is not None:
+            text = self._clean(logging.Formatter().formatException(record.exc_info))
+            record.exc_info, record.exc_text = None, text
+        return True
+
+
+def secret_values(obj: Any) -> list[str]:
+    """Every SecretStr value in a config tree (webhook URLs, tokens, passwords, header values)."""
+    found: list[str] = []
+    if isinstance(obj, SecretStr):
+        found.append(obj.get_secret_value())
+    elif isinstance(obj, BaseModel):
+        for name in type(obj).model_fields:
+            found.extend(secret_values(getattr(obj, name)))
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            found.extend(secret_values(v))
+    elif isinstance(obj, list | tuple):
+        for v in obj:
+            found.extend(secret_values(v))
+    return found
+
+
+def setup(log_cfg: LogConfig, config: Config | None = None, *, stream: Any = None) -> None:
+    """(Re)configure the root logger. Safe to call again on reload."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_alert_bridge", False):
+            root.removeHandler(h)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler._alert_bridge = True  # type: ignore[attr-defined]
+    handler.setFormatter(JSONFormatter() if log_cfg.format == "json" else TextFormatter())
+    handler.addFilter(Redactor(secret_values(config) if config is not None else []))
+    root.addHandler(handler)
+    root.setLevel(log_cfg.level.upper())
+    # aiohttp's access log would print one more line per request; ours already says what matters.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

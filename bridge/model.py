@@ -1,0 +1,241 @@
+"""The bridge's nouns: Event, NodeState, RouteMatch, Delivery. Pure data, no I/O."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+# Statuses ThunderStack documents today. Others are accepted (new ones may appear) but logged.
+KNOWN_STATUSES = frozenset({"RUNNING", "STARTING", "PAUSED", "FAILED", "IN_PROGRESS"})
+KNOWN_EVENT_TYPES = frozenset({"NODE_STATUS_UPDATED"})
+
+DeliveryState = Literal["pending", "inflight", "done", "dead"]
+DELIVERY_STATES: tuple[DeliveryState, ...] = ("pending", "inflight", "done", "dead")
+
+# ISO-8601 as ThunderStack and its peers write it: date, 'T' or space, time, optional fraction,
+# 'Z' or an offset. fromisoformat() alone would accept a bare date or a naive time.
+_ISO = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?([Zz]|[+-]\d{2}(:?\d{2})?)$"
+)
+
+
+def parse_timestamp(value: str) -> datetime:
+    """Parse an ISO-8601 timestamp with a zone into an aware UTC datetime. ValueError otherwise."""
+    if not _ISO.match(value):
+        raise ValueError("expected an ISO-8601 date-time with a zone, e.g. 2026-04-16T12:00:00Z")
+    text = value.replace("t", "T").replace("z", "Z")
+    # Python parses at most 6 fractional digits: keep microseconds, drop nanoseconds.
+    m = re.search(r"\.(\d+)", text)
+    if m and len(m.group(1)) > 6:
+        text = text[: m.start(1) + 6] + text[m.end(1) :]
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    dt = datetime.fromisoformat(text)
+    if dt.tzinfo is None:  # pragma: no cover - the regex requires a zone
+        raise ValueError("timestamp has no zone")
+    return dt.astimezone(UTC)
+
+
+def format_timestamp(dt: datetime) -> str:
+    """Canonical UTC form: millisecond precision, 'Z' suffix (what ThunderStack sends)."""
+    dt = dt.astimezone(UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond:06d}Z"
+
+
+def dedup_key(node_id: str, timestamp: datetime) -> str:
+    """Same node, same instant: same event, whatever the timestamp's spelling."""
+    return f"{node_id}|{format_timestamp(timestamp)}"
+
+
+def event_id(node_id: str, timestamp: datetime) -> str:
+    """A stable id derived from the dedup key, so a repeat maps to the same id everywhere."""
+    digest = hashlib.sha256(dedup_key(node_id, timestamp).encode()).hexdigest()
+    return "evt_" + digest[:24]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A verified, validated ThunderStack event."""
+
+    event_type: str
+    timestamp: datetime
+    node_id: str
+    status: str
+    details: Mapping[str, Any] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def id(self) -> str:
+        return event_id(self.node_id, self.timestamp)
+
+    @property
+    def dedup_key(self) -> str:
+        return dedup_key(self.node_id, self.timestamp)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "eventType": self.event_type,
+            "eventTimestamp": format_timestamp(self.timestamp),
+            "nodeId": self.node_id,
+            "status": self.status,
+            "details": dict(self.details),
+            "labels": dict(self.labels),
+            "receivedAt": format_timestamp(self.received_at),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Event:
+        return cls(
+            event_type=data["eventType"],
+            timestamp=parse_timestamp(data["eventTimestamp"]),
+            node_id=data["nodeId"],
+            status=data["status"],
+            details=dict(data.get("details") or {}),
+            labels=dict(data.get("labels") or {}),
+            received_at=parse_timestamp(data["receivedAt"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NodeState:
+    """What the bridge remembers of a node: its newest known status and since when it held."""
+
+    node_id: str
+    status: str
+    since: datetime  # eventTimestamp at which the node entered ``status``
+    last_timestamp: datetime  # eventTimestamp of the newest event seen for the node
+    last_event_id: str
+
+
+def next_node_state(prev: NodeState | None, event: Event) -> NodeState:
+    """The node's state after ``event``; callers check ordering first."""
+    since = prev.since if prev is not None and prev.status == event.status else event.timestamp
+    return NodeState(event.node_id, event.status, since, event.timestamp, event.id)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMatch:
+    """One matched route: which receivers it names, and its repeat interval in seconds (0 = none)."""
+
+    route: str
+    receivers: tuple[str, ...]
+    repeat_interval: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """What a receiver sends: the event plus what routing knew when it was accepted."""
+
+    event: Event
+    route: str
+    receiver: str
+    delivery_id: str
+    previous_status: str | None = None
+    previous_since: datetime | None = None  # when the node entered previous_status
+
+    @property
+    def previous_duration(self) -> float | None:
+        """Seconds the node held ``previous_status`` before this event."""
+        if self.previous_since is None:
+            return None
+        return max(0.0, (self.event.timestamp - self.previous_since).total_seconds())
+
+    def context(self) -> dict[str, Any]:
+        """Payload stored with a delivery job (a snapshot taken at acceptance)."""
+        return {
+            "event": self.event.to_dict(),
+            "route": self.route,
+            "receiver": self.receiver,
+            "previous_status": self.previous_status,
+            "previous_since": format_timestamp(self.previous_since) if self.previous_since else None,
+        }
+
+    @classmethod
+    def from_context(cls, delivery_id: str, data: Mapping[str, Any]) -> Alert:
+        since = data.get("previous_since")
+        return cls(
+            event=Event.from_dict(data["event"]),
+            route=data["route"],
+            receiver=data["receiver"],
+            delivery_id=delivery_id,
+            previous_status=data.get("previous_status"),
+            previous_since=parse_timestamp(since) if since else None,
+        )
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One delivery job: one alert for one receiver, as the store holds it."""
+
+    id: str
+    alert: Alert
+    state: DeliveryState
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime
+    last_error: str | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def receiver(self) -> str:
+        return self.alert.receiver
+
+    @property
+    def order_key(self) -> str:
+        return order_key(self.alert.receiver, self.alert.event.node_id)
+
+
+def order_key(receiver: str, node_id: str) -> str:
+    """Deliveries sharing this key go out one at a time, in event order."""
+    return f"{receiver}|{node_id}"
+
+
+def delivery_id(event_id: str, receiver: str) -> str:
+    """Stable per (event, receiver): a receiver gets at most one job per event; webhook-id reuses it."""
+    digest = hashlib.sha256(f"{event_id}|{receiver}".encode()).hexdigest()
+    return "dlv_" + digest[:24]
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    """A maintenance window: matching events are recorded and counted but not notified."""
+
+    id: str
+    node: str  # glob
+    status: tuple[str, ...] | None
+    starts_at: datetime
+    ends_at: datetime
+    comment: str = ""
+    created_at: datetime | None = None
+
+    def active(self, now: datetime) -> bool:
+        return self.starts_at <= now < self.ends_at
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "node": self.node,
+            "status": list(self.status) if self.status is not None else None,
+            "starts_at": format_timestamp(self.starts_at),
+            "ends_at": format_timestamp(self.ends_at),
+            "comment": self.comment,
+            "created_at": format_timestamp(self.created_at) if self.created_at else None,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Silence:
+        return cls(
+            id=d["id"],
+            node=d["node"],
+            status=tuple(d["status"]) if d.get("status") is not None else None,
+            starts_at=parse_timestamp(d["starts_at"]),
+            ends_at=parse_timestamp(d["ends_at"]),
+            comment=d.get("comment", ""),
+            created_at=parse_timestamp(d["created_at"]) if d.get("created_at") else None,
+        )

@@ -1,0 +1,96 @@
+"""Pure validation of a ThunderStack webhook body: bytes → parsed JSON → Event."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from bridge.errors import FieldError, NodeRejected, PayloadError
+from bridge.model import Event, parse_timestamp
+
+MAX_ID_LENGTH = 256
+MAX_FIELD_LENGTH = 1024
+
+
+def parse_json(body: bytes) -> Any:
+    """The parsed body, or PayloadError (not UTF-8, not JSON, nested too deep)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PayloadError("body is not valid UTF-8") from None
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise PayloadError("body is nested too deeply") from None
+    except ValueError as exc:
+        raise PayloadError(f"body is not JSON: {exc}") from None
+
+
+def _string(obj: Mapping[str, Any], key: str, where: str, limit: int = MAX_FIELD_LENGTH) -> str:
+    if key not in obj:
+        raise FieldError(where, "is required")
+    value = obj[key]
+    if not isinstance(value, str):
+        raise FieldError(where, f"must be a string, not {_json_type(value)}")
+    if not value:
+        raise FieldError(where, "must not be empty")
+    if len(value) > limit:
+        raise FieldError(where, f"is longer than {limit} characters")
+    if "\x00" in value:
+        raise FieldError(where, "must not contain NUL characters")
+    return value
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return "a string"
+
+
+def to_event(
+    doc: Any,
+    *,
+    path_node: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    received_at: datetime,
+) -> Event:
+    """Validate a parsed body. PayloadError (400), FieldError (422), NodeRejected (403)."""
+    if not isinstance(doc, dict):
+        raise PayloadError(f"body must be a JSON object, not {_json_type(doc)}")
+    event_type = _string(doc, "eventType", "eventType")
+    stamp = _string(doc, "eventTimestamp", "eventTimestamp", 64)
+    node_id = _string(doc, "nodeId", "nodeId", MAX_ID_LENGTH)
+    if "details" not in doc:
+        raise FieldError("details", "is required")
+    details = doc["details"]
+    if not isinstance(details, dict):
+        raise FieldError("details", f"must be an object, not {_json_type(details)}")
+    details_node = _string(details, "nodeId", "details.nodeId", MAX_ID_LENGTH)
+    status = _string(details, "status", "details.status", 64)
+    try:
+        timestamp = parse_timestamp(stamp)
+    except ValueError as exc:
+        raise FieldError("eventTimestamp", str(exc)) from None
+    if details_node != node_id:
+        raise NodeRejected("details.nodeId does not match nodeId")
+    if path_node is not None and path_node != node_id:
+        raise NodeRejected("nodeId does not match the node in the URL path")
+    return Event(
+        event_type=event_type,
+        timestamp=timestamp,
+        node_id=node_id,
+        status=status,
+        details=details,
+        labels=dict(labels or {}),
+        received_at=received_at,
+    )

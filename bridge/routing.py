@@ -1,0 +1,815 @@
+"""Routes: which receivers an event goes to. Pure: no I/O, no asyncio, no clock.
+
+``compile_routes(cfg)`` turns ``routes:`` into a :class:`Router` once per config. With the
+``nodes:`` allow-list configured it checks that every route can match at least one configured
+node; it also refuses a route placed behind an earlier ``stop: true`` route that certainly
+matches everything it matches. Both would silently disable an alert.
+
+``Router.match(event, prev)`` walks the routes in order: every matching route yields a
+:class:`RouteMatch`; a matching route with ``stop: true`` ends the walk; when nothing matched the
+``default_to`` receivers get the event under the route name ``"default"``.
+
+Each route is filed in exactly one index, under its most selective field: exact node id, node
+glob literal prefix or suffix, one label, status, previous status, or else the catch-all list.
+An event only looks at the buckets its node id, labels and statuses select, so with a thousand
+routes it usually checks a handful. Hits are merged back into route order, so the answer is
+exactly that of the plain in-order walk (which :func:`explain` performs).
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from fnmatch import fnmatchcase, translate
+from itertools import islice, takewhile
+from typing import Generic, NamedTuple, Protocol, TypeVar
+
+from bridge.config import Config, RouteConfig
+from bridge.errors import ConfigError
+from bridge.model import KNOWN_STATUSES, Event, NodeState, RouteMatch
+
+__all__ = [
+    "DEFAULT_ROUTE",
+    "CompiledRoute",
+    "Router",
+    "SilenceLike",
+    "SilenceMatcher",
+    "assign_receivers",
+    "compile_routes",
+    "explain",
+    "is_glob",
+    "silenced",
+]
+
+DEFAULT_ROUTE = "default"
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+def is_glob(pattern: str) -> bool:
+    """A node pattern with any of ``* ? [`` is a glob (fnmatch, case-sensitive); else an exact id."""
+    return not _GLOB_CHARS.isdisjoint(pattern)
+
+
+def _glob_parts(glob: str) -> list[str | None]:
+    """The glob as literal runs (str) and wildcards (None for ``*``, ``?`` or a ``[set]``), read the
+    way fnmatch.translate reads it (an unclosed ``[`` is a literal)."""
+    parts: list[str | None] = []
+    lit: list[str] = []
+    i, n = 0, len(glob)
+    while i < n:
+        c = glob[i]
+        i += 1
+        if c == "[":
+            j = i
+            if j < n and glob[j] == "!":
+                j += 1
+            if j < n and glob[j] == "]":
+                j += 1
+            while j < n and glob[j] != "]":
+                j += 1
+            if j >= n:
+                lit.append(c)
+                continue
+            i = j + 1
+        elif c not in "*?":
+            lit.append(c)
+            continue
+        if lit:
+            parts.append("".join(lit))
+            lit = []
+        parts.append(None)
+    if lit:
+        parts.append("".join(lit))
+    return parts
+
+
+def _literal_prefix(glob: str) -> str:
+    """Every name the glob matches starts with this."""
+    parts = _glob_parts(glob)
+    return parts[0] or "" if parts else ""
+
+
+def _literal_suffix(glob: str) -> str:
+    """Every name the glob matches ends with this."""
+    parts = _glob_parts(glob)
+    return parts[-1] or "" if parts else ""
+
+
+def _longest_literal(glob: str) -> str:
+    """The longest text every name the glob matches contains."""
+    return max((p for p in _glob_parts(glob) if p), key=len, default="")
+
+
+_RegexCache = dict[str, re.Pattern[str]]
+
+
+def _glob_regex(glob: str, cache: _RegexCache) -> re.Pattern[str]:
+    rx = cache.get(glob)
+    if rx is None:
+        rx = cache[glob] = re.compile(translate(glob))
+    return rx
+
+
+def _globs_regex(globs: Sequence[str], cache: _RegexCache) -> re.Pattern[str] | None:
+    """One regex for several globs (compiling is the costly part of compile_routes: share it)."""
+    if not globs:
+        return None
+    if len(globs) == 1:
+        return _glob_regex(globs[0], cache)
+    return re.compile("|".join(translate(g) for g in globs))
+
+
+def _fmt_values(values: Iterable[str]) -> str:
+    return "[" + ", ".join(values) + "]"
+
+
+# --- compiled routes ---------------------------------------------------------------------------------
+
+
+class CompiledRoute:
+    """One route as a small predicate. ``None`` in a field means "any"."""
+
+    __slots__ = (
+        "event_types",
+        "glob_prefixes",
+        "index",
+        "label_set",
+        "labels",
+        "name",
+        "node_exact",
+        "node_globs",
+        "node_patterns",
+        "node_re",
+        "prev_statuses",
+        "result",
+        "star_prefixes",
+        "statuses",
+        "stop",
+    )
+
+    def __init__(self, index: int, route: RouteConfig, regex_cache: _RegexCache | None = None) -> None:
+        m = route.match
+        self.index = index
+        self.name = route.name
+        self.stop = route.stop
+        self.result = RouteMatch(route.name, tuple(route.to), route.repeat_interval)
+        self.node_patterns: tuple[str, ...] | None = tuple(m.node) if m.node is not None else None
+        # node_exact is None exactly when the route has no node condition.
+        self.node_exact: frozenset[str] | None = None
+        self.node_globs: tuple[str, ...] = ()
+        self.node_re: re.Pattern[str] | None = None
+        if m.node is not None:
+            self.node_exact = frozenset(p for p in m.node if not is_glob(p))
+            self.node_globs = tuple(dict.fromkeys(p for p in m.node if is_glob(p)))
+            self.node_re = _globs_regex(self.node_globs, {} if regex_cache is None else regex_cache)
+        self.glob_prefixes = tuple(_literal_prefix(g) for g in self.node_globs)
+        # Globs of the form 'P*' with P literal (for the shadowing check).
+        self.star_prefixes = tuple(g[:-1] for g in self.node_globs if g.endswith("*") and not is_glob(g[:-1]))
+        self.labels: tuple[tuple[str, str], ...] | None = tuple(m.labels.items()) if m.labels else None
+        self.label_set = frozenset(self.labels or ())
+        self.statuses = frozenset(m.status) if m.status is not None else None
+        self.event_types = frozenset(m.event_type) if m.event_type is not None else None
+        self.prev_statuses = frozenset(m.previous_status) if m.previous_status is not None else None
+
+    def node_matches(self, node_id: str) -> bool:
+        exact = self.node_exact
+        if exact is None or node_id in exact:
+            return True
+        rx = self.node_re
+        return rx is not None and rx.match(node_id) is not None
+
+    def test(self, event: Event, prev: NodeState | None) -> bool:
+        """Does this route match? Cheapest checks first; agrees with :meth:`why_not`."""
+        s = self.statuses
+        if s is not None and event.status not in s:
+            return False
+        s = self.event_types
+        if s is not None and event.event_type not in s:
+            return False
+        s = self.prev_statuses
+        if s is not None and (prev is None or prev.status not in s):
+            return False
+        if self.node_exact is not None and not self.node_matches(event.node_id):
+            return False
+        labels = self.labels
+        if labels is not None:
+            have = event.labels
+            for key, value in labels:
+                if have.get(key) != value:
+                    return False
+        return True
+
+    def why_not(self, event: Event, prev: NodeState | None) -> str | None:
+        """The first condition that fails, in words; ``None`` when the route matches."""
+        if self.statuses is not None and event.status not in self.statuses:
+            return f"status {event.status!r} is not in {_fmt_values(sorted(self.statuses))}"
+        if self.event_types is not None and event.event_type not in self.event_types:
+            return f"event_type {event.event_type!r} is not in {_fmt_values(sorted(self.event_types))}"
+        if self.prev_statuses is not None:
+            want = _fmt_values(sorted(self.prev_statuses))
+            if prev is None:
+                return f"previous_status: the node has no previous status (route wants {want})"
+            if prev.status not in self.prev_statuses:
+                return f"previous_status {prev.status!r} is not in {want}"
+        if self.node_patterns is not None and not self.node_matches(event.node_id):
+            return f"node {event.node_id!r} matches none of {_fmt_values(self.node_patterns)}"
+        for key, value in self.labels or ():
+            have = event.labels.get(key)
+            if have is None:
+                return f"labels: the node has no label {key!r} (route wants {key}={value!r})"
+            if have != value:
+                return f"labels: the node has {key}={have!r}, route wants {key}={value!r}"
+        return None
+
+    def __repr__(self) -> str:
+        return f"CompiledRoute({self.index}, {self.name!r})"
+
+
+def _covers(outer: frozenset[str] | None, inner: frozenset[str] | None) -> bool:
+    """Every value ``inner`` accepts, ``outer`` accepts too (None = any value)."""
+    return outer is None or (inner is not None and inner <= outer)
+
+
+def _node_covers(outer: CompiledRoute, inner: CompiledRoute) -> bool:
+    """Certainly every node id ``inner`` accepts, ``outer`` accepts. False when unsure."""
+    if outer.node_exact is None:
+        return True
+    if inner.node_exact is None:
+        return False
+    if not all(outer.node_matches(n) for n in inner.node_exact):
+        return False
+    # A glob inside a glob, conservatively: the same glob, or an outer 'P*' (P literal) and an
+    # inner glob whose literal prefix starts with P.
+    star = outer.star_prefixes
+    for g, prefix in zip(inner.node_globs, inner.glob_prefixes, strict=True):
+        if g not in outer.node_globs and not (star and prefix.startswith(star)):
+            return False
+    return True
+
+
+def _shadows(earlier: CompiledRoute, later: CompiledRoute) -> bool:
+    """``earlier`` (which has stop: true) certainly matches every event ``later`` matches."""
+    return (
+        _covers(earlier.statuses, later.statuses)
+        and _covers(earlier.prev_statuses, later.prev_statuses)
+        and _covers(earlier.event_types, later.event_types)
+        and earlier.label_set <= later.label_set
+        and _node_covers(earlier, later)
+    )
+
+
+class _Stoppers:
+    """The ``stop: true`` routes seen so far, indexed so that a later route is compared only with
+    those that could cover its node condition."""
+
+    def __init__(self) -> None:
+        self.any_node: list[CompiledRoute] = []  # no node condition
+        self.by_exact: dict[str, list[CompiledRoute]] = {}
+        self.by_glob: dict[str, list[CompiledRoute]] = {}
+        self.with_globs: list[CompiledRoute] = []  # can cover an exact id
+        self.with_star: list[CompiledRoute] = []  # can cover another glob
+
+    def add(self, r: CompiledRoute) -> None:
+        if r.node_exact is None:
+            self.any_node.append(r)
+            return
+        for n in r.node_exact:
+            self.by_exact.setdefault(n, []).append(r)
+        for g in r.node_globs:
+            self.by_glob.setdefault(g, []).append(r)
+        if r.node_globs:
+            self.with_globs.append(r)
+        if r.star_prefixes:
+            self.with_star.append(r)
+
+    def shadowing(self, r: CompiledRoute) -> CompiledRoute | None:
+        """The earliest stop route that certainly matches every event ``r`` matches, if any."""
+        candidates: Iterable[CompiledRoute] = self.any_node
+        if r.node_exact is not None:
+            # Whatever covers r must cover one of its patterns in particular.
+            if r.node_exact:
+                some = self.by_exact.get(next(iter(r.node_exact)), [])
+                extra = self.with_globs
+            else:
+                some = self.by_glob.get(r.node_globs[0], [])
+                extra = self.with_star
+            candidates = [*self.any_node, *some, *extra]
+        found: CompiledRoute | None = None
+        for s in candidates:
+            if (found is None or s.index < found.index) and _shadows(s, r):
+                found = s
+        return found
+
+
+# --- the router ----------------------------------------------------------------------------------------
+
+_Bucket = tuple[CompiledRoute, ...]
+_EMPTY: _Bucket = ()
+
+
+class Router:
+    """Compiled routes. Build with :func:`compile_routes`; immutable afterwards.
+
+    ``routes`` holds the compiled routes in order, ``default_to`` the fallback receivers and
+    ``warnings`` non-fatal findings (e.g. one entry of a node list that matches no configured node).
+    """
+
+    __slots__ = (
+        "_by_label",
+        "_by_node",
+        "_by_prefix",
+        "_by_prev",
+        "_by_status",
+        "_by_suffix",
+        "_generic",
+        "_prefix_lens",
+        "_suffix_lens",
+        "default",
+        "default_to",
+        "routes",
+        "warnings",
+    )
+
+    def __init__(
+        self,
+        routes: Sequence[CompiledRoute],
+        default_to: Sequence[str] = (),
+        warnings: Sequence[str] = (),
+        nodes: Mapping[str, Mapping[str, str]] | _NodeIndex | None = None,
+    ) -> None:
+        """``nodes`` (the allow-list with its labels) only guides which index each route goes in."""
+        self.routes: tuple[CompiledRoute, ...] = tuple(routes)
+        self.default_to: tuple[str, ...] = tuple(default_to)
+        self.default: RouteMatch | None = RouteMatch(DEFAULT_ROUTE, self.default_to) if self.default_to else None
+        self.warnings: tuple[str, ...] = tuple(warnings)
+        stats = _NodeIndex(nodes) if nodes is not None and not isinstance(nodes, _NodeIndex) else nodes
+        by_node: dict[str, list[CompiledRoute]] = {}
+        by_prefix: dict[str, list[CompiledRoute]] = {}
+        by_suffix: dict[str, list[CompiledRoute]] = {}
+        by_label: dict[str, dict[str, list[CompiledRoute]]] = {}
+        by_status: dict[str, list[CompiledRoute]] = {}
+        by_prev: dict[str, list[CompiledRoute]] = {}
+        generic: list[CompiledRoute] = []
+        for r in self.routes:
+            kind, node_keys, label = _choose_index(r, stats)
+            if node_keys is not None:
+                for n in node_keys.exact:
+                    by_node.setdefault(n, []).append(r)
+                for p in node_keys.prefixes:
+                    by_prefix.setdefault(p, []).append(r)
+                for t in node_keys.suffixes:
+                    by_suffix.setdefault(t, []).append(r)
+            elif label is not None:
+                by_label.setdefault(label[0], {}).setdefault(label[1], []).append(r)
+            elif kind == "status" and r.statuses is not None:
+                for s in r.statuses:
+                    by_status.setdefault(s, []).append(r)
+            elif kind == "previous_status" and r.prev_statuses is not None:
+                for s in r.prev_statuses:
+                    by_prev.setdefault(s, []).append(r)
+            else:
+                generic.append(r)
+        # Routes were appended in route order, so every bucket is sorted by index.
+        self._by_node = {k: tuple(v) for k, v in by_node.items()}
+        self._by_prefix = {k: tuple(v) for k, v in by_prefix.items()}
+        self._prefix_lens = tuple(sorted({len(p) for p in by_prefix}))
+        self._by_suffix = {k: tuple(v) for k, v in by_suffix.items()}
+        self._suffix_lens = tuple(sorted({len(t) for t in by_suffix}))
+        self._by_label = {k: {v: tuple(rs) for v, rs in d.items()} for k, d in by_label.items()}
+        self._by_status = {k: tuple(v) for k, v in by_status.items()}
+        self._by_prev = {k: tuple(v) for k, v in by_prev.items()}
+        self._generic: _Bucket = tuple(generic)
+
+    def __len__(self) -> int:
+        return len(self.routes)
+
+    def _buckets(self, event: Event, prev: NodeState | None) -> list[_Bucket]:
+        """The buckets an event looks at; together they hold every route that could match it."""
+        node_id = event.node_id
+        size = len(node_id)
+        buckets: list[_Bucket] = []
+        b = self._by_node.get(node_id)
+        if b:
+            buckets.append(b)
+        for n in self._prefix_lens:
+            if n > size:
+                break
+            b = self._by_prefix.get(node_id[:n])
+            if b:
+                buckets.append(b)
+        for n in self._suffix_lens:
+            if n > size:
+                break
+            b = self._by_suffix.get(node_id[size - n :])
+            if b:
+                buckets.append(b)
+        if self._by_label and event.labels:
+            by_label = self._by_label
+            for key, value in event.labels.items():
+                d = by_label.get(key)
+                if d is not None:
+                    b = d.get(value)
+                    if b:
+                        buckets.append(b)
+        b = self._by_status.get(event.status)
+        if b:
+            buckets.append(b)
+        if prev is not None and self._by_prev:
+            b = self._by_prev.get(prev.status)
+            if b:
+                buckets.append(b)
+        if self._generic:
+            buckets.append(self._generic)
+        return buckets
+
+    def match(self, event: Event, prev: NodeState | None) -> list[RouteMatch]:
+        """Every matching route, in route order, up to and including the first with stop: true;
+        or the default route when none matched and ``default_to`` is set; or nothing."""
+        buckets = self._buckets(event, prev)
+        hits: list[CompiledRoute] = []
+        stop_at = len(self.routes)
+        for bucket in buckets:
+            for r in bucket:
+                if r.index > stop_at:
+                    break
+                if r.test(event, prev):
+                    hits.append(r)
+                    if r.stop:
+                        stop_at = r.index
+                        break
+        if not hits:
+            return [self.default] if self.default is not None else []
+        if len(buckets) == 1:
+            return [r.result for r in hits]
+        # Merge: route order, nothing after the first stop, each route once.
+        hits.sort(key=_index)
+        out: list[RouteMatch] = []
+        last = -1
+        for r in hits:
+            if r.index > stop_at:
+                break
+            if r.index != last:
+                out.append(r.result)
+                last = r.index
+        return out
+
+    def candidates(self, event: Event, prev: NodeState | None) -> int:
+        """How many route checks an event costs at most (for benchmarks and tests)."""
+        return sum(len(b) for b in self._buckets(event, prev))
+
+
+def _index(r: CompiledRoute) -> int:
+    return r.index
+
+
+class _NodeKeys(NamedTuple):
+    exact: list[str]
+    prefixes: list[str]
+    suffixes: list[str]
+
+
+def _node_keys(r: CompiledRoute) -> _NodeKeys | None:
+    """Index keys for a route's node patterns: exact ids, and for each glob its literal prefix or
+    else its literal suffix. None when a glob has neither (``*``, ``*db*``): then the route is
+    filed by another field. Keys that another key of the route already covers are dropped
+    (a node id that still finds the route twice is de-duplicated when buckets are merged)."""
+    if r.node_exact is None:
+        return None
+    prefixes: set[str] = set()
+    suffixes: set[str] = set()
+    for g in r.node_globs:
+        if p := _literal_prefix(g):
+            prefixes.add(p)
+        elif t := _literal_suffix(g):
+            suffixes.add(t)
+        else:
+            return None
+    pre = tuple(sorted(p for p in prefixes if not any(q != p and p.startswith(q) for q in prefixes)))
+    suf = tuple(sorted(t for t in suffixes if not any(q != t and t.endswith(q) for q in suffixes)))
+    exact = sorted(n for n in r.node_exact if not n.startswith(pre) and not n.endswith(suf))
+    return _NodeKeys(exact, list(pre), list(suf))
+
+
+def _choose_index(r: CompiledRoute, nodes: _NodeIndex | None) -> tuple[str, _NodeKeys | None, tuple[str, str] | None]:
+    """File the route under its most selective field: the smallest expected share of events that
+    reach its buckets. Node and label shares come from the configured nodes; a status list counts
+    as its share of the known statuses. Ties go to node, then label, status, previous_status.
+
+    Returns (kind, node keys when kind is "node", (key, value) when kind is "label")."""
+    n_nodes = len(nodes.ids) if nodes is not None else 0
+    best_share, kind = 2.0, "generic"
+    node_keys = _node_keys(r)
+    label: tuple[str, str] | None = None
+    if node_keys is not None:
+        if nodes is None or n_nodes == 0:
+            return "node", node_keys, None
+        count = sum(1 for n in node_keys.exact if n in nodes.ids)
+        count += sum(nodes.count_prefix(p) for p in node_keys.prefixes)
+        count += sum(nodes.count_suffix(t) for t in node_keys.suffixes)
+        best_share, kind = count / n_nodes, "node"
+    if r.labels is not None and nodes is not None and n_nodes:
+        for item in r.labels:
+            share = len(nodes.by_label.get(item, ())) / n_nodes
+            if share < best_share:
+                best_share, kind, label = share, "label", item
+    for name, values in (("status", r.statuses), ("previous_status", r.prev_statuses)):
+        if values is not None:
+            share = min(1.0, len(values) / len(KNOWN_STATUSES))
+            if share < best_share:
+                best_share, kind = share, name
+    return kind, node_keys if kind == "node" else None, label if kind == "label" else None
+
+
+# --- compiling, with the "can never match" checks ------------------------------------------------------
+
+
+class _NodeIndex:
+    """The configured nodes (the allow-list): ids sorted forwards and by their reversed text (for
+    glob prefixes and suffixes), and which nodes carry each label."""
+
+    def __init__(self, nodes: Mapping[str, Mapping[str, str]], regex_cache: _RegexCache | None = None) -> None:
+        self.regex_cache: _RegexCache = {} if regex_cache is None else regex_cache
+        self.ids = frozenset(nodes)
+        self.sorted_ids = sorted(nodes)
+        self.sorted_rev = sorted(n[::-1] for n in nodes)
+        self.by_label: dict[tuple[str, str], set[str]] = {}
+        self.values: dict[str, set[str]] = {}
+        for node_id, labels in nodes.items():
+            for item in labels.items():
+                self.by_label.setdefault(item, set()).add(node_id)
+                self.values.setdefault(item[0], set()).add(item[1])
+        self._glob_cache: dict[str, bool] = {}
+        self._joined: str | None = None
+        self._newline_free = not any("\n" in n for n in self.sorted_ids)
+
+    @staticmethod
+    def _starting(ids: list[str], prefix: str) -> Iterable[str]:
+        return takewhile(lambda n: n.startswith(prefix), islice(ids, bisect_left(ids, prefix), None))
+
+    @staticmethod
+    def _count(ids: list[str], prefix: str) -> int:
+        """How many of the sorted ``ids`` start with ``prefix`` (they are contiguous)."""
+        start = bisect_left(ids, prefix)
+        lo, hi = start, len(ids)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if ids[mid].startswith(prefix):
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo - start
+
+    def count_prefix(self, prefix: str) -> int:
+        return self._count(self.sorted_ids, prefix)
+
+    def count_suffix(self, suffix: str) -> int:
+        return self._count(self.sorted_rev, suffix[::-1])
+
+    def _containing(self, text: str) -> Iterator[str]:
+        """The ids that contain ``text``, found by substring search over all ids at once."""
+        joined = self._joined
+        if joined is None:
+            joined = self._joined = "\n" + "\n".join(self.sorted_ids) + "\n"
+        pos = joined.find(text)
+        while pos != -1:
+            start = joined.rfind("\n", 0, pos) + 1
+            end = joined.find("\n", pos)
+            yield joined[start:end]
+            pos = joined.find(text, end)
+
+    def _candidates(self, glob: str) -> Iterable[str]:
+        """Ids that may match ``glob``: a superset of the matches, usually a small one."""
+        if prefix := _literal_prefix(glob):
+            return self._starting(self.sorted_ids, prefix)
+        if suffix := _literal_suffix(glob):
+            return (n[::-1] for n in self._starting(self.sorted_rev, suffix[::-1]))
+        text = _longest_literal(glob)
+        if text and "\n" not in text and self._newline_free:
+            return self._containing(text)
+        return self.sorted_ids
+
+    def pattern_matches_any(self, pattern: str) -> bool:
+        if not is_glob(pattern):
+            return pattern in self.ids
+        found = self._glob_cache.get(pattern)
+        if found is None:
+            rx = _glob_regex(pattern, self.regex_cache)
+            found = any(rx.match(n) for n in self._candidates(pattern))
+            self._glob_cache[pattern] = found
+        return found
+
+
+def _check_route(r: CompiledRoute, nodes: _NodeIndex, problems: list[str], warnings: list[str]) -> None:
+    where = f"routes[{r.index}].match"
+    node_ok = True
+    if r.node_patterns is not None:
+        dead = [(j, p) for j, p in enumerate(r.node_patterns) if not nodes.pattern_matches_any(p)]
+        if len(dead) == len(r.node_patterns):
+            node_ok = False
+            if len(dead) == 1:
+                problems.append(f"{where}.node: {dead[0][1]!r} matches none of the configured nodes")
+            else:
+                for j, p in dead:
+                    problems.append(f"{where}.node[{j}]: {p!r} matches none of the configured nodes")
+        else:
+            for j, p in dead:
+                warnings.append(f"{where}.node[{j}]: {p!r} matches none of the configured nodes")
+    if r.labels is None:
+        return
+    sets: list[set[str]] = []
+    for key, value in r.labels:
+        ids = nodes.by_label.get((key, value))
+        if ids is not None:
+            sets.append(ids)
+            continue
+        known = sorted(nodes.values.get(key, ()))
+        if not known:
+            problems.append(f"{where}.labels.{key}: no configured node has the label {key!r}")
+        else:
+            shown = ", ".join(repr(v) for v in known[:5]) + (", ..." if len(known) > 5 else "")
+            problems.append(f"{where}.labels.{key}: no configured node has {key}={value!r} (values in use: {shown})")
+    if len(sets) < len(r.labels):
+        return
+    sets.sort(key=len)
+    both = sets[0].intersection(*sets[1:])
+    if not both:
+        wanted = ", ".join(f"{k}={v!r}" for k, v in r.labels)
+        problems.append(f"{where}.labels: no configured node has all of {wanted}")
+        return
+    if node_ok and r.node_patterns is not None and not any(r.node_matches(n) for n in both):
+        problems.append(
+            f"{where}: no configured node matches both node {_fmt_values(r.node_patterns)} "
+            f"and labels {_fmt_values(f'{k}={v}' for k, v in r.labels)}"
+        )
+
+
+def compile_routes(cfg: Config) -> Router:
+    """Compile ``cfg.routes`` once per config.
+
+    Raises ConfigError (one ``path: message`` per problem) for a route that can never match: with
+    ``nodes:`` configured, node patterns or labels that no configured node satisfies; and a route
+    behind an earlier ``stop: true`` route that certainly matches every event it matches.
+    Non-fatal findings (one dead entry in a node list) go to ``Router.warnings``."""
+    cache: _RegexCache = {}
+    routes = [CompiledRoute(i, r, cache) for i, r in enumerate(cfg.routes)]
+    problems: list[str] = []
+    warnings: list[str] = []
+    nodes = _NodeIndex({k: v.labels for k, v in cfg.nodes.items()}, cache) if cfg.nodes is not None else None
+    if nodes is not None:
+        for r in routes:
+            _check_route(r, nodes, problems, warnings)
+    stoppers = _Stoppers()
+    for r in routes:
+        s = stoppers.shadowing(r)
+        if s is not None:
+            problems.append(
+                f"routes[{r.index}]: can never match: routes[{s.index}] ({s.name!r}) has stop: true "
+                f"and matches every event this route matches"
+            )
+        if r.stop:
+            stoppers.add(r)
+    if problems:
+        raise ConfigError(problems)
+    return Router(routes, cfg.default_to, warnings, nodes)
+
+
+# --- explain and receivers -------------------------------------------------------------------------------
+
+
+def explain(router: Router, event: Event, prev: NodeState | None) -> list[tuple[str, bool, str]]:
+    """The plain in-order walk, with reasons: (route name, matched, reason) for every route, then
+    the default route when no route matched. Agrees with ``router.match``."""
+    out: list[tuple[str, bool, str]] = []
+    stopped_by: CompiledRoute | None = None
+    any_matched = False
+    for r in router.routes:
+        if stopped_by is not None:
+            out.append((r.name, False, f"not checked: {stopped_by.name!r} matched and has stop: true"))
+            continue
+        reason = r.why_not(event, prev)
+        if reason is not None:
+            out.append((r.name, False, reason))
+            continue
+        any_matched = True
+        if r.stop:
+            stopped_by = r
+            out.append((r.name, True, "matched; stop: true ends the walk"))
+        else:
+            out.append((r.name, True, "matched"))
+    if not any_matched:
+        if router.default_to:
+            out.append((DEFAULT_ROUTE, True, "no route matched; sent to default_to"))
+        else:
+            out.append((DEFAULT_ROUTE, False, "no route matched and default_to is empty: no alert"))
+    return out
+
+
+def assign_receivers(matches: Sequence[RouteMatch], suppressed_routes: set[str]) -> list[tuple[str, str]]:
+    """(route, receiver) pairs: each receiver once, under the first matching route that is not
+    suppressed (a suppressed route, still inside its repeat_interval, sends nothing)."""
+    pairs: list[tuple[str, str]] = []
+    taken: set[str] = set()
+    for m in matches:
+        if m.route in suppressed_routes:
+            continue
+        for receiver in m.receivers:
+            if receiver not in taken:
+                taken.add(receiver)
+                pairs.append((m.route, receiver))
+    return pairs
+
+
+# --- silences -------------------------------------------------------------------------------------------
+
+
+class SilenceLike(Protocol):
+    """What a silence needs for matching: config.SilenceConfig and model.Silence both fit."""
+
+    @property
+    def node(self) -> str: ...  # glob (an exact id is a glob too)
+
+    @property
+    def status(self) -> Sequence[str] | None: ...
+
+    @property
+    def starts_at(self) -> datetime | None: ...
+
+    @property
+    def ends_at(self) -> datetime: ...
+
+
+S = TypeVar("S", bound=SilenceLike)
+
+
+def _aware(dt: datetime) -> datetime:
+    # A naive time (YAML without a zone) is taken as UTC rather than failing the comparison.
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
+
+
+@dataclass(frozen=True, slots=True)
+class _CompiledSilence(Generic[S]):
+    silence: S
+    node_exact: str | None
+    node_re: re.Pattern[str] | None
+    statuses: frozenset[str] | None
+    starts_at: datetime | None
+    ends_at: datetime
+
+
+class SilenceMatcher(Generic[S]):
+    """Silences compiled once; ``match`` gives the first silence active at ``now`` for the event.
+
+    Active means ``starts_at <= now < ends_at`` (no ``starts_at``: active from the start)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, silences: Iterable[S]) -> None:
+        items = []
+        for s in silences:
+            glob = is_glob(s.node)
+            items.append(
+                _CompiledSilence(
+                    s,
+                    None if glob else s.node,
+                    re.compile(translate(s.node)) if glob else None,
+                    frozenset(s.status) if s.status is not None else None,
+                    _aware(s.starts_at) if s.starts_at is not None else None,
+                    _aware(s.ends_at),
+                )
+            )
+        self._items: tuple[_CompiledSilence[S], ...] = tuple(items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def match(self, event: Event, now: datetime) -> S | None:
+        now = _aware(now)
+        for c in self._items:
+            if now >= c.ends_at or (c.starts_at is not None and now < c.starts_at):
+                continue
+            if c.statuses is not None and event.status not in c.statuses:
+                continue
+            if c.node_exact is not None:
+                if event.node_id != c.node_exact:
+                    continue
+            elif c.node_re is not None and c.node_re.match(event.node_id) is None:
+                continue
+            return c.silence
+        return None
+
+
+def silenced(silences: Iterable[S], event: Event, now: datetime) -> S | None:
+    """The first silence active at ``now`` that matches the event's node and status, or None."""
+    now = _aware(now)
+    for s in silences:
+        if now >= _aware(s.ends_at) or (s.starts_at is not None and now < _aware(s.starts_at)):
+            continue
+        if s.status is not None and event.status not in s.status:
+            continue
+        if fnmatchcase(event.node_id, s.node):
+            return s
+    return None

@@ -1,0 +1,152 @@
+"""HTTP adapters: the webhook listener and the separate admin listener.
+
+The webhook app only reads the request and hands it to ``Ingest``; every answer is JSON and
+no path leads to a 500 (an unexpected error answers 503 so ThunderStack retries and nothing is
+lost). Admin endpoints (metrics, reload) live on their own listener so exposing the webhook
+port exposes nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from bridge.errors import BodyTooLarge, Unavailable
+from bridge.ingest import Ingest, Reply, error_reply
+from bridge.verify import SIGNATURE_HEADER
+
+log = logging.getLogger("bridge.server")
+
+ReadyCheck = Callable[[], Awaitable[str | None]]  # None when ready, else the reason
+Reload = Callable[[], Awaitable[list[str]]]  # problems; empty when the new config is in force
+
+
+def _json(reply: Reply) -> web.Response:
+    return web.json_response(reply.body, status=reply.status, headers=reply.headers)
+
+
+@web.middleware
+async def never_500(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status >= 500:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(exc.status, "bad_request")
+        return web.json_response(
+            {"error": code, "detail": exc.reason}, status=exc.status, headers={"Allow": exc.headers.get("Allow", "")}
+            if exc.status == 405 else None,
+        )
+    except asyncio.CancelledError:
+        raise
+    except Unavailable as exc:
+        return web.json_response(
+            {"error": "unavailable", "detail": exc.detail}, status=503,
+            headers={"Retry-After": str(max(1, round(exc.retry_after)))},
+        )
+    except Exception:
+        log.exception("unexpected error handling %s %s", request.method, request.path)
+        return web.json_response(
+            {"error": "internal", "detail": "unexpected error; retry later"}, status=503, headers={"Retry-After": "5"}
+        )
+
+
+async def read_body(request: web.Request, limit: int, timeout: float) -> bytes:
+    """The whole body, refusing (413) past ``limit`` without reading the rest."""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise BodyTooLarge(f"body of {length} bytes exceeds the limit of {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async with asyncio.timeout(timeout):
+        while True:
+            chunk = await request.content.readany()
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(f"body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def webhook_app(
+    ingest: Callable[[], Ingest],
+    *,
+    path: str,
+    max_body_bytes: int,
+    body_timeout: float,
+    ready: ReadyCheck,
+) -> web.Application:
+    async def receive(request: web.Request) -> web.StreamResponse:
+        try:
+            body = await read_body(request, max_body_bytes, body_timeout)
+        except BodyTooLarge as exc:
+            ingest().refuse(exc)
+            resp = _json(error_reply(exc))
+            resp.force_close()  # the rest of the body is never read
+            return resp
+        except TimeoutError:
+            resp = web.json_response(
+                {"error": "body_timeout", "detail": f"body not received within {body_timeout:g}s"}, status=408
+            )
+            resp.force_close()
+            return resp
+        node = request.match_info.get("node_id")
+        reply = await ingest().handle(body, request.headers.get(SIGNATURE_HEADER), node)
+        return _json(reply)
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        reason = await ready()
+        if reason is None:
+            return web.json_response({"status": "ready"})
+        return web.json_response({"status": "not_ready", "reason": reason}, status=503, headers={"Retry-After": "5"})
+
+    app = web.Application(middlewares=[never_500], client_max_size=max_body_bytes)
+    app.router.add_post(path, receive)
+    app.router.add_post(path.rstrip("/") + "/{node_id}", receive)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+def admin_app(*, metrics: Callable[[], bytes], reload: Reload, ready: ReadyCheck) -> web.Application:
+    async def get_metrics(_: web.Request) -> web.Response:
+        return web.Response(body=metrics(), content_type="text/plain", charset="utf-8")
+
+    async def post_reload(_: web.Request) -> web.Response:
+        problems = await reload()
+        if problems:
+            return web.json_response({"status": "error", "errors": problems}, status=400)
+        return web.json_response({"status": "reloaded"})
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        reason = await ready()
+        body: dict[str, Any] = {"status": "ready"} if reason is None else {"status": "not_ready", "reason": reason}
+        return web.json_response(body, status=200 if reason is None else 503)
+
+    app = web.Application(middlewares=[never_500])
+    app.router.add_get("/metrics", get_metrics)
+    app.router.add_post("/-/reload", post_reload)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+def ssl_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert_file, key_file)
+    return ctx

@@ -1,0 +1,804 @@
+"""Redis store: shared state for several bridge replicas (``storage.url: redis://host:port/db``).
+
+Everything the bridge remembers lives in Redis under one key prefix (default ``ab:``), so any
+replica may accept any event and deliver any job. Semantics match ``MemoryStore`` exactly; the
+contract tests run both side by side.
+
+Keys (``P`` = prefix)::
+
+    P dd:<node>|<ts>     string "<expires> <event id>"; PX = logical lifetime + 60 s (backstop)
+    P dd:idx             zset  dedup key -> expires (unix s)     prune drops the expired ones
+    P ev:<event id>      string JSON {event, outcome}; PX = retention.events + 1 d (backstop)
+    P ev:idx             zset  event id -> received_at (µs)      prune drops old events
+    P node:<node>        hash  status, since, last (µs), id, v (version, +1 on every write)
+    P fired:<node>       hash  JSON [status, route] -> when the route last fired (unix s)
+    P job:<id>           hash  id state attempts created next updated lease err ok rcv ets m ctx
+    P jobs               zset  id -> created (µs)                 list_deliveries(state=None)
+    P st:<state>         zset  id -> created (µs)                 list by state, stats (ZCARD)
+    P fin:done|dead      zset  id -> updated (µs)                 prune by retention
+    P rcv:<receiver>     set   ids of the receiver's unfinished jobs   bury_receiver
+    P q:<receiver|node>  zset  m -> event ts (µs)                 unfinished jobs of one order key
+    P due                zset  m -> due time (µs)                 heads not known to be due yet
+    P ready              zset  m -> event ts (µs)                 heads that are due
+    P sil                hash  silence id -> JSON
+    P meta               hash  key -> value
+
+``m`` is a job's order member ``"<created µs, 17 digits>:<id>"``: inside a queue and in
+``ready``, Redis orders equal scores by member, so the order is (event ts, created_at, id),
+exactly ``MemoryStore``'s. Times are integer microseconds (exact in a double until year 2255);
+the dedup expiry and repeat-interval times are the same floats ``MemoryStore`` computes, written
+with ``repr`` so they survive the round trip exactly.
+
+Claims: only the head of a queue may go out. Every head is in exactly one of ``due`` (scored by
+next_attempt_at, or by lease expiry while in flight) or ``ready``. A claim first promotes the
+heads whose due time has passed from ``due`` to ``ready`` (each head is promoted once per due
+transition, so this is amortised O(log n)), then takes the first ``limit`` of ``ready``:
+O(limit·log n). A claimed head stays the head of its queue and goes back to ``due`` scored by its
+lease expiry, so a claim whose replica died is due again after ``lease`` seconds.
+
+Accept: ``plan(prev)`` is Python, so accept is optimistic. One round trip reads the dedup record,
+the node state (with its version) and the node's repeat-interval times; Python decides the
+outcome and computes the plan; one Lua script then re-checks the dedup record and that the node's
+version is unchanged and commits dedup, event, node state, repeat times and jobs together, or
+answers "retry" and the loop reads again. Every write of repeat times also bumps the node's
+version, so the version check covers them. WATCH/MULTI would also work, but it needs a dedicated
+connection per attempt and turns every conflict into a round trip more; the script keeps the
+commit a single atomic step. Consequence: ``plan`` may be called more than once for one event
+under contention (it must be free of side effects).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, cast
+
+import redis.exceptions as rex
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.commands.core import AsyncScript
+
+from bridge.config import RetentionConfig
+from bridge.errors import StorageUnavailable
+from bridge.model import (
+    Alert,
+    Delivery,
+    DeliveryState,
+    Event,
+    NodeState,
+    Silence,
+    delivery_id,
+    next_node_state,
+    order_key,
+)
+from bridge.store.base import Acceptance, AcceptStatus, OutboxStats, Plan, select_deliveries
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+_MAX_ACCEPT_ATTEMPTS = 50
+_BATCH = 1000  # keys handled per script call by prune and promotion (bounds one script's run time)
+_DEDUP_GRACE_MS = 60_000
+_MAX_PX = 10 * 365 * 86400 * 1000
+# Redis answers these while it cannot take writes (failover, loading, OOM, a slow script).
+_UNAVAILABLE_REPLIES = ("READONLY", "LOADING", "MASTERDOWN", "BUSY", "OOM", "TRYAGAIN", "CLUSTERDOWN")
+
+
+def _us(dt: datetime) -> int:
+    return (dt - _EPOCH) // _US
+
+
+def _dt(us: str | int) -> datetime:
+    return _EPOCH + timedelta(microseconds=int(us))
+
+
+def _cutoff(now_us: int, seconds: float) -> int:
+    """Largest t (µs) with ``(now - t).total_seconds() >= seconds``, as MemoryStore computes it."""
+    c = now_us - round(seconds * 1_000_000)
+    while (now_us - c) / 1_000_000 < seconds:
+        c -= 1
+    while (now_us - (c + 1)) / 1_000_000 >= seconds:
+        c += 1
+    return c
+
+
+def _member(created_us: int, job_id: str) -> str:
+    return f"{min(max(created_us, 0), 10**17 - 1):017d}:{job_id}"
+
+
+@contextmanager
+def _guard() -> Iterator[None]:
+    """Redis unreachable or unable to write → StorageUnavailable (the server answers 503)."""
+    try:
+        yield
+    except (rex.ConnectionError, rex.TimeoutError, OSError) as exc:
+        raise StorageUnavailable(f"redis unavailable: {exc}") from exc
+    except rex.ResponseError as exc:
+        if isinstance(exc, rex.ReadOnlyError | rex.OutOfMemoryError) or str(exc).startswith(
+            _UNAVAILABLE_REPLIES
+        ):
+            raise StorageUnavailable(f"redis cannot write: {exc}") from exc
+        raise
+
+
+# --- Lua ---------------------------------------------------------------------------------------
+# Every script takes the key prefix as ARGV[1] and builds its keys from it (standalone Redis; the
+# keys of one bridge are not spread over a cluster).
+
+_LUA_LIB = r"""
+local P = ARGV[1]
+local DUE = P .. 'due'
+local READY = P .. 'ready'
+local function jk(id) return P .. 'job:' .. id end
+local function qk(ok) return P .. 'q:' .. ok end
+local function jid(m) return string.sub(m, 19) end
+local function head_of(q) return redis.call('ZRANGE', q, 0, 0)[1] end
+
+local function head_due(m)
+  local f = redis.call('HMGET', jk(jid(m)), 'state', 'next', 'lease')
+  if f[1] == 'inflight' then return f[3] end
+  return f[2]
+end
+
+-- keep due/ready holding exactly the head of every non-empty queue
+local function fix_head(q, old, force)
+  local h = head_of(q)
+  if h == old and not force then return end
+  if old then
+    redis.call('ZREM', DUE, old)
+    redis.call('ZREM', READY, old)
+  end
+  if h then
+    redis.call('ZREM', READY, h)
+    redis.call('ZADD', DUE, head_due(h), h)
+  end
+end
+
+-- remove a job from every index and delete it
+local function drop_job(id)
+  local k = jk(id)
+  local f = redis.call('HMGET', k, 'state', 'ok', 'm', 'rcv')
+  local st = f[1]
+  if not st then return 0 end
+  redis.call('ZREM', P .. 'st:' .. st, id)
+  redis.call('ZREM', P .. 'jobs', id)
+  if st == 'done' or st == 'dead' then
+    redis.call('ZREM', P .. 'fin:' .. st, id)
+  else
+    redis.call('SREM', P .. 'rcv:' .. f[4], id)
+    local q = qk(f[2])
+    local old = head_of(q)
+    redis.call('ZREM', q, f[3])
+    fix_head(q, old, false)
+  end
+  redis.call('DEL', k)
+  return 1
+end
+
+-- pending/inflight -> done/dead
+local function finish(id, new, now, err)
+  local k = jk(id)
+  local f = redis.call('HMGET', k, 'state', 'ok', 'm', 'rcv', 'created')
+  local st = f[1]
+  if st ~= 'pending' and st ~= 'inflight' then return 0 end
+  local q = qk(f[2])
+  local old = head_of(q)
+  redis.call('ZREM', q, f[3])
+  redis.call('HSET', k, 'state', new, 'updated', now)
+  if err then redis.call('HSET', k, 'err', err) end
+  redis.call('HDEL', k, 'lease')
+  redis.call('ZREM', P .. 'st:' .. st, id)
+  redis.call('ZADD', P .. 'st:' .. new, f[5], id)
+  redis.call('ZADD', P .. 'fin:' .. new, now, id)
+  redis.call('SREM', P .. 'rcv:' .. f[4], id)
+  fix_head(q, old, false)
+  return 1
+end
+
+-- dead/pending -> pending, due now, attempts 0
+local function revive(id, now)
+  local k = jk(id)
+  local f = redis.call('HMGET', k, 'state', 'ok', 'm', 'rcv', 'created', 'ets')
+  local st = f[1]
+  if st ~= 'dead' and st ~= 'pending' then return 0 end
+  local q = qk(f[2])
+  local old = head_of(q)
+  if st == 'dead' then
+    redis.call('ZREM', P .. 'st:dead', id)
+    redis.call('ZREM', P .. 'fin:dead', id)
+    redis.call('ZADD', P .. 'st:pending', f[5], id)
+    redis.call('SADD', P .. 'rcv:' .. f[4], id)
+    redis.call('ZADD', q, f[6], f[3])
+  end
+  redis.call('HSET', k, 'state', 'pending', 'next', now, 'attempts', 0, 'updated', now)
+  fix_head(q, old, true)
+  return 1
+end
+
+-- heads whose due time has passed: due -> ready
+local function promote(now, cap)
+  local ms = redis.call('ZRANGEBYSCORE', DUE, '-inf', now, 'LIMIT', 0, cap)
+  for _, m in ipairs(ms) do
+    redis.call('ZREM', DUE, m)
+    local ets = redis.call('HGET', jk(jid(m)), 'ets')
+    if ets then redis.call('ZADD', READY, ets, m) end
+  end
+  return #ms
+end
+"""
+
+_LUA_ACCEPT = (
+    _LUA_LIB
+    + r"""
+-- ARGV: 2 dedup key, 3 now (unix s), 4 dedup value "<expires> <event id>", 5 expires, 6 dedup px,
+-- 7 event id, 8 event json, 9 received_at µs, 10 event px, 11 node key, 12 check node version
+-- (0/1), 13 expected version ('' = no node), 14 write node (0/1), 15 status, 16 since µs,
+-- 17 last µs, 18 node event id, 19 fired key, 20 now µs, 21 n fired, then n (field, value),
+-- then n jobs, then 6 per job (id, member, order key, receiver, event ts µs, context json)
+local dk = ARGV[2]
+local d = redis.call('GET', dk)
+if d then
+  local sp = string.find(d, ' ', 1, true)
+  if sp and tonumber(string.sub(d, 1, sp - 1)) > tonumber(ARGV[3]) then
+    return {'duplicate', string.sub(d, sp + 1)}
+  end
+end
+local nk = ARGV[11]
+if ARGV[12] == '1' then
+  local v = redis.call('HGET', nk, 'v') or ''
+  if v ~= ARGV[13] then return {'retry'} end
+end
+redis.call('SET', dk, ARGV[4], 'PX', ARGV[6])
+redis.call('ZADD', P .. 'dd:idx', ARGV[5], dk)
+redis.call('SET', P .. 'ev:' .. ARGV[7], ARGV[8], 'PX', ARGV[10])
+redis.call('ZADD', P .. 'ev:idx', ARGV[9], ARGV[7])
+if ARGV[14] == '1' then
+  redis.call('HSET', nk, 'status', ARGV[15], 'since', ARGV[16], 'last', ARGV[17], 'id', ARGV[18])
+  redis.call('HINCRBY', nk, 'v', 1)
+end
+local now = ARGV[20]
+local i = 21
+local nf = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, nf do
+  redis.call('HSET', ARGV[19], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+local nj = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, nj do
+  local id, m, ok, rcv, ets, ctx = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+  i = i + 6
+  local k = jk(id)
+  if redis.call('EXISTS', k) == 1 then drop_job(id) end
+  redis.call('HSET', k, 'id', id, 'state', 'pending', 'attempts', 0, 'created', now, 'next', now,
+    'updated', now, 'ok', ok, 'rcv', rcv, 'ets', ets, 'm', m, 'ctx', ctx)
+  redis.call('ZADD', P .. 'st:pending', now, id)
+  redis.call('ZADD', P .. 'jobs', now, id)
+  redis.call('SADD', P .. 'rcv:' .. rcv, id)
+  local q = qk(ok)
+  local old = head_of(q)
+  redis.call('ZADD', q, ets, m)
+  fix_head(q, old, false)
+end
+return {'ok'}
+"""
+)
+
+_LUA_PROMOTE = (
+    _LUA_LIB
+    + r"""
+-- ARGV: 2 now µs, 3 cap
+return promote(ARGV[2], tonumber(ARGV[3]))
+"""
+)
+
+_LUA_CLAIM = (
+    _LUA_LIB
+    + r"""
+-- ARGV: 2 now µs, 3 limit, 4 lease expiry µs, 5 promotion cap
+local now = ARGV[2]
+local limit = tonumber(ARGV[3])
+promote(now, tonumber(ARGV[5]))
+local out = {}
+while #out < limit do
+  local m = redis.call('ZRANGE', READY, 0, 0)[1]
+  if not m then break end
+  local id = jid(m)
+  local k = jk(id)
+  local f = redis.call('HMGET', k, 'state', 'next', 'lease', 'created')
+  redis.call('ZREM', READY, m)
+  if not f[1] then
+    -- vanished job (cannot happen while the indexes are consistent): forget the entry
+  else
+    local due = f[2]
+    if f[1] == 'inflight' then due = f[3] end
+    if tonumber(due) > tonumber(now) then
+      redis.call('ZADD', DUE, due, m)  -- promoted by a claim with a later clock
+    else
+      if f[1] == 'pending' then
+        redis.call('ZREM', P .. 'st:pending', id)
+        redis.call('ZADD', P .. 'st:inflight', f[4], id)
+      end
+      redis.call('HSET', k, 'state', 'inflight', 'updated', now, 'lease', ARGV[4])
+      redis.call('HINCRBY', k, 'attempts', 1)
+      redis.call('ZADD', DUE, ARGV[4], m)
+      out[#out + 1] = redis.call('HGETALL', k)
+    end
+  end
+end
+return out
+"""
+)
+
+_LUA_FINISH = (
+    _LUA_LIB
+    + r"""
+-- ARGV: 2 id, 3 new state, 4 now µs, 5 has error (0/1), 6 error
+local err = false
+if ARGV[5] == '1' then err = ARGV[6] end
+return finish(ARGV[2], ARGV[3], ARGV[4], err)
+"""
+)
+
+_LUA_RESCHEDULE = (
+    _LUA_LIB
+    + r"""
+-- ARGV: 2 id, 3 now µs, 4 next attempt µs, 5 error
+local id = ARGV[2]
+local k = jk(id)
+local f = redis.call('HMGET', k, 'state', 'ok', 'created')
+if f[1] ~= 'inflight' then return 0 end
+local q = qk(f[2])
+local old = head_of(q)
+redis.call('HSET', k, 'state', 'pending', 'next', ARGV[4], 'err', ARGV[5], 'updated', ARGV[3])
+redis.call('HDEL', k, 'lease')
+redis.call('ZREM', P .. 'st:inflight', id)
+redis.call('ZADD', P .. 'st:pending', f[3], id)
+fix_head(q, old, true)
+return 1
+"""
+)
+
+_LUA_BURY_RECEIVER = (
+    _LUA_LIB
+    + r"""
+-- ARGV: 2 receiver, 3 now µs, 4 error
+local n = 0
+for _, id in ipairs(redis.call('SMEMBERS', P .. 'rcv:' .. ARGV[2])) do
+  n = n + finish(id, 'dead', ARGV[3], ARGV[4])
+end
+return n
+"""
+)
+
+_LUA_RETRY = (
+    _LUA_LIB
+    + r"""
+-- ARGV: 2 now µs, 3 '*' (every dead job) or '', then ids
+local ids
+if ARGV[3] == '*' then
+  ids = redis.call('ZRANGE', P .. 'st:dead', 0, -1)
+else
+  ids = {}
+  for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
+end
+local n = 0
+for _, id in ipairs(ids) do n = n + revive(id, ARGV[2]) end
+return n
+"""
+)
+
+_LUA_PURGE_DEAD = (
+    _LUA_LIB
+    + r"""
+-- ARGV: 2 cap
+local n = 0
+for _, id in ipairs(redis.call('ZRANGE', P .. 'st:dead', 0, tonumber(ARGV[2]) - 1)) do
+  n = n + drop_job(id)
+end
+return n
+"""
+)
+
+_LUA_PRUNE = (
+    _LUA_LIB
+    + r"""
+-- ARGV: 2 now (unix s), 3 done cutoff µs, 4 dead cutoff µs, 5 events cutoff µs, 6 cap
+-- returns {removed, 1 if a batch was full (call again)}
+local cap = tonumber(ARGV[6])
+local removed, more = 0, 0
+local dd = redis.call('ZRANGEBYSCORE', P .. 'dd:idx', '-inf', ARGV[2], 'LIMIT', 0, cap)
+for _, k in ipairs(dd) do
+  redis.call('DEL', k)
+  redis.call('ZREM', P .. 'dd:idx', k)
+end
+removed = removed + #dd
+if #dd == cap then more = 1 end
+for _, s in ipairs({{'done', ARGV[3]}, {'dead', ARGV[4]}}) do
+  local ids = redis.call('ZRANGEBYSCORE', P .. 'fin:' .. s[1], '-inf', s[2], 'LIMIT', 0, cap)
+  for _, id in ipairs(ids) do
+    if drop_job(id) == 0 then redis.call('ZREM', P .. 'fin:' .. s[1], id) end
+    removed = removed + 1
+  end
+  if #ids == cap then more = 1 end
+end
+local ev = redis.call('ZRANGEBYSCORE', P .. 'ev:idx', '-inf', ARGV[5], 'LIMIT', 0, cap)
+for _, id in ipairs(ev) do
+  redis.call('DEL', P .. 'ev:' .. id)
+  redis.call('ZREM', P .. 'ev:idx', id)
+end
+removed = removed + #ev
+if #ev == cap then more = 1 end
+return {removed, more}
+"""
+)
+
+_LUA_SWAP = r"""
+-- compare-and-set one hash field. ARGV: 1 key, 2 field, 3 expected, 4 new
+if redis.call('HGET', ARGV[1], ARGV[2]) ~= ARGV[3] then return 0 end
+redis.call('HSET', ARGV[1], ARGV[2], ARGV[4])
+return 1
+"""
+
+
+class RedisStore:
+    """The ``Store`` contract on a Redis server shared by every replica."""
+
+    durable = True
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "ab:",
+        socket_timeout: float = 2.0,
+        health_check_interval: int = 15,
+    ) -> None:
+        self.url = url
+        self.prefix = prefix
+        self._socket_timeout = socket_timeout
+        self._health_check_interval = health_check_interval
+        self._redis: Redis | None = None
+        self._scripts: dict[str, AsyncScript] = {}
+        self._events_keep = RetentionConfig().events  # backstop TTL of events; prune updates it
+
+    # --- connection ------------------------------------------------------------------------------
+
+    def _client(self) -> Redis:
+        if self._redis is None:
+            # Connection refused is immediate; a silent host costs at most socket_timeout per try.
+            # One quick retry lets a pooled connection that died with a Redis restart reconnect.
+            self._redis = Redis.from_url(
+                self.url,
+                decode_responses=True,
+                socket_timeout=self._socket_timeout,
+                socket_connect_timeout=self._socket_timeout / 2,
+                health_check_interval=self._health_check_interval,
+                retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1),
+            )
+            self._scripts = {
+                name: self._redis.register_script(text)
+                for name, text in (
+                    ("accept", _LUA_ACCEPT),
+                    ("promote", _LUA_PROMOTE),
+                    ("claim", _LUA_CLAIM),
+                    ("finish", _LUA_FINISH),
+                    ("reschedule", _LUA_RESCHEDULE),
+                    ("bury_receiver", _LUA_BURY_RECEIVER),
+                    ("retry", _LUA_RETRY),
+                    ("purge_dead", _LUA_PURGE_DEAD),
+                    ("prune", _LUA_PRUNE),
+                    ("swap", _LUA_SWAP),
+                )
+            }
+        return self._redis
+
+    async def _run(self, script: str, *args: str | int | float) -> Any:
+        self._client()
+        with _guard():
+            return await self._scripts[script](args=[self.prefix, *args])
+
+    def _k(self, *parts: str) -> str:
+        return self.prefix + "".join(parts)
+
+    async def open(self) -> None:
+        """Connect and check that Redis takes writes; StorageUnavailable otherwise."""
+        await self.ping()
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            redis, self._redis = self._redis, None
+            self._scripts = {}
+            await redis.aclose()
+
+    async def ping(self) -> None:
+        r = self._client()
+        with _guard():
+            await r.set(self._k("ping"), "1", px=60_000)
+
+    # --- accept ----------------------------------------------------------------------------------
+
+    async def accept(
+        self,
+        event: Event,
+        plan: Plan,
+        *,
+        now: datetime,
+        dedup_ttl: float,
+        mode: Literal["notify", "stale", "silenced"] = "notify",
+    ) -> Acceptance:
+        r = self._client()
+        now_ts = now.timestamp()
+        now_us = _us(now)
+        expires = max(now_ts, event.timestamp.timestamp()) + dedup_ttl
+        dedup_px = min(_MAX_PX, max(0, math.ceil((expires - now_ts) * 1000)) + _DEDUP_GRACE_MS)
+        dk = self._k("dd:", event.dedup_key)
+        nk = self._k("node:", event.node_id)
+        fk = self._k("fired:", event.node_id)
+        for _ in range(_MAX_ACCEPT_ATTEMPTS):
+            with _guard():
+                async with r.pipeline(transaction=False) as pipe:
+                    pipe.get(dk)
+                    pipe.hgetall(nk)
+                    pipe.hgetall(fk)
+                    found, node, fired_map = await pipe.execute()
+            if found is not None:
+                exp_text, _, found_id = found.partition(" ")
+                if float(exp_text) > now_ts:
+                    return Acceptance("duplicate", found_id)
+            prev = _node_state(event.node_id, node) if node else None
+            version = node.get("v", "") if node else ""
+
+            outcome: AcceptStatus
+            new: NodeState | None = None
+            fired_args: list[str] = []
+            jobs: list[tuple[str, str, str, str, int, str]] = []
+            ids: list[str] = []
+            if mode == "stale":
+                outcome = "stale"
+            elif prev is not None and event.timestamp < prev.last_timestamp:
+                outcome = "out_of_order"
+            elif mode == "silenced":
+                outcome = "silenced"
+                new = next_node_state(prev, event)
+            else:
+                outcome = "accepted"
+                new = next_node_state(prev, event)
+                matches = plan(prev)
+                last = {
+                    m.route: float(fired_map[f])
+                    for m in matches
+                    if (f := _fired_field(event.status, m.route)) in fired_map
+                }
+                pairs, fired = select_deliveries(matches, last, now_ts)
+                for route in fired:
+                    fired_args += [_fired_field(event.status, route), repr(now_ts)]
+                ets_us = _us(event.timestamp)
+                for route, receiver in pairs:
+                    did = delivery_id(event.id, receiver)
+                    alert = Alert(
+                        event=event,
+                        route=route,
+                        receiver=receiver,
+                        delivery_id=did,
+                        previous_status=prev.status if prev else None,
+                        previous_since=prev.since if prev else None,
+                    )
+                    ctx = json.dumps(alert.context(), separators=(",", ":"), ensure_ascii=False)
+                    okey = order_key(receiver, event.node_id)
+                    jobs.append((did, _member(now_us, did), okey, receiver, ets_us, ctx))
+                    ids.append(did)
+
+            record = json.dumps(
+                {"event": event.to_dict(), "outcome": outcome}, separators=(",", ":"), ensure_ascii=False
+            )
+            args: list[str | int | float] = [
+                dk,
+                repr(now_ts),
+                f"{expires!r} {event.id}",
+                repr(expires),
+                dedup_px,
+                event.id,
+                record,
+                _us(event.received_at),
+                round((self._events_keep + 86400) * 1000),
+                nk,
+                "0" if mode == "stale" else "1",
+                version,
+                "1" if new is not None else "0",
+                new.status if new else "",
+                _us(new.since) if new else 0,
+                _us(new.last_timestamp) if new else 0,
+                new.last_event_id if new else "",
+                fk,
+                now_us,
+                len(fired_args) // 2,
+                *fired_args,
+                len(jobs),
+            ]
+            for job in jobs:
+                args.extend(job)
+            res = await self._run("accept", *args)
+            if res[0] == "duplicate":
+                return Acceptance("duplicate", res[1])
+            if res[0] == "retry":
+                continue
+            if outcome == "stale":
+                return Acceptance("stale", event.id)
+            if outcome == "accepted":
+                return Acceptance("accepted", event.id, tuple(ids), prev)
+            return Acceptance(outcome, event.id, previous=prev)
+        raise StorageUnavailable("redis: too much contention on node state; retry later", 1.0)
+
+    # --- delivery jobs ---------------------------------------------------------------------------
+
+    async def claim(self, *, now: datetime, limit: int, lease: float) -> list[Delivery]:
+        if limit <= 0:
+            return []
+        now_us = _us(now)
+        lease_us = _us(now + timedelta(seconds=lease))
+        # Promote due heads in bounded batches, so no single script blocks Redis for long.
+        while await self._run("promote", now_us, _BATCH) >= _BATCH:
+            pass
+        rows = await self._run("claim", now_us, limit, lease_us, _BATCH)
+        return [_delivery(_pairs(row)) for row in rows]
+
+    async def complete(self, delivery_id: str, *, now: datetime) -> None:
+        await self._run("finish", delivery_id, "done", _us(now), "0", "")
+
+    async def reschedule(
+        self, delivery_id: str, *, now: datetime, next_attempt_at: datetime, error: str
+    ) -> None:
+        await self._run("reschedule", delivery_id, _us(now), _us(next_attempt_at), error)
+
+    async def bury(self, delivery_id: str, *, now: datetime, error: str) -> None:
+        await self._run("finish", delivery_id, "dead", _us(now), "1", error)
+
+    async def bury_receiver(self, receiver: str, *, now: datetime, error: str) -> int:
+        return int(await self._run("bury_receiver", receiver, _us(now), error))
+
+    async def get_delivery(self, delivery_id: str) -> Delivery | None:
+        r = self._client()
+        with _guard():
+            row = await r.hgetall(self._k("job:", delivery_id))
+        return _delivery(row) if row else None
+
+    async def list_deliveries(
+        self, *, state: DeliveryState | None = None, limit: int = 100
+    ) -> list[Delivery]:
+        if limit == 0:
+            return []
+        r = self._client()
+        index = self._k("jobs") if state is None else self._k("st:", state)
+        with _guard():
+            # A negative limit drops from the end, as the slice [:limit] does.
+            ids = await r.zrange(index, 0, limit - 1)
+            async with r.pipeline(transaction=False) as pipe:
+                for i in ids:
+                    pipe.hgetall(self._k("job:", i))
+                rows = await pipe.execute()
+        return [_delivery(row) for row in rows if row]
+
+    async def retry_deliveries(self, ids: Sequence[str] | None, *, now: datetime) -> int:
+        if ids is None:
+            return int(await self._run("retry", _us(now), "*"))
+        if not ids:
+            return 0
+        return int(await self._run("retry", _us(now), "", *ids))
+
+    async def purge_dead(self) -> int:
+        total = 0
+        while True:
+            n = int(await self._run("purge_dead", _BATCH))
+            total += n
+            if n < _BATCH:
+                return total
+
+    async def stats(self, *, now: datetime) -> OutboxStats:
+        r = self._client()
+        with _guard():
+            async with r.pipeline(transaction=False) as pipe:
+                for s in ("pending", "inflight", "dead", "done"):
+                    pipe.zcard(self._k("st:", s))
+                pipe.zrange(self._k("st:pending"), 0, 0, withscores=True)
+                pipe.zrange(self._k("st:inflight"), 0, 0, withscores=True)
+                pending, inflight, dead, done, p0, i0 = await pipe.execute()
+        firsts = [int(score) for _, score in (*p0, *i0)]
+        age = (_us(now) - min(firsts)) / 1_000_000 if firsts else 0.0
+        return OutboxStats(pending, inflight, dead, done, age)
+
+    async def prune(self, *, now: datetime, retention: RetentionConfig) -> int:
+        self._events_keep = retention.events
+        now_us = _us(now)
+        args = (
+            repr(now.timestamp()),
+            _cutoff(now_us, retention.done),
+            _cutoff(now_us, retention.dead),
+            _cutoff(now_us, retention.events),
+            _BATCH,
+        )
+        total = 0
+        while True:
+            removed, more = await self._run("prune", *args)
+            total += int(removed)
+            if not more:
+                return total
+
+    # --- node state, silences, meta --------------------------------------------------------------
+
+    async def node_state(self, node_id: str) -> NodeState | None:
+        r = self._client()
+        with _guard():
+            node = await r.hgetall(self._k("node:", node_id))
+        return _node_state(node_id, node) if node else None
+
+    async def add_silence(self, silence: Silence) -> None:
+        r = self._client()
+        with _guard():
+            await r.hset(self._k("sil"), silence.id, json.dumps(silence.to_dict()))
+
+    async def list_silences(self, *, now: datetime, include_expired: bool = False) -> list[Silence]:
+        r = self._client()
+        with _guard():
+            raw = await r.hvals(self._k("sil"))
+        found = (Silence.from_dict(json.loads(v)) for v in raw)
+        return sorted(
+            (s for s in found if include_expired or s.ends_at > now), key=lambda s: (s.starts_at, s.id)
+        )
+
+    async def expire_silence(self, silence_id: str, *, now: datetime) -> bool:
+        r = self._client()
+        key = self._k("sil")
+        while True:
+            with _guard():
+                raw = await r.hget(key, silence_id)
+            if raw is None:
+                return False
+            s = Silence.from_dict(json.loads(raw))
+            if s.ends_at <= now:
+                return False
+            ended = json.dumps(replace(s, ends_at=now).to_dict())
+            self._client()
+            with _guard():
+                if await self._scripts["swap"](args=[key, silence_id, raw, ended]):
+                    return True
+
+    async def get_meta(self, key: str) -> str | None:
+        r = self._client()
+        with _guard():
+            return cast(str | None, await r.hget(self._k("meta"), key))
+
+    async def set_meta(self, key: str, value: str) -> None:
+        r = self._client()
+        with _guard():
+            await r.hset(self._k("meta"), key, value)
+
+
+def _fired_field(status: str, route: str) -> str:
+    return json.dumps([status, route], separators=(",", ":"), ensure_ascii=False)
+
+
+def _pairs(flat: Sequence[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _node_state(node_id: str, h: dict[str, str]) -> NodeState:
+    return NodeState(node_id, h["status"], _dt(h["since"]), _dt(h["last"]), h["id"])
+
+
+def _delivery(h: dict[str, str]) -> Delivery:
+    return Delivery(
+        id=h["id"],
+        alert=Alert.from_context(h["id"], json.loads(h["ctx"])),
+        state=cast(DeliveryState, h["state"]),
+        attempts=int(h["attempts"]),
+        created_at=_dt(h["created"]),
+        next_attempt_at=_dt(h["next"]),
+        last_error=h.get("err"),
+        updated_at=_dt(h["updated"]),
+    )

@@ -1,0 +1,541 @@
+"""The embedded default store: one SQLite file in WAL mode, one writer thread, group commits.
+
+Every operation runs on one dedicated thread with one connection. Operations that arrive
+while a transaction is being written are queued and then committed together in the next
+transaction (each in its own SAVEPOINT, so one failing does not undo the others): under
+concurrent load ingest pays one commit per batch, not one per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, Literal, TypeVar
+
+from bridge.config import RetentionConfig
+from bridge.errors import StorageUnavailable
+from bridge.model import (
+    Alert,
+    Delivery,
+    DeliveryState,
+    Event,
+    NodeState,
+    Silence,
+    delivery_id,
+    format_timestamp,
+    next_node_state,
+    order_key,
+)
+from bridge.store.base import Acceptance, OutboxStats, Plan, select_deliveries
+
+T = TypeVar("T")
+Op = Callable[[sqlite3.Connection], Any]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS dedup (key TEXT PRIMARY KEY, event_id TEXT NOT NULL, expires_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS dedup_expiry ON dedup(expires_at);
+CREATE TABLE IF NOT EXISTS events (
+  id TEXT PRIMARY KEY, node_id TEXT NOT NULL, status TEXT NOT NULL, event_type TEXT NOT NULL,
+  ts REAL NOT NULL, received_at REAL NOT NULL, outcome TEXT NOT NULL, body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS events_received ON events(received_at);
+CREATE TABLE IF NOT EXISTS nodes (
+  node_id TEXT PRIMARY KEY, status TEXT NOT NULL, since REAL NOT NULL, last_ts REAL NOT NULL,
+  last_event_id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS fired (
+  route TEXT NOT NULL, node_id TEXT NOT NULL, status TEXT NOT NULL, at REAL NOT NULL,
+  PRIMARY KEY (route, node_id, status));
+CREATE TABLE IF NOT EXISTS jobs (
+  id TEXT PRIMARY KEY, order_key TEXT NOT NULL, receiver TEXT NOT NULL, seq REAL NOT NULL,
+  state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL,
+  next_attempt_at REAL NOT NULL, updated_at REAL NOT NULL, last_error TEXT,
+  -- is_head: the oldest unfinished job of its order key, the only one that may be sent;
+  -- due_at: next_attempt_at while pending, the lease's end while in flight.
+  is_head INTEGER NOT NULL DEFAULT 0, due_at REAL NOT NULL, context TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs(due_at) WHERE is_head = 1;
+CREATE INDEX IF NOT EXISTS jobs_key ON jobs(order_key, seq) WHERE state IN ('pending', 'inflight');
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, updated_at);
+CREATE TABLE IF NOT EXISTS silences (id TEXT PRIMARY KEY, ends_at REAL NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+_JOB_COLS = "id, state, attempts, created_at, next_attempt_at, updated_at, last_error, context"
+
+
+def _ts(value: float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
+def _row_to_delivery(row: sqlite3.Row | tuple[Any, ...]) -> Delivery:
+    jid, state, attempts, created, nxt, updated, error, context = row
+    return Delivery(
+        id=jid,
+        alert=Alert.from_context(jid, json.loads(context)),
+        state=state,
+        attempts=attempts,
+        created_at=_ts(created),
+        next_attempt_at=_ts(nxt),
+        last_error=error,
+        updated_at=_ts(updated),
+    )
+
+
+def _fix_head(conn: sqlite3.Connection, key: str) -> None:
+    """Make the oldest unfinished job of ``key`` its head (and only it)."""
+    conn.execute("UPDATE jobs SET is_head = 0 WHERE order_key = ? AND is_head = 1", (key,))
+    conn.execute(
+        "UPDATE jobs SET is_head = 1 WHERE id = (SELECT id FROM jobs WHERE order_key = ? "
+        "AND state IN ('pending', 'inflight') ORDER BY seq, created_at, id LIMIT 1)",
+        (key,),
+    )
+
+
+class SQLiteStore:
+    durable = True
+
+    def __init__(self, path: Path | str, *, max_batch: int = 512) -> None:
+        self.path = Path(path)
+        self._max_batch = max_batch
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._queue: asyncio.Queue[tuple[Op, asyncio.Future[Any]]] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self._lock_file: IO[str] | None = None
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._connect)
+        except StorageUnavailable:
+            self._executor.shutdown(wait=False)
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageUnavailable(f"cannot open {self.path}: {exc}") from exc
+        self._writer = asyncio.create_task(self._write_loop(), name="sqlite-writer")
+
+    def _connect(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # SQLite is the single-replica store: refuse a second bridge on the same file (use Redis).
+        self._lock_file = open(f"{self.path}.lock", "a+")  # noqa: SIM115 - held for the store's life
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise StorageUnavailable(
+                f"{self.path} is in use by another alert-bridge process; replicas need storage.url: redis://"
+            ) from None
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a power loss may undo the last commits but never corrupts; a process
+        # crash (kill -9) loses nothing committed.
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute("PRAGMA journal_size_limit=16777216")
+        conn.executescript(_SCHEMA)
+        # One process owns the file (the lock below), so jobs left in flight by a crash can be
+        # sent again at once instead of waiting for their lease to run out.
+        with conn:
+            conn.execute("UPDATE jobs SET due_at = MIN(due_at, ?) WHERE state = 'inflight'", (time.time(),))
+        self._conn = conn
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
+        while not self._queue.empty():
+            _, fut = self._queue.get_nowait()
+            if not fut.done():
+                fut.set_exception(StorageUnavailable("store closed"))
+        if self._executor is not None:
+            conn = self._conn
+            if conn is not None:
+                await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
+            self._executor.shutdown(wait=True)
+            self._executor = None
+            self._conn = None
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    async def _run(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        if self._writer is None:
+            raise StorageUnavailable("store is not open")
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((op, fut))
+        return await fut
+
+    async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                results = await loop.run_in_executor(self._executor, self._run_batch, [op for op, _ in batch])
+            except asyncio.CancelledError:
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(StorageUnavailable("store closed"))
+                raise
+            except (sqlite3.Error, OSError) as exc:
+                err = StorageUnavailable(f"storage write failed: {exc}")
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(err)
+                continue
+            for (_, fut), (ok, value) in zip(batch, results, strict=True):
+                if fut.done():
+                    continue
+                if ok:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(value)
+
+    def _run_batch(self, ops: list[Op]) -> list[tuple[bool, Any]]:
+        conn = self._conn
+        assert conn is not None
+        results: list[tuple[bool, Any]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for op in ops:
+                conn.execute("SAVEPOINT op")
+                try:
+                    results.append((True, op(conn)))
+                    conn.execute("RELEASE op")
+                except Exception as exc:  # one bad op must not undo the batch
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    results.append((False, exc))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return results
+
+    async def ping(self) -> None:
+        await self._run(lambda c: c.execute("SELECT 1").fetchone())
+
+    # --- accept ------------------------------------------------------------------------------
+
+    async def accept(
+        self,
+        event: Event,
+        plan: Plan,
+        *,
+        now: datetime,
+        dedup_ttl: float,
+        mode: Literal["notify", "stale", "silenced"] = "notify",
+    ) -> Acceptance:
+        return await self._run(lambda c: self._accept(c, event, plan, now, dedup_ttl, mode))
+
+    def _accept(
+        self,
+        c: sqlite3.Connection,
+        event: Event,
+        plan: Plan,
+        now: datetime,
+        dedup_ttl: float,
+        mode: str,
+    ) -> Acceptance:
+        now_ts = now.timestamp()
+        eid = event.id
+        row = c.execute("SELECT event_id, expires_at FROM dedup WHERE key = ?", (event.dedup_key,)).fetchone()
+        if row is not None and row[1] > now_ts:
+            return Acceptance("duplicate", row[0])
+        ts = event.timestamp.timestamp()
+        c.execute(
+            "INSERT OR REPLACE INTO dedup (key, event_id, expires_at) VALUES (?, ?, ?)",
+            (event.dedup_key, eid, max(now_ts, ts) + dedup_ttl),
+        )
+
+        def record(outcome: str) -> None:
+            c.execute(
+                "INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (eid, event.node_id, event.status, event.event_type, ts,
+                 event.received_at.timestamp(), outcome, json.dumps(event.to_dict())),
+            )
+
+        if mode == "stale":
+            record("stale")
+            return Acceptance("stale", eid)
+        prev = self._node_state(c, event.node_id)
+        if prev is not None and event.timestamp < prev.last_timestamp:
+            record("out_of_order")
+            return Acceptance("out_of_order", eid, previous=prev)
+        new = next_node_state(prev, event)
+        c.execute(
+            "INSERT OR REPLACE INTO nodes VALUES (?, ?, ?, ?, ?)",
+            (new.node_id, new.status, new.since.timestamp(), new.last_timestamp.timestamp(), new.last_event_id),
+        )
+        if mode == "silenced":
+            record("silenced")
+            return Acceptance("silenced", eid, previous=prev)
+        matches = plan(prev)
+        last: dict[str, float] = {}
+        for m in matches:
+            if m.repeat_interval > 0:
+                r = c.execute(
+                    "SELECT at FROM fired WHERE route = ? AND node_id = ? AND status = ?",
+                    (m.route, event.node_id, event.status),
+                ).fetchone()
+                if r is not None:
+                    last[m.route] = r[0]
+        pairs, fired = select_deliveries(matches, last, now_ts)
+        c.executemany(
+            "INSERT OR REPLACE INTO fired VALUES (?, ?, ?, ?)",
+            [(route, event.node_id, event.status, now_ts) for route in fired],
+        )
+        ids = []
+        for route, receiver in pairs:
+            did = delivery_id(eid, receiver)
+            alert = Alert(
+                event=event,
+                route=route,
+                receiver=receiver,
+                delivery_id=did,
+                previous_status=prev.status if prev else None,
+                previous_since=prev.since if prev else None,
+            )
+            key = order_key(receiver, event.node_id)
+            # Jobs of one key are created in event order (older events are out_of_order above),
+            # so a new job is the head exactly when its key has no unfinished job.
+            busy = c.execute(
+                "SELECT 1 FROM jobs WHERE order_key = ? AND state IN ('pending', 'inflight') LIMIT 1", (key,)
+            ).fetchone()
+            c.execute(
+                "INSERT OR REPLACE INTO jobs (id, order_key, receiver, seq, state, attempts, created_at, "
+                "next_attempt_at, updated_at, is_head, due_at, context) "
+                "VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?, ?)",
+                (did, key, receiver, ts, now_ts, now_ts, now_ts, 0 if busy else 1, now_ts,
+                 json.dumps(alert.context())),
+            )
+            ids.append(did)
+        record("accepted")
+        return Acceptance("accepted", eid, tuple(ids), prev)
+
+    @staticmethod
+    def _node_state(c: sqlite3.Connection, node_id: str) -> NodeState | None:
+        r = c.execute(
+            "SELECT node_id, status, since, last_ts, last_event_id FROM nodes WHERE node_id = ?", (node_id,)
+        ).fetchone()
+        if r is None:
+            return None
+        return NodeState(r[0], r[1], _ts(r[2]), _ts(r[3]), r[4])
+
+    async def node_state(self, node_id: str) -> NodeState | None:
+        return await self._run(lambda c: self._node_state(c, node_id))
+
+    # --- delivery jobs -------------------------------------------------------------------------
+
+    async def claim(
+        self, *, now: datetime, limit: int, lease: float, receivers: Collection[str] | None = None
+    ) -> list[Delivery]:
+        def op(c: sqlite3.Connection) -> list[Delivery]:
+            now_ts = now.timestamp()
+            where = "is_head = 1 AND due_at <= ?"
+            args: list[Any] = [now_ts]
+            if receivers is not None:
+                where += f" AND receiver IN ({','.join('?' * len(receivers))})"
+                args.extend(receivers)
+            rows = c.execute(
+                f"SELECT {_JOB_COLS} FROM jobs WHERE {where} ORDER BY due_at, seq LIMIT ?", (*args, limit)
+            ).fetchall()
+            out = []
+            for row in rows:
+                c.execute(
+                    "UPDATE jobs SET state = 'inflight', attempts = attempts + 1, updated_at = ?, due_at = ? "
+                    "WHERE id = ?",
+                    (now_ts, now_ts + lease, row[0]),
+                )
+                d = _row_to_delivery(row)
+                d.state = "inflight"
+                d.attempts += 1
+                d.updated_at = now
+                out.append(d)
+            return out
+
+        return await self._run(op)
+
+    def _finish(self, c: sqlite3.Connection, did: str, state: str, now: datetime, error: str | None) -> int:
+        row = c.execute(
+            "SELECT order_key FROM jobs WHERE id = ? AND state IN ('pending', 'inflight')", (did,)
+        ).fetchone()
+        if row is None:
+            return 0
+        c.execute(
+            "UPDATE jobs SET state = ?, updated_at = ?, last_error = COALESCE(?, last_error), is_head = 0 "
+            "WHERE id = ?",
+            (state, now.timestamp(), error, did),
+        )
+        _fix_head(c, row[0])
+        return 1
+
+    async def complete(self, delivery_id: str, *, now: datetime) -> None:
+        await self._run(lambda c: self._finish(c, delivery_id, "done", now, None))
+
+    async def bury(self, delivery_id: str, *, now: datetime, error: str) -> None:
+        await self._run(lambda c: self._finish(c, delivery_id, "dead", now, error))
+
+    async def reschedule(
+        self, delivery_id: str, *, now: datetime, next_attempt_at: datetime, error: str
+    ) -> None:
+        nxt = next_attempt_at.timestamp()
+        await self._run(
+            lambda c: c.execute(
+                "UPDATE jobs SET state = 'pending', next_attempt_at = ?, due_at = ?, last_error = ?, "
+                "updated_at = ? WHERE id = ? AND state = 'inflight'",
+                (nxt, nxt, error, now.timestamp(), delivery_id),
+            )
+        )
+
+    async def bury_receiver(self, receiver: str, *, now: datetime, error: str) -> int:
+        def op(c: sqlite3.Connection) -> int:
+            ids = [
+                r[0]
+                for r in c.execute(
+                    "SELECT id FROM jobs WHERE receiver = ? AND state IN ('pending', 'inflight')", (receiver,)
+                )
+            ]
+            return sum(self._finish(c, i, "dead", now, error) for i in ids)
+
+        return await self._run(op)
+
+    async def get_delivery(self, delivery_id: str) -> Delivery | None:
+        def op(c: sqlite3.Connection) -> Delivery | None:
+            row = c.execute(f"SELECT {_JOB_COLS} FROM jobs WHERE id = ?", (delivery_id,)).fetchone()
+            return _row_to_delivery(row) if row else None
+
+        return await self._run(op)
+
+    async def list_deliveries(
+        self, *, state: DeliveryState | None = None, limit: int = 100
+    ) -> list[Delivery]:
+        def op(c: sqlite3.Connection) -> list[Delivery]:
+            if state is None:
+                rows = c.execute(
+                    f"SELECT {_JOB_COLS} FROM jobs ORDER BY created_at, id LIMIT ?", (limit,)
+                ).fetchall()
+            else:
+                rows = c.execute(
+                    f"SELECT {_JOB_COLS} FROM jobs WHERE state = ? ORDER BY created_at, id LIMIT ?",
+                    (state, limit),
+                ).fetchall()
+            return [_row_to_delivery(r) for r in rows]
+
+        return await self._run(op)
+
+    async def retry_deliveries(self, ids: Sequence[str] | None, *, now: datetime) -> int:
+        def op(c: sqlite3.Connection) -> int:
+            if ids is None:
+                rows = c.execute("SELECT id, order_key FROM jobs WHERE state = 'dead'").fetchall()
+            else:
+                rows = [
+                    r
+                    for i in ids
+                    for r in c.execute(
+                        "SELECT id, order_key FROM jobs WHERE id = ? AND state IN ('dead', 'pending')", (i,)
+                    )
+                ]
+            now_ts = now.timestamp()
+            for jid, _ in rows:
+                c.execute(
+                    "UPDATE jobs SET state = 'pending', attempts = 0, next_attempt_at = ?, due_at = ?, "
+                    "updated_at = ? WHERE id = ?",
+                    (now_ts, now_ts, now_ts, jid),
+                )
+            for key in {k for _, k in rows}:
+                _fix_head(c, key)
+            return len(rows)
+
+        return await self._run(op)
+
+    async def purge_dead(self) -> int:
+        return await self._run(lambda c: c.execute("DELETE FROM jobs WHERE state = 'dead'").rowcount)
+
+    async def stats(self, *, now: datetime) -> OutboxStats:
+        def op(c: sqlite3.Connection) -> OutboxStats:
+            counts = dict(c.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
+            oldest = c.execute(
+                "SELECT MIN(created_at) FROM jobs WHERE state IN ('pending', 'inflight')"
+            ).fetchone()[0]
+            age = max(0.0, now.timestamp() - oldest) if oldest is not None else 0.0
+            return OutboxStats(
+                counts.get("pending", 0), counts.get("inflight", 0), counts.get("dead", 0),
+                counts.get("done", 0), age,
+            )
+
+        return await self._run(op)
+
+    async def prune(self, *, now: datetime, retention: RetentionConfig) -> int:
+        def op(c: sqlite3.Connection) -> int:
+            t = now.timestamp()
+            n = c.execute("DELETE FROM dedup WHERE expires_at <= ?", (t,)).rowcount
+            n += c.execute(
+                "DELETE FROM jobs WHERE state = 'done' AND updated_at <= ?", (t - retention.done,)
+            ).rowcount
+            n += c.execute(
+                "DELETE FROM jobs WHERE state = 'dead' AND updated_at <= ?", (t - retention.dead,)
+            ).rowcount
+            n += c.execute("DELETE FROM events WHERE received_at <= ?", (t - retention.events,)).rowcount
+            n += c.execute("DELETE FROM silences WHERE ends_at <= ?", (t - retention.events,)).rowcount
+            return n
+
+        return await self._run(op)
+
+    # --- silences, meta ------------------------------------------------------------------------
+
+    async def add_silence(self, silence: Silence) -> None:
+        await self._run(
+            lambda c: c.execute(
+                "INSERT OR REPLACE INTO silences VALUES (?, ?, ?)",
+                (silence.id, silence.ends_at.timestamp(), json.dumps(silence.to_dict())),
+            )
+        )
+
+    async def list_silences(self, *, now: datetime, include_expired: bool = False) -> list[Silence]:
+        def op(c: sqlite3.Connection) -> list[Silence]:
+            rows = c.execute("SELECT body, ends_at FROM silences").fetchall()
+            out = [Silence.from_dict(json.loads(b)) for b, end in rows if include_expired or end > now.timestamp()]
+            return sorted(out, key=lambda s: (s.starts_at, s.id))
+
+        return await self._run(op)
+
+    async def expire_silence(self, silence_id: str, *, now: datetime) -> bool:
+        def op(c: sqlite3.Connection) -> bool:
+            row = c.execute("SELECT body FROM silences WHERE id = ?", (silence_id,)).fetchone()
+            if row is None:
+                return False
+            body = json.loads(row[0])
+            if Silence.from_dict(body).ends_at <= now:
+                return False
+            body["ends_at"] = format_timestamp(now)
+            c.execute(
+                "UPDATE silences SET ends_at = ?, body = ? WHERE id = ?",
+                (now.timestamp(), json.dumps(body), silence_id),
+            )
+            return True
+
+        return await self._run(op)
+
+    async def get_meta(self, key: str) -> str | None:
+        def op(c: sqlite3.Connection) -> str | None:
+            row = c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            return row[0] if row else None
+
+        return await self._run(op)
+
+    async def set_meta(self, key: str, value: str) -> None:
+        await self._run(lambda c: c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value)))

@@ -1,0 +1,324 @@
+"""bridge.render: default messages, overrides, and config-time template checks."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pytest
+
+from bridge.config import (
+    Config,
+    EmailReceiverConfig,
+    LogReceiverConfig,
+    SlackReceiverConfig,
+    WebhookReceiverConfig,
+    parse,
+)
+from bridge.errors import ConfigError
+from bridge.render import Renderer, human_duration
+from tests.fakes import make_alert
+
+pytestmark = pytest.mark.timeout(10)
+
+def config(receivers: dict[str, Any], **extra: Any) -> Config:
+    return parse({"receivers": receivers, **extra}, env={})
+
+
+SLACK = {"type": "slack", "webhook_url": "https://hooks.slack.test/services/T/B/x"}
+EMAIL = {"type": "email", "to": ["ops@example.test"], "from": "bridge@example.test", "smtp": {"host": "smtp"}}
+HOOK = {"type": "webhook", "url": "https://hooks.example.test/in"}
+
+
+def slack_cfg(cfg: Config, name: str = "ops") -> SlackReceiverConfig:
+    rcv = cfg.receivers[name]
+    assert isinstance(rcv, SlackReceiverConfig)
+    return rcv
+
+
+def email_cfg(cfg: Config, name: str = "ops") -> EmailReceiverConfig:
+    rcv = cfg.receivers[name]
+    assert isinstance(rcv, EmailReceiverConfig)
+    return rcv
+
+
+def hook_cfg(cfg: Config, name: str = "ops") -> WebhookReceiverConfig:
+    rcv = cfg.receivers[name]
+    assert isinstance(rcv, WebhookReceiverConfig)
+    return rcv
+
+
+def all_text(obj: Any) -> str:
+    """Every string inside a Slack message, joined, to search for what a reader would see."""
+    if isinstance(obj, str):
+        return obj
+    if isinstance(obj, dict):
+        return "\n".join(all_text(v) for v in obj.values())
+    if isinstance(obj, list):
+        return "\n".join(all_text(v) for v in obj)
+    return ""
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected"),
+    [
+        (None, None),
+        (0, "0s"),
+        (59.9, "59s"),
+        (60, "1m"),
+        (61, "1m 1s"),
+        (3600, "1h"),
+        (3725, "1h 2m"),
+        (11520, "3h 12m"),
+        (90061, "1d 1h"),
+        (2 * 86400 + 59, "2d"),
+    ],
+)
+def test_human_duration(seconds: float | None, expected: str | None) -> None:
+    assert human_duration(seconds) == expected
+
+
+# --- Slack ---------------------------------------------------------------------------------------
+
+
+def test_slack_default_message_names_node_status_and_previous_state() -> None:
+    cfg = config({"ops": SLACK}, links={"node": "https://cloud.example.test/nodes/{{ event.nodeId }}"})
+    msg = Renderer.from_config(cfg).slack(make_alert(), slack_cfg(cfg))
+
+    assert msg["blocks"][0]["type"] == "header"
+    assert msg["blocks"][0]["text"]["text"] == ":red_circle: node-prod-1 is FAILED"
+    assert msg["text"] == ":red_circle: node-prod-1 is FAILED (was RUNNING for 3h 12m)"
+    [attachment] = msg["attachments"]
+    assert attachment["color"] == "#d62728"
+    fields = [f["text"] for f in attachment["blocks"][0]["fields"]]
+    assert "*Node*\n<https://cloud.example.test/nodes/node-prod-1|node-prod-1>" in fields
+    assert "*Status*\nFAILED" in fields
+    assert "*Previous status*\nRUNNING for 3h 12m" in fields
+    assert "*Labels*\n`env=prod`, `team=core`" in fields
+    assert any(f.startswith("*Event time*\n<!date^1776340800^") for f in fields)
+    assert "dlv_0123456789abcdef01234567" in all_text(attachment)
+
+
+@pytest.mark.parametrize(
+    ("status", "colour", "emoji"),
+    [
+        ("FAILED", "#d62728", ":red_circle:"),
+        ("RUNNING", "#2ca02c", ":large_green_circle:"),
+        ("PAUSED", "#ff9f1c", ":large_orange_circle:"),
+        ("SOMETHING_NEW", "#ff9f1c", ":large_orange_circle:"),
+    ],
+)
+def test_slack_colour_follows_status(status: str, colour: str, emoji: str) -> None:
+    cfg = config({"ops": SLACK})
+    msg = Renderer.from_config(cfg).slack(make_alert(status=status), slack_cfg(cfg))
+    assert msg["attachments"][0]["color"] == colour
+    assert msg["blocks"][0]["text"]["text"] == f"{emoji} node-prod-1 is {status}"
+
+
+def test_slack_first_sighting_and_escaping() -> None:
+    cfg = config({"ops": SLACK})
+    alert = make_alert(node="n<1>&", previous=None, held=None, labels={"owner": "<@here>"})
+    msg = Renderer.from_config(cfg).slack(alert, slack_cfg(cfg))
+    fields = [f["text"] for f in msg["attachments"][0]["blocks"][0]["fields"]]
+    assert "*Previous status*\nnone known" in fields
+    assert "*Node*\nn&lt;1&gt;&amp;" in fields  # mrkdwn control characters are escaped
+    assert "`owner=&lt;@here&gt;`" in fields[-1]
+    assert msg["text"] == ":red_circle: n<1>& is FAILED"  # plain fallback stays plain
+
+
+NODES = {"node-prod-1": {"labels": {"env": "prod", "team": "core"}}}
+
+
+def test_slack_overrides_replace_headline_and_add_text() -> None:
+    cfg = config(
+        {"ops": {**SLACK, "title": "{{ node }} -> {{ status }}", "text": "*owner*: {{ labels.team }}"}},
+        nodes=NODES,
+    )
+    msg = Renderer.from_config(cfg).slack(make_alert(), slack_cfg(cfg))
+    assert msg["blocks"][0]["text"]["text"] == "node-prod-1 -> FAILED"
+    assert msg["blocks"][1] == {"type": "section", "text": {"type": "mrkdwn", "text": "*owner*: core"}}
+
+
+# --- email, webhook, log -------------------------------------------------------------------------
+
+
+def test_email_default_subject_text_and_escaped_html() -> None:
+    cfg = config({"ops": EMAIL})
+    alert = make_alert(labels={"note": "<script>x</script>"})
+    mail = Renderer.from_config(cfg).email(alert, email_cfg(cfg))
+    assert mail.subject == "[alert-bridge] node-prod-1 is FAILED"
+    assert "node-prod-1 is FAILED (was RUNNING for 3h 12m)." in mail.text
+    assert "Event time: 2026-04-16 12:00:00 UTC" in mail.text
+    assert "note=<script>x</script>" in mail.text
+    assert "<script>" not in mail.html
+    assert "note=&lt;script&gt;x&lt;/script&gt;" in mail.html
+    assert "#d62728" in mail.html
+
+
+def test_email_overrides_and_subject_folding() -> None:
+    cfg = config(
+        {
+            "ops": {
+                **EMAIL,
+                "title": "{{ status }}: {{ node }}",
+                "subject": "ALERT {{ title }}\n(route {{ route }})",
+                "html": "<b>{{ labels.team }}</b> {{ text }}",
+                "text": "held {{ previous_duration_human }}",
+            }
+        },
+        nodes=NODES,
+    )
+    mail = Renderer.from_config(cfg).email(make_alert(labels={"team": "<core>"}), email_cfg(cfg))
+    assert mail.subject == "ALERT FAILED: node-prod-1 (route prod-failures)"
+    assert mail.text == "held 3h 12m"
+    assert mail.html == "<b>&lt;core&gt;</b> held 3h 12m"
+
+
+def test_webhook_default_body_is_normalised_event_plus_context() -> None:
+    cfg = config({"ops": HOOK}, links={"node": "https://c.test/n/{{ node | urlencode }}"})
+    alert = make_alert()
+    body = json.loads(Renderer.from_config(cfg).webhook(alert, hook_cfg(cfg)))
+    assert body["event"] == alert.event.to_dict()
+    assert body["route"] == "prod-failures"
+    assert body["receiver"] == "ops"
+    assert body["deliveryId"] == alert.delivery_id
+    assert body["previousStatus"] == "RUNNING"
+    assert body["previousDuration"] == 11520.0
+    assert body["previousDurationHuman"] == "3h 12m"
+    assert body["links"] == {"node": "https://c.test/n/node-prod-1"}
+    assert body["title"] == "node-prod-1 is FAILED"
+
+
+def test_webhook_body_template_sees_the_documented_context() -> None:
+    template = (
+        '{"node": {{ node | tojson }}, "status": {{ status | tojson }}, "prev": {{ previous_status | tojson }},'
+        ' "dur": {{ previous_duration | tojson }}, "human": {{ previous_duration_human | tojson }},'
+        ' "route": {{ route | tojson }}, "receiver": {{ receiver | tojson }}, "id": {{ delivery_id | tojson }},'
+        ' "type": {{ event.eventType | tojson }}, "ts": {{ event.eventTimestamp | tojson }},'
+        ' "labels": {{ labels | tojson }}, "link": {{ links.node | tojson }}}'
+    )
+    cfg = config({"ops": {**HOOK, "body_template": template}})
+    body = json.loads(Renderer.from_config(cfg).webhook(make_alert(), hook_cfg(cfg)))
+    assert body == {
+        "node": "node-prod-1",
+        "status": "FAILED",
+        "prev": "RUNNING",
+        "dur": 11520.0,
+        "human": "3h 12m",
+        "route": "prod-failures",
+        "receiver": "ops",
+        "id": "dlv_0123456789abcdef01234567",
+        "type": "NODE_STATUS_UPDATED",
+        "ts": "2026-04-16T12:00:00.000000Z",
+        "labels": {"env": "prod", "team": "core"},
+        "link": None,
+    }
+
+
+def test_log_fields() -> None:
+    cfg = config({"ops": {"type": "log"}})
+    rcv = cfg.receivers["ops"]
+    assert isinstance(rcv, LogReceiverConfig)
+    fields = Renderer.from_config(cfg).log(make_alert(), rcv)
+    assert fields["msg"] == "node-prod-1 is FAILED"
+    assert fields["node"] == "node-prod-1"
+    assert fields["status"] == "FAILED"
+    assert fields["previous_status"] == "RUNNING"
+    assert fields["previous_duration"] == 11520.0
+    assert fields["delivery_id"] == "dlv_0123456789abcdef01234567"
+    json.dumps(fields)  # one structured line must serialise
+
+
+# --- config-time checks ---------------------------------------------------------------------------
+
+
+def problems_of(receivers: dict[str, Any], **extra: Any) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        Renderer.from_config(config(receivers, **extra))
+    return info.value.problems
+
+
+def test_syntax_error_names_the_yaml_path() -> None:
+    [problem] = problems_of({"ops-email": {**EMAIL, "subject": "{{ node "}})
+    assert problem.startswith("receivers.ops-email.subject: template error: line 1: ")
+
+
+def test_unknown_variable_fails_at_config_check() -> None:
+    [problem] = problems_of({"ops": {**SLACK, "title": "{{ nodee }} down"}})
+    assert problem.startswith("receivers.ops.title: template error: 'nodee' is undefined")
+
+
+def test_every_problem_is_listed() -> None:
+    problems = problems_of(
+        {
+            "a": {**SLACK, "text": "{{ event.nope }}"},
+            "b": {**EMAIL, "html": "{% if %}"},
+            "c": {**HOOK, "body_template": "{{ missing }}"},
+        }
+    )
+    assert [p.split(":")[0] for p in problems] == [
+        "receivers.a.text",
+        "receivers.b.html",
+        "receivers.c.body_template",
+    ]
+
+
+def test_template_that_breaks_without_previous_state_is_caught() -> None:
+    # Renders for a transition but not for a first sighting (previous_duration is None).
+    [problem] = problems_of({"ops": {**SLACK, "title": "{{ (previous_duration / 60) | int }} min"}})
+    assert problem.startswith("receivers.ops.title: template error: TypeError")
+
+
+def test_sandbox_blocks_unsafe_attributes() -> None:
+    [problem] = problems_of({"ops": {**SLACK, "title": "{{ node.__class__.__mro__ }}"}})
+    assert problem.startswith("receivers.ops.title: template error:")
+    assert "unsafe" in problem
+
+
+def test_links_node_is_checked() -> None:
+    assert problems_of({"ops": SLACK}, links={"node": "https://x/{{ nodeid }}"}) == [
+        "links.node: template error: 'nodeid' is undefined"
+        " (event.details and labels vary per event: use .get('key') or | default('...'))"
+    ]
+
+
+def test_body_template_must_render_json_unless_content_type_is_set() -> None:
+    [problem] = problems_of({"ops": {**HOOK, "body_template": "node={{ node }}"}})
+    assert problem.startswith("receivers.ops.body_template: does not render valid JSON")
+    cfg = config({"ops": {**HOOK, "body_template": "node={{ node }}", "headers": {"Content-Type": "text/plain"}}})
+    assert Renderer.from_config(cfg).webhook(make_alert(), hook_cfg(cfg)) == b"node=node-prod-1"
+
+
+def test_configured_label_keys_can_be_used() -> None:
+    nodes = {"node-a": {"labels": {"team": "core"}}, "node-b": {"labels": {"env": "prod"}}}
+    cfg = config({"ops": {**SLACK, "title": "{{ labels.team }}/{{ labels.env }}"}}, nodes=nodes)
+    renderer = Renderer.from_config(cfg)
+    msg = renderer.slack(make_alert(labels={"team": "core", "env": "prod"}), slack_cfg(cfg))
+    assert msg["blocks"][0]["text"]["text"] == "core/prod"
+
+
+def test_runtime_template_failure_falls_back_to_default(caplog: pytest.LogCaptureFixture) -> None:
+    nodes = {"node-a": {"labels": {"team": "core"}}}
+    cfg = config({"ops": {**SLACK, "title": "team {{ labels.team }}"}}, nodes=nodes)
+    renderer = Renderer.from_config(cfg)
+    with caplog.at_level(logging.WARNING, logger="bridge.render"):
+        msg = renderer.slack(make_alert(labels={}), slack_cfg(cfg))  # this node has no team label
+    assert msg["blocks"][0]["text"]["text"] == ":red_circle: node-prod-1 is FAILED"
+    assert "template title failed for receiver ops" in caplog.text
+
+
+def test_labels_without_nodes_config_fail_the_check() -> None:
+    # Labels only ever come from `nodes:`; without it {{ labels.team }} could never render.
+    [problem] = problems_of({"ops": {**SLACK, "text": "{{ labels.team }}"}})
+    assert problem.startswith("receivers.ops.text: template error: 'dict object' has no attribute 'team'")
+
+
+def test_templates_are_compiled_once_per_config() -> None:
+    cfg = config({"ops": {**SLACK, "title": "{{ node }}!"}, "mail": {**EMAIL, "subject": "{{ title }}"}})
+    renderer = Renderer.from_config(cfg)
+    compiled = dict(renderer._compiled)
+    for _ in range(3):
+        renderer.slack(make_alert(), slack_cfg(cfg))
+        renderer.email(make_alert(receiver="mail"), email_cfg(cfg, "mail"))
+    assert renderer._compiled == compiled  # same Template objects, nothing new compiled
