@@ -80,6 +80,8 @@ class App:
     async def start(self) -> None:
         cfg = self.config
         rules = validate(cfg)
+        for warning in rules.router.warnings:
+            log.warning("config: %s", warning)
         if not self.store.durable:
             log.warning("storage is %s: not durable, a restart forgets pending alerts", cfg.storage.url)
         await self.store.open()

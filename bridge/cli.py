@@ -83,7 +83,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     cfg = _load(args.config)
     rules = validate(cfg)
-    for warning in cfg.warnings:
+    for warning in (*cfg.warnings, *rules.router.warnings):
         print(f"warning: {warning}", file=sys.stderr)
     v = cfg.verification
     key = (

@@ -339,6 +339,8 @@ class SilenceConfig(Strict):
     @field_validator("starts_at", "ends_at", mode="before")
     @classmethod
     def _ts(cls, v: Any) -> Any:
+        if isinstance(v, datetime) and v.tzinfo is None:
+            raise ValueError("give the time with a zone, e.g. 2026-04-16T12:00:00Z")
         return parse_timestamp(v) if isinstance(v, str) else v
 
 
@@ -443,6 +445,8 @@ def _semantic_problems(cfg: Config) -> tuple[list[str], list[str]]:
     seen_routes: set[str] = set()
     for i, route in enumerate(cfg.routes):
         where = f"routes[{i}]"
+        if route.name == "default" and cfg.default_to:
+            problems.append(f"{where}.name: 'default' is the name of default_to's route; choose another")
         if route.name in seen_routes:
             problems.append(f"{where}.name: duplicate route name {route.name!r}")
         seen_routes.add(route.name)

@@ -30,7 +30,7 @@ class RetryPolicy:
     """When to try a failed job again, or None to give up. Pure: tenacity's strategies, no sleeping."""
 
     def __init__(self, cfg: RetryConfig) -> None:
-        self._wait = wait_exponential_jitter(initial=cfg.initial_backoff, max=cfg.max_backoff)
+        self._wait = wait_exponential_jitter(multiplier=cfg.initial_backoff, max=cfg.max_backoff, jitter=cfg.initial_backoff)
         self._stop = stop_after_attempt(cfg.max_attempts) | stop_after_delay(cfg.max_elapsed)
         self._max_elapsed = cfg.max_elapsed
 

@@ -202,7 +202,7 @@ class KeyManager:
     async def _fetch_then_refresh(self) -> None:
         # Until the first fetch succeeds: back off exponentially (with jitter), forever.
         async for attempt in AsyncRetrying(
-            wait=wait_exponential_jitter(initial=1, max=60),
+            wait=wait_exponential_jitter(multiplier=1, max=60),
             retry=retry_if_exception_type((KeyError_, aiohttp.ClientError, TimeoutError, OSError)),
             before_sleep=lambda rs: self._failed(rs.outcome.exception() if rs.outcome else None),
         ):

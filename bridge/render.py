@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError
+from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 
 from bridge.config import (
@@ -152,7 +152,6 @@ def sample_alerts(cfg: Config, receiver: str) -> list[Alert]:
     for node in nodes.values():  # every configured label key, so {{ labels.team }} can be checked
         for key, value in node.labels.items():
             labels.setdefault(key, value)
-    labels.update(nodes[node_id].labels if node_id in nodes else {})
     ts = datetime(2026, 4, 16, 12, 0, 0, tzinfo=UTC)
     event = Event(
         event_type="NODE_STATUS_UPDATED",
@@ -233,8 +232,10 @@ class Renderer:
             ctx = self._context_for(alert, field)
             try:
                 template.render(ctx)
-            except TemplateError as exc:
+            except UndefinedError as exc:
                 return [f"{path}: template error: {exc}{_HINT}"]
+            except TemplateError as exc:  # e.g. the sandbox refusing an attribute
+                return [f"{path}: template error: {exc}"]
             except Exception as exc:  # e.g. None / 60 on a first sighting
                 return [f"{path}: template error: {type(exc).__name__}: {exc}"]
         return []

@@ -90,13 +90,13 @@ def _glob_parts(glob: str) -> list[str | None]:
 def _literal_prefix(glob: str) -> str:
     """Every name the glob matches starts with this."""
     parts = _glob_parts(glob)
-    return parts[0] or "" if parts else ""
+    return (parts[0] or "") if parts else ""
 
 
 def _literal_suffix(glob: str) -> str:
     """Every name the glob matches ends with this."""
     parts = _glob_parts(glob)
-    return parts[-1] or "" if parts else ""
+    return (parts[-1] or "") if parts else ""
 
 
 def _longest_literal(glob: str) -> str:

@@ -136,5 +136,8 @@ def js_stringify(value: Any) -> str:
     raise ValueError(f"not JSON: {type(value).__name__}")
 
 
+_INDEX = re.compile(r"^(0|[1-9][0-9]{0,9})$")
+
+
 def _array_index(key: str) -> bool:
-    return key.isdigit() and (key == "0" or not key.startswith("0")) and int(key) < 2**32 - 1
+    return bool(_INDEX.match(key)) and int(key) < 2**32 - 1

@@ -4,6 +4,9 @@ Everything listens on 127.0.0.1 on a free port, records what it received (with t
 can be told how to answer the next requests (``script`` / ``fail_next``). Use the classes as
 async context managers, or the pytest fixtures at the bottom: add
 ``pytest_plugins = ["tests.fakes"]`` to a test module (or import the fixtures).
+
+PYTEST_DONT_REWRITE: test modules import this module before pytest_plugins registers it, so
+pytest could not rewrite it anyway; the marker silences that warning.
 """
 
 from __future__ import annotations
@@ -101,6 +104,8 @@ class Answer:
     retry_after: float | str | None = None
     delay: float = 0.0  # seconds to wait before answering (to provoke client timeouts)
     body: bytes | None = None
+    reason: str | None = None  # HTTP reason phrase (WebhookSink)
+    drop: bool = False  # close the connection without answering
 
 
 @dataclass
@@ -210,14 +215,20 @@ class _HTTPFake:
         self.requests.append(rec)
         return rec
 
-    async def _next_scripted(self) -> Answer | None:
+    async def _next_scripted(self, request: web.Request) -> Answer | None:
         if not self._script:
             return None
         answer = self._script.popleft()
         if answer.delay:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), answer.delay)
+        if answer.drop and request.transport is not None:
+            request.transport.close()  # the client sees the server disconnect without an answer
         return answer
+
+    def drop_next(self, n: int = 1) -> None:
+        """Close the connection instead of answering the next ``n`` requests."""
+        self.script(*[Answer(status=500, drop=True) for _ in range(n)])
 
     async def wait_for(self, count: int = 1, timeout: float = 5.0) -> list[Received]:
         await wait_until(lambda: len(self.requests) >= count, timeout, f"{count} request(s)")
@@ -270,7 +281,7 @@ class FakeSlack(_HTTPFake):
 
     async def _webhook(self, request: web.Request) -> web.Response:
         rec = await self._record(request, "webhook")
-        answer = await self._next_scripted()
+        answer = await self._next_scripted(request)
         if answer is not None:
             default = {429: "rate_limited", 200: "ok"}.get(answer.status, "internal_error")
             resp = web.Response(status=answer.status, text=answer.error or default, headers=_retry_headers(answer))
@@ -286,7 +297,7 @@ class FakeSlack(_HTTPFake):
 
     async def _api(self, request: web.Request) -> web.Response:
         rec = await self._record(request, "api")
-        answer = await self._next_scripted()
+        answer = await self._next_scripted(request)
         if answer is not None:
             default = {429: "ratelimited", 200: None}.get(answer.status, "internal_error")
             error = answer.error or default
@@ -348,10 +359,12 @@ class WebhookSink(_HTTPFake):
 
     async def _handle(self, request: web.Request) -> web.Response:
         rec = await self._record(request)
-        answer = await self._next_scripted() or Answer(status=self.default_status)
+        answer = await self._next_scripted(request) or Answer(status=self.default_status)
         rec.status = answer.status
         rec.accepted = 200 <= answer.status < 300
-        return web.Response(status=answer.status, body=answer.body or b"", headers=_retry_headers(answer))
+        return web.Response(
+            status=answer.status, reason=answer.reason, body=answer.body or b"", headers=_retry_headers(answer)
+        )
 
 
 # --- TLS material --------------------------------------------------------------------------------
@@ -414,13 +427,15 @@ class ReceivedMail:
 
     def __post_init__(self) -> None:
         msg = email.message_from_bytes(self.data, policy=email.policy.default)
-        assert isinstance(msg, EmailMessage)
+        if not isinstance(msg, EmailMessage):  # pragma: no cover - policy.default makes one
+            raise TypeError("expected an EmailMessage")
         self.message = msg
 
     def part(self, subtype: str) -> str:
         """The text/<subtype> body ("plain" or "html")."""
         found = self.message.get_body(preferencelist=(subtype,))
-        assert found is not None and found.get_content_subtype() == subtype, f"no text/{subtype} part"
+        if found is None or found.get_content_subtype() != subtype:
+            raise AssertionError(f"no text/{subtype} part")
         content: str = found.get_content()
         return content
 
@@ -531,7 +546,7 @@ class SMTPServer:
                 mail_from=str(envelope.mail_from),
                 rcpt_tos=list(envelope.rcpt_tos),
                 data=content,
-                tls=session.ssl is not None,
+                tls=server.transport is not None and server.transport.get_extra_info("ssl_object") is not None,
                 login=login,
                 at=time.monotonic(),
             )

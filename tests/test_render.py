@@ -22,6 +22,7 @@ from tests.fakes import make_alert
 
 pytestmark = pytest.mark.timeout(10)
 
+
 def config(receivers: dict[str, Any], **extra: Any) -> Config:
     return parse({"receivers": receivers, **extra}, env={})
 

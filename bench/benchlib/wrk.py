@@ -49,6 +49,7 @@ class WrkResult:
     non2xx: int
     socket_errors: int
     wraps: int
+    max_used: int  # most events one thread took; the next window starts THREADS * max_used further
     loop: bool
 
     def as_dict(self) -> dict:
@@ -99,5 +100,6 @@ def run_wrk(
         non2xx=data["non2xx"],
         socket_errors=data["connect_errors"] + data["read_errors"] + data["write_errors"] + data["timeouts"],
         wraps=data["wraps"],
-        loop=data["loop"],
+        max_used=data["max_used"],
+        loop=loop,
     )

@@ -15,10 +15,12 @@ import asyncio
 import email.utils
 import os
 import re
+import socket
 import ssl
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
+from urllib.parse import parse_qsl, urlsplit
 
 from bridge.errors import DeliveryError, Permanent, RetryLater
 from bridge.model import Alert
@@ -53,6 +55,17 @@ class Redactor:
         return text
 
 
+def url_secrets(url: str) -> list[str]:
+    """A URL and the parts of it that may be credentials: password, query values, long path parts."""
+    parts = urlsplit(url)
+    found = [url, parts.password or "", *(v for _, v in parse_qsl(parts.query))]
+    if len(parts.path) > 1:
+        found.append(parts.path)
+        # Slack-style /services/T…/B…/<token>: a long segment is likely a token.
+        found += [seg for seg in parts.path.split("/") if len(seg) >= 12]
+    return [s for s in found if s]
+
+
 def redacted(exc: DeliveryError, redact: Redactor) -> DeliveryError:
     """The same failure with every known secret scrubbed from its reason."""
     reason = redact(exc.reason)
@@ -66,10 +79,8 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     if value is None:
         return None
     value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
+    if re.fullmatch(r"\d+(\.\d+)?", value):  # delta-seconds (never "inf" or "nan")
+        return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -117,6 +128,8 @@ def describe_exception(exc: BaseException) -> str:
     """What went wrong, without the exception's text (which may contain the URL)."""
     chain = _chain(exc)
     for cause in chain:
+        if isinstance(cause, socket.gaierror):
+            return f"DNS lookup failed ({cause.strerror})"
         if isinstance(cause, ssl.SSLCertVerificationError):
             return f"TLS certificate not trusted ({cause.verify_message})"
         if isinstance(cause, ssl.SSLError):

@@ -23,6 +23,7 @@ from bridge.receivers.base import (
     redacted,
     safe_code,
     transport_failure,
+    url_secrets,
 )
 from bridge.render import Renderer
 
@@ -54,7 +55,7 @@ class SlackReceiver:
         self._web: AsyncWebClient | None = None
         if cfg.webhook_url is not None:
             url = cfg.webhook_url.get_secret_value()
-            self._redact = Redactor([url])
+            self._redact = Redactor(url_secrets(url))
             # retry_handlers=[]: slack-sdk must not retry on its own; delivery decides.
             self._webhook = AsyncWebhookClient(
                 url=url, timeout=timeout, session=session, logger=_SDK_LOG, retry_handlers=[]

@@ -14,11 +14,19 @@ import hmac
 import time
 
 import aiohttp
+from multidict import CIMultiDict
 
 from bridge.config import WebhookReceiverConfig
 from bridge.errors import ConfigError
 from bridge.model import Alert
-from bridge.receivers.base import USER_AGENT, Redactor, http_failure, redacted, transport_failure
+from bridge.receivers.base import (
+    USER_AGENT,
+    Redactor,
+    http_failure,
+    redacted,
+    transport_failure,
+    url_secrets,
+)
 from bridge.render import Renderer
 
 WHSEC_PREFIX = "whsec_"
@@ -54,7 +62,7 @@ class WebhookReceiver:
         self._url = cfg.url.get_secret_value()
         self._headers = {k: v.get_secret_value() for k, v in cfg.headers.items()}
         secret = cfg.signing_secret.get_secret_value() if cfg.signing_secret else None
-        self._redact = Redactor([self._url, secret, *self._headers.values()])
+        self._redact = Redactor([*url_secrets(self._url), secret, *self._headers.values()])
         self._key: bytes | None = None
         if secret is not None:
             try:
@@ -67,8 +75,10 @@ class WebhookReceiver:
     def __repr__(self) -> str:
         return f"WebhookReceiver(name={self.name!r}, signed={self._key is not None})"
 
-    def headers(self, alert: Alert, body: bytes, now: float | None = None) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **self._headers}
+    def headers(self, alert: Alert, body: bytes, now: float | None = None) -> CIMultiDict[str]:
+        # Case-insensitive: a configured "content-type" replaces ours instead of doubling it.
+        headers = CIMultiDict({"Content-Type": "application/json", "User-Agent": USER_AGENT})
+        headers.update(self._headers)
         msg_id = alert.delivery_id
         headers["webhook-id"] = msg_id  # sent even unsigned: it is the idempotency key
         if self._key is not None:

@@ -20,6 +20,7 @@ Keys (``P`` = prefix)::
     P q:<receiver|node>  zset  m -> event ts (µs)                 unfinished jobs of one order key
     P due                zset  m -> due time (µs)                 heads not known to be due yet
     P ready              zset  m -> event ts (µs)                 heads that are due
+    P ready:<receiver>   zset  the same, one receiver's heads     claim(receivers=...)
     P sil                hash  silence id -> JSON
     P meta               hash  key -> value
 
@@ -51,14 +52,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, cast
 
 import redis.exceptions as rex
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
@@ -135,6 +136,7 @@ local DUE = P .. 'due'
 local READY = P .. 'ready'
 local function jk(id) return P .. 'job:' .. id end
 local function qk(ok) return P .. 'q:' .. ok end
+local function rk(rcv) return P .. 'ready:' .. rcv end
 local function jid(m) return string.sub(m, 19) end
 local function head_of(q) return redis.call('ZRANGE', q, 0, 0)[1] end
 
@@ -144,16 +146,21 @@ local function head_due(m)
   return f[2]
 end
 
--- keep due/ready holding exactly the head of every non-empty queue
-local function fix_head(q, old, force)
+local function unready(m, rcv)
+  redis.call('ZREM', READY, m)
+  redis.call('ZREM', rk(rcv), m)
+end
+
+-- keep due/ready holding exactly the head of every non-empty queue (rcv: the queue's receiver)
+local function fix_head(q, rcv, old, force)
   local h = head_of(q)
   if h == old and not force then return end
   if old then
     redis.call('ZREM', DUE, old)
-    redis.call('ZREM', READY, old)
+    unready(old, rcv)
   end
   if h then
-    redis.call('ZREM', READY, h)
+    unready(h, rcv)
     redis.call('ZADD', DUE, head_due(h), h)
   end
 end
@@ -173,7 +180,7 @@ local function drop_job(id)
     local q = qk(f[2])
     local old = head_of(q)
     redis.call('ZREM', q, f[3])
-    fix_head(q, old, false)
+    fix_head(q, f[4], old, false)
   end
   redis.call('DEL', k)
   return 1
@@ -195,7 +202,7 @@ local function finish(id, new, now, err)
   redis.call('ZADD', P .. 'st:' .. new, f[5], id)
   redis.call('ZADD', P .. 'fin:' .. new, now, id)
   redis.call('SREM', P .. 'rcv:' .. f[4], id)
-  fix_head(q, old, false)
+  fix_head(q, f[4], old, false)
   return 1
 end
 
@@ -215,7 +222,7 @@ local function revive(id, now)
     redis.call('ZADD', q, f[6], f[3])
   end
   redis.call('HSET', k, 'state', 'pending', 'next', now, 'attempts', 0, 'updated', now)
-  fix_head(q, old, true)
+  fix_head(q, f[4], old, true)
   return 1
 end
 
@@ -224,8 +231,11 @@ local function promote(now, cap)
   local ms = redis.call('ZRANGEBYSCORE', DUE, '-inf', now, 'LIMIT', 0, cap)
   for _, m in ipairs(ms) do
     redis.call('ZREM', DUE, m)
-    local ets = redis.call('HGET', jk(jid(m)), 'ets')
-    if ets then redis.call('ZADD', READY, ets, m) end
+    local f = redis.call('HMGET', jk(jid(m)), 'ets', 'rcv')
+    if f[1] then
+      redis.call('ZADD', READY, f[1], m)
+      redis.call('ZADD', rk(f[2]), f[1], m)
+    end
   end
   return #ms
 end
@@ -283,7 +293,7 @@ for _ = 1, nj do
   local q = qk(ok)
   local old = head_of(q)
   redis.call('ZADD', q, ets, m)
-  fix_head(q, old, false)
+  fix_head(q, rcv, old, false)
 end
 return {'ok'}
 """
@@ -300,25 +310,50 @@ return promote(ARGV[2], tonumber(ARGV[3]))
 _LUA_CLAIM = (
     _LUA_LIB
     + r"""
--- ARGV: 2 now µs, 3 limit, 4 lease expiry µs, 5 promotion cap
+-- ARGV: 2 now µs, 3 limit, 4 lease expiry µs, 5 promotion cap, 6 '*' (any receiver) or '',
+-- then receivers
 local now = ARGV[2]
 local limit = tonumber(ARGV[3])
 promote(now, tonumber(ARGV[5]))
+local sets = {READY}
+if ARGV[6] ~= '*' then
+  sets = {}
+  for i = 7, #ARGV do sets[#sets + 1] = rk(ARGV[i]) end
+end
+
+-- the oldest ready head over the sets: lowest (event ts, member); members are fixed-width
+-- "<digits>:dlv_<hex>", so comparing them as strings is byte order in any collation
+local function oldest()
+  local best, best_ts = nil, nil
+  for _, key in ipairs(sets) do
+    local c = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    if c[1] then
+      local ts = tonumber(c[2])
+      if best == nil or ts < best_ts or (ts == best_ts and c[1] < best) then
+        best, best_ts = c[1], ts
+      end
+    end
+  end
+  return best
+end
+
 local out = {}
 while #out < limit do
-  local m = redis.call('ZRANGE', READY, 0, 0)[1]
+  local m = oldest()
   if not m then break end
   local id = jid(m)
   local k = jk(id)
-  local f = redis.call('HMGET', k, 'state', 'next', 'lease', 'created')
+  local f = redis.call('HMGET', k, 'state', 'next', 'lease', 'created', 'rcv')
   redis.call('ZREM', READY, m)
   if not f[1] then
-    -- vanished job (cannot happen while the indexes are consistent): forget the entry
+    -- a vanished job (impossible while the indexes are consistent): drop its entries
+    for _, key in ipairs(sets) do redis.call('ZREM', key, m) end
   else
+    redis.call('ZREM', rk(f[5]), m)
     local due = f[2]
     if f[1] == 'inflight' then due = f[3] end
     if tonumber(due) > tonumber(now) then
-      redis.call('ZADD', DUE, due, m)  -- promoted by a claim with a later clock
+      redis.call('ZADD', DUE, due, m)  -- promoted by a claim whose clock ran ahead
     else
       if f[1] == 'pending' then
         redis.call('ZREM', P .. 'st:pending', id)
@@ -351,7 +386,7 @@ _LUA_RESCHEDULE = (
 -- ARGV: 2 id, 3 now µs, 4 next attempt µs, 5 error
 local id = ARGV[2]
 local k = jk(id)
-local f = redis.call('HMGET', k, 'state', 'ok', 'created')
+local f = redis.call('HMGET', k, 'state', 'ok', 'created', 'rcv')
 if f[1] ~= 'inflight' then return 0 end
 local q = qk(f[2])
 local old = head_of(q)
@@ -359,7 +394,7 @@ redis.call('HSET', k, 'state', 'pending', 'next', ARGV[4], 'err', ARGV[5], 'upda
 redis.call('HDEL', k, 'lease')
 redis.call('ZREM', P .. 'st:inflight', id)
 redis.call('ZADD', P .. 'st:pending', f[3], id)
-fix_head(q, old, true)
+fix_head(q, f[4], old, true)
 return 1
 """
 )
@@ -458,11 +493,13 @@ class RedisStore:
         prefix: str = "ab:",
         socket_timeout: float = 2.0,
         health_check_interval: int = 15,
+        max_connections: int = 64,
     ) -> None:
         self.url = url
         self.prefix = prefix
         self._socket_timeout = socket_timeout
         self._health_check_interval = health_check_interval
+        self._max_connections = max_connections
         self._redis: Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
         self._events_keep = RetentionConfig().events  # backstop TTL of events; prune updates it
@@ -473,14 +510,18 @@ class RedisStore:
         if self._redis is None:
             # Connection refused is immediate; a silent host costs at most socket_timeout per try.
             # One quick retry lets a pooled connection that died with a Redis restart reconnect.
-            self._redis = Redis.from_url(
+            # A bounded pool: a burst of requests waits for a connection instead of failing.
+            pool = BlockingConnectionPool.from_url(
                 self.url,
+                max_connections=self._max_connections,
+                timeout=self._socket_timeout * 2,
                 decode_responses=True,
                 socket_timeout=self._socket_timeout,
                 socket_connect_timeout=self._socket_timeout / 2,
                 health_check_interval=self._health_check_interval,
                 retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1),
             )
+            self._redis = Redis.from_pool(pool)
             self._scripts = {
                 name: self._redis.register_script(text)
                 for name, text in (
@@ -637,15 +678,18 @@ class RedisStore:
 
     # --- delivery jobs ---------------------------------------------------------------------------
 
-    async def claim(self, *, now: datetime, limit: int, lease: float) -> list[Delivery]:
-        if limit <= 0:
+    async def claim(
+        self, *, now: datetime, limit: int, lease: float, receivers: Collection[str] | None = None
+    ) -> list[Delivery]:
+        if limit <= 0 or (receivers is not None and not receivers):
             return []
+        only = ("*",) if receivers is None else ("", *dict.fromkeys(receivers))
         now_us = _us(now)
         lease_us = _us(now + timedelta(seconds=lease))
         # Promote due heads in bounded batches, so no single script blocks Redis for long.
         while await self._run("promote", now_us, _BATCH) >= _BATCH:
             pass
-        rows = await self._run("claim", now_us, limit, lease_us, _BATCH)
+        rows = await self._run("claim", now_us, limit, lease_us, _BATCH, *only)
         return [_delivery(_pairs(row)) for row in rows]
 
     async def complete(self, delivery_id: str, *, now: datetime) -> None:
@@ -665,7 +709,7 @@ class RedisStore:
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         r = self._client()
         with _guard():
-            row = await r.hgetall(self._k("job:", delivery_id))
+            row = cast(dict[str, str], await r.hgetall(self._k("job:", delivery_id)))
         return _delivery(row) if row else None
 
     async def list_deliveries(
@@ -677,7 +721,7 @@ class RedisStore:
         index = self._k("jobs") if state is None else self._k("st:", state)
         with _guard():
             # A negative limit drops from the end, as the slice [:limit] does.
-            ids = await r.zrange(index, 0, limit - 1)
+            ids = cast(list[str], await r.zrange(index, 0, limit - 1))
             async with r.pipeline(transaction=False) as pipe:
                 for i in ids:
                     pipe.hgetall(self._k("job:", i))
@@ -734,7 +778,7 @@ class RedisStore:
     async def node_state(self, node_id: str) -> NodeState | None:
         r = self._client()
         with _guard():
-            node = await r.hgetall(self._k("node:", node_id))
+            node = cast(dict[str, str], await r.hgetall(self._k("node:", node_id)))
         return _node_state(node_id, node) if node else None
 
     async def add_silence(self, silence: Silence) -> None:

@@ -1,0 +1,96 @@
+"""Case 2: end-to-end latency at a steady rate: event sent to the bridge -> received by the sinks.
+
+Each event has a unique nodeId (12 random hex digits + a 12-digit sequence number); the sink finds
+it in whatever body the receiver renders and stamps the arrival with CLOCK_MONOTONIC, which is the
+same clock the sender uses (system-wide on Linux), so sender and sink can be separate processes.
+Latency is counted from the moment the request is sent (so it includes the ingest round trip: an
+upper bound on accepted -> received); the time from the 2xx answer is reported too.
+
+Reference: the round trip of one bare aiohttp request (handler answers 200 at once, pinned where the
+bridge runs), sent by the same client at the same rate in the same run.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+from benchlib.bridge import make_config, require_bridge, start_bridge
+from benchlib.client import Sent, paced
+from benchlib.common import SERVER_CORE, Invalid, Procs, percentile
+from benchlib.context import Context
+from benchlib.events import fresh_events
+from benchlib.servers import start_sink
+
+ARRIVAL_WAIT_S = 20.0
+
+
+def _lat_stats(values_s: list[float]) -> dict[str, float]:
+    ms = [v * 1000 for v in values_s]
+    return {"p50_ms": percentile(ms, 50), "p90_ms": percentile(ms, 90), "p99_ms": percentile(ms, 99),
+            "max_ms": max(ms) if ms else float("nan"), "samples": len(ms)}
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    require_bridge()
+    m = ctx.mode
+    count = int(m.e2e_s * m.e2e_rate)
+    prefix = secrets.token_hex(6)
+    items = fresh_events(ctx.key, count, prefix)
+    out: dict[str, Any] = {"rate": m.e2e_rate, "events": count}
+    with Procs(ctx.log_dir) as procs:
+        # 1. The reference: bare aiohttp round trips, same client, same rate, same bodies.
+        bare = start_sink(procs, "bare-aiohttp", core=SERVER_CORE)
+        bare_sent = paced(bare.url + "/bare", items, rate=m.e2e_rate)
+        rtt = [s.t_done - s.t_send for s in bare_sent if s.status == 200]
+        if len(rtt) < count:
+            raise Invalid(f"bare aiohttp server answered {len(rtt)} of {count} requests with 200")
+        out["bare_rtt"] = _lat_stats(rtt)
+        procs.stop(bare.proc)
+
+        # 2. The bridge with a webhook receiver and a Slack receiver (rate limit off), both local.
+        sink = start_sink(procs, "sink-e2e")
+        slack_url = f"{sink.url}/services/T000BENCH/B000BENCH/XXXXBENCH"
+        cfg = make_config(
+            public_key=ctx.public_key,
+            storage_url=f"sqlite:///{ctx.workdir / 'e2e.db'}",
+            sink_url=sink.url,
+            extra={"receivers": {"slack": {"type": "slack", "webhook_url": slack_url, "rate_limit": 0}},
+                   "default_to": ["sink", "slack"]},
+        )
+        bridge = start_bridge(procs, "bridge-e2e", cfg, ctx.workdir)
+        out["ready_s"] = bridge.ready_s
+        sink.control(reset=True, track=f"({prefix}[0-9]{{12}})")
+        sent = paced(bridge.url, items, rate=m.e2e_rate)
+        accepted = [s for s in sent if isinstance(s.status, int) and 200 <= s.status < 300]
+        out["accepted"] = len(accepted)
+        if len(accepted) < 0.99 * count:
+            codes = sorted({str(s.status) for s in sent})
+            raise Invalid(f"bridge accepted {len(accepted)} of {count} events (answers: {', '.join(codes)})")
+        out["ingest_rtt"] = _lat_stats([s.t_done - s.t_send for s in accepted])
+
+        deadline = time.monotonic() + ARRIVAL_WAIT_S
+        while time.monotonic() < deadline:
+            arrivals = sink.arrivals()
+            if all(len(arrivals[c]) >= len(accepted) for c in ("hook", "slack")):
+                break
+            time.sleep(0.2)
+        bridge.check_alive()
+        for channel, label in (("hook", "webhook"), ("slack", "slack")):
+            out[label] = _channel(accepted, arrivals[channel], sink.stats(channel))
+    return out
+
+
+def _channel(accepted: list[Sent], arrivals: dict[str, float], stats: dict[str, Any]) -> dict[str, Any]:
+    from_send = [arrivals[s.ident] - s.t_send for s in accepted if s.ident in arrivals]
+    from_accept = [arrivals[s.ident] - s.t_done for s in accepted if s.ident in arrivals]
+    res: dict[str, Any] = {**_lat_stats(from_send), "received": len(from_send),
+                           "missing": len(accepted) - len(from_send), "requests_seen": stats["ok"]}
+    if from_accept:
+        # Can be negative: a delivery may land before the client has read the 2xx.
+        res["from_2xx_p50_ms"] = percentile([v * 1000 for v in from_accept], 50)
+        res["from_2xx_p99_ms"] = percentile([v * 1000 for v in from_accept], 99)
+    if not from_send and stats["ok"]:
+        res["note"] = "deliveries arrived but none named the event's nodeId"
+    return res

@@ -1,0 +1,139 @@
+"""Case 1: ingest throughput and latency under wrk, for the baselines and the bridge.
+
+Baselines are stateless, so they cycle over a fixed window of events ("loop"). Bridge cases get a
+fresh store each and walk forward through the event file, so every request carries a
+(nodeId, eventTimestamp) the store has never seen: dedup, routing and the enqueue do real work.
+The -dup case first stores a small set once, then sends only those again: 100% duplicates.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from benchlib.bridge import make_config, start_bridge
+from benchlib.client import post_all
+from benchlib.common import Invalid, Procs, Unavailable, summarize
+from benchlib.context import Context
+from benchlib.events import fresh_events
+from benchlib.servers import start_baseline, start_redis, start_sink
+from benchlib.wrk import CONNECTIONS, THREADS, WrkResult, ensure_wrk, run_wrk
+
+BASELINES = ("node-seed", "node-keyobject", "aiohttp-floor")
+BRIDGES = ("bridge-sqlite", "bridge-redis", "bridge-sqlite-dup")
+CASES = BASELINES + BRIDGES
+LOOP_WINDOW = 50_000  # events the baselines cycle over
+MAX_NON2XX = 0.01  # above this share of refused requests the throughput is not the path we meant
+DEFAULT_RPS = 5_000.0  # guess used to size windows before any case has run
+
+
+def preflight(ctx: Context, url: str) -> dict[str, Any]:
+    """One freshly signed event before loading: a server that refuses it would make wrk numbers lie."""
+    ((_, sig, body),) = fresh_events(ctx.key, 1, secrets.token_hex(6))
+    res = post_all(url, [(sig, body)], concurrency=1, timeout=30)
+    if res.ok != 1:
+        raise Invalid(f"preflight event refused: {res.first_error or dict(res.statuses)}")
+    return {"status": next(iter(res.statuses))}
+
+
+def expected_rps(ctx: Context) -> float:
+    """For sizing event windows: the floor is our stack's ceiling, so the bridge should not beat it."""
+    floor = ctx.result("aiohttp-floor").get("rps", {}).get("median")
+    return float(floor or DEFAULT_RPS)
+
+
+def events_needed(ctx: Context) -> int:
+    """Distinct events one bridge case consumes: warm-up plus rounds at up to 1.5 x the floor's rate."""
+    m = ctx.mode
+    return int(expected_rps(ctx) * 1.5 * (m.warmup_s + m.rounds * m.round_s)) + 10 * CONNECTIONS
+
+
+def run(ctx: Context, name: str) -> dict[str, Any]:
+    ensure_wrk(ctx.log)
+    m = ctx.mode
+    out: dict[str, Any] = {"wrk": f"-t{THREADS} -c{CONNECTIONS}", "warmup_s": m.warmup_s,
+                           "rounds_planned": m.rounds, "round_s": m.round_s}
+    wrk_log = ctx.log_dir / f"wrk-{name}.log"
+    with Procs(ctx.log_dir) as procs:
+        sink = bridge = None
+        if name in BASELINES:
+            server, base = start_baseline(procs, name, ctx.public_key)
+            url, path = base + "/webhook", "/webhook"
+        else:
+            sink = start_sink(procs, f"sink-{name}")
+            if name == "bridge-redis":
+                storage = f"redis://127.0.0.1:{start_redis(procs, ctx.workdir / name)}/0"
+            else:
+                storage = f"sqlite:///{ctx.workdir / (name + '.db')}"
+            cfg = make_config(public_key=ctx.public_key, storage_url=storage, sink_url=sink.url)
+            bridge = start_bridge(procs, name, cfg, ctx.workdir)
+            server, url, path = bridge.proc, bridge.url, cfg["server"]["path"]
+            out["ready_s"] = bridge.ready_s
+            out["storage"] = storage.split(":")[0]
+        out["preflight"] = preflight(ctx, url)
+
+        # Which events each wrk run sends: (offset, limit, loop).
+        offset, used, loop = 0, 0, name in BASELINES or name.endswith("-dup")
+        if name.endswith("-dup"):
+            primed = post_all(url, ctx.events.records(0, m.dup_events), concurrency=32)
+            if primed.ok != m.dup_events:
+                raise Invalid(f"priming {m.dup_events} events: {primed.first_error}")
+            out["duplicate_set"] = m.dup_events
+        est = expected_rps(ctx)
+
+        def one(duration: float) -> WrkResult:
+            nonlocal offset, used, est
+            if server.popen.poll() is not None:
+                raise Unavailable(f"{name} exited during the case: {server.log_tail(6)}")
+            if not loop and offset + 100 * THREADS > ctx.events.count:
+                # Out of distinct events: start over (the bridge sees duplicates; reported as a wrap).
+                out["file_wraps"] = out.get("file_wraps", 0) + 1
+                offset = 0
+            if name in BASELINES:
+                limit = min(LOOP_WINDOW, ctx.events.count)
+            elif loop:
+                limit = m.dup_events
+            else:
+                limit = int(est * duration * 1.5) + 4 * CONNECTIONS
+            res = run_wrk(url, ctx.events, duration=duration, offset=offset, limit=limit, loop=loop,
+                          path=path, log_file=wrk_log)
+            if not loop:
+                offset += THREADS * res.max_used
+                used += THREADS * res.max_used
+                est = max(res.rps, 1.0)
+            return res
+
+        warm = one(m.warmup_s)
+        rounds = [one(m.round_s) for _ in range(m.rounds)]
+        if server.popen.poll() is not None:
+            raise Unavailable(f"{name} exited during the case: {server.log_tail(6)}")
+        if sink is not None:
+            out["delivered_during_case"] = sink.stats()["unique"]
+
+    runs = [warm, *rounds]
+    total = sum(r.requests for r in rounds)
+    non2xx = sum(r.non2xx for r in rounds)
+    out.update(
+        rps=summarize([r.rps for r in rounds]),
+        p50_ms=summarize([r.p50_ms for r in rounds]),
+        p99_ms=summarize([r.p99_ms for r in rounds]),
+        requests=total,
+        non2xx=non2xx,
+        socket_errors=sum(r.socket_errors for r in rounds),
+        warmup=warm.as_dict(),
+        round_results=[r.as_dict() for r in rounds],
+    )
+    if name in BASELINES:
+        out["events"] = "cycled (stateless server)"
+    elif loop:
+        out["events"] = f"100% duplicates of {m.dup_events:,} stored events"
+    else:
+        wraps = sum(r.wraps for r in runs)
+        wraps += out.get("file_wraps", 0)
+        out["events"] = f"{used:,} distinct" + (f", WRAPPED {wraps}x" if wraps else "")
+        out["wrapped"] = wraps
+        out["distinct_events_used"] = used
+    if total and non2xx / total > MAX_NON2XX:
+        out["status"] = "invalid"
+        out["reason"] = f"{non2xx:,} of {total:,} requests answered non-2xx (see {wrk_log.name})"
+    return out

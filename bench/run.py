@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""alert-bridge benchmark suite: the bridge side by side with its baselines, in one invocation.
+
+    python bench/run.py            full run (< 10 minutes on a 2-core machine)
+    python bench/run.py --quick    smoke mode for CI: every case, a few seconds each
+
+Prints the tables and target verdicts and writes bench/results/latest.json and latest.md.
+Exit status: 0 when the run completed (missed targets and cases that cannot run yet, such as the
+bridge before it exists, are reported, not failures); 1 when the harness itself broke.
+See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+sys.path[:0] = [str(BENCH), str(BENCH.parent)]  # benchlib, and the bridge package at the repo root
+
+from benchlib import report  # noqa: E402
+from benchlib.bridge import bridge_status  # noqa: E402
+from benchlib.cases import drain, e2e, footprint, ingest, routing  # noqa: E402
+from benchlib.common import LOAD_CORE, RESULTS, Invalid, Unavailable, can_pin, pin_self  # noqa: E402
+from benchlib.context import FULL, QUICK, Context  # noqa: E402
+from benchlib.events import ensure_events, ensure_key  # noqa: E402
+
+README_START, README_END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
+
+
+def cases() -> list[tuple[str, Callable[[Context], dict[str, Any]]]]:
+    # The floor runs first: its rate sizes the event windows of the bridge cases.
+    order = ["aiohttp-floor", "node-seed", "node-keyobject", "bridge-sqlite", "bridge-redis", "bridge-sqlite-dup"]
+    out: list[tuple[str, Callable[[Context], dict[str, Any]]]] = [
+        (name, lambda ctx, name=name: ingest.run(ctx, name)) for name in order
+    ]
+    return [*out, ("e2e", e2e.run), ("drain", drain.run), ("routing", routing.run),
+            ("footprint", footprint.run)]
+
+
+def _version(cmd: list[str]) -> str:
+    if not shutil.which(cmd[0]):
+        return "not installed"
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return ((done.stdout or done.stderr).strip().splitlines() or ["unknown"])[0][:80]
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    import aiohttp
+    import cryptography
+
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem / 2**30, 1),
+        "kernel": platform.release(), "python": platform.python_version(),
+        "aiohttp": aiohttp.__version__, "cryptography": cryptography.__version__,
+        "node": _version(["node", "--version"]), "wrk": _version(["wrk", "--version"]).split(" [")[0],
+        "redis": _version(["redis-server", "--version"]).split(" sha=")[0],
+        "pinned": can_pin(),
+    }
+
+
+def render(payload: dict[str, Any]) -> tuple[str, str]:
+    m = payload["machine"]
+    mode = payload["mode"]
+    head = (f"alert-bridge bench ({mode['name']}) {payload['started']}, {payload['elapsed_s']:.0f}s - "
+            f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}, "
+            f"Python {m['python']}, aiohttp {m['aiohttp']}, Node {m['node']}, {m['wrk']}, {m['redis']}")
+    tabs = report.tables(payload["cases"], ingest.CASES, mode)
+    tabs.append(report.target_table(payload["targets"]))
+    text = "\n\n".join([head, *(t.text() for t in tabs)])
+    md = "\n\n".join([f"_{head}_", *(t.markdown() for t in tabs)])
+    return text, md
+
+
+def update_readme(path: Path, md: str) -> None:
+    text = path.read_text()
+    if README_START not in text or README_END not in text:
+        raise SystemExit(f"{path}: no {README_START} ... {README_END} section to replace")
+    before, rest = text.split(README_START, 1)
+    _, after = rest.split(README_END, 1)
+    path.write_text(f"{before}{README_START}\n{md}\n{README_END}{after}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smoke mode: a few seconds per case (CI)")
+    ap.add_argument("--only", help="comma-separated case names (default: all): "
+                    + ", ".join(n for n, _ in cases()))
+    ap.add_argument("--out", type=Path, default=RESULTS, help="where latest.json / latest.md go")
+    ap.add_argument("--update-readme", type=Path, metavar="FILE",
+                    help=f"also replace the {README_START} section of FILE with the Markdown tables")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch directory (configs, databases)")
+    args = ap.parse_args(argv)
+    mode = QUICK if args.quick else FULL
+    selected = cases()
+    if args.only:
+        names = {n.strip() for n in args.only.split(",")}
+        unknown = names - {n for n, _ in selected}
+        if unknown:
+            ap.error(f"unknown case(s): {', '.join(sorted(unknown))}")
+        selected = [(n, f) for n, f in selected if n in names]
+
+    t_start = time.monotonic()
+    started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    log_dir = args.out / "logs"
+    shutil.rmtree(log_dir, ignore_errors=True)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="alert-bridge-bench-"))
+    print(f"alert-bridge bench, {mode.name} mode; scratch {workdir}; logs {log_dir}", flush=True)
+
+    key = ensure_key()
+    public_key = key.write_public(workdir)
+    need = max(mode.initial_events, mode.footprint_events, mode.drain_jobs)
+    print(f"- events: need {need:,} signed events (key {key.fingerprint})", flush=True)
+    events = ensure_events(key, need)
+    pin_self(LOAD_CORE)  # the harness and its clients stay off the server's core
+    ok, why = bridge_status()
+    print(f"- bridge: {'available' if ok else 'UNAVAILABLE: ' + why}", flush=True)
+
+    ctx = Context(mode=mode, key=key, events=events, public_key=public_key, workdir=workdir, log_dir=log_dir)
+    broken = False
+    for name, fn in selected:
+        if name == "bridge-sqlite":  # now that the floor's speed is known, make sure windows fit
+            want = ingest.events_needed(ctx)
+            if want > ctx.events.count:
+                ctx.events = ensure_events(key, want)
+        print(f"- {name} ...", flush=True)
+        t0 = time.monotonic()
+        try:
+            result = {"status": "ok", **fn(ctx)}
+        except Unavailable as exc:
+            result = {"status": "unavailable", "reason": str(exc)}
+        except Invalid as exc:
+            result = {"status": "invalid", "reason": str(exc)}
+        except Exception as exc:  # the harness broke: report it, finish the others, exit non-zero
+            broken = True
+            result = {"status": "error", "reason": f"{type(exc).__name__}: {exc}"}
+            (log_dir / f"error-{name}.txt").write_text(traceback.format_exc())
+        result["seconds"] = round(time.monotonic() - t0, 1)
+        ctx.results[name] = result
+        summary = result.get("reason") or ", ".join(
+            f"{k} {v['median']:,.2f}" if isinstance(v, dict) and "median" in v else f"{k} {v}"
+            for k, v in result.items() if k in ("rps", "p99_ms", "rate", "events")
+        )
+        print(f"  {result['status']} in {result['seconds']}s: {summary}", flush=True)
+
+    payload = {
+        "schema": 1,
+        "started": started,
+        "elapsed_s": round(time.monotonic() - t_start, 1),
+        "mode": {"name": mode.name, **{k: v for k, v in vars(mode).items() if k != "name"}},
+        "machine": machine(),
+        "bridge": {"available": ok, "reason": why},
+        "events": {"file": events.path.name, "count": ctx.events.count},
+        "cases": ctx.results,
+        "targets": report.evaluate(ctx.results),
+        "harness_ok": not broken,
+    }
+    text, md = render(payload)
+    print("\n" + text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "latest.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    (args.out / "latest.md").write_text(md + "\n")
+    if args.update_readme:
+        update_readme(args.update_readme, md)
+    print(f"\nwrote {args.out / 'latest.json'} and {args.out / 'latest.md'}")
+    if args.keep:
+        print(f"kept {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if broken:
+        print("harness error(s): see " + ", ".join(str(p) for p in log_dir.glob("error-*.txt")), file=sys.stderr)
+    return 1 if broken else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

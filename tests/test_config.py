@@ -1,0 +1,149 @@
+"""Config: schema, YAML paths in errors, env interpolation, *_file secrets, durations."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge import config as config_mod
+from bridge.config import parse_duration
+from bridge.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def problems(data: Any, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        config_mod.parse(data, env=env or {})
+    return info.value.problems
+
+
+def test_defaults_are_valid() -> None:
+    cfg = config_mod.parse({}, env={})
+    assert cfg.server.listen == "127.0.0.1:8080" and cfg.server.path == "/webhook"
+    assert cfg.verification.public_key_url == config_mod.DEFAULT_KEY_URL
+    assert cfg.storage.dedup_ttl == 48 * 3600
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30s", 30), ("5m", 300), ("24h", 86400), ("1h30m", 5400), ("250ms", 0.25), ("0", 0), (45, 45), ("2d", 172800)],
+)
+def test_durations(text: Any, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["5 minutes", "m5", "", "-5s", "1h 30m", True, [1]])
+def test_bad_durations(bad: Any) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(bad)
+
+
+def test_errors_name_yaml_paths() -> None:
+    found = problems(
+        {
+            "server": {"listn": "x", "listen": "nohost"},
+            "nodes": {"node-1": {"labels": "prod"}},
+            "verification": {"max_event_age": "forever"},
+            "receivers": {"s": {"type": "slack"}, "w": {"type": "pager"}, "e": {"type": "email", "to": ["x"]}},
+        }
+    )
+    text = "\n".join(found)
+    assert "server.listn: unknown key" in text
+    assert "server.listen: expected host:port" in text
+    assert "nodes.node-1.labels:" in text
+    assert "verification.max_event_age: 'forever' is not a duration" in text
+    assert "receivers.s: set exactly one of webhook_url" in text
+    assert "receivers.w: unknown receiver type" in text
+    assert "receivers.e.from: Field required" in text
+    assert "receivers.e.smtp: Field required" in text
+
+
+def test_semantic_errors() -> None:
+    found = problems(
+        {
+            "receivers": {"a": {"type": "log"}},
+            "routes": [{"name": "r", "to": ["a", "missing"], "match": {"status": []}}, {"name": "r", "to": ["a"]}],
+            "default_to": ["nope"],
+            "storage": {"dedup_ttl": "1h"},
+        }
+    )
+    assert "routes[0].to[1]: unknown receiver 'missing'" in found
+    assert any(p.startswith("routes[0].match.status: an empty list can never match") for p in found)
+    assert "routes[1].name: duplicate route name 'r'" in found
+    assert "default_to[0]: unknown receiver 'nope'" in found
+    assert any(p.startswith("storage.dedup_ttl: 1h is shorter than") for p in found)
+
+
+def test_unknown_status_is_a_warning() -> None:
+    cfg = config_mod.parse(
+        {"receivers": {"a": {"type": "log"}}, "routes": [{"name": "r", "to": "a", "match": {"status": "FIALED"}}]},
+        env={},
+    )
+    assert any("'FIALED' is not a known status" in w for w in cfg.warnings)
+
+
+def test_env_interpolation() -> None:
+    data = {
+        "receivers": {"s": {"type": "slack", "webhook_url": "${HOOK}"}},
+        "server": {"listen": "${HOST:-127.0.0.1}:${PORT:-9000}"},
+    }
+    cfg = config_mod.parse(data, env={"HOOK": "https://hooks.example/x"})
+    assert cfg.server.listen == "127.0.0.1:9000"
+    assert cfg.receivers["s"].webhook_url.get_secret_value() == "https://hooks.example/x"  # type: ignore[union-attr]
+    assert problems(data) == ["receivers.s.webhook_url: environment variable HOOK is not set"]
+
+
+def test_secret_files(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("s3cret\n")
+    cfg = config_mod.parse(
+        {
+            "receivers": {
+                "m": {
+                    "type": "email",
+                    "to": ["a@b.c"],
+                    "from": "x@y.z",
+                    "smtp": {"host": "h", "username": "u", "password_file": str(tmp_path / "pw")},
+                }
+            }
+        },
+        env={},
+    )
+    assert cfg.receivers["m"].smtp.password.get_secret_value() == "s3cret"  # type: ignore[union-attr]
+    assert "s3cret" not in repr(cfg)
+    found = problems({"verification": {"api_token_file": str(tmp_path / "missing")}})
+    assert len(found) == 1 and found[0].startswith("verification: api_token_file: cannot read")
+
+
+def test_yaml_syntax_error_has_line(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("server:\n  listen: [\n")
+    with pytest.raises(ConfigError) as info:
+        config_mod.load(path)
+    assert "line" in info.value.problems[0] and "not valid YAML" in info.value.problems[0]
+
+
+def test_example_config_checks() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "bridge", "check", "-c", "config.example.yaml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "is valid" in out.stdout
+
+
+def test_check_exit_2_lists_problems(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("server:\n  lisen: 1\nroutes:\n  - name: a\n    to: [ghost]\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "bridge", "check", "-c", str(path)], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 2
+    assert "error: server.lisen: unknown key" in out.stderr

@@ -1,0 +1,166 @@
+"""Email receiver against a real aiosmtpd server on 127.0.0.1 (STARTTLS, implicit TLS, plain)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bridge.config import parse
+from bridge.errors import ConfigError, Permanent, RetryLater
+from bridge.receivers import Receiver, build_receiver
+from bridge.render import Renderer
+from tests.fakes import SMTP_USER, CertFiles, SMTPServer, free_port, make_alert, make_cert
+
+pytest_plugins = ["tests.fakes"]
+pytestmark = pytest.mark.timeout(20)
+
+TO = ["oncall@example.test", "ops@example.test"]
+
+
+async def email_receiver(server: SMTPServer | None, smtp: dict[str, Any], **extra: Any) -> Receiver:
+    settings = {"host": "127.0.0.1", "port": server.port if server else free_port(), **smtp}
+    rcv = {"type": "email", "to": TO, "from": "Alert Bridge <bridge@example.test>", "smtp": settings, **extra}
+    cfg = parse({"receivers": {"ops-email": rcv}}, env={})
+    # The session is unused by email; build_receiver takes it for every type.
+    async with aiohttp.ClientSession() as session:
+        return build_receiver(
+            "ops-email", cfg.receivers["ops-email"], renderer=Renderer.from_config(cfg), session=session
+        )
+
+
+def starttls_auth(cert: CertFiles) -> dict[str, Any]:
+    user, password = SMTP_USER
+    return {"security": "starttls", "ca_file": str(cert.cert_file), "username": user, "password": password}
+
+
+async def test_starttls_with_auth_delivers_multipart(smtp_tls_server: SMTPServer, tls_cert: CertFiles) -> None:
+    receiver = await email_receiver(smtp_tls_server, starttls_auth(tls_cert))
+    alert = make_alert()
+    await receiver.send(alert)
+
+    [mail] = smtp_tls_server.messages
+    assert mail.tls is True
+    assert mail.login == SMTP_USER[0]
+    assert mail.rcpt_tos == TO
+    assert mail.mail_from == "bridge@example.test"
+    msg = mail.message
+    assert msg.get_content_type() == "multipart/alternative"
+    assert msg["Subject"] == "[alert-bridge] node-prod-1 is FAILED"
+    assert msg["To"] == ", ".join(TO)
+    assert msg["Message-ID"] == f"<{alert.delivery_id}@alert-bridge>"
+    assert "node-prod-1 is FAILED (was RUNNING for 3h 12m)." in mail.part("plain")
+    assert "<h2" in mail.part("html") and "node-prod-1 is FAILED" in mail.part("html")
+
+
+async def test_implicit_tls_delivers(tls_cert: CertFiles) -> None:
+    async with SMTPServer(security="tls", cert=tls_cert) as server:
+        receiver = await email_receiver(server, {"security": "tls", "ca_file": str(tls_cert.cert_file)})
+        await receiver.send(make_alert())
+        [mail] = server.messages
+        assert mail.tls is True
+
+
+async def test_plain_smtp_without_tls_delivers(smtp_server: SMTPServer) -> None:
+    receiver = await email_receiver(smtp_server, {"security": "none"})
+    await receiver.send(make_alert(status="RUNNING", previous="FAILED"))
+    [mail] = smtp_server.messages
+    assert mail.tls is False
+    assert mail.login is None
+    assert mail.message["Subject"] == "[alert-bridge] node-prod-1 is RUNNING"
+
+
+async def test_untrusted_certificate_is_retry_later(
+    smtp_tls_server: SMTPServer, tmp_path: Path, tls_cert: CertFiles
+) -> None:
+    other_ca = make_cert(tmp_path / "other")
+    smtp = {**starttls_auth(tls_cert), "ca_file": str(other_ca.cert_file)}
+    with pytest.raises(RetryLater, match="TLS certificate not trusted"):
+        await (await email_receiver(smtp_tls_server, smtp)).send(make_alert())
+    assert smtp_tls_server.messages == []
+
+
+async def test_missing_ca_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        await email_receiver(None, {"security": "starttls", "ca_file": str(tmp_path / "nope.pem")})
+    assert info.value.problems[0].startswith("receivers.ops-email.smtp.ca_file: cannot load")
+
+
+# --- failures ------------------------------------------------------------------------------------
+
+
+async def test_5xx_reply_is_permanent(smtp_server: SMTPServer) -> None:
+    smtp_server.fail_next("554 5.7.1 Message rejected as spam", stage="data")
+    with pytest.raises(Permanent) as info:
+        await (await email_receiver(smtp_server, {"security": "none"})).send(make_alert())
+    assert info.value.reason == f"smtp 127.0.0.1:{smtp_server.port} answered 554 5.7.1 Message rejected as spam"
+
+
+async def test_4xx_reply_is_retry_later(smtp_server: SMTPServer) -> None:
+    smtp_server.fail_next("451 4.3.0 Mail server temporarily unavailable", stage="mail")
+    receiver = await email_receiver(smtp_server, {"security": "none"})
+    with pytest.raises(RetryLater, match=r"answered 451 4\.3\.0"):
+        await receiver.send(make_alert())
+    await receiver.send(make_alert())  # the next attempt goes through
+    assert len(smtp_server.messages) == 1
+
+
+async def test_all_recipients_refused_5xx_is_permanent_4xx_retry(smtp_server: SMTPServer) -> None:
+    receiver = await email_receiver(smtp_server, {"security": "none"})
+    smtp_server.fail_next("550 5.1.1 No such user", n=2, stage="rcpt")
+    with pytest.raises(Permanent, match=r"refused every recipient: 550 5\.1\.1 No such user"):
+        await receiver.send(make_alert())
+    smtp_server.fail_next("450 4.2.0 Mailbox busy", n=2, stage="rcpt")
+    with pytest.raises(RetryLater, match="450"):
+        await receiver.send(make_alert())
+
+
+async def test_wrong_password_is_permanent(smtp_tls_server: SMTPServer, tls_cert: CertFiles) -> None:
+    smtp = {**starttls_auth(tls_cert), "password": "not-the-password-123"}
+    with pytest.raises(Permanent) as info:
+        await (await email_receiver(smtp_tls_server, smtp)).send(make_alert())
+    assert "535" in info.value.reason
+    assert "not-the-password-123" not in str(info.value)
+
+
+async def test_connection_refused_is_retry_later() -> None:
+    with pytest.raises(RetryLater) as info:
+        await (await email_receiver(None, {"security": "none"})).send(make_alert())
+    assert info.value.reason.endswith("SMTPConnectError: Connection refused")
+
+
+async def test_silent_server_times_out_as_retry_later() -> None:
+    with socket.socket() as listener:  # accepts connections but never greets
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        receiver = await email_receiver(None, {"security": "none", "port": port}, timeout="300ms")
+        started = time.monotonic()
+        with pytest.raises(RetryLater) as info:
+            await receiver.send(make_alert())
+        assert time.monotonic() - started < 2
+        assert info.value.reason == f"smtp 127.0.0.1:{port}: no answer within 0.3s"
+
+
+async def test_no_password_in_errors_or_logs(
+    smtp_tls_server: SMTPServer, tls_cert: CertFiles, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    password = SMTP_USER[1]
+    receiver = await email_receiver(smtp_tls_server, starttls_auth(tls_cert))
+    errors: list[BaseException] = []
+    smtp_tls_server.fail_next("554 5.0.0 nope", stage="data")
+    smtp_tls_server.fail_next("421 4.0.0 later", stage="mail")
+    smtp_tls_server.fail_next("550 5.1.1 x", n=len(TO), stage="rcpt")
+    for _ in range(3):
+        with pytest.raises((Permanent, RetryLater)) as info:
+            await receiver.send(make_alert())
+        errors.append(info.value)
+    await receiver.send(make_alert())  # and a success, which logs what it logs
+    seen = "\n".join([str(e) for e in errors] + [repr(e) for e in errors] + [repr(receiver)] + [caplog.text])
+    assert password not in seen

@@ -1,0 +1,202 @@
+"""The ingest contract, row by row, against the real server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from bridge.testing import event_body, sign
+from tests.harness import InProcessBridge, metric_value
+
+NOW = datetime.now(UTC)
+
+
+async def test_accepted_then_duplicate(bridge: Callable[..., Any]) -> None:
+    b: InProcessBridge = await bridge()
+    body = event_body("n1", "FAILED", timestamp=NOW)
+    status, doc, _ = await b.post(body)
+    assert status == 200 and doc["status"] == "accepted" and doc["id"].startswith("evt_")
+    status, doc2, _ = await b.post(body)
+    assert status == 200 and doc2 == {"status": "duplicate", "id": doc["id"]}
+
+
+async def test_timestamp_spellings_are_one_event(bridge: Callable[..., Any]) -> None:
+    b: InProcessBridge = await bridge()
+    stamp = (NOW - timedelta(minutes=1)).replace(microsecond=0)
+    base = stamp.strftime("%Y-%m-%dT%H:%M:%S")
+    answers = []
+    for spelling in (
+        base + "Z",
+        base + ".000Z",
+        base + "+00:00",
+        (stamp + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S") + "+02:00",
+    ):
+        status, doc = await b.event("n1", "FAILED", timestamp=spelling)
+        assert status == 200
+        answers.append(doc["status"])
+    assert answers == ["accepted", "duplicate", "duplicate", "duplicate"]
+
+
+async def test_stale_event_recorded_not_notified(bridge: Callable[..., Any]) -> None:
+    b: InProcessBridge = await bridge(routes=[{"name": "all", "to": ["console"]}])
+    status, doc = await b.event("n1", "FAILED", timestamp=NOW - timedelta(days=2))
+    assert status == 200 and doc["status"] == "ignored" and doc["reason"] == "stale"
+    assert (await b.app.store.stats(now=datetime.now(UTC))).pending == 0
+    # the replay of a stale event is a duplicate, never a second record
+    status, doc = await b.event("n1", "FAILED", timestamp=NOW - timedelta(days=2))
+    assert doc["status"] == "duplicate"
+
+
+async def test_future_event_accepted_and_flagged(bridge: Callable[..., Any], caplog: Any) -> None:
+    b: InProcessBridge = await bridge()
+    status, doc = await b.event("n1", "FAILED", timestamp=NOW + timedelta(hours=1))
+    assert status == 200 and doc["status"] == "accepted"
+    assert any("in the future" in r.getMessage() for r in caplog.records)
+
+
+async def test_missing_signature_401(bridge: Callable[..., Any]) -> None:
+    b: InProcessBridge = await bridge()
+    status, doc, _ = await b.post(event_body(), signature=None)
+    assert status == 401 and doc["error"] == "missing_signature"
+
+
+async def test_invalid_signatures_403(bridge: Callable[..., Any], other_key: rsa.RSAPrivateKey) -> None:
+    b: InProcessBridge = await bridge()
+    body = event_body("n1", "FAILED", timestamp=NOW)
+    good = sign(body, b.key)
+    cases = {
+        "other key": sign(body, other_key),
+        "other body": sign(event_body("n1", "RUNNING", timestamp=NOW), b.key),
+        "bad base64": "not*base64!",
+        "truncated": good[:-8],
+        "padded": good + "AAAA",
+        "empty-ish": "====",
+    }
+    for what, sig in cases.items():
+        status, doc, _ = await b.post(body, signature=sig)
+        assert (status, doc["error"]) == (403, "invalid_signature"), what
+    assert (await b.app.store.stats(now=datetime.now(UTC))).pending == 0
+
+
+async def test_reserialized_signature_accepted(bridge: Callable[..., Any]) -> None:
+    """ThunderStack's reference handler verifies JSON.stringify(parsed body): accept that form too."""
+    b: InProcessBridge = await bridge()
+    doc = json.loads(event_body("n1", "FAILED", timestamp=NOW))
+    compact = json.dumps(doc, separators=(",", ":")).encode()
+    pretty = json.dumps(doc, indent=2).encode()  # what goes over the wire
+    status, reply, _ = await b.post(pretty, signature=sign(compact, b.key))
+    assert status == 200 and reply["status"] == "accepted"
+
+
+async def test_node_checks_403(bridge: Callable[..., Any]) -> None:
+    b: InProcessBridge = await bridge(nodes={"node-a": {"labels": {"env": "prod"}}})
+    status, doc = await b.event("node-b", "FAILED")
+    assert (status, doc["error"]) == (403, "node_rejected")
+    body = json.dumps(
+        {
+            "eventType": "NODE_STATUS_UPDATED",
+            "eventTimestamp": NOW.isoformat(),
+            "details": {"nodeId": "node-b", "status": "FAILED"},
+            "nodeId": "node-a",
+        }
+    ).encode()
+    status, doc, _ = await b.post(body)
+    assert (status, doc["error"]) == (403, "node_rejected")
+    status, doc = await b.event("node-a", "FAILED", path="/webhook/node-c")
+    assert (status, doc["error"]) == (403, "node_rejected")
+    status, doc = await b.event("node-a", "FAILED", path="/webhook/node-a")
+    assert status == 200 and doc["status"] == "accepted"
+
+
+async def test_not_json_400(bridge: Callable[..., Any]) -> None:
+    b: InProcessBridge = await bridge()
+    for body in (b"not json", b"[1,2]", b'"text"', b"\xff\xfe", b"[" * 60_000):
+        status, doc, _ = await b.post(body)
+        assert (status, doc["error"]) == (400, "invalid_json"), body[:10]
+
+
+async def test_field_errors_422_name_the_field(bridge: Callable[..., Any]) -> None:
+    b: InProcessBridge = await bridge()
+    good = json.loads(event_body("n1", "FAILED", timestamp=NOW))
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({k: v for k, v in good.items() if k != "eventType"}, "eventType"),
+        ({**good, "eventTimestamp": "yesterday"}, "eventTimestamp"),
+        ({**good, "eventTimestamp": "2026-04-16"}, "eventTimestamp"),
+        ({**good, "nodeId": 7}, "nodeId"),
+        ({**good, "details": "FAILED"}, "details"),
+        ({**good, "details": {"nodeId": "n1"}}, "details.status"),
+        ({**good, "details": {"status": "FAILED"}}, "details.nodeId"),
+        ({**good, "nodeId": "x" * 300, "details": {"nodeId": "x" * 300, "status": "FAILED"}}, "nodeId"),
+    ]
+    for doc, field in cases:
+        status, reply, _ = await b.post(json.dumps(doc).encode())
+        assert status == 422, (field, reply)
+        assert reply["error"] == "invalid_field" and reply["detail"].startswith(field + ":"), reply
+
+
+async def test_unknown_status_and_type_accepted(bridge: Callable[..., Any]) -> None:
+    b: InProcessBridge = await bridge()
+    status, doc = await b.event("n1", "HIBERNATING", event_type="NODE_SOMETHING_NEW")
+    assert status == 200 and doc["status"] == "accepted"
+    assert metric_value(await b.metrics(), "alert_bridge_unknown_status_events_total") == 1.0
+
+
+async def test_body_too_large_413(bridge: Callable[..., Any]) -> None:
+    b: InProcessBridge = await bridge(server={"max_body_bytes": 1024})
+    status, doc, _ = await b.post(b"{" + b" " * 5000 + b"}")
+    assert (status, doc["error"]) == (413, "body_too_large")
+
+    async def chunks() -> Any:  # no Content-Length: refused once the limit is passed
+        for _ in range(100):
+            yield b" " * 100
+
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(b.base_url + "/webhook", data=chunks(), headers={"X-ThunderStack-Signature": "AAAA"}) as r,
+    ):
+        assert r.status == 413 and (await r.json())["error"] == "body_too_large"
+
+
+async def test_no_key_yet_503_with_retry_after(bridge: Callable[..., Any], signing_key: rsa.RSAPrivateKey) -> None:
+    # a key URL that is down: the bridge starts, says not ready, and asks ThunderStack to retry
+    from tests.fakes import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/api/webhook-public-key"
+    b: InProcessBridge = await bridge(verification={"public_key_url": url, "public_key_file": None})
+    status, doc, headers = await b.post(event_body())
+    assert status == 503 and doc["error"] == "unavailable" and int(headers["Retry-After"]) >= 1
+    status, ready = await b.get(b.base_url + "/readyz")
+    assert status == 503 and "public key" in ready["reason"]
+
+
+async def test_concurrent_duplicates_exactly_one_accepted(bridge: Callable[..., Any]) -> None:
+    b: InProcessBridge = await bridge(routes=[{"name": "all", "to": ["console"]}])
+    body = event_body("n1", "FAILED", timestamp=NOW)
+    sig = sign(body, b.key)
+    results = await asyncio.gather(*(b.post(body, signature=sig) for _ in range(50)))
+    statuses = sorted(doc["status"] for _, doc, _ in results)
+    assert statuses.count("accepted") == 1 and statuses.count("duplicate") == 49
+    assert all(code == 200 for code, _, _ in results)
+
+
+async def test_health_endpoints(bridge: Callable[..., Any]) -> None:
+    b: InProcessBridge = await bridge()
+    assert (await b.get(b.base_url + "/healthz"))[0] == 200
+    assert (await b.get(b.base_url + "/readyz")) == (200, {"status": "ready"})
+    # admin endpoints are not on the webhook listener
+    assert (await b.get(b.base_url + "/metrics"))[0] == 404
+    assert (await b.get(b.admin_url + "/metrics"))[0] == 200
+
+
+async def test_wrong_method_and_path_are_json(bridge: Callable[..., Any]) -> None:
+    b: InProcessBridge = await bridge()
+    status, doc = await b.get(b.base_url + "/webhook")
+    assert status == 405 and doc["error"] == "method_not_allowed"
+    status, doc = await b.get(b.base_url + "/nope")
+    assert status == 404 and doc["error"] == "not_found"

@@ -1,0 +1,700 @@
+"""The Store contract, run against every backend: memory (the reference), sqlite and redis.
+
+Every backend must behave exactly like ``MemoryStore``; ``test_matches_memory_store`` replays one
+seeded random workload on the backend and on a fresh ``MemoryStore`` and compares every answer.
+The Redis backend runs against a real redis-server (tests/redis_server.py); the Redis-only tests
+at the bottom cover replicas sharing one Redis and a Redis outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.config import RetentionConfig
+from bridge.errors import StorageUnavailable
+from bridge.model import Event, NodeState, RouteMatch, Silence, delivery_id, parse_timestamp
+from bridge.store.base import Plan, Store
+from bridge.store.memory import MemoryStore
+from tests.redis_server import RedisServer, redis_outage_server, redis_server  # noqa: F401
+
+T0 = datetime(2026, 4, 16, 12, 0, tzinfo=UTC)
+TTL = 3600.0
+BACKENDS = ["memory", "sqlite", "redis"]
+
+StoreFactory = Callable[[], Awaitable[Store]]
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def ev(node: str = "n1", status: str = "FAILED", t: float = 0.0, **details: Any) -> Event:
+    return Event("NODE_STATUS_UPDATED", at(t), node, status, details=details, received_at=at(t))
+
+
+def plan_to(*receivers: str, route: str = "r", repeat: float = 0.0) -> Plan:
+    def plan(prev: NodeState | None) -> list[RouteMatch]:
+        return [RouteMatch(route, receivers, repeat)]
+
+    return plan
+
+
+def no_plan(prev: NodeState | None) -> list[RouteMatch]:
+    raise AssertionError("plan must not be called here")
+
+
+# --- fixtures ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=BACKENDS)
+async def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
+    """Opens stores of one backend that share their data (Redis: one prefix = one deployment)."""
+    backend: str = request.param
+    opened: list[Store] = []
+    prefix = f"t{uuid.uuid4().hex[:10]}:"
+
+    async def make() -> Store:
+        store: Store
+        if backend == "memory":
+            store = MemoryStore()
+        elif backend == "sqlite":
+            from bridge.store.sqlite import SQLiteStore  # imported late: a sibling module
+
+            store = SQLiteStore(tmp_path / "b.db")
+        else:
+            from bridge.store.redis import RedisStore
+
+            server: RedisServer = request.getfixturevalue("redis_server")
+            store = RedisStore(server.url, prefix=prefix)
+        await store.open()
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        await store.close()
+
+
+@pytest.fixture
+async def store(new_store: StoreFactory) -> Store:
+    return await new_store()
+
+
+async def accept(store: Store, event: Event, plan: Plan, *, now: datetime | None = None, **kw: Any) -> Any:
+    return await store.accept(event, plan, now=now or event.timestamp, dedup_ttl=kw.pop("ttl", TTL), **kw)
+
+
+# --- accept ---------------------------------------------------------------------------------------
+
+
+async def test_accept_creates_jobs_then_duplicate(store: Store) -> None:
+    e = ev(details={"reason": "disk"})
+    a = await accept(store, e, plan_to("slack", "mail"))
+    assert a.status == "accepted"
+    assert a.event_id == e.id
+    assert a.previous is None
+    assert a.deliveries == (delivery_id(e.id, "slack"), delivery_id(e.id, "mail"))
+    job = await store.get_delivery(a.deliveries[0])
+    assert job is not None
+    assert (job.state, job.attempts, job.receiver, job.last_error) == ("pending", 0, "slack", None)
+    assert job.created_at == job.next_attempt_at == job.updated_at == e.timestamp
+    assert job.alert.event == e
+    assert job.alert.route == "r"
+    assert job.alert.delivery_id == job.id
+    assert job.created_at.utcoffset() == timedelta(0)
+
+    again = await accept(store, e, plan_to("slack", "mail", "hook"), now=at(5))
+    assert again.status == "duplicate"
+    assert again.event_id == e.id
+    assert again.deliveries == ()
+    assert (await store.stats(now=at(5))).pending == 2
+
+
+async def test_timestamp_spellings_dedup_together(store: Store) -> None:
+    spellings = [
+        "2026-04-16T12:00:00Z",
+        "2026-04-16T12:00:00.000Z",
+        "2026-04-16T12:00:00+00:00",
+        "2026-04-16T14:00:00+02:00",
+    ]
+    events = [Event("NODE_STATUS_UPDATED", parse_timestamp(s), "n1", "FAILED", received_at=T0) for s in spellings]
+    results = [await accept(store, e, plan_to("a"), now=T0) for e in events]
+    assert [r.status for r in results] == ["accepted"] + ["duplicate"] * (len(spellings) - 1)
+    assert {r.event_id for r in results} == {events[0].id}
+    assert (await store.stats(now=T0)).pending == 1
+
+
+async def test_concurrent_identical_accepts_accept_once(store: Store) -> None:
+    e = ev()
+    results = await asyncio.gather(*(accept(store, e, plan_to("a", "b")) for _ in range(50)))
+    statuses = Counter(r.status for r in results)
+    assert statuses == {"accepted": 1, "duplicate": 49}
+    assert (await store.stats(now=T0)).pending == 2
+
+
+async def test_stale_is_recorded_without_jobs_or_node_state(store: Store) -> None:
+    r = await accept(store, ev(t=0), no_plan, mode="stale")
+    assert (r.status, r.deliveries, r.previous) == ("stale", (), None)
+    assert await store.node_state("n1") is None
+    assert (await accept(store, ev(t=0), plan_to("a"))).status == "duplicate"  # it was recorded
+
+    await accept(store, ev(t=10, status="RUNNING"), plan_to("a"))
+    before = await store.node_state("n1")
+    r = await accept(store, ev(t=20), no_plan, mode="stale")
+    assert r.status == "stale"
+    assert await store.node_state("n1") == before
+    assert (await store.stats(now=at(20))).pending == 1
+
+
+async def test_out_of_order_is_recorded_without_jobs(store: Store) -> None:
+    await accept(store, ev(t=10, status="RUNNING"), plan_to("a"))
+    state = await store.node_state("n1")
+    assert state is not None
+    r = await accept(store, ev(t=5, status="FAILED"), no_plan, now=at(11))
+    assert r.status == "out_of_order"
+    assert r.deliveries == ()
+    assert r.previous == state
+    assert await store.node_state("n1") == state
+    assert (await store.stats(now=at(11))).pending == 1
+    assert (await accept(store, ev(t=5), plan_to("a"), now=at(12))).status == "duplicate"
+    # other nodes are not affected by n1's newest timestamp
+    assert (await accept(store, ev(node="n2", t=5), plan_to("a"), now=at(12))).status == "accepted"
+
+
+async def test_silenced_updates_node_state_without_jobs(store: Store) -> None:
+    await accept(store, ev(t=0, status="RUNNING"), plan_to("a"))
+    prev = await store.node_state("n1")
+    r = await accept(store, ev(t=10, status="FAILED"), plan_to("a"), mode="silenced")
+    assert (r.status, r.deliveries, r.previous) == ("silenced", (), prev)
+    assert await store.node_state("n1") == NodeState("n1", "FAILED", at(10), at(10), ev(t=10).id)
+    assert (await store.stats(now=at(10))).pending == 1
+    assert (await accept(store, ev(t=10), plan_to("a"))).status == "duplicate"
+
+
+async def test_plan_receives_previous_node_state(store: Store) -> None:
+    seen: list[NodeState | None] = []
+
+    def plan(prev: NodeState | None) -> list[RouteMatch]:
+        seen.append(prev)
+        return [RouteMatch("r", ("a",))]
+
+    e0, e1, e2, e3 = ev(t=0), ev(t=10), ev(t=20), ev(t=30, status="RUNNING")
+    results = [await accept(store, e, plan) for e in (e0, e1, e2, e3)]
+    assert seen == [
+        None,
+        NodeState("n1", "FAILED", at(0), at(0), e0.id),
+        NodeState("n1", "FAILED", at(0), at(10), e1.id),  # since kept while the status holds
+        NodeState("n1", "FAILED", at(0), at(20), e2.id),
+    ]
+    assert [r.previous for r in results] == seen
+    assert await store.node_state("n1") == NodeState("n1", "RUNNING", at(30), at(30), e3.id)
+    job = await store.get_delivery(results[3].deliveries[0])
+    assert job is not None
+    assert (job.alert.previous_status, job.alert.previous_since) == ("FAILED", at(0))
+    assert job.alert.previous_duration == 30.0
+    assert await store.node_state("nope") is None
+
+
+async def test_repeat_interval_suppresses_within_interval(store: Store) -> None:
+    plan = plan_to("a", route="r", repeat=300)
+    assert (await accept(store, ev(t=0), plan)).deliveries
+    r = await accept(store, ev(t=100), plan)
+    assert r.status == "accepted"
+    assert r.deliveries == ()
+    # another status is not suppressed; nor is another node
+    assert (await accept(store, ev(t=110, status="RUNNING"), plan)).deliveries
+    assert (await accept(store, ev(node="n2", t=120), plan)).deliveries
+    # FAILED again: still inside 300 s of the first FAILED firing (suppressed firings don't count)
+    assert (await accept(store, ev(t=299), plan)).deliveries == ()
+    assert (await accept(store, ev(t=300), plan)).deliveries
+    # a second route without an interval still names the receiver
+    both: Plan = lambda prev: [RouteMatch("r", ("a",), 300), RouteMatch("other", ("a", "b"))]  # noqa: E731
+    r = await accept(store, ev(t=310), both)
+    assert r.deliveries == (delivery_id(ev(t=310).id, "a"), delivery_id(ev(t=310).id, "b"))
+    job = await store.get_delivery(r.deliveries[0])
+    assert job is not None and job.alert.route == "other"
+
+
+async def test_receiver_named_by_two_routes_gets_one_job(store: Store) -> None:
+    plan: Plan = lambda prev: [RouteMatch("r1", ("a", "b")), RouteMatch("r2", ("b", "c"))]  # noqa: E731
+    e = ev()
+    r = await accept(store, e, plan)
+    assert r.deliveries == tuple(delivery_id(e.id, x) for x in ("a", "b", "c"))
+    routes = {}
+    for did in r.deliveries:
+        job = await store.get_delivery(did)
+        assert job is not None
+        routes[job.receiver] = job.alert.route
+    assert routes == {"a": "r1", "b": "r1", "c": "r2"}
+
+
+# --- claim and ordering ---------------------------------------------------------------------------
+
+
+async def test_claim_one_at_a_time_per_receiver_and_node(store: Store) -> None:
+    first = (await accept(store, ev(t=0), plan_to("a"))).deliveries[0]
+    second = (await accept(store, ev(t=1, status="RUNNING"), plan_to("a"))).deliveries[0]
+    claimed = await store.claim(now=at(2), limit=10, lease=60)
+    assert [d.id for d in claimed] == [first]
+    assert (claimed[0].state, claimed[0].attempts, claimed[0].updated_at) == ("inflight", 1, at(2))
+    assert await store.claim(now=at(3), limit=10, lease=60) == []  # first in flight
+    await store.reschedule(first, now=at(3), next_attempt_at=at(50), error="503")
+    assert await store.claim(now=at(4), limit=10, lease=60) == []  # first pending, not due
+    again = await store.claim(now=at(50), limit=10, lease=60)
+    assert [(d.id, d.attempts) for d in again] == [(first, 2)]
+    await store.complete(first, now=at(51))
+    nxt = await store.claim(now=at(51), limit=10, lease=60)
+    assert [d.id for d in nxt] == [second]
+    done = await store.get_delivery(first)
+    assert done is not None
+    assert (done.state, done.updated_at, done.last_error) == ("done", at(51), "503")
+
+
+async def test_events_go_out_in_event_order_not_arrival_order(store: Store) -> None:
+    late = (await accept(store, ev(node="n1", t=10), plan_to("a"), now=at(0))).deliveries[0]
+    # n2 arrives later but happened earlier: oldest event first across keys
+    early = (await accept(store, ev(node="n2", t=5), plan_to("a"), now=at(1))).deliveries[0]
+    claimed = await store.claim(now=at(20), limit=10, lease=60)
+    assert [d.id for d in claimed] == [early, late]
+    assert await store.claim(now=at(20), limit=10, lease=60) == []
+
+
+async def test_failing_order_key_blocks_only_itself(store: Store) -> None:
+    plan = plan_to("a", "b")
+    n1a, n1b = (await accept(store, ev("n1", t=0), plan)).deliveries
+    n2a, n2b = (await accept(store, ev("n2", t=1), plan)).deliveries
+    n1a2, n1b2 = (await accept(store, ev("n1", "RUNNING", t=2), plan)).deliveries
+    n2a2, n2b2 = (await accept(store, ev("n2", "RUNNING", t=3), plan)).deliveries
+    first = await store.claim(now=at(5), limit=10, lease=60)
+    assert {d.id for d in first} == {n1a, n1b, n2a, n2b}
+    await store.reschedule(n1a, now=at(6), next_attempt_at=at(600), error="down")  # a fails for n1
+    for did in (n1b, n2a, n2b):
+        await store.complete(did, now=at(6))
+    nxt = await store.claim(now=at(7), limit=10, lease=60)
+    assert {d.id for d in nxt} == {n1b2, n2a2, n2b2}  # n1a2 waits behind n1a
+    waiting = await store.get_delivery(n1a2)
+    assert waiting is not None and (waiting.state, waiting.attempts) == ("pending", 0)
+    assert await store.claim(now=at(8), limit=10, lease=60) == []
+
+
+async def test_limit_and_receivers_filter(store: Store) -> None:
+    ids = {}
+    for i, node in enumerate(("n1", "n2", "n3")):
+        a, b = (await accept(store, ev(node, t=i), plan_to("a", "b"))).deliveries
+        ids[node] = (a, b)
+    two = await store.claim(now=at(10), limit=2, lease=60, receivers=["b"])
+    assert [d.id for d in two] == [ids["n1"][1], ids["n2"][1]]
+    assert await store.claim(now=at(10), limit=5, lease=60, receivers=[]) == []
+    assert await store.claim(now=at(10), limit=0, lease=60) == []
+    rest = await store.claim(now=at(10), limit=10, lease=60, receivers=["a", "b", "zzz"])
+    # same event time and creation time: the id breaks the tie
+    assert [d.id for d in rest] == [ids["n1"][0], ids["n2"][0], *sorted(ids["n3"])]
+
+
+async def test_reschedule_not_claimable_before_next_attempt(store: Store) -> None:
+    did = (await accept(store, ev(), plan_to("a"))).deliveries[0]
+    await store.claim(now=at(1), limit=1, lease=60)
+    await store.reschedule(did, now=at(2), next_attempt_at=at(60), error="timeout")
+    job = await store.get_delivery(did)
+    assert job is not None
+    assert (job.state, job.next_attempt_at, job.last_error, job.attempts) == ("pending", at(60), "timeout", 1)
+    assert await store.claim(now=at(59.999), limit=1, lease=60) == []
+    assert [d.id for d in await store.claim(now=at(60), limit=1, lease=60)] == [did]
+    await store.reschedule("dlv_nope", now=at(61), next_attempt_at=at(99), error="x")  # ignored
+
+
+async def test_lease_expiry_makes_job_due_again(store: Store) -> None:
+    did = (await accept(store, ev(), plan_to("a"))).deliveries[0]
+    assert len(await store.claim(now=at(0), limit=5, lease=30)) == 1
+    assert await store.claim(now=at(29.9), limit=5, lease=30) == []
+    again = await store.claim(now=at(30), limit=5, lease=30)
+    assert [(d.id, d.state, d.attempts, d.updated_at) for d in again] == [(did, "inflight", 2, at(30))]
+    assert await store.claim(now=at(31), limit=5, lease=30) == []
+
+
+async def test_bury_marks_dead_and_unblocks_next(store: Store) -> None:
+    first = (await accept(store, ev(t=0), plan_to("a"))).deliveries[0]
+    second = (await accept(store, ev(t=1, status="RUNNING"), plan_to("a"))).deliveries[0]
+    await store.claim(now=at(2), limit=5, lease=30)
+    await store.bury(first, now=at(3), error="invalid_auth")
+    job = await store.get_delivery(first)
+    assert job is not None
+    assert (job.state, job.last_error, job.updated_at) == ("dead", "invalid_auth", at(3))
+    assert [d.id for d in await store.claim(now=at(100), limit=5, lease=30)] == [second]
+    await store.bury(second, now=at(101), error="x")
+    assert await store.claim(now=at(1000), limit=5, lease=30) == []  # dead is never claimed
+    await store.bury(second, now=at(1002), error="again")  # no-op once finished
+    await store.complete(second, now=at(1002))
+    job = await store.get_delivery(second)
+    assert job is not None and (job.state, job.last_error, job.updated_at) == ("dead", "x", at(101))
+
+
+async def test_bury_receiver(store: Store) -> None:
+    plan = plan_to("a", "b")
+    a1, _ = (await accept(store, ev("n1", t=0), plan)).deliveries
+    a2, _ = (await accept(store, ev("n2", t=1), plan)).deliveries
+    a3, _ = (await accept(store, ev("n2", "RUNNING", t=2), plan)).deliveries
+    await store.claim(now=at(3), limit=10, lease=30)  # a1, b1, a2, b2 in flight
+    await store.complete(a1, now=at(4))
+    assert await store.bury_receiver("a", now=at(5), error="receiver removed") == 2
+    for did in (a2, a3):
+        job = await store.get_delivery(did)
+        assert job is not None and (job.state, job.last_error) == ("dead", "receiver removed")
+    done = await store.get_delivery(a1)
+    assert done is not None and done.state == "done"
+    assert {d.state for d in await store.list_deliveries() if d.receiver == "b"} == {"inflight", "pending"}
+    assert await store.bury_receiver("a", now=at(6), error="again") == 0
+    assert await store.claim(now=at(100), limit=10, lease=30, receivers=["a"]) == []
+
+
+async def test_retry_all_dead(store: Store) -> None:
+    d1 = (await accept(store, ev("n1"), plan_to("a"))).deliveries[0]
+    d2 = (await accept(store, ev("n2"), plan_to("a"))).deliveries[0]
+    d3 = (await accept(store, ev("n3"), plan_to("a"))).deliveries[0]
+    await store.claim(now=at(1), limit=10, lease=30)
+    await store.bury(d1, now=at(2), error="x")
+    await store.bury(d2, now=at(2), error="y")
+    await store.complete(d3, now=at(2))
+    assert await store.retry_deliveries(None, now=at(10)) == 2
+    for did in (d1, d2):
+        job = await store.get_delivery(did)
+        assert job is not None
+        assert (job.state, job.attempts, job.next_attempt_at, job.updated_at) == ("pending", 0, at(10), at(10))
+    assert {d.id for d in await store.claim(now=at(10), limit=10, lease=30)} == {d1, d2}
+    assert await store.retry_deliveries(None, now=at(11)) == 0
+
+
+async def test_retry_by_ids(store: Store) -> None:
+    d1 = (await accept(store, ev("n1"), plan_to("a"))).deliveries[0]
+    d2 = (await accept(store, ev("n2"), plan_to("a"))).deliveries[0]
+    d3 = (await accept(store, ev("n3"), plan_to("a"))).deliveries[0]
+    await store.claim(now=at(1), limit=10, lease=30)
+    await store.bury(d1, now=at(2), error="x")
+    await store.bury(d2, now=at(2), error="y")
+    await store.reschedule(d3, now=at(2), next_attempt_at=at(500), error="z")
+    assert await store.retry_deliveries([d1, "dlv_unknown"], now=at(3)) == 1
+    j1, j2 = await store.get_delivery(d1), await store.get_delivery(d2)
+    assert j1 is not None and j1.state == "pending"
+    assert j2 is not None and j2.state == "dead"
+    assert await store.retry_deliveries([d3], now=at(4)) == 1  # pending: due now
+    assert {d.id for d in await store.claim(now=at(4), limit=10, lease=30)} == {d1, d3}
+    assert await store.retry_deliveries([d1], now=at(5)) == 0  # inflight: untouched
+    assert await store.retry_deliveries([], now=at(5)) == 0
+
+
+async def test_purge_dead(store: Store) -> None:
+    d1 = (await accept(store, ev("n1"), plan_to("a"))).deliveries[0]
+    d2 = (await accept(store, ev("n2"), plan_to("a"))).deliveries[0]
+    d3 = (await accept(store, ev("n3"), plan_to("a"))).deliveries[0]
+    await store.bury(d1, now=at(1), error="x")
+    await store.bury(d2, now=at(1), error="x")
+    assert await store.purge_dead() == 2
+    assert await store.get_delivery(d1) is None
+    assert await store.get_delivery(d2) is None
+    assert await store.get_delivery(d3) is not None
+    assert await store.purge_dead() == 0
+    assert (await store.stats(now=at(1))).dead == 0
+
+
+async def test_list_deliveries(store: Store) -> None:
+    ids = []
+    for i in range(5):
+        ids += (await accept(store, ev(f"n{i}", t=i), plan_to("a", "b"), now=at(10 - i))).deliveries
+    await store.bury(ids[0], now=at(20), error="x")
+    everything = await store.list_deliveries()
+    assert len(everything) == 10
+    keys = [(d.created_at, d.id) for d in everything]
+    assert keys == sorted(keys)  # oldest created first
+    assert [d.id for d in await store.list_deliveries(state="dead")] == [ids[0]]
+    pending = await store.list_deliveries(state="pending", limit=3)
+    assert len(pending) == 3 and all(d.state == "pending" for d in pending)
+    assert [d.id for d in pending] == [d.id for d in everything if d.state == "pending"][:3]
+    assert await store.list_deliveries(state="done") == []
+
+
+async def test_stats(store: Store) -> None:
+    empty = await store.stats(now=T0)
+    assert (empty.pending, empty.inflight, empty.dead, empty.done, empty.oldest_pending_age) == (0, 0, 0, 0, 0.0)
+    d = [(await accept(store, ev(f"n{i}", t=i), plan_to("a"))).deliveries[0] for i in range(5)]
+    await store.claim(now=at(10), limit=2, lease=60)  # d0, d1
+    await store.complete(d[0], now=at(11))
+    await store.bury(d[2], now=at(11), error="x")
+    s = await store.stats(now=at(100))
+    assert (s.pending, s.inflight, s.dead, s.done) == (2, 1, 1, 1)
+    assert s.oldest_pending_age == 99.0  # d1 (in flight) was created at t=1
+    await store.complete(d[1], now=at(101))
+    assert (await store.stats(now=at(100))).oldest_pending_age == 97.0
+
+
+async def test_prune(store: Store) -> None:
+    retention = RetentionConfig(done=100, dead=200, events=1000)
+    e_done, e_dead, e_pending = ev("n1", t=0), ev("n2", t=0), ev("n3", t=0)
+    done = (await accept(store, e_done, plan_to("a"), ttl=60)).deliveries[0]
+    dead = (await accept(store, e_dead, plan_to("a"), ttl=60)).deliveries[0]
+    pending = (await accept(store, e_pending, plan_to("a"), ttl=600)).deliveries[0]
+    await store.complete(done, now=at(10))
+    await store.bury(dead, now=at(10), error="x")
+
+    assert await store.prune(now=at(30), retention=retention) == 0
+    assert await store.prune(now=at(60), retention=retention) == 2  # two dedup records expired
+    assert await store.prune(now=at(110), retention=retention) == 1  # the done job
+    assert await store.get_delivery(done) is None
+    assert await store.get_delivery(dead) is not None
+    assert await store.prune(now=at(210), retention=retention) == 1  # the dead job
+    assert await store.get_delivery(dead) is None
+    assert await store.prune(now=at(999), retention=retention) == 1  # the third dedup record
+    assert await store.prune(now=at(1000), retention=retention) == 3  # the three events
+    assert await store.prune(now=at(5000), retention=retention) == 0
+    job = await store.get_delivery(pending)
+    assert job is not None and job.state == "pending"
+    s = await store.stats(now=at(5000))
+    assert (s.pending, s.done, s.dead) == (1, 0, 0)
+    # dedup record gone: the same event is accepted again
+    assert (await accept(store, e_done, plan_to("a"), now=at(5000))).status == "accepted"
+
+
+async def test_expired_dedup_record_accepts_again_even_before_prune(store: Store) -> None:
+    e = ev()
+    assert (await accept(store, e, plan_to("a"), ttl=60)).status == "accepted"
+    assert (await accept(store, e, plan_to("a"), now=at(59.999), ttl=60)).status == "duplicate"
+    # the expiry counts from the later of now and the event's timestamp
+    future = ev(node="n9", t=100)
+    assert (await accept(store, future, plan_to("a"), now=at(0), ttl=60)).status == "accepted"
+    assert (await accept(store, future, plan_to("a"), now=at(159), ttl=60)).status == "duplicate"
+    assert (await accept(store, future, plan_to("a"), now=at(160), ttl=60)).status == "accepted"
+
+
+# --- silences and meta ----------------------------------------------------------------------------
+
+
+async def test_silences(store: Store) -> None:
+    s1 = Silence("s1", "db-*", ("FAILED",), at(0), at(100), "maintenance", at(-5))
+    s2 = Silence("s2", "*", None, at(-50), at(50))
+    s3 = Silence("s3", "web", None, at(-100), at(-10))
+    for s in (s1, s2, s3):
+        await store.add_silence(s)
+    assert await store.list_silences(now=at(0)) == [s2, s1]
+    assert await store.list_silences(now=at(0), include_expired=True) == [s3, s2, s1]
+    assert await store.expire_silence("s1", now=at(20)) is True
+    assert await store.list_silences(now=at(20)) == [s2]
+    expired = [s for s in await store.list_silences(now=at(20), include_expired=True) if s.id == "s1"]
+    assert expired == [Silence("s1", "db-*", ("FAILED",), at(0), at(20), "maintenance", at(-5))]
+    assert await store.expire_silence("s1", now=at(30)) is False
+    assert await store.expire_silence("s3", now=at(30)) is False
+    assert await store.expire_silence("nope", now=at(30)) is False
+    await store.add_silence(Silence("s2", "*", None, at(-50), at(500), "extended"))
+    assert [s.comment for s in await store.list_silences(now=at(100))] == ["extended"]
+
+
+async def test_meta(store: Store) -> None:
+    assert await store.get_meta("schema") is None
+    await store.set_meta("schema", "1")
+    await store.set_meta("other", "x")
+    assert await store.get_meta("schema") == "1"
+    await store.set_meta("schema", "2")
+    assert await store.get_meta("schema") == "2"
+    await store.ping()
+
+
+# --- the reference: same workload, same answers as MemoryStore -----------------------------------
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_matches_memory_store(store: Store, seed: int) -> None:
+    ref = MemoryStore()
+    rng = random.Random(seed)
+    nodes = ["n1", "n2", "n3"]
+    statuses = ["FAILED", "RUNNING", "PAUSED"]
+    receivers = ["a", "b", "c"]
+    clock = 0.0
+    known: list[str] = []
+    newest = dict.fromkeys(nodes, 0.0)
+
+    def random_plan() -> Plan:
+        matches = [
+            RouteMatch(f"r{i}", tuple(rng.sample(receivers, rng.randint(1, 3))), rng.choice([0.0, 0.0, 30.0]))
+            for i in range(rng.randint(0, 3))
+        ]
+        return lambda prev: matches
+
+    async def both(name: str, *args: Any, **kw: Any) -> Any:
+        got = await getattr(store, name)(*args, **kw)
+        want = await getattr(ref, name)(*args, **kw)
+        assert got == want, f"{name}{args}{kw} (seed {seed})"
+        return got
+
+    for step in range(300):
+        clock += rng.choice([0.0, 0.5, 1.0, 7.0])
+        now = at(clock)
+        op = rng.choices(["accept", "claim", "finish", "retry", "misc", "prune"], weights=[10, 6, 6, 1, 2, 1])[0]
+        if op == "accept":
+            node = rng.choice(nodes)
+            if rng.random() < 0.15:
+                t = newest[node] - rng.choice([1.0, 2.0])  # out of order
+            elif rng.random() < 0.1:
+                t = newest[node]  # a repeat of the newest
+            else:
+                t = clock + rng.choice([-1.0, 0.0, 0.25])
+            newest[node] = max(newest[node], t)
+            event = Event("NODE_STATUS_UPDATED", at(t), node, rng.choice(statuses), {"step": step}, {}, received_at=now)
+            mode = rng.choices(["notify", "stale", "silenced"], weights=[8, 1, 1])[0]
+            ttl = rng.choice([5.0, 60.0])
+            a = await both("accept", event, random_plan(), now=now, dedup_ttl=ttl, mode=mode)
+            known += a.deliveries
+        elif op == "claim":
+            only = rng.choice([None, None, ["a"], ["b", "c"]])
+            claimed = await both(
+                "claim", now=now, limit=rng.randint(1, 4), lease=rng.choice([3.0, 20.0]), receivers=only
+            )
+            known += [d.id for d in claimed]
+        elif op == "finish" and known:
+            did = rng.choice(known)
+            how = rng.choice(["complete", "reschedule", "bury"])
+            if how == "complete":
+                await both("complete", did, now=now)
+            elif how == "bury":
+                await both("bury", did, now=now, error=f"e{step}")
+            else:
+                nxt = now + timedelta(seconds=rng.choice([0.0, 2.0, 15.0]))
+                await both("reschedule", did, now=now, next_attempt_at=nxt, error=f"e{step}")
+        elif op == "retry":
+            ids: Sequence[str] | None = None if rng.random() < 0.5 or len(known) < 2 else rng.sample(known, 2)
+            await both("retry_deliveries", ids, now=now)
+        elif op == "misc":
+            which = rng.choice(["bury_receiver", "purge_dead", "list", "get", "node"])
+            if which == "bury_receiver":
+                await both("bury_receiver", rng.choice(receivers), now=now, error="removed")
+            elif which == "purge_dead":
+                await both("purge_dead")
+            elif which == "list":
+                await both(
+                    "list_deliveries",
+                    state=rng.choice([None, "pending", "inflight", "dead", "done"]),
+                    limit=rng.choice([3, 100]),
+                )
+            elif which == "get" and known:
+                await both("get_delivery", rng.choice(known))
+            else:
+                await both("node_state", rng.choice(nodes))
+        elif op == "prune":
+            await both("prune", now=now, retention=RetentionConfig(done=10, dead=30, events=60))
+        await both("stats", now=now)
+    await both("list_deliveries", limit=10_000)
+
+
+# --- Redis: replicas sharing one server, and an outage ------------------------------------------
+
+
+@pytest.fixture
+async def redis_pair(redis_server: RedisServer) -> AsyncIterator[tuple[Store, Store]]:  # noqa: F811
+    from bridge.store.redis import RedisStore
+
+    prefix = f"p{uuid.uuid4().hex[:10]}:"
+    one, two = RedisStore(redis_server.url, prefix=prefix), RedisStore(redis_server.url, prefix=prefix)
+    await one.open()
+    await two.open()
+    yield one, two
+    await one.close()
+    await two.close()
+
+
+async def test_redis_replicas_accept_each_event_once(redis_pair: tuple[Store, Store]) -> None:
+    one, two = redis_pair
+    events = [ev(f"n{i}", t=i % 7) for i in range(100)]
+    calls = [accept(s, e, plan_to("a", "b"), now=at(10)) for e in events for s in (one, two, one)]
+    results = await asyncio.gather(*calls)
+    accepted = Counter(r.event_id for r in results if r.status == "accepted")
+    assert accepted == Counter({e.id: 1 for e in events})
+    assert Counter(r.status for r in results) == {"accepted": 100, "duplicate": 200}
+    assert (await two.stats(now=at(10))).pending == 200
+    # jobs created through one replica are visible through the other
+    did = delivery_id(events[0].id, "a")
+    assert await one.get_delivery(did) == await two.get_delivery(did) is not None
+
+
+async def test_redis_replicas_contend_on_one_node(redis_pair: tuple[Store, Store]) -> None:
+    one, two = redis_pair
+    events = [ev("n1", "FAILED" if i % 3 else "RUNNING", t=i) for i in range(40)]
+    calls = [accept(s, e, plan_to("a"), now=at(50)) for e in events for s in (two, one)]
+    results = await asyncio.gather(*calls)
+    first = Counter(r.event_id for r in results if r.status != "duplicate")
+    assert first == Counter({e.id: 1 for e in events})  # accepted or out_of_order, once each
+    assert {r.status for r in results} <= {"accepted", "out_of_order", "duplicate"}
+    state = await one.node_state("n1")
+    assert state is not None and state.last_timestamp == at(39)
+    accepted = sum(r.status == "accepted" for r in results)
+    assert (await one.stats(now=at(50))).pending == accepted
+
+
+async def test_redis_replicas_never_claim_the_same_job(redis_pair: tuple[Store, Store]) -> None:
+    one, two = redis_pair
+    for i in range(120):
+        await accept(one, ev(f"n{i}", t=0), plan_to("a"))
+    claimed: list[str] = []
+    for _ in range(20):
+        batches = await asyncio.gather(*(s.claim(now=at(1), limit=3, lease=300) for s in (one, two, one, two)))
+        claimed += [d.id for batch in batches for d in batch]
+    assert len(claimed) == len(set(claimed)) == 120
+    s = await one.stats(now=at(1))
+    assert (s.pending, s.inflight) == (0, 120)
+
+
+async def test_redis_prune_keeps_redis_bounded(redis_pair: tuple[Store, Store]) -> None:
+    from bridge.store.redis import RedisStore
+
+    one, two = redis_pair
+    assert isinstance(one, RedisStore)
+    for i in range(60):
+        await accept(one, ev(f"n{i % 6}", t=i), plan_to("a", "b"), ttl=60)
+    while claimed := await two.claim(now=at(100), limit=50, lease=30):
+        for d in claimed:
+            if d.receiver == "a":
+                await two.complete(d.id, now=at(100))
+            else:
+                await two.bury(d.id, now=at(100), error="x")
+    removed = await one.prune(now=at(10**6), retention=RetentionConfig(done=10, dead=10, events=10))
+    assert removed == 60 + 120 + 60  # dedup records, jobs, events
+    client = one._client()
+    left = sorted([k async for k in client.scan_iter(match=f"{one.prefix}*")])
+    allowed = ("node:", "fired:", "ping")
+    assert all(k[len(one.prefix) :].startswith(allowed) for k in left), left
+    assert len(left) == 6 + 6 + 1
+
+
+async def test_redis_outage_raises_storage_unavailable_then_recovers(
+    redis_outage_server: RedisServer,  # noqa: F811
+) -> None:
+    from bridge.store.redis import RedisStore
+
+    store = RedisStore(redis_outage_server.url, prefix="outage:")
+    await store.open()
+    try:
+        assert (await accept(store, ev(t=0), plan_to("a"))).status == "accepted"
+        redis_outage_server.stop()
+        for call in (
+            lambda: accept(store, ev(t=1), plan_to("a")),
+            lambda: store.claim(now=at(2), limit=5, lease=30),
+            lambda: store.stats(now=at(2)),
+            lambda: store.ping(),
+        ):
+            started = time.monotonic()
+            with pytest.raises(StorageUnavailable):
+                await call()
+            assert time.monotonic() - started < 5
+        redis_outage_server.start()
+        # same store object, same port: it reconnects by itself (the restarted server is empty)
+        assert (await accept(store, ev(t=1), plan_to("a"))).status == "accepted"
+        assert [d.receiver for d in await store.claim(now=at(2), limit=5, lease=30)] == ["a"]
+        await store.ping()
+    finally:
+        await store.close()
