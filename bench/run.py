@@ -33,7 +33,7 @@ sys.path[:0] = [str(BENCH), str(BENCH.parent)]  # benchlib, and the bridge packa
 from benchlib import report  # noqa: E402
 from benchlib.bridge import bridge_status  # noqa: E402
 from benchlib.cases import drain, e2e, footprint, ingest, routing  # noqa: E402
-from benchlib.common import LOAD_CORE, RESULTS, Invalid, Unavailable, can_pin, pin_self  # noqa: E402
+from benchlib.common import LOAD_CORE, RESULTS, CpuMeter, Invalid, Unavailable, can_pin, pin_self  # noqa: E402
 from benchlib.context import FULL, QUICK, Context  # noqa: E402
 from benchlib.events import ensure_events, ensure_key  # noqa: E402
 
@@ -46,7 +46,7 @@ def cases() -> list[tuple[str, Callable[[Context], dict[str, Any]]]]:
     out: list[tuple[str, Callable[[Context], dict[str, Any]]]] = [
         (name, lambda ctx, name=name: ingest.run(ctx, name)) for name in order
     ]
-    return [*out, ("e2e", e2e.run), ("drain", drain.run), ("routing", routing.run),
+    return [*out, ("e2e", e2e.run), ("routing", routing.run), ("drain", drain.run),
             ("footprint", footprint.run)]
 
 
@@ -134,22 +134,25 @@ def main(argv: list[str] | None = None) -> int:
 
     key = ensure_key()
     public_key = key.write_public(workdir)
-    need = max(mode.initial_events, mode.footprint_events, mode.drain_jobs)
+    # Enough for the baselines' window, the drain and the footprint; bridge cases may add more below.
+    need = max(ingest.LOOP_WINDOW, mode.footprint_events, mode.drain_jobs)
     print(f"- events: need {need:,} signed events (key {key.fingerprint})", flush=True)
     events = ensure_events(key, need)
     pin_self(LOAD_CORE)  # the harness and its clients stay off the server's core
     ok, why = bridge_status()
     print(f"- bridge: {'available' if ok else 'UNAVAILABLE: ' + why}", flush=True)
 
-    ctx = Context(mode=mode, key=key, events=events, public_key=public_key, workdir=workdir, log_dir=log_dir)
+    ctx = Context(mode=mode, key=key, events=events, public_key=public_key, workdir=workdir, log_dir=log_dir,
+                  started=t_start)
     broken = False
     for name, fn in selected:
-        if name == "bridge-sqlite":  # now that the floor's speed is known, make sure windows fit
+        if name in ingest.BRIDGES:  # the floor's speed is known now: enough distinct events?
             want = ingest.events_needed(ctx)
             if want > ctx.events.count:
+                print(f"  need {want:,} distinct events", flush=True)
                 ctx.events = ensure_events(key, want)
         print(f"- {name} ...", flush=True)
-        t0 = time.monotonic()
+        t0, meter = time.monotonic(), CpuMeter()
         try:
             result = {"status": "ok", **fn(ctx)}
         except Unavailable as exc:
@@ -161,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             result = {"status": "error", "reason": f"{type(exc).__name__}: {exc}"}
             (log_dir / f"error-{name}.txt").write_text(traceback.format_exc())
         result["seconds"] = round(time.monotonic() - t0, 1)
+        result["background"] = meter.stop()
         ctx.results[name] = result
         summary = result.get("reason") or ", ".join(
             f"{k} {v['median']:,.2f}" if isinstance(v, dict) and "median" in v else f"{k} {v}"

@@ -495,7 +495,8 @@ def parse(data: Any, *, env: Mapping[str, str] | None = None, source: str = "<me
         data = {}
     if not isinstance(data, dict):
         raise ConfigError([f"{source}: the top level must be a mapping (server:, verification:, ...)"])
-    problems: list[str] = []
+    problems = [f"{key}: unknown key (check the spelling; unknown keys are not ignored)"
+                for key in ("source", "warnings") if key in data]  # load()'s own fields, not YAML keys
     data = interpolate(data, os.environ if env is None else env, (), problems)
     if problems:
         raise ConfigError(problems)

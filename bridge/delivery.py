@@ -57,6 +57,10 @@ class RateLimiter:
         self._next = 0.0
         self._lock = asyncio.Lock()
 
+    def wait_bound(self, sends: int) -> float:
+        """At most how long the next ``sends`` acquires wait, unless a ``pause`` comes first."""
+        return max(0.0, self._next - time.monotonic()) + sends * self._interval
+
     def pause(self, seconds: float) -> None:
         self._next = max(self._next, time.monotonic() + seconds)
 
@@ -100,6 +104,7 @@ class Dispatcher:
         self._lanes: dict[str, _Lane] = {}
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._sending: set[str] = set()  # ids of the jobs this dispatcher is sending
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
 
@@ -147,8 +152,16 @@ class Dispatcher:
             free = min(lane.cfg.concurrency - lane.active, self._batch)
             if free <= 0:
                 continue
-            jobs = await self._store.claim(now=self._clock(), limit=free, lease=self._lease, receivers=(name,))
+            # The lease must outlast the wait for a send slot and the send itself, or the job is
+            # due again (here or at another replica) while it is still being sent.
+            busy = lane.limiter.wait_bound(lane.active + free) + lane.cfg.timeout + 5
+            lease = max(self._lease, busy + 5)
+            jobs = await self._store.claim(now=self._clock(), limit=free, lease=lease, receivers=(name,))
             for job in jobs:
+                if job.id in self._sending:  # its lease ran out during a long pause; still ours
+                    log.warning("delivery %s claimed again while being sent; not sent twice", job.id)
+                    continue
+                self._sending.add(job.id)
                 lane.active += 1
                 task = asyncio.create_task(self._deliver(lane, job), name=f"deliver-{job.id}")
                 self._tasks.add(task)
@@ -211,6 +224,7 @@ class Dispatcher:
             log.info("delivered", extra=ids)
         finally:
             lane.active -= 1
+            self._sending.discard(job.id)
             self.wake()  # the next job of this order key may be due now
 
     async def _retry(

@@ -36,6 +36,10 @@ class JSONFormatter(logging.Formatter):
         doc.update(_extras(record))
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:  # already formatted (and scrubbed) by the Redactor
+            doc["exception"] = record.exc_text
+        if record.stack_info:
+            doc["stack"] = record.stack_info
         return json.dumps(doc, default=str, ensure_ascii=False)
 
 
@@ -45,9 +49,12 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        extras = _extras(record)
+        # Scalars only: structured extras (the log receiver's ``alert``) are for the JSON format;
+        # the message already carries them.
+        extras = {k: v for k, v in _extras(record).items() if not isinstance(v, dict | list | tuple)}
         if extras:
-            line += " " + " ".join(f"{k}={v}" for k, v in extras.items())
+            head, sep, tail = line.partition("\n")  # keep a traceback below the fields
+            line = head + " " + " ".join(f"{k}={v}" for k, v in extras.items()) + sep + tail
         return line
 
 
@@ -56,14 +63,28 @@ class Redactor(logging.Filter):
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
+        self.secrets: list[str] = []
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        """Redact these too (a reload may add secrets; old ones stay redacted)."""
         # Longest first so a secret containing another is replaced whole.
-        self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        self.secrets = sorted({*self.secrets, *(s for s in secrets if len(s) >= 4)}, key=len, reverse=True)
 
     def _clean(self, text: str) -> str:
         for s in self.secrets:
             if s in text:
                 text = text.replace(s, "<secret>")
         return text
+
+    def _clean_value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self._clean(value)
+        if isinstance(value, dict):
+            return {k: self._clean_value(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._clean_value(v) for v in value]
+        return value
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not self.secrets:
@@ -73,11 +94,13 @@ class Redactor(logging.Filter):
         if cleaned != msg:
             record.msg, record.args = cleaned, None
         for key, value in _extras(record).items():
-            if isinstance(value, str):
-                setattr(record, key, self._clean(value))
+            if isinstance(value, str | dict | list | tuple):
+                setattr(record, key, self._clean_value(value))
         if record.exc_info and record.exc_info[1] is not None:
             text = self._clean(logging.Formatter().formatException(record.exc_info))
             record.exc_info, record.exc_text = None, text
+        if record.stack_info:
+            record.stack_info = self._clean(record.stack_info)
         return True
 
 
@@ -98,6 +121,10 @@ def secret_values(obj: Any) -> list[str]:
     return found
 
 
+def _formatter(log_cfg: LogConfig) -> logging.Formatter:
+    return JSONFormatter() if log_cfg.format == "json" else TextFormatter()
+
+
 def setup(log_cfg: LogConfig, config: Config | None = None, *, stream: Any = None) -> None:
     """(Re)configure the root logger. Safe to call again on reload."""
     root = logging.getLogger()
@@ -106,9 +133,25 @@ def setup(log_cfg: LogConfig, config: Config | None = None, *, stream: Any = Non
             root.removeHandler(h)
     handler = logging.StreamHandler(stream or sys.stderr)
     handler._alert_bridge = True  # type: ignore[attr-defined]
-    handler.setFormatter(JSONFormatter() if log_cfg.format == "json" else TextFormatter())
+    handler.setFormatter(_formatter(log_cfg))
     handler.addFilter(Redactor(secret_values(config) if config is not None else []))
     root.addHandler(handler)
     root.setLevel(log_cfg.level.upper())
     # aiohttp's access log would print one more line per request; ours already says what matters.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def reconfigure(config: Config) -> None:
+    """Apply a reloaded config to the handlers ``setup`` installed: format, level, new secrets.
+
+    Does nothing when ``setup`` was never called (an embedding application owns its logging).
+    """
+    root = logging.getLogger()
+    ours = [h for h in root.handlers if getattr(h, "_alert_bridge", False)]
+    for handler in ours:
+        handler.setFormatter(_formatter(config.log))
+        for f in handler.filters:
+            if isinstance(f, Redactor):
+                f.add(secret_values(config))
+    if ours:
+        root.setLevel(config.log.level.upper())

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from bridge import __version__
+
 EVENT_OUTCOMES = (
     "accepted", "duplicate", "stale", "out_of_order", "silenced", "missing_signature", "invalid_signature",
     "node_rejected", "invalid_json", "invalid_field", "body_too_large", "unavailable",
 )
 DELIVERY_OUTCOMES = ("delivered", "retry", "dead")
+RELOAD_OUTCOMES = ("success", "failure")
 
 
 class Metrics:
@@ -46,6 +49,10 @@ class Metrics:
         self.key_loaded_at = Gauge(
             "alert_bridge_public_key_loaded_timestamp_seconds", "When the public key was last loaded", registry=r
         )
+        self.key_age = Gauge(
+            "alert_bridge_public_key_age_seconds", "Seconds since the public key was last loaded or confirmed",
+            registry=r,
+        )
         self.key_refresh_failures = Counter(
             "alert_bridge_public_key_refresh_failures_total", "Failed public key fetches", registry=r
         )
@@ -56,6 +63,18 @@ class Metrics:
             "alert_bridge_config_last_reload_success_timestamp_seconds", "When the config was last loaded",
             registry=r,
         )
+        self.reloads = Counter(
+            "alert_bridge_config_reloads_total", "Config reloads (SIGHUP, POST /-/reload) by outcome", ["outcome"],
+            registry=r,
+        )
+        for outcome in RELOAD_OUTCOMES:
+            self.reloads.labels(outcome)
+        self.silences_active = Gauge(
+            "alert_bridge_silences_active", "Silences in force now (storage and config)", registry=r
+        )
+        self.build_info = Gauge("alert_bridge_build_info", "Always 1; the version is a label", ["version"],
+                                registry=r)
+        self.build_info.labels(__version__).set(1)
         self.reload_success.set(1)
 
     def for_receivers(self, names: list[str]) -> None:

@@ -9,22 +9,37 @@ port exposes nothing else.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from bridge.errors import BodyTooLarge, Unavailable
 from bridge.ingest import Ingest, Reply, error_reply
+from bridge.model import Silence
 from bridge.verify import SIGNATURE_HEADER
 
 log = logging.getLogger("bridge.server")
 
 ReadyCheck = Callable[[], Awaitable[str | None]]  # None when ready, else the reason
 Reload = Callable[[], Awaitable[list[str]]]  # problems; empty when the new config is in force
+Scrape = Callable[[], Awaitable[bytes]]  # Prometheus text, gauges refreshed first
+
+
+class Silences(Protocol):
+    """What the admin API needs to manage silences (App implements it)."""
+
+    async def add_silence(self, spec: Mapping[str, Any]) -> Silence:
+        """Create from a request's fields; ValueError says what is wrong with them."""
+        ...
+
+    async def list_silences(self, *, include_expired: bool = False) -> list[Silence]: ...
+
+    async def expire_silence(self, silence_id: str) -> bool: ...
 
 
 def _json(reply: Reply) -> web.Response:
@@ -119,9 +134,12 @@ def webhook_app(
     return app
 
 
-def admin_app(*, metrics: Callable[[], bytes], reload: Reload, ready: ReadyCheck) -> web.Application:
+def admin_app(*, metrics: Scrape, reload: Reload, ready: ReadyCheck, silences: Silences | None = None
+              ) -> web.Application:
+    """Metrics, reload, health and the silence API. Bind it to a private address only."""
+
     async def get_metrics(_: web.Request) -> web.Response:
-        return web.Response(body=metrics(), content_type="text/plain", charset="utf-8")
+        return web.Response(body=await metrics(), content_type="text/plain", charset="utf-8")
 
     async def post_reload(_: web.Request) -> web.Response:
         problems = await reload()
@@ -142,7 +160,39 @@ def admin_app(*, metrics: Callable[[], bytes], reload: Reload, ready: ReadyCheck
     app.router.add_post("/-/reload", post_reload)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    if silences is not None:
+        _add_silence_routes(app, silences)
     return app
+
+
+def _add_silence_routes(app: web.Application, silences: Silences) -> None:
+    async def list_(request: web.Request) -> web.Response:
+        include = request.query.get("all", "").lower() in ("1", "true", "yes")
+        found = await silences.list_silences(include_expired=include)
+        return web.json_response({"silences": [s.to_dict() for s in found]})
+
+    async def add(request: web.Request) -> web.Response:
+        try:
+            spec = json.loads(await request.read())
+        except ValueError:
+            return web.json_response({"error": "invalid_json", "detail": "the body is not JSON"}, status=400)
+        if not isinstance(spec, dict):
+            return web.json_response({"error": "invalid_json", "detail": "expected a JSON object"}, status=400)
+        try:
+            silence = await silences.add_silence(spec)
+        except ValueError as exc:
+            return web.json_response({"error": "invalid_silence", "detail": str(exc)}, status=400)
+        return web.json_response({"silence": silence.to_dict()}, status=201)
+
+    async def expire(request: web.Request) -> web.Response:
+        silence_id = request.match_info["silence_id"]
+        if not await silences.expire_silence(silence_id):
+            return web.json_response({"error": "not_found", "detail": f"no silence {silence_id}"}, status=404)
+        return web.json_response({"status": "expired", "id": silence_id})
+
+    app.router.add_get("/-/silences", list_)
+    app.router.add_post("/-/silences", add)
+    app.router.add_post("/-/silences/{silence_id}/expire", expire)
 
 
 def ssl_context(cert_file: str, key_file: str) -> ssl.SSLContext:

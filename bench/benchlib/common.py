@@ -248,3 +248,37 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} GiB"
+
+
+# --- background load -------------------------------------------------------------------------------
+
+
+def _proc_stat() -> tuple[float, float]:
+    """(busy, steal) CPU-seconds of the whole machine so far, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    hz = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / hz, steal / hz
+
+
+class CpuMeter:
+    """CPU used by processes that are not ours while a case runs (other sessions' tests, fuzzers).
+
+    Other work on a 2-core machine moves every number here, so each case records it: the machine's
+    busy CPU-seconds minus this process's and its waited-for children's (servers, wrk, clients; every
+    case stops and reaps what it started before it returns), per second of wall time. Hypervisor
+    steal is reported separately.
+    """
+
+    def __init__(self) -> None:
+        self.wall = time.monotonic()
+        self.busy, self.steal = _proc_stat()
+        self.ours = sum(os.times()[:4])
+
+    def stop(self) -> dict[str, float]:
+        wall = max(time.monotonic() - self.wall, 1e-6)
+        busy, steal = _proc_stat()
+        ours = sum(os.times()[:4]) - self.ours
+        return {"other_cores": round(max(0.0, (busy - self.busy - ours) / wall), 2),
+                "steal_cores": round((steal - self.steal) / wall, 2),
+                "loadavg_1m": float(Path("/proc/loadavg").read_text().split()[0])}

@@ -16,6 +16,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -158,56 +159,70 @@ def _meta_path(path: Path) -> Path:
     return path.with_suffix(".json")
 
 
-def _load_cached(key: Key, need: int) -> EventFile | None:
-    """The largest still-fresh cached file for this key holding at least ``need`` events."""
-    best: EventFile | None = None
+def _fresh_files(key: Key) -> list[EventFile]:
+    """Cached event files for this key still young enough to be accepted; stale ones are deleted."""
+    out = []
     for meta_path in CACHE.glob(f"events-{key.fingerprint}-n*.json"):
+        data = meta_path.with_suffix(".rec")
         try:
             meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError):
-            continue
-        data = meta_path.with_suffix(".rec")
-        created = datetime.fromisoformat(meta["created"])
-        fresh = datetime.now(UTC) - created < CACHE_LIFETIME
-        complete = data.exists() and data.stat().st_size == meta["count"] * meta["record_len"]
-        if not (fresh and complete):
+            fresh = datetime.now(UTC) - datetime.fromisoformat(meta["created"]) < CACHE_LIFETIME
+            complete = data.stat().st_size == meta["count"] * meta["record_len"]
+        except (OSError, ValueError, KeyError):
+            fresh = complete = False
+        if fresh and complete:
+            out.append(EventFile(data, meta["count"], meta["record_len"], meta["base_ms"]))
+        else:
             meta_path.unlink(missing_ok=True)
             data.unlink(missing_ok=True)
-            continue
-        if meta["count"] >= need and (best is None or meta["count"] < best.count):
-            best = EventFile(data, meta["count"], meta["record_len"], meta["base_ms"])
-    return best
+    return sorted(out, key=lambda f: f.count)
 
 
 def ensure_events(key: Key, need: int, log=print) -> EventFile:
-    """Event file with at least ``need`` events (capped at MAX_EVENTS), from cache or freshly signed."""
+    """Event file with at least ``need`` events (capped at MAX_EVENTS), from cache or freshly signed.
+
+    A smaller cached file is extended rather than re-signed: event i depends only on i and the
+    file's base time.
+    """
     need = min(MAX_EVENTS, max(BUCKET, -(-need // BUCKET) * BUCKET))
-    cached = _load_cached(key, need)
-    if cached:
-        return cached
-    # All timestamps at least two minutes old, even for the largest file we might ever sign.
-    base_ms = int(time.time() * 1000) - MAX_EVENTS - 120_000
+    files = _fresh_files(key)
+    for f in files:
+        if f.count >= need:
+            return f
+    old = files[-1] if files else None
+    # All timestamps at least two minutes old, even in the largest file this base could grow to.
+    base_ms = old.base_ms if old else int(time.time() * 1000) - MAX_EVENTS - 120_000
+    created = _created(old) if old else datetime.now(UTC).isoformat()
+    first = old.count if old else 0
     t0 = time.monotonic()
-    bodies = [event_body(i, base_ms) for i in range(need)]
+    bodies = [event_body(i, base_ms) for i in range(first, need)]
     assert max(map(len, bodies)) <= BODY_WIDTH
     sigs = sign_all(key, bodies)
     record_len = len(sigs[0]) + 1 + BODY_WIDTH + 1
     path = CACHE / f"events-{key.fingerprint}-n{need}.rec"
     tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
+    with open(tmp, "wb") as out:
+        if old:
+            assert old.record_len == record_len
+            with open(old.path, "rb") as src:
+                shutil.copyfileobj(src, out)
         for sig, body in zip(sigs, bodies, strict=True):
-            f.write(f"{sig}\t".encode() + body.ljust(BODY_WIDTH) + b"\n")
+            out.write(f"{sig}\t".encode() + body.ljust(BODY_WIDTH) + b"\n")
     tmp.rename(path)
-    meta = {"count": need, "record_len": record_len, "base_ms": base_ms,
-            "created": datetime.now(UTC).isoformat(), "key": key.fingerprint, "nodes": NODES}
+    meta = {"count": need, "record_len": record_len, "base_ms": base_ms, "created": created,
+            "key": key.fingerprint, "nodes": NODES}
     _meta_path(path).write_text(json.dumps(meta))
-    log(f"  signed {need:,} events in {time.monotonic() - t0:.1f}s on {os.cpu_count()} cores -> {path.name}")
-    # Smaller files for this key are now redundant.
-    for other in CACHE.glob(f"events-{key.fingerprint}-n*.rec"):
-        if other != path:
-            other.unlink(missing_ok=True)
-            _meta_path(other).unlink(missing_ok=True)
+    log(f"  signed {need - first:,} events in {time.monotonic() - t0:.1f}s on {os.cpu_count()} cores "
+        f"-> {path.name}")
+    for f in files:  # now redundant
+        f.path.unlink(missing_ok=True)
+        _meta_path(f.path).unlink(missing_ok=True)
     return EventFile(path, need, record_len, base_ms)
+
+
+def _created(f: EventFile) -> str:
+    # An extended file is as old as its oldest events: keep the original creation time.
+    return json.loads(_meta_path(f.path).read_text())["created"]
 
 
 def fresh_events(key: Key, count: int, prefix: str) -> list[tuple[str, str, bytes]]:

@@ -196,11 +196,21 @@ def tables(results: Results, ingest_cases: tuple[str, ...], mode: dict[str, Any]
             [f"start to ready ({f['events']:,} events stored)", f"{f['ready_with_history_s']:.2f} s"],
             ["RSS idle", human_bytes(f["rss_idle"])],
             [f"RSS after {f['first']:,} events", human_bytes(f["rss_first"])],
-            [f"RSS after {f['events']:,} events", human_bytes(f["rss_all"])],
+            [f"RSS after {f['events']:,} events", human_bytes(f["rss_all"])
+             + (f" ({f['at_all']['pending']:,} deliveries still pending)" if f["at_all"]["pending"] else "")],
+            [f"ingest rate while storing {f['events']:,} (Python client)", f"{f['at_all']['ingest_rate']:,.0f}/s"],
             [f"DB after {f['events']:,} events (pruning on)",
              f"{human_bytes(f['db_bytes']['total'])} ({f['db_bytes_per_event']:.0f} B/event)"],
         ]
     out.append(Table("Footprint (bridge-sqlite)", ["measure", "value"], rows))
+
+    busy = [(name, r["background"]) for name, r in results.items()
+            if r.get("background", {}).get("other_cores", 0) >= 0.1
+            or r.get("background", {}).get("steal_cores", 0) >= 0.05]
+    rows = [[name, f"{b['other_cores']:.2f}", f"{b['steal_cores']:.2f}", f"{b['loadavg_1m']:.2f}"]
+            for name, b in busy] or [["none", "< 0.10", "< 0.05", "-"]]
+    out.append(Table("CPU taken by other processes during each case (cores; moves every number above)",
+                     ["case", "other processes", "hypervisor steal", "loadavg 1m"], rows))
     return out
 
 

@@ -89,7 +89,7 @@ class EmailReceiver:
         text = " ".join(message.split())[:_MAX_REPLY]
         reason = self._redact(f"{where} answered {code} {text}".rstrip())
         # 5xx is the server's final word; 4xx and odd codes (-1: no proper reply) may pass.
-        if 400 <= code < 600:
+        if 500 <= code < 600:
             return Permanent(reason)
         return RetryLater(reason)
 

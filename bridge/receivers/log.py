@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 from bridge.config import LogReceiverConfig
 from bridge.model import Alert
-from bridge.render import Renderer
+from bridge.render import Renderer, human_duration
 
 alerts_log = logging.getLogger("bridge.alerts")
 
@@ -24,10 +23,13 @@ class LogReceiver:
     async def send(self, alert: Alert) -> None:
         fields = self._renderer.log(alert, self._cfg)
         level = logging.WARNING if alert.event.status == "FAILED" else logging.INFO
-        # The message is the JSON line (greppable with any formatter); ``extra`` serves a
-        # structured formatter that wants the fields themselves.
-        line = json.dumps(fields, separators=(",", ":"), ensure_ascii=False, default=str)
-        alerts_log.log(level, "%s", line, extra={"alert": fields})
+        # A readable headline for people; the fields go in ``extra`` for the JSON formatter
+        # (and as compact JSON after the headline for the text one).
+        was = ""
+        if alert.previous_status:
+            held = human_duration(alert.previous_duration)
+            was = f" (was {alert.previous_status}" + (f" for {held}" if held else "") + ")"
+        alerts_log.log(level, "ALERT %s%s (route %s)", fields["msg"], was, alert.route, extra={"alert": fields})
 
     async def close(self) -> None:
         """Nothing to release."""

@@ -50,8 +50,10 @@ under contention (it must be free of side effects).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+import random
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -119,9 +121,7 @@ def _guard() -> Iterator[None]:
     except (rex.ConnectionError, rex.TimeoutError, OSError) as exc:
         raise StorageUnavailable(f"redis unavailable: {exc}") from exc
     except rex.ResponseError as exc:
-        if isinstance(exc, rex.ReadOnlyError | rex.OutOfMemoryError) or str(exc).startswith(
-            _UNAVAILABLE_REPLIES
-        ):
+        if isinstance(exc, rex.ReadOnlyError | rex.OutOfMemoryError) or str(exc).startswith(_UNAVAILABLE_REPLIES):
             raise StorageUnavailable(f"redis cannot write: {exc}") from exc
         raise
 
@@ -402,22 +402,24 @@ return 1
 _LUA_BURY_RECEIVER = (
     _LUA_LIB
     + r"""
--- ARGV: 2 receiver, 3 now µs, 4 error
+-- ARGV: 2 receiver, 3 now µs, 4 error, 5 cap. Returns {buried, ids looked at}.
+local ids = redis.call('SRANDMEMBER', P .. 'rcv:' .. ARGV[2], tonumber(ARGV[5]))
 local n = 0
-for _, id in ipairs(redis.call('SMEMBERS', P .. 'rcv:' .. ARGV[2])) do
+for _, id in ipairs(ids) do
   n = n + finish(id, 'dead', ARGV[3], ARGV[4])
 end
-return n
+return {n, #ids}
 """
 )
 
 _LUA_RETRY = (
     _LUA_LIB
     + r"""
--- ARGV: 2 now µs, 3 '*' (every dead job) or '', then ids
+-- ARGV: 2 now µs, 3 a cap: that many dead jobs (call again while it returns the cap), or '',
+-- then ids
 local ids
-if ARGV[3] == '*' then
-  ids = redis.call('ZRANGE', P .. 'st:dead', 0, -1)
+if ARGV[3] ~= '' then
+  ids = redis.call('ZRANGE', P .. 'st:dead', 0, tonumber(ARGV[3]) - 1)
 else
   ids = {}
   for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
@@ -581,7 +583,9 @@ class RedisStore:
         dk = self._k("dd:", event.dedup_key)
         nk = self._k("node:", event.node_id)
         fk = self._k("fired:", event.node_id)
-        for _ in range(_MAX_ACCEPT_ATTEMPTS):
+        for attempt in range(_MAX_ACCEPT_ATTEMPTS):
+            if attempt >= 3:  # another replica keeps committing events of this node: back off a little
+                await asyncio.sleep(random.uniform(0, 0.001 * attempt))
             with _guard():
                 async with r.pipeline(transaction=False) as pipe:
                     pipe.get(dk)
@@ -695,16 +699,19 @@ class RedisStore:
     async def complete(self, delivery_id: str, *, now: datetime) -> None:
         await self._run("finish", delivery_id, "done", _us(now), "0", "")
 
-    async def reschedule(
-        self, delivery_id: str, *, now: datetime, next_attempt_at: datetime, error: str
-    ) -> None:
+    async def reschedule(self, delivery_id: str, *, now: datetime, next_attempt_at: datetime, error: str) -> None:
         await self._run("reschedule", delivery_id, _us(now), _us(next_attempt_at), error)
 
     async def bury(self, delivery_id: str, *, now: datetime, error: str) -> None:
         await self._run("finish", delivery_id, "dead", _us(now), "1", error)
 
     async def bury_receiver(self, receiver: str, *, now: datetime, error: str) -> int:
-        return int(await self._run("bury_receiver", receiver, _us(now), error))
+        total = 0
+        while True:  # in batches, so one script never holds Redis for long
+            n, seen = await self._run("bury_receiver", receiver, _us(now), error, _BATCH)
+            total += int(n)
+            if int(seen) < _BATCH:
+                return total
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         r = self._client()
@@ -712,9 +719,7 @@ class RedisStore:
             row = cast(dict[str, str], await r.hgetall(self._k("job:", delivery_id)))
         return _delivery(row) if row else None
 
-    async def list_deliveries(
-        self, *, state: DeliveryState | None = None, limit: int = 100
-    ) -> list[Delivery]:
+    async def list_deliveries(self, *, state: DeliveryState | None = None, limit: int = 100) -> list[Delivery]:
         if limit == 0:
             return []
         r = self._client()
@@ -730,7 +735,12 @@ class RedisStore:
 
     async def retry_deliveries(self, ids: Sequence[str] | None, *, now: datetime) -> int:
         if ids is None:
-            return int(await self._run("retry", _us(now), "*"))
+            total = 0
+            while True:
+                n = int(await self._run("retry", _us(now), _BATCH))
+                total += n
+                if n < _BATCH:
+                    return total
         if not ids:
             return 0
         return int(await self._run("retry", _us(now), "", *ids))
@@ -791,9 +801,7 @@ class RedisStore:
         with _guard():
             raw = await r.hvals(self._k("sil"))
         found = (Silence.from_dict(json.loads(v)) for v in raw)
-        return sorted(
-            (s for s in found if include_expired or s.ends_at > now), key=lambda s: (s.starts_at, s.id)
-        )
+        return sorted((s for s in found if include_expired or s.ends_at > now), key=lambda s: (s.starts_at, s.id))
 
     async def expire_silence(self, silence_id: str, *, now: datetime) -> bool:
         r = self._client()

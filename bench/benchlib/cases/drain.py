@@ -54,7 +54,9 @@ def run(ctx: Context) -> dict[str, Any]:
 
         sink.control(status=200, reset=True)
         t_back = time.monotonic()
-        st = sink.wait_delivered(n, timeout=ctx.mode.drain_timeout_s, stall=15)
+        # Leave the footprint case (last) the time it needs: ~100 s for 100,000 events.
+        budget = ctx.remaining(reserve=30 + ctx.mode.footprint_events / 1000)
+        st = sink.wait_delivered(n, timeout=max(10.0, min(ctx.mode.drain_timeout_s, budget)), stall=15)
         bridge.check_alive()
         delivered = st["unique"]
         out.update(delivered=delivered, requests=st["ok"], first_after_s=(st["first_ok"] or t_back) - t_back)

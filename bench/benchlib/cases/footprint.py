@@ -29,7 +29,8 @@ def db_bytes(db: Path) -> dict[str, int]:
     return sizes
 
 
-def send(ctx: Context, bridge: Bridge, sink: Sink, start: int, stop: int) -> float:
+def send(ctx: Context, bridge: Bridge, sink: Sink, start: int, stop: int) -> dict[str, Any]:
+    """Post events [start, stop) and wait (within the run's budget) for their deliveries."""
     t0 = time.monotonic()
     for lo in range(start, stop, CHUNK):
         hi = min(stop, lo + CHUNK)
@@ -37,10 +38,10 @@ def send(ctx: Context, bridge: Bridge, sink: Sink, start: int, stop: int) -> flo
         if res.ok != hi - lo:
             raise Invalid(f"events {lo}..{hi}: {res.ok} accepted ({res.first_error})")
     elapsed = time.monotonic() - t0
-    st = sink.wait_delivered(stop, timeout=180, stall=15)
-    if st["unique"] < stop:
-        raise Invalid(f"only {st['unique']} of {stop} deliveries arrived")
-    return elapsed
+    # Deliveries trail ingest; RSS is read once they are done, or when the budget says stop waiting.
+    st = sink.wait_delivered(stop, timeout=max(5.0, min(180.0, ctx.remaining(reserve=15))), stall=15)
+    return {"ingest_rate": (stop - start) / elapsed, "delivered": st["unique"],
+            "pending": max(0, stop - st["unique"]), "drain_wait_s": time.monotonic() - t0 - elapsed}
 
 
 def run(ctx: Context) -> dict[str, Any]:
@@ -59,13 +60,12 @@ def run(ctx: Context) -> dict[str, Any]:
         time.sleep(2)
         out["rss_idle"] = rss_bytes(bridge.proc.pid)
 
-        send(ctx, bridge, sink, 0, m.footprint_first)
+        out["first"] = m.footprint_first
+        out["at_first"] = send(ctx, bridge, sink, 0, m.footprint_first)
         time.sleep(1)
         out["rss_first"] = rss_bytes(bridge.proc.pid)
-        out["first"] = m.footprint_first
 
-        elapsed = send(ctx, bridge, sink, m.footprint_first, m.footprint_events)
-        out["ingest_rate"] = (m.footprint_events - m.footprint_first) / elapsed
+        out["at_all"] = send(ctx, bridge, sink, m.footprint_first, m.footprint_events)
         time.sleep(5)  # two prune intervals
         bridge.check_alive()
         out["rss_all"] = rss_bytes(bridge.proc.pid)

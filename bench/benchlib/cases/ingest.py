@@ -43,9 +43,9 @@ def expected_rps(ctx: Context) -> float:
 
 
 def events_needed(ctx: Context) -> int:
-    """Distinct events one bridge case consumes: warm-up plus rounds at up to 1.5 x the floor's rate."""
+    """Distinct events one bridge case consumes if it ran as fast as the floor, plus a margin."""
     m = ctx.mode
-    return int(expected_rps(ctx) * 1.5 * (m.warmup_s + m.rounds * m.round_s)) + 10 * CONNECTIONS
+    return int(expected_rps(ctx) * 1.1 * (m.warmup_s + m.rounds * m.round_s)) + 10 * CONNECTIONS
 
 
 def run(ctx: Context, name: str) -> dict[str, Any]:
