@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine
-from datetime import UTC, datetime
+import secrets
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +19,14 @@ import aiohttp
 from aiohttp import web
 
 from bridge import config as config_mod
-from bridge.config import Config, split_host_port
+from bridge import logs
+from bridge.config import Config, parse_duration, split_host_port
 from bridge.delivery import Dispatcher
 from bridge.errors import BridgeError, ConfigError, Unavailable
 from bridge.ingest import Ingest, Rules
 from bridge.keys import KeyManager
 from bridge.metrics import Metrics
+from bridge.model import Silence, parse_timestamp
 from bridge.receivers import build_receivers
 from bridge.receivers.base import Receiver
 from bridge.render import Renderer
@@ -34,6 +38,63 @@ log = logging.getLogger("bridge.app")
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def silence_from_spec(spec: Mapping[str, Any], *, now: datetime) -> Silence:
+    """A new silence from the fields the CLI and ``POST /-/silences`` take.
+
+    ``node`` (id or glob), ``status`` (one or a list; omitted: any), ``starts_at`` (ISO-8601;
+    omitted: now), ``ends_at`` (ISO-8601) or ``duration`` ("2h" or seconds), ``comment``.
+    Raises ValueError naming the field that is wrong.
+    """
+    node = spec.get("node")
+    if not isinstance(node, str) or not node.strip():
+        raise ValueError("node: a node id or glob such as 'node-prod-*' is required")
+    status = spec.get("status")
+    if isinstance(status, str):
+        status = [status]
+    if status is not None and (not isinstance(status, list) or not status
+                               or not all(isinstance(x, str) and x for x in status)):
+        raise ValueError("status: a status or a non-empty list of statuses, e.g. [FAILED]")
+    comment = spec.get("comment", "")
+    if not isinstance(comment, str):
+        raise ValueError("comment: must be text")
+    try:
+        starts_at = parse_timestamp(spec["starts_at"]) if spec.get("starts_at") else now
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"starts_at: {exc}") from None
+    if (spec.get("ends_at") is None) == (spec.get("duration") is None):
+        raise ValueError("set one of ends_at or duration")
+    try:
+        if spec.get("ends_at") is not None:
+            ends_at = parse_timestamp(spec["ends_at"])
+        else:
+            seconds = parse_duration(spec["duration"])
+            if seconds <= 0:
+                raise ValueError("must be longer than 0")
+            ends_at = starts_at + timedelta(seconds=seconds)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{'ends_at' if spec.get('ends_at') is not None else 'duration'}: {exc}") from None
+    if ends_at <= starts_at:
+        raise ValueError("ends_at: must be after starts_at")
+    if ends_at <= now:
+        raise ValueError("ends_at: the silence would already be over")
+    return Silence(
+        id="sil_" + secrets.token_hex(8),
+        node=node.strip(),
+        status=tuple(x.strip().upper() for x in status) if status is not None else None,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        comment=comment,
+        created_at=now,
+    )
+
+
+def _active(starts_at: datetime | None, ends_at: datetime, now: datetime) -> bool:
+    def aware(dt: datetime) -> datetime:
+        return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
+
+    return (starts_at is None or aware(starts_at) <= now) and now < aware(ends_at)
 
 
 def validate(cfg: Config) -> Rules:
@@ -74,6 +135,7 @@ class App:
         )
         self.keys: KeyManager | None = None
         self.ingest: Ingest | None = None
+        self._key_failures_seen = 0
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -92,6 +154,7 @@ class App:
                              on_enqueued=self.dispatcher.wake)
         self._install_receivers(cfg)
         self.dispatcher.start()
+        self.metrics.reload_timestamp.set(self.clock().timestamp())
         self._spawn(self._maintenance_loop(), "maintenance")
         self._spawn(self._silence_loop(), "silences")
         s = cfg.server
@@ -101,7 +164,7 @@ class App:
                            body_timeout=s.body_timeout, ready=self.ready)
         self.webhook_port = await self._serve(hook, host, port, ctx)
         ahost, aport = split_host_port(s.admin_listen)
-        admin = admin_app(metrics=self.render_metrics, reload=self.reload, ready=self.ready)
+        admin = admin_app(metrics=self.scrape, reload=self.reload, ready=self.ready, silences=self)
         self.admin_port = await self._serve(admin, ahost, aport, None)
         scheme = "https" if ctx else "http"
         log.info("listening on %s://%s:%d%s (admin on %s:%d)", scheme, host, self.webhook_port, s.path,
@@ -147,10 +210,13 @@ class App:
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         self._background.append(asyncio.create_task(coro, name=name))
 
-    def _install_receivers(self, cfg: Config) -> None:
+    def _build_receivers(self, cfg: Config) -> dict[str, Receiver]:
+        """Raises ConfigError when something only checkable now is wrong (an unreadable CA file)."""
         assert self._session is not None
-        renderer = Renderer.from_config(cfg)
-        self._receivers = build_receivers(cfg, renderer, self._session)
+        return build_receivers(cfg, Renderer.from_config(cfg), self._session)
+
+    def _install_receivers(self, cfg: Config, receivers: dict[str, Receiver] | None = None) -> None:
+        self._receivers = receivers if receivers is not None else self._build_receivers(cfg)
         self.dispatcher.set_receivers(self._receivers, dict(cfg.receivers))
         self.metrics.for_receivers(list(cfg.receivers))
 
@@ -168,26 +234,44 @@ class App:
         return None
 
     def render_metrics(self) -> bytes:
-        if self.keys is not None and self.keys.status.loaded_at:
-            self.metrics.key_loaded_at.set(self.keys.status.loaded_at)
+        self._sync_key_metrics()
         return self.metrics.render()
+
+    async def scrape(self) -> bytes:
+        """``GET /metrics``: outbox gauges read now (bounded), then everything rendered."""
+        try:
+            await asyncio.wait_for(self._update_outbox_gauges(), 2.0)
+        except (Unavailable, TimeoutError) as exc:
+            log.warning("metrics: outbox gauges not refreshed: %s", getattr(exc, "detail", "timed out"))
+        return self.render_metrics()
+
+    def _sync_key_metrics(self) -> None:
+        if self.keys is None:
+            return
+        status = self.keys.status
+        if status.loaded_at:
+            self.metrics.key_loaded_at.set(status.loaded_at)
+            self.metrics.key_age.set(max(0.0, time.time() - status.loaded_at))
+        if status.refresh_failures > self._key_failures_seen:
+            self.metrics.key_refresh_failures.inc(status.refresh_failures - self._key_failures_seen)
+            self._key_failures_seen = status.refresh_failures
+
+    async def _update_outbox_gauges(self) -> None:
+        stats = await self.store.stats(now=self.clock())
+        m = self.metrics
+        m.pending.set(stats.pending)
+        m.inflight.set(stats.inflight)
+        m.dead.set(stats.dead)
+        m.oldest_pending.set(stats.oldest_pending_age)
 
     async def _maintenance_loop(self) -> None:
         """Outbox gauges every few seconds; pruning every prune_interval."""
         last_prune = 0.0
         loop = asyncio.get_running_loop()
-        key_failures_seen = 0
         while True:
             try:
-                stats = await self.store.stats(now=self.clock())
-                m = self.metrics
-                m.pending.set(stats.pending)
-                m.inflight.set(stats.inflight)
-                m.dead.set(stats.dead)
-                m.oldest_pending.set(stats.oldest_pending_age)
-                if self.keys is not None and self.keys.status.refresh_failures > key_failures_seen:
-                    m.key_refresh_failures.inc(self.keys.status.refresh_failures - key_failures_seen)
-                    key_failures_seen = self.keys.status.refresh_failures
+                await self._update_outbox_gauges()
+                self._sync_key_metrics()
                 if loop.time() - last_prune >= self.config.storage.prune_interval:
                     last_prune = loop.time()
                     removed = await self.store.prune(now=self.clock(), retention=self.config.storage.retention)
@@ -207,8 +291,35 @@ class App:
             await asyncio.sleep(2.0)
 
     async def refresh_silences(self) -> None:
-        if self.ingest is not None:
-            self.ingest.store_silences = tuple(await self.store.list_silences(now=self.clock()))
+        if self.ingest is None:
+            return
+        now = self.clock()
+        stored = tuple(await self.store.list_silences(now=now))
+        self.ingest.store_silences = stored
+        active = sum(_active(s.starts_at, s.ends_at, now) for s in stored)
+        active += sum(_active(c.starts_at, c.ends_at, now) for c in self.config.silences)
+        self.metrics.silences_active.set(active)
+
+    # --- silences (the admin API; the CLI uses it while the bridge runs) -------------------------
+
+    async def add_silence(self, spec: Mapping[str, Any]) -> Silence:
+        silence = silence_from_spec(spec, now=self.clock())
+        await self.store.add_silence(silence)
+        await self.refresh_silences()  # in force now, not at the next 2 s refresh
+        log.info("silence added: node %s status %s until %s (%s)", silence.node,
+                 ",".join(silence.status) if silence.status else "any", silence.ends_at.isoformat(),
+                 silence.comment, extra={"silence_id": silence.id})
+        return silence
+
+    async def list_silences(self, *, include_expired: bool = False) -> list[Silence]:
+        return await self.store.list_silences(now=self.clock(), include_expired=include_expired)
+
+    async def expire_silence(self, silence_id: str) -> bool:
+        found = await self.store.expire_silence(silence_id, now=self.clock())
+        if found:
+            await self.refresh_silences()
+            log.info("silence expired", extra={"silence_id": silence_id})
+        return found
 
     # --- reload --------------------------------------------------------------------------------
 
@@ -217,29 +328,40 @@ class App:
         async with self._reload_lock:
             if self.config_path is None:
                 return ["no config file to reload from"]
+            if self.ingest is None:
+                return ["the bridge is not started"]
+            old = self.config
             try:
-                new = config_mod.load(self.config_path)
+                loaded = config_mod.load(self.config_path)
+                new = loaded.model_copy(update={"server": old.server, "storage": old.storage,
+                                                "verification": old.verification})
                 rules = validate(new)
+                # Built before anything is swapped: a receiver that cannot be built (an unreadable
+                # CA file) rejects the whole reload instead of leaving half of it in force.
+                receivers = self._build_receivers(new)
             except ConfigError as exc:
                 self.metrics.reload_success.set(0)
+                self.metrics.reloads.labels("failure").inc()
                 for problem in exc.problems:
-                    log.error("reload rejected: %s", problem)
+                    log.error("reload rejected, the running config stays: %s", problem)
                 return exc.problems
-            old = self.config
+            for warning in new.warnings:
+                log.warning("config: %s", warning)
             for section in ("server", "storage", "verification"):
-                if getattr(old, section) != getattr(new, section):
+                if getattr(old, section) != getattr(loaded, section):
                     log.warning("reload: changes to %s: take effect at the next restart", section)
-            new = new.model_copy(update={"server": old.server, "storage": old.storage,
-                                         "verification": old.verification})
             removed = set(old.receivers) - set(new.receivers)
             old_receivers = self._receivers
             self.config = new
-            self._install_receivers(new)
+            logs.reconfigure(new)
+            self._install_receivers(new, receivers)
             assert self.ingest is not None
             self.ingest.rules = rules
             for name in removed:
                 try:
                     n = await self.store.bury_receiver(name, now=self.clock(), error="receiver removed by reload")
+                    if n:
+                        self.metrics.deliveries.labels(name, "dead").inc(n)
                     log.warning("receiver %s removed by reload: %d pending deliveries are dead", name, n)
                 except BridgeError as exc:
                     log.error("could not retire deliveries of removed receiver %s: %s", name, exc)
@@ -248,6 +370,7 @@ class App:
                     with contextlib.suppress(Exception):
                         await receiver.close()
             self.metrics.reload_success.set(1)
+            self.metrics.reloads.labels("success").inc()
             self.metrics.reload_timestamp.set(self.clock().timestamp())
             log.info("config reloaded from %s", self.config_path)
             return []

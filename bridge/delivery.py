@@ -30,7 +30,9 @@ class RetryPolicy:
     """When to try a failed job again, or None to give up. Pure: tenacity's strategies, no sleeping."""
 
     def __init__(self, cfg: RetryConfig) -> None:
-        self._wait = wait_exponential_jitter(multiplier=cfg.initial_backoff, max=cfg.max_backoff, jitter=cfg.initial_backoff)
+        self._wait = wait_exponential_jitter(
+            multiplier=cfg.initial_backoff, max=cfg.max_backoff, jitter=cfg.initial_backoff
+        )
         self._stop = stop_after_attempt(cfg.max_attempts) | stop_after_delay(cfg.max_elapsed)
         self._max_elapsed = cfg.max_elapsed
 
@@ -67,10 +69,10 @@ class RateLimiter:
     async def acquire(self) -> None:
         async with self._lock:
             now = time.monotonic()
-            if self._next > now:
+            while self._next > now:  # a loop: a pause may come while waiting
                 await asyncio.sleep(self._next - now)
                 now = time.monotonic()
-            self._next = max(now, self._next) + self._interval
+            self._next = now + self._interval
 
 
 @dataclass

@@ -49,13 +49,18 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        # Scalars only: structured extras (the log receiver's ``alert``) are for the JSON format;
-        # the message already carries them.
-        extras = {k: v for k, v in _extras(record).items() if not isinstance(v, dict | list | tuple)}
+        extras = _extras(record)
         if extras:
             head, sep, tail = line.partition("\n")  # keep a traceback below the fields
-            line = head + " " + " ".join(f"{k}={v}" for k, v in extras.items()) + sep + tail
+            line = head + " " + " ".join(f"{k}={_text_value(v)}" for k, v in extras.items()) + sep + tail
         return line
+
+
+def _text_value(value: Any) -> str:
+    # Structured extras (the log receiver's ``alert``) as compact JSON, so the line stays one line.
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, separators=(",", ":"), default=str, ensure_ascii=False)
+    return str(value)
 
 
 class Redactor(logging.Filter):

@@ -41,7 +41,7 @@ def parse_timestamp(value: str) -> datetime:
 
 
 def format_timestamp(dt: datetime) -> str:
-    """Canonical UTC form: millisecond precision, 'Z' suffix (what ThunderStack sends)."""
+    """Canonical UTC form: microsecond precision, 'Z' suffix."""
     dt = dt.astimezone(UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond:06d}Z"
 

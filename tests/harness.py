@@ -57,7 +57,7 @@ class _Client:
         self,
         body: bytes,
         *,
-        signature: str | None | bool = True,
+        signature: str | bool | None = True,
         path: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> tuple[int, Any, dict[str, str]]:

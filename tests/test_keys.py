@@ -177,5 +177,5 @@ async def test_per_node_key(bridge: Callable[..., Any], tmp_path: Path, other_ke
     b.key = other_key
     assert (await b.event("n1", "FAILED"))[0] == 200
     # the node's key is not valid for another node
-    status, doc, _ = await b.post(event_body("n2", "FAILED"))
+    status, _doc, _ = await b.post(event_body("n2", "FAILED"))
     assert status == 403

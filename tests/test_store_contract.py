@@ -608,6 +608,17 @@ async def redis_pair(redis_server: RedisServer) -> AsyncIterator[tuple[Store, St
     await two.close()
 
 
+@pytest.mark.parametrize("seed", [4, 5])
+async def test_redis_matches_memory_store_in_small_batches(
+    redis_pair: tuple[Store, Store], monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    """Prune, purge, retry, bury_receiver and claim promotion work in batches; force many."""
+    import bridge.store.redis
+
+    monkeypatch.setattr(bridge.store.redis, "_BATCH", 2)
+    await test_matches_memory_store(redis_pair[0], seed)
+
+
 async def test_redis_replicas_accept_each_event_once(redis_pair: tuple[Store, Store]) -> None:
     one, two = redis_pair
     events = [ev(f"n{i}", t=i % 7) for i in range(100)]

@@ -16,7 +16,8 @@ from bridge.model import Delivery, DeliveryState, Event, NodeState, RouteMatch, 
 
 AcceptStatus = Literal["accepted", "duplicate", "stale", "out_of_order", "silenced"]
 
-# Routing, given the node's previous state; called inside the store's transaction.
+# Routing, given the node's previous state. Must be pure: a backend with optimistic concurrency
+# (Redis) may call it more than once for one event.
 Plan = Callable[[NodeState | None], Sequence[RouteMatch]]
 
 

@@ -59,7 +59,7 @@ CREATE TABLE IF NOT EXISTS jobs (
   -- is_head: the oldest unfinished job of its order key, the only one that may be sent;
   -- due_at: next_attempt_at while pending, the lease's end while in flight.
   is_head INTEGER NOT NULL DEFAULT 0, due_at REAL NOT NULL, context TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS jobs_due ON jobs(due_at) WHERE is_head = 1;
+CREATE INDEX IF NOT EXISTS jobs_heads ON jobs(receiver, seq, created_at, id) WHERE is_head = 1;
 CREATE INDEX IF NOT EXISTS jobs_key ON jobs(order_key, seq) WHERE state IN ('pending', 'inflight');
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, updated_at);
 CREATE TABLE IF NOT EXISTS silences (id TEXT PRIMARY KEY, ends_at REAL NOT NULL, body TEXT NOT NULL);
@@ -351,7 +351,7 @@ class SQLiteStore:
                 where += f" AND receiver IN ({','.join('?' * len(receivers))})"
                 args.extend(receivers)
             rows = c.execute(
-                f"SELECT {_JOB_COLS} FROM jobs WHERE {where} ORDER BY due_at, seq LIMIT ?", (*args, limit)
+                f"SELECT {_JOB_COLS} FROM jobs WHERE {where} ORDER BY seq, created_at, id LIMIT ?", (*args, limit)
             ).fetchall()
             out = []
             for row in rows:

@@ -79,10 +79,10 @@ def run(ctx: Context, name: str) -> dict[str, Any]:
             if primed.ok != m.dup_events:
                 raise Invalid(f"priming {m.dup_events} events: {primed.first_error}")
             out["duplicate_set"] = m.dup_events
-        est = expected_rps(ctx)
 
-        def one(duration: float) -> WrkResult:
-            nonlocal offset, used, est
+        def one(duration: float, seconds_left: float) -> WrkResult:
+            """One wrk run; ``seconds_left`` is this run's and every later run's duration."""
+            nonlocal offset, used
             if server.popen.poll() is not None:
                 raise Unavailable(f"{name} exited during the case: {server.log_tail(6)}")
             if not loop and offset + 100 * THREADS > ctx.events.count:
@@ -94,17 +94,19 @@ def run(ctx: Context, name: str) -> dict[str, Any]:
             elif loop:
                 limit = m.dup_events
             else:
-                limit = int(est * duration * 1.5) + 4 * CONNECTIONS
+                # Share what is left of the file among this run and the later ones, by duration. The
+                # window only bounds a run (events are read lazily), so the bigger the safer.
+                limit = int((ctx.events.count - offset) * duration / seconds_left)
             res = run_wrk(url, ctx.events, duration=duration, offset=offset, limit=limit, loop=loop,
                           path=path, log_file=wrk_log)
             if not loop:
                 offset += THREADS * res.max_used
                 used += THREADS * res.max_used
-                est = max(res.rps, 1.0)
             return res
 
-        warm = one(m.warmup_s)
-        rounds = [one(m.round_s) for _ in range(m.rounds)]
+        total_s = m.warmup_s + m.rounds * m.round_s
+        warm = one(m.warmup_s, total_s)
+        rounds = [one(m.round_s, (m.rounds - i) * m.round_s) for i in range(m.rounds)]
         if server.popen.poll() is not None:
             raise Unavailable(f"{name} exited during the case: {server.log_tail(6)}")
         if sink is not None:

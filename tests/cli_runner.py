@@ -1,0 +1,41 @@
+"""Run ``python -m bridge ...`` as a real process without blocking the test's event loop.
+
+The fakes (webhook sink, Slack) live in the test's loop, so a blocking ``subprocess.run`` would
+stop them from answering the bridge while the command runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def __str__(self) -> str:
+        return f"exit {self.code}\n--- stdout\n{self.out}\n--- stderr\n{self.err}"
+
+
+async def run_cli(*args: str, timeout: float = 30.0, env: dict[str, str] | None = None) -> Result:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
+        cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return Result(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))

@@ -1,0 +1,47 @@
+"""Timestamps, dedup keys and ids: pure."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from bridge.model import Alert, Event, dedup_key, event_id, format_timestamp, parse_timestamp
+
+
+@pytest.mark.parametrize("text", ["2026-04-16T12:00:00Z", "2026-04-16T12:00:00.000Z", "2026-04-16T12:00:00+00:00",
+                                  "2026-04-16T14:00:00+02:00", "2026-04-16 12:00:00Z", "2026-04-16t12:00:00z",
+                                  "2026-04-16T12:00Z", "2026-04-16T07:00:00-0500",
+                                  "2026-04-16T12:00:00.000000000Z"])
+def test_spellings_of_one_instant(text: str) -> None:
+    assert parse_timestamp(text) == datetime(2026, 4, 16, 12, tzinfo=UTC)
+    assert dedup_key("n1", parse_timestamp(text)) == "n1|2026-04-16T12:00:00.000000Z"
+
+
+@pytest.mark.parametrize("text", ["2026-04-16", "2026-04-16T12:00:00", "yesterday", "2026-13-01T00:00:00Z",
+                                  "2026-04-16T25:00:00Z", "", "2026-04-16T12:00:00+25:00", "\uff11\uff12\uff13"])
+def test_invalid_timestamps(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_timestamp(text)
+
+
+def test_sub_millisecond_precision_is_kept() -> None:
+    a = parse_timestamp("2026-04-16T12:00:00.0001Z")
+    b = parse_timestamp("2026-04-16T12:00:00.0002Z")
+    assert dedup_key("n", a) != dedup_key("n", b)
+    assert format_timestamp(a) == "2026-04-16T12:00:00.000100Z"
+
+
+def test_event_id_is_stable_and_per_node() -> None:
+    t = parse_timestamp("2026-04-16T12:00:00Z")
+    assert event_id("n1", t) == event_id("n1", parse_timestamp("2026-04-16T12:00:00.000Z"))
+    assert event_id("n1", t) != event_id("n2", t)
+
+
+def test_alert_context_round_trip() -> None:
+    t = parse_timestamp("2026-04-16T12:00:00Z")
+    ev = Event("NODE_STATUS_UPDATED", t, "n1", "FAILED", {"nodeId": "n1", "x": [1]}, {"env": "prod"}, t)
+    alert = Alert(ev, "r", "rcv", "dlv_1", "RUNNING", parse_timestamp("2026-04-16T09:00:00Z"))
+    back = Alert.from_context("dlv_1", alert.context())
+    assert back == alert
+    assert back.previous_duration == 3 * 3600
