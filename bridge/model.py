@@ -37,13 +37,18 @@ def parse_timestamp(value: str) -> datetime:
     dt = datetime.fromisoformat(text)
     if dt.tzinfo is None:  # pragma: no cover - the regex requires a zone
         raise ValueError("timestamp has no zone")
-    return dt.astimezone(UTC)
+    try:
+        return dt.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59:59-05:00 is in year 10000 in UTC
+        raise ValueError("timestamp is out of range (years 1 to 9999 in UTC)") from None
 
 
 def format_timestamp(dt: datetime) -> str:
     """Canonical UTC form: microsecond precision, 'Z' suffix."""
-    dt = dt.astimezone(UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond:06d}Z"
+    if dt.utcoffset():
+        dt = dt.astimezone(UTC)
+    # isoformat is C code; strftime was a measurable share of the request path.
+    return dt.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def dedup_key(node_id: str, timestamp: datetime) -> str:
@@ -53,8 +58,7 @@ def dedup_key(node_id: str, timestamp: datetime) -> str:
 
 def event_id(node_id: str, timestamp: datetime) -> str:
     """A stable id derived from the dedup key, so a repeat maps to the same id everywhere."""
-    digest = hashlib.sha256(dedup_key(node_id, timestamp).encode()).hexdigest()
-    return "evt_" + digest[:24]
+    return "evt_" + hashlib.sha256(dedup_key(node_id, timestamp).encode()).hexdigest()[:24]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,14 +72,14 @@ class Event:
     details: Mapping[str, Any] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
     received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # Derived once (hashing and formatting are on the request path): same node, same instant.
+    dedup_key: str = field(init=False, repr=False, compare=False)
+    id: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def id(self) -> str:
-        return event_id(self.node_id, self.timestamp)
-
-    @property
-    def dedup_key(self) -> str:
-        return dedup_key(self.node_id, self.timestamp)
+    def __post_init__(self) -> None:
+        key = dedup_key(self.node_id, self.timestamp)
+        object.__setattr__(self, "dedup_key", key)
+        object.__setattr__(self, "id", "evt_" + hashlib.sha256(key.encode()).hexdigest()[:24])
 
     def to_dict(self) -> dict[str, Any]:
         return {

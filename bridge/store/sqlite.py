@@ -1,9 +1,11 @@
-"""The embedded default store: one SQLite file in WAL mode, one writer thread, group commits.
+"""The embedded default store: one SQLite file in WAL mode, group commits on the event loop.
 
-Every operation runs on one dedicated thread with one connection. Operations that arrive
-while a transaction is being written are queued and then committed together in the next
-transaction (each in its own SAVEPOINT, so one failing does not undo the others): under
-concurrent load ingest pays one commit per batch, not one per request.
+Operations queue up and run together at the end of the current event-loop iteration, in one
+transaction (each in its own SAVEPOINT, so one failing does not undo the others): under concurrent
+load, every request that arrived in the same iteration shares one commit. Statements and commits
+are fast (WAL with synchronous=NORMAL writes no fsync at commit), so they run on the loop itself:
+no thread hop, no GIL hand-off per request. The WAL's checkpoints, which do fsync, run on a
+background thread with their own connection so they never stall the loop.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ import contextlib
 import fcntl
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Collection, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Literal, TypeVar
@@ -39,13 +41,16 @@ from bridge.store.base import Acceptance, OutboxStats, Plan, select_deliveries
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
 
+# Events double as dedup records: an event's id is derived from its dedup key. Pruning ends the
+# dedup record (expires_at = 0) and the event record (kept = 0) separately, and deletes the row
+# once both are over.
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS dedup (key TEXT PRIMARY KEY, event_id TEXT NOT NULL, expires_at REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS dedup_expiry ON dedup(expires_at);
 CREATE TABLE IF NOT EXISTS events (
   id TEXT PRIMARY KEY, node_id TEXT NOT NULL, status TEXT NOT NULL, event_type TEXT NOT NULL,
-  ts REAL NOT NULL, received_at REAL NOT NULL, outcome TEXT NOT NULL, body TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS events_received ON events(received_at);
+  ts REAL NOT NULL, received_at REAL NOT NULL, expires_at REAL NOT NULL, outcome TEXT NOT NULL,
+  body TEXT NOT NULL, kept INTEGER NOT NULL DEFAULT 1);
+CREATE INDEX IF NOT EXISTS events_expiry ON events(expires_at) WHERE expires_at > 0;
+CREATE INDEX IF NOT EXISTS events_kept ON events(received_at) WHERE kept = 1;
 CREATE TABLE IF NOT EXISTS nodes (
   node_id TEXT PRIMARY KEY, status TEXT NOT NULL, since REAL NOT NULL, last_ts REAL NOT NULL,
   last_event_id TEXT NOT NULL);
@@ -67,6 +72,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 _JOB_COLS = "id, state, attempts, created_at, next_attempt_at, updated_at, last_error, context"
+_CHECKPOINT_EVERY = 1.0  # seconds between background WAL checkpoints
+_PRUNE_CHUNK = 5000  # rows per DELETE, so pruning a large backlog never stalls the loop for long
 
 
 def _ts(value: float) -> datetime:
@@ -89,7 +96,11 @@ def _row_to_delivery(row: sqlite3.Row | tuple[Any, ...]) -> Delivery:
 
 def _fix_head(conn: sqlite3.Connection, key: str) -> None:
     """Make the oldest unfinished job of ``key`` its head (and only it)."""
-    conn.execute("UPDATE jobs SET is_head = 0 WHERE order_key = ? AND is_head = 1", (key,))
+    # Heads are always unfinished, so both statements stay on the partial index jobs_key.
+    conn.execute(
+        "UPDATE jobs SET is_head = 0 WHERE order_key = ? AND state IN ('pending', 'inflight') AND is_head = 1",
+        (key,),
+    )
     conn.execute(
         "UPDATE jobs SET is_head = 1 WHERE id = (SELECT id FROM jobs WHERE order_key = ? "
         "AND state IN ('pending', 'inflight') ORDER BY seq, created_at, id LIMIT 1)",
@@ -100,28 +111,26 @@ def _fix_head(conn: sqlite3.Connection, key: str) -> None:
 class SQLiteStore:
     durable = True
 
-    def __init__(self, path: Path | str, *, max_batch: int = 512) -> None:
+    def __init__(self, path: Path | str, *, max_batch: int = 1024) -> None:
         self.path = Path(path)
         self._max_batch = max_batch
-        self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
-        self._queue: asyncio.Queue[tuple[Op, asyncio.Future[Any]]] = asyncio.Queue()
-        self._writer: asyncio.Task[None] | None = None
+        self._pending: list[tuple[Op, asyncio.Future[Any]]] = []
+        self._flush_scheduled = False
         self._lock_file: IO[str] | None = None
+        self._checkpointer: threading.Thread | None = None
+        self._closing = threading.Event()
 
     # --- plumbing ---------------------------------------------------------------------------
 
     async def open(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
-        loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._executor, self._connect)
-        except StorageUnavailable:
-            self._executor.shutdown(wait=False)
-            raise
+            self._connect()
         except (sqlite3.Error, OSError) as exc:
             raise StorageUnavailable(f"cannot open {self.path}: {exc}") from exc
-        self._writer = asyncio.create_task(self._write_loop(), name="sqlite-writer")
+        self._closing.clear()
+        self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="sqlite-checkpoint", daemon=True)
+        self._checkpointer.start()
 
     def _connect(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -131,6 +140,7 @@ class SQLiteStore:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._lock_file.close()
+            self._lock_file = None
             raise StorageUnavailable(
                 f"{self.path} is in use by another alert-bridge process; replicas need storage.url: redis://"
             ) from None
@@ -140,55 +150,63 @@ class SQLiteStore:
         # crash (kill -9) loses nothing committed.
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=5000")
+        # Checkpoints (the fsyncs) are the background thread's job, not the committing loop's.
+        conn.execute("PRAGMA wal_autocheckpoint=0")
         conn.execute("PRAGMA journal_size_limit=16777216")
         conn.executescript(_SCHEMA)
-        # One process owns the file (the lock below), so jobs left in flight by a crash can be
+        # One process owns the file (the lock above), so jobs left in flight by a crash can be
         # sent again at once instead of waiting for their lease to run out.
         with conn:
             conn.execute("UPDATE jobs SET due_at = MIN(due_at, ?) WHERE state = 'inflight'", (time.time(),))
         self._conn = conn
 
+    def _checkpoint_loop(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA busy_timeout=1000")
+            while not self._closing.wait(_CHECKPOINT_EVERY):
+                with contextlib.suppress(sqlite3.Error):
+                    # PASSIVE never blocks the writer; the WAL is reused from its start once
+                    # everything in it has been checkpointed, so it stays bounded.
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            conn.close()
+
     async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
-            self._writer = None
-        while not self._queue.empty():
-            _, fut = self._queue.get_nowait()
-            if not fut.done():
-                fut.set_exception(StorageUnavailable("store closed"))
-        if self._executor is not None:
-            conn = self._conn
-            if conn is not None:
-                await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        if self._pending:
+            self._flush()
+        self._closing.set()
+        if self._checkpointer is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._checkpointer.join)
+            self._checkpointer = None
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._conn.close()
             self._conn = None
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
 
     async def _run(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        if self._writer is None:
+        if self._conn is None:
             raise StorageUnavailable("store is not open")
-        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((op, fut))
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._pending.append((op, fut))
+        if not self._flush_scheduled:
+            # At the end of this loop iteration: every request that is being handled now joins.
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
         return await fut
 
-    async def _write_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self._max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        while self._pending:
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
             try:
-                results = await loop.run_in_executor(self._executor, self._run_batch, [op for op, _ in batch])
-            except asyncio.CancelledError:
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(StorageUnavailable("store closed"))
-                raise
+                results = self._run_batch([op for op, _ in batch])
             except (sqlite3.Error, OSError) as exc:
                 err = StorageUnavailable(f"storage write failed: {exc}")
                 for _, fut in batch:
@@ -196,7 +214,7 @@ class SQLiteStore:
                         fut.set_exception(err)
                 continue
             for (_, fut), (ok, value) in zip(batch, results, strict=True):
-                if fut.done():
+                if fut.done():  # the caller went away (cancelled); its op committed anyway
                     continue
                 if ok:
                     fut.set_result(value)
@@ -204,8 +222,25 @@ class SQLiteStore:
                     fut.set_exception(value)
 
     def _run_batch(self, ops: list[Op]) -> list[tuple[bool, Any]]:
+        """Run ``ops`` in one transaction. An op that raises must not undo the others: if one
+        does, the batch is rolled back and run again with a savepoint per op (ops are pure
+        functions of the database, so running them again is safe)."""
         conn = self._conn
-        assert conn is not None
+        if conn is None:
+            raise sqlite3.ProgrammingError("store is closed")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            results: list[tuple[bool, Any]] = [(True, op(conn)) for op in ops]
+        except (sqlite3.Error, OSError):
+            conn.execute("ROLLBACK")
+            raise
+        except Exception:
+            conn.execute("ROLLBACK")
+            return self._run_isolated(conn, ops)
+        conn.execute("COMMIT")
+        return results
+
+    def _run_isolated(self, conn: sqlite3.Connection, ops: list[Op]) -> list[tuple[bool, Any]]:
         results: list[tuple[bool, Any]] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -214,7 +249,9 @@ class SQLiteStore:
                 try:
                     results.append((True, op(conn)))
                     conn.execute("RELEASE op")
-                except Exception as exc:  # one bad op must not undo the batch
+                except (sqlite3.Error, OSError):
+                    raise
+                except Exception as exc:
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
                     results.append((False, exc))
@@ -252,36 +289,35 @@ class SQLiteStore:
     ) -> Acceptance:
         now_ts = now.timestamp()
         eid = event.id
-        row = c.execute("SELECT event_id, expires_at FROM dedup WHERE key = ?", (event.dedup_key,)).fetchone()
-        if row is not None and row[1] > now_ts:
-            return Acceptance("duplicate", row[0])
         ts = event.timestamp.timestamp()
-        c.execute(
-            "INSERT OR REPLACE INTO dedup (key, event_id, expires_at) VALUES (?, ?, ?)",
-            (event.dedup_key, eid, max(now_ts, ts) + dedup_ttl),
-        )
-
-        def record(outcome: str) -> None:
-            c.execute(
-                "INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (eid, event.node_id, event.status, event.event_type, ts,
-                 event.received_at.timestamp(), outcome, json.dumps(event.to_dict())),
-            )
-
+        prev = None if mode == "stale" else self._node_state(c, event.node_id)
         if mode == "stale":
-            record("stale")
+            outcome = "stale"
+        elif prev is not None and event.timestamp < prev.last_timestamp:
+            outcome = "out_of_order"
+        else:
+            outcome = "silenced" if mode == "silenced" else "accepted"
+        event_doc = event.to_dict()
+        # Check-and-record in one statement: a live row with this id means a repeat.
+        cur = c.execute(
+            "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT(id) DO UPDATE SET "
+            "received_at = excluded.received_at, expires_at = excluded.expires_at, outcome = excluded.outcome, "
+            "body = excluded.body, kept = 1 WHERE events.expires_at <= ?",
+            (eid, event.node_id, event.status, event.event_type, ts, event.received_at.timestamp(),
+             max(now_ts, ts) + dedup_ttl, outcome, json.dumps(event_doc), now_ts),
+        )
+        if cur.rowcount == 0:
+            return Acceptance("duplicate", eid)
+        if outcome == "stale":
             return Acceptance("stale", eid)
-        prev = self._node_state(c, event.node_id)
-        if prev is not None and event.timestamp < prev.last_timestamp:
-            record("out_of_order")
+        if outcome == "out_of_order":
             return Acceptance("out_of_order", eid, previous=prev)
         new = next_node_state(prev, event)
         c.execute(
             "INSERT OR REPLACE INTO nodes VALUES (?, ?, ?, ?, ?)",
             (new.node_id, new.status, new.since.timestamp(), new.last_timestamp.timestamp(), new.last_event_id),
         )
-        if mode == "silenced":
-            record("silenced")
+        if outcome == "silenced":
             return Acceptance("silenced", eid, previous=prev)
         matches = plan(prev)
         last: dict[str, float] = {}
@@ -294,36 +330,29 @@ class SQLiteStore:
                 if r is not None:
                     last[m.route] = r[0]
         pairs, fired = select_deliveries(matches, last, now_ts)
-        c.executemany(
-            "INSERT OR REPLACE INTO fired VALUES (?, ?, ?, ?)",
-            [(route, event.node_id, event.status, now_ts) for route in fired],
-        )
+        if fired:
+            c.executemany(
+                "INSERT OR REPLACE INTO fired VALUES (?, ?, ?, ?)",
+                [(route, event.node_id, event.status, now_ts) for route in fired],
+            )
         ids = []
+        prev_status = prev.status if prev else None
+        prev_since = format_timestamp(prev.since) if prev else None
         for route, receiver in pairs:
             did = delivery_id(eid, receiver)
-            alert = Alert(
-                event=event,
-                route=route,
-                receiver=receiver,
-                delivery_id=did,
-                previous_status=prev.status if prev else None,
-                previous_since=prev.since if prev else None,
-            )
+            context = {"event": event_doc, "route": route, "receiver": receiver,
+                       "previous_status": prev_status, "previous_since": prev_since}
             key = order_key(receiver, event.node_id)
             # Jobs of one key are created in event order (older events are out_of_order above),
             # so a new job is the head exactly when its key has no unfinished job.
-            busy = c.execute(
-                "SELECT 1 FROM jobs WHERE order_key = ? AND state IN ('pending', 'inflight') LIMIT 1", (key,)
-            ).fetchone()
             c.execute(
                 "INSERT OR REPLACE INTO jobs (id, order_key, receiver, seq, state, attempts, created_at, "
                 "next_attempt_at, updated_at, is_head, due_at, context) "
-                "VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?, ?)",
-                (did, key, receiver, ts, now_ts, now_ts, now_ts, 0 if busy else 1, now_ts,
-                 json.dumps(alert.context())),
+                "VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?, NOT EXISTS (SELECT 1 FROM jobs WHERE order_key = ? "
+                "AND state IN ('pending', 'inflight')), ?, ?)",
+                (did, key, receiver, ts, now_ts, now_ts, now_ts, key, now_ts, json.dumps(context)),
             )
             ids.append(did)
-        record("accepted")
         return Acceptance("accepted", eid, tuple(ids), prev)
 
     @staticmethod
@@ -371,16 +400,18 @@ class SQLiteStore:
 
     def _finish(self, c: sqlite3.Connection, did: str, state: str, now: datetime, error: str | None) -> int:
         row = c.execute(
-            "SELECT order_key FROM jobs WHERE id = ? AND state IN ('pending', 'inflight')", (did,)
+            "UPDATE jobs SET state = ?, updated_at = ?, last_error = COALESCE(?, last_error), is_head = 0 "
+            "WHERE id = ? AND state IN ('pending', 'inflight') RETURNING order_key",
+            (state, now.timestamp(), error, did),
         ).fetchone()
         if row is None:
             return 0
+        # The finished job was its key's head; the next unfinished one (if any) takes over.
         c.execute(
-            "UPDATE jobs SET state = ?, updated_at = ?, last_error = COALESCE(?, last_error), is_head = 0 "
-            "WHERE id = ?",
-            (state, now.timestamp(), error, did),
+            "UPDATE jobs SET is_head = 1 WHERE id = (SELECT id FROM jobs WHERE order_key = ? "
+            "AND state IN ('pending', 'inflight') ORDER BY seq, created_at, id LIMIT 1)",
+            (row[0],),
         )
-        _fix_head(c, row[0])
         return 1
 
     async def complete(self, delivery_id: str, *, now: datetime) -> None:
@@ -480,20 +511,40 @@ class SQLiteStore:
         return await self._run(op)
 
     async def prune(self, *, now: datetime, retention: RetentionConfig) -> int:
-        def op(c: sqlite3.Connection) -> int:
-            t = now.timestamp()
-            n = c.execute("DELETE FROM dedup WHERE expires_at <= ?", (t,)).rowcount
-            n += c.execute(
-                "DELETE FROM jobs WHERE state = 'done' AND updated_at <= ?", (t - retention.done,)
-            ).rowcount
-            n += c.execute(
-                "DELETE FROM jobs WHERE state = 'dead' AND updated_at <= ?", (t - retention.dead,)
-            ).rowcount
-            n += c.execute("DELETE FROM events WHERE received_at <= ?", (t - retention.events,)).rowcount
-            n += c.execute("DELETE FROM silences WHERE ends_at <= ?", (t - retention.events,)).rowcount
-            return n
+        t = now.timestamp()
+        counted = [  # records that end, each counted once
+            "UPDATE events SET expires_at = 0 WHERE rowid IN "
+            "(SELECT rowid FROM events WHERE expires_at > 0 AND expires_at <= ? LIMIT ?)",
+            "UPDATE events SET kept = 0 WHERE rowid IN "
+            "(SELECT rowid FROM events WHERE kept = 1 AND received_at <= ? LIMIT ?)",
+            "DELETE FROM jobs WHERE rowid IN (SELECT rowid FROM jobs WHERE state = 'done' AND updated_at <= ? LIMIT ?)",
+            "DELETE FROM jobs WHERE rowid IN (SELECT rowid FROM jobs WHERE state = 'dead' AND updated_at <= ? LIMIT ?)",
+            "DELETE FROM silences WHERE rowid IN (SELECT rowid FROM silences WHERE ends_at <= ? LIMIT ?)",
+        ]
+        limits = [t, t - retention.events, t - retention.done, t - retention.dead, t - retention.events]
+        removed = 0
+        for sql, limit in zip(counted, limits, strict=True):
+            removed += await self._chunked(sql, (limit, _PRUNE_CHUNK))
+        # rows whose dedup and event records are both over (not counted again)
+        await self._chunked(
+            "DELETE FROM events WHERE rowid IN (SELECT rowid FROM events WHERE expires_at = 0 AND kept = 0 LIMIT ?)",
+            (_PRUNE_CHUNK,),
+        )
+        return removed
 
-        return await self._run(op)
+    async def _chunked(self, sql: str, args: tuple[float | int, ...]) -> int:
+        """Repeat ``sql`` (which touches at most _PRUNE_CHUNK rows) until it touches fewer: each run
+        is its own short transaction, so pruning a large backlog never stalls the loop for long."""
+
+        def op(c: sqlite3.Connection) -> int:
+            return int(c.execute(sql, args).rowcount)
+
+        total = 0
+        while True:
+            n = await self._run(op)
+            total += n
+            if n < _PRUNE_CHUNK:
+                return total
 
     # --- silences, meta ------------------------------------------------------------------------
 
