@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -46,8 +47,7 @@ def cases() -> list[tuple[str, Callable[[Context], dict[str, Any]]]]:
     out: list[tuple[str, Callable[[Context], dict[str, Any]]]] = [
         (name, lambda ctx, name=name: ingest.run(ctx, name)) for name in order
     ]
-    return [*out, ("e2e", e2e.run), ("routing", routing.run), ("drain", drain.run),
-            ("footprint", footprint.run)]
+    return [*out, ("e2e", e2e.run), ("routing", routing.run), ("drain", drain.run), ("footprint", footprint.run)]
 
 
 def _version(cmd: list[str]) -> str:
@@ -74,10 +74,15 @@ def machine() -> dict[str, Any]:
     import cryptography
 
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem / 2**30, 1),
-        "kernel": platform.release(), "python": platform.python_version(),
-        "aiohttp": aiohttp.__version__, "cryptography": cryptography.__version__,
-        "node": _version(["node", "--version"]), "wrk": _version(["wrk", "--version"]).split(" [")[0],
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem / 2**30, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "aiohttp": aiohttp.__version__,
+        "cryptography": cryptography.__version__,
+        "node": _version(["node", "--version"]),
+        "wrk": _version(["wrk", "--version"]).split(" [")[0],
         "redis": _version(["redis-server", "--version"]).split(" sha=")[0],
         "pinned": can_pin(),
     }
@@ -86,9 +91,11 @@ def machine() -> dict[str, Any]:
 def render(payload: dict[str, Any]) -> tuple[str, str]:
     m = payload["machine"]
     mode = payload["mode"]
-    head = (f"alert-bridge bench ({mode['name']}) {payload['started']}, {payload['elapsed_s']:.0f}s - "
-            f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}, "
-            f"Python {m['python']}, aiohttp {m['aiohttp']}, Node {m['node']}, {m['wrk']}, {m['redis']}")
+    head = (
+        f"alert-bridge bench ({mode['name']}) {payload['started']}, {payload['elapsed_s']:.0f}s - "
+        f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}, "
+        f"Python {m['python']}, aiohttp {m['aiohttp']}, Node {m['node']}, {m['wrk']}, {m['redis']}"
+    )
     tabs = report.tables(payload["cases"], ingest.CASES, mode)
     tabs.append(report.target_table(payload["targets"]))
     text = "\n\n".join([head, *(t.text() for t in tabs)])
@@ -97,22 +104,30 @@ def render(payload: dict[str, Any]) -> tuple[str, str]:
 
 
 def update_readme(path: Path, md: str) -> None:
+    """Replace what lies between the marker lines (markers alone on their line, not quoted in prose)."""
     text = path.read_text()
-    if README_START not in text or README_END not in text:
-        raise SystemExit(f"{path}: no {README_START} ... {README_END} section to replace")
-    before, rest = text.split(README_START, 1)
-    _, after = rest.split(README_END, 1)
-    path.write_text(f"{before}{README_START}\n{md}\n{README_END}{after}")
+    pattern = re.compile(rf"^{re.escape(README_START)}$.*?^{re.escape(README_END)}$", re.S | re.M)
+    if not pattern.search(text):
+        raise SystemExit(f"{path}: no {README_START} ... {README_END} lines to replace")
+    path.write_text(pattern.sub(lambda _: f"{README_START}\n{md}\n{README_END}", text, count=1))
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke mode: a few seconds per case (CI)")
-    ap.add_argument("--only", help="comma-separated case names (default: all): "
-                    + ", ".join(n for n, _ in cases()))
-    ap.add_argument("--out", type=Path, default=RESULTS, help="where latest.json / latest.md go")
-    ap.add_argument("--update-readme", type=Path, metavar="FILE",
-                    help=f"also replace the {README_START} section of FILE with the Markdown tables")
+    ap.add_argument("--only", help="comma-separated case names (default: all): " + ", ".join(n for n, _ in cases()))
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS,
+        help="where latest.json / latest.md go (latest-quick.* with --quick, *-partial.* with --only)",
+    )
+    ap.add_argument(
+        "--update-readme",
+        type=Path,
+        metavar="FILE",
+        help=f"also replace the {README_START} section of FILE with the Markdown tables",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory (configs, databases)")
     args = ap.parse_args(argv)
     mode = QUICK if args.quick else FULL
@@ -131,10 +146,28 @@ def main(argv: list[str] | None = None) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="alert-bridge-bench-"))
     print(f"alert-bridge bench, {mode.name} mode; scratch {workdir}; logs {log_dir}", flush=True)
+    try:
+        return run(args, selected, workdir, log_dir, t_start, started)
+    finally:
+        if args.keep:
+            print(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
 
+
+def run(
+    args: argparse.Namespace,
+    selected: list[tuple[str, Callable[[Context], dict[str, Any]]]],
+    workdir: Path,
+    log_dir: Path,
+    t_start: float,
+    started: str,
+) -> int:
+    mode = QUICK if args.quick else FULL
     key = ensure_key()
     public_key = key.write_public(workdir)
-    # Enough for the baselines' window, the drain and the footprint; bridge cases may add more below.
+    # Enough for the baselines' window, the drain and the footprint; bridge cases sign more if their
+    # warm-up shows they need it.
     need = max(ingest.LOOP_WINDOW, mode.footprint_events, mode.drain_jobs)
     print(f"- events: need {need:,} signed events (key {key.fingerprint})", flush=True)
     events = ensure_events(key, need)
@@ -142,15 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     ok, why = bridge_status()
     print(f"- bridge: {'available' if ok else 'UNAVAILABLE: ' + why}", flush=True)
 
-    ctx = Context(mode=mode, key=key, events=events, public_key=public_key, workdir=workdir, log_dir=log_dir,
-                  started=t_start)
+    ctx = Context(
+        mode=mode, key=key, events=events, public_key=public_key, workdir=workdir, log_dir=log_dir, started=t_start
+    )
     broken = False
     for name, fn in selected:
-        if name in ingest.BRIDGES:  # the floor's speed is known now: enough distinct events?
-            want = ingest.events_needed(ctx)
-            if want > ctx.events.count:
-                print(f"  need {want:,} distinct events", flush=True)
-                ctx.events = ensure_events(key, want)
         print(f"- {name} ...", flush=True)
         t0, meter = time.monotonic(), CpuMeter()
         try:
@@ -166,10 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         result["seconds"] = round(time.monotonic() - t0, 1)
         result["background"] = meter.stop()
         ctx.results[name] = result
-        summary = result.get("reason") or ", ".join(
-            f"{k} {v['median']:,.2f}" if isinstance(v, dict) and "median" in v else f"{k} {v}"
-            for k, v in result.items() if k in ("rps", "p99_ms", "rate", "events")
-        )
+        summary = report.brief(name, result)
         print(f"  {result['status']} in {result['seconds']}s: {summary}", flush=True)
 
     payload = {
@@ -179,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         "mode": {"name": mode.name, **{k: v for k, v in vars(mode).items() if k != "name"}},
         "machine": machine(),
         "bridge": {"available": ok, "reason": why},
-        "events": {"file": events.path.name, "count": ctx.events.count},
+        "events": {"file": ctx.events.path.name, "count": ctx.events.count},
         "cases": ctx.results,
         "targets": report.evaluate(ctx.results),
         "harness_ok": not broken,
@@ -187,15 +213,13 @@ def main(argv: list[str] | None = None) -> int:
     text, md = render(payload)
     print("\n" + text)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "latest.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    (args.out / "latest.md").write_text(md + "\n")
+    # Smoke and partial runs must not overwrite the published full results.
+    stem = "latest" + ("-quick" if args.quick else "") + ("-partial" if args.only else "")
+    (args.out / f"{stem}.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    (args.out / f"{stem}.md").write_text(md + "\n")
     if args.update_readme:
         update_readme(args.update_readme, md)
-    print(f"\nwrote {args.out / 'latest.json'} and {args.out / 'latest.md'}")
-    if args.keep:
-        print(f"kept {workdir}")
-    else:
-        shutil.rmtree(workdir, ignore_errors=True)
+    print(f"\nwrote {args.out / (stem + '.json')} and {args.out / (stem + '.md')}")
     if broken:
         print("harness error(s): see " + ", ".join(str(p) for p in log_dir.glob("error-*.txt")), file=sys.stderr)
     return 1 if broken else 0

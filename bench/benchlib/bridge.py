@@ -33,8 +33,14 @@ def bridge_status() -> tuple[bool, str]:
     global _status
     if _status is None:
         try:
-            done = subprocess.run(python_cmd("-m", "bridge", "--help"), capture_output=True, text=True,
-                                  timeout=60, cwd=REPO, env={**os.environ, **bench_env()})
+            done = subprocess.run(
+                python_cmd("-m", "bridge", "--help"),
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=REPO,
+                env={**os.environ, **bench_env()},
+            )
         except subprocess.TimeoutExpired:
             _status = (False, "`python -m bridge --help` did not finish within 60s")
         else:
@@ -42,8 +48,10 @@ def bridge_status() -> tuple[bool, str]:
                 _status = (True, "")
             else:
                 lines = (done.stderr or done.stdout).strip().splitlines()
-                _status = (False, f"`python -m bridge --help` exits {done.returncode}: "
-                                  f"{lines[-1] if lines else 'no output'}")
+                _status = (
+                    False,
+                    f"`python -m bridge --help` exits {done.returncode}: {lines[-1] if lines else 'no output'}",
+                )
     return _status
 
 
@@ -60,16 +68,20 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def make_config(*, public_key: Path, storage_url: str, sink_url: str, extra: dict[str, Any] | None = None
-                ) -> dict[str, Any]:
+def make_config(
+    *, public_key: Path, storage_url: str, sink_url: str, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """A production-like config: our key from a file, one webhook receiver (the sink) for everything.
 
     Logging is at warning so per-request log lines do not enter the numbers (an operator under load
     would do the same); everything else keeps the bridge's defaults unless ``extra`` says otherwise.
     """
     cfg = {
-        "server": {"listen": f"127.0.0.1:{free_port()}", "admin_listen": f"127.0.0.1:{free_port()}",
-                   "path": "/webhook"},
+        "server": {
+            "listen": f"127.0.0.1:{free_port()}",
+            "admin_listen": f"127.0.0.1:{free_port()}",
+            "path": "/webhook",
+        },
         "verification": {"public_key_file": str(public_key)},
         "storage": {"url": storage_url},
         "receivers": {"sink": {"type": "webhook", "url": f"{sink_url}/hook"}},
@@ -100,8 +112,9 @@ class Bridge:
 
     def check_alive(self) -> None:
         if not self.proc.alive():
-            raise Unavailable(f"bridge exited with code {self.proc.popen.returncode} during the case: "
-                              f"{self.proc.log_tail(6)}")
+            raise Unavailable(
+                f"bridge exited with code {self.proc.popen.returncode} during the case: {self.proc.log_tail(6)}"
+            )
 
 
 def start_bridge(procs: Procs, name: str, cfg: dict[str, Any], workdir: Path) -> Bridge:

@@ -37,8 +37,7 @@ class PostResult:
         return self.sent / self.elapsed if self.elapsed else 0.0
 
 
-async def _post_all(url: str, records: Sequence[tuple[str, bytes]], concurrency: int,
-                    timeout: float) -> PostResult:
+async def _post_all(url: str, records: Sequence[tuple[str, bytes]], concurrency: int, timeout: float) -> PostResult:
     result = PostResult()
     todo = iter(records)
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -47,8 +46,9 @@ async def _post_all(url: str, records: Sequence[tuple[str, bytes]], concurrency:
         async def worker() -> None:
             for sig, body in todo:  # one shared iterator: each record is sent exactly once
                 try:
-                    async with s.post(url, data=body, headers={"Content-Type": "application/json",
-                                                               SIG_HEADER: sig}) as resp:
+                    async with s.post(
+                        url, data=body, headers={"Content-Type": "application/json", SIG_HEADER: sig}
+                    ) as resp:
                         text = await resp.read()
                         result.statuses[resp.status] += 1
                         if resp.status >= 300 and result.first_error is None:
@@ -66,8 +66,9 @@ async def _post_all(url: str, records: Sequence[tuple[str, bytes]], concurrency:
     return result
 
 
-def post_all(url: str, records: Sequence[tuple[str, bytes]], *, concurrency: int = 32,
-             timeout: float = 300.0) -> PostResult:
+def post_all(
+    url: str, records: Sequence[tuple[str, bytes]], *, concurrency: int = 32, timeout: float = 300.0
+) -> PostResult:
     return asyncio.run(_post_all(url, records, concurrency, timeout))
 
 
@@ -87,8 +88,9 @@ async def _paced(url: str, items: Sequence[tuple[str, str, bytes]], rate: float,
         async def one(ident: str, sig: str, body: bytes) -> None:
             t0 = time.monotonic()
             try:
-                async with s.post(url, data=body, headers={"Content-Type": "application/json",
-                                                           SIG_HEADER: sig}) as resp:
+                async with s.post(
+                    url, data=body, headers={"Content-Type": "application/json", SIG_HEADER: sig}
+                ) as resp:
                     await resp.read()
                     status: int | str = resp.status
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -112,7 +114,6 @@ async def _paced(url: str, items: Sequence[tuple[str, str, bytes]], rate: float,
     return out
 
 
-def paced(url: str, items: Sequence[tuple[str, str, bytes]], *, rate: float, timeout: float = 30.0
-          ) -> list[Sent]:
+def paced(url: str, items: Sequence[tuple[str, str, bytes]], *, rate: float, timeout: float = 30.0) -> list[Sent]:
     """Send ``items`` (ident, signature, body) at ``rate`` per second, open loop."""
     return asyncio.run(_paced(url, items, rate, timeout))

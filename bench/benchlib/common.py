@@ -75,8 +75,15 @@ def free_port() -> int:
 class Proc:
     """A child process in its own session, logged to a file, stopped by its own id."""
 
-    def __init__(self, name: str, cmd: Sequence[str], log_dir: Path, *, env: dict[str, str] | None = None,
-                 cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        cmd: Sequence[str],
+        log_dir: Path,
+        *,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.name = name
         self.cmd = list(cmd)
         self.log_path = log_dir / f"{name}.log"
@@ -279,6 +286,8 @@ class CpuMeter:
         wall = max(time.monotonic() - self.wall, 1e-6)
         busy, steal = _proc_stat()
         ours = sum(os.times()[:4]) - self.ours
-        return {"other_cores": round(max(0.0, (busy - self.busy - ours) / wall), 2),
-                "steal_cores": round((steal - self.steal) / wall, 2),
-                "loadavg_1m": float(Path("/proc/loadavg").read_text().split()[0])}
+        return {
+            "other_cores": round(max(0.0, (busy - self.busy - ours) / wall), 2),
+            "steal_cores": round((steal - self.steal) / wall, 2),
+            "loadavg_1m": float(Path("/proc/loadavg").read_text().split()[0]),
+        }

@@ -30,17 +30,39 @@ class Mode:
 
 
 FULL = Mode(
-    name="full", warmup_s=3, rounds=3, round_s=8, dup_events=5_000,
-    e2e_s=10, e2e_rate=200, drain_jobs=20_000, drain_timeout_s=150,
-    routing_sizes=(1, 100, 1_000), routing_nodes=10_000, routing_repeats=5,
-    footprint_first=1_000, footprint_events=100_000, budget_s=570,
+    name="full",
+    warmup_s=3,
+    rounds=3,
+    round_s=8,
+    dup_events=5_000,
+    e2e_s=10,
+    e2e_rate=200,
+    drain_jobs=20_000,
+    drain_timeout_s=150,
+    routing_sizes=(1, 100, 1_000),
+    routing_nodes=10_000,
+    routing_repeats=5,
+    footprint_first=1_000,
+    footprint_events=100_000,
+    budget_s=540,
 )
 # CI smoke: every code path once, a few seconds per case; the numbers are only indicative.
 QUICK = Mode(
-    name="quick", warmup_s=1, rounds=1, round_s=2, dup_events=1_000,
-    e2e_s=3, e2e_rate=200, drain_jobs=2_000, drain_timeout_s=40,
-    routing_sizes=(1, 100, 1_000), routing_nodes=10_000, routing_repeats=3,
-    footprint_first=1_000, footprint_events=10_000, budget_s=150,
+    name="quick",
+    warmup_s=1,
+    rounds=1,
+    round_s=2,
+    dup_events=1_000,
+    e2e_s=3,
+    e2e_rate=200,
+    drain_jobs=2_000,
+    drain_timeout_s=40,
+    routing_sizes=(1, 100, 1_000),
+    routing_nodes=10_000,
+    routing_repeats=3,
+    footprint_first=1_000,
+    footprint_events=10_000,
+    budget_s=150,
 )
 
 

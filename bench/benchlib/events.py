@@ -209,11 +209,16 @@ def ensure_events(key: Key, need: int, log=print) -> EventFile:
         for sig, body in zip(sigs, bodies, strict=True):
             out.write(f"{sig}\t".encode() + body.ljust(BODY_WIDTH) + b"\n")
     tmp.rename(path)
-    meta = {"count": need, "record_len": record_len, "base_ms": base_ms, "created": created,
-            "key": key.fingerprint, "nodes": NODES}
+    meta = {
+        "count": need,
+        "record_len": record_len,
+        "base_ms": base_ms,
+        "created": created,
+        "key": key.fingerprint,
+        "nodes": NODES,
+    }
     _meta_path(path).write_text(json.dumps(meta))
-    log(f"  signed {need - first:,} events in {time.monotonic() - t0:.1f}s on {os.cpu_count()} cores "
-        f"-> {path.name}")
+    log(f"  signed {need - first:,} events in {time.monotonic() - t0:.1f}s on {os.cpu_count()} cores -> {path.name}")
     for f in files:  # now redundant
         f.path.unlink(missing_ok=True)
         _meta_path(f.path).unlink(missing_ok=True)
@@ -235,8 +240,12 @@ def fresh_events(key: Key, count: int, prefix: str) -> list[tuple[str, str, byte
     out_bodies, ids = [], []
     for k in range(count):
         nid = f"{prefix}{k:012d}"
-        body = {"eventType": "NODE_STATUS_UPDATED", "eventTimestamp": stamp,
-                "details": {"nodeId": nid, "status": "FAILED"}, "nodeId": nid}
+        body = {
+            "eventType": "NODE_STATUS_UPDATED",
+            "eventTimestamp": stamp,
+            "details": {"nodeId": nid, "status": "FAILED"},
+            "nodeId": nid,
+        }
         ids.append(nid)
         out_bodies.append(json.dumps(body, separators=(",", ":")).encode())
     sigs = sign_all(key, out_bodies) if count > 200 else [key.sign(b) for b in out_bodies]

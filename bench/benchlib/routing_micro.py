@@ -36,8 +36,11 @@ def route(i: int, nodes: int) -> dict[str, Any]:
     elif kind == 2:
         match = {"node": f"{node_id(i % nodes)[:20]}*", "status": ["FAILED", "PAUSED"]}
     else:
-        match = {"event_type": "NODE_STATUS_UPDATED", "previous_status": ["RUNNING"],
-                 "labels": {"region": f"r{i % REGIONS}"}}
+        match = {
+            "event_type": "NODE_STATUS_UPDATED",
+            "previous_status": ["RUNNING"],
+            "labels": {"region": f"r{i % REGIONS}"},
+        }
     return {"name": f"route-{i}", "match": match, "to": ["log"]}
 
 
@@ -60,10 +63,14 @@ def sample_events(nodes: int, count: int = 2_000) -> list[tuple[Any, Any]]:
     for k in range(count):
         n = rng.randrange(nodes)
         nid, ts = node_id(n), now - timedelta(seconds=count - k)
-        event = Event("NODE_STATUS_UPDATED", ts, nid, rng.choice(STATUSES),
-                      details={"nodeId": nid}, labels=node_labels(n))
-        prev = None if k % 5 == 0 else NodeState(nid, rng.choice(STATUSES), ts - timedelta(minutes=5),
-                                                 ts - timedelta(minutes=1), "evt_prev")
+        event = Event(
+            "NODE_STATUS_UPDATED", ts, nid, rng.choice(STATUSES), details={"nodeId": nid}, labels=node_labels(n)
+        )
+        prev = (
+            None
+            if k % 5 == 0
+            else NodeState(nid, rng.choice(STATUSES), ts - timedelta(minutes=5), ts - timedelta(minutes=1), "evt_prev")
+        )
         out.append((event, prev))
     return out
 
@@ -95,10 +102,15 @@ def measure(n_routes: int, nodes: int, repeats: int, events: list[tuple[Any, Any
             for e, p in events:
                 router.match(e, p)
         per_event.append((time.perf_counter() - t0) / (loops * len(events)))
-    return {"routes": n_routes, "us_per_event": statistics.median(per_event) * 1e6,
-            "us_min": min(per_event) * 1e6, "us_max": max(per_event) * 1e6,
-            "compile_ms": compile_s * 1000, "matches_per_event": matches / len(events),
-            "events_timed": loops * len(events) * repeats}
+    return {
+        "routes": n_routes,
+        "us_per_event": statistics.median(per_event) * 1e6,
+        "us_min": min(per_event) * 1e6,
+        "us_max": max(per_event) * 1e6,
+        "compile_ms": compile_s * 1000,
+        "matches_per_event": matches / len(events),
+        "events_timed": loops * len(events) * repeats,
+    }
 
 
 def main() -> None:

@@ -76,8 +76,9 @@ class Sink:
     def sample(self) -> dict[str, Any] | None:
         return self._call("/_sample")
 
-    def wait_delivered(self, expect: int, *, timeout: float, stall: float = 10.0,
-                       channel: str = "hook") -> dict[str, Any]:
+    def wait_delivered(
+        self, expect: int, *, timeout: float, stall: float = 10.0, channel: str = "hook"
+    ) -> dict[str, Any]:
         """Poll until ``expect`` distinct deliveries arrived, nothing arrived for ``stall`` s, or timeout."""
         deadline = time.monotonic() + timeout
         last, last_change = -1, time.monotonic()
@@ -109,8 +110,23 @@ def start_redis(procs: Procs, workdir: Path) -> int:
         raise Unavailable("redis-server is not installed")
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
-    cmd = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-           "--dir", str(workdir), "--protected-mode", "yes", "--daemonize", "no"]
+    cmd = [
+        "redis-server",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(workdir),
+        "--protected-mode",
+        "yes",
+        "--daemonize",
+        "no",
+    ]
     proc = procs.start(f"redis-{port}", pin_cmd(SERVER_CORE, cmd))
     wait_port(proc, port, timeout=20)
     deadline = time.monotonic() + 10

@@ -57,8 +57,10 @@ class Sink:
             self.unique[channel].add(delivery)
         if self.sample is None and channel == "hook":
             keep = ("Content-Type", "User-Agent", "webhook-id")
-            self.sample = {"body": body.decode(errors="replace"),
-                           "headers": {k: v for k, v in request.headers.items() if k in keep}}
+            self.sample = {
+                "body": body.decode(errors="replace"),
+                "headers": {k: v for k, v in request.headers.items() if k in keep},
+            }
         return web.Response(text="ok")  # Slack's incoming webhooks answer the two letters "ok"
 
 

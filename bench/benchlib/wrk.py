@@ -74,10 +74,24 @@ def run_wrk(
     cmd = pin_cmd(
         LOAD_CORE,
         [
-            "wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "10s",
-            "--latency", "-s", str(LUA), url, "--",
-            str(events.path), str(events.record_len), str(threads), str(offset), str(limit),
-            "loop" if loop else "once", path,
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{max(1, round(duration))}s",
+            "--timeout",
+            "10s",
+            "--latency",
+            "-s",
+            str(LUA),
+            url,
+            "--",
+            str(events.path),
+            str(events.record_len),
+            str(threads),
+            str(offset),
+            str(limit),
+            "loop" if loop else "once",
+            path,
         ],
     )
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)

@@ -73,6 +73,11 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 _JOB_COLS = "id, state, attempts, created_at, next_attempt_at, updated_at, last_error, context"
 _CHECKPOINT_EVERY = 1.0  # seconds between background WAL checkpoints
+_WAL_RESTART_FRAMES = 4096  # ~16 MiB of 4 KiB pages
+# Under sustained writes a PASSIVE checkpoint never catches up with the writer, and the WAL is
+# only reused from its start once one has: past this size, checkpoint with TRUNCATE (it waits for
+# the writer's current transaction and holds the next one back while it runs).
+_WAL_TRUNCATE_BYTES = 16 * 1024 * 1024
 _PRUNE_CHUNK = 5000  # rows per DELETE, so pruning a large backlog never stalls the loop for long
 
 
@@ -163,12 +168,16 @@ class SQLiteStore:
     def _checkpoint_loop(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
-            conn.execute("PRAGMA busy_timeout=1000")
+            conn.execute("PRAGMA busy_timeout=200")
             while not self._closing.wait(_CHECKPOINT_EVERY):
                 with contextlib.suppress(sqlite3.Error):
-                    # PASSIVE never blocks the writer; the WAL is reused from its start once
-                    # everything in it has been checkpointed, so it stays bounded.
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    # PASSIVE never blocks the writer, but under a steady stream of commits it never
+                    # catches up with the WAL's end either, so the WAL would only grow. Once it is
+                    # large, RESTART: it waits for the current transaction, copies the rest and lets
+                    # the next writer start the WAL from the beginning (bounded, a short pause).
+                    _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    if frames > _WAL_RESTART_FRAMES:
+                        conn.execute("PRAGMA wal_checkpoint(RESTART)")
         finally:
             conn.close()
 

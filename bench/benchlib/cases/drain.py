@@ -42,8 +42,12 @@ def run(ctx: Context) -> dict[str, Any]:
     with Procs(ctx.log_dir) as procs:
         sink = start_sink(procs, "sink-drain")
         sink.control(status=503)
-        cfg = make_config(public_key=ctx.public_key, storage_url=f"sqlite:///{ctx.workdir / 'drain.db'}",
-                          sink_url=sink.url, extra={"receivers": {"sink": {"retry": RETRY}}})
+        cfg = make_config(
+            public_key=ctx.public_key,
+            storage_url=f"sqlite:///{ctx.workdir / 'drain.db'}",
+            sink_url=sink.url,
+            extra={"receivers": {"sink": {"retry": RETRY}}},
+        )
         bridge = start_bridge(procs, "bridge-drain", cfg, ctx.workdir)
         fill = post_all(bridge.url, ctx.events.records(0, n), concurrency=32)
         if fill.ok != n:
@@ -74,15 +78,26 @@ def run(ctx: Context) -> dict[str, Any]:
         sample_path = ctx.workdir / "drain-sample.json"
         sample_path.write_text(json.dumps(sample))
         sink.control(reset=True)
-        cmd = pin_cmd(SERVER_CORE, python_cmd("-m", "benchlib.floor_client", f"{sink.url}/hook", str(n),
-                                              str(conc), str(sample_path)))
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=ctx.mode.drain_timeout_s + 60,
-                              env={**os.environ, **bench_env()})
+        cmd = pin_cmd(
+            SERVER_CORE,
+            python_cmd("-m", "benchlib.floor_client", f"{sink.url}/hook", str(n), str(conc), str(sample_path)),
+        )
+        done = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=ctx.mode.drain_timeout_s + 60,
+            env={**os.environ, **bench_env()},
+        )
         if done.returncode != 0:
             raise RuntimeError(f"floor client failed: {done.stderr[-400:]}")
         floor = json.loads(done.stdout.strip().splitlines()[-1])
         fst = sink.stats()
         floor_span = max(fst["last_ok"] - fst["first_ok"], 1e-3)
-        out["floor"] = {"rate": fst["ok"] / floor_span, "client": floor, "concurrency": conc,
-                        "body_bytes": len(sample["body"])}
+        out["floor"] = {
+            "rate": fst["ok"] / floor_span,
+            "client": floor,
+            "concurrency": conc,
+            "body_bytes": len(sample["body"]),
+        }
     return out

@@ -28,8 +28,13 @@ ARRIVAL_WAIT_S = 20.0
 
 def _lat_stats(values_s: list[float]) -> dict[str, float]:
     ms = [v * 1000 for v in values_s]
-    return {"p50_ms": percentile(ms, 50), "p90_ms": percentile(ms, 90), "p99_ms": percentile(ms, 99),
-            "max_ms": max(ms) if ms else float("nan"), "samples": len(ms)}
+    return {
+        "p50_ms": percentile(ms, 50),
+        "p90_ms": percentile(ms, 90),
+        "p99_ms": percentile(ms, 99),
+        "max_ms": max(ms) if ms else float("nan"),
+        "samples": len(ms),
+    }
 
 
 def run(ctx: Context) -> dict[str, Any]:
@@ -56,8 +61,10 @@ def run(ctx: Context) -> dict[str, Any]:
             public_key=ctx.public_key,
             storage_url=f"sqlite:///{ctx.workdir / 'e2e.db'}",
             sink_url=sink.url,
-            extra={"receivers": {"slack": {"type": "slack", "webhook_url": slack_url, "rate_limit": 0}},
-                   "default_to": ["sink", "slack"]},
+            extra={
+                "receivers": {"slack": {"type": "slack", "webhook_url": slack_url, "rate_limit": 0}},
+                "default_to": ["sink", "slack"],
+            },
         )
         bridge = start_bridge(procs, "bridge-e2e", cfg, ctx.workdir)
         out["ready_s"] = bridge.ready_s
@@ -85,8 +92,12 @@ def run(ctx: Context) -> dict[str, Any]:
 def _channel(accepted: list[Sent], arrivals: dict[str, float], stats: dict[str, Any]) -> dict[str, Any]:
     from_send = [arrivals[s.ident] - s.t_send for s in accepted if s.ident in arrivals]
     from_accept = [arrivals[s.ident] - s.t_done for s in accepted if s.ident in arrivals]
-    res: dict[str, Any] = {**_lat_stats(from_send), "received": len(from_send),
-                           "missing": len(accepted) - len(from_send), "requests_seen": stats["ok"]}
+    res: dict[str, Any] = {
+        **_lat_stats(from_send),
+        "received": len(from_send),
+        "missing": len(accepted) - len(from_send),
+        "requests_seen": stats["ok"],
+    }
     if from_accept:
         # Can be negative: a delivery may land before the client has read the 2xx.
         res["from_2xx_p50_ms"] = percentile([v * 1000 for v in from_accept], 50)

@@ -11,11 +11,11 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from benchlib.bridge import make_config, start_bridge
+from benchlib.bridge import make_config, require_bridge, start_bridge
 from benchlib.client import post_all
 from benchlib.common import Invalid, Procs, Unavailable, summarize
 from benchlib.context import Context
-from benchlib.events import fresh_events
+from benchlib.events import ensure_events, fresh_events
 from benchlib.servers import start_baseline, start_redis, start_sink
 from benchlib.wrk import CONNECTIONS, THREADS, WrkResult, ensure_wrk, run_wrk
 
@@ -24,7 +24,6 @@ BRIDGES = ("bridge-sqlite", "bridge-redis", "bridge-sqlite-dup")
 CASES = BASELINES + BRIDGES
 LOOP_WINDOW = 50_000  # events the baselines cycle over
 MAX_NON2XX = 0.01  # above this share of refused requests the throughput is not the path we meant
-DEFAULT_RPS = 5_000.0  # guess used to size windows before any case has run
 
 
 def preflight(ctx: Context, url: str) -> dict[str, Any]:
@@ -36,23 +35,15 @@ def preflight(ctx: Context, url: str) -> dict[str, Any]:
     return {"status": next(iter(res.statuses))}
 
 
-def expected_rps(ctx: Context) -> float:
-    """For sizing event windows: the floor is our stack's ceiling, so the bridge should not beat it."""
-    floor = ctx.result("aiohttp-floor").get("rps", {}).get("median")
-    return float(floor or DEFAULT_RPS)
-
-
-def events_needed(ctx: Context) -> int:
-    """Distinct events one bridge case consumes if it ran as fast as the floor, plus a margin."""
-    m = ctx.mode
-    return int(expected_rps(ctx) * 1.1 * (m.warmup_s + m.rounds * m.round_s)) + 10 * CONNECTIONS
-
-
 def run(ctx: Context, name: str) -> dict[str, Any]:
     ensure_wrk(ctx.log)
     m = ctx.mode
-    out: dict[str, Any] = {"wrk": f"-t{THREADS} -c{CONNECTIONS}", "warmup_s": m.warmup_s,
-                           "rounds_planned": m.rounds, "round_s": m.round_s}
+    out: dict[str, Any] = {
+        "wrk": f"-t{THREADS} -c{CONNECTIONS}",
+        "warmup_s": m.warmup_s,
+        "rounds_planned": m.rounds,
+        "round_s": m.round_s,
+    }
     wrk_log = ctx.log_dir / f"wrk-{name}.log"
     with Procs(ctx.log_dir) as procs:
         sink = bridge = None
@@ -60,6 +51,7 @@ def run(ctx: Context, name: str) -> dict[str, Any]:
             server, base = start_baseline(procs, name, ctx.public_key)
             url, path = base + "/webhook", "/webhook"
         else:
+            require_bridge()  # before starting a sink and Redis for nothing
             sink = start_sink(procs, f"sink-{name}")
             if name == "bridge-redis":
                 storage = f"redis://127.0.0.1:{start_redis(procs, ctx.workdir / name)}/0"
@@ -97,8 +89,9 @@ def run(ctx: Context, name: str) -> dict[str, Any]:
                 # Share what is left of the file among this run and the later ones, by duration. The
                 # window only bounds a run (events are read lazily), so the bigger the safer.
                 limit = int((ctx.events.count - offset) * duration / seconds_left)
-            res = run_wrk(url, ctx.events, duration=duration, offset=offset, limit=limit, loop=loop,
-                          path=path, log_file=wrk_log)
+            res = run_wrk(
+                url, ctx.events, duration=duration, offset=offset, limit=limit, loop=loop, path=path, log_file=wrk_log
+            )
             if not loop:
                 offset += THREADS * res.max_used
                 used += THREADS * res.max_used
@@ -106,6 +99,13 @@ def run(ctx: Context, name: str) -> dict[str, Any]:
 
         total_s = m.warmup_s + m.rounds * m.round_s
         warm = one(m.warmup_s, total_s)
+        if not loop:
+            # Now the bridge's own rate is known: sign more events if the rounds could run out.
+            # (Sizing from the floor up front would sign far more than a slower bridge uses.)
+            need = offset + int(warm.rps * 1.5 * m.rounds * m.round_s) + 10 * CONNECTIONS
+            if need > ctx.events.count:
+                ctx.log(f"  {name}: {warm.rps:,.0f} req/s in warm-up, signing up to {need:,} events")
+                ctx.events = ensure_events(ctx.key, need, log=ctx.log)
         rounds = [one(m.round_s, (m.rounds - i) * m.round_s) for i in range(m.rounds)]
         if server.popen.poll() is not None:
             raise Unavailable(f"{name} exited during the case: {server.log_tail(6)}")

@@ -15,10 +15,13 @@ MISSING = ("ModuleNotFoundError", "ImportError", "cannot import name")
 
 def run(ctx: Context) -> dict[str, Any]:
     m = ctx.mode
-    cmd = pin_cmd(SERVER_CORE, python_cmd("-m", "benchlib.routing_micro", str(m.routing_nodes),
-                                          str(m.routing_repeats), *map(str, m.routing_sizes)))
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO,
-                          env={**os.environ, **bench_env()})
+    cmd = pin_cmd(
+        SERVER_CORE,
+        python_cmd(
+            "-m", "benchlib.routing_micro", str(m.routing_nodes), str(m.routing_repeats), *map(str, m.routing_sizes)
+        ),
+    )
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO, env={**os.environ, **bench_env()})
     (ctx.log_dir / "routing.log").write_text(f"$ {' '.join(cmd)}\n{done.stdout}{done.stderr}")
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
