@@ -98,8 +98,8 @@ def _active(starts_at: datetime | None, ends_at: datetime, now: datetime) -> boo
 
 
 def validate(cfg: Config) -> Rules:
-    """Everything ``check`` proves beyond the schema: routes compile, templates render."""
-    problems: list[str] = []
+    """Everything ``check`` proves beyond the schema: files readable, routes compile, templates render."""
+    problems: list[str] = config_mod.unreadable_files(cfg)
     rules = None
     try:
         rules = Rules.from_config(cfg)
@@ -164,7 +164,7 @@ class App:
                            body_timeout=s.body_timeout, ready=self.ready)
         self.webhook_port = await self._serve(hook, host, port, ctx)
         ahost, aport = split_host_port(s.admin_listen)
-        admin = admin_app(metrics=self.scrape, reload=self.reload, ready=self.ready, silences=self)
+        admin = admin_app(metrics=self.scrape, reload=self.reload, ready=self.ready, silences=self, outbox=self.store)
         self.admin_port = await self._serve(admin, ahost, aport, None)
         scheme = "https" if ctx else "http"
         log.info("listening on %s://%s:%d%s (admin on %s:%d)", scheme, host, self.webhook_port, s.path,
@@ -172,7 +172,13 @@ class App:
 
     async def _serve(self, app: web.Application, host: str, port: int, ctx: Any) -> int:
         runner = web.AppRunner(app, handle_signals=False, access_log=None,
-                               shutdown_timeout=self.config.server.shutdown_grace)
+                               shutdown_timeout=self.config.server.shutdown_grace,
+                               # aiohttp closes a connection without a complete request after this
+                               # (from connect or from the last answer); its default is an hour.
+                               keepalive_timeout=self.config.server.idle_timeout,
+                               # An answer given before the whole body arrived (413, 408) closes the
+                               # connection at once instead of reading and discarding the rest.
+                               lingering_time=0)
         await runner.setup()
         site = web.TCPSite(runner, host, port, ssl_context=ctx, backlog=1024, reuse_address=True)
         await site.start()

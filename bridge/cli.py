@@ -1,4 +1,4 @@
-"""Command line: serve | check | route | send-test | deliveries | silence | keygen | emit | demo.
+"""Command line: serve | check | route | send-test | deliveries | silence | keygen | emit | demo | healthcheck.
 
 Exit status: 0 success, 1 the operation failed (e.g. a test alert did not arrive), 2 bad
 config or usage.
@@ -20,7 +20,7 @@ from bridge import __version__, commands, logs
 from bridge import config as config_mod
 from bridge.config import Config, format_duration
 from bridge.errors import BridgeError, ConfigError, DeliveryError, Unavailable
-from bridge.model import Event, NodeState, format_timestamp
+from bridge.model import Event, NodeState
 
 log = logging.getLogger("bridge.cli")
 
@@ -186,34 +186,62 @@ async def _with_store(cfg: Config, fn: Callable[[Any], Any]) -> Any:
 
 def cmd_deliveries(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
-    now = datetime.now(UTC)
+    if args.action == "retry" and not args.ids and not args.dead:
+        print("error: name delivery ids or --dead", file=sys.stderr)
+        return 2
+    result = asyncio.run(_deliveries(cfg, args))
     if args.action == "list":
-        rows = asyncio.run(_with_store(cfg, lambda s: s.list_deliveries(state=args.state, limit=args.limit)))
         if args.json:
-            print(json.dumps([{
-                "id": d.id, "state": d.state, "receiver": d.receiver, "route": d.alert.route,
-                "node": d.alert.event.node_id, "status": d.alert.event.status,
-                "event_id": d.alert.event.id, "attempts": d.attempts,
-                "created_at": format_timestamp(d.created_at),
-                "next_attempt_at": format_timestamp(d.next_attempt_at), "last_error": d.last_error,
-            } for d in rows], indent=2))
+            print(json.dumps(result, indent=2))
         else:
-            for d in rows:
-                print(f"{d.id}  {d.state:8} {d.receiver:16} {d.alert.event.node_id:20} {d.alert.event.status:10} "
-                      f"attempts={d.attempts} {d.last_error or ''}")
-            print(f"{len(rows)} deliveries", file=sys.stderr)
-        return 0
-    if args.action == "retry":
-        if not args.ids and not args.dead:
-            print("error: name delivery ids or --dead", file=sys.stderr)
-            return 2
-        ids = None if args.dead else args.ids
-        n = asyncio.run(_with_store(cfg, lambda s: s.retry_deliveries(ids, now=now)))
-        print(f"{n} deliveries queued again")
-        return 0
-    n = asyncio.run(_with_store(cfg, lambda s: s.purge_dead()))
-    print(f"{n} dead deliveries purged")
+            for d in result:
+                print(f"{d['id']}  {d['state']:8} {d['receiver']:16} {d['node']:20} {d['status']:10} "
+                      f"attempts={d['attempts']} {d['last_error'] or ''}")
+            print(f"{len(result)} deliveries", file=sys.stderr)
+    elif args.action == "retry":
+        print(f"{result} deliveries queued again")
+    else:
+        print(f"{result} dead deliveries purged")
     return 0
+
+
+async def _deliveries(cfg: Config, args: argparse.Namespace) -> Any:
+    """The running bridge's admin API when it answers (SQLite admits one process), else the store."""
+    import aiohttp
+
+    from bridge.commands import admin_base_url
+
+    base = admin_base_url(cfg)
+    if base is not None:
+        if args.action == "list":
+            state = f"&state={args.state}" if args.state else ""
+            method, path, body, key = "GET", f"/-/deliveries?limit={args.limit}{state}", None, "deliveries"
+        elif args.action == "retry":
+            body = {"dead": True} if args.dead else {"ids": args.ids}
+            method, path, key = "POST", "/-/deliveries/retry", "retried"
+        else:
+            method, path, body, key = "POST", "/-/deliveries/purge-dead", None, "purged"
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session, \
+                    session.request(method, base + path, json=body) as resp:
+                doc = await resp.json(content_type=None)
+                if resp.status == 200 and isinstance(doc, dict) and key in doc:
+                    return doc[key]
+                detail = doc.get("detail") if isinstance(doc, dict) else None
+                raise Unavailable(f"admin API at {base} answered {resp.status}: {detail or 'unexpected answer'}")
+        except (aiohttp.ClientConnectionError, TimeoutError):
+            pass  # no bridge running: open the store ourselves
+        except ValueError:
+            raise Unavailable(f"admin API at {base} answered something that is not JSON") from None
+
+    async def on_store(store: Any) -> Any:
+        if args.action == "list":
+            return [d.summary() for d in await store.list_deliveries(state=args.state, limit=args.limit)]
+        if args.action == "retry":
+            return await store.retry_deliveries(None if args.dead else args.ids, now=datetime.now(UTC))
+        return await store.purge_dead()
+
+    return await _with_store(cfg, on_store)
 
 
 # --- parser --------------------------------------------------------------------------------------

@@ -118,6 +118,8 @@ class SecretFiles(Strict):
                 data[name] = Path(str(path)).read_text(encoding="utf-8").strip()
             except OSError as exc:
                 raise ValueError(f"{file_key}: cannot read {path}: {exc.strerror or exc}") from None
+            if not data[name]:  # an empty Kubernetes secret would fail every delivery, silently until then
+                raise ValueError(f"{file_key}: {path} is empty")
         return data
 
 
@@ -137,7 +139,17 @@ class ServerConfig(Strict):
     tls: TLSConfig | None = None
     # A client that has not sent its whole body by then is cut off (slowloris).
     body_timeout: Duration = 10.0
+    # A connection that has not sent a complete request line and headers for this long is closed:
+    # idle keep-alive connections, and clients that never finish their headers (slowloris).
+    idle_timeout: Duration = 15.0
     shutdown_grace: Duration = 10.0
+
+    @field_validator("idle_timeout", "body_timeout")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be longer than 0 (a client could otherwise hold a connection forever)")
+        return v
 
     @field_validator("path")
     @classmethod
@@ -487,6 +499,32 @@ def _semantic_problems(cfg: Config) -> tuple[list[str], list[str]]:
         if silence.starts_at and silence.starts_at >= silence.ends_at:
             problems.append(f"silences[{i}].ends_at: must be after starts_at")
     return problems, warnings
+
+
+def unreadable_files(cfg: Config) -> list[str]:
+    """Files read only when the bridge starts (TLS pair, public keys, CA bundle) that cannot be read now.
+
+    Not part of ``parse`` (a config may be built before its files exist); ``check``, ``serve`` and
+    reload run it through ``app.validate``."""
+    files: list[tuple[str, Path]] = []
+    if cfg.server.tls is not None:
+        files += [("server.tls.cert_file", cfg.server.tls.cert_file), ("server.tls.key_file", cfg.server.tls.key_file)]
+    if cfg.verification.public_key_file is not None:
+        files.append(("verification.public_key_file", cfg.verification.public_key_file))
+    for node_id, node in (cfg.nodes or {}).items():
+        if node.public_key_file is not None:
+            files.append((f"nodes.{node_id}.public_key_file", node.public_key_file))
+    for name, rcv in cfg.receivers.items():
+        if isinstance(rcv, EmailReceiverConfig) and rcv.smtp.ca_file is not None:
+            files.append((f"receivers.{name}.smtp.ca_file", rcv.smtp.ca_file))
+    problems = []
+    for where, path in files:
+        try:
+            with open(path, "rb") as f:
+                f.read(1)
+        except OSError as exc:
+            problems.append(f"{where}: cannot read {path}: {exc.strerror or exc}")
+    return problems
 
 
 def parse(data: Any, *, env: Mapping[str, str] | None = None, source: str = "<memory>") -> Config:

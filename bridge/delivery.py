@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -106,7 +106,7 @@ class Dispatcher:
         self._lanes: dict[str, _Lane] = {}
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._sending: set[str] = set()  # ids of the jobs this dispatcher is sending
+        self._sending: dict[str, float] = {}  # jobs this dispatcher is sending -> lease end (monotonic)
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
 
@@ -116,8 +116,15 @@ class Dispatcher:
         for name, receiver in receivers.items():
             cfg = configs[name]
             old = self._lanes.get(name)
-            limiter = old.limiter if old and old.cfg.rate_limit == cfg.rate_limit else RateLimiter(cfg.rate_limit)
-            lanes[name] = _Lane(receiver, cfg, RetryPolicy(cfg.retry), limiter, old.active if old else 0)
+            if old is None:
+                lanes[name] = _Lane(receiver, cfg, RetryPolicy(cfg.retry), RateLimiter(cfg.rate_limit))
+                continue
+            # The same lane object, updated in place: sends in flight hold it and decrement its
+            # ``active`` when they finish; a new lane would never see that and lose capacity.
+            if old.cfg.rate_limit != cfg.rate_limit:
+                old.limiter = RateLimiter(cfg.rate_limit)
+            old.receiver, old.cfg, old.policy = receiver, cfg, RetryPolicy(cfg.retry)
+            lanes[name] = old
         self._lanes = lanes
         self.wake()
 
@@ -143,7 +150,9 @@ class Dispatcher:
             if claimed and not self._stopping:
                 continue  # more may be due right away
             try:
-                await asyncio.wait_for(self._wake.wait(), self._poll)
+                # (asyncio.timeout, not wait_for: no extra task per wake-up.)
+                async with asyncio.timeout(self._poll):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
 
@@ -163,7 +172,7 @@ class Dispatcher:
                 if job.id in self._sending:  # its lease ran out during a long pause; still ours
                     log.warning("delivery %s claimed again while being sent; not sent twice", job.id)
                     continue
-                self._sending.add(job.id)
+                self._sending[job.id] = time.monotonic() + lease
                 lane.active += 1
                 task = asyncio.create_task(self._deliver(lane, job), name=f"deliver-{job.id}")
                 self._tasks.add(task)
@@ -199,35 +208,57 @@ class Dispatcher:
     # --- one job -------------------------------------------------------------------------------
 
     async def _deliver(self, lane: _Lane, job: Delivery) -> None:
-        name = job.receiver
-        ids = {"delivery_id": job.id, "receiver": name, "event_id": job.alert.event.id, "attempt": job.attempts}
+        ids = {"delivery_id": job.id, "receiver": job.receiver, "event_id": job.alert.event.id,
+               "attempt": job.attempts}
+        try:
+            failure = await self._send(lane, job)
+        except asyncio.CancelledError:
+            lane.active -= 1
+            try:
+                await self._release(job, "interrupted by shutdown")
+            finally:
+                self._sending.pop(job.id, None)
+            raise
+        # The send is over, so its slot is free. Waking the dispatcher before the outcome is queued
+        # lets it claim the next job in the same store batch: with SQLite one commit records "done"
+        # and claims the next job (in that order), instead of one commit after the other.
+        lane.active -= 1
+        self.wake()
+        try:
+            await self._record(lane, job, failure, ids)
+        finally:
+            self._sending.pop(job.id, None)
+            if lane.active < lane.cfg.concurrency:
+                self.wake()  # the next job of this order key may be due now, and there is room for it
+
+    async def _send(self, lane: _Lane, job: Delivery) -> Exception | None:
+        """One attempt: None when delivered, else what went wrong."""
         try:
             await lane.limiter.acquire()
             started = time.perf_counter()
             try:
                 # The receiver times its own network calls; this bounds anything it forgot.
-                await asyncio.wait_for(lane.receiver.send(job.alert), lane.cfg.timeout + 5)
+                async with asyncio.timeout(lane.cfg.timeout + 5):
+                    await lane.receiver.send(job.alert)
             except TimeoutError:
                 raise RetryLater("timed out") from None
-            self._metrics.delivery_seconds.labels(name).observe(time.perf_counter() - started)
-        except asyncio.CancelledError:
-            await self._release(job, "interrupted by shutdown")
-            raise
-        except Permanent as exc:
-            await self._bury(job, f"permanent: {exc.reason}", ids)
-        except RetryLater as exc:
-            await self._retry(lane, job, exc.reason, exc.retry_after, ids)
-        except Exception as exc:  # a receiver bug must not kill the worker; treat as transient
-            log.exception("receiver raised unexpectedly", extra=ids)
-            await self._retry(lane, job, f"unexpected {type(exc).__name__}", None, ids)
-        else:
-            await self._store.complete(job.id, now=self._clock())
-            self._metrics.deliveries.labels(name, "delivered").inc()
-            log.info("delivered", extra=ids)
-        finally:
-            lane.active -= 1
-            self._sending.discard(job.id)
-            self.wake()  # the next job of this order key may be due now
+            self._metrics.delivery_seconds.labels(job.receiver).observe(time.perf_counter() - started)
+        except Exception as exc:  # classified by _record
+            return exc
+        return None
+
+    async def _record(self, lane: _Lane, job: Delivery, failure: Exception | None, ids: dict[str, object]) -> None:
+        if failure is None:
+            if await self._settle(job, lambda: self._store.complete(job.id, now=self._clock())):
+                self._metrics.deliveries.labels(job.receiver, "delivered").inc()
+                log.info("delivered", extra=ids)
+        elif isinstance(failure, Permanent):
+            await self._bury(job, f"permanent: {failure.reason}", ids)
+        elif isinstance(failure, RetryLater):
+            await self._retry(lane, job, failure.reason, failure.retry_after, ids)
+        else:  # a receiver bug must not kill the worker; treat it as transient
+            log.error("receiver raised unexpectedly", exc_info=failure, extra=ids)
+            await self._retry(lane, job, f"unexpected {type(failure).__name__}", None, ids)
 
     async def _retry(
         self, lane: _Lane, job: Delivery, reason: str, retry_after: float | None, ids: dict[str, object]
@@ -240,16 +271,37 @@ class Dispatcher:
         if delay is None:
             await self._bury(job, f"gave up after {job.attempts} attempts: {reason}", ids)
             return
-        await self._store.reschedule(
-            job.id, now=now, next_attempt_at=now + timedelta(seconds=delay), error=reason
-        )
+        nxt = now + timedelta(seconds=delay)
+        if not await self._settle(job, lambda: self._store.reschedule(job.id, now=now, next_attempt_at=nxt,
+                                                                      error=reason)):
+            return
         self._metrics.deliveries.labels(job.receiver, "retry").inc()
         log.warning("delivery failed, retrying in %.1fs: %s", delay, reason, extra=ids)
 
     async def _bury(self, job: Delivery, reason: str, ids: dict[str, object]) -> None:
-        await self._store.bury(job.id, now=self._clock(), error=reason)
+        if not await self._settle(job, lambda: self._store.bury(job.id, now=self._clock(), error=reason)):
+            return
         self._metrics.deliveries.labels(job.receiver, "dead").inc()
         log.error("delivery dead: %s", reason, extra=ids)
+
+    async def _settle(self, job: Delivery, record: Callable[[], Awaitable[None]]) -> bool:
+        """Record a job's outcome. Storage may be away for a moment (a Redis restart): keep trying
+        while the job's lease lasts, so a job that was sent is not sent again; past that, the
+        lease has run out and the job is sent again anyway (at least once)."""
+        deadline = self._sending.get(job.id) or time.monotonic() + self._lease
+        pause = 0.1
+        while True:
+            try:
+                await record()
+                return True
+            except Unavailable as exc:
+                left = deadline - time.monotonic() - 0.2  # the last try comes just before the lease ends
+                if left <= 0:
+                    log.error("could not record the outcome of delivery %s: %s; it will be sent again",
+                              job.id, exc.detail)
+                    return False
+                await asyncio.sleep(min(pause, left))
+                pause = min(pause * 2, 2.0)
 
     async def _release(self, job: Delivery, reason: str) -> None:
         try:

@@ -113,7 +113,13 @@ def secret_values(obj: Any) -> list[str]:
     """Every SecretStr value in a config tree (webhook URLs, tokens, passwords, header values)."""
     found: list[str] = []
     if isinstance(obj, SecretStr):
-        found.append(obj.get_secret_value())
+        value = obj.get_secret_value()
+        found.append(value)
+        if value.startswith(("http://", "https://")):
+            # A URL's token can show up alone (a query value, a Slack path part): redact the parts too.
+            from bridge.receivers.base import url_secrets
+
+            found.extend(url_secrets(value))
     elif isinstance(obj, BaseModel):
         for name in type(obj).model_fields:
             found.extend(secret_values(getattr(obj, name)))

@@ -194,6 +194,16 @@ class Delivery:
     def order_key(self) -> str:
         return order_key(self.alert.receiver, self.alert.event.node_id)
 
+    def summary(self) -> dict[str, Any]:
+        """What an operator sees of a delivery (CLI --json and the admin API)."""
+        return {
+            "id": self.id, "state": self.state, "receiver": self.receiver, "route": self.alert.route,
+            "node": self.alert.event.node_id, "status": self.alert.event.status,
+            "event_id": self.alert.event.id, "attempts": self.attempts,
+            "created_at": format_timestamp(self.created_at),
+            "next_attempt_at": format_timestamp(self.next_attempt_at), "last_error": self.last_error,
+        }
+
 
 def order_key(receiver: str, node_id: str) -> str:
     """Deliveries sharing this key go out one at a time, in event order."""

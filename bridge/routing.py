@@ -9,11 +9,23 @@ matches everything it matches. Both would silently disable an alert.
 :class:`RouteMatch`; a matching route with ``stop: true`` ends the walk; when nothing matched the
 ``default_to`` receivers get the event under the route name ``"default"``.
 
-Each route is filed in exactly one index, under its most selective field: exact node id, node
-glob literal prefix or suffix, one label, status, previous status, or else the catch-all list.
-An event only looks at the buckets its node id, labels and statuses select, so with a thousand
-routes it usually checks a handful. Hits are merged back into route order, so the answer is
-exactly that of the plain in-order walk (which :func:`explain` performs).
+Matching costs about the same with one route or a thousand. Whether a route matches depends on
+two things only: the node (its id and labels) and the event's status, event type and previous
+status. So the routes are bit masks over route positions:
+
+- per node, the routes whose node and label conditions it meets: worked out the first time the
+  node is seen (from an index, below) and remembered until the config is reloaded (a new Router);
+  the memo is bounded, so unknown node ids cannot grow it without limit;
+- per status, event type and previous status, the routes that accept that value (precomputed).
+
+An event's matches are the AND of its node's mask and three value masks, cut after the first route
+with ``stop: true``; each distinct result is built once into a tuple of :class:`RouteMatch` and
+reused. The answer is exactly that of the plain in-order walk (which :func:`explain` performs).
+
+To find a new node's routes without testing all of them, each route is filed in exactly one
+index, under its most selective field: exact node id, node glob literal prefix or suffix, one
+label, status, previous status, or else the catch-all list. A node looks at the node and label
+buckets it selects, plus the routes filed by a status that have a node or label condition.
 """
 
 from __future__ import annotations
@@ -182,6 +194,12 @@ class CompiledRoute:
         rx = self.node_re
         return rx is not None and rx.match(node_id) is not None
 
+    def node_test(self, node_id: str, labels: Mapping[str, str]) -> bool:
+        """The node and label conditions only (what a node's mask is made of)."""
+        if self.node_exact is not None and not self.node_matches(node_id):
+            return False
+        return all(labels.get(key) == value for key, value in self.labels or ())
+
     def test(self, event: Event, prev: NodeState | None) -> bool:
         """Does this route match? Cheapest checks first; agrees with :meth:`why_not`."""
         s = self.statuses
@@ -308,17 +326,22 @@ class _Stoppers:
 # --- the router ----------------------------------------------------------------------------------------
 
 _Bucket = tuple[CompiledRoute, ...]
+# Per node: the labels it was seen with, the routes its node and labels meet, those with stop: true.
+_NodeEntry = tuple[Mapping[str, str], int, int]
 _EMPTY: _Bucket = ()
 
 
 class Router:
-    """Compiled routes. Build with :func:`compile_routes`; immutable afterwards.
+    """Compiled routes. Build with :func:`compile_routes`; immutable afterwards (but for the
+    bounded per-node memo that makes :meth:`match` cheap, see the module docstring).
 
     ``routes`` holds the compiled routes in order, ``default_to`` the fallback receivers and
     ``warnings`` non-fatal findings (e.g. one entry of a node list that matches no configured node).
     """
 
     __slots__ = (
+        "_always",
+        "_bit_of",
         "_by_label",
         "_by_node",
         "_by_prefix",
@@ -326,13 +349,32 @@ class Router:
         "_by_status",
         "_by_suffix",
         "_generic",
+        "_labels",
+        "_loose",
+        "_masks",
+        "_memo_cap",
+        "_nodes",
         "_prefix_lens",
+        "_prev_any",
+        "_prev_mask",
+        "_prev_none",
+        "_results",
+        "_status_any",
+        "_status_mask",
+        "_stop_mask",
         "_suffix_lens",
+        "_type_any",
+        "_type_mask",
         "default",
         "default_to",
         "routes",
         "warnings",
     )
+
+    #: At most this many node ids are remembered when no larger ``nodes:`` allow-list is configured;
+    #: at most this many distinct results are kept (each is a tuple of shared RouteMatch objects).
+    MEMO_NODES = 16_384
+    MEMO_RESULTS = 4_096
 
     def __init__(
         self,
@@ -341,7 +383,8 @@ class Router:
         warnings: Sequence[str] = (),
         nodes: Mapping[str, Mapping[str, str]] | _NodeIndex | None = None,
     ) -> None:
-        """``nodes`` (the allow-list with its labels) only guides which index each route goes in."""
+        """``nodes`` (the allow-list with its labels) only guides which index each route goes in
+        and how many node ids the memo keeps."""
         self.routes: tuple[CompiledRoute, ...] = tuple(routes)
         self.default_to: tuple[str, ...] = tuple(default_to)
         self.default: RouteMatch | None = RouteMatch(DEFAULT_ROUTE, self.default_to) if self.default_to else None
@@ -384,12 +427,53 @@ class Router:
         self._by_prev = {k: tuple(v) for k, v in by_prev.items()}
         self._generic: _Bucket = tuple(generic)
 
+        # Bit masks over route positions (bit i = self.routes[i]).
+        self._bit_of = {id(r): 1 << i for i, r in enumerate(self.routes)}
+        bit = self._bit_of
+        node_filed = {id(r) for d in (self._by_node, self._by_prefix, self._by_suffix) for b in d.values() for r in b}
+        node_filed.update(id(r) for d in self._by_label.values() for b in d.values() for r in b)
+        # Routes not filed by node or label: without node and label conditions every node gets
+        # them; with one, a new node tests them.
+        self._always = 0
+        loose: list[CompiledRoute] = []
+        for r in self.routes:
+            if id(r) in node_filed:
+                continue
+            if r.node_exact is None and r.labels is None:
+                self._always |= bit[id(r)]
+            else:
+                loose.append(r)
+        self._loose: _Bucket = tuple(loose)
+        self._stop_mask = sum(bit[id(r)] for r in self.routes if r.stop)
+        self._status_any, self._status_mask = self._value_masks([r.statuses for r in self.routes])
+        self._type_any, self._type_mask = self._value_masks([r.event_types for r in self.routes])
+        self._prev_any, self._prev_mask = self._value_masks([r.prev_statuses for r in self.routes])
+        self._prev_none = self._prev_any  # no previous status: only routes without that condition
+        self._memo_cap = max(self.MEMO_NODES, len(stats.ids) if stats is not None else 0)
+        self._nodes: dict[str, _NodeEntry] = {}
+        self._masks: dict[int, int] = {}  # interned node masks: many nodes share one
+        self._labels: dict[frozenset[tuple[str, str]], dict[str, str]] = {}  # interned label sets
+        self._results: dict[int, tuple[RouteMatch, ...]] = {}
+
+    @staticmethod
+    def _value_masks(conditions: Sequence[frozenset[str] | None]) -> tuple[int, dict[str, int]]:
+        """For one field: the mask of routes without a condition on it (they accept any value), and
+        for each value some route names, the mask of the routes that accept it."""
+        any_value = 0
+        by_value: dict[str, int] = {}
+        for i, values in enumerate(conditions):
+            if values is None:
+                any_value |= 1 << i
+            else:
+                for v in values:
+                    by_value[v] = by_value.get(v, 0) | 1 << i
+        return any_value, {v: m | any_value for v, m in by_value.items()}
+
     def __len__(self) -> int:
         return len(self.routes)
 
-    def _buckets(self, event: Event, prev: NodeState | None) -> list[_Bucket]:
-        """The buckets an event looks at; together they hold every route that could match it."""
-        node_id = event.node_id
+    def _node_buckets(self, node_id: str, labels: Mapping[str, str]) -> list[_Bucket]:
+        """The node and label buckets a node selects."""
         size = len(node_id)
         buckets: list[_Bucket] = []
         b = self._by_node.get(node_id)
@@ -407,14 +491,19 @@ class Router:
             b = self._by_suffix.get(node_id[size - n :])
             if b:
                 buckets.append(b)
-        if self._by_label and event.labels:
+        if self._by_label and labels:
             by_label = self._by_label
-            for key, value in event.labels.items():
+            for key, value in labels.items():
                 d = by_label.get(key)
                 if d is not None:
                     b = d.get(value)
                     if b:
                         buckets.append(b)
+        return buckets
+
+    def _buckets(self, event: Event, prev: NodeState | None) -> list[_Bucket]:
+        """The buckets an event looks at; together they hold every route that could match it."""
+        buckets = self._node_buckets(event.node_id, event.labels)
         b = self._by_status.get(event.status)
         if b:
             buckets.append(b)
@@ -426,44 +515,74 @@ class Router:
             buckets.append(self._generic)
         return buckets
 
+    def _learn(self, node_id: str, labels: Mapping[str, str]) -> _NodeEntry:
+        """Work out and remember the mask of routes whose node and label conditions the node meets."""
+        mask = self._always
+        bit = self._bit_of
+        for bucket in (*self._node_buckets(node_id, labels), self._loose):
+            for r in bucket:
+                if r.node_test(node_id, labels):
+                    mask |= bit[id(r)]
+        memo = self._nodes
+        if len(memo) >= self._memo_cap:
+            # Bounded: forget the node remembered longest ago (a node seen again is re-learned).
+            del memo[next(iter(memo))]
+            if len(self._masks) >= self._memo_cap:
+                self._masks.clear()
+            if len(self._labels) >= self._memo_cap:
+                self._labels.clear()
+        mask = self._masks.setdefault(mask, mask)
+        items = frozenset(labels.items())
+        copy = self._labels.get(items)
+        if copy is None:
+            copy = self._labels[items] = dict(labels)
+        entry = memo[node_id] = (copy, mask, mask & self._stop_mask)
+        return entry
+
+    def _result(self, hits: int) -> tuple[RouteMatch, ...]:
+        """The matches for a mask of matching routes (already cut after the first stop)."""
+        if not hits:
+            out: tuple[RouteMatch, ...] = (self.default,) if self.default is not None else ()
+        else:
+            routes = self.routes
+            found = []
+            m = hits
+            while m:
+                low = m & -m
+                found.append(routes[low.bit_length() - 1].result)
+                m ^= low
+            out = tuple(found)
+        if len(self._results) >= self.MEMO_RESULTS:
+            self._results.clear()
+        self._results[hits] = out
+        return out
+
     def match(self, event: Event, prev: NodeState | None) -> list[RouteMatch]:
         """Every matching route, in route order, up to and including the first with stop: true;
         or the default route when none matched and ``default_to`` is set; or nothing."""
-        buckets = self._buckets(event, prev)
-        hits: list[CompiledRoute] = []
-        stop_at = len(self.routes)
-        for bucket in buckets:
-            for r in bucket:
-                if r.index > stop_at:
-                    break
-                if r.test(event, prev):
-                    hits.append(r)
-                    if r.stop:
-                        stop_at = r.index
-                        break
-        if not hits:
-            return [self.default] if self.default is not None else []
-        if len(buckets) == 1:
-            return [r.result for r in hits]
-        # Merge: route order, nothing after the first stop, each route once.
-        hits.sort(key=_index)
-        out: list[RouteMatch] = []
-        last = -1
-        for r in hits:
-            if r.index > stop_at:
-                break
-            if r.index != last:
-                out.append(r.result)
-                last = r.index
-        return out
+        labels = event.labels
+        entry = self._nodes.get(event.node_id)
+        if entry is None or entry[0] != labels:
+            entry = self._learn(event.node_id, labels)
+        hits = (
+            entry[1]
+            & self._status_mask.get(event.status, self._status_any)
+            & self._type_mask.get(event.event_type, self._type_any)
+            & (self._prev_none if prev is None else self._prev_mask.get(prev.status, self._prev_any))
+        )
+        if entry[2]:  # the node has routes with stop: true
+            stops = hits & entry[2]
+            if stops:
+                hits &= ((stops & -stops) << 1) - 1  # nothing after the first matching stop route
+        out = self._results.get(hits)
+        if out is None:
+            out = self._result(hits)
+        return list(out)
 
     def candidates(self, event: Event, prev: NodeState | None) -> int:
-        """How many route checks an event costs at most (for benchmarks and tests)."""
+        """How many route checks an event costs at most with the index alone (for benchmarks and
+        tests); with the node's mask remembered, :meth:`match` checks none."""
         return sum(len(b) for b in self._buckets(event, prev))
-
-
-def _index(r: CompiledRoute) -> int:
-    return r.index
 
 
 class _NodeKeys(NamedTuple):

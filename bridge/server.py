@@ -2,7 +2,7 @@
 
 The webhook app only reads the request and hands it to ``Ingest``; every answer is JSON and
 no path leads to a 500 (an unexpected error answers 503 so ThunderStack retries and nothing is
-lost). Admin endpoints (metrics, reload) live on their own listener so exposing the webhook
+lost). Admin endpoints (metrics, reload, silences, the outbox) live on their own listener so exposing the webhook
 port exposes nothing else.
 """
 
@@ -12,15 +12,16 @@ import asyncio
 import json
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from bridge.errors import BodyTooLarge, Unavailable
+from bridge.errors import BodyTooLarge, PayloadError, RequestError, Unavailable
 from bridge.ingest import Ingest, Reply, error_reply
-from bridge.model import Silence
+from bridge.model import DELIVERY_STATES, Delivery, DeliveryState, Silence
 from bridge.verify import SIGNATURE_HEADER
 
 log = logging.getLogger("bridge.server")
@@ -40,6 +41,16 @@ class Silences(Protocol):
     async def list_silences(self, *, include_expired: bool = False) -> list[Silence]: ...
 
     async def expire_silence(self, silence_id: str) -> bool: ...
+
+
+class Outbox(Protocol):
+    """What the outbox API needs: the store's delivery operations."""
+
+    async def list_deliveries(self, *, state: DeliveryState | None = None, limit: int = 100) -> list[Delivery]: ...
+
+    async def retry_deliveries(self, ids: Sequence[str] | None, *, now: datetime) -> int: ...
+
+    async def purge_dead(self) -> int: ...
 
 
 def _json(reply: Reply) -> web.Response:
@@ -81,7 +92,10 @@ async def read_body(request: web.Request, limit: int, timeout: float) -> bytes:
     size = 0
     async with asyncio.timeout(timeout):
         while True:
-            chunk = await request.content.readany()
+            try:
+                chunk = await request.content.readany()
+            except web.RequestPayloadError:  # e.g. Content-Encoding: gzip over bytes that are not gzip
+                raise PayloadError("body could not be read: malformed chunked or compressed data") from None
             if not chunk:
                 break
             size += len(chunk)
@@ -102,7 +116,7 @@ def webhook_app(
     async def receive(request: web.Request) -> web.StreamResponse:
         try:
             body = await read_body(request, max_body_bytes, body_timeout)
-        except BodyTooLarge as exc:
+        except RequestError as exc:  # too large, or undecodable
             ingest().refuse(exc)
             resp = _json(error_reply(exc))
             resp.force_close()  # the rest of the body is never read
@@ -134,9 +148,9 @@ def webhook_app(
     return app
 
 
-def admin_app(*, metrics: Scrape, reload: Reload, ready: ReadyCheck, silences: Silences | None = None
-              ) -> web.Application:
-    """Metrics, reload, health and the silence API. Bind it to a private address only."""
+def admin_app(*, metrics: Scrape, reload: Reload, ready: ReadyCheck, silences: Silences | None = None,
+              outbox: Outbox | None = None) -> web.Application:
+    """Metrics, reload, health, the silence and outbox APIs. Bind it to a private address only."""
 
     async def get_metrics(_: web.Request) -> web.Response:
         return web.Response(body=await metrics(), content_type="text/plain", charset="utf-8")
@@ -162,7 +176,49 @@ def admin_app(*, metrics: Scrape, reload: Reload, ready: ReadyCheck, silences: S
     app.router.add_get("/readyz", readyz)
     if silences is not None:
         _add_silence_routes(app, silences)
+    if outbox is not None:
+        _add_outbox_routes(app, outbox)
     return app
+
+
+def _add_outbox_routes(app: web.Application, outbox: Outbox) -> None:
+    """``alert-bridge deliveries`` talks to these while the bridge runs (SQLite allows one process)."""
+
+    async def list_(request: web.Request) -> web.Response:
+        state = request.query.get("state") or None
+        if state not in (None, *DELIVERY_STATES):
+            return web.json_response({"error": "invalid_state", "detail": f"state must be one of "
+                                      f"{', '.join(DELIVERY_STATES)}"}, status=400)
+        try:
+            limit = max(1, min(10_000, int(request.query.get("limit", "100"))))
+        except ValueError:
+            return web.json_response({"error": "invalid_limit", "detail": "limit must be a number"}, status=400)
+        found = await outbox.list_deliveries(state=state, limit=limit)
+        return web.json_response({"deliveries": [d.summary() for d in found]})
+
+    async def retry(request: web.Request) -> web.Response:
+        doc = await _json_body(request)
+        ids = doc.get("ids") if isinstance(doc, dict) else None
+        if not (isinstance(doc, dict) and (doc.get("dead") is True or (
+                isinstance(ids, list) and ids and all(isinstance(i, str) for i in ids)))):
+            return web.json_response({"error": "invalid_request",
+                                      "detail": 'send {"ids": ["dlv_..."]} or {"dead": true}'}, status=400)
+        n = await outbox.retry_deliveries(None if doc.get("dead") is True else ids, now=datetime.now(UTC))
+        return web.json_response({"retried": n})
+
+    async def purge(_: web.Request) -> web.Response:
+        return web.json_response({"purged": await outbox.purge_dead()})
+
+    app.router.add_get("/-/deliveries", list_)
+    app.router.add_post("/-/deliveries/retry", retry)
+    app.router.add_post("/-/deliveries/purge-dead", purge)
+
+
+async def _json_body(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError:
+        return None
 
 
 def _add_silence_routes(app: web.Application, silences: Silences) -> None:

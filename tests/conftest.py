@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from bridge.testing import generate_key, public_pem
 from tests.harness import BridgeProcess, InProcessBridge, base_config
 
-pytest_plugins = ["tests.fakes"]
+pytest_plugins = ["tests.fakes", "tests.reliability"]
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -14,12 +15,13 @@ from typing import Any
 
 import aiohttp
 import yaml
+from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bridge import config as config_mod
 from bridge.app import App
 from bridge.testing import event_body, sign
-from tests.fakes import free_port
+from tests.fakes import LOOPBACK, WebhookSink, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,16 +103,6 @@ class _Client:
     async def metrics(self) -> str:
         async with aiohttp.ClientSession() as s, s.get(self.admin_url + "/metrics") as r:
             return await r.text()
-
-
-def metric_value(text: str, name: str, **labels: str) -> float:
-    """The value of one series in Prometheus text output (0.0 when absent)."""
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    series = f"{name}{{{want}}}" if labels else name
-    for line in text.splitlines():
-        if line.startswith(series + " "):
-            return float(line.split()[-1])
-    return 0.0
 
 
 class InProcessBridge(_Client):
@@ -198,3 +190,75 @@ class BridgeProcess(_Client):
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+class ProbeSink(WebhookSink):
+    """A WebhookSink for outbox tests. Each request's ``webhook-id`` is noted on arrival
+    (``arrived``), then the request is held while ``hold()`` is on (from the n-th arrival),
+    delayed by ``delay``, answered 503 when its event's node is in ``failing_nodes``, else
+    recorded and answered as WebhookSink does. A request whose client went away while held or
+    delayed is in ``arrived`` only. ``active``/``max_active`` count requests in progress.
+    ``port``: listen there (to come back where a receiver that was down expects it).
+    """
+
+    def __init__(self, *, port: int = 0, delay: float = 0.0, failing_nodes: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.fixed_port = port
+        self.delay = delay
+        self.failing_nodes = set(failing_nodes)
+        self.arrived: list[str] = []
+        self.hold_from: int | None = None
+        self._gate = asyncio.Event()
+        self.active = 0
+        self.max_active = 0
+
+    async def __aenter__(self) -> ProbeSink:
+        await self.start()
+        return self
+
+    async def start(self) -> None:
+        if not self.fixed_port:
+            await super().start()
+            return
+        app = web.Application()
+        self._routes(app)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.5, handler_cancellation=True, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, LOOPBACK, self.fixed_port, reuse_address=True).start()
+        self._port = self.fixed_port
+
+    def hold(self, from_arrival: int = 0) -> None:
+        """Arrivals from the ``from_arrival``-th on (0-based, over the sink's life) wait for release()."""
+        self.hold_from = from_arrival
+        self._gate.clear()
+
+    def release(self) -> None:
+        self.hold_from = None
+        self._gate.set()
+
+    def ids(self) -> list[str]:
+        """The webhook-id of every delivered (2xx) request, in order."""
+        return [r.headers["webhook-id"] for r in self.delivered]
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        index = len(self.arrived)
+        self.arrived.append(request.headers.get("webhook-id", ""))
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            if self.hold_from is not None and index >= self.hold_from:
+                await self._gate.wait()
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            body = await request.read()
+            try:
+                event = json.loads(body).get("event")
+            except (ValueError, AttributeError):
+                event = None
+            if isinstance(event, dict) and event.get("nodeId") in self.failing_nodes:
+                rec = await self._record(request)
+                rec.status = 503
+                return web.Response(status=503)
+            return await super()._handle(request)
+        finally:
+            self.active -= 1

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import random
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -22,7 +21,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
+import redis.asyncio as aioredis
 
 from bridge.config import Config, RetryConfig, parse
 from bridge.delivery import Dispatcher, RetryPolicy
@@ -32,8 +31,11 @@ from bridge.receivers import build_receivers
 from bridge.render import Renderer
 from bridge.store import Store
 from bridge.store.memory import MemoryStore
+from bridge.store.redis import RedisStore
 from bridge.store.sqlite import SQLiteStore
 from tests.fakes import FakeSlack, Received, WebhookSink, free_port, wait_until
+from tests.harness import ProbeSink
+from tests.redis_server import RedisServer, redis_outage_server  # noqa: F401
 
 pytest_plugins = ["tests.fakes"]
 pytestmark = pytest.mark.timeout(60)
@@ -62,33 +64,6 @@ def event_of(req: Received) -> tuple[str, str, str]:
     """(node, status, eventTimestamp) of one request the webhook receiver sent."""
     ev = req.payload["event"]
     return ev["nodeId"], ev["status"], ev["eventTimestamp"]
-
-
-class ProbeSink(WebhookSink):
-    """A webhook sink that can fail per node, answer slowly, and counts requests in parallel."""
-
-    def __init__(self, *, delay: float = 0.0, failing_nodes: Sequence[str] = ()) -> None:
-        super().__init__()
-        self.delay = delay
-        self.failing_nodes = set(failing_nodes)
-        self.active = 0
-        self.max_active = 0
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        self.active += 1
-        self.max_active = max(self.max_active, self.active)
-        try:
-            if self.delay:
-                await asyncio.sleep(self.delay)
-            body = await request.read()
-            node = json.loads(body)["event"]["nodeId"] if body else None
-            if node in self.failing_nodes:
-                rec = await self._record(request)
-                rec.status = 503
-                return web.Response(status=503)
-            return await super()._handle(request)
-        finally:
-            self.active -= 1
 
 
 @dataclass
@@ -123,33 +98,42 @@ class Rig:
 RigFactory = Callable[..., Awaitable[Rig]]
 
 
+async def open_rig(
+    store: Store,
+    receivers: dict[str, Any],
+    session: aiohttp.ClientSession,
+    *,
+    clock: Callable[[], datetime] = real_clock,
+    lease: float = 30.0,
+    poll: float = 0.05,
+) -> Rig:
+    cfg = parse({"verification": {"public_key": "unused"}, "receivers": receivers}, env={})
+    await store.open()
+    dispatcher = Dispatcher(store, metrics=Metrics(), clock=clock, lease=lease, poll_interval=poll)
+    dispatcher.set_receivers(build_receivers(cfg, Renderer.from_config(cfg), session), dict(cfg.receivers))
+    return Rig(store, dispatcher, clock, cfg)
+
+
+async def close_rig(rig: Rig) -> None:
+    await rig.dispatcher.stop(0)
+    await rig.store.close()
+
+
 @pytest.fixture(params=STORES)
 async def make_rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RigFactory]:
     """``await make_rig(receivers={...}, clock=..., lease=...)`` on the parametrised store."""
-    rigs: list[tuple[Rig, aiohttp.ClientSession]] = []
+    rigs: list[Rig] = []
+    async with aiohttp.ClientSession() as session:
 
-    async def make(
-        receivers: dict[str, Any],
-        *,
-        clock: Callable[[], datetime] = real_clock,
-        lease: float = 30.0,
-        poll: float = 0.05,
-    ) -> Rig:
-        cfg = parse({"verification": {"public_key": "unused"}, "receivers": receivers}, env={})
-        store: Store = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "bridge.db")
-        await store.open()
-        session = aiohttp.ClientSession()
-        dispatcher = Dispatcher(store, metrics=Metrics(), clock=clock, lease=lease, poll_interval=poll)
-        dispatcher.set_receivers(build_receivers(cfg, Renderer.from_config(cfg), session), dict(cfg.receivers))
-        rig = Rig(store, dispatcher, clock, cfg)
-        rigs.append((rig, session))
-        return rig
+        async def make(receivers: dict[str, Any], **options: Any) -> Rig:
+            store: Store = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "bridge.db")
+            rig = await open_rig(store, receivers, session, **options)
+            rigs.append(rig)
+            return rig
 
-    yield make
-    for rig, session in reversed(rigs):
-        await rig.dispatcher.stop(0)
-        await session.close()
-        await rig.store.close()
+        yield make
+        for rig in reversed(rigs):
+            await close_rig(rig)
 
 
 def hook(url: str, **settings: Any) -> dict[str, Any]:
@@ -340,7 +324,7 @@ async def test_order_per_receiver_and_node_survives_failures(make_rig: RigFactor
 
 async def test_failing_receiver_holds_back_only_its_own_order_key(make_rig: RigFactory) -> None:
     clock = Clock()
-    async with ProbeSink() as good, ProbeSink(failing_nodes=["n1"]) as bad:
+    async with ProbeSink() as good, ProbeSink(failing_nodes=("n1",)) as bad:
         rig = await make_rig({"good": hook(good.url, retry=FAST_RETRY), "bad": hook(bad.url, retry=FAST_RETRY)},
                              clock=clock)
         ids = {}
@@ -421,6 +405,38 @@ async def test_stop_interrupts_sends_past_the_grace(make_rig: RigFactory) -> Non
         job = await rig.job(jid)
         assert job.state == "pending" and job.last_error == "interrupted by shutdown"
         assert job.next_attempt_at <= datetime.now(UTC)  # due again at once on the next start
+
+
+async def test_outcome_is_recorded_after_a_storage_outage_not_sent_again(
+    redis_outage_server: RedisServer,  # noqa: F811
+) -> None:
+    # Redis goes away while a send is in flight and comes back a second later: the dispatcher
+    # keeps trying to record "done" (within the lease) instead of leaving the job in flight to be
+    # sent again when its lease runs out.
+    server = redis_outage_server
+    admin = aioredis.Redis(host="127.0.0.1", port=server.port)
+    await admin.config_set("save", "3600 1")  # the restarted server loads what it had
+    await admin.aclose()
+    async with ProbeSink() as sink, aiohttp.ClientSession() as session:
+        rig = await open_rig(RedisStore(server.url, prefix="blip:"), {"hook": hook(sink.url)}, session, lease=30)
+        try:
+            sink.hold()
+            [jid] = await rig.enqueue("n1", "FAILED")
+            rig.dispatcher.start()
+            await wait_until(lambda: sink.active == 1, 5, "the send")
+            await asyncio.to_thread(server.stop)
+            sink.release()
+            await wait_until(lambda: len(sink.delivered) == 1, 5, "the answer")
+            await asyncio.sleep(0.5)  # recording the outcome fails meanwhile
+            await asyncio.to_thread(server.start)
+            for _ in range(100):
+                if (await rig.job(jid)).state == "done":
+                    break
+                await asyncio.sleep(0.1)
+            assert (await rig.job(jid)).state == "done"
+            assert sink.arrived == [jid]
+        finally:
+            await close_rig(rig)
 
 
 # --- RetryPolicy ---------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ import aiohttp
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bridge.testing import event_body, sign
-from tests.harness import InProcessBridge, metric_value
+from tests.harness import InProcessBridge
+from tests.promtext import series as metric_value
 
 NOW = datetime.now(UTC)
 
@@ -200,3 +201,20 @@ async def test_wrong_method_and_path_are_json(bridge: Callable[..., Any]) -> Non
     assert status == 405 and doc["error"] == "method_not_allowed"
     status, doc = await b.get(b.base_url + "/nope")
     assert status == 404 and doc["error"] == "not_found"
+
+
+async def test_outbox_admin_api(bridge: Callable[..., Any]) -> None:
+    b: InProcessBridge = await bridge(routes=[{"name": "all", "to": ["console"]}])
+    await b.event("n1", "FAILED")
+    async with aiohttp.ClientSession() as s:
+        async with s.get(b.admin_url + "/-/deliveries?state=bogus") as r:
+            assert r.status == 400 and (await r.json())["error"] == "invalid_state"
+        async with s.post(b.admin_url + "/-/deliveries/retry", json={"ids": "dlv_x"}) as r:
+            assert r.status == 400 and (await r.json())["error"] == "invalid_request"
+        async with s.post(b.admin_url + "/-/deliveries/retry", json={"dead": True}) as r:
+            assert r.status == 200 and (await r.json()) == {"retried": 0}
+        async with s.get(b.admin_url + "/-/deliveries?limit=5") as r:
+            [row] = (await r.json())["deliveries"]
+            assert row["node"] == "n1" and row["receiver"] == "console" and row["id"].startswith("dlv_")
+    # the outbox API is not on the webhook listener
+    assert (await b.get(b.base_url + "/-/deliveries"))[0] == 404

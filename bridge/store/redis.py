@@ -51,10 +51,11 @@ under contention (it must be free of side effects).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import random
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -62,6 +63,7 @@ from typing import Any, Literal, cast
 
 import redis.exceptions as rex
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
@@ -76,14 +78,23 @@ from bridge.model import (
     NodeState,
     Silence,
     delivery_id,
+    format_timestamp,
     next_node_state,
-    order_key,
 )
 from bridge.store.base import Acceptance, AcceptStatus, OutboxStats, Plan, select_deliveries
+
+_hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
+try:  # C encoding of commands; redis-py's asyncio client packs them in Python otherwise
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # pragma: no cover - hiredis is a dependency, but the store works without it
+    _hiredis_pack = None
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 _MAX_ACCEPT_ATTEMPTS = 50
+_DBG = [0, 0, 0, 0]  # DEBUG
+_ACCEPT_BATCH = 256  # accepts committed by one script call (bounds its run time)
+_SETTLE_BATCH = 512  # send outcomes recorded by one script call
 _BATCH = 1000  # keys handled per script call by prune and promotion (bounds one script's run time)
 _DEDUP_GRACE_MS = 60_000
 _MAX_PX = 10 * 365 * 86400 * 1000
@@ -107,6 +118,26 @@ def _cutoff(now_us: int, seconds: float) -> int:
     while (now_us - (c + 1)) / 1_000_000 >= seconds:
         c += 1
     return c
+
+
+# Compact JSON; one encoder for every call (json.dumps builds a new one per call for these options).
+_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+class _HiredisPacking(AbstractConnection):
+    """Mixed into the pool's connection class: commands packed by hiredis (C), as redis-py's
+    synchronous client does. A batch commit carries thousands of arguments."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        if _hiredis_pack is not None and self.encoder.encoding == "utf-8" and args:
+            head = args[0]
+            if isinstance(head, str):
+                args = (*head.encode().split(), *args[1:])
+            elif isinstance(head, bytes) and b" " in head:
+                args = (*head.split(), *args[1:])
+            if all(type(a) in (str, bytes, int) for a in args):
+                return [_hiredis_pack(args)]
+        return super().pack_command(*args)
 
 
 def _member(created_us: int, job_id: str) -> str:
@@ -226,6 +257,21 @@ local function revive(id, now)
   return 1
 end
 
+-- inflight -> pending, due at nxt
+local function reschedule(id, now, nxt, err)
+  local k = jk(id)
+  local f = redis.call('HMGET', k, 'state', 'ok', 'created', 'rcv')
+  if f[1] ~= 'inflight' then return 0 end
+  local q = qk(f[2])
+  local old = head_of(q)
+  redis.call('HSET', k, 'state', 'pending', 'next', nxt, 'err', err, 'updated', now)
+  redis.call('HDEL', k, 'lease')
+  redis.call('ZREM', P .. 'st:inflight', id)
+  redis.call('ZADD', P .. 'st:pending', f[3], id)
+  fix_head(q, f[4], old, true)
+  return 1
+end
+
 -- heads whose due time has passed: due -> ready
 local function promote(now, cap)
   local ms = redis.call('ZRANGEBYSCORE', DUE, '-inf', now, 'LIMIT', 0, cap)
@@ -241,61 +287,102 @@ local function promote(now, cap)
 end
 """
 
-_LUA_ACCEPT = (
+_LUA_READ = r"""
+-- what a batch of accepts decides on. ARGV: 1 prefix, 2 n, then n dedup keys (without prefix),
+-- then node ids. Returns {dedup values (false: none), per node {status, since, last, id, v,
+-- then the fired hash as field, value, ...}}
+local P = ARGV[1]
+local n = tonumber(ARGV[2])
+local dd, nodes = {}, {}
+for i = 1, n do dd[i] = redis.call('GET', P .. 'dd:' .. ARGV[2 + i]) end
+for i = n + 3, #ARGV do
+  local h = redis.call('HMGET', P .. 'node:' .. ARGV[i], 'status', 'since', 'last', 'id', 'v')
+  for _, x in ipairs(redis.call('HGETALL', P .. 'fired:' .. ARGV[i])) do h[#h + 1] = x end
+  nodes[#nodes + 1] = h
+end
+return {dd, nodes}
+"""
+
+_LUA_COMMIT = (
     _LUA_LIB
     + r"""
--- ARGV: 2 dedup key, 3 now (unix s), 4 dedup value "<expires> <event id>", 5 expires, 6 dedup px,
--- 7 event id, 8 event json, 9 received_at µs, 10 event px, 11 node key, 12 check node version
--- (0/1), 13 expected version ('' = no node), 14 write node (0/1), 15 status, 16 since µs,
--- 17 last µs, 18 node event id, 19 fired key, 20 now µs, 21 n fired, then n (field, value),
--- then n jobs, then 6 per job (id, member, order key, receiver, event ts µs, context json)
-local dk = ARGV[2]
-local d = redis.call('GET', dk)
-if d then
-  local sp = string.find(d, ' ', 1, true)
-  if sp and tonumber(string.sub(d, 1, sp - 1)) > tonumber(ARGV[3]) then
-    return {'duplicate', string.sub(d, sp + 1)}
+-- commit a batch of accepts, in order. ARGV: 2 event px, 3 n, then n items:
+--   1 dedup key (without prefix), 2 now (unix s), 3 dedup value "<expires> <event id>", 4 expires,
+--   5 dedup px, 6 event id, 7 event json, 8 received_at µs, 9 node id, 10 check the node's version
+--   (0/1), 11 expected version ('' = no node), 12 write node (0/1), 13 status, 14 since µs,
+--   15 last µs, 16 now µs, 17 n fired, then n (field, value), then n jobs, then 5 per job
+--   (id, member, receiver, event ts µs, context json)
+-- Answers per item: 'ok', 'dup <event id>' or 'retry'. An item was planned on the state its
+-- batch predecessors of the same node leave behind, so once one of them is not 'ok', the rest of
+-- that node's items answer 'retry'.
+local evpx = ARGV[2]
+local out = {}
+local broken = {}
+local i = 4
+for _ = 1, tonumber(ARGV[3]) do
+  local dkey, nowts, dval, expires, dpx, eid, rec, rcvd, node, check, ver, write, st, since, last, now =
+    unpack(ARGV, i, i + 15)
+  local nf = tonumber(ARGV[i + 16])
+  local fi = i + 17
+  local nj = tonumber(ARGV[fi + 2 * nf])
+  local ji = fi + 2 * nf + 1
+  i = ji + 5 * nj
+  local dk = P .. 'dd:' .. dkey
+  local nk = P .. 'node:' .. node
+  local res = 'ok'
+  if broken[node] then
+    res = 'retry'
+  else
+    local d = redis.call('GET', dk)
+    if d then
+      local sp = string.find(d, ' ', 1, true)
+      if sp and tonumber(string.sub(d, 1, sp - 1)) > tonumber(nowts) then
+        res = 'dup ' .. string.sub(d, sp + 1)
+      end
+    end
+    if res == 'ok' and check == '1' and (redis.call('HGET', nk, 'v') or '') ~= ver then res = 'retry' end
+  end
+  out[#out + 1] = res
+  if res ~= 'ok' then
+    broken[node] = true
+  else
+    redis.call('SET', dk, dval, 'PX', dpx)
+    redis.call('ZADD', P .. 'dd:idx', expires, dk)
+    redis.call('SET', P .. 'ev:' .. eid, rec, 'PX', evpx)
+    redis.call('ZADD', P .. 'ev:idx', rcvd, eid)
+    if write == '1' then
+      -- the version was checked above: this is HINCRBY v 1 in the same call
+      redis.call('HSET', nk, 'status', st, 'since', since, 'last', last, 'id', eid, 'v', (tonumber(ver) or 0) + 1)
+    end
+    if nf > 0 then redis.call('HSET', P .. 'fired:' .. node, unpack(ARGV, fi, fi + 2 * nf - 1)) end
+    for j = ji, ji + 5 * (nj - 1), 5 do
+      local id, m, rcv, ets, ctx = ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4]
+      local ok = rcv .. '|' .. node
+      local k = jk(id)
+      if redis.call('EXISTS', k) == 1 then drop_job(id) end
+      redis.call('HSET', k, 'id', id, 'state', 'pending', 'attempts', 0, 'created', now, 'next', now,
+        'updated', now, 'ok', ok, 'rcv', rcv, 'ets', ets, 'm', m, 'ctx', ctx)
+      redis.call('ZADD', P .. 'st:pending', now, id)
+      redis.call('ZADD', P .. 'jobs', now, id)
+      redis.call('SADD', P .. 'rcv:' .. rcv, id)
+      -- fix_head(), knowing the new job: it is the head if it sorts before the old one
+      local q = qk(ok)
+      local top = redis.call('ZRANGE', q, 0, 0, 'WITHSCORES')
+      redis.call('ZADD', q, ets, m)
+      local old = top[1]
+      if old then
+        local ts, ots = tonumber(ets), tonumber(top[2])
+        if ts < ots or (ts == ots and m < old) then
+          redis.call('ZREM', DUE, old)
+          unready(old, rcv)
+          old = nil
+        end
+      end
+      if not old then redis.call('ZADD', DUE, now, m) end  -- a new head: pending, due now
+    end
   end
 end
-local nk = ARGV[11]
-if ARGV[12] == '1' then
-  local v = redis.call('HGET', nk, 'v') or ''
-  if v ~= ARGV[13] then return {'retry'} end
-end
-redis.call('SET', dk, ARGV[4], 'PX', ARGV[6])
-redis.call('ZADD', P .. 'dd:idx', ARGV[5], dk)
-redis.call('SET', P .. 'ev:' .. ARGV[7], ARGV[8], 'PX', ARGV[10])
-redis.call('ZADD', P .. 'ev:idx', ARGV[9], ARGV[7])
-if ARGV[14] == '1' then
-  redis.call('HSET', nk, 'status', ARGV[15], 'since', ARGV[16], 'last', ARGV[17], 'id', ARGV[18])
-  redis.call('HINCRBY', nk, 'v', 1)
-end
-local now = ARGV[20]
-local i = 21
-local nf = tonumber(ARGV[i])
-i = i + 1
-for _ = 1, nf do
-  redis.call('HSET', ARGV[19], ARGV[i], ARGV[i + 1])
-  i = i + 2
-end
-local nj = tonumber(ARGV[i])
-i = i + 1
-for _ = 1, nj do
-  local id, m, ok, rcv, ets, ctx = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
-  i = i + 6
-  local k = jk(id)
-  if redis.call('EXISTS', k) == 1 then drop_job(id) end
-  redis.call('HSET', k, 'id', id, 'state', 'pending', 'attempts', 0, 'created', now, 'next', now,
-    'updated', now, 'ok', ok, 'rcv', rcv, 'ets', ets, 'm', m, 'ctx', ctx)
-  redis.call('ZADD', P .. 'st:pending', now, id)
-  redis.call('ZADD', P .. 'jobs', now, id)
-  redis.call('SADD', P .. 'rcv:' .. rcv, id)
-  local q = qk(ok)
-  local old = head_of(q)
-  redis.call('ZADD', q, ets, m)
-  fix_head(q, rcv, old, false)
-end
-return {'ok'}
+return out
 """
 )
 
@@ -311,10 +398,13 @@ _LUA_CLAIM = (
     _LUA_LIB
     + r"""
 -- ARGV: 2 now µs, 3 limit, 4 lease expiry µs, 5 promotion cap, 6 '*' (any receiver) or '',
--- then receivers
+-- then receivers. Returns {1} when the promotion filled its cap (promote, then call again),
+-- otherwise {0, claimed job hashes...}
 local now = ARGV[2]
 local limit = tonumber(ARGV[3])
-promote(now, tonumber(ARGV[5]))
+local cap = tonumber(ARGV[5])
+-- a full promotion batch: more heads may be due; the caller promotes the rest and asks again
+if promote(now, cap) >= cap then return {1} end
 local sets = {READY}
 if ARGV[6] ~= '*' then
   sets = {}
@@ -337,8 +427,8 @@ local function oldest()
   return best
 end
 
-local out = {}
-while #out < limit do
+local out = {0}
+while #out <= limit do
   local m = oldest()
   if not m then break end
   local id = jid(m)
@@ -370,32 +460,24 @@ return out
 """
 )
 
-_LUA_FINISH = (
+_LUA_SETTLE = (
     _LUA_LIB
     + r"""
--- ARGV: 2 id, 3 new state, 4 now µs, 5 has error (0/1), 6 error
-local err = false
-if ARGV[5] == '1' then err = ARGV[6] end
-return finish(ARGV[2], ARGV[3], ARGV[4], err)
-"""
-)
-
-_LUA_RESCHEDULE = (
-    _LUA_LIB
-    + r"""
--- ARGV: 2 id, 3 now µs, 4 next attempt µs, 5 error
-local id = ARGV[2]
-local k = jk(id)
-local f = redis.call('HMGET', k, 'state', 'ok', 'created', 'rcv')
-if f[1] ~= 'inflight' then return 0 end
-local q = qk(f[2])
-local old = head_of(q)
-redis.call('HSET', k, 'state', 'pending', 'next', ARGV[4], 'err', ARGV[5], 'updated', ARGV[3])
-redis.call('HDEL', k, 'lease')
-redis.call('ZREM', P .. 'st:inflight', id)
-redis.call('ZADD', P .. 'st:pending', f[3], id)
-fix_head(q, f[4], old, true)
-return 1
+-- record the outcomes of sends, many at once. ARGV: 2.. 5 per item: kind ('done', 'dead' or
+-- 'resched'), id, now µs, next attempt µs (resched), error ('dead', 'resched'). Answers 1 or 0
+-- per item (0: the job was not in a state that takes this outcome).
+local out = {}
+for i = 2, #ARGV, 5 do
+  local kind, id, now = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if kind == 'done' then
+    out[#out + 1] = finish(id, 'done', now, false)
+  elseif kind == 'dead' then
+    out[#out + 1] = finish(id, 'dead', now, ARGV[i + 4])
+  else
+    out[#out + 1] = reschedule(id, now, ARGV[i + 3], ARGV[i + 4])
+  end
+end
+return out
 """
 )
 
@@ -505,6 +587,11 @@ class RedisStore:
         self._redis: Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
         self._events_keep = RetentionConfig().events  # backstop TTL of events; prune updates it
+        # group commits: accepts (and send outcomes) queued while a batch is on its way go together
+        self._accepts: list[_Accept] = []
+        self._accept_task: asyncio.Task[None] | None = None
+        self._settles: list[tuple[tuple[str, str, int, int, str], asyncio.Future[None]]] = []
+        self._settle_task: asyncio.Task[None] | None = None
 
     # --- connection ------------------------------------------------------------------------------
 
@@ -523,15 +610,18 @@ class RedisStore:
                 health_check_interval=self._health_check_interval,
                 retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1),
             )
+            if _hiredis_pack is not None and not issubclass(pool.connection_class, _HiredisPacking):
+                cls = pool.connection_class
+                pool.connection_class = type(f"Packing{cls.__name__}", (_HiredisPacking, cls), {})
             self._redis = Redis.from_pool(pool)
             self._scripts = {
                 name: self._redis.register_script(text)
                 for name, text in (
-                    ("accept", _LUA_ACCEPT),
+                    ("read", _LUA_READ),
+                    ("commit", _LUA_COMMIT),
                     ("promote", _LUA_PROMOTE),
                     ("claim", _LUA_CLAIM),
-                    ("finish", _LUA_FINISH),
-                    ("reschedule", _LUA_RESCHEDULE),
+                    ("settle", _LUA_SETTLE),
                     ("bury_receiver", _LUA_BURY_RECEIVER),
                     ("retry", _LUA_RETRY),
                     ("purge_dead", _LUA_PURGE_DEAD),
@@ -554,6 +644,11 @@ class RedisStore:
         await self.ping()
 
     async def close(self) -> None:
+        import sys; print("DEBUG batches", _DBG, file=sys.stderr)  # DEBUG
+        # let the batches on their way finish (or fail) on the connection they started on
+        for task in (self._accept_task, self._settle_task):
+            if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
+                await asyncio.wait([task])
         if self._redis is not None:
             redis, self._redis = self._redis, None
             self._scripts = {}
@@ -575,110 +670,200 @@ class RedisStore:
         dedup_ttl: float,
         mode: Literal["notify", "stale", "silenced"] = "notify",
     ) -> Acceptance:
-        r = self._client()
-        now_ts = now.timestamp()
-        now_us = _us(now)
-        expires = max(now_ts, event.timestamp.timestamp()) + dedup_ttl
-        dedup_px = min(_MAX_PX, max(0, math.ceil((expires - now_ts) * 1000)) + _DEDUP_GRACE_MS)
-        dk = self._k("dd:", event.dedup_key)
-        nk = self._k("node:", event.node_id)
-        fk = self._k("fired:", event.node_id)
-        for attempt in range(_MAX_ACCEPT_ATTEMPTS):
-            if attempt >= 3:  # another replica keeps committing events of this node: back off a little
-                await asyncio.sleep(random.uniform(0, 0.001 * attempt))
-            with _guard():
-                async with r.pipeline(transaction=False) as pipe:
-                    pipe.get(dk)
-                    pipe.hgetall(nk)
-                    pipe.hgetall(fk)
-                    found, node, fired_map = await pipe.execute()
-            if found is not None:
-                exp_text, _, found_id = found.partition(" ")
-                if float(exp_text) > now_ts:
-                    return Acceptance("duplicate", found_id)
-            prev = _node_state(event.node_id, node) if node else None
-            version = node.get("v", "") if node else ""
+        loop = asyncio.get_running_loop()
+        item = _Accept(event, plan, mode, now, dedup_ttl, loop.create_future())
+        self._accepts.append(item)
+        if self._accept_task is None:
+            # Starts at the next loop iteration: every request handled in this one joins the batch.
+            self._accept_task = loop.create_task(self._drain_accepts())
+        return await item.fut
 
-            outcome: AcceptStatus
-            new: NodeState | None = None
-            fired_args: list[str] = []
-            jobs: list[tuple[str, str, str, str, int, str]] = []
-            ids: list[str] = []
-            if mode == "stale":
-                outcome = "stale"
-            elif prev is not None and event.timestamp < prev.last_timestamp:
-                outcome = "out_of_order"
-            elif mode == "silenced":
-                outcome = "silenced"
-                new = next_node_state(prev, event)
+    async def _drain_accepts(self) -> None:
+        """Commit queued accepts, batch after batch; accepts that arrive meanwhile join the next."""
+        try:
+            while self._accepts:
+                batch = [a for a in self._accepts[:_ACCEPT_BATCH] if not a.fut.done()]  # done: cancelled
+                del self._accepts[:_ACCEPT_BATCH]
+                if not batch:
+                    continue
+                try:
+                    again = await self._accept_batch(batch)
+                except BaseException as exc:
+                    err = exc if isinstance(exc, Exception) else StorageUnavailable("redis store is closing")
+                    for a in batch:
+                        if not a.fut.done():
+                            a.fut.set_exception(err)
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                self._requeue(again)
+        finally:
+            self._accept_task = None
+
+    def _requeue(self, again: list[_Accept]) -> None:
+        """Accepts to try once more, ahead of the queue (in their order); after a few tries, after
+        a short random pause (another replica keeps committing events of the same node)."""
+        now_items: list[_Accept] = []
+        loop = asyncio.get_running_loop()
+        for a in again:
+            if a.attempts >= _MAX_ACCEPT_ATTEMPTS:
+                if not a.fut.done():
+                    a.fut.set_exception(
+                        StorageUnavailable("redis: too much contention on node state; retry later", 1.0)
+                    )
+            elif a.attempts >= 3:
+                loop.call_later(random.uniform(0, 0.001 * a.attempts), self._enqueue_later, a)
             else:
-                outcome = "accepted"
-                new = next_node_state(prev, event)
-                matches = plan(prev)
-                last = {
-                    m.route: float(fired_map[f])
-                    for m in matches
-                    if (f := _fired_field(event.status, m.route)) in fired_map
-                }
-                pairs, fired = select_deliveries(matches, last, now_ts)
-                for route in fired:
-                    fired_args += [_fired_field(event.status, route), repr(now_ts)]
+                now_items.append(a)
+        self._accepts[:0] = now_items
+
+    def _enqueue_later(self, a: _Accept) -> None:
+        if a.fut.done():
+            return
+        self._accepts.append(a)
+        if self._accept_task is None:
+            self._accept_task = asyncio.get_running_loop().create_task(self._drain_accepts())
+
+    async def _accept_batch(self, batch: list[_Accept]) -> list[_Accept]:
+        """One round trip reads what every accept of ``batch`` decides on, Python decides and plans
+        them in order (each on the node state its predecessors leave), one script commits them all,
+        re-checking each. Returns the accepts to try again."""
+        nodes = list(dict.fromkeys(a.event.node_id for a in batch))
+        _DBG[0] += 1; _DBG[1] += len(batch)  # DEBUG
+        found_all, rows = await self._run("read", len(batch), *(a.event.dedup_key for a in batch), *nodes)
+        sims = {node: _NodeSim(node, row) for node, row in zip(nodes, rows, strict=True)}
+
+        args: list[str | int | float] = [round((self._events_keep + 86400) * 1000), 0]
+        sent: list[tuple[_Accept, Acceptance]] = []
+        waiting: list[tuple[int, _Accept, _Accept]] = []  # (position, accept, earlier one with its dedup key)
+        seen: dict[str, _Accept] = {}
+        for pos, (a, found) in enumerate(zip(batch, found_all, strict=True)):
+            ev = a.event
+            earlier = seen.get(ev.dedup_key)
+            if earlier is not None:  # its answer depends on whether the earlier one commits
+                waiting.append((pos, a, earlier))
+                continue
+            if found:
+                exp_text, _, found_id = found.partition(" ")
+                if float(exp_text) > a.now_ts:
+                    a.fut.set_result(Acceptance("duplicate", found_id))
+                    continue
+            try:
+                result = self._plan(a, sims[ev.node_id], args)
+            except Exception as exc:  # plan() raised: this accept fails, the others go on
+                a.fut.set_exception(exc)
+                continue
+            seen[ev.dedup_key] = a
+            sent.append((a, result))
+
+        again: list[tuple[int, _Accept]] = []
+        committed: set[int] = set()
+        if sent:
+            args[1] = len(sent)
+            answers = await self._run("commit", *args)
+            position = {id(a): pos for pos, a in enumerate(batch)}
+            for (a, result), answer in zip(sent, answers, strict=True):
+                if answer == "ok":
+                    committed.add(id(a))
+                    if not a.fut.done():
+                        a.fut.set_result(result)
+                elif answer.startswith("dup "):
+                    if not a.fut.done():
+                        a.fut.set_result(Acceptance("duplicate", answer[4:]))
+                else:
+                    a.attempts += 1
+                    again.append((position[id(a)], a))
+        for pos, a, earlier in waiting:
+            if id(earlier) in committed and earlier.expires > a.now_ts:
+                if not a.fut.done():
+                    a.fut.set_result(Acceptance("duplicate", earlier.event.id))
+            else:
+                again.append((pos, a))
+        again.sort(key=lambda pa: pa[0])
+        return [a for _, a in again if not a.fut.done()]
+
+    @staticmethod
+    def _plan(a: _Accept, sim: _NodeSim, args: list[str | int | float]) -> Acceptance:
+        """Decide ``a`` on ``sim`` (the node as the batch's earlier accepts leave it), append its
+        commit arguments to ``args`` and advance ``sim``. Returns the answer if the commit takes it."""
+        event = a.event
+        prev = sim.prev
+        now_ts = a.now_ts
+        now_us = a.now_us
+        outcome: AcceptStatus
+        new: NodeState | None = None
+        fired_args: list[str] = []
+        jobs: list[str | int] = []
+        ids: list[str] = []
+        if a.mode == "stale":
+            outcome = "stale"
+        elif prev is not None and event.timestamp < prev.last_timestamp:
+            outcome = "out_of_order"
+        elif a.mode == "silenced":
+            outcome = "silenced"
+            new = next_node_state(prev, event)
+        else:
+            outcome = "accepted"
+            matches = a.plan(prev)  # first: it may raise, and nothing is changed yet
+            new = next_node_state(prev, event)
+            fired_map = sim.fired()
+            last = {
+                m.route: float(fired_map[f])
+                for m in matches
+                if m.repeat_interval > 0 and (f := _fired_field(event.status, m.route)) in fired_map
+            }
+            pairs, fired = select_deliveries(matches, last, now_ts)
+            now_text = repr(now_ts)
+            for route in fired:
+                f = _fired_field(event.status, route)
+                fired_args += [f, now_text]
+                fired_map[f] = now_text
+            if pairs:
                 ets_us = _us(event.timestamp)
+                ev_json = a.event_json()
+                prev_status = prev.status if prev else None
+                prev_since = format_timestamp(prev.since) if prev else None
                 for route, receiver in pairs:
                     did = delivery_id(event.id, receiver)
-                    alert = Alert(
-                        event=event,
-                        route=route,
-                        receiver=receiver,
-                        delivery_id=did,
-                        previous_status=prev.status if prev else None,
-                        previous_since=prev.since if prev else None,
+                    # Alert.context(), with the event's JSON encoded once for all its jobs
+                    rest = _json(
+                        {"route": route, "receiver": receiver, "previous_status": prev_status,
+                         "previous_since": prev_since}
                     )
-                    ctx = json.dumps(alert.context(), separators=(",", ":"), ensure_ascii=False)
-                    okey = order_key(receiver, event.node_id)
-                    jobs.append((did, _member(now_us, did), okey, receiver, ets_us, ctx))
+                    jobs += [did, _member(now_us, did), receiver, ets_us, f'{{"event":{ev_json},{rest[1:]}']
                     ids.append(did)
 
-            record = json.dumps(
-                {"event": event.to_dict(), "outcome": outcome}, separators=(",", ":"), ensure_ascii=False
-            )
-            args: list[str | int | float] = [
-                dk,
-                repr(now_ts),
-                f"{expires!r} {event.id}",
-                repr(expires),
-                dedup_px,
-                event.id,
-                record,
-                _us(event.received_at),
-                round((self._events_keep + 86400) * 1000),
-                nk,
-                "0" if mode == "stale" else "1",
-                version,
-                "1" if new is not None else "0",
-                new.status if new else "",
-                _us(new.since) if new else 0,
-                _us(new.last_timestamp) if new else 0,
-                new.last_event_id if new else "",
-                fk,
-                now_us,
-                len(fired_args) // 2,
-                *fired_args,
-                len(jobs),
-            ]
-            for job in jobs:
-                args.extend(job)
-            res = await self._run("accept", *args)
-            if res[0] == "duplicate":
-                return Acceptance("duplicate", res[1])
-            if res[0] == "retry":
-                continue
-            if outcome == "stale":
-                return Acceptance("stale", event.id)
-            if outcome == "accepted":
-                return Acceptance("accepted", event.id, tuple(ids), prev)
-            return Acceptance(outcome, event.id, previous=prev)
-        raise StorageUnavailable("redis: too much contention on node state; retry later", 1.0)
+        version = sim.version
+        if new is not None:
+            sim.prev = new
+            sim.version = str(int(version or 0) + 1)
+        args += [
+            event.dedup_key,
+            repr(now_ts),
+            f"{a.expires!r} {event.id}",
+            repr(a.expires),
+            a.dedup_px,
+            event.id,
+            f'{{"event":{a.event_json()},"outcome":"{outcome}"}}',
+            _us(event.received_at),
+            event.node_id,
+            "0" if a.mode == "stale" else "1",
+            version,
+            "1" if new is not None else "0",
+            new.status if new else "",
+            _us(new.since) if new else 0,
+            _us(new.last_timestamp) if new else 0,
+            now_us,
+            len(fired_args) // 2,
+            *fired_args,
+            len(ids),
+            *jobs,
+        ]
+        if outcome == "accepted":
+            return Acceptance("accepted", event.id, tuple(ids), prev)
+        if outcome == "stale":
+            return Acceptance("stale", event.id)
+        return Acceptance(outcome, event.id, previous=prev)
 
     # --- delivery jobs ---------------------------------------------------------------------------
 
@@ -690,20 +875,55 @@ class RedisStore:
         only = ("*",) if receivers is None else ("", *dict.fromkeys(receivers))
         now_us = _us(now)
         lease_us = _us(now + timedelta(seconds=lease))
-        # Promote due heads in bounded batches, so no single script blocks Redis for long.
-        while await self._run("promote", now_us, _BATCH) >= _BATCH:
-            pass
-        rows = await self._run("claim", now_us, limit, lease_us, _BATCH, *only)
-        return [_delivery(_pairs(row)) for row in rows]
+        while True:
+            # One round trip, unless many heads fell due at once: then promote them in bounded
+            # batches first, so no single script blocks Redis for long.
+            rows = await self._run("claim", now_us, limit, lease_us, _BATCH, *only)
+            if not int(rows[0]):
+                return [_delivery(_pairs(row)) for row in rows[1:]]
+            while await self._run("promote", now_us, _BATCH) >= _BATCH:
+                pass
 
     async def complete(self, delivery_id: str, *, now: datetime) -> None:
-        await self._run("finish", delivery_id, "done", _us(now), "0", "")
+        await self._settle("done", delivery_id, _us(now), 0, "")
 
     async def reschedule(self, delivery_id: str, *, now: datetime, next_attempt_at: datetime, error: str) -> None:
-        await self._run("reschedule", delivery_id, _us(now), _us(next_attempt_at), error)
+        await self._settle("resched", delivery_id, _us(now), _us(next_attempt_at), error)
 
     async def bury(self, delivery_id: str, *, now: datetime, error: str) -> None:
-        await self._run("finish", delivery_id, "dead", _us(now), "1", error)
+        await self._settle("dead", delivery_id, _us(now), 0, error)
+
+    async def _settle(self, kind: str, delivery_id: str, now_us: int, next_us: int, error: str) -> None:
+        """Outcomes recorded in the same loop iteration (and while one batch is on its way) share
+        one script call."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._settles.append(((kind, delivery_id, now_us, next_us, error), fut))
+        if self._settle_task is None:
+            self._settle_task = loop.create_task(self._drain_settles())
+        await fut
+
+    async def _drain_settles(self) -> None:
+        try:
+            while self._settles:
+                batch = self._settles[:_SETTLE_BATCH]
+                _DBG[2] += 1; _DBG[3] += len(batch)  # DEBUG
+                del self._settles[:_SETTLE_BATCH]
+                try:
+                    await self._run("settle", *(x for item, _ in batch for x in item))
+                except BaseException as exc:
+                    err = exc if isinstance(exc, Exception) else StorageUnavailable("redis store is closing")
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(err)
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_result(None)
+        finally:
+            self._settle_task = None
 
     async def bury_receiver(self, receiver: str, *, now: datetime, error: str) -> int:
         total = 0
@@ -831,8 +1051,54 @@ class RedisStore:
             await r.hset(self._k("meta"), key, value)
 
 
+class _Accept:
+    """One ``accept`` call waiting for its batch."""
+
+    __slots__ = ("_event_json", "attempts", "dedup_px", "event", "expires", "fut", "mode", "now_ts", "now_us", "plan")
+
+    def __init__(
+        self, event: Event, plan: Plan, mode: str, now: datetime, dedup_ttl: float, fut: asyncio.Future[Acceptance]
+    ) -> None:
+        self.event = event
+        self.plan = plan
+        self.mode = mode
+        self.fut = fut
+        self.now_ts = now.timestamp()
+        self.now_us = _us(now)
+        self.expires = max(self.now_ts, event.timestamp.timestamp()) + dedup_ttl
+        self.dedup_px = min(_MAX_PX, max(0, math.ceil((self.expires - self.now_ts) * 1000)) + _DEDUP_GRACE_MS)
+        self.attempts = 0
+        self._event_json: str | None = None
+
+    def event_json(self) -> str:
+        if self._event_json is None:
+            self._event_json = _json(self.event.to_dict())
+        return self._event_json
+
+
+class _NodeSim:
+    """A node as read for a batch, advanced by each accept of the batch that is planned on it."""
+
+    __slots__ = ("_fired", "_fired_flat", "prev", "version")
+
+    def __init__(self, node_id: str, row: Sequence[Any]) -> None:
+        # row: status, since, last, id, v (missing: None or False), then the fired hash, flat
+        self.prev = NodeState(node_id, row[0], _dt(row[1]), _dt(row[2]), row[3]) if row[0] else None
+        self.version: str = row[4] or ""
+        self._fired_flat = row[5:]
+        self._fired: dict[str, str] | None = None
+
+    def fired(self) -> dict[str, str]:
+        """(status, route) field -> when that route last fired for the node (unix s, as text)."""
+        if self._fired is None:
+            flat = self._fired_flat
+            self._fired = dict(zip(flat[::2], flat[1::2], strict=True))
+        return self._fired
+
+
+@functools.lru_cache(maxsize=4096)
 def _fired_field(status: str, route: str) -> str:
-    return json.dumps([status, route], separators=(",", ":"), ensure_ascii=False)
+    return _json([status, route])
 
 
 def _pairs(flat: Sequence[str]) -> dict[str, str]:

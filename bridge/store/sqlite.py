@@ -73,6 +73,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 _JOB_COLS = "id, state, attempts, created_at, next_attempt_at, updated_at, last_error, context"
 _CHECKPOINT_EVERY = 1.0  # seconds between background WAL checkpoints
+_DISK_FULL_CAUTION = 60.0  # seconds of emptying the WAL around every write after a "disk full"
 _WAL_RESTART_FRAMES = 4096  # ~16 MiB of 4 KiB pages
 # Under sustained writes a PASSIVE checkpoint never catches up with the writer, and the WAL is
 # only reused from its start once one has: past this size, checkpoint with TRUNCATE (it waits for
@@ -125,6 +126,7 @@ class SQLiteStore:
         self._lock_file: IO[str] | None = None
         self._checkpointer: threading.Thread | None = None
         self._closing = threading.Event()
+        self._disk_full_until = 0.0  # monotonic; until then the WAL is emptied around every write
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -211,12 +213,17 @@ class SQLiteStore:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        low_on_space = time.monotonic() < self._disk_full_until
+        if low_on_space:
+            self._empty_wal()
         while self._pending:
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]
             try:
                 results = self._run_batch([op for op, _ in batch])
             except (sqlite3.Error, OSError) as exc:
+                if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                    self._disk_full_until = time.monotonic() + _DISK_FULL_CAUTION
                 err = StorageUnavailable(f"storage write failed: {exc}")
                 for _, fut in batch:
                     if not fut.done():
@@ -229,6 +236,23 @@ class SQLiteStore:
                     fut.set_result(value)
                 else:
                     fut.set_exception(value)
+        if low_on_space or time.monotonic() < self._disk_full_until:
+            self._empty_wal()
+
+    def _empty_wal(self) -> None:
+        """After the disk filled up. The WAL may be what filled it: the background checkpoints cannot
+        copy it into a database file that cannot grow, and once space is freed the next commits would
+        take it all again before the next checkpoint. So for a while, every batch of writes is
+        preceded and followed by copying the WAL over and truncating it (slower, but it recovers)."""
+        conn = self._conn
+        if conn is None:
+            return
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("PRAGMA busy_timeout=0")  # never wait for the checkpoint thread on the loop
+            try:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                conn.execute("PRAGMA busy_timeout=5000")
 
     def _run_batch(self, ops: list[Op]) -> list[tuple[bool, Any]]:
         """Run ``ops`` in one transaction. An op that raises must not undo the others: if one

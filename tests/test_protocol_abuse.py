@@ -1,0 +1,425 @@
+"""Protocol abuse over raw sockets against the real ``python -m bridge serve`` process.
+
+Oversized bodies (with and without Content-Length, compressed), chunked bodies that never end,
+oversized headers, request smuggling shapes, slowloris (a byte a second), and a thousand idle
+connections. Each must be cut off by a limit or a timeout, while valid signed events posted at the
+same time keep getting 200 quickly.
+
+The bridge runs with ``max_body_bytes: 65536``, ``body_timeout: 2s`` and ``idle_timeout: 3s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from bridge.testing import event_body, public_pem, sign
+from tests.harness import BridgeProcess, base_config
+from tests.reliability import record
+from tests.under_fire import latency_summary, raise_nofile, rss_mib
+
+pytestmark = pytest.mark.timeout(120)
+
+LIMIT = 65536
+BODY_TIMEOUT = 2.0
+IDLE_TIMEOUT = 3.0
+
+
+@dataclass
+class Server:
+    proc: BridgeProcess
+    key: rsa.RSAPrivateKey
+    host: str
+    port: int
+
+    @property
+    def pid(self) -> int:
+        assert self.proc.proc is not None
+        return self.proc.proc.pid
+
+    def open_fds(self) -> int:
+        return len(list(Path(f"/proc/{self.pid}/fd").iterdir()))
+
+    def alive(self) -> bool:
+        return self.proc.proc is not None and self.proc.proc.poll() is None
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, signing_key: rsa.RSAPrivateKey) -> Iterator[Server]:
+    raise_nofile(8192)  # before the bridge starts: it inherits the limit
+    tmp = tmp_path_factory.mktemp("abuse")
+    key_file = tmp / "thunderstack.pem"
+    key_file.write_bytes(public_pem(signing_key))
+    cfg = base_config(tmp, key_file,
+                      server={"max_body_bytes": LIMIT, "body_timeout": f"{BODY_TIMEOUT:g}s",
+                              "idle_timeout": f"{IDLE_TIMEOUT:g}s"},
+                      routes=[{"name": "all", "to": ["console"]}])
+    proc = BridgeProcess(tmp / "bridge", cfg, signing_key)
+    asyncio.run(proc.start())
+    host, _, port = cfg["server"]["listen"].rpartition(":")
+    try:
+        yield Server(proc, signing_key, host, int(port))
+    finally:
+        proc.kill()
+
+
+# --- valid traffic alongside the abuse ------------------------------------------------------------------
+
+
+@dataclass
+class Valid:
+    statuses: list[int] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def check(self) -> str:
+        assert self.statuses, "no valid traffic was sent"
+        assert not self.errors, f"valid requests failed: {self.errors[:3]}"
+        assert set(self.statuses) == {200}, f"valid requests answered {sorted(set(self.statuses))}"
+        assert max(self.latencies) < 2.0, f"valid requests slowed down: {latency_summary(self.latencies)}"
+        lat = latency_summary(self.latencies)
+        return (f"{len(self.statuses)} valid events posted meanwhile, all 200 "
+                f"(p50 {lat['p50_ms']} ms, max {lat['max_ms']} ms)")
+
+
+@contextlib.asynccontextmanager
+async def valid_traffic(server: Server, prefix: str, interval: float = 0.05) -> AsyncIterator[Valid]:
+    """Signed events from two senders every ``interval`` until the block ends."""
+    result = Valid()
+    stop = asyncio.Event()
+
+    async def sender(n: int) -> None:
+        async with aiohttp.ClientSession() as s:
+            i = 0
+            while not stop.is_set():
+                body = event_body(f"{prefix}-{n}-{i}", "FAILED")
+                i += 1
+                started = time.monotonic()
+                try:
+                    async with s.post(f"http://{server.host}:{server.port}/webhook", data=body,
+                                      headers={"X-ThunderStack-Signature": sign(body, server.key)},
+                                      timeout=aiohttp.ClientTimeout(total=10)) as r:
+                        await r.read()
+                        result.statuses.append(r.status)
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    result.errors.append(type(exc).__name__)
+                result.latencies.append(time.monotonic() - started)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), interval)
+
+    tasks = [asyncio.create_task(sender(n)) for n in range(2)]
+    try:
+        yield result
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+
+
+# --- raw sockets ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+async def connect(server: Server) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection(server.host, server.port)
+
+
+async def read_answer(reader: asyncio.StreamReader, timeout: float) -> Answer | None:
+    """The next HTTP response, or None when the server closed the connection without one."""
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return None
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+    body = b""
+    if "content-length" in headers:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), timeout)
+    return Answer(status, headers, body)
+
+
+async def timed(answer: Awaitable[Answer | None]) -> tuple[Answer | None, float]:
+    """The answer and when it arrived."""
+    got = await answer
+    return got, time.monotonic()
+
+
+async def closed_by_server(reader: asyncio.StreamReader, timeout: float) -> bool:
+    """True once the server closes (EOF or reset) within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            data = await asyncio.wait_for(reader.read(65536), deadline - time.monotonic())
+            if not data:
+                return True
+    except ConnectionError:
+        return True
+    except TimeoutError:
+        return False
+    return False
+
+
+def request_head(server: Server, headers: dict[str, str], path: str = "/webhook") -> bytes:
+    lines = [f"POST {path} HTTP/1.1", f"Host: {server.host}:{server.port}", *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def _close(writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(Exception):
+        writer.close()
+
+
+# --- bodies ---------------------------------------------------------------------------------------------
+
+
+async def test_body_over_limit_with_content_length(server: Server) -> None:
+    """Content-Length says 10 MB: 413 at once, without waiting for (or reading) the body."""
+    clients = 40
+    answers: list[Answer | None] = []
+    waits: list[float] = []
+    closes: list[bool] = []
+
+    async def one() -> None:
+        reader, writer = await connect(server)
+        started = time.monotonic()
+        writer.write(request_head(server, {"Content-Length": str(10_000_000), "X-ThunderStack-Signature": "AAAA",
+                                           "Content-Type": "application/json"}) + b"{" + b" " * 1000)
+        await writer.drain()
+        answers.append(await read_answer(reader, 5.0))
+        waits.append(time.monotonic() - started)
+        closes.append(await closed_by_server(reader, 2.0))
+        _close(writer)
+
+    async with valid_traffic(server, "cl") as valid:
+        await asyncio.gather(*(one() for _ in range(clients)))
+    statuses = [a.status if a else None for a in answers]
+    bodies = [json.loads(a.body) for a in answers if a]
+    record("body over the limit, with Content-Length", tried=f"{clients} clients announcing 10 MB (limit 64 KiB) "
+           "and sending 1 KB", times=clients,
+           outcome=f"answers {sorted(set(map(str, statuses)))}, within {max(waits):.2f} s without the body; "
+                   f"{sum(closes)} connections closed by the server right after; {valid.check()}")
+    assert statuses == [413] * clients and all(b["error"] == "body_too_large" for b in bodies)
+    assert max(waits) < 1.5 and sum(closes) == clients
+
+
+async def test_body_over_limit_chunked_and_compressed(server: Server) -> None:
+    """No Content-Length (chunked), and a gzip bomb: 413 once the limit is passed; the rest is never read."""
+    rss_before = rss_mib(server.pid)
+    results: dict[str, tuple[int | None, int, bool]] = {}  # answer, bytes the client got to send, closed
+
+    async def chunked(name: str, payload: bytes, *, encoding: str | None = None, wait: bool) -> None:
+        reader, writer = await connect(server)
+        headers = {"Transfer-Encoding": "chunked", "X-ThunderStack-Signature": "AAAA"}
+        if encoding:
+            headers["Content-Encoding"] = encoding
+        writer.write(request_head(server, headers))
+        sent = 0
+        with contextlib.suppress(ConnectionError):
+            for i in range(0, len(payload), 8192):
+                chunk = payload[i : i + 8192]
+                writer.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                await writer.drain()
+                sent += len(chunk)
+            if not wait:
+                writer.write(b"0\r\n\r\n")
+                await writer.drain()
+        answer = await read_answer(reader, 5.0)
+        results[name] = (answer.status if answer else None, sent, await closed_by_server(reader, 5.0))
+        _close(writer)
+
+    async with valid_traffic(server, "chunked") as valid:
+        await chunked("128 KiB chunked, then waits for the answer", b" " * 131072, wait=True)
+        await chunked("16 MB chunked as fast as possible", b" " * 16_000_000, wait=False)
+        await chunked("gzip bomb (200 MB of zeros in 194 KiB)", gzip.compress(b"{" + b" " * 200_000_000),
+                      encoding="gzip", wait=False)
+    rss_after = rss_mib(server.pid)
+    record("body over the limit, chunked and compressed", tried="no Content-Length: 128 KiB then wait; 16 MB "
+           "pushed as fast as possible; a gzip bomb inflating to 200 MB (limit 64 KiB)", times=len(results),
+           outcome="; ".join(f"{k}: {v[0] or 'connection reset'} after {v[1] // 1024} KiB sent, "
+                             f"{'closed' if v[2] else 'LEFT OPEN'}" for k, v in results.items())
+                   + f"; server RSS {rss_before:.0f} -> {rss_after:.0f} MiB; {valid.check()}")
+    waited, pushed, bomb = results.values()
+    assert waited[0] == 413 and waited[2]
+    # The pusher is cut off: it gets the 413 or, still sending, a reset; never the whole 16 MB through.
+    assert pushed[0] in (413, None) and pushed[1] < 16_000_000 and pushed[2]
+    assert bomb[0] in (413, None) and bomb[2]
+    assert rss_after - rss_before < 50, "the body was buffered or inflated in memory"
+
+
+async def test_chunked_body_that_never_ends(server: Server) -> None:
+    """A chunk every half second, never the last one: 408 at body_timeout, connection closed."""
+    clients = 30
+    outcome: list[tuple[int | None, float, bool]] = []
+
+    async def one() -> None:
+        reader, writer = await connect(server)
+        writer.write(request_head(server, {"Transfer-Encoding": "chunked", "X-ThunderStack-Signature": "AAAA"}))
+        started = time.monotonic()
+        answer_task = asyncio.create_task(timed(read_answer(reader, BODY_TIMEOUT + 5)))
+        with contextlib.suppress(ConnectionError):
+            while not answer_task.done() and time.monotonic() - started < BODY_TIMEOUT + 5:
+                writer.write(b"1\r\n \r\n")
+                await writer.drain()
+                await asyncio.sleep(0.5)
+        answer, at = await answer_task
+        outcome.append((answer.status if answer else None, at - started, await closed_by_server(reader, 3.0)))
+        _close(writer)
+
+    async with valid_traffic(server, "never") as valid:
+        await asyncio.gather(*(one() for _ in range(clients)))
+    times = [t for _, t, _ in outcome]
+    record("chunked body that never ends", tried=f"{clients} clients sending a 1-byte chunk every 0.5 s, never the "
+           f"last chunk (body_timeout {BODY_TIMEOUT:g} s)", times=clients,
+           outcome=f"answers {sorted({str(s) for s, _, _ in outcome})} after {min(times):.1f}-{max(times):.1f} s, "
+                   f"{sum(c for _, _, c in outcome)} closed; {valid.check()}")
+    assert all(s == 408 for s, _, _ in outcome)
+    assert all(BODY_TIMEOUT - 0.2 < t < BODY_TIMEOUT + 1.5 for t in times) and all(c for _, _, c in outcome)
+
+
+# --- headers and framing --------------------------------------------------------------------------------
+
+
+async def test_headers_over_size_and_smuggling_shapes(server: Server) -> None:
+    cases = {
+        "one 100 KB header": request_head(server, {"X-Big": "a" * 100_000, "Content-Length": "2"}) + b"{}",
+        "1,000 headers": request_head(server, {**{f"X-H{i}": "v" for i in range(1000)}, "Content-Length": "2"})
+        + b"{}",
+        "100 KB request line": request_head(server, {"Content-Length": "2"}, path="/webhook?" + "q" * 100_000)
+        + b"{}",
+        "header name with a space": b"POST /webhook HTTP/1.1\r\nHost: x\r\nBad Name: 1\r\nContent-Length: 2\r\n\r\n{}",
+        "Content-Length and Transfer-Encoding": request_head(server, {"Content-Length": "2",
+                                                                      "Transfer-Encoding": "chunked"})
+        + b"0\r\n\r\n",
+        "two different Content-Lengths": b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+        b"Content-Length: 40\r\n\r\n{}",
+        "negative Content-Length": request_head(server, {"Content-Length": "-1"}) + b"{}",
+        "bad chunk size": request_head(server, {"Transfer-Encoding": "chunked"}) + b"zz\r\n{}\r\n0\r\n\r\n",
+        "HTTP/0.9-style garbage": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 500 + b"\r\n\r\n",
+    }
+    results: dict[str, tuple[int | None, bool]] = {}
+
+    async def one(name: str, data: bytes) -> None:
+        reader, writer = await connect(server)
+        with contextlib.suppress(ConnectionError):
+            writer.write(data)
+            await writer.drain()
+        answer = await read_answer(reader, 5.0)
+        results[name] = (answer.status if answer else None, await closed_by_server(reader, 5.0))
+        _close(writer)
+
+    async with valid_traffic(server, "hdr") as valid:
+        await asyncio.gather(*(one(k, v) for k, v in cases.items()))
+    record("oversized headers and ambiguous framing", tried=", ".join(cases), times=len(cases),
+           outcome="; ".join(f"{k}: {s}{'' if c else ' (left open)'}" for k, (s, c) in results.items())
+                   + f"; {valid.check()}")
+    for name, (status, was_closed) in results.items():
+        assert status is not None and 400 <= status < 500 and was_closed, (name, status, was_closed)
+
+
+# --- slow and idle clients ------------------------------------------------------------------------------
+
+
+async def test_slowloris(server: Server) -> None:
+    """Headers a byte a second, and a body a byte a second: cut off at idle_timeout / body_timeout."""
+    clients = 40
+    header_clients: list[tuple[float, int, bool, bool]] = []  # (after s, bytes sent, answered, closed)
+    body_clients: list[tuple[int | None, float]] = []
+    head = request_head(server, {"Content-Length": "100", "X-ThunderStack-Signature": "AAAA", "X-Pad": "p" * 100})
+
+    async def slow_headers() -> None:
+        reader, writer = await connect(server)
+        started = time.monotonic()
+        sent, answered, closed = 0, False, False
+        try:
+            for byte in head[:-4]:  # never finishes the headers
+                if time.monotonic() - started > IDLE_TIMEOUT + 10:
+                    break
+                writer.write(bytes([byte]))
+                await writer.drain()
+                sent += 1
+                try:
+                    data = await asyncio.wait_for(reader.read(1024), 1.0)  # a byte a second
+                except TimeoutError:
+                    continue
+                answered, closed = bool(data), True
+                break
+        except ConnectionError:
+            closed = True
+        header_clients.append((time.monotonic() - started, sent, answered, closed))
+        _close(writer)
+
+    async def slow_body() -> None:
+        reader, writer = await connect(server)
+        writer.write(head)
+        await writer.drain()
+        started = time.monotonic()
+        task = asyncio.create_task(timed(read_answer(reader, BODY_TIMEOUT + 10)))
+        with contextlib.suppress(ConnectionError):
+            for _ in range(100):
+                if task.done():
+                    break
+                writer.write(b" ")
+                await writer.drain()
+                await asyncio.sleep(1.0)
+        answer, at = await task
+        body_clients.append((answer.status if answer else None, at - started))
+        _close(writer)
+
+    async with valid_traffic(server, "slow") as valid:
+        await asyncio.gather(*(slow_headers() for _ in range(clients)), *(slow_body() for _ in range(clients)))
+    cut = [t for t, _, _, _ in header_clients]
+    record("slowloris", tried=f"{clients} clients sending headers a byte a second (idle_timeout {IDLE_TIMEOUT:g} s) "
+           f"and {clients} sending the body a byte a second (body_timeout {BODY_TIMEOUT:g} s)", times=2 * clients,
+           outcome=f"header dribblers closed after {min(cut):.1f}-{max(cut):.1f} s having sent "
+                   f"{max(b for _, b, _, _ in header_clients)} bytes at most; body dribblers answered "
+                   f"{sorted({str(s) for s, _ in body_clients})} after "
+                   f"{min(t for _, t in body_clients):.1f}-{max(t for _, t in body_clients):.1f} s; {valid.check()}")
+    assert all(closed and not answered for _, _, answered, closed in header_clients), header_clients
+    assert all(t < IDLE_TIMEOUT + 2.0 for t in cut), cut
+    assert all(s == 408 and t < BODY_TIMEOUT + 1.5 for s, t in body_clients), body_clients
+
+
+async def test_thousands_of_idle_connections(server: Server) -> None:
+    soft = raise_nofile(8192)
+    count = max(100, min(1500, soft - 400))
+    fds_before = server.open_fds()
+    rss_before = rss_mib(server.pid)
+    conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    opened_at = time.monotonic()
+    async with valid_traffic(server, "idle") as valid:
+        for batch in range(0, count, 100):
+            conns += await asyncio.gather(*(connect(server) for _ in range(min(100, count - batch))))
+        open_for = time.monotonic() - opened_at
+        fds_peak = server.open_fds()
+        rss_peak = rss_mib(server.pid)
+        closed = await asyncio.gather(*(closed_by_server(r, IDLE_TIMEOUT + 6) for r, _ in conns))
+        closed_after = time.monotonic() - opened_at
+    for _, w in conns:
+        _close(w)
+    await asyncio.sleep(0.5)
+    fds_after = server.open_fds()
+    record("thousands of idle connections", tried=f"{count} TCP connections opened in {open_for:.1f} s that never "
+           f"send a byte (open-file limit {soft}; idle_timeout {IDLE_TIMEOUT:g} s)", times=count,
+           outcome=f"{sum(closed)} closed by the server within {closed_after:.1f} s of the first; server fds "
+                   f"{fds_before} -> {fds_peak} -> {fds_after}, RSS {rss_before:.0f} -> {rss_peak:.0f} MiB; "
+                   f"{valid.check()}")
+    assert all(closed), f"{closed.count(False)} idle connections left open"
+    assert fds_after <= fds_before + 10
+    assert server.alive()
