@@ -207,7 +207,7 @@ class StoreSilences:
         self.where = f"storage {url.split('@')[-1]}"  # never print redis credentials
 
     async def add(self, spec: Mapping[str, Any]) -> Silence:
-        from bridge.app import silence_from_spec
+        from bridge.silences import silence_from_spec
 
         silence = silence_from_spec(spec, now=datetime.now(UTC))
         await self._store.add_silence(silence)
