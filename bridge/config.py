@@ -438,6 +438,10 @@ def _pydantic_problems(exc: ValidationError) -> list[str]:
     for err in exc.errors(include_url=False):
         loc = _strip_union_tag(tuple(err["loc"]))
         msg = err["msg"]
+        # A *_file problem is raised by its model's validator: name the file key in the path.
+        file_key = re.match(r"^Value error, (\w+_file): (.*)$", msg)
+        if file_key:
+            loc, msg = (*loc, file_key.group(1)), "Value error, " + file_key.group(2)
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; unknown keys are not ignored)"
         elif msg.startswith("Value error, "):

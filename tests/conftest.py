@@ -69,8 +69,8 @@ async def bridge_process(
 
     async def start(*, wait_ready: bool = True, **overrides: Any) -> BridgeProcess:
         p = BridgeProcess(tmp_path / f"bridge{len(started)}", make_config(**overrides), signing_key)
+        started.append(p)  # before start(): a start that times out must still be killed
         await p.start(wait_ready=wait_ready)
-        started.append(p)
         return p
 
     yield start

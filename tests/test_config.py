@@ -116,7 +116,7 @@ def test_secret_files(tmp_path: Path) -> None:
     assert cfg.receivers["m"].smtp.password.get_secret_value() == "s3cret"  # type: ignore[union-attr]
     assert "s3cret" not in repr(cfg)
     found = problems({"verification": {"api_token_file": str(tmp_path / "missing")}})
-    assert len(found) == 1 and found[0].startswith("verification: api_token_file: cannot read")
+    assert len(found) == 1 and found[0].startswith("verification.api_token_file: cannot read")
 
 
 def test_yaml_syntax_error_has_line(tmp_path: Path) -> None:
