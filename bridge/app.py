@@ -36,6 +36,9 @@ from bridge.store import Store, open_store
 log = logging.getLogger("bridge.app")
 
 
+LINGER = 2.0  # seconds a refused request's unread body is drained before the connection is closed
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -119,9 +122,13 @@ class App:
                                # aiohttp closes a connection without a complete request after this
                                # (from connect or from the last answer); its default is an hour.
                                keepalive_timeout=self.config.server.idle_timeout,
-                               # An answer given before the whole body arrived (413, 408) closes the
-                               # connection at once instead of reading and discarding the rest.
-                               lingering_time=0)
+                               # After an answer given before the whole body arrived (413, 408), the
+                               # rest is read and discarded for at most this long, so the client can
+                               # still read the answer, then the connection is closed (default 10 s).
+                               lingering_time=LINGER,
+                               # Bodies are taken as sent: ThunderStack does not compress, and inflating
+                               # a gzip bomb (even one refused with 413) costs the loop seconds of CPU.
+                               auto_decompress=False)
         await runner.setup()
         site = web.TCPSite(runner, host, port, ssl_context=ctx, backlog=1024, reuse_address=True)
         await site.start()

@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from tenacity import RetryCallState, stop_after_attempt, stop_after_delay, wait_exponential_jitter
 
@@ -67,6 +69,8 @@ class RateLimiter:
         self._next = max(self._next, time.monotonic() + seconds)
 
     async def acquire(self) -> None:
+        if not self._interval and not self._lock.locked() and self._next <= time.monotonic():
+            return  # unlimited and not paused: nothing to wait for, nothing to record
         async with self._lock:
             now = time.monotonic()
             while self._next > now:  # a loop: a pause may come while waiting
@@ -75,15 +79,31 @@ class RateLimiter:
             self._next = now + self._interval
 
 
-@dataclass
+@dataclass(eq=False)
 class _Lane:
-    """One receiver's send path."""
+    """One receiver's send path: claimed jobs wait in ``queued`` for one of ``cfg.concurrency``
+    send slots; finished sends wait in ``finished`` until their outcomes are recorded together."""
 
     receiver: Receiver
     cfg: ReceiverBase
     policy: RetryPolicy
     limiter: RateLimiter
-    active: int = 0
+    active: int = 0  # sends in progress
+    queued: deque[Delivery] = field(default_factory=deque)
+    finished: list[tuple[Delivery, Exception | None]] = field(default_factory=list)
+    record_timer: asyncio.TimerHandle | None = None
+    record_due: bool = False  # the oldest outcome in ``finished`` has waited long enough
+    retired: bool = False  # removed by a reload: starts no more sends
+
+    def wants_jobs(self) -> bool:
+        """Claim when the jobs at hand fit in the send slots: a slot is idle, or would be as soon as
+        a send ends. Claiming up to a second round then keeps the slots busy while the store works,
+        and one store batch records a round of outcomes and claims a round of jobs."""
+        return not self.retired and self.active + len(self.queued) <= self.cfg.concurrency
+
+
+# A finished send's outcome waits at most this long for the next claim, to share its commit.
+RECORD_DELAY = 0.005
 
 
 class Dispatcher:
@@ -106,7 +126,7 @@ class Dispatcher:
         self._lanes: dict[str, _Lane] = {}
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._sending: dict[str, float] = {}  # jobs this dispatcher is sending -> lease end (monotonic)
+        self._sending: dict[str, float] = {}  # jobs this dispatcher holds (queued or sending) -> lease end
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
 
@@ -125,6 +145,11 @@ class Dispatcher:
                 old.limiter = RateLimiter(cfg.rate_limit)
             old.receiver, old.cfg, old.policy = receiver, cfg, RetryPolicy(cfg.retry)
             lanes[name] = old
+        for name, old in self._lanes.items():
+            if name not in lanes:  # removed: what it claimed but did not send goes back
+                old.retired = True
+                self._record_finished(old)
+                self._release_queued(old, "receiver removed by a reload")
         self._lanes = lanes
         self.wake()
 
@@ -157,37 +182,92 @@ class Dispatcher:
                 pass
 
     async def claim_once(self) -> int:
-        """Claim due jobs for every receiver with free capacity and start sending them."""
+        """Record finished sends and claim due jobs for every receiver that wants more; start
+        sending them."""
         total = 0
         for name, lane in list(self._lanes.items()):
-            free = min(lane.cfg.concurrency - lane.active, self._batch)
-            if free <= 0:
-                continue
-            # The lease must outlast the wait for a send slot and the send itself, or the job is
-            # due again (here or at another replica) while it is still being sent.
-            busy = lane.limiter.wait_bound(lane.active + free) + lane.cfg.timeout + 5
-            lease = max(self._lease, busy + 5)
-            jobs = await self._store.claim(now=self._clock(), limit=free, lease=lease, receivers=(name,))
-            for job in jobs:
-                if job.id in self._sending:  # its lease ran out during a long pause; still ours
-                    log.warning("delivery %s claimed again while being sent; not sent twice", job.id)
-                    continue
-                self._sending[job.id] = time.monotonic() + lease
-                lane.active += 1
-                task = asyncio.create_task(self._deliver(lane, job), name=f"deliver-{job.id}")
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            total += len(jobs)
+            claim = lane.wants_jobs() and not self._stopping
+            if lane.finished and (claim or lane.record_due):
+                self._record_finished(lane)
+                if claim:
+                    # Let the outcomes queue their store writes first: they then share the claim's
+                    # batch (with SQLite one commit) and come before it, so the next job of a
+                    # finished job's order key can be claimed right away.
+                    await asyncio.sleep(0)
+            if claim:
+                total += await self._claim(name, lane)
         return total
 
+    async def _claim(self, name: str, lane: _Lane) -> int:
+        conc = lane.cfg.concurrency
+        held = lane.active + len(lane.queued)
+        limit = min(2 * conc - held, self._batch)
+        if limit <= 0:
+            return 0
+        # The lease must outlast the wait for a send slot (at most the round ahead) and the send
+        # itself, or the job is due again (here or at another replica) while it is still ours.
+        rounds = (held + limit + conc - 1) // conc
+        busy = lane.limiter.wait_bound(held + limit) + rounds * (lane.cfg.timeout + 5)
+        lease = max(self._lease, busy + 5)
+        jobs = await self._store.claim(now=self._clock(), limit=limit, lease=lease, receivers=(name,))
+        for job in jobs:
+            if job.id in self._sending:  # its lease ran out during a long pause; still ours
+                log.warning("delivery %s claimed again while being sent; not sent twice", job.id)
+                continue
+            self._sending[job.id] = time.monotonic() + lease
+            lane.queued.append(job)
+        if lane.retired or self._stopping:  # a reload or stop() came during the claim
+            self._release_queued(lane, "interrupted by shutdown" if self._stopping else "receiver removed")
+        self._pump(lane)
+        return len(jobs)
+
+    def _pump(self, lane: _Lane) -> None:
+        """Start a sender for each queued job that has a free send slot."""
+        while lane.queued and lane.active < lane.cfg.concurrency and not (self._stopping or lane.retired):
+            job = lane.queued.popleft()
+            lane.active += 1
+            self._spawn(self._sender(lane, job), f"deliver-{job.id}")
+
+    def _next_queued(self, lane: _Lane) -> Delivery | None:
+        """The next queued job for a sender whose send just ended (it keeps its slot), if any."""
+        if lane.queued and lane.active <= lane.cfg.concurrency and not (self._stopping or lane.retired):
+            return lane.queued.popleft()
+        return None
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _record_finished(self, lane: _Lane) -> None:
+        """Start recording every finished send's outcome (in one store batch where the store can)."""
+        if lane.record_timer is not None:
+            lane.record_timer.cancel()
+            lane.record_timer = None
+        lane.record_due = False
+        finished, lane.finished = lane.finished, []
+        for job, failure in finished:
+            self._spawn(self._record_outcome(lane, job, failure), f"record-{job.id}")
+
+    def _record_soon(self, lane: _Lane) -> None:
+        lane.record_timer = None
+        lane.record_due = True
+        self.wake()
+
+    def _release_queued(self, lane: _Lane, reason: str) -> None:
+        """Put claimed jobs that were never sent back to pending."""
+        while lane.queued:
+            job = lane.queued.popleft()
+            self._spawn(self._release_claimed(job, reason), f"release-{job.id}")
+
     async def run_until_idle(self, timeout: float = 10.0) -> None:
-        """Test hook: claim and send until nothing is due and nothing is in flight."""
+        """Test hook: claim, send and record until nothing is due and nothing is in flight."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             claimed = await self.claim_once()
             if self._tasks:
                 await asyncio.wait(set(self._tasks))
-            elif not claimed:
+            elif not claimed and not any(lane.finished for lane in self._lanes.values()):
                 return
         raise TimeoutError("deliveries still due after run_until_idle timeout")
 
@@ -197,6 +277,9 @@ class Dispatcher:
         self._wake.set()
         if self._loop_task is not None:
             await self._loop_task
+        for lane in self._lanes.values():
+            self._record_finished(lane)
+            self._release_queued(lane, "interrupted by shutdown")
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
             for task in pending:
@@ -207,29 +290,30 @@ class Dispatcher:
 
     # --- one job -------------------------------------------------------------------------------
 
-    async def _deliver(self, lane: _Lane, job: Delivery) -> None:
-        ids = {"delivery_id": job.id, "receiver": job.receiver, "event_id": job.alert.event.id,
-               "attempt": job.attempts}
-        try:
-            failure = await self._send(lane, job)
-        except asyncio.CancelledError:
-            lane.active -= 1
+    async def _sender(self, lane: _Lane, job: Delivery) -> None:
+        """Holds one send slot: sends ``job``, then the next queued job, until none is left."""
+        current: Delivery | None = job
+        while current is not None:
+            job = current
             try:
-                await self._release(job, "interrupted by shutdown")
-            finally:
-                self._sending.pop(job.id, None)
-            raise
-        # The send is over, so its slot is free. Waking the dispatcher before the outcome is queued
-        # lets it claim the next job in the same store batch: with SQLite one commit records "done"
-        # and claims the next job (in that order), instead of one commit after the other.
-        lane.active -= 1
-        self.wake()
-        try:
-            await self._record(lane, job, failure, ids)
-        finally:
-            self._sending.pop(job.id, None)
-            if lane.active < lane.cfg.concurrency:
-                self.wake()  # the next job of this order key may be due now, and there is room for it
+                failure = await self._send(lane, job)
+            except asyncio.CancelledError:
+                lane.active -= 1
+                await self._release_claimed(job, "interrupted by shutdown")
+                raise
+            current = self._next_queued(lane)  # the slot goes to the next claimed job at once
+            if current is None:
+                lane.active -= 1
+            if self._stopping or lane.retired:  # nobody will record it with others
+                await self._record_outcome(lane, job, failure)
+                continue
+            # The outcome is recorded with the next claim (one store batch for both), or after
+            # RECORD_DELAY at the latest.
+            lane.finished.append((job, failure))
+            if lane.wants_jobs():
+                self.wake()
+            elif lane.record_timer is None and not lane.record_due:
+                lane.record_timer = asyncio.get_running_loop().call_later(RECORD_DELAY, self._record_soon, lane)
 
     async def _send(self, lane: _Lane, job: Delivery) -> Exception | None:
         """One attempt: None when delivered, else what went wrong."""
@@ -244,10 +328,22 @@ class Dispatcher:
                 raise RetryLater("timed out") from None
             self._metrics.delivery_seconds.labels(job.receiver).observe(time.perf_counter() - started)
         except Exception as exc:  # classified by _record
+            if isinstance(exc, RetryLater) and exc.retry_after:
+                lane.limiter.pause(exc.retry_after)  # before the slot goes to the next job
             return exc
         return None
 
-    async def _record(self, lane: _Lane, job: Delivery, failure: Exception | None, ids: dict[str, object]) -> None:
+    async def _record_outcome(self, lane: _Lane, job: Delivery, failure: Exception | None) -> None:
+        try:
+            await self._record(lane, job, failure)
+        finally:
+            self._sending.pop(job.id, None)
+        if lane.wants_jobs():
+            self.wake()  # the next job of this order key may be due now, and there is room for it
+
+    async def _record(self, lane: _Lane, job: Delivery, failure: Exception | None) -> None:
+        ids = {"delivery_id": job.id, "receiver": job.receiver, "event_id": job.alert.event.id,
+               "attempt": job.attempts}
         if failure is None:
             if await self._settle(job, lambda: self._store.complete(job.id, now=self._clock())):
                 self._metrics.deliveries.labels(job.receiver, "delivered").inc()
@@ -264,8 +360,6 @@ class Dispatcher:
         self, lane: _Lane, job: Delivery, reason: str, retry_after: float | None, ids: dict[str, object]
     ) -> None:
         now = self._clock()
-        if retry_after:
-            lane.limiter.pause(retry_after)
         elapsed = (now - job.created_at).total_seconds()
         delay = lane.policy.next_delay(job.attempts, elapsed, retry_after)
         if delay is None:
@@ -302,6 +396,12 @@ class Dispatcher:
                     return False
                 await asyncio.sleep(min(pause, left))
                 pause = min(pause * 2, 2.0)
+
+    async def _release_claimed(self, job: Delivery, reason: str) -> None:
+        try:
+            await self._release(job, reason)
+        finally:
+            self._sending.pop(job.id, None)
 
     async def _release(self, job: Delivery, reason: str) -> None:
         try:

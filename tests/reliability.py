@@ -269,9 +269,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             previous = json.loads(out.read_text(encoding="utf-8"))
         except ValueError:
             previous = {}
-    # Keep earlier rows only for tests that did not run this time (a rerun replaces its rows).
+    # Keep earlier rows only for tests that did not run this time (a rerun replaces its rows), and drop
+    # rows of tests that no longer exist in a module that was collected (renamed or removed tests).
     ran = _session.ran | {"secret_guard fixture"} if guard["tests"] else _session.ran
-    kept = [r for r in previous.get("scenarios", []) if r.get("test") not in ran]
+    collected = {item.nodeid for item in session.items}
+    modules = {nodeid.split("::", 1)[0] for nodeid in collected}
+    kept = [r for r in previous.get("scenarios", []) if r.get("test") not in ran
+            and not (str(r.get("test", "")).split("::", 1)[0] in modules and r.get("test") not in collected)]
     runs = {r["started_at"]: r for r in previous.get("runs", []) if any(k.get("run") == r["started_at"]
                                                                         for k in kept)}
     runs[run["started_at"]] = run

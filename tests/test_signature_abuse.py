@@ -257,7 +257,7 @@ async def test_flood_of_invalid_signatures_refreshes_at_most_once_a_minute(
                    f"max {lat['max_ms']} ms")
     assert set(invalid) == {403}
     assert refreshes <= 1
-    assert set(valid) == {200} and lat["max_ms"] < 1000, (valid, lat)
+    assert set(valid) == {200} and lat["max_ms"] < 1500, (valid, lat)  # never waiting for the 2 s refresh
 
 
 async def test_flood_refreshes_follow_the_configured_interval(

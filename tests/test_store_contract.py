@@ -9,6 +9,7 @@ at the bottom cover replicas sharing one Redis and a Redis outage.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
 import uuid
@@ -236,6 +237,114 @@ async def test_receiver_named_by_two_routes_gets_one_job(store: Store) -> None:
         assert job is not None
         routes[job.receiver] = job.alert.route
     assert routes == {"a": "r1", "b": "r1", "c": "r2"}
+
+
+# --- concurrent accepts: backends batch them (sqlite, redis); the answers stay sequential ----------
+
+
+def _batch_workload() -> list[tuple[Event, Plan, dict[str, Any]]]:
+    """One node's events in order, out of order, repeated, silenced and stale; repeat intervals
+    fired and suppressed inside the batch; many other nodes, some events sent twice."""
+    two_routes: Plan = lambda prev: [RouteMatch("r1", ("a", "b")), RouteMatch("r2", ("b", "c"))]  # noqa: E731
+    repeat = plan_to("a", "b", route="rep", repeat=300)
+    return [
+        (ev("n1", "FAILED", 0), plan_to("a", "b"), {}),
+        (ev("n1", "FAILED", 1), plan_to("a"), {}),  # same status: since kept
+        (ev("n1", "RUNNING", 2), two_routes, {}),
+        (ev("n1", "FAILED", 1.5), no_plan, {}),  # older than n1's newest, accepted just above
+        (ev("n1", "RUNNING", 0), no_plan, {}),  # the same instant as the first: a duplicate
+        (ev("n1", "PAUSED", 3), plan_to("a"), {"mode": "silenced"}),
+        (ev("n1", "FAILED", 4), no_plan, {"mode": "stale"}),
+        (ev("n1", "FAILED", 5), plan_to("a", "c"), {}),
+        (ev("n1", "FAILED", 4), no_plan, {}),  # the stale one again: a duplicate
+        (ev("n2", "FAILED", 0), repeat, {}),
+        (ev("n2", "FAILED", 1), repeat, {}),  # inside the interval the first one fired
+        (ev("n2", "RUNNING", 2), repeat, {}),
+        (ev("n2", "FAILED", 3), repeat, {}),  # FAILED: still inside 300 s
+        *[(ev(f"m{i}", "FAILED", i), plan_to("a", "b"), {}) for i in range(30)],
+        *[(ev(f"m{i}", "RUNNING", i), plan_to("c"), {}) for i in range(0, 30, 3)],  # duplicates
+        *[(ev(f"m{i}", "RUNNING", 40 + i), plan_to("c"), {}) for i in range(0, 30, 2)],
+    ]
+
+
+async def test_concurrent_accepts_answer_as_if_sequential(store: Store) -> None:
+    calls = _batch_workload()
+    results = await asyncio.gather(*(accept(store, e, p, now=at(10), **kw) for e, p, kw in calls))
+
+    ref = MemoryStore()
+    expected = [await accept(ref, e, p, now=at(10), **kw) for e, p, kw in calls]
+    assert results == expected
+    assert [r.status for r in results[:13]] == [
+        "accepted", "accepted", "accepted", "out_of_order", "duplicate", "silenced", "stale", "accepted",
+        "duplicate", "accepted", "accepted", "accepted", "accepted",
+    ]  # fmt: skip
+    assert [len(r.deliveries) for r in results[9:13]] == [2, 0, 2, 0]
+    assert results[2].previous == NodeState("n1", "FAILED", at(0), at(1), ev("n1", t=1).id)
+    assert results[7].previous == NodeState("n1", "PAUSED", at(3), at(3), ev("n1", "PAUSED", 3).id)
+    for node in ("n1", "n2", "m0", "m1", "m29"):
+        assert await store.node_state(node) == await ref.node_state(node)
+    assert await store.list_deliveries(limit=1000) == await ref.list_deliveries(limit=1000)
+    assert await store.stats(now=at(10)) == await ref.stats(now=at(10))
+    got = await store.claim(now=at(11), limit=1000, lease=60)
+    assert got == await ref.claim(now=at(11), limit=1000, lease=60)
+    assert len(got) == len({d.order_key for d in got})
+
+
+async def test_concurrent_accepts_of_one_node_chain_their_states(store: Store) -> None:
+    statuses = ["FAILED", "FAILED", "RUNNING", "PAUSED", "PAUSED", "FAILED"] * 10
+    events = [ev("n1", s, t=i) for i, s in enumerate(statuses)]
+    results = await asyncio.gather(*(accept(store, e, plan_to("a")) for e in events))
+    assert [r.status for r in results] == ["accepted"] * len(events)
+    assert results[0].previous is None
+    for before, r in zip(events, results[1:], strict=False):
+        assert r.previous is not None and r.previous.last_event_id == before.id
+    assert results[3].previous == NodeState("n1", "RUNNING", at(2), at(2), events[2].id)
+    assert results[5].previous == NodeState("n1", "PAUSED", at(3), at(4), events[4].id)
+    assert await store.node_state("n1") == NodeState("n1", "FAILED", at(59), at(59), events[-1].id)
+    claimed = [(await store.claim(now=at(60), limit=5, lease=60))[0]]
+    for _ in events[1:]:
+        await store.complete(claimed[-1].id, now=at(60))
+        claimed += await store.claim(now=at(60), limit=5, lease=60)
+    assert [d.alert.event for d in claimed] == events  # one at a time, in event order
+
+
+async def test_a_failing_plan_fails_only_its_own_accept(store: Store) -> None:
+    def broken(prev: NodeState | None) -> list[RouteMatch]:
+        raise RuntimeError("routing bug")
+
+    results = await asyncio.gather(
+        accept(store, ev("n1", t=0), plan_to("a")),
+        accept(store, ev("n2", t=0), broken),
+        accept(store, ev("n3", t=0), plan_to("a")),
+        accept(store, ev("n1", "RUNNING", t=1), plan_to("a")),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], RuntimeError)
+    assert [getattr(r, "status", None) for r in results] == ["accepted", None, "accepted", "accepted"]
+    assert results[3].previous == NodeState("n1", "FAILED", at(0), at(0), ev("n1", t=0).id)
+    assert (await store.stats(now=at(1))).pending == 3
+
+
+async def test_concurrent_outcomes_are_all_recorded(store: Store) -> None:
+    ids = [(await accept(store, ev(f"n{i}", t=i), plan_to("a"))).deliveries[0] for i in range(9)]
+    assert len(await store.claim(now=at(10), limit=20, lease=60)) == 9
+    outcomes = []
+    for i, did in enumerate(ids):
+        if i % 3 == 0:
+            outcomes.append(store.complete(did, now=at(11)))
+        elif i % 3 == 1:
+            outcomes.append(store.bury(did, now=at(11), error="gone"))
+        else:
+            outcomes.append(store.reschedule(did, now=at(11), next_attempt_at=at(20), error="503"))
+    outcomes.append(store.complete(ids[0], now=at(12)))  # already done: ignored
+    outcomes.append(store.complete("dlv_nope", now=at(12)))
+    await asyncio.gather(*outcomes)
+    s = await store.stats(now=at(12))
+    assert (s.pending, s.inflight, s.dead, s.done) == (3, 0, 3, 3)
+    done = await store.get_delivery(ids[0])
+    assert done is not None and (done.state, done.updated_at) == ("done", at(11))
+    again = await store.claim(now=at(20), limit=20, lease=60)
+    assert sorted(d.id for d in again) == sorted(ids[2::3])
 
 
 # --- claim and ordering ---------------------------------------------------------------------------
@@ -645,6 +754,71 @@ async def test_redis_replicas_contend_on_one_node(redis_pair: tuple[Store, Store
     assert state is not None and state.last_timestamp == at(39)
     accepted = sum(r.status == "accepted" for r in results)
     assert (await one.stats(now=at(50))).pending == accepted
+
+
+async def test_redis_replicas_batches_conflict_and_retry(redis_pair: tuple[Store, Store]) -> None:
+    # Each replica commits its concurrent accepts as one batch, planned on the same node state:
+    # the second batch's items conflict, retry and end up duplicates; a replica's own batch also
+    # holds each event twice. Every event is answered first exactly once, and the accepted ones
+    # chain: each one's previous state is the one accepted just before it.
+    one, two = redis_pair
+    events = [ev("n1", "FAILED" if i % 4 else "RUNNING", t=i) for i in range(30)]
+    events += [ev(f"x{i}", t=i) for i in range(10)]
+    calls = [accept(s, e, plan_to("a", "b"), now=at(50)) for e in events for s in (one, two, one)]
+    results = await asyncio.gather(*calls)
+    first = Counter(r.event_id for r in results if r.status != "duplicate")
+    assert first == Counter({e.id: 1 for e in events})
+    assert {r.status for r in results} <= {"accepted", "out_of_order", "duplicate"}
+    by_id = {e.id: e for e in events}
+    chain = sorted(
+        (r for r in results if r.status == "accepted" and by_id[r.event_id].node_id == "n1"),
+        key=lambda r: by_id[r.event_id].timestamp,
+    )
+    assert chain[0].previous is None  # nothing wrote n1's state before the first accepted event
+    for before, r in itertools.pairwise(chain):
+        assert r.previous is not None and r.previous.last_event_id == before.event_id
+    state = await two.node_state("n1")
+    assert state is not None and state.last_event_id == chain[-1].event_id == events[29].id
+    accepted = sum(r.status == "accepted" for r in results)
+    assert (await one.stats(now=at(50))).pending == 2 * accepted
+
+
+async def test_redis_batch_replans_after_another_replica_took_its_event(redis_pair: tuple[Store, Store]) -> None:
+    # Replica one's batch holds A then B of one node; replica two commits A first, at another
+    # time. B was planned on one's own commit of A (fired at 100: B, at 100, inside the repeat
+    # interval), so it must be planned again on what two committed (fired at 50: B fires).
+    one, two = redis_pair
+    for i in range(5):  # the commits' order is up to the event loop: try a few times
+        a, b = ev("n1", "FAILED", t=2 * i), ev("n1", "FAILED", t=2 * i + 1)
+        plan = plan_to("x", route=f"r{i}", repeat=30)
+        two_a, one_a, one_b = await asyncio.gather(
+            accept(two, a, plan, now=at(50)), accept(one, a, plan, now=at(100)), accept(one, b, plan, now=at(100))
+        )
+        assert {two_a.status, one_a.status} == {"accepted", "duplicate"}
+        assert one_b.status == "accepted"
+        # B fires exactly when the A it follows fired more than 30 s before it
+        assert len(one_b.deliveries) == (1 if two_a.status == "accepted" else 0)
+
+
+async def test_redis_commits_concurrent_accepts_in_one_round_trip(redis_pair: tuple[Store, Store]) -> None:
+    from bridge.store.redis import RedisStore
+
+    one, _ = redis_pair
+    assert isinstance(one, RedisStore)
+    await accept(one, ev("warm", t=0), plan_to("a"))  # scripts loaded
+    client = one._client()
+
+    async def script_calls() -> int:
+        stats = await client.info("commandstats")
+        return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+    before = await script_calls()
+    results = await asyncio.gather(*(accept(one, ev(f"n{i % 10}", t=i), plan_to("a")) for i in range(200)))
+    assert [r.status for r in results] == ["accepted"] * 200
+    assert await script_calls() - before == 2  # one read, one commit
+    for i in range(10, 200):
+        prev = results[i].previous
+        assert prev is not None and prev.last_event_id == ev(f"n{i % 10}", t=i - 10).id
 
 
 async def test_redis_replicas_never_claim_the_same_job(redis_pair: tuple[Store, Store]) -> None:

@@ -30,6 +30,9 @@ from bridge.receivers.base import (
 from bridge.render import Renderer
 
 WHSEC_PREFIX = "whsec_"
+# asyncio.timeout(cfg.timeout) bounds the whole exchange; aiohttp's own timers (the session's
+# default 5-minute total) would only add a timer per request.
+_NO_CLIENT_TIMEOUT = aiohttp.ClientTimeout()
 
 
 def signing_key(secret: str) -> bytes:
@@ -94,7 +97,8 @@ class WebhookReceiver:
             async with (
                 asyncio.timeout(self._cfg.timeout),
                 self._session.post(
-                    self._url, data=body, headers=headers, allow_redirects=False, raise_for_status=False
+                    self._url, data=body, headers=headers, allow_redirects=False, raise_for_status=False,
+                    timeout=_NO_CLIENT_TIMEOUT,
                 ) as resp,
             ):
                 status, reason = resp.status, resp.reason or ""

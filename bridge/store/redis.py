@@ -37,15 +37,24 @@ transition, so this is amortised O(log n)), then takes the first ``limit`` of ``
 O(limit·log n). A claimed head stays the head of its queue and goes back to ``due`` scored by its
 lease expiry, so a claim whose replica died is due again after ``lease`` seconds.
 
-Accept: ``plan(prev)`` is Python, so accept is optimistic. One round trip reads the dedup record,
-the node state (with its version) and the node's repeat-interval times; Python decides the
-outcome and computes the plan; one Lua script then re-checks the dedup record and that the node's
-version is unchanged and commits dedup, event, node state, repeat times and jobs together, or
-answers "retry" and the loop reads again. Every write of repeat times also bumps the node's
-version, so the version check covers them. WATCH/MULTI would also work, but it needs a dedicated
-connection per attempt and turns every conflict into a round trip more; the script keeps the
-commit a single atomic step. Consequence: ``plan`` may be called more than once for one event
-under contention (it must be free of side effects).
+Accept: ``plan(prev)`` is Python, so accept is optimistic, and group-committed: the accepts
+queued while no batch is on its way (those of one event-loop iteration), or while one is (the
+next batch), go together. One script call reads every dedup record, node state (with its version)
+and repeat-interval times of the batch; Python decides each accept in order and computes its plan
+on the node state that the batch's earlier accepts of the same node leave behind (a repeat of an
+event earlier in the batch waits for that one's answer); one script call then commits them in the
+same order, re-checking for each its dedup record and that its node's version is the one planned
+on, and answers per accept 'ok', 'dup <id>' or 'retry' (once an accept of a node is not 'ok', the
+node's later accepts in the batch are 'retry': they were planned on it). Retries go first into
+the next batch. Every write of repeat times also bumps the node's version, so the version check
+covers them. WATCH/MULTI would also work, but it needs a dedicated connection per attempt; the
+script keeps the commit a single atomic step. Consequence: ``plan`` may be called more than once
+for one event under contention (it must be free of side effects). One script call per batch,
+rather than a pipeline of one call per accept, costs the bridge ~10 µs less per accept.
+
+Outcomes of sends (complete, reschedule, bury) are batched the same way: one script call records
+all those queued meanwhile. A claim is one script call (promotion and claim together), unless
+more heads fell due than one promotion batch holds.
 """
 
 from __future__ import annotations
@@ -92,7 +101,6 @@ except ImportError:  # pragma: no cover - hiredis is a dependency, but the store
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 _MAX_ACCEPT_ATTEMPTS = 50
-_DBG = [0, 0, 0, 0]  # DEBUG
 _ACCEPT_BATCH = 256  # accepts committed by one script call (bounds its run time)
 _SETTLE_BATCH = 512  # send outcomes recorded by one script call
 _BATCH = 1000  # keys handled per script call by prune and promotion (bounds one script's run time)
@@ -644,7 +652,6 @@ class RedisStore:
         await self.ping()
 
     async def close(self) -> None:
-        import sys; print("DEBUG batches", _DBG, file=sys.stderr)  # DEBUG
         # let the batches on their way finish (or fail) on the connection they started on
         for task in (self._accept_task, self._settle_task):
             if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
@@ -729,7 +736,6 @@ class RedisStore:
         them in order (each on the node state its predecessors leave), one script commits them all,
         re-checking each. Returns the accepts to try again."""
         nodes = list(dict.fromkeys(a.event.node_id for a in batch))
-        _DBG[0] += 1; _DBG[1] += len(batch)  # DEBUG
         found_all, rows = await self._run("read", len(batch), *(a.event.dedup_key for a in batch), *nodes)
         sims = {node: _NodeSim(node, row) for node, row in zip(nodes, rows, strict=True)}
 
@@ -787,6 +793,7 @@ class RedisStore:
         """Decide ``a`` on ``sim`` (the node as the batch's earlier accepts leave it), append its
         commit arguments to ``args`` and advance ``sim``. Returns the answer if the commit takes it."""
         event = a.event
+        ev_json = a.event_json()  # like plan() below, before anything changes: it could raise
         prev = sim.prev
         now_ts = a.now_ts
         now_us = a.now_us
@@ -820,7 +827,6 @@ class RedisStore:
                 fired_map[f] = now_text
             if pairs:
                 ets_us = _us(event.timestamp)
-                ev_json = a.event_json()
                 prev_status = prev.status if prev else None
                 prev_since = format_timestamp(prev.since) if prev else None
                 for route, receiver in pairs:
@@ -844,7 +850,7 @@ class RedisStore:
             repr(a.expires),
             a.dedup_px,
             event.id,
-            f'{{"event":{a.event_json()},"outcome":"{outcome}"}}',
+            f'{{"event":{ev_json},"outcome":"{outcome}"}}',
             _us(event.received_at),
             event.node_id,
             "0" if a.mode == "stale" else "1",
@@ -907,7 +913,6 @@ class RedisStore:
         try:
             while self._settles:
                 batch = self._settles[:_SETTLE_BATCH]
-                _DBG[2] += 1; _DBG[3] += len(batch)  # DEBUG
                 del self._settles[:_SETTLE_BATCH]
                 try:
                     await self._run("settle", *(x for item, _ in batch for x in item))
