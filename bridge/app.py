@@ -92,7 +92,14 @@ class App:
             log.warning("config: %s", warning)
         if not self.store.durable:
             log.warning("storage is %s: not durable, a restart forgets pending alerts", cfg.storage.url)
-        await self.store.open()
+        try:
+            await self.store.open()
+        except Unavailable as exc:
+            if not cfg.storage.url.startswith(("redis://", "rediss://")):
+                raise
+            # Redis reconnects by itself: start not-ready (ingest answers 503, ThunderStack
+            # retries) rather than exit and leave the restart to a supervisor.
+            log.warning("storage unavailable at start, running not-ready until it answers: %s", exc.detail)
         self._session = aiohttp.ClientSession()
         self.keys = KeyManager(cfg, store=self.store, session=self._session)
         await self.keys.start()

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from bridge.config import Config
-from bridge.errors import BridgeError, KeyUnavailable
+from bridge.errors import BridgeError, KeyUnavailable, Unavailable
 from bridge.store import Store
 
 log = logging.getLogger("bridge.keys")
@@ -182,7 +182,11 @@ class KeyManager:
             if self._v.public_key_file is not None:
                 self._task = asyncio.create_task(self._refresh_loop(), name="key-refresh")
             return
-        cached = await self._store.get_meta(CACHE_KEY)
+        try:
+            cached = await self._store.get_meta(CACHE_KEY)
+        except Unavailable as exc:
+            log.warning("cannot read the cached public key: %s", exc.detail)
+            cached = None
         if cached:
             try:
                 self._set(load_public_key(cached), source="cache")
@@ -232,7 +236,10 @@ class KeyManager:
         elif self._v.public_key_url:
             key = await self._fetch(self._v.public_key_url)
             if self._set(key, source="url"):
-                await self._store.set_meta(CACHE_KEY, pem(key))
+                try:
+                    await self._store.set_meta(CACHE_KEY, pem(key))
+                except Unavailable as exc:  # the key is in force; only the restart cache missed it
+                    log.warning("cannot cache the public key: %s", exc.detail)
 
     async def _fetch(self, url: str) -> rsa.RSAPublicKey:
         headers = {"Accept": "application/json, text/plain"}

@@ -31,7 +31,10 @@ from bridge.store.sqlite import SQLiteStore
 from bridge.testing import event_body, sign
 from tests.fakes import free_port, wait_until
 from tests.harness import ROOT, BridgeProcess, ProbeSink
-from tests.redis_server import RedisServer, redis_outage_server  # noqa: F401
+from tests.redis_server import (
+    RedisServer,
+    redis_outage_server,  # noqa: F401
+)
 
 pytest_plugins = ["tests.fakes"]
 pytestmark = pytest.mark.timeout(120)
@@ -579,3 +582,21 @@ async def test_deliveries_cli_on_redis_while_the_bridge_runs(
         assert {d["id"] for d in done} == set(want)
         out = await cli("deliveries", "purge", "-c", cfg, "--dead")
         assert out.returncode == 0 and out.stdout.strip() == "0 dead deliveries purged"
+
+
+async def test_redis_down_at_start_then_up(bridge_process: StartBridge, tmp_path: Path) -> None:
+    """The real process starts not-ready while Redis is down, answers 503, and recovers by itself."""
+    server = RedisServer(tmp_path / "redis")
+    (tmp_path / "redis").mkdir()
+    p = await bridge_process(wait_ready=False, storage={"url": server.url})
+    status, body = await p.get(p.base_url + "/readyz")
+    assert status == 503 and "storage" in body["reason"]
+    code, doc = await p.event("n1", "FAILED")
+    assert code == 503 and doc["error"] == "unavailable"
+    server.start()
+    try:
+        await p.wait_http("/readyz", 20)
+        code, doc = await p.event("n1", "FAILED")
+        assert code == 200 and doc["status"] == "accepted"
+    finally:
+        server.stop()
