@@ -3,6 +3,15 @@
 Receivers only say "retry later" or "permanent"; ``RetryPolicy`` (tenacity's wait and stop
 strategies) decides when the next attempt is, and the store persists it so backoff survives a
 restart. Per receiver: a concurrency limit and a rate limit, so bursts queue instead of earning 429s.
+
+Per receiver, ``concurrency`` senders each hold a send slot. When the jobs at hand fit in the
+slots, the dispatcher claims ``PREFETCH_ROUNDS`` rounds (``concurrency`` jobs each) ahead, so a
+sender whose send ends takes the next claimed job at once, without waiting for the store. A
+finished send's outcome is recorded with the next claim, or after ``RECORD_DELAY`` at the latest:
+the store records those rounds of outcomes and claims the next rounds in one batch (one SQLite
+commit) instead of one commit per outcome and one per claim. Outcomes are written before the
+claim, so the next job of a finished job's order key (receiver and node) is claimable in the same
+batch. Only heads of order keys are claimed, so prefetching never reorders a key's jobs.
 """
 
 from __future__ import annotations
@@ -97,11 +106,14 @@ class _Lane:
 
     def wants_jobs(self) -> bool:
         """Claim when the jobs at hand fit in the send slots: a slot is idle, or would be as soon as
-        a send ends. Claiming up to a second round then keeps the slots busy while the store works,
-        and one store batch records a round of outcomes and claims a round of jobs."""
+        a send ends. Claiming rounds ahead then keeps the slots busy while the store works, and one
+        store batch records the outcomes of those rounds and claims the next ones."""
         return not self.retired and self.active + len(self.queued) <= self.cfg.concurrency
 
 
+# Claim up to this many rounds of jobs (``concurrency`` each) beyond the send slots, so one store
+# batch records that many rounds of outcomes and claims as many jobs (larger batches, fewer commits).
+PREFETCH_ROUNDS = 4
 # A finished send's outcome waits at most this long for the next claim, to share its commit.
 RECORD_DELAY = 0.005
 
@@ -201,10 +213,10 @@ class Dispatcher:
     async def _claim(self, name: str, lane: _Lane) -> int:
         conc = lane.cfg.concurrency
         held = lane.active + len(lane.queued)
-        limit = min(2 * conc - held, self._batch)
+        limit = min((1 + PREFETCH_ROUNDS) * conc - held, self._batch)
         if limit <= 0:
             return 0
-        # The lease must outlast the wait for a send slot (at most the round ahead) and the send
+        # The lease must outlast the wait for a send slot (the rounds ahead of it) and the send
         # itself, or the job is due again (here or at another replica) while it is still ours.
         rounds = (held + limit + conc - 1) // conc
         busy = lane.limiter.wait_bound(held + limit) + rounds * (lane.cfg.timeout + 5)
@@ -217,7 +229,8 @@ class Dispatcher:
             self._sending[job.id] = time.monotonic() + lease
             lane.queued.append(job)
         if lane.retired or self._stopping:  # a reload or stop() came during the claim
-            self._release_queued(lane, "interrupted by shutdown" if self._stopping else "receiver removed")
+            why = "interrupted by shutdown" if self._stopping else "receiver removed by a reload"
+            self._release_queued(lane, why)
         self._pump(lane)
         return len(jobs)
 
@@ -269,6 +282,8 @@ class Dispatcher:
                 await asyncio.wait(set(self._tasks))
             elif not claimed and not any(lane.finished for lane in self._lanes.values()):
                 return
+            else:
+                await asyncio.sleep(0)
         raise TimeoutError("deliveries still due after run_until_idle timeout")
 
     async def stop(self, grace: float) -> None:
@@ -321,9 +336,11 @@ class Dispatcher:
             await lane.limiter.acquire()
             started = time.perf_counter()
             try:
-                # The receiver times its own network calls; this bounds anything it forgot.
-                async with asyncio.timeout(lane.cfg.timeout + 5):
-                    await lane.receiver.send(job.alert)
+                if getattr(lane.receiver, "bounds_send_time", False):
+                    await lane.receiver.send(job.alert)  # it holds each send to cfg.timeout itself
+                else:  # bound whatever a receiver leaves unbounded
+                    async with asyncio.timeout(lane.cfg.timeout + 5):
+                        await lane.receiver.send(job.alert)
             except TimeoutError:
                 raise RetryLater("timed out") from None
             self._metrics.delivery_seconds.labels(job.receiver).observe(time.perf_counter() - started)

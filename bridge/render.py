@@ -77,10 +77,13 @@ delivery {{ delivery_id }}</p>
 
 _HINT = " (event.details and labels vary per event: use .get('key') or | default('...'))"
 
+# json.dumps(..., separators=(",", ":"), ensure_ascii=False) without building an encoder per call.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
-# The default title and text, written out in Python: what DEFAULT_TITLE and DEFAULT_TEXT render,
-# character for character (tests compare the two), at a fraction of a Jinja render's cost. Every
-# alert without a title/text override takes this path, so it is the delivery hot path.
+
+# The default title and text, written out in Python: they must render what DEFAULT_TITLE and
+# DEFAULT_TEXT render, character for character (keep the two in step), at a fraction of a Jinja
+# render's cost. Every alert without a title/text override takes this path on every delivery.
 def _default_title(ctx: Mapping[str, Any]) -> str:
     return f"{ctx['node']} is {ctx['status']}"
 
@@ -147,7 +150,9 @@ def slack_escape(value: Any) -> str:
 
 
 def _event_time(event: Event) -> str:
-    return event.timestamp.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    # strftime("%Y-%m-%d %H:%M:%S UTC") (years unpadded, as strftime leaves them), at half the cost.
+    t = event.timestamp.astimezone(UTC)
+    return f"{t.year}-{t.month:02d}-{t.day:02d} {t.hour:02d}:{t.minute:02d}:{t.second:02d} UTC"
 
 
 def _environment(autoescape: bool) -> SandboxedEnvironment:
@@ -424,7 +429,7 @@ class Renderer:
             "text": ctx["text"],
             "links": ctx["links"],
         }
-        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        return _COMPACT_JSON.encode(payload).encode()
 
     def log(self, alert: Alert, cfg: ReceiverBase | None = None) -> dict[str, Any]:
         """Fields for one structured log line."""

@@ -31,6 +31,9 @@ _MIN_SECRET_LEN = 4  # shorter "secrets" would redact ordinary words
 
 @runtime_checkable
 class Receiver(Protocol):
+    """A receiver whose class sets ``bounds_send_time = True`` holds every ``send`` to its
+    ``timeout`` itself; the dispatcher then adds no timer of its own (one per send saved)."""
+
     name: str
 
     async def send(self, alert: Alert) -> None:

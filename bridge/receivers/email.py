@@ -22,6 +22,8 @@ _MAX_REPLY = 200  # server replies go into reasons; keep them short
 
 
 class EmailReceiver:
+    bounds_send_time = True  # send() runs under asyncio.timeout(cfg.timeout)
+
     def __init__(self, name: str, cfg: EmailReceiverConfig, *, renderer: Renderer) -> None:
         self.name = name
         self._cfg = cfg

@@ -12,6 +12,8 @@ alerts_log = logging.getLogger("bridge.alerts")
 
 
 class LogReceiver:
+    bounds_send_time = True  # send() does no I/O that could hang
+
     def __init__(self, name: str, cfg: LogReceiverConfig, *, renderer: Renderer) -> None:
         self.name = name
         self._cfg = cfg

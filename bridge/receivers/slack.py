@@ -39,6 +39,8 @@ _TRANSIENT_ERRORS = frozenset(
 
 
 class SlackReceiver:
+    bounds_send_time = True  # send() runs under asyncio.timeout(cfg.timeout)
+
     def __init__(
         self,
         name: str,

@@ -49,6 +49,8 @@ def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
 
 
 class WebhookReceiver:
+    bounds_send_time = True  # send() runs under asyncio.timeout(cfg.timeout)
+
     def __init__(
         self,
         name: str,
