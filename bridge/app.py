@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping
@@ -122,6 +123,12 @@ class App:
         scheme = "https" if ctx else "http"
         log.info("listening on %s://%s:%d%s (admin on %s:%d)", scheme, host, self.webhook_port, s.path,
                  ahost, self.admin_port)
+        # What exists now (modules, config, routes, clients: ~65,000 objects) lives as long as the
+        # bridge. Left to the collector, every full collection walks all of it: a pause of 20-40 ms
+        # on the event loop, which every request and delivery in flight waits out. Frozen, the
+        # collector only walks what was allocated since. (No gc.collect() first: start-up leaves
+        # next to no garbage, and a collection would cost start-up about 16 ms.)
+        gc.freeze()
 
     async def _serve(self, app: web.Application, host: str, port: int, ctx: Any) -> int:
         runner = web.AppRunner(app, handle_signals=False, access_log=None,
@@ -164,6 +171,7 @@ class App:
         if self._session is not None:
             await self._session.close()
         await self.store.close()
+        gc.unfreeze()  # whatever of it is garbage by now (a test's previous bridge) can be collected
         log.info("stopped")
 
     def _ingest(self) -> Ingest:

@@ -12,6 +12,13 @@ the store records those rounds of outcomes and claims the next rounds in one bat
 commit) instead of one commit per outcome and one per claim. Outcomes are written before the
 claim, so the next job of a finished job's order key (receiver and node) is claimable in the same
 batch. Only heads of order keys are claimed, so prefetching never reorders a key's jobs.
+
+Every store round trip of the dispatcher is one batch for all receivers: the outcomes every lane
+has finished, then a claim for every lane with room. A lane only asks the store again when it may
+have due jobs it has not claimed (``_Lane.backlog``): new jobs were accepted, its last claim came
+back full, an outcome may have unblocked the next job of its order key, or a poll is due. At a
+steady trickle that is one dispatcher commit per accepted event, not one per send and receiver;
+each commit costs the event loop time and the SQLite WAL frames that checkpoints must copy.
 """
 
 from __future__ import annotations
@@ -103,6 +110,9 @@ class _Lane:
     record_timer: asyncio.TimerHandle | None = None
     record_due: bool = False  # the oldest outcome in ``finished`` has waited long enough
     retired: bool = False  # removed by a reload: starts no more sends
+    # The store may hold due jobs of this receiver that are not claimed yet. Cleared by a claim
+    # that came back with room to spare; set by anything that can make jobs due.
+    backlog: bool = True
 
     def wants_jobs(self) -> bool:
         """Claim when the jobs at hand fit in the send slots: a slot is idle, or would be as soon as
@@ -166,7 +176,13 @@ class Dispatcher:
         self.wake()
 
     def wake(self) -> None:
+        """New jobs may be due (ingest accepted some): every lane asks the store at once."""
+        self._mark_backlog()
         self._wake.set()
+
+    def _mark_backlog(self) -> None:
+        for lane in self._lanes.values():
+            lane.backlog = True
 
     # --- the loop --------------------------------------------------------------------------------
 
@@ -175,40 +191,39 @@ class Dispatcher:
 
     async def _run(self) -> None:
         while not self._stopping:
-            self._wake.clear()
+            self._wake.clear()  # before claiming: a wake-up during the claim is not lost
             try:
-                claimed = await self.claim_once()
+                await self.claim_once()
             except Unavailable as exc:
                 log.warning("cannot claim deliveries: %s", exc.detail)
-                claimed = 0
             except Exception:
                 log.exception("unexpected error while claiming deliveries")
-                claimed = 0
-            if claimed and not self._stopping:
-                continue  # more may be due right away
             try:
                 # (asyncio.timeout, not wait_for: no extra task per wake-up.)
                 async with asyncio.timeout(self._poll):
                     await self._wake.wait()
             except TimeoutError:
-                pass
+                self._mark_backlog()  # retries and expired leases come due with time alone
 
     async def claim_once(self) -> int:
-        """Record finished sends and claim due jobs for every receiver that wants more; start
-        sending them."""
-        total = 0
-        for name, lane in list(self._lanes.items()):
-            claim = lane.wants_jobs() and not self._stopping
-            if lane.finished and (claim or lane.record_due):
-                self._record_finished(lane)
-                if claim:
-                    # Let the outcomes queue their store writes first: they then share the claim's
-                    # batch (with SQLite one commit) and come before it, so the next job of a
-                    # finished job's order key can be claimed right away.
-                    await asyncio.sleep(0)
-            if claim:
-                total += await self._claim(name, lane)
-        return total
+        """One store batch: the outcomes of finished sends, then due jobs claimed for every
+        receiver with room, if any of them may have some (or outcomes are due); start sending them."""
+        lanes = list(self._lanes.items())
+        wanted = any(lane.backlog and lane.wants_jobs() for _, lane in lanes)
+        if not (wanted or any(lane.record_due for _, lane in lanes)):
+            return 0
+        claiming = [(name, lane) for name, lane in lanes if lane.wants_jobs() and not self._stopping]
+        # Outcomes queue their store writes first, so they share the claims' batch (with SQLite
+        # one commit) and come before them: the next job of a finished job's order key can be
+        # claimed right away. Claiming for a lane that has nothing due costs a query, not a commit.
+        for _, lane in lanes:
+            if lane.finished:
+                self._record_finished(lane, claimed_after=lane.wants_jobs() and not self._stopping)
+        if not claiming:
+            return 0
+        # Concurrent, so every claim joins the same store batch.
+        counts = await asyncio.gather(*(self._claim(name, lane) for name, lane in claiming))
+        return sum(counts)
 
     async def _claim(self, name: str, lane: _Lane) -> int:
         conc = lane.cfg.concurrency
@@ -216,12 +231,20 @@ class Dispatcher:
         limit = min((1 + PREFETCH_ROUNDS) * conc - held, self._batch)
         if limit <= 0:
             return 0
+        lane.backlog = False  # anything that comes due from now on sets it again
         # The lease must outlast the wait for a send slot (the rounds ahead of it) and the send
         # itself, or the job is due again (here or at another replica) while it is still ours.
         rounds = (held + limit + conc - 1) // conc
         busy = lane.limiter.wait_bound(held + limit) + rounds * (lane.cfg.timeout + 5)
         lease = max(self._lease, busy + 5)
-        jobs = await self._store.claim(now=self._clock(), limit=limit, lease=lease, receivers=(name,))
+        try:
+            jobs = await self._store.claim(now=self._clock(), limit=limit, lease=lease, receivers=(name,))
+        except BaseException:
+            lane.backlog = True  # still unclaimed: the next poll tries again
+            raise
+        if len(jobs) == limit:  # a full batch: more may be due right away
+            lane.backlog = True
+            self._wake.set()
         for job in jobs:
             if job.id in self._sending:  # its lease ran out during a long pause; still ours
                 log.warning("delivery %s claimed again while being sent; not sent twice", job.id)
@@ -252,20 +275,21 @@ class Dispatcher:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _record_finished(self, lane: _Lane) -> None:
-        """Start recording every finished send's outcome (in one store batch where the store can)."""
+    def _record_finished(self, lane: _Lane, *, claimed_after: bool = False) -> None:
+        """Start recording every finished send's outcome (in one store batch where the store can).
+        ``claimed_after``: a claim for the lane follows in the same batch."""
         if lane.record_timer is not None:
             lane.record_timer.cancel()
             lane.record_timer = None
         lane.record_due = False
         finished, lane.finished = lane.finished, []
         for job, failure in finished:
-            self._spawn(self._record_outcome(lane, job, failure), f"record-{job.id}")
+            self._spawn(self._record_outcome(lane, job, failure, claimed_after), f"record-{job.id}")
 
     def _record_soon(self, lane: _Lane) -> None:
         lane.record_timer = None
         lane.record_due = True
-        self.wake()
+        self._wake.set()
 
     def _release_queued(self, lane: _Lane, reason: str) -> None:
         """Put claimed jobs that were never sent back to pending."""
@@ -277,6 +301,7 @@ class Dispatcher:
         """Test hook: claim, send and record until nothing is due and nothing is in flight."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            self._mark_backlog()  # tests enqueue without waking us, and move their clock
             claimed = await self.claim_once()
             if self._tasks:
                 await asyncio.wait(set(self._tasks))
@@ -323,10 +348,11 @@ class Dispatcher:
                 await self._record_outcome(lane, job, failure)
                 continue
             # The outcome is recorded with the next claim (one store batch for both), or after
-            # RECORD_DELAY at the latest.
+            # RECORD_DELAY at the latest. The slot that just freed claims at once only if a job
+            # may be waiting for it; otherwise the next accepted event's claim takes the outcome.
             lane.finished.append((job, failure))
-            if lane.wants_jobs():
-                self.wake()
+            if lane.backlog and lane.wants_jobs():
+                self._wake.set()
             elif lane.record_timer is None and not lane.record_due:
                 lane.record_timer = asyncio.get_running_loop().call_later(RECORD_DELAY, self._record_soon, lane)
 
@@ -350,13 +376,17 @@ class Dispatcher:
             return exc
         return None
 
-    async def _record_outcome(self, lane: _Lane, job: Delivery, failure: Exception | None) -> None:
+    async def _record_outcome(
+        self, lane: _Lane, job: Delivery, failure: Exception | None, claimed_after: bool = False
+    ) -> None:
         try:
             await self._record(lane, job, failure)
         finally:
             self._sending.pop(job.id, None)
-        if lane.wants_jobs():
-            self.wake()  # the next job of this order key may be due now, and there is room for it
+        if not claimed_after:  # else the claim in the same batch already saw the next job
+            lane.backlog = True  # the next job of this order key may be due now
+            if lane.wants_jobs():
+                self._wake.set()
 
     async def _record(self, lane: _Lane, job: Delivery, failure: Exception | None) -> None:
         ids = {"delivery_id": job.id, "receiver": job.receiver, "event_id": job.alert.event.id,

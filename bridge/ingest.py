@@ -60,6 +60,10 @@ class Rules:
         )
 
 
+def _log_ids(event: Event) -> dict[str, str]:
+    return {"event_id": event.id, "node": event.node_id, "node_status": event.status}
+
+
 def error_reply(exc: RequestError) -> Reply:
     return Reply(exc.status, {"error": exc.code, "detail": exc.detail})
 
@@ -90,7 +94,7 @@ class Ingest:
 
     def refuse(self, exc: RequestError) -> None:
         """Count and log a request refused before it reached ``handle`` (e.g. body too large)."""
-        self._metrics.events.labels(exc.code).inc()
+        self._metrics.count_event(exc.code)
         log.info("refused: %s", exc.detail, extra={"status": exc.status, "error": exc.code})
 
     async def handle(self, body: bytes, signature: str | None, path_node: str | None = None) -> Reply:
@@ -100,7 +104,7 @@ class Ingest:
             self.refuse(exc)
             return error_reply(exc)
         except Unavailable as exc:
-            self._metrics.events.labels("unavailable").inc()
+            self._metrics.count_event("unavailable")
             log.warning("answering 503: %s", exc.detail)
             return unavailable_reply(exc)
 
@@ -143,12 +147,14 @@ class Ingest:
 
     async def _record(self, event: Event, now: datetime, rules: Rules) -> Reply:
         age = (now - event.timestamp).total_seconds()
-        ids = {"event_id": event.id, "node": event.node_id, "node_status": event.status}
         if event.status not in KNOWN_STATUSES or event.event_type not in KNOWN_EVENT_TYPES:
             self._metrics.unknown_status.inc()
-            log.info("undocumented status or event type %r/%r accepted", event.status, event.event_type, extra=ids)
+            log.info(
+                "undocumented status or event type %r/%r accepted", event.status, event.event_type,
+                extra=_log_ids(event),
+            )
         if -age > rules.max_clock_skew:
-            log.warning("event dated %.0fs in the future (clock skew?); accepted", -age, extra=ids)
+            log.warning("event dated %.0fs in the future (clock skew?); accepted", -age, extra=_log_ids(event))
 
         def plan(prev: NodeState | None) -> list[RouteMatch]:
             return rules.router.match(event, prev)
@@ -160,8 +166,9 @@ class Ingest:
             silence = silenced([*rules.config_silences, *self.store_silences], event, now)
             mode = "silenced" if silence is not None else "notify"
         result = await self._store.accept(event, plan, now=now, dedup_ttl=rules.dedup_ttl, mode=mode)  # type: ignore[arg-type]
-        self._metrics.events.labels(result.status).inc()
-        log.info("event %s", result.status, extra={**ids, "deliveries": len(result.deliveries)})
+        self._metrics.count_event(result.status)
+        if log.isEnabledFor(logging.INFO):  # the extra dict is per request: skip it when nobody reads it
+            log.info("event %s", result.status, extra={**_log_ids(event), "deliveries": len(result.deliveries)})
         if result.status == "duplicate":
             return Reply(200, {"status": "duplicate", "id": result.event_id})
         if result.status == "stale":

@@ -23,8 +23,8 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.events = Counter("alert_bridge_events_total", "Webhook requests by outcome", ["outcome"], registry=r)
-        for outcome in EVENT_OUTCOMES:
-            self.events.labels(outcome)
+        # Children bound once: labels() costs more than the increment, and this is per request.
+        self._event_children = {outcome: self.events.labels(outcome) for outcome in EVENT_OUTCOMES}
         self.unknown_status = Counter(
             "alert_bridge_unknown_status_events_total", "Accepted events whose status or type is not documented",
             registry=r,
@@ -76,6 +76,12 @@ class Metrics:
                                 registry=r)
         self.build_info.labels(__version__).set(1)
         self.reload_success.set(1)
+
+    def count_event(self, outcome: str) -> None:
+        child = self._event_children.get(outcome)
+        if child is None:
+            child = self._event_children[outcome] = self.events.labels(outcome)
+        child.inc()
 
     def for_receivers(self, names: list[str]) -> None:
         """Create every (receiver, outcome) series up front so dashboards see zeros, not gaps."""

@@ -53,8 +53,13 @@ class Outbox(Protocol):
     async def purge_dead(self) -> int: ...
 
 
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def _json(reply: Reply) -> web.Response:
-    return web.json_response(reply.body, status=reply.status, headers=reply.headers)
+    # What web.json_response does, minus its per-call encoder and text-to-bytes round trip.
+    return web.Response(body=_encode(reply.body).encode(), status=reply.status, headers=reply.headers or None,
+                        content_type="application/json")
 
 
 @web.middleware
@@ -88,6 +93,17 @@ async def read_body(request: web.Request, limit: int, timeout: float) -> bytes:
     length = request.content_length
     if length is not None and length > limit:
         raise BodyTooLarge(f"body of {length} bytes exceeds the limit of {limit}")
+    content = request.content
+    if content.is_eof():
+        # The usual case: the body arrived with the headers. Take it without a timer or a wait
+        # (together they were a tenth of the request's CPU).
+        try:
+            body = content.read_nowait()
+        except web.RequestPayloadError:
+            raise PayloadError("body could not be read: malformed chunked or compressed data") from None
+        if len(body) > limit:
+            raise BodyTooLarge(f"body exceeds the limit of {limit} bytes")
+        return body
     chunks: list[bytes] = []
     size = 0
     async with asyncio.timeout(timeout):

@@ -6,13 +6,14 @@ jobs that routing chose commit together, so a 200 answered after it means nothin
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
 
 from bridge.config import RetentionConfig
-from bridge.model import Delivery, DeliveryState, Event, NodeState, RouteMatch, Silence
+from bridge.model import Delivery, DeliveryState, Event, NodeState, RouteMatch, Silence, format_timestamp
 
 AcceptStatus = Literal["accepted", "duplicate", "stale", "out_of_order", "silenced"]
 
@@ -147,3 +148,21 @@ def select_deliveries(
                 taken.add(receiver)
                 pairs.append((m.route, receiver))
     return pairs, fired
+
+
+# Compact JSON, as stored in every backend (C encoder; no spaces to store or parse). ASCII-only:
+# a body may carry a lone surrogate ("\\ud800"), which has no UTF-8 form to store.
+compact_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def job_context(event_json: str, route: str, receiver: str, previous: NodeState | None) -> str:
+    """``Alert.context()`` as JSON, around the event's JSON encoded once for all of its jobs."""
+    rest = compact_json(
+        {
+            "route": route,
+            "receiver": receiver,
+            "previous_status": previous.status if previous else None,
+            "previous_since": format_timestamp(previous.since) if previous else None,
+        }
+    )
+    return f'{{"event":{event_json},{rest[1:]}'

@@ -87,10 +87,17 @@ from bridge.model import (
     NodeState,
     Silence,
     delivery_id,
-    format_timestamp,
     next_node_state,
 )
-from bridge.store.base import Acceptance, AcceptStatus, OutboxStats, Plan, select_deliveries
+from bridge.store.base import (
+    Acceptance,
+    AcceptStatus,
+    OutboxStats,
+    Plan,
+    compact_json,
+    job_context,
+    select_deliveries,
+)
 
 _hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
 try:  # C encoding of commands; redis-py's asyncio client packs them in Python otherwise
@@ -128,8 +135,7 @@ def _cutoff(now_us: int, seconds: float) -> int:
     return c
 
 
-# Compact JSON; one encoder for every call (json.dumps builds a new one per call for these options).
-_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_json = compact_json
 
 
 class _HiredisPacking(AbstractConnection):
@@ -827,16 +833,9 @@ class RedisStore:
                 fired_map[f] = now_text
             if pairs:
                 ets_us = _us(event.timestamp)
-                prev_status = prev.status if prev else None
-                prev_since = format_timestamp(prev.since) if prev else None
                 for route, receiver in pairs:
                     did = delivery_id(event.id, receiver)
-                    # Alert.context(), with the event's JSON encoded once for all its jobs
-                    rest = _json(
-                        {"route": route, "receiver": receiver, "previous_status": prev_status,
-                         "previous_since": prev_since}
-                    )
-                    jobs += [did, _member(now_us, did), receiver, ets_us, f'{{"event":{ev_json},{rest[1:]}']
+                    jobs += [did, _member(now_us, did), receiver, ets_us, job_context(ev_json, route, receiver, prev)]
                     ids.append(did)
 
         version = sim.version

@@ -36,7 +36,7 @@ from bridge.model import (
     next_node_state,
     order_key,
 )
-from bridge.store.base import Acceptance, OutboxStats, Plan, select_deliveries
+from bridge.store.base import Acceptance, OutboxStats, Plan, compact_json, job_context, select_deliveries
 
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
@@ -330,14 +330,14 @@ class SQLiteStore:
             outcome = "out_of_order"
         else:
             outcome = "silenced" if mode == "silenced" else "accepted"
-        event_doc = event.to_dict()
+        event_json = compact_json(event.to_dict())
         # Check-and-record in one statement: a live row with this id means a repeat.
         cur = c.execute(
             "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT(id) DO UPDATE SET "
             "received_at = excluded.received_at, expires_at = excluded.expires_at, outcome = excluded.outcome, "
             "body = excluded.body, kept = 1 WHERE events.expires_at <= ?",
             (eid, event.node_id, event.status, event.event_type, ts, event.received_at.timestamp(),
-             max(now_ts, ts) + dedup_ttl, outcome, json.dumps(event_doc), now_ts),
+             max(now_ts, ts) + dedup_ttl, outcome, event_json, now_ts),
         )
         if cur.rowcount == 0:
             return Acceptance("duplicate", eid)
@@ -369,12 +369,8 @@ class SQLiteStore:
                 [(route, event.node_id, event.status, now_ts) for route in fired],
             )
         ids = []
-        prev_status = prev.status if prev else None
-        prev_since = format_timestamp(prev.since) if prev else None
         for route, receiver in pairs:
             did = delivery_id(eid, receiver)
-            context = {"event": event_doc, "route": route, "receiver": receiver,
-                       "previous_status": prev_status, "previous_since": prev_since}
             key = order_key(receiver, event.node_id)
             # Jobs of one key are created in event order (older events are out_of_order above),
             # so a new job is the head exactly when its key has no unfinished job.
@@ -383,7 +379,8 @@ class SQLiteStore:
                 "next_attempt_at, updated_at, is_head, due_at, context) "
                 "VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?, NOT EXISTS (SELECT 1 FROM jobs WHERE order_key = ? "
                 "AND state IN ('pending', 'inflight')), ?, ?)",
-                (did, key, receiver, ts, now_ts, now_ts, now_ts, key, now_ts, json.dumps(context)),
+                (did, key, receiver, ts, now_ts, now_ts, now_ts, key, now_ts,
+                 job_context(event_json, route, receiver, prev)),
             )
             ids.append(did)
         return Acceptance("accepted", eid, tuple(ids), prev)
