@@ -43,7 +43,10 @@ README_START, README_END = "<!-- bench:results:start -->", "<!-- bench:results:e
 
 def cases() -> list[tuple[str, Callable[[Context], dict[str, Any]]]]:
     # The floor runs first: its rate sizes the event windows of the bridge cases.
-    order = ["aiohttp-floor", "node-seed", "node-keyobject", "bridge-sqlite", "bridge-redis", "bridge-sqlite-dup"]
+    order = [
+        "aiohttp-floor", "node-seed", "node-keyobject", "aiohttp-relay", "bridge-sqlite", "bridge-redis",
+        "bridge-sqlite-dup",
+    ]
     out: list[tuple[str, Callable[[Context], dict[str, Any]]]] = [
         (name, lambda ctx, name=name: ingest.run(ctx, name)) for name in order
     ]

@@ -10,14 +10,17 @@ from __future__ import annotations
 import base64
 import binascii
 import sys
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 
-def make_app(public_pem: bytes, path: str = "/webhook") -> web.Application:
+
+def make_handler(public_pem: bytes) -> Handler:
     key = serialization.load_pem_public_key(public_pem)
     pad, algo = padding.PKCS1v15(), hashes.SHA256()
 
@@ -30,8 +33,12 @@ def make_app(public_pem: bytes, path: str = "/webhook") -> web.Application:
             return web.Response(status=403, text="invalid signature")
         return web.Response(text="OK")
 
+    return webhook
+
+
+def make_app(public_pem: bytes, path: str = "/webhook") -> web.Application:
     app = web.Application()
-    app.router.add_post(path, webhook)
+    app.router.add_post(path, make_handler(public_pem))
     return app
 
 

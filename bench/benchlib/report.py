@@ -185,9 +185,18 @@ def _state(r: dict[str, Any]) -> str | None:
     return None if status == "ok" else f"{status}: {r.get('reason', '')}"
 
 
+def _events(r: dict[str, Any]) -> str:
+    parts = [r.get("events", "")]
+    if "delivered_during_rounds" in r:
+        parts.append(f"{r['delivered_during_rounds']:,} delivered during the rounds")
+    if r.get("non2xx"):
+        parts.append(f"{r['non2xx']:,} non-2xx")
+    return "; ".join(p for p in parts if p)
+
+
 def tables(results: Results, ingest_cases: tuple[str, ...], mode: dict[str, Any]) -> list[Table]:
     out = []
-    floor, seed = _rps("aiohttp-floor")(results), _rps("node-seed")(results)
+    floor, seed, relay = (_rps(c)(results) for c in ("aiohttp-floor", "node-seed", "aiohttp-relay"))
     rows = []
     for case in ingest_cases:
         r = results.get(case, {"status": "skipped", "reason": "not selected"})
@@ -201,18 +210,23 @@ def tables(results: Results, ingest_cases: tuple[str, ...], mode: dict[str, Any]
                 "-" if spread is None else f"{spread:.1f}%",
                 _f(_get(results, case, "p50_ms", "median"), "{:.2f}"),
                 _f(_get(results, case, "p99_ms", "median"), "{:.2f}"),
+                _f(_get(results, case, "cpu_us_per_request"), "{:.0f}"),
                 _f(rps / floor if rps and floor else None, "{:.2f}"),
+                _f(rps / relay if rps and relay else None, "{:.2f}"),
                 _f(rps / seed if rps and seed else None, "{:.2f}"),
-                state or r.get("events", "") + (f"; {r['non2xx']:,} non-2xx" if r.get("non2xx") else ""),
+                state or _events(r),
             ]
         )
     out.append(
         Table(
             "Ingest (wrk, server pinned to core 0, wrk to core 1)",
-            ["case", "req/s", "spread", "p50 ms", "p99 ms", "x floor", "x node-seed", "events / status"],
+            ["case", "req/s", "spread", "p50 ms", "p99 ms", "CPU us/req", "x floor", "x relay", "x node-seed",
+             "events / status"],
             rows,
             f"median of {mode['rounds']} x {mode['round_s']:g}s rounds after {mode['warmup_s']:g}s warm-up; "
-            "spread = (max-min)/median across rounds",
+            "spread = (max-min)/median across rounds; CPU us/req = CPU time of the server core's processes "
+            "(the bridge with its Redis) over the rounds / requests answered, deliveries made meanwhile "
+            "included; x relay = against aiohttp-relay, the floor plus one delivery per event",
         )
     )
 

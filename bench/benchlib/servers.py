@@ -28,14 +28,20 @@ from benchlib.common import (
 BASELINES = BENCH / "baselines"
 
 
-def start_baseline(procs: Procs, name: str, public_key: Path) -> tuple[Proc, str]:
-    """node-seed, node-keyobject or aiohttp-floor on the server core; returns (process, base URL)."""
+def start_baseline(
+    procs: Procs, name: str, public_key: Path, forward_url: str | None = None
+) -> tuple[Proc, str]:
+    """node-seed, node-keyobject, aiohttp-floor or aiohttp-relay (which forwards every event to
+    ``forward_url``) on the server core; returns (process, base URL)."""
     port = free_port()
     if name.startswith("node-"):
         if not shutil.which("node"):
             raise Unavailable("node is not installed")
         script = BASELINES / ("node_seed.js" if name == "node-seed" else "node_keyobject.js")
         cmd = ["node", str(script), str(port), str(public_key)]
+    elif name == "aiohttp-relay":
+        assert forward_url is not None
+        cmd = python_cmd(str(BASELINES / "aiohttp_relay.py"), str(port), str(public_key), forward_url)
     else:
         cmd = python_cmd(str(BASELINES / "aiohttp_floor.py"), str(port), str(public_key))
     proc = procs.start(name, pin_cmd(SERVER_CORE, cmd), env=bench_env())
@@ -104,7 +110,13 @@ def start_sink(procs: Procs, name: str = "sink", core: int = LOAD_CORE) -> Sink:
 # --- Redis -------------------------------------------------------------------------------------------
 
 
-def start_redis(procs: Procs, workdir: Path) -> int:
+@dataclass
+class Redis:
+    proc: Proc
+    port: int
+
+
+def start_redis(procs: Procs, workdir: Path) -> Redis:
     """A throwaway redis-server on a free loopback port, no persistence, on the server core."""
     if not shutil.which("redis-server"):
         raise Unavailable("redis-server is not installed")
@@ -134,6 +146,6 @@ def start_redis(procs: Procs, workdir: Path) -> int:
         with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
             s.sendall(b"PING\r\n")
             if s.recv(64).startswith(b"+PONG"):
-                return port
+                return Redis(proc, port)
         time.sleep(0.05)
     raise RuntimeError(f"redis on {port} never answered PING")

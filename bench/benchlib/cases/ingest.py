@@ -13,13 +13,13 @@ from typing import Any
 
 from benchlib.bridge import make_config, require_bridge, start_bridge
 from benchlib.client import post_all
-from benchlib.common import Invalid, Procs, Unavailable, summarize
+from benchlib.common import Invalid, Procs, Unavailable, cpu_seconds, summarize
 from benchlib.context import Context
 from benchlib.events import ensure_events, fresh_events
-from benchlib.servers import start_baseline, start_redis, start_sink
+from benchlib.servers import Sink, start_baseline, start_redis, start_sink
 from benchlib.wrk import CONNECTIONS, THREADS, WrkResult, ensure_wrk, run_wrk
 
-BASELINES = ("node-seed", "node-keyobject", "aiohttp-floor")
+BASELINES = ("node-seed", "node-keyobject", "aiohttp-floor", "aiohttp-relay")
 BRIDGES = ("bridge-sqlite", "bridge-redis", "bridge-sqlite-dup")
 CASES = BASELINES + BRIDGES
 LOOP_WINDOW = 50_000  # events the baselines cycle over
@@ -47,14 +47,18 @@ def run(ctx: Context, name: str) -> dict[str, Any]:
     wrk_log = ctx.log_dir / f"wrk-{name}.log"
     with Procs(ctx.log_dir) as procs:
         sink = bridge = None
+        redis = None
         if name in BASELINES:
-            server, base = start_baseline(procs, name, ctx.public_key)
+            if name == "aiohttp-relay":
+                sink = start_sink(procs, f"sink-{name}")
+            server, base = start_baseline(procs, name, ctx.public_key, sink.url + "/hook" if sink else None)
             url, path = base + "/webhook", "/webhook"
         else:
             require_bridge()  # before starting a sink and Redis for nothing
             sink = start_sink(procs, f"sink-{name}")
             if name == "bridge-redis":
-                storage = f"redis://127.0.0.1:{start_redis(procs, ctx.workdir / name)}/0"
+                redis = start_redis(procs, ctx.workdir / name)
+                storage = f"redis://127.0.0.1:{redis.port}/0"
             else:
                 storage = f"sqlite:///{ctx.workdir / (name + '.db')}"
             cfg = make_config(public_key=ctx.public_key, storage_url=storage, sink_url=sink.url)
@@ -106,11 +110,17 @@ def run(ctx: Context, name: str) -> dict[str, Any]:
             if need > ctx.events.count:
                 ctx.log(f"  {name}: {warm.rps:,.0f} req/s in warm-up, signing up to {need:,} events")
                 ctx.events = ensure_events(ctx.key, need, log=ctx.log)
+        # CPU of everything on the server core that serves the case (Redis shares it with the bridge).
+        on_core = [server.pid] + ([redis.proc.pid] if redis else [])
+        cpu_before = sum(cpu_seconds(p) for p in on_core)
+        delivered_before = _delivered(sink)
         rounds = [one(m.round_s, (m.rounds - i) * m.round_s) for i in range(m.rounds)]
         if server.popen.poll() is not None:
             raise Unavailable(f"{name} exited during the case: {server.log_tail(6)}")
+        cpu = sum(cpu_seconds(p) for p in on_core) - cpu_before
         if sink is not None:
-            out["delivered_during_case"] = sink.stats()["unique"]
+            out["delivered_during_rounds"] = _delivered(sink) - delivered_before
+            out["delivered_during_case"] = _delivered(sink)
 
     runs = [warm, *rounds]
     total = sum(r.requests for r in rounds)
@@ -122,6 +132,8 @@ def run(ctx: Context, name: str) -> dict[str, Any]:
         requests=total,
         non2xx=non2xx,
         socket_errors=sum(r.socket_errors for r in rounds),
+        # Per answered request: what the server core spent on it, deliveries made meanwhile included.
+        cpu_us_per_request=cpu / total * 1e6 if total else None,
         warmup=warm.as_dict(),
         round_results=[r.as_dict() for r in rounds],
     )
@@ -139,3 +151,10 @@ def run(ctx: Context, name: str) -> dict[str, Any]:
         out["status"] = "invalid"
         out["reason"] = f"{non2xx:,} of {total:,} requests answered non-2xx (see {wrk_log.name})"
     return out
+
+
+def _delivered(sink: Sink | None) -> int:
+    if sink is None:
+        return 0
+    st = sink.stats()
+    return int(st["unique"] or st["ok"])  # the bridge's deliveries carry webhook-id, the relay's do not
