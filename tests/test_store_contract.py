@@ -323,6 +323,10 @@ async def test_a_failing_plan_fails_only_its_own_accept(store: Store) -> None:
     assert [getattr(r, "status", None) for r in results] == ["accepted", None, "accepted", "accepted"]
     assert results[3].previous == NodeState("n1", "FAILED", at(0), at(0), ev("n1", t=0).id)
     assert (await store.stats(now=at(1))).pending == 3
+    # Nothing of the failed accept remains, not even in a backend's memory of node states.
+    assert await store.node_state("n2") is None
+    again = await accept(store, ev("n2", t=0), plan_to("a"))
+    assert again.status == "accepted" and again.previous is None
 
 
 async def test_concurrent_outcomes_are_all_recorded(store: Store) -> None:

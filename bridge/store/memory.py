@@ -19,7 +19,7 @@ from bridge.model import (
     delivery_id,
     next_node_state,
 )
-from bridge.store.base import Acceptance, OutboxStats, Plan, select_deliveries
+from bridge.store.base import Acceptance, AcceptStatus, OutboxStats, Plan, select_deliveries
 
 
 class MemoryStore:
@@ -59,19 +59,20 @@ class MemoryStore:
         if found is not None and found[1] > now_ts:
             return Acceptance("duplicate", found[0])
         expires = max(now_ts, event.timestamp.timestamp()) + dedup_ttl
+        prev = None if mode == "stale" else self._nodes.get(event.node_id)
+        outcome: AcceptStatus = "stale" if mode == "stale" else "silenced" if mode == "silenced" else "accepted"
+        if prev is not None and mode != "stale" and event.timestamp < prev.last_timestamp:
+            outcome = "out_of_order"
+        # Like a transaction: plan() may raise, and then nothing of this event is recorded.
+        matches = plan(prev) if outcome == "accepted" else ()
         self._dedup[event.dedup_key] = (event.id, expires)
-        if mode == "stale":
-            self._events[event.id] = (event, "stale")
-            return Acceptance("stale", event.id)
-        prev = self._nodes.get(event.node_id)
-        if prev is not None and event.timestamp < prev.last_timestamp:
-            self._events[event.id] = (event, "out_of_order")
-            return Acceptance("out_of_order", event.id, previous=prev)
+        if outcome in ("stale", "out_of_order"):
+            self._events[event.id] = (event, outcome)
+            return Acceptance(outcome, event.id, previous=prev)
         self._nodes[event.node_id] = next_node_state(prev, event)
-        if mode == "silenced":
+        if outcome == "silenced":
             self._events[event.id] = (event, "silenced")
             return Acceptance("silenced", event.id, previous=prev)
-        matches = plan(prev)
         last = {
             m.route: self._fired[k]
             for m in matches

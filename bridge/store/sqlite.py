@@ -79,6 +79,7 @@ _WAL_RESTART_FRAMES = 4096  # ~16 MiB of 4 KiB pages
 # only reused from its start once one has: past this size, checkpoint with TRUNCATE (it waits for
 # the writer's current transaction and holds the next one back while it runs).
 _WAL_TRUNCATE_BYTES = 16 * 1024 * 1024
+_NODE_CACHE_MAX = 50_000  # node states kept in memory (~16 MB at most)
 _PRUNE_CHUNK = 5000  # rows per DELETE, so pruning a large backlog never stalls the loop for long
 
 
@@ -127,6 +128,10 @@ class SQLiteStore:
         self._checkpointer: threading.Thread | None = None
         self._closing = threading.Event()
         self._disk_full_until = 0.0  # monotonic; until then the WAL is emptied around every write
+        # Node states as committed (or written by the batch in progress): this process owns the file
+        # (the lock), so only its own writes change them. Saves a query per event. Emptied by any
+        # rollback, as the batch's writes are then undone; bounded by emptying it when full.
+        self._nodes: dict[str, NodeState] = {}
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -151,6 +156,7 @@ class SQLiteStore:
             raise StorageUnavailable(
                 f"{self.path} is in use by another alert-bridge process; replicas need storage.url: redis://"
             ) from None
+        self._nodes.clear()
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode: a power loss may undo the last commits but never corrupts; a process
@@ -265,13 +271,26 @@ class SQLiteStore:
         try:
             results: list[tuple[bool, Any]] = [(True, op(conn)) for op in ops]
         except (sqlite3.Error, OSError):
-            conn.execute("ROLLBACK")
+            self._rollback(conn)
             raise
         except Exception:
-            conn.execute("ROLLBACK")
+            self._rollback(conn)
             return self._run_isolated(conn, ops)
-        conn.execute("COMMIT")
+        self._commit(conn)
         return results
+
+    def _rollback(self, conn: sqlite3.Connection, savepoint: str | None = None) -> None:
+        self._nodes.clear()
+        conn.execute(f"ROLLBACK TO {savepoint}" if savepoint else "ROLLBACK")
+
+    def _commit(self, conn: sqlite3.Connection) -> None:
+        try:
+            conn.execute("COMMIT")
+        except BaseException:
+            self._nodes.clear()  # a failed COMMIT (disk full) leaves the transaction undone or open
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     def _run_isolated(self, conn: sqlite3.Connection, ops: list[Op]) -> list[tuple[bool, Any]]:
         results: list[tuple[bool, Any]] = []
@@ -285,13 +304,13 @@ class SQLiteStore:
                 except (sqlite3.Error, OSError):
                     raise
                 except Exception as exc:
-                    conn.execute("ROLLBACK TO op")
+                    self._rollback(conn, "op")
                     conn.execute("RELEASE op")
                     results.append((False, exc))
-            conn.execute("COMMIT")
+            self._commit(conn)
         except BaseException:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                self._rollback(conn)
             raise
         return results
 
@@ -346,10 +365,16 @@ class SQLiteStore:
         if outcome == "out_of_order":
             return Acceptance("out_of_order", eid, previous=prev)
         new = next_node_state(prev, event)
+        # An upsert rewrites the row in place; REPLACE would delete it and insert it again under a
+        # new rowid, dirtying more pages for every commit to write to the WAL.
         c.execute(
-            "INSERT OR REPLACE INTO nodes VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO nodes VALUES (?, ?, ?, ?, ?) ON CONFLICT(node_id) DO UPDATE SET status = excluded.status, "
+            "since = excluded.since, last_ts = excluded.last_ts, last_event_id = excluded.last_event_id",
             (new.node_id, new.status, new.since.timestamp(), new.last_timestamp.timestamp(), new.last_event_id),
         )
+        if len(self._nodes) >= _NODE_CACHE_MAX:
+            self._nodes.clear()
+        self._nodes[new.node_id] = new
         if outcome == "silenced":
             return Acceptance("silenced", eid, previous=prev)
         matches = plan(prev)
@@ -385,14 +410,19 @@ class SQLiteStore:
             ids.append(did)
         return Acceptance("accepted", eid, tuple(ids), prev)
 
-    @staticmethod
-    def _node_state(c: sqlite3.Connection, node_id: str) -> NodeState | None:
+    def _node_state(self, c: sqlite3.Connection, node_id: str) -> NodeState | None:
+        state = self._nodes.get(node_id)
+        if state is not None:
+            return state
         r = c.execute(
             "SELECT node_id, status, since, last_ts, last_event_id FROM nodes WHERE node_id = ?", (node_id,)
         ).fetchone()
         if r is None:
             return None
-        return NodeState(r[0], r[1], _ts(r[2]), _ts(r[3]), r[4])
+        state = NodeState(r[0], r[1], _ts(r[2]), _ts(r[3]), r[4])
+        if len(self._nodes) < _NODE_CACHE_MAX:
+            self._nodes[node_id] = state
+        return state
 
     async def node_state(self, node_id: str) -> NodeState | None:
         return await self._run(lambda c: self._node_state(c, node_id))
