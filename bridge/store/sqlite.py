@@ -80,12 +80,13 @@ _JOB_COLS = "id, state, attempts, created_at, next_attempt_at, updated_at, last_
 # during it lets the next commit start the WAL over from the beginning: short ones often do, so
 # under a steady stream the WAL stays small without RESTART, which holds every commit back.
 _CHECKPOINT_EVERY = 0.1
+# Under saturation (over ~10,000 WAL frames a second, thousands of events) checkpoints that often
+# copy the same hot pages again and again, a few percent of the core; latency there is queueing,
+# not checkpoints. Past this many frames at one checkpoint, the next one comes 1 s later instead.
+_CHECKPOINT_BUSY_FRAMES = 1024
+_CHECKPOINT_EVERY_BUSY = 1.0
 _DISK_FULL_CAUTION = 60.0  # seconds of emptying the WAL around every write after a "disk full"
 _WAL_RESTART_FRAMES = 4096  # ~16 MiB of 4 KiB pages
-# Under sustained writes a PASSIVE checkpoint never catches up with the writer, and the WAL is
-# only reused from its start once one has: past this size, checkpoint with TRUNCATE (it waits for
-# the writer's current transaction and holds the next one back while it runs).
-_WAL_TRUNCATE_BYTES = 16 * 1024 * 1024
 _NODE_CACHE_MAX = 50_000  # node states kept in memory (~16 MB at most)
 _PRUNE_CHUNK = 5000  # rows per DELETE, so pruning a large backlog never stalls the loop for long
 
@@ -184,7 +185,8 @@ class SQLiteStore:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             conn.execute("PRAGMA busy_timeout=200")
-            while not self._closing.wait(_CHECKPOINT_EVERY):
+            wait = _CHECKPOINT_EVERY
+            while not self._closing.wait(wait):
                 with contextlib.suppress(sqlite3.Error):
                     # PASSIVE never blocks the writer, but when commits keep landing during it (heavy
                     # load), no checkpoint ends caught up, and the WAL only grows. Once it is large,
@@ -193,6 +195,7 @@ class SQLiteStore:
                     _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                     if frames > _WAL_RESTART_FRAMES:
                         conn.execute("PRAGMA wal_checkpoint(RESTART)")
+                    wait = _CHECKPOINT_EVERY_BUSY if frames > _CHECKPOINT_BUSY_FRAMES else _CHECKPOINT_EVERY
         finally:
             conn.close()
 
