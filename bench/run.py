@@ -129,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         "--update-readme",
         type=Path,
         metavar="FILE",
-        help=f"also replace the {README_START} section of FILE with the Markdown tables",
+        action="append",
+        default=[],
+        help=f"also replace the {README_START} section of FILE with the Markdown tables (repeatable)",
     )
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory (configs, databases)")
     args = ap.parse_args(argv)
@@ -220,8 +222,8 @@ def run(
     stem = "latest" + ("-quick" if args.quick else "") + ("-partial" if args.only else "")
     (args.out / f"{stem}.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
     (args.out / f"{stem}.md").write_text(md + "\n")
-    if args.update_readme:
-        update_readme(args.update_readme, md)
+    for readme in args.update_readme:
+        update_readme(readme, md)
     print(f"\nwrote {args.out / (stem + '.json')} and {args.out / (stem + '.md')}")
     if broken:
         print("harness error(s): see " + ", ".join(str(p) for p in log_dir.glob("error-*.txt")), file=sys.stderr)
