@@ -80,10 +80,10 @@ _JOB_COLS = "id, state, attempts, created_at, next_attempt_at, updated_at, last_
 # during it lets the next commit start the WAL over from the beginning: short ones often do, so
 # under a steady stream the WAL stays small without RESTART, which holds every commit back.
 _CHECKPOINT_EVERY = 0.1
-# Under saturation (over ~10,000 WAL frames a second, thousands of events) checkpoints that often
-# copy the same hot pages again and again, a few percent of the core; latency there is queueing,
-# not checkpoints. Past this many frames at one checkpoint, the next one comes 1 s later instead.
-_CHECKPOINT_BUSY_FRAMES = 1024
+# Under saturation (thousands of events a second) checkpoints that often copy the same hot pages
+# again and again, a few percent of the core; latency there is queueing, not checkpoints. While the
+# WAL grows faster than this (frames a second; 200 events/s write ~2,000), checkpoint every 1 s.
+_CHECKPOINT_BUSY_RATE = 10_000
 _CHECKPOINT_EVERY_BUSY = 1.0
 _DISK_FULL_CAUTION = 60.0  # seconds of emptying the WAL around every write after a "disk full"
 _WAL_RESTART_FRAMES = 4096  # ~16 MiB of 4 KiB pages
@@ -195,7 +195,8 @@ class SQLiteStore:
                     _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                     if frames > _WAL_RESTART_FRAMES:
                         conn.execute("PRAGMA wal_checkpoint(RESTART)")
-                    wait = _CHECKPOINT_EVERY_BUSY if frames > _CHECKPOINT_BUSY_FRAMES else _CHECKPOINT_EVERY
+                    busy = frames > _CHECKPOINT_BUSY_RATE * wait
+                    wait = _CHECKPOINT_EVERY_BUSY if busy else _CHECKPOINT_EVERY
         finally:
             conn.close()
 
