@@ -19,6 +19,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Literal, TypeVar
@@ -140,6 +141,11 @@ class SQLiteStore:
         # (the lock), so only its own writes change them. Saves a query per event. Emptied by any
         # rollback, as the batch's writes are then undone; bounded by emptying it when full.
         self._nodes: dict[str, NodeState] = {}
+        # Long read-only scans (stats over a large backlog: 13-23 ms at 200,000 jobs) run on their
+        # own connection in one worker thread: a WAL reader never blocks the writer, and sqlite3
+        # releases the GIL while it steps, so the loop and its commits go on meanwhile.
+        self._reader: sqlite3.Connection | None = None
+        self._read_pool: ThreadPoolExecutor | None = None
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -203,6 +209,12 @@ class SQLiteStore:
     async def close(self) -> None:
         if self._pending:
             self._flush()
+        if self._read_pool is not None:
+            pool, self._read_pool = self._read_pool, None
+            await asyncio.get_running_loop().run_in_executor(None, pool.shutdown)
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         self._closing.set()
         if self._checkpointer is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._checkpointer.join)
@@ -227,6 +239,23 @@ class SQLiteStore:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
         return await fut
+
+    async def _read(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a read-only ``op`` on the reader connection, off the loop; it sees the last commit."""
+        if self._conn is None:
+            raise StorageUnavailable("store is not open")
+        if self._read_pool is None:
+            self._read_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-read")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._read_pool, self._read_on_reader, op)
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageUnavailable(f"storage read failed: {exc}") from exc
+
+    def _read_on_reader(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        if self._reader is None:  # made in the pool's thread, used only there
+            self._reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._reader.execute("PRAGMA busy_timeout=5000")
+        return op(self._reader)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -579,7 +608,7 @@ class SQLiteStore:
                 counts.get("done", 0), age,
             )
 
-        return await self._run(op)
+        return await self._read(op)
 
     async def prune(self, *, now: datetime, retention: RetentionConfig) -> int:
         t = now.timestamp()
