@@ -6,7 +6,8 @@ load, every request that arrived in the same iteration shares one commit. Statem
 are fast (WAL with synchronous=NORMAL writes no fsync at commit), so they run on the loop itself:
 no thread hop, no GIL hand-off per request. The WAL's checkpoints, which do fsync, run on a
 background thread with their own connection, and often, so that each has little to sync: the
-loop's commits write to the same files and slow down while a checkpoint syncs them.
+loop's commits write to the same files and slow down while a checkpoint syncs them. Long
+read-only scans (stats) run on a reader connection in a worker thread, outside the write batches.
 """
 
 from __future__ import annotations
