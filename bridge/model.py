@@ -134,6 +134,18 @@ class RouteMatch:
     repeat_interval: float = 0.0
 
 
+def context_fields(
+    route: str, receiver: str, previous_status: str | None, previous_since: datetime | None
+) -> dict[str, Any]:
+    """``Alert.context()`` but its event: what routing knew when the event was accepted."""
+    return {
+        "route": route,
+        "receiver": receiver,
+        "previous_status": previous_status,
+        "previous_since": format_timestamp(previous_since) if previous_since else None,
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class Alert:
     """What a receiver sends: the event plus what routing knew when it was accepted."""
@@ -154,13 +166,8 @@ class Alert:
 
     def context(self) -> dict[str, Any]:
         """Payload stored with a delivery job (a snapshot taken at acceptance)."""
-        return {
-            "event": self.event.to_dict(),
-            "route": self.route,
-            "receiver": self.receiver,
-            "previous_status": self.previous_status,
-            "previous_since": format_timestamp(self.previous_since) if self.previous_since else None,
-        }
+        return {"event": self.event.to_dict(), **context_fields(self.route, self.receiver, self.previous_status,
+                                                                self.previous_since)}
 
     @classmethod
     def from_context(cls, delivery_id: str, data: Mapping[str, Any]) -> Alert:

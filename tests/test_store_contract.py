@@ -470,13 +470,19 @@ async def test_bury_receiver(store: Store) -> None:
     assert await store.claim(now=at(100), limit=10, lease=30, receivers=["a"]) == []
 
 
-async def test_retry_all_dead(store: Store) -> None:
+async def _two_dead_one_inflight(store: Store) -> tuple[str, str, str]:
+    """Three jobs claimed; the first two then went dead (errors "x" and "y"), the third is in flight."""
     d1 = (await accept(store, ev("n1"), plan_to("a"))).deliveries[0]
     d2 = (await accept(store, ev("n2"), plan_to("a"))).deliveries[0]
     d3 = (await accept(store, ev("n3"), plan_to("a"))).deliveries[0]
     await store.claim(now=at(1), limit=10, lease=30)
     await store.bury(d1, now=at(2), error="x")
     await store.bury(d2, now=at(2), error="y")
+    return d1, d2, d3
+
+
+async def test_retry_all_dead(store: Store) -> None:
+    d1, d2, d3 = await _two_dead_one_inflight(store)
     await store.complete(d3, now=at(2))
     assert await store.retry_deliveries(None, now=at(10)) == 2
     for did in (d1, d2):
@@ -488,12 +494,7 @@ async def test_retry_all_dead(store: Store) -> None:
 
 
 async def test_retry_by_ids(store: Store) -> None:
-    d1 = (await accept(store, ev("n1"), plan_to("a"))).deliveries[0]
-    d2 = (await accept(store, ev("n2"), plan_to("a"))).deliveries[0]
-    d3 = (await accept(store, ev("n3"), plan_to("a"))).deliveries[0]
-    await store.claim(now=at(1), limit=10, lease=30)
-    await store.bury(d1, now=at(2), error="x")
-    await store.bury(d2, now=at(2), error="y")
+    d1, d2, d3 = await _two_dead_one_inflight(store)
     await store.reschedule(d3, now=at(2), next_attempt_at=at(500), error="z")
     assert await store.retry_deliveries([d1, "dlv_unknown"], now=at(3)) == 1
     j1, j2 = await store.get_delivery(d1), await store.get_delivery(d2)

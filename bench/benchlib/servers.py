@@ -79,6 +79,15 @@ class Sink:
     def arrivals(self) -> dict[str, dict[str, float]]:
         return self._call("/_arrivals")
 
+    @staticmethod
+    def count(stats: dict[str, Any]) -> int:
+        """Deliveries in a channel's stats: distinct webhook-ids, or every 2xx answered where senders
+        set none (Slack's webhooks, the relay baseline)."""
+        return int(stats["unique"] or stats["ok"])
+
+    def delivered(self, channel: str = "hook") -> int:
+        return self.count(self.stats(channel))
+
     def sample(self) -> dict[str, Any] | None:
         return self._call("/_sample")
 
@@ -90,7 +99,7 @@ class Sink:
         last, last_change = -1, time.monotonic()
         while True:
             st = self.stats(channel)
-            got = st["unique"] or st["ok"]  # webhook deliveries carry webhook-id; Slack's do not
+            got = self.count(st)
             if got >= expect:
                 return st
             if got != last:

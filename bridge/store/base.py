@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Literal, Protocol
 
 from bridge.config import RetentionConfig
-from bridge.model import Delivery, DeliveryState, Event, NodeState, RouteMatch, Silence, format_timestamp
+from bridge.model import Delivery, DeliveryState, Event, NodeState, RouteMatch, Silence, context_fields
 
 AcceptStatus = Literal["accepted", "duplicate", "stale", "out_of_order", "silenced"]
 
@@ -158,11 +158,6 @@ compact_json = json.JSONEncoder(separators=(",", ":")).encode
 def job_context(event_json: str, route: str, receiver: str, previous: NodeState | None) -> str:
     """``Alert.context()`` as JSON, around the event's JSON encoded once for all of its jobs."""
     rest = compact_json(
-        {
-            "route": route,
-            "receiver": receiver,
-            "previous_status": previous.status if previous else None,
-            "previous_since": format_timestamp(previous.since) if previous else None,
-        }
+        context_fields(route, receiver, previous.status if previous else None, previous.since if previous else None)
     )
     return f'{{"event":{event_json},{rest[1:]}'

@@ -135,9 +135,6 @@ def _cutoff(now_us: int, seconds: float) -> int:
     return c
 
 
-_json = compact_json
-
-
 class _HiredisPacking(AbstractConnection):
     """Mixed into the pool's connection class: commands packed by hiredis (C), as redis-py's
     synchronous client does. A batch commit carries thousands of arguments."""
@@ -1076,7 +1073,7 @@ class _Accept:
 
     def event_json(self) -> str:
         if self._event_json is None:
-            self._event_json = _json(self.event.to_dict())
+            self._event_json = compact_json(self.event.to_dict())
         return self._event_json
 
 
@@ -1102,7 +1099,7 @@ class _NodeSim:
 
 @functools.lru_cache(maxsize=4096)
 def _fired_field(status: str, route: str) -> str:
-    return _json([status, route])
+    return compact_json([status, route])
 
 
 def _pairs(flat: Sequence[str]) -> dict[str, str]:

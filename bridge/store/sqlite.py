@@ -142,7 +142,7 @@ class SQLiteStore:
         # (the lock), so only its own writes change them. Saves a query per event. Emptied by any
         # rollback, as the batch's writes are then undone; bounded by emptying it when full.
         self._nodes: dict[str, NodeState] = {}
-        # Long read-only scans (stats over a large backlog: 13-23 ms at 200,000 jobs) run on their
+        # Long read-only scans (stats over a large backlog: ~45 ms at 200,000 jobs) run on their
         # own connection in one worker thread: a WAL reader never blocks the writer, and sqlite3
         # releases the GIL while it steps, so the loop and its commits go on meanwhile.
         self._reader: sqlite3.Connection | None = None

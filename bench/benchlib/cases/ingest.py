@@ -16,7 +16,7 @@ from benchlib.client import post_all
 from benchlib.common import Invalid, Procs, Unavailable, cpu_seconds, summarize
 from benchlib.context import Context
 from benchlib.events import ensure_events, fresh_events
-from benchlib.servers import Sink, start_baseline, start_redis, start_sink
+from benchlib.servers import start_baseline, start_redis, start_sink
 from benchlib.wrk import CONNECTIONS, THREADS, WrkResult, ensure_wrk, run_wrk
 
 BASELINES = ("node-seed", "node-keyobject", "aiohttp-floor", "aiohttp-relay")
@@ -113,14 +113,14 @@ def run(ctx: Context, name: str) -> dict[str, Any]:
         # CPU of everything on the server core that serves the case (Redis shares it with the bridge).
         on_core = [server.pid] + ([redis.proc.pid] if redis else [])
         cpu_before = sum(cpu_seconds(p) for p in on_core)
-        delivered_before = _delivered(sink)
+        delivered_before = sink.delivered() if sink else 0
         rounds = [one(m.round_s, (m.rounds - i) * m.round_s) for i in range(m.rounds)]
         if server.popen.poll() is not None:
             raise Unavailable(f"{name} exited during the case: {server.log_tail(6)}")
         cpu = sum(cpu_seconds(p) for p in on_core) - cpu_before
         if sink is not None:
-            out["delivered_during_rounds"] = _delivered(sink) - delivered_before
-            out["delivered_during_case"] = _delivered(sink)
+            out["delivered_during_case"] = sink.delivered()
+            out["delivered_during_rounds"] = out["delivered_during_case"] - delivered_before
 
     runs = [warm, *rounds]
     total = sum(r.requests for r in rounds)
@@ -152,9 +152,3 @@ def run(ctx: Context, name: str) -> dict[str, Any]:
         out["reason"] = f"{non2xx:,} of {total:,} requests answered non-2xx (see {wrk_log.name})"
     return out
 
-
-def _delivered(sink: Sink | None) -> int:
-    if sink is None:
-        return 0
-    st = sink.stats()
-    return int(st["unique"] or st["ok"])  # the bridge's deliveries carry webhook-id, the relay's do not
