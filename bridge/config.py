@@ -16,18 +16,21 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from bridge import config_lint
 from bridge.errors import ConfigError
-from bridge.model import KNOWN_STATUSES, parse_timestamp
+from bridge.model import parse_timestamp
 
 DEFAULT_KEY_URL = "https://cloud-api.thunderstack.org/api/webhook-public-key"
 
@@ -92,6 +95,26 @@ def split_host_port(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _base_dir(info: ValidationInfo | None) -> Path | None:
+    """The config file's directory, passed by load() as validation context."""
+    context = info.context if info is not None else None
+    base = context.get("base_dir") if isinstance(context, dict) else None
+    return base if isinstance(base, Path) else None
+
+
+def resolve_path(path: str | Path, base: Path | None) -> Path:
+    """A relative path in a config file means next to that file (as in Prometheus), not the cwd."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() or base is None else base / p
+
+
+def _resolve_file(value: Path, info: ValidationInfo) -> Path:
+    return resolve_path(value, _base_dir(info))
+
+
+FilePath = Annotated[Path, AfterValidator(_resolve_file)]
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -103,10 +126,11 @@ class SecretFiles(Strict):
 
     @model_validator(mode="before")
     @classmethod
-    def _read_secret_files(cls, data: Any) -> Any:
+    def _read_secret_files(cls, data: Any, info: ValidationInfo) -> Any:
         if not isinstance(data, dict):
             return data
         data = dict(data)
+        base = _base_dir(info)
         for name in cls._secret_fields.default:  # type: ignore[attr-defined]
             file_key = f"{name}_file"
             path = data.get(file_key)
@@ -115,7 +139,7 @@ class SecretFiles(Strict):
             if data.get(name) not in (None, ""):
                 raise ValueError(f"set {name} or {file_key}, not both")
             try:
-                data[name] = Path(str(path)).read_text(encoding="utf-8").strip()
+                data[name] = resolve_path(str(path), base).read_text(encoding="utf-8").strip()
             except OSError as exc:
                 raise ValueError(f"{file_key}: cannot read {path}: {exc.strerror or exc}") from None
             if not data[name]:  # an empty Kubernetes secret would fail every delivery, silently until then
@@ -127,8 +151,8 @@ class SecretFiles(Strict):
 
 
 class TLSConfig(Strict):
-    cert_file: Path
-    key_file: Path
+    cert_file: FilePath
+    key_file: FilePath
 
 
 class ServerConfig(Strict):
@@ -164,7 +188,7 @@ class VerificationConfig(SecretFiles):
     public_key_url: str | None = DEFAULT_KEY_URL
     api_token: SecretStr | None = None
     api_token_file: str | None = None
-    public_key_file: Path | None = None
+    public_key_file: FilePath | None = None
     public_key: str | None = None
     refresh_interval: Duration = 3600.0
     fetch_timeout: Duration = 10.0
@@ -186,8 +210,15 @@ class VerificationConfig(SecretFiles):
 
 class NodeConfig(Strict):
     labels: dict[str, str] = Field(default_factory=dict)
-    public_key_file: Path | None = None
+    public_key_file: FilePath | None = None
     public_key: str | None = None
+
+
+class NodeLabelsConfig(Strict):
+    """Labels for every node whose id matches a glob, allowed or not (``nodes:`` is the allow-list)."""
+
+    match: StrList = Field(min_length=1)
+    labels: dict[str, str] = Field(min_length=1)
 
 
 class RetentionConfig(Strict):
@@ -196,8 +227,10 @@ class RetentionConfig(Strict):
     events: Duration = 7 * 86400.0
 
 
-class StorageConfig(Strict):
+class StorageConfig(SecretFiles):
+    _secret_fields = ("url",)  # a redis:// URL may carry the password
     url: str = "sqlite:///var/lib/alert-bridge/bridge.db"
+    url_file: str | None = None
     dedup_ttl: Duration = 48 * 3600.0
     retention: RetentionConfig = RetentionConfig()
     prune_interval: Duration = 60.0
@@ -206,9 +239,11 @@ class StorageConfig(Strict):
 
     @field_validator("url")
     @classmethod
-    def _url(cls, v: str) -> str:
+    def _url(cls, v: str, info: ValidationInfo) -> str:
         if not re.match(r"^(sqlite://.+|memory://.*|rediss?://.+)$", v):
             raise ValueError("expected sqlite:///path/to/bridge.db, memory:// or redis://host:port/db")
+        if v.startswith("sqlite://"):  # sqlite://data/x.db is relative: next to the config file
+            return "sqlite://" + str(resolve_path(v[len("sqlite://") :], _base_dir(info)))
         return v
 
 
@@ -261,7 +296,7 @@ class SMTPConfig(SecretFiles):
     password: SecretStr | None = None
     password_file: str | None = None
     # Trust this CA bundle instead of the system's (private relays, tests).
-    ca_file: Path | None = None
+    ca_file: FilePath | None = None
 
     @model_validator(mode="after")
     def _auth(self) -> SMTPConfig:
@@ -331,6 +366,16 @@ class MatchConfig(Strict):
     status: StrList | None = None
     event_type: StrList | None = None
     previous_status: StrList | None = None
+    # "Anything but": a status ThunderStack adds later still matches.
+    status_not: StrList | None = None
+    previous_status_not: StrList | None = None
+
+    @model_validator(mode="after")
+    def _not_both(self) -> MatchConfig:
+        for key in ("status", "previous_status"):
+            if getattr(self, key) is not None and getattr(self, f"{key}_not") is not None:
+                raise ValueError(f"set {key} or {key}_not, not both")
+        return self
 
 
 class RouteConfig(Strict):
@@ -375,7 +420,9 @@ class DeliveryConfig(Strict):
 class Config(Strict):
     server: ServerConfig = ServerConfig()
     verification: VerificationConfig = VerificationConfig()
+    # The allow-list: when set, any other node id is refused with 403.
     nodes: dict[str, NodeConfig] | None = None
+    node_labels: list[NodeLabelsConfig] = Field(default_factory=list)
     storage: StorageConfig = StorageConfig()
     delivery: DeliveryConfig = DeliveryConfig()
     receivers: dict[str, ReceiverConfig] = Field(default_factory=dict)
@@ -443,7 +490,9 @@ def _pydantic_problems(exc: ValidationError) -> list[str]:
         if file_key:
             loc, msg = (*loc, file_key.group(1)), "Value error, " + file_key.group(2)
         if err["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; unknown keys are not ignored)"
+            allowed = config_lint.model_keys_at(Config, tuple(err["loc"][:-1]))
+            hint = config_lint.did_you_mean(str(err["loc"][-1]), allowed)
+            msg = f"unknown key (check the spelling; unknown keys are not ignored){hint}"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
         elif err["type"] == "union_tag_invalid":
@@ -459,6 +508,10 @@ def _semantic_problems(cfg: Config) -> tuple[list[str], list[str]]:
     warnings: list[str] = []
     names = set(cfg.receivers)
     seen_routes: set[str] = set()
+    label_keys = {k for entry in cfg.node_labels for k in entry.labels}
+    label_keys.update(k for node in (cfg.nodes or {}).values() for k in node.labels)
+    if not cfg.routes and not cfg.default_to:
+        warnings.append("routes: no route and no default_to: every event is recorded and nobody is notified")
     for i, route in enumerate(cfg.routes):
         where = f"routes[{i}]"
         if route.name == "default" and cfg.default_to:
@@ -468,23 +521,22 @@ def _semantic_problems(cfg: Config) -> tuple[list[str], list[str]]:
         seen_routes.add(route.name)
         for j, rcv in enumerate(route.to):
             if rcv not in names:
-                problems.append(f"{where}.to[{j}]: unknown receiver {rcv!r}")
-        for key in ("status", "previous_status"):
-            values = getattr(route.match, key) or []
-            for j, status in enumerate(values):
-                if status not in KNOWN_STATUSES:
-                    warnings.append(
-                        f"{where}.match.{key}[{j}]: {status!r} is not a known status "
-                        f"({', '.join(sorted(KNOWN_STATUSES))}); kept, in case ThunderStack added it"
-                    )
-        if route.match.labels and cfg.nodes is None:
-            problems.append(f"{where}.match.labels: labels come from 'nodes:', which is not configured")
-        for key in ("node", "status", "event_type", "previous_status"):
+                problems.append(f"{where}.to[{j}]: unknown receiver {rcv!r}{config_lint.did_you_mean(rcv, names)}")
+        for key in ("status", "previous_status", "status_not", "previous_status_not"):
+            p, w = config_lint.status_findings(f"{where}.match.{key}", getattr(route.match, key) or [])
+            problems += p
+            warnings += w
+        for key in sorted(route.match.labels or {}):  # with nodes:, routing checks each node's labels
+            if cfg.nodes is None and key not in label_keys:
+                problems.append(f"{where}.match.labels.{key}: no node_labels entry and no nodes: entry sets "
+                                f"the label {key!r}, so the route can never match")
+        for key in ("node", "status", "event_type", "previous_status", "status_not", "previous_status_not"):
             if getattr(route.match, key) == []:
                 problems.append(f"{where}.match.{key}: an empty list can never match; omit the key instead")
     for j, rcv in enumerate(cfg.default_to):
         if rcv not in names:
-            problems.append(f"default_to[{j}]: unknown receiver {rcv!r}")
+            problems.append(f"default_to[{j}]: unknown receiver {rcv!r}{config_lint.did_you_mean(rcv, names)}")
+    warnings += config_lint.secret_dollar_warnings(cfg)
     v = cfg.verification
     if v.max_event_age and cfg.storage.dedup_ttl < v.max_event_age + v.max_clock_skew:
         problems.append(
@@ -531,8 +583,13 @@ def unreadable_files(cfg: Config) -> list[str]:
     return problems
 
 
-def parse(data: Any, *, env: Mapping[str, str] | None = None, source: str = "<memory>") -> Config:
-    """Validate already-loaded YAML data. Raises ConfigError listing every problem."""
+def parse(
+    data: Any, *, env: Mapping[str, str] | None = None, source: str = "<memory>", base_dir: Path | None = None
+) -> Config:
+    """Validate already-loaded YAML data. Raises ConfigError listing every problem.
+
+    Relative file paths (``*_file``, ``public_key_file``, ``ca_file``, TLS files, a relative
+    ``sqlite://`` path) are taken relative to ``base_dir``: load() passes the config file's directory."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -543,7 +600,8 @@ def parse(data: Any, *, env: Mapping[str, str] | None = None, source: str = "<me
     if problems:
         raise ConfigError(problems)
     try:
-        cfg = Config.model_validate(data)
+        base = base_dir.absolute() if base_dir is not None else None
+        cfg = Config.model_validate(data, context={"base_dir": base})
     except ValidationError as exc:
         raise ConfigError(_pydantic_problems(exc)) from None
     problems, warnings = _semantic_problems(cfg)
@@ -566,4 +624,4 @@ def load(path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([f"{path}:{where}: not valid YAML: {problem}"]) from None
-    return parse(data, env=env, source=str(path))
+    return parse(data, env=env, source=str(path), base_dir=path.parent)

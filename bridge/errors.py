@@ -48,6 +48,10 @@ class NodeRejected(RequestError):
     status = 403
     code = "node_rejected"
 
+    def __init__(self, detail: str, *, node: str | None = None) -> None:
+        super().__init__(detail)
+        self.node = node  # the refused node id, for the log line
+
 
 class PayloadError(RequestError):
     """Body is not a JSON object."""

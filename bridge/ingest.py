@@ -18,6 +18,7 @@ from bridge.errors import NodeRejected, PayloadError, RequestError, Unavailable,
 from bridge.keys import KeyManager
 from bridge.metrics import Metrics
 from bridge.model import KNOWN_EVENT_TYPES, KNOWN_STATUSES, Event, NodeState, RouteMatch, Silence
+from bridge.nodes import NodeLabeler
 from bridge.payload import parse_json, to_event
 from bridge.routing import Router, compile_routes, silenced
 from bridge.store import Store
@@ -43,6 +44,7 @@ class Rules:
 
     nodes: Mapping[str, NodeConfig] | None
     router: Router
+    labeler: NodeLabeler
     config_silences: Sequence[Any]
     max_event_age: float
     max_clock_skew: float
@@ -53,6 +55,7 @@ class Rules:
         return cls(
             nodes=cfg.nodes,
             router=compile_routes(cfg),
+            labeler=NodeLabeler.from_config(cfg),
             config_silences=tuple(cfg.silences),
             max_event_age=cfg.verification.max_event_age,
             max_clock_skew=cfg.verification.max_clock_skew,
@@ -95,7 +98,10 @@ class Ingest:
     def refuse(self, exc: RequestError) -> None:
         """Count and log a request refused before it reached ``handle`` (e.g. body too large)."""
         self._metrics.count_event(exc.code)
-        log.info("refused: %s", exc.detail, extra={"status": exc.status, "error": exc.code})
+        extra: dict[str, Any] = {"status": exc.status, "error": exc.code}
+        if isinstance(exc, NodeRejected) and exc.node is not None:
+            extra["node"] = exc.node  # which node was refused (the text format escapes it)
+        log.info("refused: %s", exc.detail, extra=extra)
 
     async def handle(self, body: bytes, signature: str | None, path_node: str | None = None) -> Reply:
         try:
@@ -124,13 +130,10 @@ class Ingest:
 
         rules = self.rules
         now = self._clock()
-        labels = None
-        if rules.nodes is not None:
-            node_cfg = rules.nodes.get(body_node) if body_node is not None else None
-            if node_cfg is None and body_node is not None:
-                raise NodeRejected("nodeId is not one of the configured nodes")
-            labels = node_cfg.labels if node_cfg is not None else None
-        event = to_event(doc, path_node=path_node, labels=labels, received_at=now)
+        if rules.nodes is not None and body_node is not None and body_node not in rules.nodes:
+            raise NodeRejected("nodeId is not one of the configured nodes", node=body_node)
+        labels = rules.labeler.labels_for(body_node) if body_node is not None else None
+        event = to_event(doc, path_node=path_node, labels=labels or None, received_at=now)
         return await self._record(event, now, rules)
 
     async def _verify(

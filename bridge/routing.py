@@ -42,6 +42,7 @@ from typing import Generic, NamedTuple, Protocol, TypeVar
 from bridge.config import Config, RouteConfig
 from bridge.errors import ConfigError
 from bridge.model import KNOWN_STATUSES, Event, NodeState, RouteMatch
+from bridge.nodes import NodeLabeler
 
 __all__ = [
     "DEFAULT_ROUTE",
@@ -156,6 +157,8 @@ class CompiledRoute:
         "node_globs",
         "node_patterns",
         "node_re",
+        "not_prev_statuses",
+        "not_statuses",
         "prev_statuses",
         "result",
         "star_prefixes",
@@ -186,6 +189,9 @@ class CompiledRoute:
         self.statuses = frozenset(m.status) if m.status is not None else None
         self.event_types = frozenset(m.event_type) if m.event_type is not None else None
         self.prev_statuses = frozenset(m.previous_status) if m.previous_status is not None else None
+        # status_not / previous_status_not: excluded values (empty = no exclusion).
+        self.not_statuses = frozenset(m.status_not or ())
+        self.not_prev_statuses = frozenset(m.previous_status_not or ())
 
     def node_matches(self, node_id: str) -> bool:
         exact = self.node_exact
@@ -204,6 +210,10 @@ class CompiledRoute:
         """Does this route match? Cheapest checks first; agrees with :meth:`why_not`."""
         s = self.statuses
         if s is not None and event.status not in s:
+            return False
+        if event.status in self.not_statuses:
+            return False
+        if prev is not None and prev.status in self.not_prev_statuses:
             return False
         s = self.event_types
         if s is not None and event.event_type not in s:
@@ -225,6 +235,11 @@ class CompiledRoute:
         """The first condition that fails, in words; ``None`` when the route matches."""
         if self.statuses is not None and event.status not in self.statuses:
             return f"status {event.status!r} is not in {_fmt_values(sorted(self.statuses))}"
+        if event.status in self.not_statuses:
+            return f"status {event.status!r} is in status_not {_fmt_values(sorted(self.not_statuses))}"
+        if prev is not None and prev.status in self.not_prev_statuses:
+            return (f"previous_status {prev.status!r} is in previous_status_not "
+                    f"{_fmt_values(sorted(self.not_prev_statuses))}")
         if self.event_types is not None and event.event_type not in self.event_types:
             return f"event_type {event.event_type!r} is not in {_fmt_values(sorted(self.event_types))}"
         if self.prev_statuses is not None:
@@ -252,6 +267,13 @@ def _covers(outer: frozenset[str] | None, inner: frozenset[str] | None) -> bool:
     return outer is None or (inner is not None and inner <= outer)
 
 
+def _excludes_less(outer_not: frozenset[str], inner: frozenset[str] | None, inner_not: frozenset[str]) -> bool:
+    """No value ``inner`` accepts is excluded by ``outer_not``."""
+    if not outer_not:
+        return True
+    return not (inner & outer_not) if inner is not None else outer_not <= inner_not
+
+
 def _node_covers(outer: CompiledRoute, inner: CompiledRoute) -> bool:
     """Certainly every node id ``inner`` accepts, ``outer`` accepts. False when unsure."""
     if outer.node_exact is None:
@@ -273,6 +295,8 @@ def _shadows(earlier: CompiledRoute, later: CompiledRoute) -> bool:
     """``earlier`` (which has stop: true) certainly matches every event ``later`` matches."""
     return (
         _covers(earlier.statuses, later.statuses)
+        and _excludes_less(earlier.not_statuses, later.statuses, later.not_statuses)
+        and _excludes_less(earlier.not_prev_statuses, later.prev_statuses, later.not_prev_statuses)
         and _covers(earlier.prev_statuses, later.prev_statuses)
         and _covers(earlier.event_types, later.event_types)
         and earlier.label_set <= later.label_set
@@ -445,9 +469,11 @@ class Router:
                 loose.append(r)
         self._loose: _Bucket = tuple(loose)
         self._stop_mask = sum(bit[id(r)] for r in self.routes if r.stop)
-        self._status_any, self._status_mask = self._value_masks([r.statuses for r in self.routes])
+        self._status_any, self._status_mask = self._value_masks(
+            [r.statuses for r in self.routes], [r.not_statuses for r in self.routes])
         self._type_any, self._type_mask = self._value_masks([r.event_types for r in self.routes])
-        self._prev_any, self._prev_mask = self._value_masks([r.prev_statuses for r in self.routes])
+        self._prev_any, self._prev_mask = self._value_masks(
+            [r.prev_statuses for r in self.routes], [r.not_prev_statuses for r in self.routes])
         self._prev_none = self._prev_any  # no previous status: only routes without that condition
         self._memo_cap = max(self.MEMO_NODES, len(stats.ids) if stats is not None else 0)
         self._nodes: dict[str, _NodeEntry] = {}
@@ -456,9 +482,13 @@ class Router:
         self._results: dict[int, tuple[RouteMatch, ...]] = {}
 
     @staticmethod
-    def _value_masks(conditions: Sequence[frozenset[str] | None]) -> tuple[int, dict[str, int]]:
+    def _value_masks(
+        conditions: Sequence[frozenset[str] | None], exclusions: Sequence[frozenset[str]] = ()
+    ) -> tuple[int, dict[str, int]]:
         """For one field: the mask of routes without a condition on it (they accept any value), and
-        for each value some route names, the mask of the routes that accept it."""
+        for each value some route names, the mask of the routes that accept it. A route with only
+        exclusions (``status_not``) accepts any value but those: it is in the first mask, and its
+        bit is cleared for each excluded value."""
         any_value = 0
         by_value: dict[str, int] = {}
         for i, values in enumerate(conditions):
@@ -467,7 +497,11 @@ class Router:
             else:
                 for v in values:
                     by_value[v] = by_value.get(v, 0) | 1 << i
-        return any_value, {v: m | any_value for v, m in by_value.items()}
+        masks = {v: m | any_value for v, m in by_value.items()}
+        for i, excluded in enumerate(exclusions):
+            for v in excluded:
+                masks[v] = masks.get(v, any_value) & ~(1 << i)
+        return any_value, masks
 
     def __len__(self) -> int:
         return len(self.routes)
@@ -777,7 +811,8 @@ def compile_routes(cfg: Config) -> Router:
     routes = [CompiledRoute(i, r, cache) for i, r in enumerate(cfg.routes)]
     problems: list[str] = []
     warnings: list[str] = []
-    nodes = _NodeIndex({k: v.labels for k, v in cfg.nodes.items()}, cache) if cfg.nodes is not None else None
+    labeler = NodeLabeler.from_config(cfg)
+    nodes = _NodeIndex({k: labeler.labels_for(k) for k in cfg.nodes}, cache) if cfg.nodes is not None else None
     if nodes is not None:
         for r in routes:
             _check_route(r, nodes, problems, warnings)

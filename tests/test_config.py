@@ -81,10 +81,92 @@ def test_semantic_errors() -> None:
 
 def test_unknown_status_is_a_warning() -> None:
     cfg = config_mod.parse(
-        {"receivers": {"a": {"type": "log"}}, "routes": [{"name": "r", "to": "a", "match": {"status": "FIALED"}}]},
+        {"receivers": {"a": {"type": "log"}}, "routes": [{"name": "r", "to": "a", "match": {"status": "DEGRADED"}}]},
         env={},
     )
-    assert any("'FIALED' is not a known status" in w for w in cfg.warnings)
+    assert any("'DEGRADED' is not a known status" in w for w in cfg.warnings)
+
+
+@pytest.mark.parametrize("key", ["status", "previous_status", "status_not"])
+@pytest.mark.parametrize("typo", ["Failed", "failed", "FIALED", "FAILD"])
+def test_a_misspelt_known_status_is_an_error(key: str, typo: str) -> None:
+    found = problems({"receivers": {"a": {"type": "log"}}, "routes": [{"name": "r", "to": "a", "match": {key: typo}}]})
+    assert found == [f"routes[0].match.{key}[0]: {typo!r} is not a known status (statuses are case-sensitive); "
+                     f"did you mean FAILED?"]
+
+
+def test_did_you_mean_for_keys_and_receivers() -> None:
+    found = problems({
+        "receivers": {"oncall": {"type": "slack", "webhok_url": "https://hooks.example/x"}},
+        "storage": {"dedupttl": "48h"},
+        "routse": [],
+    })
+    assert any(p.startswith("receivers.oncall.webhok_url: unknown key") and p.endswith("did you mean webhook_url?")
+               for p in found), found
+    assert any(p.startswith("storage.dedupttl: unknown key") and p.endswith("did you mean dedup_ttl?") for p in found)
+    assert any(p.startswith("routse: unknown key") and p.endswith("did you mean routes?") for p in found)
+    found = problems({"receivers": {"oncall": {"type": "log"}}, "routes": [{"name": "r", "to": "oncal"}],
+                      "default_to": ["Oncall"]})
+    assert found == ["routes[0].to[0]: unknown receiver 'oncal'; did you mean oncall?",
+                     "default_to[0]: unknown receiver 'Oncall'; did you mean oncall?"]
+
+
+def test_status_and_status_not_together_is_an_error() -> None:
+    found = problems({"receivers": {"a": {"type": "log"}},
+                      "routes": [{"name": "r", "to": "a", "match": {"status": "FAILED", "status_not": "RUNNING"}}]})
+    assert found == ["routes[0].match: set status or status_not, not both"]
+
+
+def test_no_route_and_no_default_is_a_warning() -> None:
+    cfg = config_mod.parse({"receivers": {"a": {"type": "log"}}}, env={})
+    assert any(w.startswith("routes: no route and no default_to") for w in cfg.warnings)
+    cfg = config_mod.parse({"receivers": {"a": {"type": "log"}}, "default_to": "a"}, env={})
+    assert cfg.warnings == []
+
+
+def test_bare_dollar_in_a_secret_is_a_warning_naming_the_field_not_the_value() -> None:
+    cfg = config_mod.parse({"receivers": {"s": {"type": "slack", "webhook_url": "$SLACK_HOOK"}}, "default_to": "s"},
+                           env={})
+    assert cfg.warnings == ["receivers.s.webhook_url: contains $NAME without braces, which is kept literally; "
+                            "write ${NAME} to read the environment variable"]
+    cfg = config_mod.parse({"receivers": {"s": {"type": "slack", "webhook_url": "${HOOK}"}}, "default_to": "s"},
+                           env={"HOOK": "https://hooks.example/x"})
+    assert cfg.warnings == []
+
+
+def test_labels_in_a_route_need_a_source() -> None:
+    data: dict[str, Any] = {"receivers": {"a": {"type": "log"}},
+                            "routes": [{"name": "r", "to": "a", "match": {"labels": {"env": "prod"}}}]}
+    assert problems(data) == ["routes[0].match.labels.env: no node_labels entry and no nodes: entry sets the "
+                              "label 'env', so the route can never match"]
+    config_mod.parse({**data, "node_labels": [{"match": "prod-*", "labels": {"env": "prod"}}]}, env={})
+
+
+def test_relative_paths_resolve_against_the_config_file(tmp_path: Path) -> None:
+    conf = tmp_path / "etc"
+    (conf / "secrets").mkdir(parents=True)
+    (conf / "secrets" / "hook").write_text("https://hooks.example/x\n")
+    (conf / "secrets" / "redis").write_text("redis://:pw@127.0.0.1:6379/0\n")
+    data = {
+        "verification": {"public_key_file": "keys/public.pem"},
+        "receivers": {
+            "s": {"type": "slack", "webhook_url_file": "secrets/hook"},
+            "m": {"type": "email", "to": ["a@example.com"], "from": "b@example.com",
+                  "smtp": {"host": "smtp.example.com", "ca_file": "ca.pem"}},
+        },
+        "storage": {"url": "sqlite://data/bridge.db"},
+        "default_to": "s",
+    }
+    cfg = config_mod.parse(data, env={}, base_dir=conf)
+    assert cfg.verification.public_key_file == conf / "keys/public.pem"
+    assert cfg.receivers["m"].smtp.ca_file == conf / "ca.pem"  # type: ignore[union-attr]
+    assert cfg.receivers["s"].webhook_url.get_secret_value() == "https://hooks.example/x"  # type: ignore[union-attr]
+    assert cfg.storage.url == f"sqlite://{conf}/data/bridge.db"
+    absolute = config_mod.parse({"storage": {"url": "sqlite:///var/x.db"}, "default_to": []}, env={}, base_dir=conf)
+    assert absolute.storage.url == "sqlite:///var/x.db"
+    redis = config_mod.parse({"storage": {"url_file": "secrets/redis"}}, env={}, base_dir=conf)
+    assert redis.storage.url == "redis://:pw@127.0.0.1:6379/0"
+    assert problems({"storage": {"url": "memory://", "url_file": "x"}}) == ["storage: set url or url_file, not both"]
 
 
 def test_env_interpolation() -> None:
