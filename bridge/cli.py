@@ -83,8 +83,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     cfg = _load(args.config)
     rules = validate(cfg)
-    for warning in (*cfg.warnings, *rules.router.warnings):
-        print(f"warning: {warning}", file=sys.stderr)
+    warnings = (*cfg.warnings, *rules.router.warnings)
+    for warning in warnings:
+        print(f"{'error' if args.strict else 'warning'}: {warning}", file=sys.stderr)
+    if args.strict and warnings:
+        print(f"config {cfg.source}: {len(warnings)} warning{'s' if len(warnings) != 1 else ''} "
+              f"made fatal by --strict", file=sys.stderr)
+        return 2
     v = cfg.verification
     key = (
         "inline public_key" if v.public_key else f"public_key_file {v.public_key_file}"
@@ -94,7 +99,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"  listen        {cfg.server.listen}{cfg.server.path} (admin {cfg.server.admin_listen})")
     print(f"  key           {key}")
     print(f"  storage       {cfg.storage.url.split('@')[-1]}")  # never print redis credentials
-    print(f"  nodes         {'any' if cfg.nodes is None else len(cfg.nodes)}")
+    print(f"  nodes         {'any' if cfg.nodes is None else f'{len(cfg.nodes)} (allow-list: others get 403)'}"
+          + (f"; {len(cfg.node_labels)} node_labels rules" if cfg.node_labels else ""))
     print(f"  receivers     {', '.join(f'{n} ({r.type})' for n, r in cfg.receivers.items()) or 'none'}")
     print(f"  routes        {len(rules.router)}; default_to: {', '.join(cfg.default_to) or 'none'}")
     print(f"  replay window max_event_age {format_duration(v.max_event_age)}, "
@@ -112,12 +118,11 @@ def cmd_route(args: argparse.Namespace) -> int:
 
     cfg = _load(args.config)
     rules = validate(cfg)
-    labels = (cfg.nodes or {}).get(args.node)
-    if cfg.nodes is not None and labels is None:
+    if cfg.nodes is not None and args.node not in cfg.nodes:
         print(f"note: node {args.node!r} is not in nodes: (the bridge would refuse it with 403)")
     now = datetime.now(UTC)
     event = Event(args.event_type, now, args.node, args.status, {"nodeId": args.node, "status": args.status},
-                  labels.labels if labels else {}, now)
+                  rules.labeler.labels_for(args.node), now)
     prev = NodeState(args.node, args.previous_status, now, now, "evt_prev") if args.previous_status else None
     for name, matched, why in explain(rules.router, event, prev):
         print(f"  {'MATCH' if matched else '     '} {name}" + (f"  ({why})" if why else ""))
@@ -150,9 +155,10 @@ async def _send_test(cfg: Config, args: argparse.Namespace) -> int:
     from bridge.render import Renderer
 
     now = datetime.now(UTC)
-    labels = (cfg.nodes or {}).get(args.node)
+    from bridge.nodes import NodeLabeler
+
     event = Event("NODE_STATUS_UPDATED", now, args.node, args.status, {"nodeId": args.node, "status": args.status},
-                  labels.labels if labels else {}, now)
+                  NodeLabeler.from_config(cfg).labels_for(args.node), now)
     alert = Alert(event, "send-test", args.receiver, delivery_id(event.id, args.receiver),
                   args.previous_status, now if args.previous_status else None)
     async with aiohttp.ClientSession() as session:
@@ -259,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = with_config(sub.add_parser("serve", help="run the bridge"))
     s.set_defaults(fn=cmd_serve)
     s = with_config(sub.add_parser("check", help="validate the config and print a summary"))
+    s.add_argument("--strict", action="store_true",
+                   help="treat every warning as an error (exit 2), e.g. in CI")
     s.set_defaults(fn=cmd_check)
 
     s = with_config(sub.add_parser("route", help="show which routes and receivers an event would reach"))

@@ -190,6 +190,9 @@ def sample_alerts(cfg: Config, receiver: str) -> list[Alert]:
     for node in nodes.values():  # every configured label key, so {{ labels.team }} can be checked
         for key, value in node.labels.items():
             labels.setdefault(key, value)
+    for entry in cfg.node_labels:  # and those given by glob
+        for key, value in entry.labels.items():
+            labels.setdefault(key, value)
     ts = datetime(2026, 4, 16, 12, 0, 0, tzinfo=UTC)
     event = Event(
         event_type="NODE_STATUS_UPDATED",
