@@ -7,7 +7,10 @@ into ``docs/reliability.json`` (scenarios of tests that did not run this time ke
 entry, with its own date and commit) and ``docs/reliability.md`` is rendered from it by
 ``scripts/reliability_table.py``. Nothing in the table is written by hand.
 
-``RELIABILITY_JSON=/path/out.json`` writes elsewhere; ``RELIABILITY_JSON=off`` writes nothing.
+Recording is opt-in, so a plain test run (``scripts/test``, CI) leaves the tree clean:
+``ALERT_BRIDGE_RECORD_RELIABILITY=1`` (what ``scripts/reliability`` sets) writes the two docs files;
+``RELIABILITY_JSON=/path/out.json`` writes elsewhere (and implies recording); without either, or
+with ``RELIABILITY_JSON=off``, nothing is written.
 
 The ``secret_guard`` fixture collects what a scenario's bridge printed and answered (log files,
 captured log records, error bodies, metrics) and fails the test when any configured secret value
@@ -249,7 +252,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not rows:
         return
     target = os.environ.get("RELIABILITY_JSON", "")
-    if target.lower() == "off":
+    if target.lower() == "off" or not (target or os.environ.get("ALERT_BRIDGE_RECORD_RELIABILITY") == "1"):
         return
     out = Path(target) if target else DEFAULT_OUT
     for row in rows:
