@@ -2,7 +2,7 @@
 # alert-bridge as a container (a sidecar, or on its own):
 #   docker build -t alert-bridge:0.1.0 .
 #   docker run --read-only -p 8080:8080 -v alert-bridge-data:/data \
-#     -e THUNDERSTACK_API_TOKEN=... alert-bridge:0.1.0
+#     -e THUNDERSTACK_API_TOKEN=... -e ALERT_BRIDGE_ADMIN_TOKEN=... alert-bridge:0.1.0
 # Config: /etc/alert-bridge/config.yaml (deploy/config.container.yaml; mount your own over it).
 # State: /data only (SQLite outbox). Runs as uid 10001; works with a read-only root filesystem.
 # tests/test_container.py repeats these steps without a Docker engine; tests/test_deploy.py checks
@@ -16,12 +16,13 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY bridge/ bridge/
 
+# constraints.txt pins every runtime dependency (scripts/constraints writes it): reproducible builds.
 RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
     && python -m venv /opt/alert-bridge \
-    && /opt/alert-bridge/bin/pip install --no-cache-dir /wheels/alert_bridge-*.whl \
+    && /opt/alert-bridge/bin/pip install --no-cache-dir -c constraints.txt /wheels/alert_bridge-*.whl \
     && /opt/alert-bridge/bin/python -m compileall -q /opt/alert-bridge/lib
 
 # --- runtime: the virtual environment, a config, a non-root user, /data ----------------------------

@@ -559,9 +559,10 @@ async def _demo(*, verbose: bool, out: Any, timeout: float = 10.0) -> int:
     duplicates = sum(1 for a in answers if isinstance(a, dict) and a.get("status") == "duplicate")
     print(f"\n{len(printer.alerts)} alerts delivered, {duplicates} duplicate recorded once and not notified "
           f"again ({time.monotonic() - started:.1f}s).", file=out)
-    print("next: alert-bridge keygen --out keys; alert-bridge serve -c config.example.yaml; "
-          "alert-bridge emit --private-key examples/dev-keys/private.pem --node node-prod-1 --status FAILED",
-          file=out)
+    # The example config trusts examples/dev-keys/public.pem: emit signs with its private half.
+    print("next: alert-bridge serve -c config.example.yaml, then in another terminal: "
+          "alert-bridge emit --private-key examples/dev-keys/private.pem --url http://127.0.0.1:8080/webhook "
+          "--node node-prod-1 --status FAILED", file=out)
     if len(printer.alerts) < 2:
         print("error: the demo expected 2 alerts (failed, recovered)", file=sys.stderr)
         return 1

@@ -61,10 +61,27 @@ def k8s_docs() -> dict[str, dict[str, Any]]:
 
 
 def bridge_container(deployment: dict[str, Any]) -> dict[str, Any]:
-    found: list[dict[str, Any]] = [c for c in deployment["spec"]["template"]["spec"]["containers"]
+    pod = deployment["spec"]["template"]["spec"]
+    found: list[dict[str, Any]] = [c for c in (*pod["containers"], *pod.get("initContainers", []))
                                     if "alert-bridge" in c["image"]]
     assert len(found) == 1
     return found[0]
+
+
+def parse_config(data: dict[str, Any], env: dict[str, str]) -> config_mod.Config:
+    """Parse a shipped config. server.admin_token / admin_token_file come with the admin API's
+    authentication (another branch); until the model has them, check the rest of the file."""
+    if "admin_token" not in config_mod.ServerConfig.model_fields:
+        data = {**data, "server": {k: v for k, v in data.get("server", {}).items()
+                                   if k not in ("admin_token", "admin_token_file")}}
+    return config_mod.parse(data, env=env)
+
+
+SIDECAR = K8S / "sidecar" / "deployment.yaml"
+
+
+def sidecar_docs() -> dict[str, dict[str, Any]]:
+    return {doc["kind"]: doc for doc in yaml.safe_load_all(SIDECAR.read_text()) if doc}
 
 
 # --- the Dockerfile itself -------------------------------------------------------------------------
@@ -94,8 +111,9 @@ def test_container_config_listens_inside_and_writes_only_to_data(image: Image) -
     url = image.config["storage"]["url"]
     assert url.startswith("sqlite:///") and str(sqlite_path(url).parent) == "/data"
     names = set(re.findall(r"\$\{([A-Z_]+)", CONTAINER_CONFIG.read_text()))
-    assert names == {"THUNDERSTACK_API_TOKEN"}
-    cfg = config_mod.parse(image.config, env={"THUNDERSTACK_API_TOKEN": "t"})
+    assert names == {"THUNDERSTACK_API_TOKEN", "ALERT_BRIDGE_ADMIN_TOKEN"}
+    assert server["admin_token"] == "${ALERT_BRIDGE_ADMIN_TOKEN}", "the admin port listens beyond loopback"
+    cfg = parse_config(image.config, env={"THUNDERSTACK_API_TOKEN": "t", "ALERT_BRIDGE_ADMIN_TOKEN": "a"})
     assert cfg.log.format == "json"
 
 
@@ -135,7 +153,8 @@ def test_deployment_runs_the_image_as_the_dockerfile_says(image: Image) -> None:
     docs = k8s_docs()
     deployment = docs["Deployment"]
     pod = deployment["spec"]["template"]["spec"]
-    assert len(pod["containers"]) == 2, "an application container and the bridge as sidecar"
+    assert len(pod["containers"]) == 1 and "initContainers" not in pod, "the standalone form is the default"
+    assert deployment["spec"]["replicas"] == 1, "SQLite on a ReadWriteOnce volume: one replica"
     c = bridge_container(deployment)
     assert "command" not in c and "args" not in c, "the image's CMD runs"
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
@@ -188,11 +207,66 @@ def test_configmap_config_agrees_with_the_pod(image: Image, tmp_path: Path) -> N
     for path in files:
         assert posixpath.dirname(path) == secret_dir and posixpath.basename(path) in secret_keys, path
         (tmp_path / posixpath.basename(path)).write_text("https://hooks.slack.test/services/T/B/x\n")
-    cfg = config_mod.parse(yaml.safe_load(text.replace(secret_dir, str(tmp_path))), env={})
+    cfg = parse_config(yaml.safe_load(text.replace(secret_dir, str(tmp_path))), env={})
     assert split_host_port(cfg.server.listen) == ("0.0.0.0", ports["webhook"])
     assert split_host_port(cfg.server.admin_listen)[1] == ports["admin"]
     assert str(sqlite_path(cfg.storage.url).parent) == "/data"
     assert cfg.verification.api_token is not None
+    assert yaml.safe_load(text)["server"]["admin_token_file"] == f"{secret_dir}/admin-token"
+    assert "admin-token" in secret_keys
+
+
+def test_sidecar_probes_cannot_take_the_application_down(image: Image) -> None:
+    docs = sidecar_docs()
+    deployment = docs["Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    [sidecar] = pod["initContainers"]
+    assert sidecar["restartPolicy"] == "Always", "a native sidecar: starts before the app, stops after it"
+    assert [c["name"] for c in pod["containers"]] == ["app"]
+    # A pod is Ready only when all its containers are: the bridge's readiness must not depend on
+    # the public key (what /readyz reports), or a ThunderStack outage removes the app from its Service.
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert sidecar[probe]["httpGet"]["path"] == "/healthz", probe
+    assert deployment["spec"]["strategy"]["type"] == "Recreate" and deployment["spec"]["replicas"] == 1
+    standalone = bridge_container(k8s_docs()["Deployment"])
+    for key in ("image", "ports", "securityContext", "volumeMounts", "resources"):
+        assert sidecar[key] == standalone[key], key
+    assert pod["volumes"] == k8s_docs()["Deployment"]["spec"]["template"]["spec"]["volumes"]
+    service = docs["Service"]
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert service["metadata"]["name"] == k8s_docs()["Service"]["metadata"]["name"]
+
+
+@pytest.mark.parametrize("form", ["standalone", "sidecar"])
+def test_network_policy_keeps_the_admin_port_to_monitoring(form: str) -> None:
+    docs = k8s_docs() if form == "standalone" else sidecar_docs()
+    policy, deployment = docs["NetworkPolicy"], docs["Deployment"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    ports = {p["name"] for p in bridge_container(deployment)["ports"]}
+    open_to_all = {p["port"] for rule in policy["spec"]["ingress"] if "from" not in rule for p in rule["ports"]}
+    restricted = {p["port"] for rule in policy["spec"]["ingress"] if rule.get("from") for p in rule["ports"]}
+    assert "webhook" in open_to_all and "admin" not in open_to_all
+    assert restricted == {"admin"} and ports == {"webhook", "admin"}
+
+
+def test_image_installs_pinned_dependencies(image: Image) -> None:
+    import tomllib
+
+    runs = " ".join(run for stage in image.stages for run in stage.all("RUN"))
+    assert re.search(r"pip install [^&]*-c constraints\.txt", runs), "the image installs with constraints"
+    assert any("constraints.txt" in sources for _, sources, _ in dockerfile.copies(image.stages[0]))
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, sep, version = line.partition("==")
+            assert sep and version, f"{line!r} is not pinned with =="
+            pins[name] = version
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for dep in deps:
+        name = re.split(r"[<>=\[ ;]", dep, maxsplit=1)[0].lower().replace("_", "-")
+        assert name in pins, f"{name} is not pinned in constraints.txt"
 
 
 def test_service_exposes_the_webhook_port_only(image: Image) -> None:
@@ -239,3 +313,4 @@ def test_compose_agrees_with_the_image(image: Image) -> None:
     assert mounts["/data"][0] in compose["volumes"]
     assert svc["healthcheck"]["test"] == ["CMD", *image.health_cmd]
     assert "THUNDERSTACK_API_TOKEN" in svc["environment"]
+    assert "ALERT_BRIDGE_ADMIN_TOKEN" in svc["environment"]
