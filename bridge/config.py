@@ -328,9 +328,29 @@ class WebhookReceiverConfig(ReceiverBase):
     url: SecretStr | None = None
     url_file: str | None = None
     headers: dict[str, SecretStr] = Field(default_factory=dict)
+    headers_file: str | None = None  # YAML mapping, one "Name: value" per line
     signing_secret: SecretStr | None = None
     signing_secret_file: str | None = None
     body_template: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_headers_file(cls, data: Any, info: ValidationInfo) -> Any:
+        if not isinstance(data, dict) or data.get("headers_file") is None:
+            return data
+        if data.get("headers"):
+            raise ValueError("set headers or headers_file, not both")
+        path = resolve_path(str(data["headers_file"]), _base_dir(info))
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ValueError(f"headers_file: cannot read {path}: {exc.strerror or exc}") from None
+        except yaml.YAMLError:
+            loaded = None
+        pairs = loaded.items() if isinstance(loaded, dict) else None
+        if pairs is None or not all(isinstance(k, str) and isinstance(v, str) for k, v in pairs):
+            raise ValueError(f"headers_file: {path} must hold one 'Name: value' line per header") from None
+        return {**data, "headers": loaded}
 
     @model_validator(mode="after")
     def _url_set(self) -> WebhookReceiverConfig:

@@ -229,3 +229,18 @@ def test_check_exit_2_lists_problems(tmp_path: Path) -> None:
     )
     assert out.returncode == 2
     assert "error: server.lisen: unknown key" in out.stderr
+
+
+def test_headers_file_holds_the_webhook_headers(tmp_path: Path) -> None:
+    (tmp_path / "headers").write_text("Authorization: Bearer s3cret\nX-Team: ops\n")
+    data: dict[str, Any] = {"receivers": {"w": {"type": "webhook", "url": "https://example.com/h",
+                                                 "headers_file": "headers"}}, "default_to": "w"}
+    cfg = config_mod.parse(data, env={}, base_dir=tmp_path)
+    headers = cfg.receivers["w"].headers  # type: ignore[union-attr]
+    assert {k: v.get_secret_value() for k, v in headers.items()} == {"Authorization": "Bearer s3cret", "X-Team": "ops"}
+    (tmp_path / "headers").write_text("just a token\n")
+    with pytest.raises(ConfigError) as info:
+        config_mod.parse(data, env={}, base_dir=tmp_path)
+    assert info.value.problems == [f"receivers.w.headers_file: {tmp_path}/headers must hold one 'Name: value' line "
+                                   f"per header"]
+    assert "token" not in str(info.value.problems)
