@@ -311,8 +311,12 @@ class Renderer:
                 ]
             for value in HOSTILE_VALUES:
                 try:
-                    rendered = template.render(_hostile(ctx, value))
-                    changed = _key_paths(json.loads(rendered)) != keys
+                    changed = _key_paths(json.loads(template.render(_hostile(ctx, value)))) != keys
+                except ValueError as exc:
+                    return [
+                        f"{path}: does not render valid JSON for the node id/status {value!r} ({exc}); "
+                        'write string values inside quotes ("{{ node }}") or use | tojson'
+                    ]
                 except Exception as exc:  # a template written for sane values only
                     return [f"{path}: fails for the node id/status {value!r} ({type(exc).__name__}: {exc})"]
                 if changed:
