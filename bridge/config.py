@@ -529,7 +529,15 @@ def _semantic_problems(cfg: Config) -> tuple[list[str], list[str]]:
         if rcv not in names:
             problems.append(f"default_to[{j}]: unknown receiver {rcv!r}")
     v = cfg.verification
-    if v.max_event_age and cfg.storage.dedup_ttl < v.max_event_age + v.max_clock_skew:
+    # The replay window: a captured event is "stale" after max_event_age (+ skew) and a duplicate
+    # within dedup_ttl, so dedup_ttl must cover the whole window; with no age limit nothing can.
+    if v.max_event_age == 0:
+        problems.append(
+            "verification.max_event_age: 0 (no age limit) lets a captured event alert again once "
+            "storage.dedup_ttl has passed; set an age limit such as 24h (dedup_ttl must be at least "
+            "max_event_age + max_clock_skew)"
+        )
+    elif cfg.storage.dedup_ttl < v.max_event_age + v.max_clock_skew:
         problems.append(
             f"storage.dedup_ttl: {format_duration(cfg.storage.dedup_ttl)} is shorter than "
             f"verification.max_event_age + max_clock_skew "
