@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import email.utils
 import hashlib
 import hmac
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from bridge.config import WebhookReceiverConfig, parse
 from bridge.errors import ConfigError, Permanent, RetryLater
 from bridge.receivers import Receiver, build_receiver
 from bridge.receivers.webhook import webhook_body
 from bridge.render import Renderer
-from tests.fakes import Answer, Received, WebhookSink, free_port, make_alert
+from tests.fakes import Answer, CertFiles, Received, WebhookSink, free_port, make_alert
 
 pytest_plugins = ["tests.fakes"]
 pytestmark = pytest.mark.timeout(20)
@@ -331,3 +334,43 @@ def test_check_refuses_an_undecodable_whsec_secret(secret: str) -> None:
     [problem] = info.value.problems
     assert problem.startswith("receivers.hook.signing_secret: a whsec_ secret ")
     assert secret not in problem or secret == "whsec_"
+
+
+# --- TLS failures (issue 11.11) ----------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def https_server(cert: CertFiles) -> AsyncIterator[str]:
+    """An https endpoint on 127.0.0.1 with a self-signed certificate nobody trusts; yields its URL."""
+    hits: list[bytes] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        hits.append(await request.read())
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=cert.server_context()).start()
+    try:
+        yield f"https://127.0.0.1:{port}/hook/s3cr3t-path-token"
+    finally:
+        await runner.cleanup()
+    assert not hits  # nothing ever went over an unverified connection
+
+
+@pytest.mark.parametrize("kind", ["webhook", "slack"])
+async def test_untrusted_certificate_is_a_clear_retry_later(
+    kind: str, tls_cert: CertFiles, http_session: aiohttp.ClientSession
+) -> None:
+    async with https_server(tls_cert) as url:
+        key = "url" if kind == "webhook" else "webhook_url"
+        cfg = parse({"receivers": {"r": {"type": kind, key: url}}}, env={})
+        receiver = build_receiver("r", cfg.receivers["r"], renderer=Renderer.from_config(cfg), session=http_session)
+        with pytest.raises(RetryLater) as info:
+            await receiver.send(make_alert())
+    reason = info.value.reason
+    assert reason.endswith(": TLS certificate verify failed for 127.0.0.1 (self-signed certificate)"), reason
+    assert "s3cr3t" not in reason
