@@ -88,5 +88,5 @@ async def test_send_test_to_an_untrusted_https_receiver(tmp_path: Path) -> None:
                                "receivers": {"hook": {"type": "webhook", "url": url}}})
         code, out, err = await run("send-test", "-c", cfg, "--receiver", "hook")
     assert code == 1, (out, err)
-    assert "FAILED (temporary): webhook: TLS certificate verify failed for 127.0.0.1 (self-signed certificate)" in err
+    assert "FAILED (temporary): webhook: TLS certificate not trusted for 127.0.0.1 (self-signed certificate)" in err
     assert "Traceback" not in err and "AttributeError" not in err

@@ -372,5 +372,5 @@ async def test_untrusted_certificate_is_a_clear_retry_later(
         with pytest.raises(RetryLater) as info:
             await receiver.send(make_alert())
     reason = info.value.reason
-    assert reason.endswith(": TLS certificate verify failed for 127.0.0.1 (self-signed certificate)"), reason
+    assert reason.endswith(": TLS certificate not trusted for 127.0.0.1 (self-signed certificate)"), reason
     assert "s3cr3t" not in reason

@@ -138,7 +138,7 @@ def describe_exception(exc: BaseException) -> str:
             return f"DNS lookup failed ({cause.strerror})"
         if isinstance(cause, ssl.SSLCertVerificationError):
             detail = getattr(cause, "verify_message", None) or getattr(cause, "reason", None)
-            return f"TLS certificate verify failed{peer}" + (f" ({detail})" if detail else "")
+            return f"TLS certificate not trusted{peer}" + (f" ({detail})" if detail else "")
         if isinstance(cause, ssl.SSLError):
             return f"TLS error{peer} ({getattr(cause, 'reason', None) or type(cause).__name__})"
     for cause in chain:
