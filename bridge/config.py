@@ -7,6 +7,8 @@ Unknown keys are errors (a typo must never silently disable an alert). ``${VAR}`
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 from collections.abc import Mapping
@@ -257,6 +259,10 @@ class RetryConfig(Strict):
     max_backoff: Duration = 300.0
 
 
+# How a template field renders: html escapes values, json JSON-escapes them (bridge/render.py).
+TemplateKind = Literal["text", "html", "json"]
+
+
 class ReceiverBase(SecretFiles):
     retry: RetryConfig = RetryConfig()
     timeout: Duration = 10.0
@@ -264,6 +270,10 @@ class ReceiverBase(SecretFiles):
     rate_limit: float = Field(0.0, ge=0.0)  # messages per second; 0 = unlimited
     title: str | None = None  # template overrides
     text: str | None = None
+
+    def template_fields(self) -> dict[str, TemplateKind]:
+        """The keys holding templates (checked by ``check``) and how each renders."""
+        return {"title": "text", "text": "text"}
 
 
 class SlackReceiverConfig(ReceiverBase):
@@ -313,6 +323,9 @@ class EmailReceiverConfig(ReceiverBase):
     subject: str | None = None
     html: str | None = None
 
+    def template_fields(self) -> dict[str, TemplateKind]:
+        return {**super().template_fields(), "subject": "text", "html": "html"}
+
     @field_validator("to")
     @classmethod
     def _addresses(cls, v: list[str]) -> list[str]:
@@ -320,6 +333,23 @@ class EmailReceiverConfig(ReceiverBase):
             if "@" not in addr:
                 raise ValueError(f"{addr!r} is not an email address")
         return v
+
+
+WHSEC_PREFIX = "whsec_"
+
+
+def signing_key(secret: str) -> bytes:
+    """``whsec_<base64>`` secrets carry the key base64-encoded (Standard Webhooks); any other is
+    used as is. Raises ValueError for an undecodable or empty key (``check`` and ``serve`` alike)."""
+    if not secret.startswith(WHSEC_PREFIX):
+        return secret.encode()
+    try:
+        key = base64.b64decode(secret[len(WHSEC_PREFIX) :], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("a whsec_ secret must be base64 after the prefix") from None
+    if not key:
+        raise ValueError("a whsec_ secret needs a key after the prefix")
+    return key
 
 
 class WebhookReceiverConfig(ReceiverBase):
@@ -352,11 +382,24 @@ class WebhookReceiverConfig(ReceiverBase):
             raise ValueError(f"headers_file: {path} must hold one 'Name: value' line per header") from None
         return {**data, "headers": loaded}
 
+    def template_fields(self) -> dict[str, TemplateKind]:
+        # A body is JSON unless a Content-Type header says the operator chose another format.
+        types = [v.get_secret_value().lower() for k, v in self.headers.items() if k.lower() == "content-type"]
+        body: TemplateKind = "json" if all("json" in t for t in types) else "text"
+        return {**super().template_fields(), "body_template": body}
+
     @model_validator(mode="after")
     def _url_set(self) -> WebhookReceiverConfig:
         if self.url is None or not re.match(r"^https?://", self.url.get_secret_value()):
             raise ValueError("url must be set to an http:// or https:// URL")
         return self
+
+    @field_validator("signing_secret")
+    @classmethod
+    def _decodable(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None:
+            signing_key(v.get_secret_value())
+        return v
 
 
 class LogReceiverConfig(ReceiverBase):
@@ -558,7 +601,15 @@ def _semantic_problems(cfg: Config) -> tuple[list[str], list[str]]:
             problems.append(f"default_to[{j}]: unknown receiver {rcv!r}{config_lint.did_you_mean(rcv, names)}")
     warnings += config_lint.secret_dollar_warnings(cfg)
     v = cfg.verification
-    if v.max_event_age and cfg.storage.dedup_ttl < v.max_event_age + v.max_clock_skew:
+    # The replay window: a captured event is "stale" after max_event_age (+ skew) and a duplicate
+    # within dedup_ttl, so dedup_ttl must cover the whole window; with no age limit nothing can.
+    if v.max_event_age == 0:
+        problems.append(
+            "verification.max_event_age: 0 (no age limit) lets a captured event alert again once "
+            "storage.dedup_ttl has passed; set an age limit such as 24h (dedup_ttl must be at least "
+            "max_event_age + max_clock_skew)"
+        )
+    elif cfg.storage.dedup_ttl < v.max_event_age + v.max_clock_skew:
         problems.append(
             f"storage.dedup_ttl: {format_duration(cfg.storage.dedup_ttl)} is shorter than "
             f"verification.max_event_age + max_clock_skew "

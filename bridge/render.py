@@ -1,44 +1,45 @@
-"""Turn an Alert into what each receiver sends. Pure templating: no I/O.
+"""Templating shared by every receiver: the alert context, the Jinja2 sandbox, config-time checks.
 
+Receivers build their own wire format (bridge/receivers/<kind>.py) from the context made here.
 Overrides are Jinja2 templates run in a sandbox with StrictUndefined, so a typo fails loudly.
 They are compiled once per config and test-rendered against sample alerts at config-check
 time. If an override still fails on a real event (a detail key that only some events carry),
 the built-in default is used instead: an alert must never be lost to a template.
+
+Event values are hostile input (a validly signed event can carry any node id). Each template
+kind escapes what ``{{ ... }}`` writes for where it lands: ``html`` HTML-escapes, ``json`` writes
+a string JSON-escaped (to sit inside quotes) and any other value as JSON, ``url`` (links)
+percent-encodes every value as a path segment. ``| tojson``, ``| urlencode`` and ``| safe``
+results are written as they are.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass
+import re
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
+from urllib.parse import quote
 
 from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, UndefinedError
+from jinja2.filters import do_urlencode
 from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import Markup
 
-from bridge.config import (
-    Config,
-    EmailReceiverConfig,
-    LinksConfig,
-    ReceiverBase,
-    SlackReceiverConfig,
-    WebhookReceiverConfig,
-)
+from bridge.config import Config, LinksConfig, ReceiverBase, TemplateKind
 from bridge.errors import ConfigError
-from bridge.model import Alert, Event, format_timestamp
+from bridge.model import Alert, Event
 
 log = logging.getLogger("bridge.render")
 
-Kind = Literal["text", "html"]
+Kind = TemplateKind | None  # None: the links env (url)
 
 COLOURS = {"FAILED": "#d62728", "RUNNING": "#2ca02c"}
 DEFAULT_COLOUR = "#ff9f1c"  # amber: anything neither healthy nor failed
-EMOJI = {"FAILED": ":red_circle:", "RUNNING": ":large_green_circle:"}
-DEFAULT_EMOJI = ":large_orange_circle:"
 
-DEFAULT_TITLE = "{{ node }} is {{ status }}"
+DEFAULT_TITLE = "{% if test %}[TEST] {% endif %}{{ node }} is {{ status }}"
 DEFAULT_TEXT = """\
 {{ node }} is {{ status }}
 {%- if previous_status %} (was {{ previous_status }}
@@ -50,42 +51,28 @@ Event time: {{ event_time }}
 {% endif %}{% if links.node %}Node: {{ links.node }}
 {% endif %}Route: {{ route }}, receiver: {{ receiver }}, delivery: {{ delivery_id }}
 """
-DEFAULT_SUBJECT = "[alert-bridge] {{ title }}"
-DEFAULT_HTML = """\
-<!doctype html>
-<html><body style="font-family: sans-serif">
-<div style="border-left: 6px solid {{ colour }}; padding: 4px 12px">
-<h2 style="margin: 4px 0">{{ title }}</h2>
-<table cellpadding="4">
-<tr><th align="left">Node</th><td>
-{%- if links.node %}<a href="{{ links.node }}">{{ node }}</a>{% else %}{{ node }}{% endif %}</td></tr>
-<tr><th align="left">Status</th><td>{{ status }}</td></tr>
-<tr><th align="left">Previous status</th><td>
-{%- if previous_status %}{{ previous_status }}
-{%- if previous_duration_human %} for {{ previous_duration_human }}{% endif %}
-{%- else %}none known{% endif %}</td></tr>
-<tr><th align="left">Event time</th><td>{{ event_time }}</td></tr>
-{% if labels %}<tr><th align="left">Labels</th><td>
-{%- for k, v in labels | dictsort %}{{ k }}={{ v }}{{ ", " if not loop.last }}{% endfor %}</td></tr>
-{% endif -%}
-</table>
-<p style="color: #777; font-size: small">route {{ route }} &middot; receiver {{ receiver }} &middot;
-delivery {{ delivery_id }}</p>
-</div>
-</body></html>
-"""
 
 _HINT = " (event.details and labels vary per event: use .get('key') or | default('...'))"
 
 # json.dumps(..., separators=(",", ":"), ensure_ascii=False) without building an encoder per call.
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+# Node ids and statuses a signed event may carry, to prove a JSON body stays JSON with one key set.
+HOSTILE_VALUES = ('x", "sev": "critical', "a\r\nb\t\x00", "back\\slash\\", "ünï ☃ \u2028", "half \ud800 emoji")
+
+
+def compact_json(value: Any) -> str:
+    """Compact JSON text that always encodes to UTF-8 (a lone surrogate becomes a \\u escape)."""
+    text = _COMPACT_JSON.encode(value)
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) if _SURROGATE.search(text) else text
 
 
 # The default title and text, written out in Python: they must render what DEFAULT_TITLE and
 # DEFAULT_TEXT render, character for character (keep the two in step), at a fraction of a Jinja
 # render's cost. Every alert without a title/text override takes this path on every delivery.
 def _default_title(ctx: Mapping[str, Any]) -> str:
-    return f"{ctx['node']} is {ctx['status']}"
+    return f"{'[TEST] ' if ctx['test'] else ''}{ctx['node']} is {ctx['status']}"
 
 
 def _default_text(ctx: Mapping[str, Any]) -> str:
@@ -112,13 +99,6 @@ def _default_text(ctx: Mapping[str, Any]) -> str:
 def _dictsort_key(item: tuple[Any, Any]) -> Any:
     key = item[0]
     return key.lower() if isinstance(key, str) else key
-
-
-@dataclass(frozen=True, slots=True)
-class EmailContent:
-    subject: str
-    text: str
-    html: str
 
 
 def human_duration(seconds: float | None) -> str | None:
@@ -149,21 +129,51 @@ def slack_escape(value: Any) -> str:
     return str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def map_strings(value: Any, fn: Callable[[str], str]) -> Any:
+    """``value`` with ``fn`` applied to every string inside it (dict keys included)."""
+    if isinstance(value, str):
+        return fn(value)
+    if isinstance(value, dict):
+        return {map_strings(k, fn): map_strings(v, fn) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [map_strings(v, fn) for v in value]
+    return value
+
+
+def _json_finalize(value: Any) -> Any:
+    # A string is written JSON-escaped without its quotes ("{{ node }}"); anything else as JSON.
+    if isinstance(value, Markup):
+        return value
+    if isinstance(value, str):
+        return compact_json(value)[1:-1]
+    return compact_json(value)
+
+
+def _url_finalize(value: Any) -> Any:
+    # Every value is one path segment: "/", "?", "#", "|", "<" and spaces cannot reshape the link.
+    return value if isinstance(value, Markup) else quote(str(value), safe="")
+
+
+def _environment(kind: Kind) -> SandboxedEnvironment:
+    finalize = {"json": _json_finalize, None: _url_finalize}.get(kind)
+    env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=kind == "html", finalize=finalize)
+    env.filters["duration"] = human_duration
+    env.filters["slack_escape"] = slack_escape
+    if kind is None:  # already encoded: not twice
+        env.filters["urlencode"] = lambda value: Markup(do_urlencode(value))
+    return env
+
+
 def _event_time(event: Event) -> str:
     # strftime("%Y-%m-%d %H:%M:%S UTC") (years unpadded, as strftime leaves them), at half the cost.
     t = event.timestamp.astimezone(UTC)
     return f"{t.year}-{t.month:02d}-{t.day:02d} {t.hour:02d}:{t.minute:02d}:{t.second:02d} UTC"
 
 
-def _environment(autoescape: bool) -> SandboxedEnvironment:
-    env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=autoescape)
-    env.filters["duration"] = human_duration
-    env.filters["slack_escape"] = slack_escape
-    return env
-
-
 def base_context(alert: Alert) -> dict[str, Any]:
-    """The variables every template sees (links added once rendered)."""
+    """The variables every template sees (links added once rendered).
+
+    ``test`` is true for an alert made by ``send-test`` (the default title then says so)."""
     event = alert.event
     return {
         "event": event.to_dict(),
@@ -178,6 +188,7 @@ def base_context(alert: Alert) -> dict[str, Any]:
         "receiver": alert.receiver,
         "delivery_id": alert.delivery_id,
         "colour": colour(event.status),
+        "test": bool(getattr(alert, "test", False)),
         "links": {"node": None},
     }
 
@@ -216,15 +227,30 @@ def sample_alerts(cfg: Config, receiver: str) -> list[Alert]:
     return [first, transition]
 
 
+def _hostile(ctx: dict[str, Any], value: str) -> dict[str, Any]:
+    """``ctx`` with ``value`` as node id, status and previous status, as a signed event may carry."""
+    event = {**ctx["event"], "nodeId": value, "status": value, "details": {"nodeId": value, "status": value}}
+    return {**ctx, "event": event, "node": value, "status": value, "previous_status": value}
+
+
+def _key_paths(value: Any, path: str = "") -> set[str]:
+    """Every object key in a JSON value, as a path: what an injected key would change."""
+    if isinstance(value, dict):
+        out = {f"{path}.{k}" for k in value}
+        for k, v in value.items():
+            out |= _key_paths(v, f"{path}.{k}")
+        return out
+    if isinstance(value, list):
+        return set().union(*(_key_paths(v, f"{path}[]") for v in value))
+    return set()
+
+
 class Renderer:
     """Compiled templates for one config. Build with ``Renderer.from_config``."""
 
     def __init__(self, links: LinksConfig | None = None) -> None:
         self._links = links or LinksConfig()
-        self._envs: dict[Kind, SandboxedEnvironment] = {
-            "text": _environment(autoescape=False),
-            "html": _environment(autoescape=True),
-        }
+        self._envs: dict[Kind, SandboxedEnvironment] = {k: _environment(k) for k in ("text", "html", "json", None)}
         self._compiled: dict[tuple[Kind, str], Template] = {}
 
     # --- construction -------------------------------------------------------------------------
@@ -234,29 +260,23 @@ class Renderer:
         """Compile and test-render every template; ConfigError lists each one that fails."""
         renderer = cls(cfg.links)
         problems: list[str] = []
-        for source in (DEFAULT_TITLE, DEFAULT_TEXT, DEFAULT_SUBJECT):
-            renderer._template("text", source)
-        renderer._template("html", DEFAULT_HTML)
+        for source in (DEFAULT_TITLE, DEFAULT_TEXT):
+            renderer.compile("text", source)
         if cfg.links.node is not None:
-            problems += renderer._check("links.node", "text", cfg.links.node, cfg, "sample", "links")
+            problems += renderer._check("links.node", None, cfg.links.node, cfg, "sample", "links")
         if problems:  # every receiver check would repeat the links problem
             raise ConfigError(problems)
         for name, rcv in cfg.receivers.items():
-            found: list[str] = []
-            for field, kind in _override_fields(rcv):
+            for field, kind in rcv.template_fields().items():
                 source = getattr(rcv, field)
                 if source is not None:
-                    found += renderer._check(f"receivers.{name}.{field}", kind, source, cfg, name, field)
-            # A JSON body is only worth checking once every template renders.
-            if not found and isinstance(rcv, WebhookReceiverConfig) and _wants_json_check(rcv):
-                found += renderer._check_json(name, rcv, cfg)
-            problems += found
+                    problems += renderer._check(f"receivers.{name}.{field}", kind, source, cfg, name, field)
         if problems:
             raise ConfigError(problems)
         return renderer
 
-    def _template(self, kind: Kind, source: str) -> Template:
-        # Normally filled by from_config; compiling here covers configs built another way.
+    def compile(self, kind: Kind, source: str) -> Template:
+        """The compiled template (compiled on first use, then kept for this config)."""
         key = (kind, source)
         template = self._compiled.get(key)
         if template is None:
@@ -266,30 +286,47 @@ class Renderer:
 
     def _check(self, path: str, kind: Kind, source: str, cfg: Config, receiver: str, field: str) -> list[str]:
         try:
-            template = self._template(kind, source)
+            template = self.compile(kind, source)
         except TemplateSyntaxError as exc:
             return [f"{path}: template error: line {exc.lineno}: {exc.message}"]
-        for alert in sample_alerts(cfg, receiver):
-            ctx = self._context_for(alert, field)
+        samples = sample_alerts(cfg, receiver)
+        for alert in samples:
             try:
-                template.render(ctx)
+                template.render(self._context_for(alert, field))
             except UndefinedError as exc:
                 return [f"{path}: template error: {exc}{_HINT}"]
             except TemplateError as exc:  # e.g. the sandbox refusing an attribute
                 return [f"{path}: template error: {exc}"]
             except Exception as exc:  # e.g. None / 60 on a first sighting
                 return [f"{path}: template error: {type(exc).__name__}: {exc}"]
-        return []
+        return self._check_json(path, template, samples, field) if kind == "json" else []
 
-    def _check_json(self, name: str, rcv: WebhookReceiverConfig, cfg: Config) -> list[str]:
-        for alert in sample_alerts(cfg, name):
+    def _check_json(self, path: str, template: Template, samples: list[Alert], field: str) -> list[str]:
+        """Valid JSON for every sample, and hostile node ids/statuses add or remove no key."""
+        for alert in samples:
             try:
-                json.loads(self.webhook(alert, rcv))
+                ctx = self._context_for(alert, field)
+                keys = _key_paths(json.loads(template.render(ctx)))
             except ValueError as exc:
                 return [
-                    f"receivers.{name}.body_template: does not render valid JSON ({exc}); "
-                    "use | tojson for values, or set a Content-Type header for other formats"
+                    f"{path}: does not render valid JSON ({exc}); use | tojson for values, "
+                    "or set a Content-Type header for other formats"
                 ]
+            for value in HOSTILE_VALUES:
+                try:
+                    changed = _key_paths(json.loads(template.render(_hostile(ctx, value)))) != keys
+                except ValueError as exc:
+                    return [
+                        f"{path}: does not render valid JSON for the node id/status {value!r} ({exc}); "
+                        'write string values inside quotes ("{{ node }}") or use | tojson'
+                    ]
+                except Exception as exc:  # a template written for sane values only
+                    return [f"{path}: fails for the node id/status {value!r} ({type(exc).__name__}: {exc})"]
+                if changed:
+                    return [
+                        f"{path}: the node id/status {value!r} changes the JSON keys; write string values "
+                        'as "{{ node }}" or {{ node | tojson }}, never | safe'
+                    ]
         return []
 
     def _context_for(self, alert: Alert, field: str) -> dict[str, Any]:
@@ -308,12 +345,12 @@ class Renderer:
 
     # --- rendering ----------------------------------------------------------------------------
 
-    def _override(self, kind: Kind, source: str | None, ctx: Mapping[str, Any], what: str) -> str | None:
+    def override(self, kind: Kind, source: str | None, ctx: Mapping[str, Any], what: str) -> str | None:
         """The rendered override; None when there is none or it failed (then the default is used)."""
         if source is None:
             return None
         try:
-            return self._template(kind, source).render(ctx)
+            return self.compile(kind, source).render(ctx)
         except Exception as exc:  # any template failure: fall back rather than drop the alert
             log.warning(
                 "template %s failed for receiver %s (%s: %s); using the default",
@@ -324,15 +361,16 @@ class Renderer:
             )
             return None
 
-    def _render(self, kind: Kind, source: str | None, default: str, ctx: Mapping[str, Any], what: str) -> str:
-        text = self._override(kind, source, ctx, what)
-        return text if text is not None else self._template(kind, default).render(ctx)
+    def render(self, kind: Kind, source: str | None, default: str, ctx: Mapping[str, Any], what: str) -> str:
+        """The override if it renders, else ``default`` (a template too)."""
+        text = self.override(kind, source, ctx, what)
+        return text if text is not None else self.compile(kind, default).render(ctx)
 
     def _node_link(self, ctx: Mapping[str, Any]) -> str | None:
         if self._links.node is None:
             return None
         try:
-            url = self._template("text", self._links.node).render(ctx).strip()
+            url = self.compile(None, self._links.node).render(ctx).strip()
         except Exception as exc:
             log.warning("template links.node failed (%s: %s); no node link", type(exc).__name__, exc)
             return None
@@ -340,173 +378,51 @@ class Renderer:
 
     def context(self, alert: Alert, cfg: ReceiverBase | None = None) -> dict[str, Any]:
         """Full context: base variables, links, then the rendered title and text."""
-        return self._context(alert, cfg)[0]
+        return self.context_and_overrides(alert, cfg)[0]
 
-    def _context(self, alert: Alert, cfg: ReceiverBase | None) -> tuple[dict[str, Any], set[str]]:
-        """The context, and which of the title/text overrides rendered (vs. fell back)."""
+    def context_and_overrides(
+        self, alert: Alert, cfg: ReceiverBase | None, *, escape: Callable[[str], str] | None = None
+    ) -> tuple[dict[str, Any], frozenset[str]]:
+        """The context, and which of the title/text overrides rendered (vs. fell back).
+
+        ``escape`` is applied to every value a template or default sees (the link included) before
+        title and text render, so each event value is escaped exactly once for its receiver."""
         ctx = base_context(alert)
         ctx["links"] = {"node": self._node_link(ctx)}
+        if escape is not None:
+            ctx = {k: v if k in ("test", "colour") else map_strings(v, escape) for k, v in ctx.items()}
         used: set[str] = set()
-        title = self._override("text", cfg.title if cfg else None, ctx, "title")
+        title = self.override("text", cfg.title if cfg else None, ctx, "title")
         if title is not None:
             used.add("title")
         else:
             title = _default_title(ctx)
         ctx["title"] = " ".join(title.split())
-        text = self._override("text", cfg.text if cfg else None, ctx, "text")
+        text = self.override("text", cfg.text if cfg else None, ctx, "text")
         if text is not None:
             used.add("text")
         else:
             text = _default_text(ctx)
         ctx["text"] = text
-        return ctx, used
-
-    def slack(self, alert: Alert, cfg: SlackReceiverConfig) -> dict[str, Any]:
-        """Slack message: fallback text, a headline block, and a coloured attachment with fields."""
-        ctx, used = self._context(alert, cfg)
-        status = alert.event.status
-        headline = ctx["title"]
-        if "title" not in used:  # an operator's own title may carry its own emoji
-            headline = f"{EMOJI.get(status, DEFAULT_EMOJI)} {headline}"
-        fallback = headline
-        if alert.previous_status:
-            fallback += f" (was {alert.previous_status}"
-            if ctx["previous_duration_human"]:
-                fallback += f" for {ctx['previous_duration_human']}"
-            fallback += ")"
-        blocks: list[dict[str, Any]] = [
-            {"type": "header", "text": {"type": "plain_text", "text": _cut(headline, 150), "emoji": True}}
-        ]
-        if "text" in used:  # an override is mrkdwn written by the operator; fields cover the default
-            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _cut(ctx["text"], 3000)}})
-        detail_blocks: list[dict[str, Any]] = [
-            {"type": "section", "fields": _slack_fields(alert, ctx)},
-            {
-                "type": "context",
-                "elements": [
-                    {
-                        "type": "mrkdwn",
-                        "text": _cut(
-                            f"route `{slack_escape(alert.route)}` · receiver `{slack_escape(alert.receiver)}`"
-                            f" · {slack_escape(alert.delivery_id)}",
-                            3000,
-                        ),
-                    }
-                ],
-            },
-        ]
-        return {
-            "text": fallback,
-            "blocks": blocks,
-            "attachments": [{"color": colour(status), "fallback": fallback, "blocks": detail_blocks}],
-        }
-
-    def email(self, alert: Alert, cfg: EmailReceiverConfig) -> EmailContent:
-        ctx = self.context(alert, cfg)
-        subject = self._render("text", cfg.subject, DEFAULT_SUBJECT, ctx, "subject")
-        html = self._render("html", cfg.html, DEFAULT_HTML, ctx, "html")
-        # A header cannot hold line breaks; fold any whitespace into single spaces.
-        return EmailContent(subject=" ".join(subject.split()), text=ctx["text"], html=html)
-
-    def webhook(self, alert: Alert, cfg: WebhookReceiverConfig) -> bytes:
-        ctx = self.context(alert, cfg)
-        if cfg.body_template is not None:
-            try:
-                return self._template("text", cfg.body_template).render(ctx).encode()
-            except Exception as exc:
-                log.warning(
-                    "template body_template failed for receiver %s (%s: %s); using the default body",
-                    alert.receiver,
-                    type(exc).__name__,
-                    exc,
-                )
-        payload = {
-            "event": ctx["event"],
-            "route": alert.route,
-            "receiver": alert.receiver,
-            "deliveryId": alert.delivery_id,
-            "previousStatus": alert.previous_status,
-            "previousDuration": alert.previous_duration,
-            "previousDurationHuman": ctx["previous_duration_human"],
-            "title": ctx["title"],
-            "text": ctx["text"],
-            "links": ctx["links"],
-        }
-        return _COMPACT_JSON.encode(payload).encode()
-
-    def log(self, alert: Alert, cfg: ReceiverBase | None = None) -> dict[str, Any]:
-        """Fields for one structured log line."""
-        ctx = self.context(alert, cfg)
-        event = alert.event
-        return {
-            "msg": ctx["title"],
-            "node": event.node_id,
-            "status": event.status,
-            "previous_status": alert.previous_status,
-            "previous_duration": alert.previous_duration,
-            "event_type": event.event_type,
-            "event_time": format_timestamp(event.timestamp),
-            "event_id": event.id,
-            "labels": dict(event.labels),
-            "route": alert.route,
-            "receiver": alert.receiver,
-            "delivery_id": alert.delivery_id,
-            "node_url": ctx["links"]["node"],
-        }
+        return ctx, frozenset(used)
 
 
-def _override_fields(rcv: ReceiverBase) -> list[tuple[str, Kind]]:
-    fields: list[tuple[str, Kind]] = [("title", "text"), ("text", "text")]
-    if isinstance(rcv, EmailReceiverConfig):
-        fields += [("subject", "text"), ("html", "html")]
-    if isinstance(rcv, WebhookReceiverConfig):
-        fields.append(("body_template", "text"))
-    return fields
-
-
-def _wants_json_check(rcv: WebhookReceiverConfig) -> bool:
-    # A Content-Type header means the operator chose another format on purpose.
-    return rcv.body_template is not None and not any(h.lower() == "content-type" for h in rcv.headers)
-
-
-def _slack_fields(alert: Alert, ctx: Mapping[str, Any]) -> list[dict[str, str]]:
-    node = slack_escape(alert.event.node_id)
-    url = ctx["links"]["node"]
-    if url:
-        node = f"<{url}|{node}>"
-    if alert.previous_status:
-        previous = slack_escape(alert.previous_status)
-        if ctx["previous_duration_human"]:
-            previous += f" for {ctx['previous_duration_human']}"
-    else:
-        previous = "none known"
-    unix = int(alert.event.timestamp.timestamp())
-    # Slack shows the time in each reader's zone; the fallback is UTC.
-    when = f"<!date^{unix}^{{date_short_pretty}} {{time_secs}}|{ctx['event_time']}>"
-    fields = [
-        ("Node", node),
-        ("Status", slack_escape(alert.event.status)),
-        ("Previous status", previous),
-        ("Event time", when),
-    ]
-    if alert.event.labels:
-        labels = ", ".join(f"`{slack_escape(k)}={slack_escape(v)}`" for k, v in sorted(alert.event.labels.items()))
-        fields.append(("Labels", labels))
-    return [{"type": "mrkdwn", "text": _cut(f"*{name}*\n{value}", 2000)} for name, value in fields]
-
-
-def _cut(text: str, limit: int) -> str:
-    """Slack rejects over-long block text (invalid_blocks); shorten instead of losing the alert."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def precompile(renderer: Renderer, sources: Iterable[tuple[Kind, str]]) -> None:
+    """Compile a receiver's default templates when it is built, not on its first alert."""
+    for kind, source in sources:
+        renderer.compile(kind, source)
 
 
 __all__ = [
     "COLOURS",
     "DEFAULT_COLOUR",
-    "EmailContent",
+    "HOSTILE_VALUES",
     "Renderer",
     "base_context",
+    "colour",
+    "compact_json",
     "human_duration",
+    "map_strings",
     "sample_alerts",
     "slack_escape",
 ]

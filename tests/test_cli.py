@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from tests.fakes import WebhookSink
+from tests.fakes import WebhookSink, make_cert
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,3 +78,15 @@ async def test_send_test_reports_arrival_and_failure(tmp_path: Path) -> None:
 
         code, _, err = await run("send-test", "-c", cfg, "--receiver", "nope")
         assert code == 2 and "no receiver named 'nope'" in err
+
+
+async def test_send_test_to_an_untrusted_https_receiver(tmp_path: Path) -> None:
+    from tests.test_receivers_webhook import https_server
+
+    async with https_server(make_cert(tmp_path / "tls")) as url:
+        cfg = write(tmp_path, {"verification": {"public_key": "x"},
+                               "receivers": {"hook": {"type": "webhook", "url": url}}})
+        code, out, err = await run("send-test", "-c", cfg, "--receiver", "hook")
+    assert code == 1, (out, err)
+    assert "FAILED (temporary): webhook: TLS certificate not trusted for 127.0.0.1 (self-signed certificate)" in err
+    assert "Traceback" not in err and "AttributeError" not in err

@@ -79,6 +79,22 @@ def test_semantic_errors() -> None:
     assert any(p.startswith("storage.dedup_ttl: 1h is shorter than") for p in found)
 
 
+@pytest.mark.parametrize("dedup_ttl", ["2s", "48h", "10000d"])
+def test_no_event_age_limit_is_refused_whatever_dedup_ttl(dedup_ttl: str) -> None:
+    # max_event_age 0 = no age limit: a replay after any finite dedup_ttl would alert twice (issue 11.3).
+    found = problems({"verification": {"max_event_age": 0}, "storage": {"dedup_ttl": dedup_ttl}})
+    assert found == [
+        "verification.max_event_age: 0 (no age limit) lets a captured event alert again once storage.dedup_ttl "
+        "has passed; set an age limit such as 24h (dedup_ttl must be at least max_event_age + max_clock_skew)"
+    ]
+
+
+def test_dedup_ttl_covering_the_replay_window_is_accepted() -> None:
+    cfg = config_mod.parse({"verification": {"max_event_age": "1h", "max_clock_skew": "5m"},
+                            "storage": {"dedup_ttl": "65m"}}, env={})
+    assert cfg.storage.dedup_ttl == 3900
+
+
 def test_unknown_status_is_a_warning() -> None:
     cfg = config_mod.parse(
         {"receivers": {"a": {"type": "log"}}, "routes": [{"name": "r", "to": "a", "match": {"status": "DEGRADED"}}]},

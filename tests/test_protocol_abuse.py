@@ -14,6 +14,8 @@ import asyncio
 import contextlib
 import gzip
 import json
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass, field
@@ -25,7 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bridge.app import LINGER
 from bridge.testing import event_body, public_pem, sign
-from tests.harness import BridgeProcess, base_config
+from tests.fakes import WebhookSink, wait_until
+from tests.harness import ROOT, BridgeProcess, base_config
 from tests.reliability import record
 from tests.under_fire import latency_summary, raise_nofile, rss_mib
 
@@ -471,3 +474,51 @@ async def test_thousands_of_idle_connections(server: Server) -> None:
     assert all(closed), f"{closed.count(False)} idle connections left open"
     assert fds_after <= fds_before + 10
     assert server.alive()
+
+
+# --- replays ---------------------------------------------------------------------------------------------
+
+
+async def test_replayed_event_alerts_once(tmp_path: Path, signing_key: rsa.RSAPrivateKey) -> None:
+    """The same signed bytes, sent again inside and after dedup_ttl, alert once (issue 11.3).
+
+    The replay window is max_event_age + max_clock_skew: inside it a copy is a duplicate (dedup_ttl
+    must cover it, which check enforces), after it a copy is stale. With no age limit
+    (max_event_age: 0) nothing would cover it, so check refuses that."""
+    key_file = tmp_path / "thunderstack.pem"
+    key_file.write_bytes(public_pem(signing_key))
+    async with WebhookSink() as sink:
+        cfg = base_config(tmp_path, key_file, verification={"max_event_age": "1s", "max_clock_skew": "1s"},
+                          storage={"url": f"sqlite://{tmp_path}/bridge.db", "dedup_ttl": "2s"},
+                          receivers={"hook": {"type": "webhook", "url": sink.url}},
+                          routes=[{"name": "all", "to": ["hook"]}])
+        refused = {**cfg, "verification": {**cfg["verification"], "max_event_age": 0}}
+        proc = BridgeProcess(tmp_path / "bridge", refused, signing_key)
+        check = subprocess.run([sys.executable, "-m", "bridge", "check", "-c", str(proc.config_path)],
+                               cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert check.returncode == 2, check
+        assert "verification.max_event_age: 0 (no age limit) lets a captured event alert again" in check.stderr
+        assert "Traceback" not in check.stderr
+
+        proc.write_config(cfg)
+        await proc.start()
+        try:
+            body = event_body("replayed", "FAILED")  # timestamped now
+            answers = [(await proc.post(body))[:2]]
+            answers.append((await proc.post(body))[:2])  # at once: a duplicate
+            await asyncio.sleep(3.0)  # past dedup_ttl (2s) and the age limit: the copy is stale now
+            answers.append((await proc.post(body))[:2])
+            assert [status for status, _ in answers] == [200, 200, 200]
+            assert answers[1][1]["status"] == "duplicate"
+            assert answers[2][1] == {"status": "ignored", "reason": "stale", "id": answers[1][1]["id"]}
+            status, _ = await proc.event("sentinel", "FAILED")  # delivered after whatever came before it
+            assert status == 200
+            await wait_until(lambda: any(b"sentinel" in r.body for r in sink.delivered), 20, "the sentinel alert")
+            replayed = [r for r in sink.delivered if b"replayed" in r.body]
+        finally:
+            proc.kill()
+    assert len(replayed) == 1
+    record("replayed signed event", tried="the same signed bytes 3 times: at once, and after dedup_ttl "
+           "(max_event_age 1s, max_clock_skew 1s, dedup_ttl 2s); check with max_event_age 0", times=3,
+           outcome="one alert: the copy inside the window is a duplicate, the copy after it stale; "
+           "check refuses max_event_age 0", sent=3, accepted=1, delivered={"hook": 1}, twice=0, lost=0)

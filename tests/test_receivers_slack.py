@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import pytest
@@ -210,3 +212,72 @@ async def test_no_secret_in_errors_reprs_or_logs(
         # A chained library exception would print the URL in a traceback: none may show.
         assert err.__cause__ is None
         assert err.__context__ is None or err.__suppress_context__
+
+
+# --- hostile event values (issue 11.9) -------------------------------------------------------------
+
+HOSTILE_NODES = ["a> <!channel> <x", "<!here>", "<@U123>", "<https://evil.example|click>", "a&b|c/../d?x#y"]
+
+
+def _links(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {**cfg, "links": {"node": "https://cloud.example.test/nodes/{{ node }}?from=bridge&x=1"}}
+
+
+@pytest.mark.parametrize("mode", ["webhook", "token"])
+@pytest.mark.parametrize("node", HOSTILE_NODES)
+async def test_event_values_never_become_mentions_or_links(
+    mode: str, node: str, fake_slack: FakeSlack, http_session: aiohttp.ClientSession
+) -> None:
+    """Node id, status, previous status and labels from a signed event: no mention, link or date."""
+    settings: dict[str, Any] = (
+        {"webhook_url": fake_slack.webhook_url}
+        if mode == "webhook"
+        else {"token": fake_slack.token, "channel": "#alerts", "api_url": fake_slack.api_url}
+    )
+    cfg = parse(_links({"receivers": {"ops": {"type": "slack", **settings}}}), env={})
+    receiver = build_receiver("ops", cfg.receivers["ops"], renderer=Renderer.from_config(cfg), session=http_session)
+    alert = make_alert(node=node, status="<!here>", previous="<@U123>", labels={"team": "<!subteam^S1>"})
+    await receiver.send(alert)
+
+    [msg] = fake_slack.messages
+    raw = msg.body.decode()
+    payload = json.dumps(msg.payload, ensure_ascii=False)  # the same after form/JSON decoding
+    for text in (raw, payload):
+        # The only Slack control sequences are ours: the node link and the event-time date.
+        assert "<!channel>" not in text and "<!here>" not in text and "<@U123>" not in text
+        assert "<!subteam" not in text and "<https://evil" not in text
+    posted = _strings(msg.payload)
+    for s in posted:
+        for opened in s.split("<")[1:]:
+            assert opened.startswith(("!date^", "https://cloud.example.test/nodes/")), (opened, s)
+    assert msg.payload["text"].startswith(":large_orange_circle: ")
+    assert "&lt;!here&gt;" in msg.payload["text"] and "&lt;@U123&gt;" in msg.payload["text"]
+    [attachment] = msg.payload["attachments"]
+    assert "&lt;@U123&gt;" in attachment["fallback"]
+    fields = [f["text"] for f in attachment["blocks"][0]["fields"]]
+    [node_field] = [f for f in fields if f.startswith("*Node*")]
+    link, _, label = node_field.removeprefix("*Node*\n<").removesuffix(">").partition("|")
+    # The node id is one percent-encoded path segment; the template's own & is escaped for Slack.
+    assert link == "https://cloud.example.test/nodes/" + quote(node, safe="") + "?from=bridge&amp;x=1"
+    assert label == node.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+async def test_operator_template_keeps_its_own_mention(
+    fake_slack: FakeSlack, http_session: aiohttp.ClientSession
+) -> None:
+    """An override's own <!here> is the operator's choice; the event's values inside it are escaped."""
+    receiver = webhook_mode(fake_slack, http_session, title="{{ node }} {{ status }}", text="<!here> {{ node }} down")
+    await receiver.send(make_alert(node="<!channel>", status="<@U1>"))
+    [msg] = fake_slack.messages
+    assert headline(msg.payload) == "&lt;!channel&gt; &lt;@U1&gt;"
+    assert msg.payload["blocks"][1]["text"]["text"] == "<!here> &lt;!channel&gt; down"
+
+
+def _strings(obj: Any) -> list[str]:
+    if isinstance(obj, str):
+        return [obj]
+    if isinstance(obj, dict):
+        return [s for v in obj.values() for s in _strings(v)]
+    if isinstance(obj, list):
+        return [s for v in obj for s in _strings(v)]
+    return []

@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import email.utils
 import hashlib
 import hmac
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
-from bridge.config import parse
+from bridge.config import WebhookReceiverConfig, parse
 from bridge.errors import ConfigError, Permanent, RetryLater
 from bridge.receivers import Receiver, build_receiver
+from bridge.receivers.webhook import webhook_body
 from bridge.render import Renderer
-from tests.fakes import Answer, Received, WebhookSink, free_port, make_alert
+from tests.fakes import Answer, CertFiles, Received, WebhookSink, free_port, make_alert
 
 pytest_plugins = ["tests.fakes"]
 pytestmark = pytest.mark.timeout(20)
@@ -257,3 +261,116 @@ async def test_no_secret_in_errors_reprs_or_logs(
         assert exc.__cause__ is None
         assert exc.__context__ is None or exc.__suppress_context__
     assert json.loads(webhook_sink.requests[0].body)["deliveryId"]  # the requests really went out
+
+
+# --- JSON body templates with hostile event values (issue 11.10) -----------------------------------
+
+QUOTED = '{"text": "{{ node }} is {{ status }}", "node": "{{ node }}", "was": {{ previous_status | tojson }}}'
+
+
+@pytest.mark.parametrize(
+    "node", ['x", "sev": "critical', "a\r\nb", 'back\\slash\\"', "ünï ☃ \u2028 \x00", "}{]"]
+)
+async def test_json_body_template_escapes_every_value(
+    node: str, webhook_sink: WebhookSink, http_session: aiohttp.ClientSession
+) -> None:
+    receiver = webhook_receiver(http_session, webhook_sink.url, body_template=QUOTED)
+    await receiver.send(make_alert(node=node, status='FAILED"\r\n'))
+    [req] = webhook_sink.requests
+    body = json.loads(req.body)  # valid JSON whatever the node id
+    assert body == {"text": f'{node} is FAILED"\r\n', "node": node, "was": "RUNNING"}  # no injected key
+    assert req.headers["Content-Type"] == "application/json"
+
+
+@pytest.mark.parametrize(
+    ("template", "problem"),
+    [
+        ('{"text": "{{ node | safe }}"}', "receivers.hook.body_template: "),
+        ('{"text": {{ node }}}', "receivers.hook.body_template: does not render valid JSON"),
+    ],
+)
+def test_check_refuses_a_json_body_that_event_values_can_break(template: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Renderer.from_config(parse({"receivers": {"hook": {"type": "webhook", "url": "http://127.0.0.1:1/",
+                                                             "body_template": template}}}, env={}))
+    [found] = info.value.problems
+    assert found.startswith(problem), found
+
+
+def test_check_names_the_hostile_value_that_injects_a_key() -> None:
+    with pytest.raises(ConfigError) as info:
+        Renderer.from_config(parse({"receivers": {"hook": {"type": "webhook", "url": "http://127.0.0.1:1/",
+                                                             "body_template": '{"text": "{{ node | safe }}"}'}}},
+                                   env={}))
+    [found] = info.value.problems
+    assert found.startswith(
+        "receivers.hook.body_template: the node id/status 'x\", \"sev\": \"critical' changes the JSON keys"
+    ), found
+
+
+def test_unquoted_values_render_as_json() -> None:
+    cfg = parse({"receivers": {"hook": {"type": "webhook", "url": "http://127.0.0.1:1/",
+                                        "body_template": '{"dur": {{ previous_duration }}, "l": {{ labels }}}'}}},
+                env={})
+    rcv = cfg.receivers["hook"]
+    assert isinstance(rcv, WebhookReceiverConfig)
+    assert json.loads(webhook_body(Renderer.from_config(cfg), make_alert(), rcv)) == {
+        "dur": 11520.0, "l": {"env": "prod", "team": "core"}}
+
+
+def test_an_explicit_json_content_type_is_still_checked() -> None:
+    with pytest.raises(ConfigError):
+        Renderer.from_config(parse({"receivers": {"hook": {
+            "type": "webhook", "url": "http://127.0.0.1:1/", "headers": {"content-type": "application/json"},
+            "body_template": "node={{ node }}"}}}, env={}))
+
+
+@pytest.mark.parametrize("secret", ["whsec_!!!not-base64!!!", "whsec_", "whsec_abc"])
+def test_check_refuses_an_undecodable_whsec_secret(secret: str) -> None:
+    # parse() is what `check` and `serve` both run: one validation (issue 11.12).
+    with pytest.raises(ConfigError) as info:
+        parse({"receivers": {"hook": {"type": "webhook", "url": "http://127.0.0.1:1/", "signing_secret": secret}}},
+              env={})
+    [problem] = info.value.problems
+    assert problem.startswith("receivers.hook.signing_secret: a whsec_ secret ")
+    assert secret not in problem or secret == "whsec_"
+
+
+# --- TLS failures (issue 11.11) ----------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def https_server(cert: CertFiles) -> AsyncIterator[str]:
+    """An https endpoint on 127.0.0.1 with a self-signed certificate nobody trusts; yields its URL."""
+    hits: list[bytes] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        hits.append(await request.read())
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=cert.server_context()).start()
+    try:
+        yield f"https://127.0.0.1:{port}/hook/s3cr3t-path-token"
+    finally:
+        await runner.cleanup()
+    assert not hits  # nothing ever went over an unverified connection
+
+
+@pytest.mark.parametrize("kind", ["webhook", "slack"])
+async def test_untrusted_certificate_is_a_clear_retry_later(
+    kind: str, tls_cert: CertFiles, http_session: aiohttp.ClientSession
+) -> None:
+    async with https_server(tls_cert) as url:
+        key = "url" if kind == "webhook" else "webhook_url"
+        cfg = parse({"receivers": {"r": {"type": kind, key: url}}}, env={})
+        receiver = build_receiver("r", cfg.receivers["r"], renderer=Renderer.from_config(cfg), session=http_session)
+        with pytest.raises(RetryLater) as info:
+            await receiver.send(make_alert())
+    reason = info.value.reason
+    assert reason.endswith(": TLS certificate not trusted for 127.0.0.1 (self-signed certificate)"), reason
+    assert "s3cr3t" not in reason

@@ -17,7 +17,12 @@ from bridge.config import (
     parse,
 )
 from bridge.errors import ConfigError
-from bridge.render import Renderer, human_duration
+from bridge.receivers.email import DEFAULTS as EMAIL_DEFAULTS
+from bridge.receivers.email import email_content
+from bridge.receivers.log import log_fields
+from bridge.receivers.slack import slack_message
+from bridge.receivers.webhook import webhook_body
+from bridge.render import Renderer, human_duration, precompile
 from tests.fakes import make_alert
 
 pytestmark = pytest.mark.timeout(10)
@@ -85,7 +90,7 @@ def test_human_duration(seconds: float | None, expected: str | None) -> None:
 
 def test_slack_default_message_names_node_status_and_previous_state() -> None:
     cfg = config({"ops": SLACK}, links={"node": "https://cloud.example.test/nodes/{{ event.nodeId }}"})
-    msg = Renderer.from_config(cfg).slack(make_alert(), slack_cfg(cfg))
+    msg = slack_message(Renderer.from_config(cfg), make_alert(), slack_cfg(cfg))
 
     assert msg["blocks"][0]["type"] == "header"
     assert msg["blocks"][0]["text"]["text"] == ":red_circle: node-prod-1 is FAILED"
@@ -112,7 +117,7 @@ def test_slack_default_message_names_node_status_and_previous_state() -> None:
 )
 def test_slack_colour_follows_status(status: str, colour: str, emoji: str) -> None:
     cfg = config({"ops": SLACK})
-    msg = Renderer.from_config(cfg).slack(make_alert(status=status), slack_cfg(cfg))
+    msg = slack_message(Renderer.from_config(cfg), make_alert(status=status), slack_cfg(cfg))
     assert msg["attachments"][0]["color"] == colour
     assert msg["blocks"][0]["text"]["text"] == f"{emoji} node-prod-1 is {status}"
 
@@ -120,12 +125,13 @@ def test_slack_colour_follows_status(status: str, colour: str, emoji: str) -> No
 def test_slack_first_sighting_and_escaping() -> None:
     cfg = config({"ops": SLACK})
     alert = make_alert(node="n<1>&", previous=None, held=None, labels={"owner": "<@here>"})
-    msg = Renderer.from_config(cfg).slack(alert, slack_cfg(cfg))
+    msg = slack_message(Renderer.from_config(cfg), alert, slack_cfg(cfg))
     fields = [f["text"] for f in msg["attachments"][0]["blocks"][0]["fields"]]
     assert "*Previous status*\nnone known" in fields
     assert "*Node*\nn&lt;1&gt;&amp;" in fields  # mrkdwn control characters are escaped
     assert "`owner=&lt;@here&gt;`" in fields[-1]
-    assert msg["text"] == ":red_circle: n<1>& is FAILED"  # plain fallback stays plain
+    # the fallback is shown in notifications, which parse mentions too (issue 11.9): escaped as well
+    assert msg["text"] == ":red_circle: n&lt;1&gt;&amp; is FAILED"
 
 
 NODES = {"node-prod-1": {"labels": {"env": "prod", "team": "core"}}}
@@ -136,7 +142,7 @@ def test_slack_overrides_replace_headline_and_add_text() -> None:
         {"ops": {**SLACK, "title": "{{ node }} -> {{ status }}", "text": "*owner*: {{ labels.team }}"}},
         nodes=NODES,
     )
-    msg = Renderer.from_config(cfg).slack(make_alert(), slack_cfg(cfg))
+    msg = slack_message(Renderer.from_config(cfg), make_alert(), slack_cfg(cfg))
     assert msg["blocks"][0]["text"]["text"] == "node-prod-1 -> FAILED"
     assert msg["blocks"][1] == {"type": "section", "text": {"type": "mrkdwn", "text": "*owner*: core"}}
 
@@ -147,7 +153,7 @@ def test_slack_overrides_replace_headline_and_add_text() -> None:
 def test_email_default_subject_text_and_escaped_html() -> None:
     cfg = config({"ops": EMAIL})
     alert = make_alert(labels={"note": "<script>x</script>"})
-    mail = Renderer.from_config(cfg).email(alert, email_cfg(cfg))
+    mail = email_content(Renderer.from_config(cfg), alert, email_cfg(cfg))
     assert mail.subject == "[alert-bridge] node-prod-1 is FAILED"
     assert "node-prod-1 is FAILED (was RUNNING for 3h 12m)." in mail.text
     assert "Event time: 2026-04-16 12:00:00 UTC" in mail.text
@@ -170,7 +176,7 @@ def test_email_overrides_and_subject_folding() -> None:
         },
         nodes=NODES,
     )
-    mail = Renderer.from_config(cfg).email(make_alert(labels={"team": "<core>"}), email_cfg(cfg))
+    mail = email_content(Renderer.from_config(cfg), make_alert(labels={"team": "<core>"}), email_cfg(cfg))
     assert mail.subject == "ALERT FAILED: node-prod-1 (route prod-failures)"
     assert mail.text == "held 3h 12m"
     assert mail.html == "<b>&lt;core&gt;</b> held 3h 12m"
@@ -179,7 +185,7 @@ def test_email_overrides_and_subject_folding() -> None:
 def test_webhook_default_body_is_normalised_event_plus_context() -> None:
     cfg = config({"ops": HOOK}, links={"node": "https://c.test/n/{{ node | urlencode }}"})
     alert = make_alert()
-    body = json.loads(Renderer.from_config(cfg).webhook(alert, hook_cfg(cfg)))
+    body = json.loads(webhook_body(Renderer.from_config(cfg), alert, hook_cfg(cfg)))
     assert body["event"] == alert.event.to_dict()
     assert body["route"] == "prod-failures"
     assert body["receiver"] == "ops"
@@ -200,7 +206,7 @@ def test_webhook_body_template_sees_the_documented_context() -> None:
         ' "labels": {{ labels | tojson }}, "link": {{ links.node | tojson }}}'
     )
     cfg = config({"ops": {**HOOK, "body_template": template}})
-    body = json.loads(Renderer.from_config(cfg).webhook(make_alert(), hook_cfg(cfg)))
+    body = json.loads(webhook_body(Renderer.from_config(cfg), make_alert(), hook_cfg(cfg)))
     assert body == {
         "node": "node-prod-1",
         "status": "FAILED",
@@ -221,7 +227,7 @@ def test_log_fields() -> None:
     cfg = config({"ops": {"type": "log"}})
     rcv = cfg.receivers["ops"]
     assert isinstance(rcv, LogReceiverConfig)
-    fields = Renderer.from_config(cfg).log(make_alert(), rcv)
+    fields = log_fields(Renderer.from_config(cfg), make_alert(), rcv)
     assert fields["msg"] == "node-prod-1 is FAILED"
     assert fields["node"] == "node-prod-1"
     assert fields["status"] == "FAILED"
@@ -288,14 +294,14 @@ def test_body_template_must_render_json_unless_content_type_is_set() -> None:
     [problem] = problems_of({"ops": {**HOOK, "body_template": "node={{ node }}"}})
     assert problem.startswith("receivers.ops.body_template: does not render valid JSON")
     cfg = config({"ops": {**HOOK, "body_template": "node={{ node }}", "headers": {"Content-Type": "text/plain"}}})
-    assert Renderer.from_config(cfg).webhook(make_alert(), hook_cfg(cfg)) == b"node=node-prod-1"
+    assert webhook_body(Renderer.from_config(cfg), make_alert(), hook_cfg(cfg)) == b"node=node-prod-1"
 
 
 def test_configured_label_keys_can_be_used() -> None:
     nodes = {"node-a": {"labels": {"team": "core"}}, "node-b": {"labels": {"env": "prod"}}}
     cfg = config({"ops": {**SLACK, "title": "{{ labels.team }}/{{ labels.env }}"}}, nodes=nodes)
     renderer = Renderer.from_config(cfg)
-    msg = renderer.slack(make_alert(labels={"team": "core", "env": "prod"}), slack_cfg(cfg))
+    msg = slack_message(renderer, make_alert(labels={"team": "core", "env": "prod"}), slack_cfg(cfg))
     assert msg["blocks"][0]["text"]["text"] == "core/prod"
 
 
@@ -304,7 +310,7 @@ def test_runtime_template_failure_falls_back_to_default(caplog: pytest.LogCaptur
     cfg = config({"ops": {**SLACK, "title": "team {{ labels.team }}"}}, nodes=nodes)
     renderer = Renderer.from_config(cfg)
     with caplog.at_level(logging.WARNING, logger="bridge.render"):
-        msg = renderer.slack(make_alert(labels={}), slack_cfg(cfg))  # this node has no team label
+        msg = slack_message(renderer, make_alert(labels={}), slack_cfg(cfg))  # this node has no team label
     assert msg["blocks"][0]["text"]["text"] == ":red_circle: node-prod-1 is FAILED"
     assert "template title failed for receiver ops" in caplog.text
 
@@ -318,8 +324,9 @@ def test_labels_without_nodes_config_fail_the_check() -> None:
 def test_templates_are_compiled_once_per_config() -> None:
     cfg = config({"ops": {**SLACK, "title": "{{ node }}!"}, "mail": {**EMAIL, "subject": "{{ title }}"}})
     renderer = Renderer.from_config(cfg)
+    precompile(renderer, EMAIL_DEFAULTS)  # as building the email receiver does
     compiled = dict(renderer._compiled)
     for _ in range(3):
-        renderer.slack(make_alert(), slack_cfg(cfg))
-        renderer.email(make_alert(receiver="mail"), email_cfg(cfg, "mail"))
+        slack_message(renderer, make_alert(), slack_cfg(cfg))
+        email_content(renderer, make_alert(receiver="mail"), email_cfg(cfg, "mail"))
     assert renderer._compiled == compiled  # same Template objects, nothing new compiled

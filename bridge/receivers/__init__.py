@@ -1,21 +1,28 @@
-"""Receivers deliver one alert once. The only module that names the concrete classes."""
+"""Receivers deliver one alert once, each in its own wire format.
+
+A receiver type is one module, ``bridge/receivers/<type>.py`` (named by the config's ``type``),
+with a ``build(name, cfg, *, renderer, session)`` function, and one config model in
+bridge/config.py. Nothing else names the concrete classes.
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import Protocol, cast
+
 import aiohttp
 
-from bridge.config import (
-    Config,
-    EmailReceiverConfig,
-    LogReceiverConfig,
-    ReceiverConfig,
-    SlackReceiverConfig,
-    WebhookReceiverConfig,
-)
+from bridge.config import Config, ReceiverConfig
 from bridge.receivers.base import Receiver
 from bridge.render import Renderer
 
 __all__ = ["Receiver", "build_receiver", "build_receivers"]
+
+
+class _Build(Protocol):
+    def __call__(
+        self, name: str, cfg: ReceiverConfig, *, renderer: Renderer, session: aiohttp.ClientSession
+    ) -> Receiver: ...
 
 
 def build_receiver(
@@ -29,24 +36,10 @@ def build_receiver(
 
     Raises ConfigError when something only checkable now is wrong (an unreadable CA file).
     """
-    # Imported here so importing the package does not pull in every client library.
-    if isinstance(cfg, SlackReceiverConfig):
-        from bridge.receivers.slack import SlackReceiver
-
-        return SlackReceiver(name, cfg, renderer=renderer, session=session)
-    if isinstance(cfg, EmailReceiverConfig):
-        from bridge.receivers.email import EmailReceiver
-
-        return EmailReceiver(name, cfg, renderer=renderer)
-    if isinstance(cfg, WebhookReceiverConfig):
-        from bridge.receivers.webhook import WebhookReceiver
-
-        return WebhookReceiver(name, cfg, renderer=renderer, session=session)
-    if isinstance(cfg, LogReceiverConfig):
-        from bridge.receivers.log import LogReceiver
-
-        return LogReceiver(name, cfg, renderer=renderer)
-    raise TypeError(f"unknown receiver config {type(cfg).__name__}")  # pragma: no cover
+    # Imported on use, so importing the package does not pull in every client library.
+    module = importlib.import_module(f"{__name__}.{cfg.type}")
+    build = cast(_Build, module.build)
+    return build(name, cfg, renderer=renderer, session=session)
 
 
 def build_receivers(config: Config, renderer: Renderer, session: aiohttp.ClientSession) -> dict[str, Receiver]:

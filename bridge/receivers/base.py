@@ -130,13 +130,17 @@ def _chain(exc: BaseException) -> list[BaseException]:
 def describe_exception(exc: BaseException) -> str:
     """What went wrong, without the exception's text (which may contain the URL)."""
     chain = _chain(exc)
-    for cause in chain:
+    host = next((h for c in chain if isinstance(h := getattr(c, "host", None), str)), None)
+    peer = f" for {host}" if host else ""
+    # Innermost first: aiohttp's connector errors subclass the ssl errors without their attributes.
+    for cause in reversed(chain):
         if isinstance(cause, socket.gaierror):
             return f"DNS lookup failed ({cause.strerror})"
         if isinstance(cause, ssl.SSLCertVerificationError):
-            return f"TLS certificate not trusted ({cause.verify_message})"
+            detail = getattr(cause, "verify_message", None) or getattr(cause, "reason", None)
+            return f"TLS certificate not trusted{peer}" + (f" ({detail})" if detail else "")
         if isinstance(cause, ssl.SSLError):
-            return f"TLS error ({cause.reason or type(cause).__name__})"
+            return f"TLS error{peer} ({getattr(cause, 'reason', None) or type(cause).__name__})"
     for cause in chain:
         if isinstance(cause, TimeoutError | asyncio.TimeoutError):
             return "timed out"
@@ -146,7 +150,12 @@ def describe_exception(exc: BaseException) -> str:
 
 
 def transport_failure(what: str, exc: BaseException, timeout: float) -> RetryLater:
-    """Connection refused, reset, DNS, TLS or timeout: the peer may be back later."""
+    """Connection refused, reset, DNS, TLS or timeout: the peer may be back later.
+
+    A certificate that fails verification is usually configuration (a private CA, an expired or
+    misnamed certificate), but it is also what a peer shows mid-renewal: it is retried like any
+    transport failure, within the receiver's retry policy, and then kept as dead (retryable with
+    ``deliveries retry`` once fixed) rather than dropped at the first attempt."""
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
         return RetryLater(f"{what}: no answer within {timeout:g}s")
     return RetryLater(f"{what}: {describe_exception(exc)}")

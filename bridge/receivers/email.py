@@ -5,18 +5,64 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate
 
 import aiosmtplib
 
-from bridge.config import EmailReceiverConfig
+from bridge.config import EmailReceiverConfig, TemplateKind
 from bridge.errors import ConfigError, DeliveryError, Permanent, RetryLater
 from bridge.model import Alert
 from bridge.receivers.base import Redactor, transport_failure
-from bridge.render import Renderer
+from bridge.render import Renderer, precompile
 
 log = logging.getLogger("bridge.receivers.email")
+
+DEFAULT_SUBJECT = "[alert-bridge] {{ title }}"
+DEFAULT_HTML = """\
+<!doctype html>
+<html><body style="font-family: sans-serif">
+<div style="border-left: 6px solid {{ colour }}; padding: 4px 12px">
+<h2 style="margin: 4px 0">{{ title }}</h2>
+<table cellpadding="4">
+<tr><th align="left">Node</th><td>
+{%- if links.node %}<a href="{{ links.node }}">{{ node }}</a>{% else %}{{ node }}{% endif %}</td></tr>
+<tr><th align="left">Status</th><td>{{ status }}</td></tr>
+<tr><th align="left">Previous status</th><td>
+{%- if previous_status %}{{ previous_status }}
+{%- if previous_duration_human %} for {{ previous_duration_human }}{% endif %}
+{%- else %}none known{% endif %}</td></tr>
+<tr><th align="left">Event time</th><td>{{ event_time }}</td></tr>
+{% if labels %}<tr><th align="left">Labels</th><td>
+{%- for k, v in labels | dictsort %}{{ k }}={{ v }}{{ ", " if not loop.last }}{% endfor %}</td></tr>
+{% endif -%}
+</table>
+<p style="color: #777; font-size: small">route {{ route }} &middot; receiver {{ receiver }} &middot;
+delivery {{ delivery_id }}</p>
+</div>
+</body></html>
+"""
+DEFAULTS: tuple[tuple[TemplateKind, str], ...] = (("text", DEFAULT_SUBJECT), ("html", DEFAULT_HTML))
+
+
+@dataclass(frozen=True, slots=True)
+class EmailContent:
+    subject: str
+    text: str
+    html: str
+
+
+def email_content(renderer: Renderer, alert: Alert, cfg: EmailReceiverConfig) -> EmailContent:
+    ctx = renderer.context(alert, cfg)
+    subject = renderer.render("text", cfg.subject, DEFAULT_SUBJECT, ctx, "subject")
+    html = renderer.render("html", cfg.html, DEFAULT_HTML, ctx, "html")
+    # A header cannot hold line breaks; fold any whitespace into single spaces.
+    return EmailContent(subject=" ".join(subject.split()), text=ctx["text"], html=html)
+
+
+def build(name: str, cfg: EmailReceiverConfig, *, renderer: Renderer, session: object = None) -> EmailReceiver:
+    return EmailReceiver(name, cfg, renderer=renderer)
 
 _MAX_REPLY = 200  # server replies go into reasons; keep them short
 
@@ -28,6 +74,7 @@ class EmailReceiver:
         self.name = name
         self._cfg = cfg
         self._renderer = renderer
+        precompile(renderer, DEFAULTS)
         smtp = cfg.smtp
         self._password = smtp.password.get_secret_value() if smtp.password else None
         self._redact = Redactor([self._password])
@@ -40,7 +87,7 @@ class EmailReceiver:
         return f"EmailReceiver(name={self.name!r}, smtp={smtp.host}:{smtp.port}, security={smtp.security!r})"
 
     def message(self, alert: Alert) -> EmailMessage:
-        content = self._renderer.email(alert, self._cfg)
+        content = email_content(self._renderer, alert, self._cfg)
         msg = EmailMessage()
         msg["From"] = self._cfg.from_
         msg["To"] = ", ".join(self._cfg.to)

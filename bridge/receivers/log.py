@@ -3,12 +3,38 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from bridge.config import LogReceiverConfig
-from bridge.model import Alert
+from bridge.config import LogReceiverConfig, ReceiverBase
+from bridge.model import Alert, format_timestamp
 from bridge.render import Renderer, human_duration
 
 alerts_log = logging.getLogger("bridge.alerts")
+
+
+def build(name: str, cfg: LogReceiverConfig, *, renderer: Renderer, session: object = None) -> LogReceiver:
+    return LogReceiver(name, cfg, renderer=renderer)
+
+
+def log_fields(renderer: Renderer, alert: Alert, cfg: ReceiverBase | None = None) -> dict[str, Any]:
+    """Fields for one structured log line."""
+    ctx = renderer.context(alert, cfg)
+    event = alert.event
+    return {
+        "msg": ctx["title"],
+        "node": event.node_id,
+        "status": event.status,
+        "previous_status": alert.previous_status,
+        "previous_duration": alert.previous_duration,
+        "event_type": event.event_type,
+        "event_time": format_timestamp(event.timestamp),
+        "event_id": event.id,
+        "labels": dict(event.labels),
+        "route": alert.route,
+        "receiver": alert.receiver,
+        "delivery_id": alert.delivery_id,
+        "node_url": ctx["links"]["node"],
+    }
 
 
 class LogReceiver:
@@ -23,7 +49,7 @@ class LogReceiver:
         return f"LogReceiver(name={self.name!r})"
 
     async def send(self, alert: Alert) -> None:
-        fields = self._renderer.log(alert, self._cfg)
+        fields = log_fields(self._renderer, alert, self._cfg)
         level = logging.WARNING if alert.event.status == "FAILED" else logging.INFO
         # A readable headline for people; the fields go in ``extra`` for the JSON formatter
         # (and as compact JSON after the headline for the text one).

@@ -25,7 +25,10 @@ from bridge.receivers.base import (
     transport_failure,
     url_secrets,
 )
-from bridge.render import Renderer
+from bridge.render import Renderer, colour, slack_escape
+
+EMOJI = {"FAILED": ":red_circle:", "RUNNING": ":large_green_circle:"}
+DEFAULT_EMOJI = ":large_orange_circle:"
 
 # slack-sdk logs the full request URL (the webhook secret) at debug level whenever its logger's
 # own level is NOTSET or DEBUG. Give it a logger of its own, pinned above DEBUG.
@@ -82,7 +85,7 @@ class SlackReceiver:
         return f"SlackReceiver(name={self.name!r}, mode={self.mode!r})"
 
     async def send(self, alert: Alert) -> None:
-        message = self._renderer.slack(alert, self._cfg)
+        message = slack_message(self._renderer, alert, self._cfg)
         what = "slack webhook" if self._webhook is not None else "slack chat.postMessage"
         try:
             async with asyncio.timeout(self._cfg.timeout):
@@ -126,6 +129,69 @@ class SlackReceiver:
 
     async def close(self) -> None:
         """Nothing to release: the HTTP session belongs to the caller."""
+
+
+def build(name: str, cfg: SlackReceiverConfig, *, renderer: Renderer, session: aiohttp.ClientSession) -> SlackReceiver:
+    return SlackReceiver(name, cfg, renderer=renderer, session=session)
+
+
+def slack_message(renderer: Renderer, alert: Alert, cfg: SlackReceiverConfig) -> dict[str, Any]:
+    """Fallback text, a headline block, and a coloured attachment with fields.
+
+    Every event value is escaped (&, <, >) before any template or default sees it, so no node id
+    or status can become a mention (<!channel>), a link or a date; the node link's values are
+    percent-encoded path segments (bridge/render.py)."""
+    ctx, used = renderer.context_and_overrides(alert, cfg, escape=slack_escape)
+    headline = ctx["title"]
+    if "title" not in used:  # an operator's own title may carry its own emoji
+        headline = f"{EMOJI.get(alert.event.status, DEFAULT_EMOJI)} {headline}"
+    fallback = headline
+    if ctx["previous_status"]:
+        fallback += f" (was {ctx['previous_status']}"
+        if ctx["previous_duration_human"]:
+            fallback += f" for {ctx['previous_duration_human']}"
+        fallback += ")"
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": _cut(headline, 150), "emoji": True}}
+    ]
+    if "text" in used:  # an override is mrkdwn written by the operator; fields cover the default
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _cut(ctx["text"], 3000)}})
+    where = f"route `{ctx['route']}` · receiver `{ctx['receiver']}` · {ctx['delivery_id']}"
+    detail_blocks: list[dict[str, Any]] = [
+        {"type": "section", "fields": _fields(alert, ctx)},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": _cut(where, 3000)}]},
+    ]
+    return {
+        "text": fallback,
+        "blocks": blocks,
+        "attachments": [{"color": colour(alert.event.status), "fallback": fallback, "blocks": detail_blocks}],
+    }
+
+
+def _fields(alert: Alert, ctx: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The attachment's fields, from the escaped context."""
+    node = ctx["node"]
+    url = ctx["links"]["node"]
+    if url:
+        node = f"<{url}|{node}>"
+    if ctx["previous_status"]:
+        previous = ctx["previous_status"]
+        if ctx["previous_duration_human"]:
+            previous += f" for {ctx['previous_duration_human']}"
+    else:
+        previous = "none known"
+    unix = int(alert.event.timestamp.timestamp())
+    # Slack shows the time in each reader's zone; the fallback is UTC.
+    when = f"<!date^{unix}^{{date_short_pretty}} {{time_secs}}|{ctx['event_time']}>"
+    fields = [("Node", node), ("Status", ctx["status"]), ("Previous status", previous), ("Event time", when)]
+    if ctx["labels"]:
+        fields.append(("Labels", ", ".join(f"`{k}={v}`" for k, v in sorted(ctx["labels"].items()))))
+    return [{"type": "mrkdwn", "text": _cut(f"*{name}*\n{value}", 2000)} for name, value in fields]
+
+
+def _cut(text: str, limit: int) -> str:
+    """Slack rejects over-long block text (invalid_blocks); shorten instead of losing the alert."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _header(headers: Any) -> str | None:

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import hashlib
 import hmac
+import json
+import logging
 import time
+from typing import Any
 
 import aiohttp
 from multidict import CIMultiDict
 
-from bridge.config import WebhookReceiverConfig
-from bridge.errors import ConfigError
+from bridge.config import WebhookReceiverConfig, signing_key
 from bridge.model import Alert
 from bridge.receivers.base import (
     USER_AGENT,
@@ -27,19 +28,53 @@ from bridge.receivers.base import (
     transport_failure,
     url_secrets,
 )
-from bridge.render import Renderer
+from bridge.render import Renderer, compact_json
 
-WHSEC_PREFIX = "whsec_"
+log = logging.getLogger("bridge.receivers.webhook")
 # asyncio.timeout(cfg.timeout) bounds the whole exchange; aiohttp's own timers (the session's
 # default 5-minute total) would only add a timer per request.
 _NO_CLIENT_TIMEOUT = aiohttp.ClientTimeout()
 
 
-def signing_key(secret: str) -> bytes:
-    """``whsec_<base64>`` secrets carry the key base64-encoded (spec); any other is used as is."""
-    if secret.startswith(WHSEC_PREFIX):
-        return base64.b64decode(secret[len(WHSEC_PREFIX) :], validate=True)
-    return secret.encode()
+__all__ = ["WebhookReceiver", "build", "sign", "signing_key", "webhook_body"]
+
+
+def build(
+    name: str, cfg: WebhookReceiverConfig, *, renderer: Renderer, session: aiohttp.ClientSession
+) -> WebhookReceiver:
+    return WebhookReceiver(name, cfg, renderer=renderer, session=session)
+
+
+def webhook_body(renderer: Renderer, alert: Alert, cfg: WebhookReceiverConfig) -> bytes:
+    """``body_template`` rendered, else the normalised event plus context as compact JSON.
+
+    A JSON body template JSON-escapes every value it writes; a result that still is not JSON
+    (a value written with | safe) is never sent: the default body goes instead."""
+    ctx = renderer.context(alert, cfg)
+    kind = cfg.template_fields()["body_template"]
+    body = renderer.override(kind, cfg.body_template, ctx, "body_template")
+    if body is not None and kind == "json":
+        try:
+            json.loads(body)
+        except ValueError as exc:
+            log.warning("template body_template for receiver %s made invalid JSON (%s); using the default body",
+                        alert.receiver, exc)
+            body = None
+    if body is not None:
+        return body.encode("utf-8", "backslashreplace")  # a lone surrogate must not fail the delivery
+    payload: dict[str, Any] = {
+        "event": ctx["event"],
+        "route": alert.route,
+        "receiver": alert.receiver,
+        "deliveryId": alert.delivery_id,
+        "previousStatus": alert.previous_status,
+        "previousDuration": alert.previous_duration,
+        "previousDurationHuman": ctx["previous_duration_human"],
+        "title": ctx["title"],
+        "text": ctx["text"],
+        "links": ctx["links"],
+    }
+    return compact_json(payload).encode()
 
 
 def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
@@ -70,12 +105,7 @@ class WebhookReceiver:
         self._redact = Redactor([*url_secrets(self._url), secret, *self._headers.values()])
         self._key: bytes | None = None
         if secret is not None:
-            try:
-                self._key = signing_key(secret)
-            except (binascii.Error, ValueError):
-                raise ConfigError(
-                    [f"receivers.{name}.signing_secret: a whsec_ secret must be base64 after the prefix"]
-                ) from None
+            self._key = signing_key(secret)  # the config model has refused an undecodable one
 
     def __repr__(self) -> str:
         return f"WebhookReceiver(name={self.name!r}, signed={self._key is not None})"
@@ -93,7 +123,7 @@ class WebhookReceiver:
         return headers
 
     async def send(self, alert: Alert) -> None:
-        body = self._renderer.webhook(alert, self._cfg)
+        body = webhook_body(self._renderer, alert, self._cfg)
         headers = self.headers(alert, body)
         try:
             async with (
