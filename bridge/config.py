@@ -406,11 +406,128 @@ class LogReceiverConfig(ReceiverBase):
     type: Literal["log"]
 
 
+# --- paging and chat services (bridge/receivers/<type>.py); each URL is overridable for tests ----
+
+
+def _require_url(value: str | None, key: str) -> None:
+    if value is None or not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError(f"{key} must be set to an http:// or https:// URL")
+
+
+PDSeverity = Literal["critical", "error", "warning", "info"]
+_PD_SEVERITY: dict[str, PDSeverity] = {"FAILED": "critical", "RUNNING": "info"}
+
+
+class PagerDutyReceiverConfig(ReceiverBase):
+    """PagerDuty Events API v2: one integration's routing key (an "Events API V2" integration)."""
+
+    _secret_fields = ("routing_key",)
+    type: Literal["pagerduty"]
+    routing_key: SecretStr | None = None
+    routing_key_file: str | None = None
+    api_url: str = "https://events.pagerduty.com/v2/enqueue"
+    severity: dict[str, PDSeverity] = Field(default_factory=lambda: dict(_PD_SEVERITY))
+    default_severity: PDSeverity = "warning"
+    rate_limit: float = Field(2.0, ge=0.0)  # PagerDuty allows about 120 events a minute per routing key
+
+    @model_validator(mode="after")
+    def _set(self) -> PagerDutyReceiverConfig:
+        if self.routing_key is None:
+            raise ValueError("routing_key (or routing_key_file) must be set: the integration key of an "
+                             "Events API v2 integration")
+        _require_url(self.api_url, "api_url")
+        return self
+
+
+OGPriority = Literal["P1", "P2", "P3", "P4", "P5"]
+_OG_PRIORITY: dict[str, OGPriority] = {"FAILED": "P1"}
+
+
+class OpsgenieReceiverConfig(ReceiverBase):
+    """Opsgenie Alert API with an API integration's key; ``api_url`` https://api.eu.opsgenie.com for EU."""
+
+    _secret_fields = ("api_key",)
+    type: Literal["opsgenie"]
+    api_key: SecretStr | None = None
+    api_key_file: str | None = None
+    api_url: str = "https://api.opsgenie.com"
+    priority: dict[str, OGPriority] = Field(default_factory=lambda: dict(_OG_PRIORITY))
+    default_priority: OGPriority = "P3"
+    tags: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _set(self) -> OpsgenieReceiverConfig:
+        if self.api_key is None:
+            raise ValueError("api_key (or api_key_file) must be set: the key of an Opsgenie API integration")
+        _require_url(self.api_url, "api_url")
+        return self
+
+
+class MSTeamsReceiverConfig(ReceiverBase):
+    """A Teams Workflows "post to a channel when a webhook request is received" URL."""
+
+    _secret_fields = ("url",)
+    type: Literal["msteams"]
+    url: SecretStr | None = None
+    url_file: str | None = None
+    concurrency: int = Field(1, ge=1, le=256)
+    rate_limit: float = Field(1.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _set(self) -> MSTeamsReceiverConfig:
+        _require_url(self.url.get_secret_value() if self.url else None, "url")
+        return self
+
+
+class DiscordReceiverConfig(ReceiverBase):
+    """A Discord channel webhook URL (https://discord.com/api/webhooks/<id>/<token>)."""
+
+    _secret_fields = ("url",)
+    type: Literal["discord"]
+    url: SecretStr | None = None
+    url_file: str | None = None
+    concurrency: int = Field(1, ge=1, le=256)
+    rate_limit: float = Field(1.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _set(self) -> DiscordReceiverConfig:
+        _require_url(self.url.get_secret_value() if self.url else None, "url")
+        return self
+
+
+def _chat_id(value: Any) -> Any:
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class TelegramReceiverConfig(ReceiverBase):
+    """A Telegram bot (token from @BotFather) posting to one chat with sendMessage."""
+
+    _secret_fields = ("bot_token",)
+    type: Literal["telegram"]
+    bot_token: SecretStr | None = None
+    bot_token_file: str | None = None
+    chat_id: Annotated[str, BeforeValidator(_chat_id)] = Field(min_length=1)
+    api_url: str = "https://api.telegram.org"
+    concurrency: int = Field(1, ge=1, le=256)
+    rate_limit: float = Field(1.0, ge=0.0)  # Telegram: about one message a second per chat
+
+    @model_validator(mode="after")
+    def _set(self) -> TelegramReceiverConfig:
+        if self.bot_token is None:
+            raise ValueError("bot_token (or bot_token_file) must be set: the token @BotFather gave the bot")
+        if not re.fullmatch(r"[0-9]+:[A-Za-z0-9_-]+", self.bot_token.get_secret_value()):
+            raise ValueError("bot_token does not look like a bot token (digits, ':', then letters and digits)")
+        _require_url(self.api_url, "api_url")
+        return self
+
+
 ReceiverConfig = Annotated[
-    SlackReceiverConfig | EmailReceiverConfig | WebhookReceiverConfig | LogReceiverConfig,
+    SlackReceiverConfig | EmailReceiverConfig | WebhookReceiverConfig | LogReceiverConfig
+    | PagerDutyReceiverConfig | OpsgenieReceiverConfig | MSTeamsReceiverConfig | DiscordReceiverConfig
+    | TelegramReceiverConfig,
     Field(discriminator="type"),
 ]
-RECEIVER_TYPES = ("slack", "email", "webhook", "log")
+RECEIVER_TYPES = ("slack", "email", "webhook", "log", "pagerduty", "opsgenie", "msteams", "discord", "telegram")
 
 
 # --- routes, silences, links, log ------------------------------------------------------------------

@@ -146,6 +146,30 @@ def context_fields(
     }
 
 
+ALERT_KINDS = frozenset(
+    {"firing", "update", "reminder", "escalation", "resolved", "flapping", "stable", "event", "acknowledged"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentRef:
+    """The incident an alert belongs to, as receivers need it to correlate (id) and explain it."""
+
+    id: str
+    opened_at: datetime
+    duration: float | None  # seconds open so far (total, on resolution)
+    path: str  # e.g. "FAILED 12m → STARTING 3m → RUNNING"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "opened_at": format_timestamp(self.opened_at), "duration": self.duration,
+                "path": self.path}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> IncidentRef:
+        return cls(id=str(data["id"]), opened_at=parse_timestamp(data["opened_at"]),
+                   duration=data.get("duration"), path=str(data.get("path") or ""))
+
+
 @dataclass(frozen=True, slots=True)
 class Alert:
     """What a receiver sends: the event plus what routing knew when it was accepted."""
@@ -156,6 +180,8 @@ class Alert:
     delivery_id: str
     previous_status: str | None = None
     previous_since: datetime | None = None  # when the node entered previous_status
+    kind: str = "event"  # one of ALERT_KINDS
+    incident: IncidentRef | None = None
 
     @property
     def previous_duration(self) -> float | None:
@@ -167,7 +193,8 @@ class Alert:
     def context(self) -> dict[str, Any]:
         """Payload stored with a delivery job (a snapshot taken at acceptance)."""
         return {"event": self.event.to_dict(), **context_fields(self.route, self.receiver, self.previous_status,
-                                                                self.previous_since)}
+                                                                self.previous_since),
+                "kind": self.kind, "incident": self.incident.to_dict() if self.incident else None}
 
     @classmethod
     def from_context(cls, delivery_id: str, data: Mapping[str, Any]) -> Alert:
@@ -179,6 +206,8 @@ class Alert:
             delivery_id=delivery_id,
             previous_status=data.get("previous_status"),
             previous_since=parse_timestamp(since) if since else None,
+            kind=data.get("kind") or "event",  # jobs stored before incidents existed
+            incident=IncidentRef.from_dict(data["incident"]) if data.get("incident") else None,
         )
 
 

@@ -190,6 +190,8 @@ def base_context(alert: Alert) -> dict[str, Any]:
         "colour": colour(event.status),
         "test": bool(getattr(alert, "test", False)),
         "links": {"node": None},
+        "kind": alert.kind,
+        "incident": alert.incident.to_dict() if alert.incident else None,
     }
 
 

@@ -1,0 +1,93 @@
+"""Microsoft Teams through a Workflows webhook ("post to a channel when a webhook request is
+received"): a message with one Adaptive Card attachment. The retired Office 365 connector
+MessageCard format is not used.
+
+Adaptive Card text is a markdown subset: every event value is backslash-escaped before any
+template sees it, and ``{{`` (the card's date functions) is broken up. 429 and 5xx retry later.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import aiohttp
+
+from bridge.config import MSTeamsReceiverConfig
+from bridge.model import Alert
+from bridge.receivers.base import Redactor, url_secrets
+from bridge.receivers.http import cut, failure, post_json, safe_text
+from bridge.render import Renderer
+
+_MARKDOWN = re.compile(r"([\\*_~`|>#\[\]()<!-])")
+# Adaptive Card TextBlock colours: attention (red), good (green), warning (amber).
+_COLOURS = {"FAILED": "attention", "RUNNING": "good"}
+
+
+def build(
+    name: str, cfg: MSTeamsReceiverConfig, *, renderer: Renderer, session: aiohttp.ClientSession
+) -> MSTeamsReceiver:
+    return MSTeamsReceiver(name, cfg, renderer=renderer, session=session)
+
+
+def teams_escape(value: str) -> str:
+    return _MARKDOWN.sub(r"\\\1", value).replace("{{", "{\u200b{")
+
+
+def teams_message(renderer: Renderer, alert: Alert, cfg: MSTeamsReceiverConfig) -> dict[str, Any]:
+    ctx, _ = renderer.context_and_overrides(alert, cfg, escape=teams_escape)
+    tone = "good" if alert.kind in ("resolved", "stable") else _COLOURS.get(alert.event.status, "warning")
+    facts = [("Node", ctx["node"]), ("Status", ctx["status"])]
+    if ctx["previous_status"]:
+        facts.append(("Previous status", ctx["previous_status"]))
+    if ctx["incident"]:
+        facts += [("Incident", ctx["incident"]["id"]), ("Path", ctx["incident"]["path"])]
+    facts.append(("Event time", ctx["event_time"]))
+    body: list[dict[str, Any]] = [
+        {"type": "TextBlock", "text": cut(ctx["title"], 500), "weight": "Bolder", "size": "Medium",
+         "color": tone, "wrap": True},
+        {"type": "TextBlock", "text": cut(ctx["text"], 10000), "wrap": True},
+        {"type": "FactSet", "facts": [{"title": t, "value": cut(v, 1000)} for t, v in facts if v]},
+    ]
+    card: dict[str, Any] = {
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "type": "AdaptiveCard",
+        "version": "1.4",
+        "body": body,
+    }
+    link = renderer.context(alert)["links"]["node"]
+    if link:
+        card["actions"] = [{"type": "Action.OpenUrl", "title": "Node", "url": link}]
+    return {"type": "message", "attachments": [
+        {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}
+    ]}
+
+
+class MSTeamsReceiver:
+    bounds_send_time = True  # post_json runs under asyncio.timeout(cfg.timeout)
+
+    def __init__(
+        self, name: str, cfg: MSTeamsReceiverConfig, *, renderer: Renderer, session: aiohttp.ClientSession
+    ) -> None:
+        self.name = name
+        self._cfg = cfg
+        self._renderer = renderer
+        self._session = session
+        assert cfg.url is not None  # the config model guarantees it
+        self._url = cfg.url.get_secret_value()
+        self._redact = Redactor(url_secrets(self._url))
+
+    def __repr__(self) -> str:
+        return f"MSTeamsReceiver(name={self.name!r})"
+
+    async def send(self, alert: Alert) -> None:
+        body = teams_message(self._renderer, alert, self._cfg)
+        answer = await post_json(self._session, self._url, body, what="msteams", timeout=self._cfg.timeout)
+        if answer.ok:
+            return
+        error = answer.json().get("error")
+        detail = safe_text(error.get("message")) if isinstance(error, dict) else ""
+        raise failure("msteams", answer, self._redact, detail=detail)
+
+    async def close(self) -> None:
+        """Nothing to release: the HTTP session belongs to the caller."""
