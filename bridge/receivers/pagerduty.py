@@ -85,10 +85,8 @@ class PagerDutyReceiver:
         data = answer.json()
         # 400: {"status": "invalid event", "message": "Event object is invalid", "errors": [...]}
         errors = data.get("errors")
-        detail = " ".join(filter(None, [
-            safe_text(data.get("message")),
-            safe_text("; ".join(e for e in errors if isinstance(e, str))) if isinstance(errors, list) else "",
-        ]))
+        listed = safe_text("; ".join(e for e in errors if isinstance(e, str))) if isinstance(errors, list) else ""
+        detail = ": ".join(filter(None, [safe_text(data.get("message")), listed]))
         raise failure("pagerduty", answer, self._redact, detail=detail)
 
     async def close(self) -> None:
