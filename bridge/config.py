@@ -558,12 +558,42 @@ class MatchConfig(Strict):
         return self
 
 
+class EscalationConfig(Strict):
+    after: Duration  # since the incident opened (bridge clock)
+    to: StrList = Field(min_length=1)
+
+
 class RouteConfig(Strict):
     name: str
     match: MatchConfig = MatchConfig()
     to: StrList = Field(min_length=1)
     stop: bool = False
+    # Incident lifecycle (docs/incidents.md). ``for``: notify only if the condition still holds after
+    # this long; repeat_interval: remind while it holds and nobody acknowledged it (0 = never).
+    for_: Duration = Field(0.0, alias="for")
     repeat_interval: Duration = 0.0
+    escalate: list[EscalationConfig] = Field(default_factory=list)
+    send_resolved: bool = True
+    send_updates: bool = False
+
+
+class FlappingConfig(Strict):
+    transitions: int = Field(0, ge=0, le=1000)  # status changes within window that make a node flapping; 0 = off
+    window: Duration = 600.0
+
+    @model_validator(mode="after")
+    def _sensible(self) -> FlappingConfig:
+        if self.transitions == 1:
+            raise ValueError("transitions: 1 would call every status change flapping; use 2 or more, or 0 for off")
+        if self.transitions and self.window <= 0:
+            raise ValueError("window must be longer than 0 when transitions is set")
+        return self
+
+
+class IncidentsConfig(Strict):
+    open_on: StrList = Field(default_factory=lambda: ["FAILED"])
+    resolve_on: StrList = Field(default_factory=lambda: ["RUNNING"])
+    flapping: FlappingConfig = FlappingConfig()
 
 
 class SilenceConfig(Strict):
@@ -609,6 +639,7 @@ class Config(Strict):
     routes: list[RouteConfig] = Field(default_factory=list)
     default_to: StrList = Field(default_factory=list)
     silences: list[SilenceConfig] = Field(default_factory=list)
+    incidents: IncidentsConfig = IncidentsConfig()
     links: LinksConfig = LinksConfig()
     log: LogConfig = LogConfig()
 
@@ -713,6 +744,7 @@ def _semantic_problems(cfg: Config) -> tuple[list[str], list[str]]:
         for key in ("node", "status", "event_type", "previous_status", "status_not", "previous_status_not"):
             if getattr(route.match, key) == []:
                 problems.append(f"{where}.match.{key}: an empty list can never match; omit the key instead")
+    _incident_problems(cfg, names, problems, warnings)
     for j, rcv in enumerate(cfg.default_to):
         if rcv not in names:
             problems.append(f"default_to[{j}]: unknown receiver {rcv!r}{config_lint.did_you_mean(rcv, names)}")
@@ -743,6 +775,41 @@ def _semantic_problems(cfg: Config) -> tuple[list[str], list[str]]:
         if silence.starts_at and silence.starts_at >= silence.ends_at:
             problems.append(f"silences[{i}].ends_at: must be after starts_at")
     return problems, warnings
+
+
+def _incident_problems(cfg: Config, names: set[str], problems: list[str], warnings: list[str]) -> None:
+    """The incident keys: escalation receivers and steps, open_on/resolve_on."""
+    for i, route in enumerate(cfg.routes):
+        last = 0.0
+        for j, step in enumerate(route.escalate):
+            where = f"routes[{i}].escalate[{j}]"
+            if step.after <= 0:
+                problems.append(f"{where}.after: must be longer than 0 (the firing notification is step zero)")
+            elif step.after <= last:
+                problems.append(
+                    f"{where}.after: {format_duration(step.after)} is not after the previous step's "
+                    f"{format_duration(last)}; list the steps in increasing order"
+                )
+            last = max(last, step.after)
+            for k, rcv in enumerate(step.to):
+                if rcv not in names:
+                    problems.append(f"{where}.to[{k}]: unknown receiver {rcv!r}")
+    inc = cfg.incidents
+    for key in ("open_on", "resolve_on"):
+        for j, status in enumerate(getattr(inc, key)):
+            if status not in KNOWN_STATUSES:
+                warnings.append(
+                    f"incidents.{key}[{j}]: {status!r} is not a known status "
+                    f"({', '.join(sorted(KNOWN_STATUSES))}); kept, in case ThunderStack added it"
+                )
+    for j, status in enumerate(inc.resolve_on):
+        if status in inc.open_on:
+            problems.append(
+                f"incidents.resolve_on[{j}]: {status!r} is also in open_on; a status cannot both open and "
+                f"resolve an incident (remove it from one of the lists)"
+            )
+    if inc.open_on and not inc.resolve_on:
+        warnings.append("incidents.resolve_on: empty; incidents are resolved only by hand")
 
 
 def unreadable_files(cfg: Config) -> list[str]:

@@ -1,0 +1,313 @@
+"""The incident model's data: Incident, Timer, Notification, the per-node IncidentState and the
+Policy compiled from config. Pure data with JSON round-trips; the rules live in incidents.py.
+
+Times: ``opened_at``, path entries, ``resolved_at`` (by event) are event times (the clamped
+``eventTimestamp`` decide computes); timers' ``due_at``, ``opened_seen_at``, ``acked_at`` and a
+resolution by hand are bridge-clock times.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Literal
+
+from bridge.config import Config, format_duration
+from bridge.model import format_timestamp, parse_timestamp
+
+Kind = Literal["firing", "update", "reminder", "escalation", "resolved", "flapping", "stable", "event"]
+TimerKind = Literal["hold", "reminder", "escalation", "stable"]
+
+# An incident keeps at most this many path entries: its first and the newest ones, with a count of
+# those dropped in between (a node flapping inside one incident must not grow its state without end).
+PATH_LIMIT = 32
+
+DEFAULT_ROUTE = "default"  # routing.DEFAULT_ROUTE (routing imports config; this module stays below it)
+
+
+def _ts(dt: datetime | None) -> str | None:
+    return format_timestamp(dt) if dt is not None else None
+
+
+def _dt(value: Any) -> datetime | None:
+    return parse_timestamp(value) if isinstance(value, str) else None
+
+
+def human_duration(seconds: float) -> str:
+    """12m, 1h30m, 45s; under a second reads 0s."""
+    return format_duration(round(seconds)) if seconds >= 1 else "0s"
+
+
+def incident_id(node_id: str, opened_at: datetime) -> str:
+    """Stable: same node, same opening instant, same id on every replica (a PagerDuty dedup_key)."""
+    return "inc_" + hashlib.sha256(f"{node_id}|{format_timestamp(opened_at)}".encode()).hexdigest()[:20]
+
+
+# --- policy: what the config says, compiled once per config ----------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePolicy:
+    name: str
+    to: tuple[str, ...]
+    hold: float = 0.0  # the route's ``for``
+    repeat_interval: float = 0.0
+    escalate: tuple[tuple[float, tuple[str, ...]], ...] = ()  # (after, receivers), increasing
+    send_resolved: bool = True
+    send_updates: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    open_on: frozenset[str] = frozenset({"FAILED"})
+    resolve_on: frozenset[str] = frozenset({"RUNNING"})
+    flap_transitions: int = 0  # 0: flapping detection off
+    flap_window: float = 600.0
+    routes: Mapping[str, RoutePolicy] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> Policy:
+        routes = {
+            r.name: RoutePolicy(
+                r.name, tuple(r.to), r.for_, r.repeat_interval,
+                tuple((e.after, tuple(e.to)) for e in r.escalate), r.send_resolved, r.send_updates,
+            )
+            for r in cfg.routes
+        }
+        if cfg.default_to:
+            routes[DEFAULT_ROUTE] = RoutePolicy(DEFAULT_ROUTE, tuple(cfg.default_to))
+        inc = cfg.incidents
+        return cls(frozenset(inc.open_on), frozenset(inc.resolve_on), inc.flapping.transitions,
+                   inc.flapping.window, routes)
+
+
+# --- incident ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    id: str
+    node_id: str
+    opened_at: datetime  # event time of the opening event
+    opened_seen_at: datetime  # bridge clock at opening: hold, escalation and reminder timers count from it
+    path: tuple[tuple[str, datetime], ...]  # (status, entered at, by event time); the first is the opening
+    owners: tuple[str, ...]  # routes that matched the opening event
+    notified: tuple[str, ...] = ()  # owners sent the firing notification (only they get updates and resolved)
+    escalated: tuple[tuple[str, int], ...] = ()  # (route, step) reached
+    path_elided: int = 0
+    acked_at: datetime | None = None
+    acked_by: str | None = None
+    resolved_at: datetime | None = None
+    resolved_by: str | None = None  # who resolved it by hand; None: resolved by an event
+
+    @property
+    def status(self) -> str:
+        return self.path[-1][0]
+
+    @property
+    def is_open(self) -> bool:
+        return self.resolved_at is None
+
+    def duration(self, at: datetime) -> float:
+        end = self.resolved_at if self.resolved_at is not None else at
+        return max(0.0, (end - self.opened_at).total_seconds())
+
+    def entered(self, status: str, at: datetime) -> Incident:
+        path = (*self.path, (status, at))
+        elided = self.path_elided
+        if len(path) > PATH_LIMIT:
+            path, elided = (path[0], *path[2:]), elided + 1
+        return replace(self, path=path, path_elided=elided)
+
+    def path_text(self, at: datetime) -> str:
+        """``FAILED 12m → STARTING 3m → RUNNING``; an open incident's last entry counts up to ``at``."""
+        parts: list[str] = []
+        last = len(self.path) - 1
+        for i, (status, entered) in enumerate(self.path):
+            if i == 0 and self.path_elided:
+                parts.append(f"{status} → … {self.path_elided} more")
+                continue
+            if i < last:
+                parts.append(f"{status} {human_duration((self.path[i + 1][1] - entered).total_seconds())}")
+            elif self.resolved_at is None:
+                parts.append(f"{status} {human_duration((at - entered).total_seconds())}")
+            elif self.resolved_by is not None:
+                parts.append(f"{status} {human_duration((self.resolved_at - entered).total_seconds())}")
+                parts.append(f"resolved by {self.resolved_by}")
+            else:
+                parts.append(status)
+        return " → ".join(parts)
+
+    def view(self, at: datetime) -> dict[str, Any]:
+        """What templates, the webhook JSON and the admin API show of the incident at ``at``."""
+        return {
+            "id": self.id, "node": self.node_id, "state": "open" if self.is_open else "resolved",
+            "status": self.status, "opened_at": format_timestamp(self.opened_at),
+            "duration": self.duration(at), "duration_text": human_duration(self.duration(at)),
+            "path": [{"status": s, "since": format_timestamp(t)} for s, t in self.path],
+            "path_text": self.path_text(at), "owners": list(self.owners),
+            "acked_at": _ts(self.acked_at), "acked_by": self.acked_by,
+            "resolved_at": _ts(self.resolved_at), "resolved_by": self.resolved_by,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "node": self.node_id, "opened_at": format_timestamp(self.opened_at),
+            "opened_seen_at": format_timestamp(self.opened_seen_at),
+            "path": [[s, format_timestamp(t)] for s, t in self.path], "path_elided": self.path_elided,
+            "owners": list(self.owners), "notified": list(self.notified),
+            "escalated": [[r, n] for r, n in self.escalated],
+            "acked_at": _ts(self.acked_at), "acked_by": self.acked_by,
+            "resolved_at": _ts(self.resolved_at), "resolved_by": self.resolved_by,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Incident:
+        opened = parse_timestamp(d["opened_at"])
+        return cls(
+            id=d["id"], node_id=d["node"], opened_at=opened,
+            opened_seen_at=_dt(d.get("opened_seen_at")) or opened,
+            path=tuple((s, parse_timestamp(t)) for s, t in d.get("path") or [[d.get("status", "?"), d["opened_at"]]]),
+            owners=tuple(d.get("owners") or ()), notified=tuple(d.get("notified") or ()),
+            escalated=tuple((r, int(n)) for r, n in d.get("escalated") or ()),
+            path_elided=int(d.get("path_elided") or 0),
+            acked_at=_dt(d.get("acked_at")), acked_by=d.get("acked_by"),
+            resolved_at=_dt(d.get("resolved_at")), resolved_by=d.get("resolved_by"),
+        )
+
+
+# --- timers ------------------------------------------------------------------------------------------
+
+
+def timer_id(node_id: str, kind: str, route: str, step: int, anchor: str) -> str:
+    return "tmr_" + hashlib.sha256(f"{node_id}|{kind}|{route}|{step}|{anchor}".encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    """A durable timer: persisted as an outbox job, claimed when due, applied with ``on_timer``.
+
+    ``anchor`` ties it to what it is about: an incident id, a plain route's ``status|since`` or a
+    flapping period; with kind, route and step it makes the id unique and the same on every replica."""
+
+    id: str
+    kind: TimerKind
+    node_id: str
+    route: str
+    step: int
+    due_at: datetime
+    anchor: str
+    status: str  # the node's status when it was set (plain timers speak of it)
+
+    @classmethod
+    def make(cls, kind: TimerKind, node_id: str, route: str, step: int, due_at: datetime, anchor: str,
+             status: str) -> Timer:
+        return cls(timer_id(node_id, kind, route, step, anchor), kind, node_id, route, step, due_at, anchor, status)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "node": self.node_id, "route": self.route, "step": self.step,
+                "due_at": format_timestamp(self.due_at), "anchor": self.anchor, "status": self.status}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Timer:
+        return cls(d["id"], d["kind"], d["node"], d.get("route", ""), int(d.get("step") or 0),
+                   parse_timestamp(d["due_at"]), d.get("anchor", ""), d.get("status", ""))
+
+
+# --- flapping ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Flap:
+    """Flapping detection for one node (counted in status changes, by event time)."""
+
+    recent: tuple[datetime, ...] = ()  # times of the newest changes, at most ``transitions`` of them
+    active: bool = False
+    started_at: datetime | None = None  # event time of the first change of the flapping period
+    last_at: datetime | None = None  # event time of its newest change
+    count: int = 0  # changes in the flapping period
+    routes: tuple[str, ...] = ()  # routes concerned: they get the stable summary
+    held: Incident | None = None  # a notified incident resolved while flapping: its resolution waits for stable
+
+    def to_json(self) -> dict[str, Any]:
+        return {"recent": [format_timestamp(t) for t in self.recent], "active": self.active,
+                "started_at": _ts(self.started_at), "last_at": _ts(self.last_at), "count": self.count,
+                "routes": list(self.routes), "held": self.held.to_json() if self.held else None}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Flap:
+        held = d.get("held")
+        return cls(tuple(parse_timestamp(t) for t in d.get("recent") or ()), bool(d.get("active")),
+                   _dt(d.get("started_at")), _dt(d.get("last_at")), int(d.get("count") or 0),
+                   tuple(d.get("routes") or ()), Incident.from_json(held) if held else None)
+
+
+# --- the node's incident state ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentState:
+    """Everything the incident model keeps about one node (a field of decide's node state)."""
+
+    incident: Incident | None = None  # the open incident
+    timers: tuple[Timer, ...] = ()  # pending: a fired timer not listed here is stale (a no-op)
+    flap: Flap = Flap()
+    last_at: datetime | None = None  # newest event time applied (ordering)
+    # Resolved by hand while the node is in an open_on status: no new incident until the status changes.
+    manual_hold: bool = False
+    last_resolved: Incident | None = None  # for the admin API and `route` explanations
+
+    def pending(self, timer_id: str) -> Timer | None:
+        return next((t for t in self.timers if t.id == timer_id), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "incident": self.incident.to_json() if self.incident else None,
+            "timers": [t.to_json() for t in self.timers], "flap": self.flap.to_json(),
+            "last_at": _ts(self.last_at), "manual_hold": self.manual_hold,
+            "last_resolved": self.last_resolved.to_json() if self.last_resolved else None,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any] | None) -> IncidentState:
+        """Tolerant of missing (newer) fields: an older bridge's blob reads as far as it goes."""
+        if not d:
+            return cls()
+        inc, last = d.get("incident"), d.get("last_resolved")
+        return cls(
+            incident=Incident.from_json(inc) if inc else None,
+            timers=tuple(Timer.from_json(t) for t in d.get("timers") or ()),
+            flap=Flap.from_json(d.get("flap") or {}), last_at=_dt(d.get("last_at")),
+            manual_hold=bool(d.get("manual_hold")),
+            last_resolved=Incident.from_json(last) if last else None,
+        )
+
+
+# --- notifications ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """One message to some receivers. ``key`` is unique per notification of one step: the delivery
+    job id is derived from (key, receiver), so a redelivered step never doubles a job."""
+
+    kind: Kind
+    route: str
+    receivers: tuple[str, ...]
+    key: str
+    node_id: str
+    status: str  # the node's status the message speaks of
+    at: datetime
+    title: str  # default title; templates may override
+    incident: Incident | None = None  # snapshot at ``at``
+    extra: Mapping[str, Any] = field(default_factory=dict)  # flapping counts, hold length, escalation step
+
+    def context(self) -> dict[str, Any]:
+        """What templates and the webhook JSON expose (machine consumers correlate on incident.id)."""
+        return {
+            "kind": self.kind, "route": self.route, "node": self.node_id, "status": self.status,
+            "at": format_timestamp(self.at), "title": self.title,
+            "incident": self.incident.view(self.at) if self.incident else None, **dict(self.extra),
+        }

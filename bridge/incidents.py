@@ -1,0 +1,455 @@
+"""Incidents: the alert lifecycle (open, update, resolve, hold, remind, escalate, flapping, ack).
+
+Pure: no I/O, no clock of its own. The data lives in incident_state.py; this module is the rules.
+
+How decide.py uses it (the whole contract):
+
+- The node's state carries one :class:`IncidentState` (``to_json``/``from_json``, one JSON object
+  inside the node's blob). ``None`` reads as an empty state.
+- For an event decide has accepted *in order* (not a duplicate, not stale) it calls
+  :func:`step_event` with the node's previous status, the event's status, its time clamped to
+  ``received_at + max_clock_skew``, the bridge clock, the names of the routes ``router.match``
+  gave, and ``mute=True`` when a silence covers the event. Out-of-order events need no call (a call
+  with one is a no-op with outcome ``out_of_order``: the model checks ordering by itself too).
+- A timer job that comes due goes to :func:`on_timer` (``mute=True`` when a silence covers the
+  node and the timer's status now). A timer no longer listed in the state is a no-op: redelivery
+  after a crash, or the second of two replicas, changes nothing and sends nothing.
+- ``ack`` and ``resolve`` are the operator's commands, :func:`reconcile` runs after a reload.
+- Every call returns a :class:`Step`: the new state to persist (atomically with the rest),
+  notifications to turn into delivery jobs (job id from ``(notification.key, receiver)``), timers
+  to persist as jobs due at ``due_at``, and timer ids whose jobs to drop. Dropping is an
+  optimisation: a stale timer that still fires is a no-op.
+
+Rules in short (docs/incidents.md has the why):
+
+- An incident opens when the node *enters* a status of ``open_on`` and none is open; the routes the
+  opening event matched own it. Every other status change is an update (``send_updates``
+  owners that were notified get it); a status of ``resolve_on`` resolves it. A repeat of the current
+  status changes nothing.
+- An owner with ``for`` gets the firing only if the incident is still open after it (the hold
+  timer); ``repeat_interval`` reminds while open and unacknowledged; each ``escalate`` step fires
+  once while open and unacknowledged. Only owners that got the firing get updates and the
+  resolution (so a restart inside ``for`` pages nobody, not even with a resolution).
+- Routes that matched but do not own the open incident are plain: a status change notifies
+  (kind ``event``), a repeat does not; with ``for`` the node must stay in statuses the route
+  matches for that long; ``repeat_interval`` reminds while it does.
+- Flapping (``transitions`` changes within ``window``): one ``flapping`` notification, then
+  per-event notifications (firing, update, resolved, event) are held; incident state and timers go
+  on exactly. After ``window`` without a change one ``stable`` summary goes out, preceded by the
+  held resolution of an incident that was notified before the flapping began.
+- ``mute`` (silences): state and timers proceed, notifications are dropped and owners are not
+  marked notified (a later reminder then goes out as the firing).
+- Timers count on the bridge clock from when they are set; paths and durations use event times.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from bridge.incident_state import (
+    Flap,
+    Incident,
+    IncidentState,
+    Kind,
+    Notification,
+    Policy,
+    RoutePolicy,
+    Timer,
+    TimerKind,
+    human_duration,
+    incident_id,
+)
+from bridge.model import format_timestamp, parse_timestamp
+
+__all__ = [
+    "Incident", "IncidentState", "Notification", "Policy", "RoutePolicy", "Step", "Timer",
+    "ack", "on_timer", "reconcile", "resolve", "step_event",
+]
+
+Outcome = Literal[
+    "opened", "updated", "resolved", "event", "repeat", "out_of_order",  # events
+    "fired", "stale",  # timers
+    "acked", "not_found", "already_acked", "reconciled",  # commands
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    state: IncidentState
+    outcome: Outcome
+    notifications: tuple[Notification, ...] = ()
+    set_timers: tuple[Timer, ...] = ()
+    cancel_timers: tuple[str, ...] = ()
+
+
+def _plain_anchor(status: str, since: datetime) -> str:
+    return f"plain:{status}|{format_timestamp(since)}"
+
+
+def _is_plain(t: Timer) -> bool:
+    return t.anchor.startswith("plain:")
+
+
+class _Work:
+    """A step under construction: the state's parts, made mutable for one call."""
+
+    def __init__(self, state: IncidentState, node_id: str, now: datetime, policy: Policy, key: str, mute: bool):
+        self.inc = state.incident
+        self.timers = {t.id: t for t in state.timers}
+        self.flap = state.flap
+        self.last_at = state.last_at
+        self.manual_hold = state.manual_hold
+        self.last_resolved = state.last_resolved
+        self.node_id, self.now, self.policy, self.key, self.mute = node_id, now, policy, key, mute
+        self.out: list[Notification] = []
+        self.new: dict[str, Timer] = {}
+        self.cancelled: list[str] = []
+        self.taken: set[tuple[str, str]] = set()  # (key, receiver): one notification per receiver and key
+
+    @property
+    def quiet(self) -> bool:
+        """Per-event notifications are held: silenced, or the node is flapping."""
+        return self.mute or self.flap.active
+
+    def route(self, name: str) -> RoutePolicy | None:
+        return self.policy.routes.get(name)
+
+    def set_timer(self, kind: TimerKind, route: str, step: int, after: float, anchor: str, status: str) -> None:
+        t = Timer.make(kind, self.node_id, route, step, self.now + timedelta(seconds=after), anchor, status)
+        if t.id not in self.timers:
+            self.timers[t.id] = self.new[t.id] = t
+
+    def cancel(self, pred: Callable[[Timer], bool]) -> None:
+        for t in [t for t in self.timers.values() if pred(t)]:
+            del self.timers[t.id]
+            if self.new.pop(t.id, None) is None:  # set and dropped in one step: neither
+                self.cancelled.append(t.id)
+
+    def notify(self, kind: Kind, route: str, receivers: Iterable[str], *, status: str, at: datetime, title: str,
+               incident: Incident | None = None, key: str | None = None, extra: dict[str, Any] | None = None) -> None:
+        if self.mute:
+            return
+        k = key or self.key
+        fresh = tuple(r for r in dict.fromkeys(receivers) if (k, r) not in self.taken)
+        if not fresh:
+            return
+        self.taken.update((k, r) for r in fresh)
+        self.out.append(Notification(kind, route, fresh, k, self.node_id, status, at, title, incident, extra or {}))
+
+    def step(self, outcome: Outcome) -> Step:
+        state = IncidentState(self.inc, tuple(sorted(self.timers.values(), key=lambda t: (t.due_at, t.id))),
+                              self.flap, self.last_at, self.manual_hold, self.last_resolved)
+        return Step(state, outcome, tuple(self.out), tuple(self.new.values()), tuple(self.cancelled))
+
+
+# --- incident pieces ------------------------------------------------------------------------------
+
+
+def _fire(w: _Work, inc: Incident, rp: RoutePolicy, at: datetime, *, reminder_step: int = 1) -> Incident:
+    """The firing for one owner (now, or when its hold ends): sent unless held, reminders armed."""
+    if not w.quiet:
+        w.notify("firing", rp.name, rp.to, status=inc.status, at=at, incident=inc,
+                 title=f"{inc.status} {inc.node_id}")
+        inc = replace(inc, notified=(*inc.notified, rp.name))
+    if rp.repeat_interval and inc.acked_at is None:
+        w.set_timer("reminder", rp.name, reminder_step, rp.repeat_interval, inc.id, inc.status)
+    return inc
+
+
+def _open(w: _Work, status: str, at: datetime, matched: Sequence[str]) -> Incident:
+    owners = tuple(m for m in dict.fromkeys(matched) if m in w.policy.routes)
+    inc = Incident(incident_id(w.node_id, at), w.node_id, at, w.now, ((status, at),), owners)
+    w.cancel(lambda t: _is_plain(t) and t.route in owners)  # the incident speaks for these routes now
+    for name in owners:
+        rp = w.policy.routes[name]
+        if rp.hold:
+            w.set_timer("hold", name, 0, rp.hold, inc.id, status)
+        else:
+            inc = _fire(w, inc, rp, at)
+        for step, (after, _to) in enumerate(rp.escalate):
+            w.set_timer("escalation", name, step, after, inc.id, status)
+    return inc
+
+
+def _resolution_targets(w: _Work, inc: Incident) -> list[tuple[str, tuple[str, ...]]]:
+    """(route, receivers) for the resolution: notified owners with send_resolved, plus whoever
+    their escalations reached."""
+    out = []
+    for name in inc.notified:
+        rp = w.route(name)
+        if rp is None or not rp.send_resolved:
+            continue
+        extra = [r for (route, n) in inc.escalated if route == name and n < len(rp.escalate)
+                 for r in rp.escalate[n][1]]
+        out.append((name, (*rp.to, *extra)))
+    return out
+
+
+def _send_resolved(w: _Work, inc: Incident, at: datetime, key: str | None = None) -> None:
+    title = f"RESOLVED {inc.node_id} after {human_duration(inc.duration(at))}"
+    for name, receivers in _resolution_targets(w, inc):
+        w.notify("resolved", name, receivers, status=inc.status, at=at, incident=inc, key=key, title=title)
+
+
+def _close(w: _Work, inc: Incident, at: datetime, by: str | None) -> None:
+    inc = replace(inc, resolved_at=at, resolved_by=by)
+    if by is None and w.flap.active and not w.mute:
+        if _resolution_targets(w, inc):
+            w.flap = replace(w.flap, held=inc)
+    else:
+        _send_resolved(w, inc, at)
+    w.cancel(lambda t: t.anchor == inc.id)
+    w.inc, w.last_resolved = None, inc
+
+
+# --- events ---------------------------------------------------------------------------------------
+
+
+def step_event(
+    state: IncidentState | None,
+    *,
+    node_id: str,
+    source: str,
+    prev_status: str | None,
+    status: str,
+    at: datetime,
+    now: datetime,
+    matched: Sequence[str],
+    policy: Policy,
+    mute: bool = False,
+) -> Step:
+    """Apply one accepted event. ``source``: the event id (notification keys); ``at``: its time,
+    clamped by decide; ``matched``: route names from ``router.match`` in order."""
+    state = state or IncidentState()
+    if state.last_at is not None and at < state.last_at:
+        return Step(state, "out_of_order")
+    w = _Work(state, node_id, now, policy, source, mute)
+    w.last_at = at
+    changed = prev_status != status
+    if changed:
+        w.manual_hold = False
+        if policy.flap_transitions:
+            _note_change(w, at, status, matched)
+    inc = w.inc
+    handled: set[str] = set()
+    outcome: Outcome
+    if inc is None:
+        if status in policy.open_on and not w.manual_hold:
+            w.inc = _open(w, status, at, matched)
+            handled.update(w.inc.owners)
+            outcome = "opened"
+        else:
+            outcome = "event" if changed else "repeat"
+    elif not changed:
+        handled.update(inc.owners)
+        outcome = "repeat"
+    else:
+        handled.update(inc.owners)
+        inc = inc.entered(status, at)
+        if status in policy.resolve_on:
+            _close(w, inc, at, None)
+            outcome = "resolved"
+        else:
+            w.inc = inc
+            if not w.quiet:
+                title = f"{node_id} now {status} (incident open {human_duration(inc.duration(at))})"
+                for name in inc.notified:
+                    rp = w.route(name)
+                    if rp is not None and rp.send_updates:
+                        w.notify("update", name, rp.to, status=status, at=at, incident=inc, title=title)
+            outcome = "updated"
+    plain = [m for m in dict.fromkeys(matched) if m not in handled and m in policy.routes]
+    if changed:
+        _plain_change(w, plain, status, at)
+    if w.flap.active and changed:
+        _flap_followup(w, at, status, matched)
+    return w.step(outcome)
+
+
+def _plain_of(route: str) -> Callable[[Timer], bool]:
+    return lambda t: _is_plain(t) and t.route == route
+
+
+def _plain_change(w: _Work, plain: Sequence[str], status: str, at: datetime) -> None:
+    keep = set(plain)
+    w.cancel(lambda t: _is_plain(t) and t.route not in keep)  # the route no longer holds
+    for name in plain:
+        rp = w.policy.routes[name]
+        pending = [t for t in w.timers.values() if _is_plain(t) and t.route == name]
+        if rp.hold:
+            if not pending:  # else: still in statuses the route matches, the running hold goes on
+                w.set_timer("hold", name, 0, rp.hold, _plain_anchor(status, at), status)
+            continue
+        w.cancel(_plain_of(name))
+        if not w.quiet:
+            w.notify("event", name, rp.to, status=status, at=at, title=f"{w.node_id} {status}")
+        if rp.repeat_interval:
+            w.set_timer("reminder", name, 1, rp.repeat_interval, _plain_anchor(status, at), status)
+
+
+# --- flapping -------------------------------------------------------------------------------------
+
+
+def _concerned(w: _Work, matched: Sequence[str]) -> tuple[str, ...]:
+    owners = w.inc.owners if w.inc is not None else ()
+    return tuple(r for r in dict.fromkeys([*owners, *matched]) if r in w.policy.routes)
+
+
+def _note_change(w: _Work, at: datetime, status: str, matched: Sequence[str]) -> None:
+    """Count a status change; on the change that makes the node flapping, say so once."""
+    p, flap = w.policy, w.flap
+    if flap.active:
+        w.flap = replace(flap, count=flap.count + 1, last_at=at)
+        return
+    recent = tuple(t for t in (*flap.recent, at) if (at - t).total_seconds() <= p.flap_window)[-p.flap_transitions:]
+    if len(recent) < p.flap_transitions:
+        w.flap = replace(flap, recent=recent)
+        return
+    w.flap = Flap(recent, True, recent[0], at, len(recent), _concerned(w, matched), w.flap.held)
+    span = human_duration((at - recent[0]).total_seconds())
+    for name in w.flap.routes:
+        rp = w.policy.routes[name]
+        w.notify("flapping", name, rp.to, status=status, at=at, incident=w.inc, key=f"{w.key}/flapping",
+                 title=f"{w.node_id} is flapping: {len(recent)} status changes in {span}",
+                 extra={"flap": {"count": len(recent), "since": format_timestamp(recent[0])}})
+
+
+def _flap_followup(w: _Work, at: datetime, status: str, matched: Sequence[str]) -> None:
+    """While flapping, every change pushes the stable check out by a whole window."""
+    w.flap = replace(w.flap, routes=tuple(dict.fromkeys([*w.flap.routes, *_concerned(w, matched)])))
+    w.cancel(lambda t: t.kind == "stable")
+    started = w.flap.started_at or at
+    w.set_timer("stable", "", w.flap.count, w.policy.flap_window, f"flap:{format_timestamp(started)}", status)
+
+
+def _stable(w: _Work, timer: Timer) -> None:
+    flap = w.flap
+    if flap.held is not None:
+        _send_resolved(w, flap.held, flap.held.resolved_at or w.now, key=f"{timer.id}/resolved")
+    inc = w.inc
+    status = inc.status if inc is not None else timer.status
+    if inc is not None and not w.mute:
+        # The summary tells the owners whose hold has passed; the others' hold timers still run.
+        due = [n for n in inc.owners if n not in inc.notified and (rp := w.route(n)) is not None
+               and w.now >= inc.opened_seen_at + timedelta(seconds=rp.hold)]
+        inc = w.inc = replace(inc, notified=(*inc.notified, *due))
+    span = (flap.last_at - flap.started_at).total_seconds() if flap.last_at and flap.started_at else 0.0
+    title = f"{w.node_id} stable: flapped {flap.count} times in {human_duration(span)}, now {status}"
+    targets = dict.fromkeys([*flap.routes, *(inc.owners if inc else ())])
+    for name in targets:
+        rp = w.route(name)
+        if rp is not None:
+            w.notify("stable", name, rp.to, status=status, at=w.now, incident=inc, title=title,
+                     extra={"flap": {"count": flap.count, "since": _ts_or_none(flap.started_at)}})
+    w.flap = Flap()
+
+
+def _ts_or_none(dt: datetime | None) -> str | None:
+    return format_timestamp(dt) if dt is not None else None
+
+
+# --- timers ---------------------------------------------------------------------------------------
+
+
+def on_timer(state: IncidentState | None, timer: Timer, now: datetime, policy: Policy, *, mute: bool = False) -> Step:
+    """Apply a timer that came due. Idempotent: a timer the state no longer lists is a no-op."""
+    state = state or IncidentState()
+    if state.pending(timer.id) is None:
+        return Step(state, "stale")
+    w = _Work(state, timer.node_id, now, policy, timer.id, mute)
+    w.cancel(lambda t: t.id == timer.id)
+    w.cancelled.remove(timer.id)  # it is the job being applied: its owner completes it
+    rp = w.route(timer.route)
+    inc = w.inc
+    if timer.kind == "stable":
+        if w.flap.active:
+            _stable(w, timer)
+    elif rp is None:
+        pass  # a reload removed the route
+    elif _is_plain(timer):
+        _plain_timer(w, timer, rp)
+    elif inc is not None and inc.id == timer.anchor:
+        if timer.kind == "hold":
+            w.inc = _fire(w, inc, rp, now)
+        elif inc.acked_at is None and timer.kind == "reminder":
+            w.inc = _remind(w, inc, rp, timer)
+        elif inc.acked_at is None and timer.kind == "escalation" and timer.step < len(rp.escalate):
+            after, to = rp.escalate[timer.step]
+            w.notify("escalation", rp.name, to, status=inc.status, at=now, incident=inc,
+                     title=f"ESCALATED {inc.node_id}: {inc.status}, open {human_duration(inc.duration(now))}",
+                     extra={"escalation": {"step": timer.step, "after": after}})
+            w.inc = replace(inc, escalated=(*inc.escalated, (rp.name, timer.step)))
+    return w.step("fired")
+
+
+def _remind(w: _Work, inc: Incident, rp: RoutePolicy, timer: Timer) -> Incident:
+    if rp.name not in inc.notified:  # its firing was held (silence, flapping): this is the firing
+        return _fire(w, inc, rp, w.now, reminder_step=timer.step + 1)
+    w.notify("reminder", rp.name, rp.to, status=inc.status, at=w.now, incident=inc,
+             title=f"still {inc.status} after {human_duration(inc.duration(w.now))}: {inc.node_id}",
+             extra={"reminder": timer.step})
+    w.set_timer("reminder", rp.name, timer.step + 1, rp.repeat_interval, inc.id, inc.status)
+    return inc
+
+
+def _plain_timer(w: _Work, timer: Timer, rp: RoutePolicy) -> None:
+    since = parse_timestamp(timer.anchor.rpartition("|")[2])
+    if timer.kind == "hold":
+        if not w.quiet:
+            w.notify("event", rp.name, rp.to, status=timer.status, at=w.now, extra={"held_for": rp.hold},
+                     title=f"{w.node_id} {timer.status} for {human_duration(rp.hold)}")
+    elif not w.quiet:
+        w.notify("reminder", rp.name, rp.to, status=timer.status, at=w.now, extra={"reminder": timer.step},
+                 title=f"still {timer.status} after {human_duration((w.now - since).total_seconds())}: {w.node_id}")
+    if rp.repeat_interval:
+        w.set_timer("reminder", rp.name, timer.step + 1, rp.repeat_interval, timer.anchor, timer.status)
+
+
+# --- commands -------------------------------------------------------------------------------------
+
+
+def ack(state: IncidentState | None, incident_id: str, *, by: str, now: datetime) -> Step:
+    """Acknowledge the open incident: reminders and escalations stop; the resolution still goes out."""
+    state = state or IncidentState()
+    inc = state.incident
+    if inc is None or inc.id != incident_id:
+        return Step(state, "not_found")
+    if inc.acked_at is not None:
+        return Step(state, "already_acked")
+    w = _Work(state, inc.node_id, now, Policy(), f"ack:{inc.id}", False)
+    w.inc = replace(inc, acked_at=now, acked_by=by)
+    w.cancel(lambda t: t.anchor == inc.id and t.kind in ("reminder", "escalation"))
+    return w.step("acked")
+
+
+def resolve(state: IncidentState | None, incident_id: str, *, by: str, now: datetime, policy: Policy,
+            mute: bool = False) -> Step:
+    """Resolve the open incident by hand (``by`` names who). Owners that were notified get the
+    resolution now, flapping or not; no new incident opens until the node's status changes."""
+    state = state or IncidentState()
+    inc = state.incident
+    if inc is None or inc.id != incident_id:
+        return Step(state, "not_found")
+    w = _Work(state, inc.node_id, now, policy, f"resolve:{inc.id}", mute)
+    _close(w, inc, now, by)
+    w.manual_hold = inc.status in policy.open_on
+    return w.step("resolved")
+
+
+def reconcile(state: IncidentState | None, *, node_id: str, now: datetime, policy: Policy) -> Step:
+    """After a reload: drop timers for routes (or escalation steps) the new config no longer has."""
+    state = state or IncidentState()
+    w = _Work(state, node_id, now, policy, f"reload:{node_id}", False)
+
+    def gone(t: Timer) -> bool:
+        if t.kind == "stable":
+            return False
+        rp = policy.routes.get(t.route)
+        return rp is None or (t.kind == "escalation" and t.step >= len(rp.escalate)) or (
+            t.kind == "reminder" and not rp.repeat_interval)
+
+    w.cancel(gone)
+    return w.step("reconciled")
