@@ -1,0 +1,457 @@
+"""Incident lifecycle (bridge/incidents.py): plain tables of events and timers, no sockets, no clock.
+
+``Sim`` plays the part the stores and decide will play: it keeps the node's state, the outbox of
+timer jobs (built only from the steps' set/cancel lists, and checked against the state's own list
+after every step), fires due timers in order, and records what was sent.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from bridge import config as config_mod
+from bridge.incident_state import PATH_LIMIT, Flap, Incident, IncidentState, Notification, Policy, RoutePolicy, Timer
+from bridge.incidents import Step, ack, on_timer, reconcile, resolve, step_event
+
+T0 = datetime(2026, 4, 16, 12, 0, tzinfo=UTC)
+NODE = "node-7"
+
+
+def m(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def policy(*routes: RoutePolicy, flapping: tuple[int, float] = (0, 600.0), **kw: Any) -> Policy:
+    return Policy(flap_transitions=flapping[0], flap_window=flapping[1], routes={r.name: r for r in routes}, **kw)
+
+
+OPS = RoutePolicy("ops", ("slack",))
+
+
+class Sim:
+    def __init__(self, pol: Policy, prev: str | None = None) -> None:
+        self.policy = pol
+        self.state: IncidentState | None = None
+        self.prev = prev
+        self.jobs: dict[str, Timer] = {}
+        self.sent: list[Notification] = []
+        self.steps: list[Step] = []
+        self.n = 0
+
+    def apply(self, step: Step) -> Step:
+        for tid in step.cancel_timers:
+            assert tid in self.jobs, "cancelled a timer that was never set"
+            del self.jobs[tid]
+        for t in step.set_timers:
+            assert t.id not in self.jobs, "set a timer twice"
+            self.jobs[t.id] = t
+        self.state = step.state
+        assert set(self.jobs) == {t.id for t in step.state.timers}, "outbox and state disagree on pending timers"
+        self.sent.extend(step.notifications)
+        self.steps.append(step)
+        return step
+
+    def run(self, until: float, *, mute: bool = False) -> None:
+        """Fire every timer due by minute ``until``, in due order, each at its due time."""
+        while True:
+            due = sorted((t for t in self.jobs.values() if t.due_at <= m(until)), key=lambda t: (t.due_at, t.id))
+            if not due:
+                return
+            t = due[0]
+            del self.jobs[t.id]  # the claimed job is done whatever the step says
+            self.apply(on_timer(self.state, t, t.due_at, self.policy, mute=mute))
+
+    def event(self, status: str, minute: float, matched: tuple[str, ...] = ("ops",), *, now: float | None = None,
+              mute: bool = False) -> Step:
+        clock = minute if now is None else now
+        self.run(clock)
+        self.n += 1
+        step = self.apply(step_event(self.state, node_id=NODE, source=f"evt_{self.n}", prev_status=self.prev,
+                                     status=status, at=m(minute), now=m(clock), matched=matched, policy=self.policy,
+                                     mute=mute))
+        if step.outcome != "out_of_order":
+            self.prev = status
+        return step
+
+    def kinds(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        return [(n.kind, n.route, n.receivers) for n in self.sent]
+
+
+# --- the lifecycle, table by table ----------------------------------------------------------------
+
+
+def test_restart_gives_one_firing_and_one_resolved_with_duration_and_path() -> None:
+    sim = Sim(policy(OPS), prev="RUNNING")
+    outcomes = [sim.event(s, t).outcome for s, t in [("FAILED", 0), ("STARTING", 12), ("RUNNING", 15)]]
+    assert outcomes == ["opened", "updated", "resolved"]
+    assert sim.kinds() == [("firing", "ops", ("slack",)), ("resolved", "ops", ("slack",))]
+    firing, resolved = sim.sent
+    assert firing.incident is not None and resolved.incident is not None
+    assert firing.incident.id == resolved.incident.id
+    assert resolved.title == "RESOLVED node-7 after 15m"
+    ctx = resolved.context()
+    assert ctx["kind"] == "resolved" and ctx["incident"]["duration"] == 900.0
+    assert ctx["incident"]["path_text"] == "FAILED 12m → STARTING 3m → RUNNING"
+    assert ctx["incident"]["state"] == "resolved" and ctx["incident"]["opened_at"] == "2026-04-16T12:00:00.000000Z"
+    assert sim.state is not None and sim.state.incident is None and sim.state.last_resolved is not None
+
+
+def test_restart_inside_for_pages_nobody() -> None:
+    sim = Sim(policy(replace(OPS, hold=120.0)), prev="RUNNING")
+    opened = sim.event("FAILED", 0)
+    (hold,) = opened.set_timers
+    assert hold.kind == "hold" and hold.due_at == m(2)
+    resolved = sim.event("RUNNING", 1)
+    assert resolved.cancel_timers == (hold.id,)
+    sim.run(60)
+    assert sim.sent == [] and sim.jobs == {}
+    # The cancelled hold job, delivered anyway (cancelled too late, or a second replica): nothing.
+    late = on_timer(sim.state, hold, m(2), sim.policy)
+    assert late.outcome == "stale" and late.notifications == () and late.state == sim.state
+
+
+def test_hold_passes_then_firing_and_resolved() -> None:
+    sim = Sim(policy(replace(OPS, hold=120.0)))
+    sim.event("FAILED", 0)
+    sim.run(1)
+    assert sim.sent == []
+    sim.run(2)
+    assert sim.kinds() == [("firing", "ops", ("slack",))] and sim.sent[0].at == m(2)
+    sim.event("RUNNING", 5)
+    assert [n.kind for n in sim.sent] == ["firing", "resolved"]
+
+
+def test_reminders_repeat_while_open_and_stop_after_ack() -> None:
+    sim = Sim(policy(replace(OPS, repeat_interval=600.0)))
+    sim.event("FAILED", 0)
+    sim.run(35)
+    assert [(n.kind, n.at) for n in sim.sent] == [("firing", m(0)), ("reminder", m(10)), ("reminder", m(20)),
+                                                 ("reminder", m(30))]
+    assert sim.sent[2].title == "still FAILED after 20m: node-7"
+    assert sim.state is not None and sim.state.incident is not None
+    acked = sim.apply(ack(sim.state, sim.state.incident.id, by="alice", now=m(35)))
+    assert acked.outcome == "acked" and len(acked.cancel_timers) == 1 and sim.jobs == {}
+    assert ack(sim.state, sim.state.incident.id, by="bob", now=m(36)).outcome == "already_acked"
+    sim.run(200)
+    sim.event("RUNNING", 201)
+    assert [n.kind for n in sim.sent] == ["firing", "reminder", "reminder", "reminder", "resolved"]
+    assert sim.sent[-1].incident is not None and sim.sent[-1].incident.acked_by == "alice"
+
+
+def test_escalation_fires_once_per_step_and_reaches_the_resolution() -> None:
+    route = replace(OPS, escalate=((1800.0, ("pager",)), (3600.0, ("boss",))))
+    sim = Sim(policy(route))
+    sim.event("FAILED", 0)
+    sim.event("FAILED", 40)  # a repeat: changes nothing, arms nothing
+    sim.run(300)
+    assert sim.kinds() == [("firing", "ops", ("slack",)), ("escalation", "ops", ("pager",)),
+                           ("escalation", "ops", ("boss",))]
+    assert [n.at for n in sim.sent] == [m(0), m(30), m(60)]
+    sim.event("RUNNING", 301)
+    assert sim.kinds()[-1] == ("resolved", "ops", ("slack", "pager", "boss"))
+
+
+def test_ack_before_an_escalation_step_stops_it() -> None:
+    route = replace(OPS, escalate=((1800.0, ("pager",)), (3600.0, ("boss",))))
+    sim = Sim(policy(route))
+    sim.event("FAILED", 0)
+    sim.run(45)
+    assert sim.state is not None and sim.state.incident is not None
+    sim.apply(ack(sim.state, sim.state.incident.id, by="alice", now=m(45)))
+    sim.run(500)
+    assert sim.kinds() == [("firing", "ops", ("slack",)), ("escalation", "ops", ("pager",))]
+
+
+@pytest.mark.parametrize(
+    ("events", "outcomes", "kinds"),
+    [
+        # A late RUNNING dated before the FAILED resolves nothing.
+        ([("FAILED", 10), ("RUNNING", 5)], ["opened", "out_of_order"], ["firing"]),
+        # ... and one dated after it does.
+        ([("FAILED", 10), ("RUNNING", 5), ("RUNNING", 11)], ["opened", "out_of_order", "resolved"],
+         ["firing", "resolved"]),
+        # Another FAILED is an update, not a second incident.
+        ([("FAILED", 0), ("STARTING", 1), ("FAILED", 2), ("RUNNING", 3)], ["opened", "updated", "updated", "resolved"],
+         ["firing", "resolved"]),
+        # A status in neither list: no incident, a plain change event for the matching route.
+        ([("PAUSED", 0), ("PAUSED", 1)], ["event", "repeat"], ["event"]),
+        # An undocumented status inside an incident is an update like any other.
+        ([("FAILED", 0), ("EXPLODED", 1), ("RUNNING", 2)], ["opened", "updated", "resolved"], ["firing", "resolved"]),
+        # RUNNING with nothing open is a plain change.
+        ([("RUNNING", 0)], ["event"], ["event"]),
+    ],
+)
+def test_event_tables(events: list[tuple[str, float]], outcomes: list[str], kinds: list[str]) -> None:
+    sim = Sim(policy(OPS), prev="RUNNING" if events[0][0] != "RUNNING" else "STARTING")
+    assert [sim.event(s, t).outcome for s, t in events] == outcomes
+    assert [n.kind for n in sim.sent] == kinds
+
+
+def test_path_text_with_an_undocumented_status() -> None:
+    sim = Sim(policy(OPS))
+    for s, t in [("FAILED", 0), ("EXPLODED", 1), ("RUNNING", 2)]:
+        sim.event(s, t)
+    assert sim.sent[-1].context()["incident"]["path_text"] == "FAILED 1m → EXPLODED 1m → RUNNING"
+
+
+def test_far_future_event_only_delays_the_node_by_the_clamp() -> None:
+    """decide clamps eventTimestamp to received_at + max_clock_skew (5m): an event dated 2100 is
+    taken as 12:05. Normal events dated before that are out of order; the first after it counts."""
+    sim = Sim(policy(OPS), prev="RUNNING")
+    assert sim.event("FAILED", 5, now=0).outcome == "opened"  # claimed 2100, clamped to now + 5m
+    assert sim.event("RUNNING", 1, now=1).outcome == "out_of_order"
+    assert sim.event("RUNNING", 4, now=4).outcome == "out_of_order"
+    assert sim.event("RUNNING", 6, now=6).outcome == "resolved"
+    assert sim.state is not None and sim.state.last_at == m(6)
+    assert [n.kind for n in sim.sent] == ["firing", "resolved"]
+
+
+@pytest.mark.parametrize("status", ["FAILED\r\n<!channel>", "\ud800", "", "x" * 2000, "RUNNING "])
+def test_hostile_statuses_are_plain_and_round_trip(status: str) -> None:
+    sim = Sim(policy(OPS), prev="FAILED")
+    step = sim.event(status, 0)
+    assert step.outcome == "event" and sim.state is not None and sim.state.incident is None
+    assert [n.status for n in sim.sent] == [status]
+    # Inside an incident, the same status is a path entry that survives the stored form.
+    sim.event("FAILED", 1)
+    sim.event(status, 2)
+    blob = json.dumps(sim.state.to_json())  # ASCII-only escapes, as the stores write it
+    back = IncidentState.from_json(json.loads(blob))
+    assert back == sim.state and back.incident is not None and back.incident.path[-1][0] == status
+
+
+def test_a_long_incident_keeps_a_bounded_path() -> None:
+    sim = Sim(policy(OPS))
+    sim.event("FAILED", 0)
+    for i in range(1, 400):
+        sim.event("STARTING" if i % 2 else "FAILED", i)
+    assert sim.state is not None and sim.state.incident is not None
+    inc = sim.state.incident
+    assert len(inc.path) == PATH_LIMIT and inc.path_elided == 400 - PATH_LIMIT
+    assert inc.path[0] == ("FAILED", m(0)) and inc.path[-1] == ("STARTING", m(399))
+    sim.event("RUNNING", 400)
+    text = sim.sent[-1].context()["incident"]["path_text"]
+    assert text.startswith(f"FAILED → … {401 - PATH_LIMIT} more → FAILED 1m") and text.endswith("STARTING 1m → RUNNING")
+    assert len(json.dumps(sim.state.to_json())) < 8000
+
+
+# --- flapping ----------------------------------------------------------------------------------------
+
+
+def test_flapping_gives_one_flapping_and_one_stable() -> None:
+    sim = Sim(policy(OPS, flapping=(4, 600.0)), prev="RUNNING")
+    for s, t in [("FAILED", 1), ("RUNNING", 2), ("FAILED", 3), ("RUNNING", 4), ("FAILED", 5), ("RUNNING", 6),
+                 ("FAILED", 7), ("RUNNING", 8)]:
+        sim.event(s, t)
+    # Before the 4th change: normal firing/resolved; then one flapping notification, the rest held.
+    assert [n.kind for n in sim.sent] == ["firing", "resolved", "firing", "flapping"]
+    assert sim.sent[-1].title == "node-7 is flapping: 4 status changes in 3m"
+    (stable,) = [t for t in sim.jobs.values() if t.kind == "stable"]
+    assert stable.due_at == m(18)  # a whole window after the last change
+    sim.run(17)
+    assert [n.kind for n in sim.sent][-1] == "flapping"
+    sim.run(18)
+    kinds = [n.kind for n in sim.sent]
+    assert kinds == ["firing", "resolved", "firing", "flapping", "resolved", "stable"]
+    assert kinds.count("flapping") == 1 and kinds.count("stable") == 1
+    assert sim.sent[-1].title == "node-7 stable: flapped 8 times in 7m, now RUNNING"
+    # Every incident that was announced got its resolution (machine consumers close what they opened).
+    fired = [n.incident.id for n in sim.sent if n.kind == "firing" and n.incident]
+    closed = [n.incident.id for n in sim.sent if n.kind == "resolved" and n.incident]
+    assert sorted(fired) == sorted(closed) and len(set(fired)) == 2
+    # The state stayed exact: the last incident opened at 7 and resolved at 8.
+    assert sim.state is not None and sim.state.incident is None and sim.state.last_resolved is not None
+    assert sim.state.last_resolved.opened_at == m(7) and sim.state.flap == Flap()
+
+
+def test_flapping_ends_on_a_failed_node_tells_owners_it_is_still_open() -> None:
+    sim = Sim(policy(replace(OPS, repeat_interval=3600.0), flapping=(3, 600.0)), prev="RUNNING")
+    for s, t in [("FAILED", 1), ("STARTING", 2), ("FAILED", 3), ("STARTING", 4), ("FAILED", 5)]:
+        sim.event(s, t)
+    sim.run(20)
+    assert [n.kind for n in sim.sent] == ["firing", "flapping", "stable"]
+    stable = sim.sent[-1]
+    assert stable.incident is not None and stable.context()["incident"]["state"] == "open"
+    assert stable.title == "node-7 stable: flapped 5 times in 4m, now FAILED"
+    sim.run(61)
+    assert [n.kind for n in sim.sent][-1] == "reminder"
+
+
+def test_changes_spread_wider_than_the_window_are_not_flapping() -> None:
+    sim = Sim(policy(OPS, flapping=(4, 600.0)), prev="RUNNING")
+    for i, s in enumerate(["FAILED", "RUNNING"] * 4):
+        sim.event(s, i * 4)  # one change every 4 minutes: never 4 inside 10
+    assert [n.kind for n in sim.sent] == ["firing", "resolved"] * 4
+
+
+# --- timers are data ---------------------------------------------------------------------------------
+
+
+def test_a_timer_applied_twice_fires_once() -> None:
+    sim = Sim(policy(replace(OPS, repeat_interval=600.0)))
+    sim.event("FAILED", 0)
+    (reminder,) = sim.jobs.values()
+    first = on_timer(sim.state, reminder, m(10), sim.policy)
+    second = on_timer(first.state, reminder, m(10), sim.policy)
+    assert [n.kind for n in first.notifications] == ["reminder"]
+    assert second.outcome == "stale" and second.notifications == () and second.state == first.state
+    # Two replicas applying the same timer to the same state compute the same step (same ids).
+    assert on_timer(sim.state, reminder, m(10), sim.policy) == first
+
+
+def test_timer_ids_are_deterministic_and_distinct() -> None:
+    pol = policy(replace(OPS, hold=60.0, repeat_interval=600.0, escalate=((1800.0, ("pager",)),)))
+    a = step_event(None, node_id=NODE, source="e", prev_status=None, status="FAILED", at=m(0), now=m(0),
+                   matched=["ops"], policy=pol)
+    b = step_event(None, node_id=NODE, source="e", prev_status=None, status="FAILED", at=m(0), now=m(0),
+                   matched=["ops"], policy=pol)
+    assert a == b and len({t.id for t in a.set_timers}) == len(a.set_timers) == 2
+    assert Timer.from_json(json.loads(json.dumps(a.set_timers[0].to_json()))) == a.set_timers[0]
+
+
+def test_reload_that_drops_the_route_cancels_its_timers() -> None:
+    sim = Sim(policy(replace(OPS, repeat_interval=600.0, escalate=((1800.0, ("pager",)),))))
+    sim.event("FAILED", 0)
+    assert len(sim.jobs) == 2
+    new = policy(RoutePolicy("other", ("mail",)))
+    step = sim.apply(reconcile(sim.state, node_id=NODE, now=m(1), policy=new))
+    assert step.outcome == "reconciled" and sim.jobs == {}
+    # Even a timer that escaped the cancel sends nothing for a route that is gone.
+    sim.policy = new
+    stale = Timer.make("reminder", NODE, "ops", 1, m(10), sim.state.incident.id, "FAILED")  # type: ignore[union-attr]
+    assert on_timer(sim.state, stale, m(10), new).notifications == ()
+
+
+# --- plain routes ------------------------------------------------------------------------------------
+
+
+def test_plain_route_notifies_changes_not_repeats() -> None:
+    started = RoutePolicy("starting", ("slack",))
+    sim = Sim(policy(started), prev="RUNNING")
+    outcomes = [sim.event(s, t, ("starting",) if s == "STARTING" else ()).outcome
+                for s, t in [("STARTING", 0), ("STARTING", 1), ("RUNNING", 2), ("STARTING", 3)]]
+    assert outcomes == ["event", "repeat", "event", "event"]
+    assert [(n.kind, n.at) for n in sim.sent] == [("event", m(0)), ("event", m(3))]
+
+
+@pytest.mark.parametrize(
+    ("events", "expected"),
+    [
+        # Stuck in STARTING for 15 minutes: one alert at 15m.
+        ([("STARTING", 0), ("STARTING", 5)], [("event", 15)]),
+        # It came up in time: nothing.
+        ([("STARTING", 0), ("RUNNING", 10)], []),
+        # STARTING → IN_PROGRESS, both matched by the route: still held, alert at 15m from the first.
+        ([("STARTING", 0), ("IN_PROGRESS", 10)], [("event", 15)]),
+    ],
+)
+def test_plain_for_means_still_in_a_matching_status(events: list[tuple[str, float]],
+                                                    expected: list[tuple[str, float]]) -> None:
+    stuck = RoutePolicy("stuck", ("slack",), hold=900.0)
+    sim = Sim(policy(stuck), prev="RUNNING")
+    for s, t in events:
+        sim.event(s, t, ("stuck",) if s in ("STARTING", "IN_PROGRESS") else ())
+    sim.run(100)
+    assert [(n.kind, n.at) for n in sim.sent] == [(k, m(t)) for k, t in expected]
+    if expected:
+        assert sim.sent[0].title == "node-7 STARTING for 15m"
+
+
+def test_routes_that_do_not_own_the_incident_stay_plain() -> None:
+    """The old recovery route (RUNNING after FAILED) keeps working beside the owner's resolution,
+    and a receiver named by both gets one message."""
+    recovery = RoutePolicy("recovery", ("mail", "slack"))
+    sim = Sim(policy(OPS, recovery), prev="RUNNING")
+    sim.event("FAILED", 0, ("ops",))
+    sim.event("RUNNING", 5, ("recovery",))
+    assert sim.kinds() == [("firing", "ops", ("slack",)), ("resolved", "ops", ("slack",)),
+                           ("event", "recovery", ("mail",))]
+
+
+def test_send_updates_and_send_resolved() -> None:
+    chatty = RoutePolicy("chatty", ("slack",), send_updates=True)
+    quiet = RoutePolicy("quiet", ("pager",), send_resolved=False)
+    sim = Sim(policy(chatty, quiet))
+    for s, t in [("FAILED", 0), ("STARTING", 1), ("RUNNING", 2)]:
+        sim.event(s, t, ("chatty", "quiet") if s == "FAILED" else ())
+    assert sim.kinds() == [("firing", "chatty", ("slack",)), ("firing", "quiet", ("pager",)),
+                           ("update", "chatty", ("slack",)), ("resolved", "chatty", ("slack",))]
+    assert sim.sent[2].title == "node-7 now STARTING (incident open 1m)"
+
+
+# --- ack, resolve by hand, silences ------------------------------------------------------------------
+
+
+def test_resolve_by_hand() -> None:
+    sim = Sim(policy(replace(OPS, repeat_interval=600.0)))
+    sim.event("FAILED", 0)
+    assert sim.state is not None and sim.state.incident is not None
+    inc_id = sim.state.incident.id
+    assert resolve(sim.state, "inc_nope", by="alice", now=m(1), policy=sim.policy).outcome == "not_found"
+    step = sim.apply(resolve(sim.state, inc_id, by="alice", now=m(4), policy=sim.policy))
+    assert step.outcome == "resolved" and sim.jobs == {}
+    assert sim.sent[-1].context()["incident"]["path_text"] == "FAILED 4m → resolved by alice"
+    # Still FAILED: a repeat does not reopen; leaving and coming back does.
+    assert sim.event("FAILED", 5).outcome == "repeat"
+    assert sim.event("STARTING", 6).outcome == "event"
+    assert sim.event("FAILED", 7).outcome == "opened"
+    assert sim.state.incident is not None and sim.state.incident.id != inc_id
+
+
+def test_silenced_firing_goes_out_as_the_first_reminder_after_the_silence() -> None:
+    sim = Sim(policy(replace(OPS, repeat_interval=600.0)))
+    sim.event("FAILED", 0, mute=True)
+    sim.run(25, mute=True)
+    assert sim.sent == []
+    sim.run(30)
+    assert [(n.kind, n.at) for n in sim.sent] == [("firing", m(30))]
+    sim.event("RUNNING", 31)
+    assert [n.kind for n in sim.sent] == ["firing", "resolved"]
+
+
+def test_silenced_incident_resolves_without_a_message() -> None:
+    sim = Sim(policy(OPS))
+    sim.event("FAILED", 0, mute=True)
+    sim.event("RUNNING", 1)
+    assert sim.sent == []
+
+
+# --- stored form -------------------------------------------------------------------------------------
+
+
+def test_state_round_trips_mid_flight() -> None:
+    sim = Sim(policy(replace(OPS, repeat_interval=600.0, escalate=((60.0, ("pager",)),)), flapping=(3, 600.0)))
+    for s, t in [("FAILED", 0), ("STARTING", 1), ("FAILED", 2), ("STARTING", 3)]:
+        sim.event(s, t)
+    sim.run(3.5)
+    assert sim.state is not None and sim.state.flap.active and sim.state.timers
+    assert IncidentState.from_json(json.loads(json.dumps(sim.state.to_json()))) == sim.state
+
+
+def test_older_blobs_read_with_defaults() -> None:
+    assert IncidentState.from_json(None) == IncidentState() == IncidentState.from_json({})
+    inc = Incident.from_json({"id": "inc_1", "node": NODE, "opened_at": "2026-04-16T12:00:00Z", "status": "FAILED"})
+    assert inc.path == (("FAILED", T0),) and inc.opened_seen_at == T0 and inc.is_open and inc.notified == ()
+
+
+def test_policy_from_config() -> None:
+    cfg = config_mod.parse(
+        {
+            "receivers": {"a": {"type": "log"}, "p": {"type": "log"}},
+            "routes": [{"name": "r", "to": "a", "for": "2m", "repeat_interval": "1h", "send_updates": True,
+                        "escalate": [{"after": "30m", "to": "p"}]}],
+            "default_to": "a",
+            "incidents": {"open_on": ["FAILED", "PAUSED"], "flapping": {"transitions": 4, "window": "10m"}},
+        },
+        env={},
+    )
+    pol = Policy.from_config(cfg)
+    assert pol.routes["r"] == RoutePolicy("r", ("a",), 120.0, 3600.0, ((1800.0, ("p",)),), True, True)
+    assert pol.routes["default"] == RoutePolicy("default", ("a",))
+    assert pol.open_on == {"FAILED", "PAUSED"} and pol.resolve_on == {"RUNNING"}
+    assert (pol.flap_transitions, pol.flap_window) == (4, 600.0)
