@@ -260,3 +260,51 @@ def test_headers_file_holds_the_webhook_headers(tmp_path: Path) -> None:
     assert info.value.problems == [f"receivers.w.headers_file: {tmp_path}/headers must hold one 'Name: value' line "
                                    f"per header"]
     assert "token" not in str(info.value.problems)
+
+
+def test_incident_keys() -> None:
+    cfg = config_mod.parse(
+        {
+            "receivers": {"a": {"type": "log"}, "pager": {"type": "log"}},
+            "routes": [{"name": "r", "to": "a", "for": "2m", "repeat_interval": "1h", "send_resolved": False,
+                        "escalate": [{"after": "30m", "to": "pager"}, {"after": "1h", "to": ["a", "pager"]}]}],
+        },
+        env={},
+    )
+    route = cfg.routes[0]
+    assert (route.for_, route.repeat_interval, route.send_resolved, route.send_updates) == (120, 3600, False, False)
+    assert [(e.after, e.to) for e in route.escalate] == [(1800, ["pager"]), (3600, ["a", "pager"])]
+    assert cfg.incidents.open_on == ["FAILED"] and cfg.incidents.resolve_on == ["RUNNING"]
+    assert cfg.incidents.flapping.transitions == 0  # off unless configured
+
+
+def test_incident_key_errors() -> None:
+    steps = [{"after": "30m", "to": ["a", "ghost"]}, {"after": "10m", "to": "a"}, {"after": 0, "to": "a"}]
+    data: dict[str, Any] = {
+        "receivers": {"a": {"type": "log"}},
+        "routes": [{"name": "r", "to": "a", "escalate": steps}],
+        "incidents": {"open_on": ["FAILED", "RUNNING"], "resolve_on": "RUNNING"},
+    }
+    found = problems(data)
+    assert "routes[0].escalate[0].to[1]: unknown receiver 'ghost'" in found
+    assert any(p.startswith("routes[0].escalate[1].after: 10m is not after the previous step's 30m") for p in found)
+    assert any(p.startswith("routes[0].escalate[2].after: must be longer than 0") for p in found)
+    assert any(p.startswith("incidents.resolve_on[0]: 'RUNNING' is also in open_on") for p in found)
+    assert len(found) == 4
+    data["routes"][0]["for"] = "soon"
+    assert problems(data) == ["routes[0].for: 'soon' is not a duration; write e.g. 30s, 5m, 24h or 1h30m"]
+    found = problems({"incidents": {"flapping": {"transitions": 1}, "open_onn": []}})
+    assert sorted(found) == [
+        "incidents.flapping: transitions: 1 would call every status change flapping; use 2 or more, or 0 for off",
+        "incidents.open_onn: unknown key (check the spelling; unknown keys are not ignored)",
+    ]
+    assert problems({"incidents": {"flapping": {"transitions": 3, "window": 0}}}) == [
+        "incidents.flapping: window must be longer than 0 when transitions is set"
+    ]
+
+
+def test_incident_warnings() -> None:
+    cfg = config_mod.parse({"incidents": {"resolve_on": ["RUNING"]}}, env={})
+    assert any(w.startswith("incidents.resolve_on[0]: 'RUNING' is not a known status") for w in cfg.warnings)
+    cfg = config_mod.parse({"incidents": {"resolve_on": []}}, env={})
+    assert "incidents.resolve_on: empty; incidents are resolved only by hand" in cfg.warnings
