@@ -791,6 +791,11 @@ def _incident_problems(cfg: Config, names: set[str], problems: list[str], warnin
                     f"{format_duration(last)}; list the steps in increasing order"
                 )
             last = max(last, step.after)
+            if 0 < step.after <= route.for_:
+                warnings.append(
+                    f"{where}.after: {format_duration(step.after)} is not longer than the route's for "
+                    f"({format_duration(route.for_)}): the escalation goes out before the first notification"
+                )
             for k, rcv in enumerate(step.to):
                 if rcv not in names:
                     problems.append(f"{where}.to[{k}]: unknown receiver {rcv!r}")

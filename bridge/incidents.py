@@ -381,7 +381,8 @@ def on_timer(state: IncidentState | None, timer: Timer, now: datetime, policy: P
             w.notify("escalation", rp.name, to, status=inc.status, at=now, incident=inc,
                      title=f"ESCALATED {inc.node_id}: {inc.status}, open {human_duration(inc.duration(now))}",
                      extra={"escalation": {"step": timer.step, "after": after}})
-            w.inc = replace(inc, escalated=(*inc.escalated, (rp.name, timer.step)))
+            if not mute:  # the resolution goes to whoever an escalation actually reached
+                w.inc = replace(inc, escalated=(*inc.escalated, (rp.name, timer.step)))
     return w.step("fired")
 
 

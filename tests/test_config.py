@@ -308,3 +308,10 @@ def test_incident_warnings() -> None:
     assert any(w.startswith("incidents.resolve_on[0]: 'RUNING' is not a known status") for w in cfg.warnings)
     cfg = config_mod.parse({"incidents": {"resolve_on": []}}, env={})
     assert "incidents.resolve_on: empty; incidents are resolved only by hand" in cfg.warnings
+    cfg = config_mod.parse(
+        {"receivers": {"a": {"type": "log"}},
+         "routes": [{"name": "r", "to": "a", "for": "1h", "escalate": [{"after": "30m", "to": "a"}]}]},
+        env={},
+    )
+    assert any(w.startswith("routes[0].escalate[0].after: 30m is not longer than the route's for (1h)")
+               for w in cfg.warnings)

@@ -414,6 +414,16 @@ def test_silenced_firing_goes_out_as_the_first_reminder_after_the_silence() -> N
     assert [n.kind for n in sim.sent] == ["firing", "resolved"]
 
 
+def test_a_silenced_escalation_is_not_told_of_the_resolution() -> None:
+    sim = Sim(policy(replace(OPS, escalate=((600.0, ("pager",)), (1200.0, ("boss",))))))
+    sim.event("FAILED", 0)
+    sim.run(10, mute=True)
+    sim.run(20)
+    sim.event("RUNNING", 21)
+    assert sim.kinds() == [("firing", "ops", ("slack",)), ("escalation", "ops", ("boss",)),
+                           ("resolved", "ops", ("slack", "boss"))]
+
+
 def test_silenced_incident_resolves_without_a_message() -> None:
     sim = Sim(policy(OPS))
     sim.event("FAILED", 0, mute=True)
