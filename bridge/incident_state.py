@@ -244,6 +244,9 @@ class Flap:
                    tuple(d.get("routes") or ()), Incident.from_json(held) if held else None)
 
 
+_NO_FLAP = Flap()
+
+
 # --- the node's incident state ----------------------------------------------------------------------
 
 
@@ -263,12 +266,19 @@ class IncidentState:
         return next((t for t in self.timers if t.id == timer_id), None)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "incident": self.incident.to_json() if self.incident else None,
-            "timers": [t.to_json() for t in self.timers], "flap": self.flap.to_json(),
-            "last_at": _ts(self.last_at), "manual_hold": self.manual_hold,
-            "last_resolved": self.last_resolved.to_json() if self.last_resolved else None,
-        }
+        """Only what differs from the defaults: most nodes store ``{"last_at": ...}`` alone."""
+        out: dict[str, Any] = {"last_at": _ts(self.last_at)} if self.last_at is not None else {}
+        if self.incident is not None:
+            out["incident"] = self.incident.to_json()
+        if self.timers:
+            out["timers"] = [t.to_json() for t in self.timers]
+        if self.flap != _NO_FLAP:
+            out["flap"] = self.flap.to_json()
+        if self.manual_hold:
+            out["manual_hold"] = True
+        if self.last_resolved is not None:
+            out["last_resolved"] = self.last_resolved.to_json()
+        return out
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any] | None) -> IncidentState:

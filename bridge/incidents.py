@@ -226,9 +226,11 @@ def step_event(
     state = state or IncidentState()
     if state.last_at is not None and at < state.last_at:
         return Step(state, "out_of_order")
+    changed = prev_status != status
+    if not changed and (state.incident is not None or state.manual_hold or status not in policy.open_on):
+        return Step(replace(state, last_at=at), "repeat")  # the common case, kept cheap
     w = _Work(state, node_id, now, policy, source, mute)
     w.last_at = at
-    changed = prev_status != status
     if changed:
         w.manual_hold = False
         if policy.flap_transitions:
@@ -243,10 +245,7 @@ def step_event(
             outcome = "opened"
         else:
             outcome = "event" if changed else "repeat"
-    elif not changed:
-        handled.update(inc.owners)
-        outcome = "repeat"
-    else:
+    else:  # changed: a repeat inside an incident took the fast path above
         handled.update(inc.owners)
         inc = inc.entered(status, at)
         if status in policy.resolve_on:
@@ -357,8 +356,10 @@ def _ts_or_none(dt: datetime | None) -> str | None:
 def on_timer(state: IncidentState | None, timer: Timer, now: datetime, policy: Policy, *, mute: bool = False) -> Step:
     """Apply a timer that came due. Idempotent: a timer the state no longer lists is a no-op."""
     state = state or IncidentState()
-    if state.pending(timer.id) is None:
+    stored = state.pending(timer.id)
+    if stored is None:
         return Step(state, "stale")
+    timer = stored  # the state's copy is the truth; the job only names it
     w = _Work(state, timer.node_id, now, policy, timer.id, mute)
     w.cancel(lambda t: t.id == timer.id)
     w.cancelled.remove(timer.id)  # it is the job being applied: its owner completes it

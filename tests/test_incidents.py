@@ -443,6 +443,12 @@ def test_state_round_trips_mid_flight() -> None:
     assert IncidentState.from_json(json.loads(json.dumps(sim.state.to_json()))) == sim.state
 
 
+def test_a_quiet_node_stores_almost_nothing() -> None:
+    step = step_event(IncidentState(last_at=m(0)), node_id=NODE, source="e", prev_status="RUNNING", status="RUNNING",
+                      at=m(1), now=m(1), matched=["ops"], policy=policy(OPS))
+    assert step.outcome == "repeat" and step.state.to_json() == {"last_at": "2026-04-16T12:01:00.000000Z"}
+
+
 def test_older_blobs_read_with_defaults() -> None:
     assert IncidentState.from_json(None) == IncidentState() == IncidentState.from_json({})
     inc = Incident.from_json({"id": "inc_1", "node": NODE, "opened_at": "2026-04-16T12:00:00Z", "status": "FAILED"})
@@ -465,3 +471,11 @@ def test_policy_from_config() -> None:
     assert pol.routes["default"] == RoutePolicy("default", ("a",))
     assert pol.open_on == {"FAILED", "PAUSED"} and pol.resolve_on == {"RUNNING"}
     assert (pol.flap_transitions, pol.flap_window) == (4, 600.0)
+
+
+def test_a_node_already_failed_before_incidents_existed_gets_one() -> None:
+    """After the upgrade the node's status is FAILED but no incident is stored: the next FAILED opens
+    one (once); a repeat after that is a repeat."""
+    sim = Sim(policy(OPS), prev="FAILED")
+    assert [sim.event("FAILED", t).outcome for t in (0, 1)] == ["opened", "repeat"]
+    assert [n.kind for n in sim.sent] == ["firing"]
