@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from bridge.config import Config, format_duration
@@ -31,8 +31,18 @@ def _ts(dt: datetime | None) -> str | None:
     return format_timestamp(dt) if dt is not None else None
 
 
+def _parse(value: str) -> datetime:
+    """A time as this module wrote it (format_timestamp); anything else goes through the strict parser."""
+    if len(value) == 27 and value[-1] == "Z":
+        try:
+            return datetime.fromisoformat(value).astimezone(UTC)
+        except ValueError:
+            pass
+    return parse_timestamp(value)
+
+
 def _dt(value: Any) -> datetime | None:
-    return parse_timestamp(value) if isinstance(value, str) else None
+    return _parse(value) if isinstance(value, str) else None
 
 
 def human_duration(seconds: float) -> str:
@@ -165,11 +175,11 @@ class Incident:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Incident:
-        opened = parse_timestamp(d["opened_at"])
+        opened = _parse(d["opened_at"])
         return cls(
             id=d["id"], node_id=d["node"], opened_at=opened,
             opened_seen_at=_dt(d.get("opened_seen_at")) or opened,
-            path=tuple((s, parse_timestamp(t)) for s, t in d.get("path") or [[d.get("status", "?"), d["opened_at"]]]),
+            path=tuple((s, _parse(t)) for s, t in d.get("path") or [[d.get("status", "?"), d["opened_at"]]]),
             owners=tuple(d.get("owners") or ()), notified=tuple(d.get("notified") or ()),
             escalated=tuple((r, int(n)) for r, n in d.get("escalated") or ()),
             path_elided=int(d.get("path_elided") or 0),
@@ -213,7 +223,7 @@ class Timer:
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Timer:
         return cls(d["id"], d["kind"], d["node"], d.get("route", ""), int(d.get("step") or 0),
-                   parse_timestamp(d["due_at"]), d.get("anchor", ""), d.get("status", ""))
+                   _parse(d["due_at"]), d.get("anchor", ""), d.get("status", ""))
 
 
 # --- flapping ----------------------------------------------------------------------------------------
@@ -239,7 +249,7 @@ class Flap:
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Flap:
         held = d.get("held")
-        return cls(tuple(parse_timestamp(t) for t in d.get("recent") or ()), bool(d.get("active")),
+        return cls(tuple(_parse(t) for t in d.get("recent") or ()), bool(d.get("active")),
                    _dt(d.get("started_at")), _dt(d.get("last_at")), int(d.get("count") or 0),
                    tuple(d.get("routes") or ()), Incident.from_json(held) if held else None)
 

@@ -198,6 +198,8 @@ def _close(w: _Work, inc: Incident, at: datetime, by: str | None) -> None:
     inc = replace(inc, resolved_at=at, resolved_by=by)
     if by is None and w.flap.active and not w.mute:
         if _resolution_targets(w, inc):
+            if w.flap.held is not None:  # not expected (only the incident open when flapping began is
+                _send_resolved(w, w.flap.held, at, key=f"{w.key}/held")  # ever told), but never drop one
             w.flap = replace(w.flap, held=inc)
     else:
         _send_resolved(w, inc, at)
