@@ -479,3 +479,28 @@ def test_a_node_already_failed_before_incidents_existed_gets_one() -> None:
     sim = Sim(policy(OPS), prev="FAILED")
     assert [sim.event("FAILED", t).outcome for t in (0, 1)] == ["opened", "repeat"]
     assert [n.kind for n in sim.sent] == ["firing"]
+
+
+def test_plain_reminders_while_stuck_then_stop() -> None:
+    stuck = RoutePolicy("stuck", ("slack",), hold=900.0, repeat_interval=1800.0)
+    sim = Sim(policy(stuck), prev="RUNNING")
+    sim.event("STARTING", 0, ("stuck",))
+    sim.run(80)
+    assert [(n.kind, n.at) for n in sim.sent] == [("event", m(15)), ("reminder", m(45)), ("reminder", m(75))]
+    assert sim.sent[-1].title == "still STARTING after 1h15m: node-7" and sim.sent[-1].incident is None
+    sim.event("RUNNING", 80, ())
+    sim.run(500)
+    assert len(sim.sent) == 3 and sim.jobs == {}
+
+
+def test_resolve_by_hand_while_flapping_is_sent_at_once() -> None:
+    sim = Sim(policy(OPS, flapping=(2, 600.0)), prev="RUNNING")
+    sim.event("FAILED", 0)
+    sim.event("STARTING", 1)  # second change: flapping
+    assert [n.kind for n in sim.sent] == ["firing", "flapping"]
+    assert sim.state is not None and sim.state.incident is not None
+    sim.apply(resolve(sim.state, sim.state.incident.id, by="bob", now=m(2), policy=sim.policy))
+    assert [n.kind for n in sim.sent] == ["firing", "flapping", "resolved"]
+    sim.run(30)
+    assert [n.kind for n in sim.sent] == ["firing", "flapping", "resolved", "stable"]
+    assert sim.sent[-1].title == "node-7 stable: flapped 2 times in 1m, now STARTING"
