@@ -805,15 +805,12 @@ def _incident_problems(cfg: Config, names: set[str], problems: list[str], warnin
                 )
             for k, rcv in enumerate(step.to):
                 if rcv not in names:
-                    problems.append(f"{where}.to[{k}]: unknown receiver {rcv!r}")
+                    problems.append(f"{where}.to[{k}]: unknown receiver {rcv!r}{config_lint.did_you_mean(rcv, names)}")
     inc = cfg.incidents
     for key in ("open_on", "resolve_on"):
-        for j, status in enumerate(getattr(inc, key)):
-            if status not in KNOWN_STATUSES:
-                warnings.append(
-                    f"incidents.{key}[{j}]: {status!r} is not a known status "
-                    f"({', '.join(sorted(KNOWN_STATUSES))}); kept, in case ThunderStack added it"
-                )
+        p, w = config_lint.status_findings(f"incidents.{key}", getattr(inc, key))
+        problems += p
+        warnings += w
     for j, status in enumerate(inc.resolve_on):
         if status in inc.open_on:
             problems.append(

@@ -296,7 +296,7 @@ def test_incident_key_errors() -> None:
     found = problems({"incidents": {"flapping": {"transitions": 1}, "open_onn": []}})
     assert sorted(found) == [
         "incidents.flapping: transitions: 1 would call every status change flapping; use 2 or more, or 0 for off",
-        "incidents.open_onn: unknown key (check the spelling; unknown keys are not ignored)",
+        "incidents.open_onn: unknown key (check the spelling; unknown keys are not ignored); did you mean open_on?",
     ]
     assert problems({"incidents": {"flapping": {"transitions": 3, "window": 0}}}) == [
         "incidents.flapping: window must be longer than 0 when transitions is set"
@@ -304,8 +304,11 @@ def test_incident_key_errors() -> None:
 
 
 def test_incident_warnings() -> None:
-    cfg = config_mod.parse({"incidents": {"resolve_on": ["RUNING"]}}, env={})
-    assert any(w.startswith("incidents.resolve_on[0]: 'RUNING' is not a known status") for w in cfg.warnings)
+    cfg = config_mod.parse({"incidents": {"open_on": ["FAILED", "REBOOTING"]}}, env={})
+    assert any(w.startswith("incidents.open_on[1]: 'REBOOTING' is not a known status") for w in cfg.warnings)
+    assert problems({"incidents": {"resolve_on": ["RUNING"]}}) == [
+        "incidents.resolve_on[0]: 'RUNING' is not a known status (statuses are case-sensitive); did you mean RUNNING?"
+    ]
     cfg = config_mod.parse({"incidents": {"resolve_on": []}}, env={})
     assert "incidents.resolve_on: empty; incidents are resolved only by hand" in cfg.warnings
     cfg = config_mod.parse(
