@@ -779,14 +779,7 @@ def _semantic_problems(cfg: Config) -> tuple[list[str], list[str]]:
 
 def _incident_problems(cfg: Config, names: set[str], problems: list[str], warnings: list[str]) -> None:
     """The incident keys: escalation receivers and steps, open_on/resolve_on."""
-    resolving = set(cfg.incidents.resolve_on)
     for i, route in enumerate(cfg.routes):
-        if route.repeat_interval and route.match.status and set(route.match.status) <= resolving:
-            warnings.append(
-                f"routes[{i}].repeat_interval: now reminds while the node stays in "
-                f"{', '.join(route.match.status)} (it used to suppress repeats); drop the key unless you "
-                f"want those reminders"
-            )
         last = 0.0
         for j, step in enumerate(route.escalate):
             where = f"routes[{i}].escalate[{j}]"

@@ -318,10 +318,3 @@ def test_incident_warnings() -> None:
     )
     assert any(w.startswith("routes[0].escalate[0].after: 30m is not longer than the route's for (1h)")
                for w in cfg.warnings)
-    cfg = config_mod.parse(
-        {"receivers": {"a": {"type": "log"}},
-         "routes": [{"name": "r", "to": "a", "repeat_interval": "10m", "match": {"status": "RUNNING"}}]},
-        env={},
-    )
-    assert any(w.startswith("routes[0].repeat_interval: now reminds while the node stays in RUNNING")
-               for w in cfg.warnings)
