@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from bridge.config import Config, format_duration
-from bridge.model import format_timestamp, parse_timestamp
+from bridge.model import IncidentRef, format_timestamp, parse_timestamp
 
 Kind = Literal["firing", "update", "reminder", "escalation", "resolved", "flapping", "stable", "event"]
 TimerKind = Literal["hold", "reminder", "escalation", "stable"]
@@ -323,6 +323,13 @@ class Notification:
     title: str  # default title; templates may override
     incident: Incident | None = None  # snapshot at ``at``
     extra: Mapping[str, Any] = field(default_factory=dict)  # flapping counts, hold length, escalation step
+
+    def incident_ref(self) -> IncidentRef | None:
+        """The incident as ``model.Alert.incident`` carries it to receivers (dedup key, path)."""
+        inc = self.incident
+        if inc is None:
+            return None
+        return IncidentRef(inc.id, inc.opened_at, inc.duration(self.at), inc.path_text(self.at))
 
     def context(self) -> dict[str, Any]:
         """What templates and the webhook JSON expose (machine consumers correlate on incident.id)."""

@@ -10,13 +10,24 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
 from bridge import config as config_mod
-from bridge.incident_state import PATH_LIMIT, Flap, Incident, IncidentState, Notification, Policy, RoutePolicy, Timer
+from bridge.incident_state import (
+    PATH_LIMIT,
+    Flap,
+    Incident,
+    IncidentState,
+    Kind,
+    Notification,
+    Policy,
+    RoutePolicy,
+    Timer,
+)
 from bridge.incidents import Step, ack, on_timer, reconcile, resolve, step_event
+from bridge.model import ALERT_KINDS
 
 T0 = datetime(2026, 4, 16, 12, 0, tzinfo=UTC)
 NODE = "node-7"
@@ -99,6 +110,10 @@ def test_restart_gives_one_firing_and_one_resolved_with_duration_and_path() -> N
     assert ctx["incident"]["path_text"] == "FAILED 12m → STARTING 3m → RUNNING"
     assert ctx["incident"]["state"] == "resolved" and ctx["incident"]["opened_at"] == "2026-04-16T12:00:00.000000Z"
     assert sim.state is not None and sim.state.incident is None and sim.state.last_resolved is not None
+    ref = resolved.incident_ref()
+    assert ref is not None and (ref.id, ref.opened_at, ref.duration) == (firing.incident.id, m(0), 900.0)
+    assert ref.path == "FAILED 12m → STARTING 3m → RUNNING" and sim.sent[0].incident_ref() is not None
+    assert {n.kind for n in sim.sent} <= ALERT_KINDS  # the receivers know every kind we send
 
 
 def test_restart_inside_for_pages_nobody() -> None:
@@ -504,3 +519,7 @@ def test_resolve_by_hand_while_flapping_is_sent_at_once() -> None:
     sim.run(30)
     assert [n.kind for n in sim.sent] == ["firing", "flapping", "resolved", "stable"]
     assert sim.sent[-1].title == "node-7 stable: flapped 2 times in 1m, now STARTING"
+
+
+def test_every_kind_is_one_the_receivers_know() -> None:
+    assert set(get_args(Kind)) <= ALERT_KINDS
