@@ -18,8 +18,10 @@ from typing import Any
 
 from bridge import __version__, commands, logs
 from bridge import config as config_mod
+from bridge.adminclient import AdminClient, admin_base_url, detail, through_bridge_or_store
+from bridge.commands import EXAMPLES, add_config_argument, add_via_arguments
 from bridge.config import Config, format_duration
-from bridge.errors import BridgeError, ConfigError, DeliveryError, Unavailable
+from bridge.errors import BridgeError, CommandError, ConfigError, DeliveryError, Unavailable
 from bridge.model import Event, NodeState
 
 log = logging.getLogger("bridge.cli")
@@ -105,29 +107,54 @@ def cmd_check(args: argparse.Namespace) -> int:
 # --- route ---------------------------------------------------------------------------------------
 
 
+class _Unset(dict[str, str]):
+    """The environment, with a placeholder for every variable that is not set.
+
+    ``route`` sends nothing, so it must run where the secrets' variables are absent (a laptop, CI).
+    """
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __missing__(self, key: str) -> str:
+        return f"unset-{key}"
+
+
 def cmd_route(args: argparse.Namespace) -> int:
-    from bridge.app import validate
+    import os
+
+    from bridge.ingest import Rules
     from bridge.routing import explain
     from bridge.store.base import select_deliveries
 
-    cfg = _load(args.config)
-    rules = validate(cfg)
-    labels = (cfg.nodes or {}).get(args.node)
-    if cfg.nodes is not None and labels is None:
-        print(f"note: node {args.node!r} is not in nodes: (the bridge would refuse it with 403)")
+    cfg = config_mod.load(args.config, env=_Unset(os.environ))
+    rules = Rules.from_config(cfg)
+    node_cfg = (cfg.nodes or {}).get(args.node)
+    refused = cfg.nodes is not None and node_cfg is None
     now = datetime.now(UTC)
     event = Event(args.event_type, now, args.node, args.status, {"nodeId": args.node, "status": args.status},
-                  labels.labels if labels else {}, now)
+                  node_cfg.labels if node_cfg else {}, now)
     prev = NodeState(args.node, args.previous_status, now, now, "evt_prev") if args.previous_status else None
-    for name, matched, why in explain(rules.router, event, prev):
-        print(f"  {'MATCH' if matched else '     '} {name}" + (f"  ({why})" if why else ""))
-    matches = rules.router.match(event, prev)
-    pairs, _ = select_deliveries(matches, {}, now.timestamp())
-    if pairs:
-        print("notified: " + ", ".join(f"{rcv} (via {route})" for route, rcv in pairs))
+    steps = explain(rules.router, event, prev)
+    pairs = [] if refused else select_deliveries(rules.router.match(event, prev), {}, now.timestamp())[0]
+    result = {
+        "node": args.node, "status": args.status, "previous_status": args.previous_status,
+        "refused": f"node {args.node!r} is not in nodes: the bridge would refuse it with 403" if refused else None,
+        "routes": [{"route": name, "matched": matched, "reason": why} for name, matched, why in steps],
+        "notified": [{"receiver": rcv, "route": route} for route, rcv in pairs],
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+    elif refused:
+        print(f"refused: {result['refused']}; nobody is notified")
     else:
-        print("notified: nobody (the event would only be recorded)")
-    return 0
+        for name, matched, why in steps:
+            print(f"  {'MATCH' if matched else '     '} {name}" + (f"  ({why})" if why else ""))
+        if pairs:
+            print("notified: " + ", ".join(f"{rcv} (via {route})" for route, rcv in pairs))
+        else:
+            print("notified: nobody (the event would only be recorded)")
+    return 0 if pairs else 1
 
 
 # --- send-test -----------------------------------------------------------------------------------
@@ -145,7 +172,7 @@ def cmd_send_test(args: argparse.Namespace) -> int:
 async def _send_test(cfg: Config, args: argparse.Namespace) -> int:
     import aiohttp
 
-    from bridge.model import Alert, delivery_id
+    from bridge.model import TEST_ROUTE, Alert, delivery_id
     from bridge.receivers import build_receiver
     from bridge.render import Renderer
 
@@ -153,7 +180,7 @@ async def _send_test(cfg: Config, args: argparse.Namespace) -> int:
     labels = (cfg.nodes or {}).get(args.node)
     event = Event("NODE_STATUS_UPDATED", now, args.node, args.status, {"nodeId": args.node, "status": args.status},
                   labels.labels if labels else {}, now)
-    alert = Alert(event, "send-test", args.receiver, delivery_id(event.id, args.receiver),
+    alert = Alert(event, TEST_ROUTE, args.receiver, delivery_id(event.id, args.receiver),
                   args.previous_status, now if args.previous_status else None)
     async with aiohttp.ClientSession() as session:
         receiver = build_receiver(args.receiver, cfg.receivers[args.receiver],
@@ -166,22 +193,15 @@ async def _send_test(cfg: Config, args: argparse.Namespace) -> int:
             return 1
         finally:
             await receiver.close()
-    print(f"sent: a test alert for {args.node} {args.status} was accepted by receiver {args.receiver!r}")
+    print(f"sent: a TEST alert for {args.node} {args.status} was accepted by receiver {args.receiver!r}")
     return 0
 
 
-# --- deliveries ----------------------------------------------------------------------------------
+# --- deliveries, reload ---------------------------------------------------------------------------
 
 
-async def _with_store(cfg: Config, fn: Callable[[Any], Any]) -> Any:
-    from bridge.store import open_store
-
-    store = open_store(cfg.storage.url)
-    await store.open()
-    try:
-        return await fn(store)
-    finally:
-        await store.close()
+def _plural(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
 
 
 def cmd_deliveries(args: argparse.Namespace) -> int:
@@ -189,59 +209,100 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
     if args.action == "retry" and not args.ids and not args.dead:
         print("error: name delivery ids or --dead", file=sys.stderr)
         return 2
-    result = asyncio.run(_deliveries(cfg, args))
+    try:
+        result = asyncio.run(through_bridge_or_store(
+            cfg, via=args.via, admin_url=args.admin_url,
+            on_admin=lambda admin: _deliveries_admin(admin, args),
+            on_store=lambda store, _where: _deliveries_store(store, args)))
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
     if args.action == "list":
+        rows = sorted(result, key=lambda d: (d["created_at"], d["id"]), reverse=True)  # newest first
         if args.json:
-            print(json.dumps(result, indent=2))
+            print(json.dumps(rows, indent=2))
         else:
-            for d in result:
-                print(f"{d['id']}  {d['state']:8} {d['receiver']:16} {d['node']:20} {d['status']:10} "
-                      f"attempts={d['attempts']} {d['last_error'] or ''}")
-            print(f"{len(result)} deliveries", file=sys.stderr)
-    elif args.action == "retry":
-        print(f"{result} deliveries queued again")
-    else:
-        print(f"{result} dead deliveries purged")
+            print(f"{'ID':28} {'STATE':8} {'RECEIVER':16} {'NODE':20} {'STATUS':10} {'CREATED':20} "
+                  f"{'NEXT ATTEMPT':20} {'ATTEMPTS':8} LAST ERROR")
+            for d in rows:
+                nxt = _when(d["next_attempt_at"]) if d["state"] in ("pending", "inflight") else "-"
+                print(f"{d['id']:28} {d['state']:8} {d['receiver']:16} {d['node']:20} {d['status']:10} "
+                      f"{_when(d['created_at']):20} {nxt:20} {d['attempts']:<8} {d['last_error'] or ''}")
+            print(_plural(len(rows), "delivery", "deliveries"), file=sys.stderr)
+        return 0
+    if args.action == "retry":
+        retried, unknown = result
+        print(f"{_plural(retried, 'delivery', 'deliveries')} queued again")
+        if unknown:
+            print(f"error: no dead or pending delivery {', '.join(unknown)}", file=sys.stderr)
+            return 1
+        return 0
+    print(f"{_plural(result, 'dead delivery', 'dead deliveries')} purged")
     return 0
 
 
-async def _deliveries(cfg: Config, args: argparse.Namespace) -> Any:
-    """The running bridge's admin API when it answers (SQLite admits one process), else the store."""
-    import aiohttp
+def _when(stamp: str | None) -> str:
+    if not stamp:
+        return "-"
+    from bridge.model import parse_timestamp
 
-    from bridge.commands import admin_base_url
+    return parse_timestamp(stamp).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
-    base = admin_base_url(cfg)
-    if base is not None:
-        if args.action == "list":
-            state = f"&state={args.state}" if args.state else ""
-            method, path, body, key = "GET", f"/-/deliveries?limit={args.limit}{state}", None, "deliveries"
-        elif args.action == "retry":
-            body = {"dead": True} if args.dead else {"ids": args.ids}
-            method, path, key = "POST", "/-/deliveries/retry", "retried"
-        else:
-            method, path, body, key = "POST", "/-/deliveries/purge-dead", None, "purged"
-        try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session, \
-                    session.request(method, base + path, json=body) as resp:
-                doc = await resp.json(content_type=None)
-                if resp.status == 200 and isinstance(doc, dict) and key in doc:
-                    return doc[key]
-                detail = doc.get("detail") if isinstance(doc, dict) else None
-                raise Unavailable(f"admin API at {base} answered {resp.status}: {detail or 'unexpected answer'}")
-        except (aiohttp.ClientConnectionError, TimeoutError):
-            pass  # no bridge running: open the store ourselves
-        except ValueError:
-            raise Unavailable(f"admin API at {base} answered something that is not JSON") from None
 
-    async def on_store(store: Any) -> Any:
-        if args.action == "list":
-            return [d.summary() for d in await store.list_deliveries(state=args.state, limit=args.limit)]
-        if args.action == "retry":
-            return await store.retry_deliveries(None if args.dead else args.ids, now=datetime.now(UTC))
-        return await store.purge_dead()
+async def _retry_each(ids: Sequence[str], retry: Callable[[list[str]], Any]) -> tuple[int, list[str]]:
+    """Retry ids one by one so an unknown one can be named."""
+    done, unknown = 0, []
+    for delivery_id in dict.fromkeys(ids):
+        n = int(await retry([delivery_id]))
+        done += n
+        if not n:
+            unknown.append(delivery_id)
+    return done, unknown
 
-    return await _with_store(cfg, on_store)
+
+async def _deliveries_admin(admin: AdminClient, args: argparse.Namespace) -> Any:
+    if args.action == "list":
+        state = f"&state={args.state}" if args.state else ""
+        return (await admin.expect("GET", f"/-/deliveries?limit={args.limit}{state}"))["deliveries"]
+    if args.action == "retry":
+        if args.dead:
+            return (await admin.expect("POST", "/-/deliveries/retry", {"dead": True}))["retried"], []
+
+        async def one(ids: list[str]) -> int:
+            return int((await admin.expect("POST", "/-/deliveries/retry", {"ids": ids}))["retried"])
+
+        return await _retry_each(args.ids, one)
+    return (await admin.expect("POST", "/-/deliveries/purge-dead", {}))["purged"]
+
+
+async def _deliveries_store(store: Any, args: argparse.Namespace) -> Any:
+    if args.action == "list":
+        return [d.summary() for d in await store.list_deliveries(state=args.state, limit=args.limit)]
+    if args.action == "retry":
+        if args.dead:
+            return await store.retry_deliveries(None, now=datetime.now(UTC)), []
+        return await _retry_each(args.ids, lambda ids: store.retry_deliveries(ids, now=datetime.now(UTC)))
+    return await store.purge_dead()
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+
+    async def on_admin(admin: AdminClient) -> tuple[int, Any]:
+        return await admin.call("POST", "/-/reload", {})
+
+    try:
+        status, doc = asyncio.run(through_bridge_or_store(cfg, admin_url=args.admin_url, on_admin=on_admin))
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
+    if status == 200:
+        print(f"reloaded: the bridge at {args.admin_url or admin_base_url(cfg)} runs the config it read now")
+        return 0
+    for problem in (doc.get("errors") if isinstance(doc, dict) else None) or [detail(status, doc)]:
+        print(f"error: {problem}", file=sys.stderr)
+    print("the running config stays in force", file=sys.stderr)
+    return 1
 
 
 # --- parser --------------------------------------------------------------------------------------
@@ -252,43 +313,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"alert-bridge {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        sp.add_argument("-c", "--config", required=True, help="YAML config file")
+    def command(parent: Any, name: str, help_text: str, key: str | None = None) -> argparse.ArgumentParser:
+        sp: argparse.ArgumentParser = parent.add_parser(
+            name, help=help_text, description=help_text, epilog=EXAMPLES.get(key or name),
+            formatter_class=argparse.RawDescriptionHelpFormatter)
         return sp
 
-    s = with_config(sub.add_parser("serve", help="run the bridge"))
+    s = add_config_argument(command(sub, "serve", "run the bridge"))
     s.set_defaults(fn=cmd_serve)
-    s = with_config(sub.add_parser("check", help="validate the config and print a summary"))
+    s = add_config_argument(command(sub, "check", "validate the config and print a summary"))
     s.set_defaults(fn=cmd_check)
+    s = add_config_argument(command(sub, "reload", "make the running bridge re-read its config (POST /-/reload)"))
+    s.add_argument("--admin-url", help="admin listener to use (default: from server.admin_listen)")
+    s.set_defaults(fn=cmd_reload)
 
-    s = with_config(sub.add_parser("route", help="show which routes and receivers an event would reach"))
+    s = add_config_argument(command(sub, "route", "show which routes and receivers an event would reach; "
+                                                  "exit 1 when nobody would be notified"))
     s.add_argument("--node", required=True)
     s.add_argument("--status", required=True)
     s.add_argument("--previous-status")
     s.add_argument("--event-type", default="NODE_STATUS_UPDATED")
+    s.add_argument("--json", action="store_true", help="print the result as JSON")
     s.set_defaults(fn=cmd_route)
 
-    s = with_config(sub.add_parser("send-test", help="send a sample alert through one receiver"))
+    s = add_config_argument(command(sub, "send-test", "send a sample alert, marked TEST, through one receiver"))
     s.add_argument("--receiver", required=True)
     s.add_argument("--node", default="test-node")
     s.add_argument("--status", default="FAILED")
     s.add_argument("--previous-status", default="RUNNING")
     s.set_defaults(fn=cmd_send_test)
 
-    d = sub.add_parser("deliveries", help="inspect and operate the outbox")
+    d = command(sub, "deliveries", "inspect and operate the outbox")
     dsub = d.add_subparsers(dest="action", required=True)
-    s = with_config(dsub.add_parser("list"))
+    s = add_via_arguments(add_config_argument(command(dsub, "list", "deliveries, newest first",
+                                                      "deliveries list")))
     s.add_argument("--state", choices=["pending", "inflight", "done", "dead"])
     s.add_argument("--limit", type=int, default=100)
     s.add_argument("--json", action="store_true")
-    s = with_config(dsub.add_parser("retry"))
+    s = add_via_arguments(add_config_argument(command(dsub, "retry", "queue deliveries again",
+                                                      "deliveries retry")))
     s.add_argument("ids", nargs="*")
     s.add_argument("--dead", action="store_true", help="every dead delivery")
-    s = with_config(dsub.add_parser("purge"))
+    s = add_via_arguments(add_config_argument(command(dsub, "purge", "delete dead deliveries",
+                                                      "deliveries purge")))
     s.add_argument("--dead", action="store_true", required=True)
     d.set_defaults(fn=cmd_deliveries)
 
-    commands.register(sub)
+    commands.register(sub, command)
     return p
 
 

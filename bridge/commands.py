@@ -31,19 +31,18 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote
 
-import aiohttp
 import yaml
 from pydantic import ValidationError
 
 from bridge import __version__
 from bridge import config as config_mod
+from bridge.adminclient import AdminClient, detail, through_bridge_or_store
 from bridge.config import Config, ServerConfig, split_host_port
-from bridge.errors import StorageUnavailable
+from bridge.errors import CommandError
 from bridge.model import KNOWN_STATUSES, Silence, parse_timestamp
 from bridge.verify import SIGNATURE_HEADER
-
-ADMIN_TIMEOUT = 5.0
 
 
 def _unverified_tls() -> ssl.SSLContext:
@@ -53,16 +52,64 @@ def _unverified_tls() -> ssl.SSLContext:
     return ctx
 
 
-def register(sub: Any) -> None:
-    """Add this module's subcommands to the ``alert-bridge`` parser."""
-    _register_silence(sub)
+CONFIG_ENV = "ALERT_BRIDGE_CONFIG"
+DEFAULT_CONFIG = Path("/etc/alert-bridge/config.yaml")
 
-    s = sub.add_parser("keygen", help="write a key pair for local trials (private.pem, public.pem)")
+EXAMPLES = {
+    "serve": "example:\n  alert-bridge serve -c /etc/alert-bridge/config.yaml",
+    "check": "examples:\n  alert-bridge check -c config.yaml\n  ALERT_BRIDGE_CONFIG=config.yaml alert-bridge check",
+    "reload": "example:\n  alert-bridge reload -c /etc/alert-bridge/config.yaml",
+    "route": "examples:\n  alert-bridge route -c config.yaml --node node-prod-1 --status FAILED\n"
+             "  alert-bridge route -c config.yaml --node n1 --status RUNNING --previous-status FAILED --json",
+    "send-test": "example:\n  alert-bridge send-test -c config.yaml --receiver oncall-slack",
+    "deliveries": "examples:\n  alert-bridge deliveries list -c config.yaml --state dead\n"
+                  "  alert-bridge deliveries retry -c config.yaml --dead",
+    "deliveries list": "examples:\n  alert-bridge deliveries list -c config.yaml\n"
+                       "  alert-bridge deliveries list -c config.yaml --state pending --json",
+    "deliveries retry": "examples:\n  alert-bridge deliveries retry -c config.yaml dlv_0123456789abcdef01234567\n"
+                        "  alert-bridge deliveries retry -c config.yaml --dead",
+    "deliveries purge": "example:\n  alert-bridge deliveries purge -c config.yaml --dead",
+    "silence": "examples:\n  alert-bridge silence add -c config.yaml --node 'db-*' --for 2h --comment upgrade\n"
+               "  alert-bridge silence list -c config.yaml",
+    "silence add": "examples:\n  alert-bridge silence add -c config.yaml --node 'db-*' --for 2h --comment upgrade\n"
+                   "  alert-bridge silence add -c config.yaml --node n1 --status FAILED "
+                   "--until 2026-05-01T06:00:00Z --comment move",
+    "silence list": "examples:\n  alert-bridge silence list -c config.yaml\n"
+                    "  alert-bridge silence list -c config.yaml --all --json",
+    "silence expire": "example:\n  alert-bridge silence expire -c config.yaml sil_0123456789abcdef",
+    "keygen": "example:\n  alert-bridge keygen --out keys",
+    "emit": "example:\n  alert-bridge emit --private-key keys/private.pem --node n1 --status FAILED",
+    "demo": "example:\n  alert-bridge demo",
+    "healthcheck": "examples:\n  alert-bridge healthcheck -c /etc/alert-bridge/config.yaml\n"
+                   "  alert-bridge healthcheck --port 8080 --path /healthz",
+}
+
+
+def add_config_argument(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``-c``: required unless $ALERT_BRIDGE_CONFIG is set or /etc/alert-bridge/config.yaml exists."""
+    default = os.environ.get(CONFIG_ENV) or (str(DEFAULT_CONFIG) if DEFAULT_CONFIG.is_file() else None)
+    sp.add_argument("-c", "--config", required=default is None, default=default,
+                    help=f"YAML config file (default: ${CONFIG_ENV}, else {DEFAULT_CONFIG} when it exists)")
+    return sp
+
+
+def add_via_arguments(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    sp.add_argument("--via", choices=["auto", "admin", "storage"], default="auto",
+                    help="auto (default): the running bridge's admin API if it answers, else the store")
+    sp.add_argument("--admin-url", help="admin listener to use (default: from server.admin_listen)")
+    return sp
+
+
+def register(sub: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
+    """Add this module's subcommands to the ``alert-bridge`` parser (``command`` makes one with examples)."""
+    _register_silence(sub, command)
+
+    s = command(sub, "keygen", "write a key pair for local trials (private.pem, public.pem)")
     s.add_argument("--out", required=True, help="directory to write private.pem (0600) and public.pem into")
     s.add_argument("--force", action="store_true", help="overwrite an existing key pair")
     s.set_defaults(fn=cmd_keygen)
 
-    s = sub.add_parser("emit", help="sign and post an event exactly as ThunderStack does")
+    s = command(sub, "emit", "sign and post an event exactly as ThunderStack does")
     s.add_argument("--private-key", required=True, help="PEM private key (see keygen)")
     s.add_argument("--url", default="http://127.0.0.1:8080/webhook", help="the bridge's webhook URL")
     s.add_argument("--node", required=True, help="nodeId")
@@ -73,11 +120,11 @@ def register(sub: Any) -> None:
     s.add_argument("--insecure", action="store_true", help="do not verify the bridge's TLS certificate")
     s.set_defaults(fn=cmd_emit)
 
-    s = sub.add_parser("demo", help="the whole flow in one command: a node fails and recovers, alerts print")
+    s = command(sub, "demo", "the whole flow in one command: a node fails and recovers, alerts print")
     s.add_argument("-v", "--verbose", action="store_true", help="also show the bridge's own log lines")
     s.set_defaults(fn=cmd_demo)
 
-    s = sub.add_parser("healthcheck", help="exit 0 when the local bridge answers /readyz with 200 (for HEALTHCHECK)")
+    s = command(sub, "healthcheck", "exit 0 when the local bridge answers /readyz with 200 (for HEALTHCHECK)")
     src = s.add_mutually_exclusive_group()
     src.add_argument("-c", "--config", help="take the port from this config's server.listen")
     src.add_argument("--port", type=int, help="webhook port on 127.0.0.1 (default 8080)")
@@ -85,14 +132,6 @@ def register(sub: Any) -> None:
     s.add_argument("--path", default="/readyz", help="/readyz (default) or /healthz")
     s.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
     s.set_defaults(fn=cmd_healthcheck)
-
-
-class CommandError(Exception):
-    """A command failed in a way worth one line on stderr; ``code`` is the exit status."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def _fail(exc: CommandError) -> int:
@@ -103,18 +142,15 @@ def _fail(exc: CommandError) -> int:
 # --- silence -------------------------------------------------------------------------------------
 
 
-def _register_silence(sub: Any) -> None:
-    p = sub.add_parser("silence", help="maintenance windows: matching events are recorded, not notified")
+def _register_silence(sub: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
+    p = command(sub, "silence", "maintenance windows: matching events are recorded, not notified")
     ssub = p.add_subparsers(dest="action", required=True)
 
     def common(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        sp.add_argument("-c", "--config", required=True, help="YAML config file")
-        sp.add_argument("--via", choices=["auto", "admin", "storage"], default="auto",
-                        help="auto (default): the running bridge's admin API if it answers, else the store")
-        sp.add_argument("--admin-url", help="admin listener to use (default: from server.admin_listen)")
-        return sp
+        return add_via_arguments(add_config_argument(sp))
 
-    s = common(ssub.add_parser("add", help="silence a node glob (optionally only some statuses); prints the id"))
+    s = common(command(ssub, "add", "silence a node glob (optionally only some statuses); prints the id",
+                       "silence add"))
     s.add_argument("--node", required=True, help="node id or glob, e.g. 'node-prod-*'")
     s.add_argument("--status", action="extend", nargs="+", metavar="S",
                    help="only these statuses (default: any), e.g. --status FAILED PAUSED")
@@ -125,12 +161,12 @@ def _register_silence(sub: Any) -> None:
     s.add_argument("--comment", required=True, help="why (shown by silence list)")
     s.set_defaults(fn=cmd_silence)
 
-    s = common(ssub.add_parser("list", help="silences in force or starting later (--all: expired too)"))
+    s = common(command(ssub, "list", "silences in force or starting later (--all: expired too)", "silence list"))
     s.add_argument("--all", action="store_true", help="include expired silences")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_silence)
 
-    s = common(ssub.add_parser("expire", help="end a silence now"))
+    s = common(command(ssub, "expire", "end a silence now", "silence expire"))
     s.add_argument("id")
     s.set_defaults(fn=cmd_silence)
 
@@ -148,63 +184,37 @@ class SilenceBackend(Protocol):
 class AdminSilences:
     """The running bridge's admin API."""
 
-    def __init__(self, base_url: str, session: aiohttp.ClientSession) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.where = f"the running bridge at {self.base_url}"
-        self._session = session
-
-    async def _call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        try:
-            async with self._session.request(method, self.base_url + path, json=body) as resp:
-                try:
-                    doc = await resp.json(content_type=None)
-                except ValueError:
-                    doc = None
-                return resp.status, doc
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise CommandError(f"admin API at {self.base_url} failed: {type(exc).__name__} {exc}") from None
-
-    @staticmethod
-    def _detail(status: int, doc: Any) -> str:
-        return str(doc.get("detail")) if isinstance(doc, dict) and doc.get("detail") else f"HTTP {status}"
-
-    async def reachable(self) -> bool:
-        """True when a bridge with the silence API answers; False when nothing listens there."""
-        try:
-            async with self._session.get(self.base_url + "/-/silences") as resp:
-                return resp.status == 200
-        except (aiohttp.ClientError, TimeoutError, OSError):
-            return False
+    def __init__(self, admin: AdminClient) -> None:
+        self.where = admin.where
+        self._admin = admin
 
     async def add(self, spec: Mapping[str, Any]) -> Silence:
-        status, doc = await self._call("POST", "/-/silences", dict(spec))
-        if status == 400:
-            raise ValueError(self._detail(status, doc))
+        status, doc = await self._admin.call("POST", "/-/silences", dict(spec))
+        if status in (400, 422):
+            raise ValueError(detail(status, doc))
         if status != 201 or not isinstance(doc, dict):
-            raise CommandError(f"admin API answered {self._detail(status, doc)}")
+            raise CommandError(f"admin API answered {detail(status, doc)}")
         return Silence.from_dict(doc["silence"])
 
     async def list(self, *, include_expired: bool) -> list[Silence]:
-        status, doc = await self._call("GET", "/-/silences" + ("?all=1" if include_expired else ""))
-        if status != 200 or not isinstance(doc, dict):
-            raise CommandError(f"admin API answered {self._detail(status, doc)}")
+        doc = await self._admin.expect("GET", "/-/silences" + ("?all=1" if include_expired else ""))
         return [Silence.from_dict(d) for d in doc["silences"]]
 
     async def expire(self, silence_id: str) -> bool:
-        status, doc = await self._call("POST", f"/-/silences/{silence_id}/expire")
+        status, doc = await self._admin.call("POST", f"/-/silences/{quote(silence_id, safe='')}/expire")
         if status == 404:
             return False
         if status != 200:
-            raise CommandError(f"admin API answered {self._detail(status, doc)}")
+            raise CommandError(f"admin API answered {detail(status, doc)}")
         return True
 
 
 class StoreSilences:
     """The configured store, opened by this process (the bridge is not running)."""
 
-    def __init__(self, store: Any, url: str) -> None:
+    def __init__(self, store: Any, where: str) -> None:
         self._store = store
-        self.where = f"storage {url.split('@')[-1]}"  # never print redis credentials
+        self.where = where
 
     async def add(self, spec: Mapping[str, Any]) -> Silence:
         from bridge.silences import silence_from_spec
@@ -223,49 +233,16 @@ class StoreSilences:
         return found
 
 
-def admin_base_url(cfg: Config) -> str | None:
-    """Where this host reaches the admin listener (a wildcard bind is reached on loopback)."""
-    host, port = split_host_port(cfg.server.admin_listen)
-    if port == 0:
-        return None
-    if host in ("0.0.0.0", ""):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
 async def _with_silences(args: argparse.Namespace, cfg: Config,
                          fn: Callable[[SilenceBackend], Awaitable[int]]) -> int:
-    base = args.admin_url or admin_base_url(cfg)
-    timeout = aiohttp.ClientTimeout(total=ADMIN_TIMEOUT)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        if args.via != "storage":
-            if base is None:
-                if args.via == "admin":
-                    raise CommandError("server.admin_listen has port 0; pass --admin-url", 2)
-            else:
-                admin = AdminSilences(base, session)
-                if args.via == "admin" or await admin.reachable():
-                    return await fn(admin)
-        url = cfg.storage.url
-        if url.startswith("memory://"):
-            raise CommandError(
-                f"storage is {url}: silences live inside the running bridge, and no bridge answers at "
-                f"{base or 'its admin listener'} (is it running? is --admin-url right?)"
-            )
-        from bridge.store import open_store
+    async def on_admin(admin: AdminClient) -> int:
+        return await fn(AdminSilences(admin))
 
-        store = open_store(url)
-        try:
-            await store.open()
-        except StorageUnavailable as exc:
-            hint = f"; a bridge seems to hold it, yet its admin listener {base} does not answer" if base else ""
-            raise CommandError(f"{exc.detail}{hint}") from None
-        try:
-            return await fn(StoreSilences(store, url))
-        finally:
-            await store.close()
+    async def on_store(store: Any, where: str) -> int:
+        return await fn(StoreSilences(store, where))
+
+    return await through_bridge_or_store(cfg, via=args.via, admin_url=args.admin_url,
+                                         on_admin=on_admin, on_store=on_store)
 
 
 def _spec(args: argparse.Namespace) -> dict[str, Any]:

@@ -146,6 +146,9 @@ def context_fields(
     }
 
 
+TEST_ROUTE = "send-test"  # the route of ``alert-bridge send-test`` alerts: their title says TEST
+
+
 @dataclass(frozen=True, slots=True)
 class Alert:
     """What a receiver sends: the event plus what routing knew when it was accepted."""

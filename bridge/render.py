@@ -27,7 +27,7 @@ from bridge.config import (
     WebhookReceiverConfig,
 )
 from bridge.errors import ConfigError
-from bridge.model import Alert, Event, format_timestamp
+from bridge.model import TEST_ROUTE, Alert, Event, format_timestamp
 
 log = logging.getLogger("bridge.render")
 
@@ -350,6 +350,8 @@ class Renderer:
         else:
             title = _default_title(ctx)
         ctx["title"] = " ".join(title.split())
+        if alert.route == TEST_ROUTE:  # ``alert-bridge send-test``: nobody may take it for an incident
+            ctx["title"] = "TEST: " + ctx["title"]
         text = self._override("text", cfg.text if cfg else None, ctx, "text")
         if text is not None:
             used.add("text")

@@ -250,16 +250,17 @@ async def test_silence_api_validates(bridge: Callable[..., Any]) -> None:
                            ({"node": "n", "ends_at": "2001-01-01T00:00:00Z"}, "after starts_at"),
                            ({"node": "n", "duration": "1h", "status": []}, "status")]:
             async with s.post(b.admin_url + "/-/silences", json=body) as resp:
-                assert resp.status == 400, body
+                assert resp.status == 422, body
                 assert word in (await resp.json())["detail"]
-        async with s.post(b.admin_url + "/-/silences", data=b"[") as resp:
+        async with s.post(b.admin_url + "/-/silences", data=b"[",
+                          headers={"Content-Type": "application/json"}) as resp:
             assert resp.status == 400
         starts = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
         async with s.post(b.admin_url + "/-/silences",
                           json={"node": "n1", "starts_at": starts, "duration": 60, "comment": "later"}) as resp:
             assert resp.status == 201
             later = (await resp.json())["silence"]
-        async with s.post(b.admin_url + "/-/silences/nope/expire") as resp:
+        async with s.post(b.admin_url + "/-/silences/nope/expire", json={}) as resp:
             assert resp.status == 404
     # a silence that starts later does not silence now
     status, doc = await b.event("n1", "FAILED")

@@ -213,7 +213,7 @@ async def test_no_secret_in_logs_metrics_or_answers(
         cfg["routes"].append({"name": "bad", "to": ["nobody"]})
         cfg["receivers"]["hook"]["timeout"] = "soon"
         p.write_config(cfg)
-        async with aiohttp.ClientSession() as s, s.post(p.admin_url + "/-/reload") as resp:
+        async with aiohttp.ClientSession() as s, s.post(p.admin_url + "/-/reload", json={}) as resp:
             assert resp.status == 400
             answers.append(await resp.text())
         p.write_config(good)

@@ -177,7 +177,7 @@ async def test_admin_endpoints_absent_from_the_webhook_listener(
     async with aiohttp.ClientSession() as s:
         async with s.get(f"http://{ahost}:{aport}/metrics") as r:
             metrics_status, metrics = r.status, await r.text()
-        async with s.post(f"http://{ahost}:{aport}/-/reload") as r:
+        async with s.post(f"http://{ahost}:{aport}/-/reload", json={}) as r:
             reload_status = r.status
         async with s.get(f"http://{ahost}:{aport}/metrics") as r:
             after = await r.text()
