@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeVar
 
 import aiohttp
 
-from bridge.config import Config, split_host_port
+from bridge.config import Config, ServerConfig, split_host_port
 from bridge.errors import CommandError, StorageUnavailable
 
 ADMIN_TIMEOUT = 5.0
@@ -23,9 +23,9 @@ Via = Literal["auto", "admin", "storage"]
 T = TypeVar("T")
 
 
-def admin_base_url(cfg: Config) -> str | None:
+def admin_base_url(server: ServerConfig) -> str | None:
     """Where this host reaches the admin listener (a wildcard bind is reached on loopback)."""
-    host, port = split_host_port(cfg.server.admin_listen)
+    host, port = split_host_port(server.admin_listen)
     if port == 0:
         return None
     if host in ("0.0.0.0", ""):
@@ -82,31 +82,33 @@ def detail(status: int, doc: Any) -> str:
     return str(doc.get("detail")) if isinstance(doc, dict) and doc.get("detail") else f"HTTP {status}"
 
 
-def admin_token(cfg: Config) -> str | None:
-    token = cfg.server.admin_token
+def admin_token(server: ServerConfig) -> str | None:
+    token = server.admin_token
     return token.get_secret_value() if token is not None else None
 
 
 async def through_bridge_or_store(
-    cfg: Config, *, via: Via = "auto", admin_url: str | None = None,
+    cfg: Config | ServerConfig, *, via: Via = "auto", admin_url: str | None = None,
     on_admin: Callable[[AdminClient], Awaitable[T]],
     on_store: Callable[[Any, str], Awaitable[T]] | None = None,
 ) -> T:
     """Run ``on_admin`` against the running bridge, else ``on_store(store, where)`` on the opened store.
 
-    ``on_store=None``: the operation only exists in a running bridge (reload).
+    ``on_store=None``: the operation only exists in a running bridge (reload); then ``cfg`` may be
+    only the ``server:`` section.
     """
-    base = admin_url or admin_base_url(cfg)
+    server = cfg if isinstance(cfg, ServerConfig) else cfg.server
+    base = admin_url or admin_base_url(server)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=ADMIN_TIMEOUT)) as session:
         if via != "storage":
             if base is None:
                 if via == "admin" or on_store is None:
                     raise CommandError("server.admin_listen has port 0; pass --admin-url", 2)
             else:
-                admin = AdminClient(base, session, admin_token(cfg))
+                admin = AdminClient(base, session, admin_token(server))
                 if via == "admin" or on_store is None or await admin.reachable():
                     return await on_admin(admin)
-    assert on_store is not None
+    assert on_store is not None and isinstance(cfg, Config)
     url = cfg.storage.url
     where = f"storage {url.split('@')[-1]}"  # never print redis credentials
     if url.startswith("memory://"):

@@ -19,7 +19,7 @@ from typing import Any
 from bridge import __version__, commands, logs
 from bridge import config as config_mod
 from bridge.adminclient import AdminClient, admin_base_url, detail, through_bridge_or_store
-from bridge.commands import EXAMPLES, add_config_argument, add_via_arguments
+from bridge.commands import EXAMPLES, add_config_argument, add_via_arguments, server_section
 from bridge.config import Config, format_duration
 from bridge.errors import BridgeError, CommandError, ConfigError, DeliveryError, Unavailable
 from bridge.model import Event, NodeState
@@ -286,18 +286,18 @@ async def _deliveries_store(store: Any, args: argparse.Namespace) -> Any:
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
-    cfg = _load(args.config)
-
     async def on_admin(admin: AdminClient) -> tuple[int, Any]:
         return await admin.call("POST", "/-/reload", {})
 
     try:
-        status, doc = asyncio.run(through_bridge_or_store(cfg, admin_url=args.admin_url, on_admin=on_admin))
+        # Only server: is read here: the bridge checks the whole file and answers with every problem.
+        server = server_section(args.config)
+        status, doc = asyncio.run(through_bridge_or_store(server, admin_url=args.admin_url, on_admin=on_admin))
     except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.code
     if status == 200:
-        print(f"reloaded: the bridge at {args.admin_url or admin_base_url(cfg)} runs the config it read now")
+        print(f"reloaded: the bridge at {args.admin_url or admin_base_url(server)} runs the config it read now")
         return 0
     for problem in (doc.get("errors") if isinstance(doc, dict) else None) or [detail(status, doc)]:
         print(f"error: {problem}", file=sys.stderr)

@@ -402,19 +402,25 @@ def cmd_emit(args: argparse.Namespace) -> int:
 # --- healthcheck ---------------------------------------------------------------------------------
 
 
+def server_section(path: str) -> ServerConfig:
+    """Only ``server:`` of a config file, read leniently: a mistake elsewhere in the file must not stop a
+    probe of (or a reload for) a bridge still running its last good config."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        problems: list[str] = []
+        section = config_mod.interpolate(raw.get("server") or {}, os.environ, ("server",), problems)
+        if problems:
+            raise CommandError(f"cannot read server: from {path}: {problems[0]}")
+        return ServerConfig.model_validate(section)
+    except (OSError, yaml.YAMLError, ValidationError, AttributeError) as exc:
+        raise CommandError(f"cannot read server: from {path}: {type(exc).__name__}") from None
+
+
 def _health_base(args: argparse.Namespace) -> str:
     if args.url:
         return str(args.url)
     if args.config:
-        # Only server: is read, and leniently: a later mistake elsewhere in the file must not make a
-        # healthy bridge (still running its last good config) look dead.
-        try:
-            raw = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
-            problems: list[str] = []
-            section = config_mod.interpolate(raw.get("server") or {}, os.environ, ("server",), problems)
-            server = ServerConfig.model_validate(section)
-        except (OSError, yaml.YAMLError, ValidationError, AttributeError) as exc:
-            raise CommandError(f"cannot read server: from {args.config}: {type(exc).__name__}") from None
+        server = server_section(args.config)
         host, port = split_host_port(server.listen)
         scheme = "https" if server.tls else "http"
         if host in ("0.0.0.0", "", "::"):
