@@ -151,10 +151,15 @@ def _js_number(value: int | float) -> str:
     return f"{sign}{body}e{'+' if exp10 > 0 else '-'}{abs(exp10)}"
 
 
+_quote = json.encoder.encode_basestring  # json.dumps(s, ensure_ascii=False) without an encoder per call
+
+
 def _js_string(value: str) -> str:
-    out = json.dumps(value, ensure_ascii=False)
+    out: str = _quote(value)
     # JSON.stringify escapes lone surrogates (ES2019); Python would emit them raw.
-    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", out)
+    if _LONE_SURROGATE.search(out):
+        return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", out)
+    return out
 
 
 def js_stringify(value: Any) -> str:
@@ -165,13 +170,14 @@ def js_stringify(value: Any) -> str:
         return "true"
     if value is False:
         return "false"
-    if isinstance(value, int | float):
-        return _js_number(value)
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is str:
         return _js_string(value)
-    if isinstance(value, list):
+    if kind is int or kind is float:
+        return _js_number(value)
+    if kind is list:
         return "[" + ",".join(js_stringify(v) for v in value) + "]"
-    if isinstance(value, dict):
+    if kind is dict:
         # Integer-like keys come first in ascending order in JavaScript objects.
         keys = list(value)
         index_keys = sorted((k for k in keys if _array_index(k)), key=int)
