@@ -92,7 +92,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         if v.public_key_file else f"public_key_url {v.public_key_url}"
     )
     print(f"config {cfg.source} is valid")
-    print(f"  listen        {cfg.server.listen}{cfg.server.path} (admin {cfg.server.admin_listen})")
+    auth = "bearer token" if cfg.server.admin_token else "no token"
+    print(f"  listen        {cfg.server.listen}{cfg.server.path} (admin {cfg.server.admin_listen}, {auth})")
     print(f"  key           {key}")
     print(f"  storage       {cfg.storage.url.split('@')[-1]}")  # never print redis credentials
     print(f"  nodes         {'any' if cfg.nodes is None else len(cfg.nodes)}")
