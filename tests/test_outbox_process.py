@@ -545,7 +545,7 @@ async def test_deliveries_cli_on_sqlite_running_and_stopped(
 
         revived = sorted(want)[0]
         out = await cli("deliveries", "retry", "-c", cfg, revived)
-        assert out.returncode == 0 and out.stdout.strip() == "1 deliveries queued again"
+        assert out.returncode == 0 and out.stdout.strip() == "1 delivery queued again"
         pending = listed(await cli("deliveries", "list", "-c", cfg, "--state", "pending", "--json"))
         assert [(d["id"], d["attempts"]) for d in pending] == [(revived, 0)]
 
