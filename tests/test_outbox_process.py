@@ -590,6 +590,8 @@ async def test_redis_down_at_start_then_up(bridge_process: StartBridge, tmp_path
     (tmp_path / "redis").mkdir()
     p = await bridge_process(wait_ready=False, storage={"url": server.url})
     status, body = await p.get(p.base_url + "/readyz")
+    assert status == 503 and "reason" not in body  # the why is for the admin port only
+    status, body = await p.get(p.admin_url + "/readyz")
     assert status == 503 and "storage" in body["reason"]
     code, doc = await p.event("n1", "FAILED")
     assert code == 503 and doc["error"] == "unavailable"
