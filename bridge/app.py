@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import ipaddress
 import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping
@@ -42,6 +43,15 @@ LINGER = 2.0  # seconds a refused request's unread body is drained before the co
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def validate(cfg: Config) -> Rules:
@@ -118,7 +128,12 @@ class App:
                            body_timeout=s.body_timeout, ready=self.ready)
         self.webhook_port = await self._serve(hook, host, port, ctx)
         ahost, aport = split_host_port(s.admin_listen)
-        admin = admin_app(metrics=self.scrape, reload=self.reload, ready=self.ready, silences=self, outbox=self.store)
+        token = s.admin_token.get_secret_value() if s.admin_token else None
+        if token is None and not _loopback(ahost):
+            log.warning("the admin listener %s is reachable from other hosts and has no server.admin_token: "
+                        "anyone who can reach it can silence alerts and reload the config", s.admin_listen)
+        admin = admin_app(metrics=self.scrape, reload=self.reload, ready=self.ready, silences=self, outbox=self.store,
+                          token=token, metrics_public=s.metrics_public)
         self.admin_port = await self._serve(admin, ahost, aport, None)
         scheme = "https" if ctx else "http"
         log.info("listening on %s://%s:%d%s (admin on %s:%d)", scheme, host, self.webhook_port, s.path,

@@ -1,4 +1,4 @@
-"""Command line: serve | check | route | send-test | deliveries | silence | keygen | emit | demo | healthcheck.
+"""Command line: serve | check | route | send-test | reload | deliveries | silence | keygen | emit | demo | healthcheck.
 
 Exit status: 0 success, 1 the operation failed (e.g. a test alert did not arrive), 2 bad
 config or usage.
@@ -12,12 +12,13 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from bridge import __version__, commands, logs
 from bridge import config as config_mod
+from bridge.commands import EXAMPLES, add_config_argument
 from bridge.config import Config, format_duration
 from bridge.errors import BridgeError, ConfigError, DeliveryError, Unavailable
 from bridge.model import Event, NodeState
@@ -96,7 +97,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         if v.public_key_file else f"public_key_url {v.public_key_url}"
     )
     print(f"config {cfg.source} is valid")
-    print(f"  listen        {cfg.server.listen}{cfg.server.path} (admin {cfg.server.admin_listen})")
+    auth = "bearer token" if cfg.server.admin_token else "no token"
+    print(f"  listen        {cfg.server.listen}{cfg.server.path} (admin {cfg.server.admin_listen}, {auth})")
     print(f"  key           {key}")
     print(f"  storage       {cfg.storage.url.split('@')[-1]}")  # never print redis credentials
     print(f"  nodes         {'any' if cfg.nodes is None else f'{len(cfg.nodes)} (allow-list: others get 403)'}"
@@ -111,28 +113,53 @@ def cmd_check(args: argparse.Namespace) -> int:
 # --- route ---------------------------------------------------------------------------------------
 
 
+class _Unset(dict[str, str]):
+    """The environment, with a placeholder for every variable that is not set.
+
+    ``route`` sends nothing, so it must run where the secrets' variables are absent (a laptop, CI).
+    """
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __missing__(self, key: str) -> str:
+        return f"unset-{key}"
+
+
 def cmd_route(args: argparse.Namespace) -> int:
-    from bridge.app import validate
+    import os
+
+    from bridge.ingest import Rules
     from bridge.routing import explain
     from bridge.store.base import select_deliveries
 
-    cfg = _load(args.config)
-    rules = validate(cfg)
-    if cfg.nodes is not None and args.node not in cfg.nodes:
-        print(f"note: node {args.node!r} is not in nodes: (the bridge would refuse it with 403)")
+    cfg = config_mod.load(args.config, env=_Unset(os.environ))
+    rules = Rules.from_config(cfg)
+    refused = cfg.nodes is not None and args.node not in cfg.nodes
     now = datetime.now(UTC)
     event = Event(args.event_type, now, args.node, args.status, {"nodeId": args.node, "status": args.status},
                   rules.labeler.labels_for(args.node), now)
     prev = NodeState(args.node, args.previous_status, now, now, "evt_prev") if args.previous_status else None
-    for name, matched, why in explain(rules.router, event, prev):
-        print(f"  {'MATCH' if matched else '     '} {name}" + (f"  ({why})" if why else ""))
-    matches = rules.router.match(event, prev)
-    pairs, _ = select_deliveries(matches, {}, now.timestamp())
-    if pairs:
-        print("notified: " + ", ".join(f"{rcv} (via {route})" for route, rcv in pairs))
+    steps = explain(rules.router, event, prev)
+    pairs = [] if refused else select_deliveries(rules.router.match(event, prev), {}, now.timestamp())[0]
+    result = {
+        "node": args.node, "status": args.status, "previous_status": args.previous_status,
+        "refused": f"node {args.node!r} is not in nodes: the bridge would refuse it with 403" if refused else None,
+        "routes": [{"route": name, "matched": matched, "reason": why} for name, matched, why in steps],
+        "notified": [{"receiver": rcv, "route": route} for route, rcv in pairs],
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+    elif refused:
+        print(f"refused: {result['refused']}; nobody is notified")
     else:
-        print("notified: nobody (the event would only be recorded)")
-    return 0
+        for name, matched, why in steps:
+            print(f"  {'MATCH' if matched else '     '} {name}" + (f"  ({why})" if why else ""))
+        if pairs:
+            print("notified: " + ", ".join(f"{rcv} (via {route})" for route, rcv in pairs))
+        else:
+            print("notified: nobody (the event would only be recorded)")
+    return 0 if pairs else 1
 
 
 # --- send-test -----------------------------------------------------------------------------------
@@ -150,7 +177,7 @@ def cmd_send_test(args: argparse.Namespace) -> int:
 async def _send_test(cfg: Config, args: argparse.Namespace) -> int:
     import aiohttp
 
-    from bridge.model import Alert, delivery_id
+    from bridge.model import TEST_ROUTE, Alert, delivery_id
     from bridge.receivers import build_receiver
     from bridge.render import Renderer
 
@@ -159,7 +186,7 @@ async def _send_test(cfg: Config, args: argparse.Namespace) -> int:
 
     event = Event("NODE_STATUS_UPDATED", now, args.node, args.status, {"nodeId": args.node, "status": args.status},
                   NodeLabeler.from_config(cfg).labels_for(args.node), now)
-    alert = Alert(event, "send-test", args.receiver, delivery_id(event.id, args.receiver),
+    alert = Alert(event, TEST_ROUTE, args.receiver, delivery_id(event.id, args.receiver),
                   args.previous_status, now if args.previous_status else None)
     async with aiohttp.ClientSession() as session:
         receiver = build_receiver(args.receiver, cfg.receivers[args.receiver],
@@ -172,82 +199,8 @@ async def _send_test(cfg: Config, args: argparse.Namespace) -> int:
             return 1
         finally:
             await receiver.close()
-    print(f"sent: a test alert for {args.node} {args.status} was accepted by receiver {args.receiver!r}")
+    print(f"sent: a TEST alert for {args.node} {args.status} was accepted by receiver {args.receiver!r}")
     return 0
-
-
-# --- deliveries ----------------------------------------------------------------------------------
-
-
-async def _with_store(cfg: Config, fn: Callable[[Any], Any]) -> Any:
-    from bridge.store import open_store
-
-    store = open_store(cfg.storage.url)
-    await store.open()
-    try:
-        return await fn(store)
-    finally:
-        await store.close()
-
-
-def cmd_deliveries(args: argparse.Namespace) -> int:
-    cfg = _load(args.config)
-    if args.action == "retry" and not args.ids and not args.dead:
-        print("error: name delivery ids or --dead", file=sys.stderr)
-        return 2
-    result = asyncio.run(_deliveries(cfg, args))
-    if args.action == "list":
-        if args.json:
-            print(json.dumps(result, indent=2))
-        else:
-            for d in result:
-                print(f"{d['id']}  {d['state']:8} {d['receiver']:16} {d['node']:20} {d['status']:10} "
-                      f"attempts={d['attempts']} {d['last_error'] or ''}")
-            print(f"{len(result)} deliveries", file=sys.stderr)
-    elif args.action == "retry":
-        print(f"{result} deliveries queued again")
-    else:
-        print(f"{result} dead deliveries purged")
-    return 0
-
-
-async def _deliveries(cfg: Config, args: argparse.Namespace) -> Any:
-    """The running bridge's admin API when it answers (SQLite admits one process), else the store."""
-    import aiohttp
-
-    from bridge.commands import admin_base_url
-
-    base = admin_base_url(cfg)
-    if base is not None:
-        if args.action == "list":
-            state = f"&state={args.state}" if args.state else ""
-            method, path, body, key = "GET", f"/-/deliveries?limit={args.limit}{state}", None, "deliveries"
-        elif args.action == "retry":
-            body = {"dead": True} if args.dead else {"ids": args.ids}
-            method, path, key = "POST", "/-/deliveries/retry", "retried"
-        else:
-            method, path, body, key = "POST", "/-/deliveries/purge-dead", None, "purged"
-        try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session, \
-                    session.request(method, base + path, json=body) as resp:
-                doc = await resp.json(content_type=None)
-                if resp.status == 200 and isinstance(doc, dict) and key in doc:
-                    return doc[key]
-                detail = doc.get("detail") if isinstance(doc, dict) else None
-                raise Unavailable(f"admin API at {base} answered {resp.status}: {detail or 'unexpected answer'}")
-        except (aiohttp.ClientConnectionError, TimeoutError):
-            pass  # no bridge running: open the store ourselves
-        except ValueError:
-            raise Unavailable(f"admin API at {base} answered something that is not JSON") from None
-
-    async def on_store(store: Any) -> Any:
-        if args.action == "list":
-            return [d.summary() for d in await store.list_deliveries(state=args.state, limit=args.limit)]
-        if args.action == "retry":
-            return await store.retry_deliveries(None if args.dead else args.ids, now=datetime.now(UTC))
-        return await store.purge_dead()
-
-    return await _with_store(cfg, on_store)
 
 
 # --- parser --------------------------------------------------------------------------------------
@@ -258,45 +211,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"alert-bridge {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        sp.add_argument("-c", "--config", required=True, help="YAML config file")
+    def command(parent: Any, name: str, help_text: str, key: str | None = None) -> argparse.ArgumentParser:
+        sp: argparse.ArgumentParser = parent.add_parser(
+            name, help=help_text, description=help_text, epilog=EXAMPLES.get(key or name),
+            formatter_class=argparse.RawDescriptionHelpFormatter)
         return sp
 
-    s = with_config(sub.add_parser("serve", help="run the bridge"))
+    s = add_config_argument(command(sub, "serve", "run the bridge"))
     s.set_defaults(fn=cmd_serve)
-    s = with_config(sub.add_parser("check", help="validate the config and print a summary"))
+    s = add_config_argument(command(sub, "check", "validate the config and print a summary"))
     s.add_argument("--strict", action="store_true",
                    help="treat every warning as an error (exit 2), e.g. in CI")
     s.set_defaults(fn=cmd_check)
-
-    s = with_config(sub.add_parser("route", help="show which routes and receivers an event would reach"))
+    s = add_config_argument(command(sub, "route", "show which routes and receivers an event would reach; "
+                                                  "exit 1 when nobody would be notified"))
     s.add_argument("--node", required=True)
     s.add_argument("--status", required=True)
     s.add_argument("--previous-status")
     s.add_argument("--event-type", default="NODE_STATUS_UPDATED")
+    s.add_argument("--json", action="store_true", help="print the result as JSON")
     s.set_defaults(fn=cmd_route)
 
-    s = with_config(sub.add_parser("send-test", help="send a sample alert through one receiver"))
+    s = add_config_argument(command(sub, "send-test", "send a sample alert, marked TEST, through one receiver"))
     s.add_argument("--receiver", required=True)
     s.add_argument("--node", default="test-node")
     s.add_argument("--status", default="FAILED")
     s.add_argument("--previous-status", default="RUNNING")
     s.set_defaults(fn=cmd_send_test)
 
-    d = sub.add_parser("deliveries", help="inspect and operate the outbox")
-    dsub = d.add_subparsers(dest="action", required=True)
-    s = with_config(dsub.add_parser("list"))
-    s.add_argument("--state", choices=["pending", "inflight", "done", "dead"])
-    s.add_argument("--limit", type=int, default=100)
-    s.add_argument("--json", action="store_true")
-    s = with_config(dsub.add_parser("retry"))
-    s.add_argument("ids", nargs="*")
-    s.add_argument("--dead", action="store_true", help="every dead delivery")
-    s = with_config(dsub.add_parser("purge"))
-    s.add_argument("--dead", action="store_true", required=True)
-    d.set_defaults(fn=cmd_deliveries)
-
-    commands.register(sub)
+    commands.register(sub, command)
     return p
 
 

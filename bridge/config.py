@@ -157,7 +157,8 @@ class TLSConfig(Strict):
     key_file: FilePath
 
 
-class ServerConfig(Strict):
+class ServerConfig(SecretFiles):
+    _secret_fields = ("admin_token",)
     listen: HostPort = "127.0.0.1:8080"
     admin_listen: HostPort = "127.0.0.1:9091"
     path: str = "/webhook"
@@ -169,6 +170,19 @@ class ServerConfig(Strict):
     # idle keep-alive connections, and clients that never finish their headers (slowloris).
     idle_timeout: Duration = 15.0
     shutdown_grace: Duration = 10.0
+    # Bearer token for the admin listener (all but /healthz, /readyz and, when metrics_public, /metrics).
+    admin_token: SecretStr | None = None
+    admin_token_file: str | None = None
+    metrics_public: bool = False
+
+    @field_validator("admin_token")
+    @classmethod
+    def _token(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and (len(v.get_secret_value()) < 16 or not v.get_secret_value().isprintable()
+                              or " " in v.get_secret_value()):
+            raise ValueError("must be at least 16 printable characters without spaces "
+                             "(e.g. the output of: openssl rand -hex 32)")
+        return v
 
     @field_validator("idle_timeout", "body_timeout")
     @classmethod

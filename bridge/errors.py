@@ -111,3 +111,11 @@ class RetryLater(DeliveryError):
 
 class Permanent(DeliveryError):
     """Failure that retrying cannot fix (other 4xx, invalid_auth, SMTP 5xx)."""
+
+
+class CommandError(BridgeError):
+    """A CLI command failed in a way worth one line on stderr; ``code`` is the exit status."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -40,27 +41,52 @@ class JSONFormatter(logging.Formatter):
             doc["exception"] = record.exc_text
         if record.stack_info:
             doc["stack"] = record.stack_info
-        return json.dumps(doc, default=str, ensure_ascii=False)
+        text = json.dumps(doc, default=str, ensure_ascii=False)
+        # json escapes C0 controls; DEL, C1, line separators and lone surrogates (which no stream can
+        # encode) it writes raw: make those \uXXXX too.
+        return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) if _UNSAFE.search(text) else text
+
+
+# Control characters (CR and LF first), Unicode line breaks and lone surrogates, written as escapes:
+# a signed node id "n1\r\n2026-... ERROR ..." must not start a log line of its own.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_one(m: re.Match[str]) -> str:
+    c = m.group()
+    return _ESCAPES.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+
+
+def escape_text(text: str) -> str:
+    """``text`` on one line: control characters, line separators and lone surrogates escaped."""
+    return _UNSAFE.sub(_escape_one, text) if _UNSAFE.search(text) else text
 
 
 class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        # Only the message: a traceback is appended after this and keeps its own lines.
+        record.message = escape_text(record.message)
+        return super().formatMessage(record)
+
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         extras = _extras(record)
         if extras:
             head, sep, tail = line.partition("\n")  # keep a traceback below the fields
-            line = head + " " + " ".join(f"{k}={_text_value(v)}" for k, v in extras.items()) + sep + tail
+            line = head + " " + " ".join(f"{escape_text(str(k))}={_text_value(v)}" for k, v in extras.items()) \
+                + sep + tail
         return line
 
 
 def _text_value(value: Any) -> str:
     # Structured extras (the log receiver's ``alert``) as compact JSON, so the line stays one line.
     if isinstance(value, dict | list | tuple):
-        return json.dumps(value, separators=(",", ":"), default=str, ensure_ascii=False)
-    return str(value)
+        return escape_text(json.dumps(value, separators=(",", ":"), default=str, ensure_ascii=False))
+    return escape_text(str(value))
 
 
 class Redactor(logging.Filter):

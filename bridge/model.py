@@ -170,6 +170,9 @@ class IncidentRef:
                    duration=data.get("duration"), path=str(data.get("path") or ""))
 
 
+TEST_ROUTE = "send-test"  # the route of ``alert-bridge send-test`` alerts: their title says TEST
+
+
 @dataclass(frozen=True, slots=True)
 class Alert:
     """What a receiver sends: the event plus what routing knew when it was accepted."""

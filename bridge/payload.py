@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -12,6 +13,9 @@ from bridge.model import Event, parse_timestamp
 
 MAX_ID_LENGTH = 256
 MAX_FIELD_LENGTH = 1024
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_SURROGATE_HINT = ("contains a lone surrogate (half of a UTF-16 pair, e.g. an emoji cut in two), which is "
+                   "not text and cannot be stored or sent on")
 
 
 def parse_json(body: bytes) -> Any:
@@ -40,7 +44,28 @@ def _string(obj: Mapping[str, Any], key: str, where: str, limit: int = MAX_FIELD
         raise FieldError(where, f"is longer than {limit} characters")
     if "\x00" in value:
         raise FieldError(where, "must not contain NUL characters")
+    if _LONE_SURROGATE.search(value):
+        raise FieldError(where, _SURROGATE_HINT)
     return value
+
+
+def _surrogate_at(value: Any, where: str) -> str | None:
+    """The path of the first key or string under ``value`` holding a lone surrogate."""
+    if isinstance(value, str):
+        return where if _LONE_SURROGATE.search(value) else None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if _LONE_SURROGATE.search(k):
+                return f"{where}.{k.encode('utf-8', 'backslashreplace').decode()}"
+            found = _surrogate_at(v, f"{where}.{k}")
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found = _surrogate_at(v, f"{where}[{i}]")
+            if found:
+                return found
+    return None
 
 
 def _json_type(value: Any) -> str:
@@ -77,6 +102,10 @@ def to_event(
         raise FieldError("details", f"must be an object, not {_json_type(details)}")
     details_node = _string(details, "nodeId", "details.nodeId", MAX_ID_LENGTH)
     status = _string(details, "status", "details.status", 64)
+    # Stored and sent on whole: a lone surrogate anywhere in it would fail there, on every retry.
+    bad = _surrogate_at(details, "details")
+    if bad is not None:
+        raise FieldError(bad, _SURROGATE_HINT)
     try:
         timestamp = parse_timestamp(stamp)
     except ValueError as exc:

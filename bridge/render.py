@@ -30,7 +30,7 @@ from markupsafe import Markup
 
 from bridge.config import Config, LinksConfig, ReceiverBase, TemplateKind
 from bridge.errors import ConfigError
-from bridge.model import Alert, Event
+from bridge.model import TEST_ROUTE, Alert, Event
 
 log = logging.getLogger("bridge.render")
 
@@ -39,7 +39,7 @@ Kind = TemplateKind | None  # None: the links env (url)
 COLOURS = {"FAILED": "#d62728", "RUNNING": "#2ca02c"}
 DEFAULT_COLOUR = "#ff9f1c"  # amber: anything neither healthy nor failed
 
-DEFAULT_TITLE = "{% if test %}[TEST] {% endif %}{{ node }} is {{ status }}"
+DEFAULT_TITLE = "{{ node }} is {{ status }}"
 DEFAULT_TEXT = """\
 {{ node }} is {{ status }}
 {%- if previous_status %} (was {{ previous_status }}
@@ -72,7 +72,7 @@ def compact_json(value: Any) -> str:
 # DEFAULT_TEXT render, character for character (keep the two in step), at a fraction of a Jinja
 # render's cost. Every alert without a title/text override takes this path on every delivery.
 def _default_title(ctx: Mapping[str, Any]) -> str:
-    return f"{'[TEST] ' if ctx['test'] else ''}{ctx['node']} is {ctx['status']}"
+    return f"{ctx['node']} is {ctx['status']}"
 
 
 def _default_text(ctx: Mapping[str, Any]) -> str:
@@ -188,7 +188,7 @@ def base_context(alert: Alert) -> dict[str, Any]:
         "receiver": alert.receiver,
         "delivery_id": alert.delivery_id,
         "colour": colour(event.status),
-        "test": bool(getattr(alert, "test", False)),
+        "test": alert.route == TEST_ROUTE,
         "links": {"node": None},
         "kind": alert.kind,
         "incident": alert.incident.to_dict() if alert.incident else None,
@@ -400,6 +400,8 @@ class Renderer:
         else:
             title = _default_title(ctx)
         ctx["title"] = " ".join(title.split())
+        if alert.route == TEST_ROUTE:  # ``alert-bridge send-test``: nobody may take it for an incident
+            ctx["title"] = "TEST: " + ctx["title"]
         text = self.override("text", cfg.text if cfg else None, ctx, "text")
         if text is not None:
             used.add("text")

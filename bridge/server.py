@@ -9,12 +9,15 @@ port exposes nothing else.
 from __future__ import annotations
 
 import asyncio
+import hmac
+import ipaddress
 import json
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -151,10 +154,11 @@ def webhook_app(
         return web.json_response({"status": "ok"})
 
     async def readyz(_: web.Request) -> web.Response:
-        reason = await ready()
-        if reason is None:
+        # The reason (a key-fetch error, a storage address) is for operators: it stays on the admin port.
+        if await ready() is None:
             return web.json_response({"status": "ready"})
-        return web.json_response({"status": "not_ready", "reason": reason}, status=503, headers={"Retry-After": "5"})
+        return web.json_response({"status": "not_ready", "detail": "see /readyz on the admin listener"},
+                                 status=503, headers={"Retry-After": "5"})
 
     app = web.Application(middlewares=[never_500], client_max_size=max_body_bytes)
     app.router.add_post(path, receive)
@@ -164,9 +168,68 @@ def webhook_app(
     return app
 
 
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _refuse(status: int, code: str, detail: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": code, "detail": detail}, status=status, headers=headers)
+
+
+def _same_origin(origin: str, request: web.Request) -> bool:
+    """An Origin naming the admin listener itself, by an IP literal or localhost.
+
+    A page served by the admin listener may call it; any other page may not. A host *name* other
+    than localhost is refused even when it equals the Host header: that is what DNS rebinding sends.
+    """
+    try:
+        parts = urlsplit(origin)
+        host = parts.hostname or ""
+        if host != "localhost":
+            ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return origin == f"{request.scheme}://{request.host}"
+
+
+def admin_guard(token: str | None, *, public: frozenset[str]) -> Any:
+    """Bearer token (when set) on everything but ``public``; CSRF defence on every mutating request.
+
+    A browser can send a cross-site POST without asking (a form, ``fetch`` with ``text/plain``), but
+    not with ``Content-Type: application/json`` or ``Authorization`` without a CORS preflight that
+    this listener never grants: requiring JSON and refusing foreign ``Origin`` headers closes that
+    door whether or not a token is configured.
+    """
+    expected = f"Bearer {token}".encode() if token else None
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        mutating = request.method in MUTATING
+        origin = request.headers.get("Origin")
+        if mutating and origin is not None and not _same_origin(origin, request):
+            return _refuse(403, "foreign_origin", f"requests from origin {origin[:200]!r} are refused")
+        if expected is not None and request.path not in public:
+            given = request.headers.get("Authorization", "").encode("utf-8", "replace")
+            if not hmac.compare_digest(given, expected):
+                return _refuse(401, "unauthorized", "send Authorization: Bearer <server.admin_token>",
+                               {"WWW-Authenticate": 'Bearer realm="alert-bridge admin"'})
+        if mutating:
+            if request.content_type != "application/json":
+                return _refuse(415, "unsupported_media_type", "send the body as Content-Type: application/json")
+            if not isinstance(await _json_body(request), dict):
+                return _refuse(400, "invalid_json", "send a JSON object as the body ({} when there is nothing to say)")
+        return await handler(request)
+
+    return guard
+
+
 def admin_app(*, metrics: Scrape, reload: Reload, ready: ReadyCheck, silences: Silences | None = None,
-              outbox: Outbox | None = None) -> web.Application:
-    """Metrics, reload, health, the silence and outbox APIs. Bind it to a private address only."""
+              outbox: Outbox | None = None, token: str | None = None,
+              metrics_public: bool = False) -> web.Application:
+    """Metrics, reload, health, the silence and outbox APIs. Bind it to a private address only.
+
+    With ``token`` every endpoint but the health probes (and ``/metrics`` when ``metrics_public``)
+    needs ``Authorization: Bearer <token>``.
+    """
 
     async def get_metrics(_: web.Request) -> web.Response:
         return web.Response(body=await metrics(), content_type="text/plain", charset="utf-8")
@@ -185,7 +248,8 @@ def admin_app(*, metrics: Scrape, reload: Reload, ready: ReadyCheck, silences: S
         body: dict[str, Any] = {"status": "ready"} if reason is None else {"status": "not_ready", "reason": reason}
         return web.json_response(body, status=200 if reason is None else 503)
 
-    app = web.Application(middlewares=[never_500])
+    public = frozenset({"/healthz", "/readyz", *(("/metrics",) if metrics_public else ())})
+    app = web.Application(middlewares=[never_500, admin_guard(token, public=public)])
     app.router.add_get("/metrics", get_metrics)
     app.router.add_post("/-/reload", post_reload)
     app.router.add_get("/healthz", healthz)
@@ -232,8 +296,8 @@ def _add_outbox_routes(app: web.Application, outbox: Outbox) -> None:
 
 async def _json_body(request: web.Request) -> Any:
     try:
-        return await request.json()
-    except ValueError:
+        return json.loads(await request.read())
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
 
 
@@ -244,16 +308,13 @@ def _add_silence_routes(app: web.Application, silences: Silences) -> None:
         return web.json_response({"silences": [s.to_dict() for s in found]})
 
     async def add(request: web.Request) -> web.Response:
-        try:
-            spec = json.loads(await request.read())
-        except ValueError:
-            return web.json_response({"error": "invalid_json", "detail": "the body is not JSON"}, status=400)
+        spec = await _json_body(request)
         if not isinstance(spec, dict):
             return web.json_response({"error": "invalid_json", "detail": "expected a JSON object"}, status=400)
         try:
             silence = await silences.add_silence(spec)
         except ValueError as exc:
-            return web.json_response({"error": "invalid_silence", "detail": str(exc)}, status=400)
+            return web.json_response({"error": "invalid_silence", "detail": str(exc)}, status=422)
         return web.json_response({"silence": silence.to_dict()}, status=201)
 
     async def expire(request: web.Request) -> web.Response:

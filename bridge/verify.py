@@ -1,7 +1,15 @@
 """Pure signature verification: base64 RSA-SHA256 (PKCS#1 v1.5) over the request body.
 
 ThunderStack's reference handler verifies ``JSON.stringify(req.body)``, not the raw bytes, so
-when the raw bytes fail we also try that compact re-serialisation (``js_stringify``).
+when the raw bytes fail we also try that compact re-serialisation (``stringified``).
+
+That second try runs before any signature holds, on whatever a stranger sends, so it must never
+raise and must cost about what the parse already did: the json module's C encoder produces
+JSON.stringify's text for everything but numbers that are not small integers and integer-like
+object keys (JavaScript formats and orders those differently). Only a body holding those takes
+the exact Python serialiser. Either way only a body of at most ``MAX_STRINGIFY_VALUES`` values
+gets a second try: the reference serialiser's events are a few dozen values, and a forged body of
+thousands is refused without the work. bench/forged_bodies.py measures the worst shapes.
 """
 
 from __future__ import annotations
@@ -55,11 +63,46 @@ def verify(body: bytes, parsed: Any, signature: bytes, keys: Iterable[rsa.RSAPub
         return True
     if parsed is None:
         return False
+    compact = stringified(body, parsed)
+    return compact is not None and compact != body and verify_bytes(compact, signature, keys)
+
+
+# A value the C encoder writes differently from JavaScript: a number with a fraction or exponent, an
+# integer of 16 or more digits (JavaScript's are doubles past 2**53), an integer-like object key.
+_INEXACT_NUMBER = re.compile(rb"[:\[,][ \t\r\n]*-?[0-9]+(?:[.eE]|[0-9]{15})|^[ \t\r\n]*-?[0-9]")
+# JSON.stringify writes no number longer than 21 digits (past that, an exponent): a longer one in the
+# body means the reference serialiser did not write it, and would cost a slow conversion to check.
+_LONG_NUMBER = re.compile(rb"[:\[,][ \t\r\n]*-?[0-9]{22}|^[ \t\r\n]*-?[0-9]{22}")
+_INDEX_KEY = re.compile(r'[{,]"(?:0|[1-9][0-9]{0,9})":')
+# The reference serialiser's events hold a few dozen values; a body with more is refused the second
+# try without it being computed, which bounds its cost (bench/README.md, "Forged bodies").
+MAX_STRINGIFY_VALUES = 128
+_c_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False,
+                             check_circular=False).encode
+
+
+def stringified(body: bytes, parsed: Any) -> bytes | None:
+    """JSON.stringify(JSON.parse(body)) as UTF-8, or None when it is not worth (or not possible) to compute.
+
+    Never raises: whatever a forged body holds, the answer is at worst "no second try" (403).
+    """
     try:
-        compact = js_stringify(parsed).encode("utf-8")
-    except (ValueError, RecursionError):
-        return False
-    return compact != body and verify_bytes(compact, signature, keys)
+        # An upper bound on the number of values, counted at C speed before any per-value work.
+        values = 0
+        for c in (b",", b":", b"[", b"{"):
+            values += body.count(c)
+            if values >= MAX_STRINGIFY_VALUES:
+                return None
+        if _LONG_NUMBER.search(body):
+            return None
+        if not _INEXACT_NUMBER.search(body):
+            text = _c_encode(parsed)
+            if not _INDEX_KEY.search(text):
+                # JavaScript escapes a lone surrogate as \udxxx, lower case: what backslashreplace writes.
+                return text.encode("utf-8", "backslashreplace")
+        return js_stringify(parsed).encode("utf-8")
+    except (ValueError, TypeError, OverflowError, RecursionError, MemoryError):
+        return None
 
 
 # --- JSON.stringify-compatible serialisation --------------------------------------------------------
@@ -71,11 +114,16 @@ def _js_number(value: int | float) -> str:
     """Number.prototype.toString for what JSON.parse would have produced."""
     if isinstance(value, int) and abs(value) < 2**53:
         return str(value)
+    if isinstance(value, int) and value.bit_length() > 1024:
+        return "null"  # past the largest double: Infinity in JavaScript, which JSON.stringify writes as null
     f = float(value)
     if math.isnan(f) or math.isinf(f):
         return "null"  # JSON.stringify(NaN/Infinity)
     if f == 0:
         return "0"
+    if 1e-4 <= abs(f) < 1e16:  # both write these positionally; only JavaScript drops a trailing ".0"
+        text = repr(f)
+        return text[:-2] if text.endswith(".0") else text
     # Python's repr gives the shortest round-trip digits, as does JavaScript; only the layout differs.
     digits = repr(abs(f)).lower()
     if "e" in digits:
@@ -106,10 +154,15 @@ def _js_number(value: int | float) -> str:
     return f"{sign}{body}e{'+' if exp10 > 0 else '-'}{abs(exp10)}"
 
 
+_quote = json.encoder.encode_basestring  # json.dumps(s, ensure_ascii=False) without an encoder per call
+
+
 def _js_string(value: str) -> str:
-    out = json.dumps(value, ensure_ascii=False)
+    out: str = _quote(value)
     # JSON.stringify escapes lone surrogates (ES2019); Python would emit them raw.
-    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", out)
+    if _LONE_SURROGATE.search(out):
+        return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", out)
+    return out
 
 
 def js_stringify(value: Any) -> str:
@@ -120,13 +173,14 @@ def js_stringify(value: Any) -> str:
         return "true"
     if value is False:
         return "false"
-    if isinstance(value, int | float):
-        return _js_number(value)
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is str:
         return _js_string(value)
-    if isinstance(value, list):
+    if kind is int or kind is float:
+        return _js_number(value)
+    if kind is list:
         return "[" + ",".join(js_stringify(v) for v in value) + "]"
-    if isinstance(value, dict):
+    if kind is dict:
         # Integer-like keys come first in ascending order in JavaScript objects.
         keys = list(value)
         index_keys = sorted((k for k in keys if _array_index(k)), key=int)

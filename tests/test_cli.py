@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,10 +16,13 @@ from tests.fakes import WebhookSink, make_cert
 ROOT = Path(__file__).resolve().parent.parent
 
 
-async def run(*args: str) -> tuple[int, str, str]:
+async def run(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> tuple[int, str, str]:
+    base = {k: v for k, v in os.environ.items() if k not in ("ALERT_BRIDGE_CONFIG", "SLACK_URL")}
+    if cwd != ROOT:
+        base["PYTHONPATH"] = str(ROOT)  # this checkout's bridge, from another working directory
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge", *args, cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable, "-m", "bridge", *args, cwd=cwd,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**base, **(env or {})},
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None
@@ -56,7 +61,7 @@ async def test_route_explains_matches_and_receivers(tmp_path: Path) -> None:
     code, out, _ = await run("route", "-c", cfg, "--node", "node-dev-1", "--status", "PAUSED")
     assert code == 0 and "notified: console (via default)" in out
     code, out, _ = await run("route", "-c", cfg, "--node", "stranger", "--status", "FAILED")
-    assert code == 0 and "would refuse it with 403" in out
+    assert code == 1 and "would refuse it with 403" in out and "notified:" not in out and "MATCH" not in out
 
 
 async def test_send_test_reports_arrival_and_failure(tmp_path: Path) -> None:
@@ -64,9 +69,10 @@ async def test_send_test_reports_arrival_and_failure(tmp_path: Path) -> None:
         cfg = write(tmp_path, {"verification": {"public_key": "x"},
                                "receivers": {"hook": {"type": "webhook", "url": sink.url}}})
         code, out, _ = await run("send-test", "-c", cfg, "--receiver", "hook", "--node", "n7")
-        assert code == 0 and "accepted by receiver 'hook'" in out
+        assert code == 0 and "accepted by receiver 'hook'" in out and "TEST" in out
         [got] = sink.requests
         assert got.json()["event"]["nodeId"] == "n7" and got.json()["event"]["status"] == "FAILED"
+        assert got.json()["title"].startswith("TEST: ") and got.json()["route"] == "send-test", got.json()
 
         sink.script(400)
         code, _, err = await run("send-test", "-c", cfg, "--receiver", "hook")
@@ -90,3 +96,94 @@ async def test_send_test_to_an_untrusted_https_receiver(tmp_path: Path) -> None:
     assert code == 1, (out, err)
     assert "FAILED (temporary): webhook: TLS certificate not trusted for 127.0.0.1 (self-signed certificate)" in err
     assert "Traceback" not in err and "AttributeError" not in err
+
+
+async def test_route_json_exit_codes_without_the_secrets_env(tmp_path: Path) -> None:
+    """``route`` sends nothing: it runs where ${SLACK_URL} and friends are not set (a laptop, CI)."""
+    receivers: dict[str, Any] = {**ROUTED["receivers"],  # type: ignore[dict-item]
+                                 "slack": {"type": "slack", "webhook_url": "${SLACK_URL}"}}
+    cfg = write(tmp_path, {**ROUTED, "receivers": receivers,
+                           "routes": [{"name": "to-slack", "match": {"status": ["FAILED"]}, "to": ["slack"]}],
+                           "default_to": []})
+    code, out, err = await run("route", "-c", cfg, "--node", "node-prod-1", "--status", "FAILED", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["notified"] == [{"receiver": "slack", "route": "to-slack"}] and doc["refused"] is None
+    assert doc["routes"][0] == {"route": "to-slack", "matched": True, "reason": "matched"}
+    code, out, _ = await run("route", "-c", cfg, "--node", "node-prod-1", "--status", "RUNNING", "--json")
+    assert code == 1 and json.loads(out)["notified"] == []
+    code, out, _ = await run("route", "-c", cfg, "--node", "stranger", "--status", "FAILED", "--json")
+    doc = json.loads(out)
+    assert code == 1 and doc["notified"] == [] and "403" in doc["refused"]
+    # serve still insists on the variable
+    code, _, err = await run("check", "-c", cfg)
+    assert code == 2 and "SLACK_URL is not set" in err
+
+
+async def test_config_from_the_environment_and_help_examples(tmp_path: Path) -> None:
+    cfg = write(tmp_path, ROUTED)
+    code, out, _ = await run("route", "--node", "node-prod-1", "--status", "FAILED",
+                             env={"ALERT_BRIDGE_CONFIG": cfg}, cwd=tmp_path)
+    assert code == 0 and "notified: oncall" in out
+    code, _, err = await run("check", cwd=tmp_path)
+    assert code == 2 and "-c/--config" in err  # no env, no /etc/alert-bridge/config.yaml here
+    for command in (["serve"], ["check"], ["reload"], ["route"], ["send-test"], ["deliveries"],
+                    ["deliveries", "list"], ["deliveries", "retry"], ["deliveries", "purge"], ["silence"],
+                    ["silence", "add"], ["silence", "list"], ["silence", "expire"], ["keygen"], ["emit"],
+                    ["demo"], ["healthcheck"]):
+        code, out, _ = await run(*command, "--help")
+        assert code == 0 and "example" in out and f"alert-bridge {' '.join(command)}" in out, command
+
+
+async def test_deliveries_list_retry_purge(bridge_process: Any, webhook_sink: WebhookSink) -> None:
+    """Newest first, a header, the next attempt, plurals; an unknown id exits 1 naming it."""
+    from tests.cli_runner import run_cli
+
+    webhook_sink.script(400, 400)  # permanent: both deliveries go dead at once
+    p = await bridge_process(receivers={"hook": {"type": "webhook", "url": webhook_sink.url}},
+                             routes=[{"name": "all", "to": ["hook"]}])
+    cfg = str(p.config_path)
+    from datetime import UTC, datetime, timedelta
+
+    t0 = datetime.now(UTC) - timedelta(minutes=5)
+    assert (await p.event("old-node", "FAILED", timestamp=t0))[0] == 200
+    await webhook_sink.wait_for(1, timeout=10)
+    assert (await p.event("new-node", "FAILED", timestamp=t0 + timedelta(minutes=1)))[0] == 200
+    await webhook_sink.wait_for(2, timeout=10)
+    for _ in range(100):
+        r = await run_cli("deliveries", "list", "-c", cfg, "--state", "dead", "--json")
+        if len(json.loads(r.out)) == 2:
+            break
+        await asyncio.sleep(0.1)
+    r = await run_cli("deliveries", "list", "-c", cfg)
+    assert r.code == 0, r
+    header, *rows = r.out.splitlines()
+    assert header.split()[:3] == ["ID", "STATE", "RECEIVER"] and "NEXT ATTEMPT" in header
+    assert [row.split()[3] for row in rows] == ["new-node", "old-node"], r.out  # newest first
+    assert r.err.strip() == "2 deliveries"
+    dead_id = rows[0].split()[0]
+    r = await run_cli("deliveries", "retry", "-c", cfg, "dlv_nope")
+    assert r.code == 1 and "dlv_nope" in r.err and r.out.strip() == "0 deliveries queued again", r
+    webhook_sink.script(200)
+    r = await run_cli("deliveries", "retry", "-c", cfg, dead_id)
+    assert r.code == 0 and r.out.strip() == "1 delivery queued again", r
+    await webhook_sink.wait_for(3, timeout=10)
+    r = await run_cli("deliveries", "purge", "-c", cfg, "--dead")
+    assert r.code == 0 and r.out.strip() in ("1 dead delivery purged", "0 dead deliveries purged"), r
+
+
+async def test_reload_command(bridge_process: Any) -> None:
+    from tests.cli_runner import run_cli
+
+    p = await bridge_process()
+    cfg = str(p.config_path)
+    r = await run_cli("reload", "-c", cfg)
+    assert r.code == 0 and "reloaded" in r.out, r
+    text = p.config_path.read_text()
+    p.config_path.write_text(text + "\nroutes: [{name: x, to: [nobody]}]\n")
+    r = await run_cli("reload", "-c", cfg)
+    assert r.code == 1 and "nobody" in r.err and "running config stays" in r.err, r
+    assert await p.terminate() == 0
+    p.config_path.write_text(text)
+    r = await run_cli("reload", "-c", cfg)
+    assert r.code == 1 and "error: admin API" in r.err, r  # no bridge: nothing to reload, said so

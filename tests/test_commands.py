@@ -198,6 +198,12 @@ async def test_silence_add_list_expire_through_the_running_bridge(
     assert r.code == 1 and "no silence" in r.err
     r = await run_cli("silence", "add", "-c", cfg, "--node", "x", "--for", "soon", "--comment", "c")
     assert r.code == 2 and "duration" in r.err
+    r = await run_cli("silence", "add", "-c", cfg, "--node", "x", "--for", "999999999d", "--comment", "c")
+    assert r.code == 2 and "error: duration: at most 366 days" in r.err and "Traceback" not in r.err, r
+    r = await run_cli("silence", "add", "-c", cfg, "--node", "*", "--until", "9999-12-31T23:59:59Z", "--comment", "c")
+    assert r.code == 2 and "error: ends_at:" in r.err, r
+    r = await run_cli("silence", "list", "-c", cfg, "--json")
+    assert json.loads(r.out) == []
 
 
 async def test_silence_without_a_running_bridge_uses_the_store(
@@ -248,18 +254,23 @@ async def test_silence_api_validates(bridge: Callable[..., Any]) -> None:
         for body, word in [({"duration": "1h"}, "node"), ({"node": "n", "duration": "0"}, "duration"),
                            ({"node": "n"}, "ends_at or duration"),
                            ({"node": "n", "ends_at": "2001-01-01T00:00:00Z"}, "after starts_at"),
-                           ({"node": "n", "duration": "1h", "status": []}, "status")]:
+                           ({"node": "n", "duration": "1h", "status": []}, "status"),
+                           ({"node": "n", "duration": "999999999d"}, "duration:"),
+                           ({"node": "*", "ends_at": "9999-12-31T23:59:59Z"}, "ends_at:"),
+                           ({"node": "n", "duration": "1h", "bogus": 1}, "bogus: unknown field"),
+                           ({"node": "a b", "duration": "1h"}, "node:")]:
             async with s.post(b.admin_url + "/-/silences", json=body) as resp:
-                assert resp.status == 400, body
+                assert resp.status == 422, body
                 assert word in (await resp.json())["detail"]
-        async with s.post(b.admin_url + "/-/silences", data=b"[") as resp:
+        async with s.post(b.admin_url + "/-/silences", data=b"[",
+                          headers={"Content-Type": "application/json"}) as resp:
             assert resp.status == 400
         starts = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
         async with s.post(b.admin_url + "/-/silences",
                           json={"node": "n1", "starts_at": starts, "duration": 60, "comment": "later"}) as resp:
             assert resp.status == 201
             later = (await resp.json())["silence"]
-        async with s.post(b.admin_url + "/-/silences/nope/expire") as resp:
+        async with s.post(b.admin_url + "/-/silences/nope/expire", json={}) as resp:
             assert resp.status == 404
     # a silence that starts later does not silence now
     status, doc = await b.event("n1", "FAILED")

@@ -172,7 +172,8 @@ REQUIRED = ("eventType", "eventTimestamp", "nodeId")
 
 
 def _text_ok(value: Any, limit: int) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= limit and "\x00" not in value
+    return (isinstance(value, str) and 0 < len(value) <= limit and "\x00" not in value
+            and not any("\ud800" <= c <= "\udfff" for c in value))
 
 
 def expected_for(doc: Any, stamp_ok: bool | None, path_node: str | None = None) -> int:
@@ -565,6 +566,39 @@ def test_signature_headers(target: Target) -> None:
         record("signature header values", tried="random text, base64 of random bytes, a valid signature with a "
                "character flipped, truncated, padded, base64url alphabet, an inner space, blank, over another body",
                times=sum(seen.values()), outcome=_outcome(seen), statuses=dict(seen))
+
+
+def test_lone_surrogates_are_422_naming_the_field(target: Target) -> None:
+    """Half an emoji (what a JavaScript upstream that cuts a string produces) in a validly signed event:
+    422 naming the field on every retry, never a 503 loop; a whole emoji is fine."""
+    seen: Counter[str] = Counter()
+    cases: list[tuple[str, dict[str, Any]]] = []
+    for bad in ("\ud800", "node-\udc00", "cut \ud83d"):
+        cases += [
+            ("eventType", {"eventType": bad}),
+            ("nodeId", {"nodeId": bad, "details": {"nodeId": bad, "status": "FAILED"}}),
+            ("details.status", {"details": {"nodeId": "sur-1", "status": bad}}),
+            ("details.nodeId", {"details": {"nodeId": bad, "status": "FAILED"}}),
+            ("details.extra.note", {"details": {"nodeId": "sur-1", "status": "FAILED", "extra": {"note": bad}}}),
+            ("details.list[1]", {"details": {"nodeId": "sur-1", "status": "FAILED", "list": ["ok", bad]}}),
+        ]
+    for field, change in cases:
+        doc: dict[str, Any] = {"eventType": "NODE_STATUS_UPDATED", "eventTimestamp": NOW.isoformat(),
+                               "nodeId": "sur-1", "details": {"nodeId": "sur-1", "status": "FAILED"}, **change}
+        body = json.dumps(doc).encode()  # ASCII: the surrogate travels as a \ud800 escape
+        for _ in range(2):  # ThunderStack retries: the same answer, nothing stored
+            status, answer = target.post(body)
+            seen[str(status)] += 1
+            assert status == 422, (field, answer)
+            assert answer["detail"].startswith(f"{field}: contains a lone surrogate"), (field, answer)
+    emoji = "sur-\U0001f600"
+    whole = json.dumps({"eventType": "NODE_STATUS_UPDATED", "eventTimestamp": NOW.isoformat(), "nodeId": emoji,
+                        "details": {"nodeId": emoji, "status": "FAILED"}}).encode()
+    status, answer = target.post(whole)
+    assert status == 200 and answer["status"] in ("accepted", "duplicate"), answer
+    record("lone surrogates in signed events", tried="a lone UTF-16 surrogate in eventType, nodeId, details.status, "
+           "details.nodeId and nested details values, each sent twice", times=sum(seen.values()),
+           outcome=f"every one 422 naming the field ({_outcome(seen)}); a whole emoji accepted")
 
 
 def test_after_the_fuzzing(target: Target) -> None:

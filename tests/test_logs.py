@@ -103,6 +103,38 @@ async def test_text_log_is_the_default(bridge_process: Callable[..., Any]) -> No
         json_lines(text)
 
 
+FORGED = "2026-01-01 00:00:00,000 ERROR   bridge.ingest: FORGED line"
+
+
+async def test_text_log_lines_cannot_be_forged_by_a_signed_value(bridge_process: Callable[..., Any]) -> None:
+    """CR, LF and other control characters in a signed node id or status stay inside their line."""
+    p: BridgeProcess = await bridge_process(routes=[{"name": "all", "to": ["console"]}])
+    node = f"n1\r\n{FORGED}"
+    status, doc = await p.event(node, "FAILED\n\x1b[31m\u2028\x85")
+    assert status == 200, doc
+    await wait_until(lambda: "delivered" in p.log(), 10, "a delivery line")
+    assert await p.terminate() == 0
+    lines = p.log().splitlines()
+    assert not [line for line in lines if line.startswith(FORGED[:10]) and "FORGED" in line], lines
+    [accepted] = [line for line in lines if "event accepted" in line]
+    assert "node=n1\\r\\n2026-01-01" in accepted and "FAILED\\n\\x1b[31m\\u2028\\x85" in accepted, accepted
+    # every line is one record: a timestamp, a level, a logger
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ +[\w.]+: ", line) for line in lines), lines
+
+
+def test_text_and_json_formats_escape_control_characters() -> None:
+    from bridge.logs import JSONFormatter, TextFormatter
+
+    record = logging.makeLogRecord({"msg": "node %s", "args": ("a\r\nb\ud800",), "levelname": "INFO",
+                                    "name": "t", "node": "x\ny", "alert": {"k": "v\r\n\u2029"}})
+    line = TextFormatter().format(record)
+    assert "\n" not in line and "\r" not in line and "\u2029" not in line
+    assert "node a\\r\\nb\\ud800" in line and "node=x\\ny" in line
+    doc = JSONFormatter().format(record)
+    assert "\n" not in doc and "\ud800" not in doc
+    assert json.loads(doc)["message"] == "node a\r\nb\ud800" and json.loads(doc)["alert"]["k"] == "v\r\n\u2029"
+
+
 def test_redactor_scrubs_messages_extras_and_tracebacks() -> None:
     secret = "s3cr3t-" + secrets.token_hex(8)
     cfg = parse({"receivers": {"hook": {"type": "webhook", "url": f"https://x.test/?k={secret}"}},
@@ -213,7 +245,7 @@ async def test_no_secret_in_logs_metrics_or_answers(
         cfg["routes"].append({"name": "bad", "to": ["nobody"]})
         cfg["receivers"]["hook"]["timeout"] = "soon"
         p.write_config(cfg)
-        async with aiohttp.ClientSession() as s, s.post(p.admin_url + "/-/reload") as resp:
+        async with aiohttp.ClientSession() as s, s.post(p.admin_url + "/-/reload", json={}) as resp:
             assert resp.status == 400
             answers.append(await resp.text())
         p.write_config(good)

@@ -545,7 +545,7 @@ async def test_deliveries_cli_on_sqlite_running_and_stopped(
 
         revived = sorted(want)[0]
         out = await cli("deliveries", "retry", "-c", cfg, revived)
-        assert out.returncode == 0 and out.stdout.strip() == "1 deliveries queued again"
+        assert out.returncode == 0 and out.stdout.strip() == "1 delivery queued again"
         pending = listed(await cli("deliveries", "list", "-c", cfg, "--state", "pending", "--json"))
         assert [(d["id"], d["attempts"]) for d in pending] == [(revived, 0)]
 
@@ -590,6 +590,8 @@ async def test_redis_down_at_start_then_up(bridge_process: StartBridge, tmp_path
     (tmp_path / "redis").mkdir()
     p = await bridge_process(wait_ready=False, storage={"url": server.url})
     status, body = await p.get(p.base_url + "/readyz")
+    assert status == 503 and "reason" not in body  # the why is for the admin port only
+    status, body = await p.get(p.admin_url + "/readyz")
     assert status == 503 and "storage" in body["reason"]
     code, doc = await p.event("n1", "FAILED")
     assert code == 503 and doc["error"] == "unavailable"

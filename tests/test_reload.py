@@ -69,7 +69,7 @@ class Traffic:
 
 
 async def reload_post(p: BridgeProcess) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as s, s.post(p.admin_url + "/-/reload") as r:
+    async with aiohttp.ClientSession() as s, s.post(p.admin_url + "/-/reload", json={}) as r:
         return r.status, await r.json()
 
 

@@ -177,7 +177,7 @@ async def test_admin_endpoints_absent_from_the_webhook_listener(
     async with aiohttp.ClientSession() as s:
         async with s.get(f"http://{ahost}:{aport}/metrics") as r:
             metrics_status, metrics = r.status, await r.text()
-        async with s.post(f"http://{ahost}:{aport}/-/reload") as r:
+        async with s.post(f"http://{ahost}:{aport}/-/reload", json={}) as r:
             reload_status = r.status
         async with s.get(f"http://{ahost}:{aport}/metrics") as r:
             after = await r.text()
@@ -301,3 +301,133 @@ def test_the_secret_guard_can_fail() -> None:
     guard.check_metrics("metrics", 'x{receiver="hunter2-s3cret"} 1')
     assert len(guard.leaks) == 3
     assert guard.finish("") == guard.leaks
+
+
+# --- the admin API: CSRF defence and the bearer token (issue #11, item 8) ------------------------------
+
+TOKEN = "tok-" + "3f9a" * 8
+PROBE = {"node": "*", "ends_at": "9999-12-31T23:59:59Z"}
+
+
+async def _admin(s: aiohttp.ClientSession, method: str, url: str, *, token: str | None = None,
+                 **kwargs: Any) -> tuple[int, Any]:
+    headers = {**kwargs.pop("headers", {}), **({"Authorization": f"Bearer {token}"} if token else {})}
+    async with s.request(method, url, headers=headers, **kwargs) as r:
+        return r.status, await r.json(content_type=None)
+
+
+async def test_a_cross_site_post_cannot_silence_alerts(bridge_process: Callable[..., Any]) -> None:
+    """The outside probe, exactly: a text/plain POST from a foreign page to /-/silences. No token is set."""
+    p: BridgeProcess = await bridge_process(routes=[{"name": "all", "to": ["console"]}])
+    url = p.admin_url + "/-/silences"
+    async with aiohttp.ClientSession() as s:
+        status, doc = await _admin(s, "POST", url, data=json.dumps(PROBE),
+                                   headers={"Content-Type": "text/plain", "Origin": "https://evil.example"})
+        assert status == 403 and doc["error"] == "foreign_origin"
+        # a foreign Origin is refused whatever the content type; text/plain without an Origin too
+        status, doc = await _admin(s, "POST", url, json={"node": "*", "duration": "1h"},
+                                   headers={"Origin": "https://evil.example"})
+        assert status == 403
+        status, doc = await _admin(s, "POST", url, data=json.dumps({"node": "*", "duration": "1h"}),
+                                   headers={"Content-Type": "text/plain"})
+        assert status == 415 and doc["error"] == "unsupported_media_type"
+        # DNS rebinding: a name other than localhost is foreign even when it equals the Host header
+        host = p.cfg["server"]["admin_listen"]
+        status, _ = await _admin(s, "POST", url, json={"node": "*", "duration": "1h"},
+                                 headers={"Origin": f"http://rebound.example:{host.rpartition(':')[2]}",
+                                          "Host": f"rebound.example:{host.rpartition(':')[2]}"})
+        assert status == 403
+        # reload, purge and retry want a JSON object too: a bare POST (what a form can send) does nothing
+        for path in ("/-/reload", "/-/deliveries/purge-dead", "/-/deliveries/retry"):
+            status, _ = await _admin(s, "POST", p.admin_url + path)
+            assert status == 415, path
+            status, _ = await _admin(s, "POST", p.admin_url + path, data="x",
+                                     headers={"Content-Type": "application/json"})
+            assert status == 400, path
+        # the listener's own origin (a page it served) may call it
+        status, doc = await _admin(s, "POST", p.admin_url + "/-/reload", json={},
+                                   headers={"Origin": p.admin_url})
+        assert status == 200 and doc["status"] == "reloaded"
+        status, doc = await _admin(s, "GET", url)
+        assert status == 200 and doc["silences"] == []
+    # and the event after the probe is notified, not silenced
+    status, doc = await p.event("n1", "FAILED")
+    assert status == 200 and doc["status"] == "accepted" and doc["deliveries"] == 1 and "silenced" not in doc
+
+
+async def test_admin_token_required_when_set(bridge_process: Callable[..., Any], tmp_path: Path) -> None:
+    token_file = tmp_path / "admin-token"
+    token_file.write_text(TOKEN + "\n")
+    p: BridgeProcess = await bridge_process(server={"admin_token_file": str(token_file)},
+                                            routes=[{"name": "all", "to": ["console"]}])
+    a = p.admin_url
+    async with aiohttp.ClientSession() as s:
+        for method, path, body in [("GET", "/-/silences", None), ("GET", "/metrics", None),
+                                   ("GET", "/-/deliveries", None), ("POST", "/-/reload", {}),
+                                   ("POST", "/-/silences", PROBE), ("GET", "/nowhere", None)]:
+            for token in (None, "wrong-" + TOKEN, TOKEN + "x"):
+                status, doc = await _admin(s, method, a + path, token=token, json=body)
+                assert status == 401 and doc["error"] == "unauthorized", (method, path, token)
+        for path in ("/healthz", "/readyz"):  # probes need no token
+            assert (await _admin(s, "GET", a + path))[0] == 200
+        status, _ = await _admin(s, "GET", a + "/-/silences", token=TOKEN)
+        assert status == 200
+        async with s.get(a + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+            assert r.status == 200 and "alert_bridge_events_total" in await r.text()
+        # the token does not make a foreign origin acceptable
+        status, _ = await _admin(s, "POST", a + "/-/silences", token=TOKEN, json=PROBE,
+                                 headers={"Origin": "https://evil.example"})
+        assert status == 403
+        status, _ = await _admin(s, "POST", a + "/-/reload", token=TOKEN, json={})
+        assert status == 200
+    status, doc = await p.event("n1", "FAILED")
+    assert doc["deliveries"] == 1 and "silenced" not in doc
+    assert TOKEN not in p.log()
+
+
+async def test_metrics_public_leaves_only_metrics_open(bridge_process: Callable[..., Any]) -> None:
+    p: BridgeProcess = await bridge_process(server={"admin_token": TOKEN, "metrics_public": True})
+    async with aiohttp.ClientSession() as s:
+        async with s.get(p.admin_url + "/metrics") as r:
+            assert r.status == 200
+        assert (await _admin(s, "GET", p.admin_url + "/-/silences"))[0] == 401
+
+
+async def test_cli_commands_send_the_token(bridge_process: Callable[..., Any],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.cli_runner import run_cli
+
+    # As the deploy files do: the token comes from a Secret through the environment.
+    monkeypatch.setenv("ALERT_BRIDGE_ADMIN_TOKEN", TOKEN)
+    p: BridgeProcess = await bridge_process(server={"admin_token": "${ALERT_BRIDGE_ADMIN_TOKEN}"},
+                                            routes=[{"name": "all", "to": ["console"]}])
+    c = str(p.config_path)
+    r = await run_cli("silence", "add", "-c", c, "--node", "db-*", "--for", "1h", "--comment", "swap")
+    assert r.code == 0 and "the running bridge" in r.err, r
+    r = await run_cli("silence", "list", "-c", c, "--json")
+    assert r.code == 0 and json.loads(r.out)[0]["node"] == "db-*", r
+    r = await run_cli("silence", "expire", "-c", c, json.loads(r.out)[0]["id"])
+    assert r.code == 0, r
+    r = await run_cli("deliveries", "list", "-c", c)
+    assert r.code == 0 and "0 deliveries" in r.err, r
+    r = await run_cli("deliveries", "purge", "-c", c, "--dead")
+    assert r.code == 0 and "0 dead deliveries purged" in r.out, r
+    r = await run_cli("reload", "-c", c)
+    assert r.code == 0 and "reloaded" in r.out, r
+    # a config with another token: the CLI says what is missing and does not open the store behind it
+    r = await run_cli("silence", "list", "-c", c, env={"ALERT_BRIDGE_ADMIN_TOKEN": "x" * 20})
+    assert r.code == 1 and "wants a token" in r.err, r
+    r = await run_cli("reload", "-c", c, env={"ALERT_BRIDGE_ADMIN_TOKEN": "x" * 20})
+    assert r.code == 1 and "wants a token" in r.err, r
+    assert TOKEN not in p.log() and TOKEN not in r.err
+
+
+async def test_an_exposed_admin_listener_without_a_token_is_warned_about(bridge_process: Callable[..., Any]) -> None:
+    p: BridgeProcess = await bridge_process(server={"admin_listen": f"0.0.0.0:{free_port()}"},
+                                            storage={"url": "memory://"})
+    assert "has no server.admin_token" in p.log()
+    q: BridgeProcess = await bridge_process(server={"admin_token": TOKEN, "admin_listen": f"0.0.0.0:{free_port()}"},
+                                            storage={"url": "memory://"})
+    assert "has no server.admin_token" not in q.log()
+    r: BridgeProcess = await bridge_process(storage={"url": "memory://"})  # loopback: no warning
+    assert "has no server.admin_token" not in r.log()

@@ -172,8 +172,13 @@ async def test_no_key_yet_503_with_retry_after(bridge: Callable[..., Any], signi
     b: InProcessBridge = await bridge(verification={"public_key_url": url, "public_key_file": None})
     status, doc, headers = await b.post(event_body())
     assert status == 503 and doc["error"] == "unavailable" and int(headers["Retry-After"]) >= 1
+    # the webhook port says not ready, and nothing of why (the key URL, the fetch error) to anyone
     status, ready = await b.get(b.base_url + "/readyz")
-    assert status == 503 and "public key" in ready["reason"]
+    assert status == 503 and ready["status"] == "not_ready" and "reason" not in ready
+    assert "127.0.0.1" not in json.dumps(ready) and "Connect" not in json.dumps(ready)
+    # the admin port keeps the reason for operators
+    status, ready = await b.get(b.admin_url + "/readyz")
+    assert status == 503 and "public key" in ready["reason"] and "Connect" in ready["reason"]
 
 
 async def test_concurrent_duplicates_exactly_one_accepted(bridge: Callable[..., Any]) -> None:

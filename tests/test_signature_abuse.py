@@ -274,3 +274,68 @@ async def test_flood_refreshes_follow_the_configured_interval(
     assert set(invalid) == {403} and set(valid) == {200}
     assert 2 <= refreshes <= 4, refreshes
     assert all(a == f"Bearer {API_TOKEN}" for a in endpoint.authorizations)
+
+
+def _forged_shapes(limit: int) -> dict[str, bytes]:
+    """The costly shapes of issue #11 (item 5), each within max_body_bytes."""
+
+    def fill(unit: str, head: str = "[", tail: str = "]") -> bytes:
+        return (head + ",".join([unit] * ((limit - 2) // (len(unit) + 1))) + tail).encode()
+
+    return {
+        "a 400-digit integer": b'{"nodeId":"node-c","n":' + b"9" * 400 + b"}",
+        "4,000-digit integers": fill("7" * 4000),
+        "400-digit integers in nested arrays": fill("[[[[" + "7" * 400 + "]]]]"),
+        "a 1e400 float": b'{"nodeId":"node-c","n":1e400}',
+        "many small objects": fill('{"a":1}'),
+        "deep nesting": b"[" * 900 + b"]" * 900,
+        "floats": fill("1.5"),
+        "integer-like keys": fill('"1":1', "{", "}"),
+        "long strings with escapes": fill(json.dumps("\n\"\\\u0001\u2028" * 8)),
+        "lone surrogates": fill('"\\ud800"'),
+    }
+
+
+async def test_forged_bodies_of_costly_shapes_are_403_counted_without_traceback(
+        start: Callable[..., Any], signing_key: rsa.RSAPrivateKey) -> None:
+    from tests.promtext import series
+
+    p: BridgeProcess = await start()
+    limit = 65536
+    shapes = _forged_shapes(limit)
+    sig = sign(b"some other body", signing_key)
+    answers: dict[str, tuple[int, Any]] = {}
+    async with aiohttp.ClientSession() as s:
+        for name, body in shapes.items():
+            assert len(body) <= limit, name
+            status, doc = await post(s, p, body, sig)
+            answers[name] = (status, doc.get("error") if isinstance(doc, dict) else doc)
+    record("forged bodies of costly shapes", tried=f"{len(shapes)} bodies built to make the JSON.stringify second "
+           "try raise or take long (huge integers, deep nesting, many objects, floats, integer keys, escapes)",
+           times=len(shapes), outcome="all refused 403 invalid_signature, counted, no traceback logged",
+           answers={k: v[0] for k, v in answers.items()})
+    assert all(a == (403, "invalid_signature") for a in answers.values()), answers
+    assert series(await p.metrics(), "alert_bridge_events_total", outcome="invalid_signature") == len(shapes)
+    assert "Traceback" not in p.log() and "internal" not in p.log()
+
+
+async def test_the_stringify_form_still_verifies_for_real_events(start: Callable[..., Any],
+                                                                  signing_key: rsa.RSAPrivateKey) -> None:
+    """The bounds cost nothing to a real event signed over JSON.stringify and sent re-indented."""
+    p: BridgeProcess = await start()
+    doc = json.loads(event_body("node-c", "FAILED"))
+    doc["details"].update({"load": 0.75, "uptime": 1.5e21, "disks": {"1": "sda", "0": "nvme"}, "note": "é\u2028"})
+    # What JavaScript's JSON.stringify writes for it: integer-like keys first, 1.5e+21, raw é.
+    details = dict(doc["details"])
+    details["disks"] = {"0": "nvme", "1": "sda"}
+    js_form = json.dumps({**doc, "details": details}, separators=(",", ":"), ensure_ascii=False)
+    sig = sign(js_form.encode(), signing_key)
+    async with aiohttp.ClientSession() as s:
+        status, answer = await post(s, p, json.dumps(doc, indent=2).encode(), sig)
+        assert status == 200 and answer["status"] == "accepted", answer
+        # a lone surrogate survives the verification (JavaScript escapes it) and is refused by name
+        doc2 = json.loads(event_body("node-c", "RUNNING"))
+        doc2["details"]["note"] = "cut emoji \ud83d"
+        js2 = json.dumps(doc2, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "backslashreplace")
+        status, answer = await post(s, p, json.dumps(doc2, indent=1).encode(), sign(js2, signing_key))
+        assert status == 422 and answer["detail"].startswith("details.note: contains a lone surrogate"), answer
