@@ -434,10 +434,10 @@ async def test_send_test_through_the_cli(tmp_path: Path) -> None:
             code, out, err = await run("send-test", "-c", cfg, "--receiver", name, "--node", "n7")
             assert code == 0, err
             assert f"was accepted by receiver '{name}'" in out
-        assert pd.requests[0].payload["payload"]["summary"] == "n7 is FAILED"
+        assert pd.requests[0].payload["payload"]["summary"] == "TEST: n7 is FAILED"  # send-test says TEST
         assert pd.alerts == {correlation_key(make_alert(node="n7")): "triggered"}
         [text] = tg.texts
-        assert text.startswith("n7 is FAILED\nn7 is FAILED") and "receiver: tg" in text
+        assert text.startswith("TEST: n7 is FAILED\nn7 is FAILED") and "receiver: tg" in text
         code, out, err = await run("send-test", "-c", cfg, "--receiver", "pd_wrong")
         assert code == 1
         assert "FAILED (permanent): pagerduty answered 400 Event object is invalid" in err
