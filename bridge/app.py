@@ -11,7 +11,7 @@ import gc
 import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from bridge.errors import BridgeError, ConfigError, Unavailable
 from bridge.ingest import Ingest, Rules
 from bridge.keys import KeyManager
 from bridge.metrics import Metrics
-from bridge.model import Silence
+from bridge.model import Silence, utc_now
 from bridge.receivers import build_receivers
 from bridge.receivers.base import Receiver
 from bridge.render import Renderer
@@ -38,10 +38,6 @@ log = logging.getLogger("bridge.app")
 
 
 LINGER = 2.0  # seconds a refused request's unread body is drained before the connection is closed
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def validate(cfg: Config) -> Rules:

@@ -107,8 +107,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_route(args: argparse.Namespace) -> int:
     from bridge.app import validate
+    from bridge.decide import select_deliveries
     from bridge.routing import explain
-    from bridge.store.base import select_deliveries
 
     cfg = _load(args.config)
     rules = validate(cfg)

@@ -23,6 +23,11 @@ _ISO = re.compile(
 )
 
 
+def utc_now() -> datetime:
+    """The bridge's default clock (components take a clock argument; tests pass their own)."""
+    return datetime.now(UTC)
+
+
 def parse_timestamp(value: str) -> datetime:
     """Parse an ISO-8601 timestamp with a zone into an aware UTC datetime. ValueError otherwise."""
     if not _ISO.match(value):
@@ -119,10 +124,10 @@ class NodeState:
     last_event_id: str
 
 
-def next_node_state(prev: NodeState | None, event: Event) -> NodeState:
-    """The node's state after ``event``; callers check ordering first."""
-    since = prev.since if prev is not None and prev.status == event.status else event.timestamp
-    return NodeState(event.node_id, event.status, since, event.timestamp, event.id)
+def next_node_state(prev: NodeState | None, event: Event, at: datetime) -> NodeState:
+    """The node's state after ``event``, which orders at ``at`` (decide checks ordering first)."""
+    since = prev.since if prev is not None and prev.status == event.status else at
+    return NodeState(event.node_id, event.status, since, at, event.id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,9 +241,6 @@ class Silence:
     ends_at: datetime
     comment: str = ""
     created_at: datetime | None = None
-
-    def active(self, now: datetime) -> bool:
-        return self.starts_at <= now < self.ends_at
 
     def to_dict(self) -> dict[str, Any]:
         return {

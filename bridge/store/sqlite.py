@@ -23,23 +23,13 @@ from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Literal, TypeVar
+from typing import IO, Any, TypeVar
 
 from bridge.config import RetentionConfig
+from bridge.decide import Decider, NodeRecord
 from bridge.errors import StorageUnavailable
-from bridge.model import (
-    Alert,
-    Delivery,
-    DeliveryState,
-    Event,
-    NodeState,
-    Silence,
-    delivery_id,
-    format_timestamp,
-    next_node_state,
-    order_key,
-)
-from bridge.store.base import Acceptance, OutboxStats, Plan, compact_json, job_context, select_deliveries
+from bridge.model import Alert, Delivery, DeliveryState, Event, NodeState, Silence, format_timestamp, order_key
+from bridge.store.base import Acceptance, OutboxStats, compact_json, job_context
 
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
@@ -54,12 +44,8 @@ CREATE TABLE IF NOT EXISTS events (
   body TEXT NOT NULL, kept INTEGER NOT NULL DEFAULT 1);
 CREATE INDEX IF NOT EXISTS events_expiry ON events(expires_at) WHERE expires_at > 0;
 CREATE INDEX IF NOT EXISTS events_kept ON events(received_at) WHERE kept = 1;
-CREATE TABLE IF NOT EXISTS nodes (
-  node_id TEXT PRIMARY KEY, status TEXT NOT NULL, since REAL NOT NULL, last_ts REAL NOT NULL,
-  last_event_id TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS fired (
-  route TEXT NOT NULL, node_id TEXT NOT NULL, status TEXT NOT NULL, at REAL NOT NULL,
-  PRIMARY KEY (route, node_id, status));
+-- record: bridge.decide.NodeRecord as JSON; newest: its ordering time (unix s), for pruning
+CREATE TABLE IF NOT EXISTS nodes (node_id TEXT PRIMARY KEY, newest REAL NOT NULL, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (
   id TEXT PRIMARY KEY, order_key TEXT NOT NULL, receiver TEXT NOT NULL, seq REAL NOT NULL,
   state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL,
@@ -111,6 +97,23 @@ def _row_to_delivery(row: sqlite3.Row | tuple[Any, ...]) -> Delivery:
     )
 
 
+def _migrate_nodes(conn: sqlite3.Connection) -> None:
+    """Files written before node records were one JSON blob: nodes (status, since, last_ts,
+    last_event_id) and fired (route, node_id, status, at) become records. Nothing is lost."""
+    if "status" not in {row[1] for row in conn.execute("PRAGMA table_info(nodes)")}:
+        return
+    fired: dict[str, dict[str, dict[str, float]]] = {}
+    for route, node_id, status, at in conn.execute("SELECT route, node_id, status, at FROM fired"):
+        fired.setdefault(node_id, {}).setdefault(status, {})[route] = at
+    rows = conn.execute("SELECT node_id, status, since, last_ts, last_event_id FROM nodes").fetchall()
+    conn.execute("DROP TABLE nodes")
+    conn.execute("DROP TABLE fired")
+    conn.execute("CREATE TABLE nodes (node_id TEXT PRIMARY KEY, newest REAL NOT NULL, record TEXT NOT NULL)")
+    for node_id, status, since, last_ts, last_event_id in rows:
+        record = NodeRecord(NodeState(node_id, status, _ts(since), _ts(last_ts), last_event_id), fired.get(node_id, {}))
+        conn.execute("INSERT INTO nodes VALUES (?, ?, ?)", (node_id, last_ts, compact_json(record.to_json())))
+
+
 def _fix_head(conn: sqlite3.Connection, key: str) -> None:
     """Make the oldest unfinished job of ``key`` its head (and only it)."""
     # Heads are always unfinished, so both statements stay on the partial index jobs_key.
@@ -141,7 +144,7 @@ class SQLiteStore:
         # Node states as committed (or written by the batch in progress): this process owns the file
         # (the lock), so only its own writes change them. Saves a query per event. Emptied by any
         # rollback, as the batch's writes are then undone; bounded by emptying it when full.
-        self._nodes: dict[str, NodeState] = {}
+        self._nodes: dict[str, NodeRecord] = {}
         # Long read-only scans (stats over a large backlog: ~45 ms at 200,000 jobs) run on their
         # own connection in one worker thread: a WAL reader never blocks the writer, and sqlite3
         # releases the GIL while it steps, so the loop and its commits go on meanwhile.
@@ -181,6 +184,8 @@ class SQLiteStore:
         # Checkpoints (the fsyncs) are the background thread's job, not the committing loop's.
         conn.execute("PRAGMA wal_autocheckpoint=0")
         conn.execute("PRAGMA journal_size_limit=16777216")
+        with conn:
+            _migrate_nodes(conn)
         conn.executescript(_SCHEMA)
         # One process owns the file (the lock above), so jobs left in flight by a crash can be
         # sent again at once instead of waiting for their lease to run out.
@@ -360,113 +365,81 @@ class SQLiteStore:
 
     # --- accept ------------------------------------------------------------------------------
 
-    async def accept(
-        self,
-        event: Event,
-        plan: Plan,
-        *,
-        now: datetime,
-        dedup_ttl: float,
-        mode: Literal["notify", "stale", "silenced"] = "notify",
-    ) -> Acceptance:
-        return await self._run(lambda c: self._accept(c, event, plan, now, dedup_ttl, mode))
+    async def accept(self, event: Event, decide: Decider, *, now: datetime, dedup_ttl: float) -> Acceptance:
+        # The read, the decision and the writes run in one transaction on the loop: no other
+        # writer can come between them, so no version check is needed.
+        return await self._run(lambda c: self._accept(c, event, decide, now, dedup_ttl))
 
     def _accept(
-        self,
-        c: sqlite3.Connection,
-        event: Event,
-        plan: Plan,
-        now: datetime,
-        dedup_ttl: float,
-        mode: str,
+        self, c: sqlite3.Connection, event: Event, decide: Decider, now: datetime, dedup_ttl: float
     ) -> Acceptance:
         now_ts = now.timestamp()
         eid = event.id
         ts = event.timestamp.timestamp()
-        prev = None if mode == "stale" else self._node_state(c, event.node_id)
-        if mode == "stale":
-            outcome = "stale"
-        elif prev is not None and event.timestamp < prev.last_timestamp:
-            outcome = "out_of_order"
-        else:
-            outcome = "silenced" if mode == "silenced" else "accepted"
+        record = self._record(c, event.node_id)
+        # Decided as if new; the insert-if-absent below says whether it is a repeat, and then
+        # nothing has been written and the answer is decide's 'duplicate'. One statement for the
+        # common case instead of a read and a write.
+        decision = decide(record, False)
         event_json = compact_json(event.to_dict())
-        # Check-and-record in one statement: a live row with this id means a repeat.
         cur = c.execute(
             "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT(id) DO UPDATE SET "
             "received_at = excluded.received_at, expires_at = excluded.expires_at, outcome = excluded.outcome, "
             "body = excluded.body, kept = 1 WHERE events.expires_at <= ?",
             (eid, event.node_id, event.status, event.event_type, ts, event.received_at.timestamp(),
-             max(now_ts, ts) + dedup_ttl, outcome, event_json, now_ts),
+             max(now_ts, ts) + dedup_ttl, decision.outcome, event_json, now_ts),
         )
         if cur.rowcount == 0:
-            return Acceptance("duplicate", eid)
-        if outcome == "stale":
-            return Acceptance("stale", eid)
-        if outcome == "out_of_order":
-            return Acceptance("out_of_order", eid, previous=prev)
-        new = next_node_state(prev, event)
-        # An upsert rewrites the row in place; REPLACE would delete it and insert it again under a
-        # new rowid, dirtying more pages for every commit to write to the WAL.
-        c.execute(
-            "INSERT INTO nodes VALUES (?, ?, ?, ?, ?) ON CONFLICT(node_id) DO UPDATE SET status = excluded.status, "
-            "since = excluded.since, last_ts = excluded.last_ts, last_event_id = excluded.last_event_id",
-            (new.node_id, new.status, new.since.timestamp(), new.last_timestamp.timestamp(), new.last_event_id),
-        )
-        if len(self._nodes) >= _NODE_CACHE_MAX:
-            self._nodes.clear()
-        self._nodes[new.node_id] = new
-        if outcome == "silenced":
-            return Acceptance("silenced", eid, previous=prev)
-        matches = plan(prev)
-        last: dict[str, float] = {}
-        for m in matches:
-            if m.repeat_interval > 0:
-                r = c.execute(
-                    "SELECT at FROM fired WHERE route = ? AND node_id = ? AND status = ?",
-                    (m.route, event.node_id, event.status),
-                ).fetchone()
-                if r is not None:
-                    last[m.route] = r[0]
-        pairs, fired = select_deliveries(matches, last, now_ts)
-        if fired:
-            c.executemany(
-                "INSERT OR REPLACE INTO fired VALUES (?, ?, ?, ?)",
-                [(route, event.node_id, event.status, now_ts) for route in fired],
+            return Acceptance.of(event, decide(record, True))
+        new = decision.record
+        if new is not None:
+            # An upsert rewrites the row in place; REPLACE would delete it and insert it again under
+            # a new rowid, dirtying more pages for every commit to write to the WAL.
+            c.execute(
+                "INSERT INTO nodes VALUES (?, ?, ?) ON CONFLICT(node_id) DO UPDATE SET newest = excluded.newest, "
+                "record = excluded.record",
+                (new.node_id, new.state.last_timestamp.timestamp(), compact_json(new.to_json())),
             )
-        ids = []
-        for route, receiver in pairs:
-            did = delivery_id(eid, receiver)
-            key = order_key(receiver, event.node_id)
-            # Jobs of one key are created in event order (older events are out_of_order above),
-            # so a new job is the head exactly when its key has no unfinished job.
+            if len(self._nodes) >= _NODE_CACHE_MAX:
+                self._nodes.clear()
+            self._nodes[new.node_id] = new
+        prev = decision.previous
+        for job in decision.jobs:
+            key = order_key(job.receiver, event.node_id)
+            # Jobs of one key are created in event order (older events are out_of_order), so a new
+            # job is the head exactly when its key has no unfinished job.
             c.execute(
                 "INSERT OR REPLACE INTO jobs (id, order_key, receiver, seq, state, attempts, created_at, "
                 "next_attempt_at, updated_at, is_head, due_at, context) "
                 "VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?, NOT EXISTS (SELECT 1 FROM jobs WHERE order_key = ? "
                 "AND state IN ('pending', 'inflight')), ?, ?)",
-                (did, key, receiver, ts, now_ts, now_ts, now_ts, key, now_ts,
-                 job_context(event_json, route, receiver, prev)),
+                (job.id, key, job.receiver, ts, now_ts, now_ts, now_ts, key, now_ts,
+                 job_context(event_json, job.route, job.receiver, prev)),
             )
-            ids.append(did)
-        return Acceptance("accepted", eid, tuple(ids), prev)
+        return Acceptance.of(event, decision)
 
-    def _node_state(self, c: sqlite3.Connection, node_id: str) -> NodeState | None:
-        state = self._nodes.get(node_id)
-        if state is not None:
-            return state
-        r = c.execute(
-            "SELECT node_id, status, since, last_ts, last_event_id FROM nodes WHERE node_id = ?", (node_id,)
-        ).fetchone()
+    def _record(self, c: sqlite3.Connection, node_id: str) -> NodeRecord | None:
+        record = self._nodes.get(node_id)
+        if record is not None:
+            return record
+        r = c.execute("SELECT record FROM nodes WHERE node_id = ?", (node_id,)).fetchone()
         if r is None:
             return None
-        state = NodeState(r[0], r[1], _ts(r[2]), _ts(r[3]), r[4])
+        record = NodeRecord.from_json(node_id, json.loads(r[0]))
         if len(self._nodes) < _NODE_CACHE_MAX:
-            self._nodes[node_id] = state
-        return state
+            self._nodes[node_id] = record
+        return record
 
     async def node_state(self, node_id: str) -> NodeState | None:
-        return await self._run(lambda c: self._node_state(c, node_id))
+        record = await self._run(lambda c: self._record(c, node_id))
+        return record.state if record is not None else None
+
+    async def forget_node(self, node_id: str) -> bool:
+        def op(c: sqlite3.Connection) -> bool:
+            self._nodes.pop(node_id, None)
+            return bool(c.execute("DELETE FROM nodes WHERE node_id = ?", (node_id,)).rowcount)
+
+        return await self._run(op)
 
     # --- delivery jobs -------------------------------------------------------------------------
 
@@ -626,6 +599,13 @@ class SQLiteStore:
         removed = 0
         for sql, limit in zip(counted, limits, strict=True):
             removed += await self._chunked(sql, (limit, _PRUNE_CHUNK))
+        # Node records past the events' retention (not counted). No index on newest: a scan per
+        # prune costs less than an index write per accept.
+        if await self._chunked(
+            "DELETE FROM nodes WHERE rowid IN (SELECT rowid FROM nodes WHERE newest <= ? LIMIT ?)",
+            (t - retention.events, _PRUNE_CHUNK),
+        ):
+            self._nodes.clear()
         # rows whose dedup and event records are both over (not counted again)
         await self._chunked(
             "DELETE FROM events WHERE rowid IN (SELECT rowid FROM events WHERE expires_at = 0 AND kept = 0 LIMIT ?)",
