@@ -31,108 +31,24 @@ buckets it selects, plus the routes filed by a status that have a node or label 
 from __future__ import annotations
 
 import re
-from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from fnmatch import fnmatchcase, translate
-from itertools import islice, takewhile
-from typing import Generic, NamedTuple, Protocol, TypeVar
+from collections.abc import Iterable, Mapping, Sequence
+from typing import NamedTuple
 
 from bridge.config import Config, RouteConfig
 from bridge.errors import ConfigError
 from bridge.model import KNOWN_STATUSES, Event, NodeState, RouteMatch
+from bridge.nodeindex import (
+    NodeIndex,
+    RegexCache,
+    globs_regex,
+    is_glob,
+    literal_prefix,
+    literal_suffix,
+)
 
-__all__ = [
-    "DEFAULT_ROUTE",
-    "CompiledRoute",
-    "Router",
-    "SilenceLike",
-    "SilenceMatcher",
-    "assign_receivers",
-    "compile_routes",
-    "explain",
-    "is_glob",
-    "silenced",
-]
+__all__ = ["DEFAULT_ROUTE", "CompiledRoute", "Router", "compile_routes", "explain", "is_glob"]
 
 DEFAULT_ROUTE = "default"
-
-_GLOB_CHARS = frozenset("*?[")
-
-
-def is_glob(pattern: str) -> bool:
-    """A node pattern with any of ``* ? [`` is a glob (fnmatch, case-sensitive); else an exact id."""
-    return not _GLOB_CHARS.isdisjoint(pattern)
-
-
-def _glob_parts(glob: str) -> list[str | None]:
-    """The glob as literal runs (str) and wildcards (None for ``*``, ``?`` or a ``[set]``), read the
-    way fnmatch.translate reads it (an unclosed ``[`` is a literal)."""
-    parts: list[str | None] = []
-    lit: list[str] = []
-    i, n = 0, len(glob)
-    while i < n:
-        c = glob[i]
-        i += 1
-        if c == "[":
-            j = i
-            if j < n and glob[j] == "!":
-                j += 1
-            if j < n and glob[j] == "]":
-                j += 1
-            while j < n and glob[j] != "]":
-                j += 1
-            if j >= n:
-                lit.append(c)
-                continue
-            i = j + 1
-        elif c not in "*?":
-            lit.append(c)
-            continue
-        if lit:
-            parts.append("".join(lit))
-            lit = []
-        parts.append(None)
-    if lit:
-        parts.append("".join(lit))
-    return parts
-
-
-def _literal_prefix(glob: str) -> str:
-    """Every name the glob matches starts with this."""
-    parts = _glob_parts(glob)
-    return (parts[0] or "") if parts else ""
-
-
-def _literal_suffix(glob: str) -> str:
-    """Every name the glob matches ends with this."""
-    parts = _glob_parts(glob)
-    return (parts[-1] or "") if parts else ""
-
-
-def _longest_literal(glob: str) -> str:
-    """The longest text every name the glob matches contains."""
-    return max((p for p in _glob_parts(glob) if p), key=len, default="")
-
-
-_RegexCache = dict[str, re.Pattern[str]]
-
-
-def _glob_regex(glob: str, cache: _RegexCache) -> re.Pattern[str]:
-    rx = cache.get(glob)
-    if rx is None:
-        rx = cache[glob] = re.compile(translate(glob))
-    return rx
-
-
-def _globs_regex(globs: Sequence[str], cache: _RegexCache) -> re.Pattern[str] | None:
-    """One regex for several globs (compiling is the costly part of compile_routes: share it)."""
-    if not globs:
-        return None
-    if len(globs) == 1:
-        return _glob_regex(globs[0], cache)
-    return re.compile("|".join(translate(g) for g in globs))
 
 
 def _fmt_values(values: Iterable[str]) -> str:
@@ -163,7 +79,7 @@ class CompiledRoute:
         "stop",
     )
 
-    def __init__(self, index: int, route: RouteConfig, regex_cache: _RegexCache | None = None) -> None:
+    def __init__(self, index: int, route: RouteConfig, regex_cache: RegexCache | None = None) -> None:
         m = route.match
         self.index = index
         self.name = route.name
@@ -177,8 +93,8 @@ class CompiledRoute:
         if m.node is not None:
             self.node_exact = frozenset(p for p in m.node if not is_glob(p))
             self.node_globs = tuple(dict.fromkeys(p for p in m.node if is_glob(p)))
-            self.node_re = _globs_regex(self.node_globs, {} if regex_cache is None else regex_cache)
-        self.glob_prefixes = tuple(_literal_prefix(g) for g in self.node_globs)
+            self.node_re = globs_regex(self.node_globs, {} if regex_cache is None else regex_cache)
+        self.glob_prefixes = tuple(literal_prefix(g) for g in self.node_globs)
         # Globs of the form 'P*' with P literal (for the shadowing check).
         self.star_prefixes = tuple(g[:-1] for g in self.node_globs if g.endswith("*") and not is_glob(g[:-1]))
         self.labels: tuple[tuple[str, str], ...] | None = tuple(m.labels.items()) if m.labels else None
@@ -199,27 +115,6 @@ class CompiledRoute:
         if self.node_exact is not None and not self.node_matches(node_id):
             return False
         return all(labels.get(key) == value for key, value in self.labels or ())
-
-    def test(self, event: Event, prev: NodeState | None) -> bool:
-        """Does this route match? Cheapest checks first; agrees with :meth:`why_not`."""
-        s = self.statuses
-        if s is not None and event.status not in s:
-            return False
-        s = self.event_types
-        if s is not None and event.event_type not in s:
-            return False
-        s = self.prev_statuses
-        if s is not None and (prev is None or prev.status not in s):
-            return False
-        if self.node_exact is not None and not self.node_matches(event.node_id):
-            return False
-        labels = self.labels
-        if labels is not None:
-            have = event.labels
-            for key, value in labels:
-                if have.get(key) != value:
-                    return False
-        return True
 
     def why_not(self, event: Event, prev: NodeState | None) -> str | None:
         """The first condition that fails, in words; ``None`` when the route matches."""
@@ -381,7 +276,7 @@ class Router:
         routes: Sequence[CompiledRoute],
         default_to: Sequence[str] = (),
         warnings: Sequence[str] = (),
-        nodes: Mapping[str, Mapping[str, str]] | _NodeIndex | None = None,
+        nodes: Mapping[str, Mapping[str, str]] | NodeIndex | None = None,
     ) -> None:
         """``nodes`` (the allow-list with its labels) only guides which index each route goes in
         and how many node ids the memo keeps."""
@@ -389,7 +284,7 @@ class Router:
         self.default_to: tuple[str, ...] = tuple(default_to)
         self.default: RouteMatch | None = RouteMatch(DEFAULT_ROUTE, self.default_to) if self.default_to else None
         self.warnings: tuple[str, ...] = tuple(warnings)
-        stats = _NodeIndex(nodes) if nodes is not None and not isinstance(nodes, _NodeIndex) else nodes
+        stats = NodeIndex(nodes) if nodes is not None and not isinstance(nodes, NodeIndex) else nodes
         by_node: dict[str, list[CompiledRoute]] = {}
         by_prefix: dict[str, list[CompiledRoute]] = {}
         by_suffix: dict[str, list[CompiledRoute]] = {}
@@ -601,9 +496,9 @@ def _node_keys(r: CompiledRoute) -> _NodeKeys | None:
     prefixes: set[str] = set()
     suffixes: set[str] = set()
     for g in r.node_globs:
-        if p := _literal_prefix(g):
+        if p := literal_prefix(g):
             prefixes.add(p)
-        elif t := _literal_suffix(g):
+        elif t := literal_suffix(g):
             suffixes.add(t)
         else:
             return None
@@ -613,7 +508,7 @@ def _node_keys(r: CompiledRoute) -> _NodeKeys | None:
     return _NodeKeys(exact, list(pre), list(suf))
 
 
-def _choose_index(r: CompiledRoute, nodes: _NodeIndex | None) -> tuple[str, _NodeKeys | None, tuple[str, str] | None]:
+def _choose_index(r: CompiledRoute, nodes: NodeIndex | None) -> tuple[str, _NodeKeys | None, tuple[str, str] | None]:
     """File the route under its most selective field: the smallest expected share of events that
     reach its buckets. Node and label shares come from the configured nodes; a status list counts
     as its share of the known statuses. Ties go to node, then label, status, previous_status.
@@ -645,84 +540,7 @@ def _choose_index(r: CompiledRoute, nodes: _NodeIndex | None) -> tuple[str, _Nod
 
 # --- compiling, with the "can never match" checks ------------------------------------------------------
 
-
-class _NodeIndex:
-    """The configured nodes (the allow-list): ids sorted forwards and by their reversed text (for
-    glob prefixes and suffixes), and which nodes carry each label."""
-
-    def __init__(self, nodes: Mapping[str, Mapping[str, str]], regex_cache: _RegexCache | None = None) -> None:
-        self.regex_cache: _RegexCache = {} if regex_cache is None else regex_cache
-        self.ids = frozenset(nodes)
-        self.sorted_ids = sorted(nodes)
-        self.sorted_rev = sorted(n[::-1] for n in nodes)
-        self.by_label: dict[tuple[str, str], set[str]] = {}
-        self.values: dict[str, set[str]] = {}
-        for node_id, labels in nodes.items():
-            for item in labels.items():
-                self.by_label.setdefault(item, set()).add(node_id)
-                self.values.setdefault(item[0], set()).add(item[1])
-        self._glob_cache: dict[str, bool] = {}
-        self._joined: str | None = None
-        self._newline_free = not any("\n" in n for n in self.sorted_ids)
-
-    @staticmethod
-    def _starting(ids: list[str], prefix: str) -> Iterable[str]:
-        return takewhile(lambda n: n.startswith(prefix), islice(ids, bisect_left(ids, prefix), None))
-
-    @staticmethod
-    def _count(ids: list[str], prefix: str) -> int:
-        """How many of the sorted ``ids`` start with ``prefix`` (they are contiguous)."""
-        start = bisect_left(ids, prefix)
-        lo, hi = start, len(ids)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if ids[mid].startswith(prefix):
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo - start
-
-    def count_prefix(self, prefix: str) -> int:
-        return self._count(self.sorted_ids, prefix)
-
-    def count_suffix(self, suffix: str) -> int:
-        return self._count(self.sorted_rev, suffix[::-1])
-
-    def _containing(self, text: str) -> Iterator[str]:
-        """The ids that contain ``text``, found by substring search over all ids at once."""
-        joined = self._joined
-        if joined is None:
-            joined = self._joined = "\n" + "\n".join(self.sorted_ids) + "\n"
-        pos = joined.find(text)
-        while pos != -1:
-            start = joined.rfind("\n", 0, pos) + 1
-            end = joined.find("\n", pos)
-            yield joined[start:end]
-            pos = joined.find(text, end)
-
-    def _candidates(self, glob: str) -> Iterable[str]:
-        """Ids that may match ``glob``: a superset of the matches, usually a small one."""
-        if prefix := _literal_prefix(glob):
-            return self._starting(self.sorted_ids, prefix)
-        if suffix := _literal_suffix(glob):
-            return (n[::-1] for n in self._starting(self.sorted_rev, suffix[::-1]))
-        text = _longest_literal(glob)
-        if text and "\n" not in text and self._newline_free:
-            return self._containing(text)
-        return self.sorted_ids
-
-    def pattern_matches_any(self, pattern: str) -> bool:
-        if not is_glob(pattern):
-            return pattern in self.ids
-        found = self._glob_cache.get(pattern)
-        if found is None:
-            rx = _glob_regex(pattern, self.regex_cache)
-            found = any(rx.match(n) for n in self._candidates(pattern))
-            self._glob_cache[pattern] = found
-        return found
-
-
-def _check_route(r: CompiledRoute, nodes: _NodeIndex, problems: list[str], warnings: list[str]) -> None:
+def _check_route(r: CompiledRoute, nodes: NodeIndex, problems: list[str], warnings: list[str]) -> None:
     where = f"routes[{r.index}].match"
     node_ok = True
     if r.node_patterns is not None:
@@ -773,11 +591,11 @@ def compile_routes(cfg: Config) -> Router:
     ``nodes:`` configured, node patterns or labels that no configured node satisfies; and a route
     behind an earlier ``stop: true`` route that certainly matches every event it matches.
     Non-fatal findings (one dead entry in a node list) go to ``Router.warnings``."""
-    cache: _RegexCache = {}
+    cache: RegexCache = {}
     routes = [CompiledRoute(i, r, cache) for i, r in enumerate(cfg.routes)]
     problems: list[str] = []
     warnings: list[str] = []
-    nodes = _NodeIndex({k: v.labels for k, v in cfg.nodes.items()}, cache) if cfg.nodes is not None else None
+    nodes = NodeIndex({k: v.labels for k, v in cfg.nodes.items()}, cache) if cfg.nodes is not None else None
     if nodes is not None:
         for r in routes:
             _check_route(r, nodes, problems, warnings)
@@ -825,110 +643,3 @@ def explain(router: Router, event: Event, prev: NodeState | None) -> list[tuple[
         else:
             out.append((DEFAULT_ROUTE, False, "no route matched and default_to is empty: no alert"))
     return out
-
-
-def assign_receivers(matches: Sequence[RouteMatch], suppressed_routes: set[str]) -> list[tuple[str, str]]:
-    """(route, receiver) pairs: each receiver once, under the first matching route that is not
-    suppressed (a suppressed route, still inside its repeat_interval, sends nothing)."""
-    pairs: list[tuple[str, str]] = []
-    taken: set[str] = set()
-    for m in matches:
-        if m.route in suppressed_routes:
-            continue
-        for receiver in m.receivers:
-            if receiver not in taken:
-                taken.add(receiver)
-                pairs.append((m.route, receiver))
-    return pairs
-
-
-# --- silences -------------------------------------------------------------------------------------------
-
-
-class SilenceLike(Protocol):
-    """What a silence needs for matching: config.SilenceConfig and model.Silence both fit."""
-
-    @property
-    def node(self) -> str: ...  # glob (an exact id is a glob too)
-
-    @property
-    def status(self) -> Sequence[str] | None: ...
-
-    @property
-    def starts_at(self) -> datetime | None: ...
-
-    @property
-    def ends_at(self) -> datetime: ...
-
-
-S = TypeVar("S", bound=SilenceLike)
-
-
-def _aware(dt: datetime) -> datetime:
-    # A naive time (YAML without a zone) is taken as UTC rather than failing the comparison.
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
-
-
-@dataclass(frozen=True, slots=True)
-class _CompiledSilence(Generic[S]):
-    silence: S
-    node_exact: str | None
-    node_re: re.Pattern[str] | None
-    statuses: frozenset[str] | None
-    starts_at: datetime | None
-    ends_at: datetime
-
-
-class SilenceMatcher(Generic[S]):
-    """Silences compiled once; ``match`` gives the first silence active at ``now`` for the event.
-
-    Active means ``starts_at <= now < ends_at`` (no ``starts_at``: active from the start)."""
-
-    __slots__ = ("_items",)
-
-    def __init__(self, silences: Iterable[S]) -> None:
-        items = []
-        for s in silences:
-            glob = is_glob(s.node)
-            items.append(
-                _CompiledSilence(
-                    s,
-                    None if glob else s.node,
-                    re.compile(translate(s.node)) if glob else None,
-                    frozenset(s.status) if s.status is not None else None,
-                    _aware(s.starts_at) if s.starts_at is not None else None,
-                    _aware(s.ends_at),
-                )
-            )
-        self._items: tuple[_CompiledSilence[S], ...] = tuple(items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def match(self, event: Event, now: datetime) -> S | None:
-        now = _aware(now)
-        for c in self._items:
-            if now >= c.ends_at or (c.starts_at is not None and now < c.starts_at):
-                continue
-            if c.statuses is not None and event.status not in c.statuses:
-                continue
-            if c.node_exact is not None:
-                if event.node_id != c.node_exact:
-                    continue
-            elif c.node_re is not None and c.node_re.match(event.node_id) is None:
-                continue
-            return c.silence
-        return None
-
-
-def silenced(silences: Iterable[S], event: Event, now: datetime) -> S | None:
-    """The first silence active at ``now`` that matches the event's node and status, or None."""
-    now = _aware(now)
-    for s in silences:
-        if now >= _aware(s.ends_at) or (s.starts_at is not None and now < _aware(s.starts_at)):
-            continue
-        if s.status is not None and event.status not in s.status:
-            continue
-        if fnmatchcase(event.node_id, s.node):
-            return s
-    return None
