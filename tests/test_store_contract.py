@@ -938,3 +938,36 @@ async def test_redis_outage_raises_storage_unavailable_then_recovers(
         await store.ping()
     finally:
         await store.close()
+
+
+# --- SQLite: files written before node records were one JSON blob -----------------------------------
+
+
+async def test_sqlite_migrates_old_node_rows(tmp_path: Path) -> None:
+    import sqlite3
+
+    from bridge.store.sqlite import SQLiteStore
+
+    path = tmp_path / "old.db"
+    e = ev("n1", t=10)
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE nodes (node_id TEXT PRIMARY KEY, status TEXT NOT NULL, since REAL NOT NULL, "
+        "last_ts REAL NOT NULL, last_event_id TEXT NOT NULL);"
+        "CREATE TABLE fired (route TEXT NOT NULL, node_id TEXT NOT NULL, status TEXT NOT NULL, at REAL NOT NULL, "
+        "PRIMARY KEY (route, node_id, status));"
+    )
+    conn.execute("INSERT INTO nodes VALUES ('n1', 'FAILED', ?, ?, ?)", (at(0).timestamp(), at(10).timestamp(), e.id))
+    conn.execute("INSERT INTO fired VALUES ('r', 'n1', 'FAILED', ?)", (at(10).timestamp(),))
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        assert await store.node_state("n1") == NodeState("n1", "FAILED", at(0), at(10), e.id)
+        assert (await accept(store, ev("n1", t=5), plan_to("a"))).status == "out_of_order"
+        # the route's last firing came along: still inside its repeat interval
+        r = await accept(store, ev("n1", t=20), plan_to("a", repeat=60))
+        assert (r.status, r.deliveries) == ("accepted", ())
+    finally:
+        await store.close()
