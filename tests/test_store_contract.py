@@ -908,7 +908,7 @@ async def test_redis_prune_keeps_redis_bounded(redis_pair: tuple[Store, Store]) 
     client = one._client()
     left = sorted([k async for k in client.scan_iter(match=f"{one.prefix}*")])
     # node records go too once their newest event is past the events' retention (issue 11)
-    assert [k[len(one.prefix) :] for k in left] == ["ping", "version"], left
+    assert [k[len(one.prefix) :] for k in left] == ["meta", "ping", "version"], left
 
 
 async def test_redis_outage_raises_storage_unavailable_then_recovers(
@@ -969,5 +969,40 @@ async def test_sqlite_migrates_old_node_rows(tmp_path: Path) -> None:
         # the route's last firing came along: still inside its repeat interval
         r = await accept(store, ev("n1", t=20), plan_to("a", repeat=60))
         assert (r.status, r.deliveries) == ("accepted", ())
+    finally:
+        await store.close()
+
+
+async def test_redis_migrates_keys_of_the_earlier_layout(redis_pair: tuple[Store, Store]) -> None:
+    from bridge.store.redis import RedisStore
+
+    one, _ = redis_pair
+    assert isinstance(one, RedisStore)
+    did = (await accept(one, ev("n2", t=0), plan_to("a"))).deliveries[0]
+    client = one._client()
+    p = one.prefix
+    # what the earlier layout wrote: terse job fields, node state as fields, repeat times apart
+    readable = {"context": "ctx", "created_at": "created", "next_attempt_at": "next", "updated_at": "updated",
+                "order_key": "ok", "receiver": "rcv", "event_ts": "ets", "member": "m"}
+    job = await client.hgetall(f"{p}job:{did}")
+    await client.delete(f"{p}job:{did}")
+    await client.hset(f"{p}job:{did}", mapping={readable.get(k, k): v for k, v in job.items()})
+    e = ev("n1", t=10)
+    await client.hset(f"{p}node:n1", mapping={"status": "FAILED", "since": str(int(at(0).timestamp() * 1e6)),
+                                              "last": str(int(at(10).timestamp() * 1e6)), "id": e.id, "v": "3"})
+    await client.hset(f"{p}fired:n1", '["FAILED","r"]', repr(at(10).timestamp()))
+    await client.hdel(f"{p}meta", "redis_layout")
+
+    store = RedisStore(one.url, prefix=p)
+    await store.open()
+    try:
+        assert await store.node_state("n1") == NodeState("n1", "FAILED", at(0), at(10), e.id)
+        r = await accept(store, ev("n1", t=20), plan_to("a", repeat=60))
+        assert (r.status, r.deliveries) == ("accepted", ())  # the repeat time came along
+        assert (await accept(store, ev("n1", t=5), plan_to("a"))).status == "out_of_order"
+        got = await store.get_delivery(did)
+        assert got is not None and (got.receiver, got.state) == ("a", "pending")
+        assert [d.id for d in await store.claim(now=at(30), limit=5, lease=30)] == [did]
+        assert not [k async for k in client.scan_iter(match=f"{p}fired:*")]
     finally:
         await store.close()

@@ -88,6 +88,7 @@ _ACCEPT_BATCH = 256  # accepts committed by one script call (bounds its run time
 _SETTLE_BATCH = 512  # send outcomes recorded by one script call
 _BATCH = 1000  # keys handled per script call by prune and promotion (bounds one script's run time)
 _DEDUP_GRACE_MS = 60_000
+_LAYOUT_FIELD, _LAYOUT = "redis_layout", "2"  # 2: node records as JSON, readable job fields
 _MAX_PX = 10 * 365 * 86400 * 1000
 # Redis answers these while it cannot take writes (failover, loading, OOM, a slow script).
 _UNAVAILABLE_REPLIES = ("READONLY", "LOADING", "MASTERDOWN", "BUSY", "OOM", "TRYAGAIN", "CLUSTERDOWN")
@@ -126,7 +127,7 @@ def _guard() -> Iterator[None]:
 # --- Lua: bridge/store/redis/*.lua -------------------------------------------------------------------
 # Every script takes the key prefix as ARGV[1] and builds its keys from it (standalone Redis; the
 # keys of one bridge are not spread over a cluster). lib.lua is prepended to those that use it.
-_STANDALONE = ("read", "swap", "forget")
+_STANDALONE = ("read", "swap", "forget", "migrate")
 _WITH_LIB = ("commit", "promote", "claim", "settle", "bury_receiver", "retry", "purge_dead", "prune")
 
 
@@ -197,8 +198,26 @@ class RedisStore:
         return self.prefix + "".join(parts)
 
     async def open(self) -> None:
-        """Connect and check that Redis takes writes; StorageUnavailable otherwise."""
+        """Connect and check that Redis takes writes; StorageUnavailable otherwise. Keys written by
+        earlier versions are brought to the current layout first (once: a meta field marks it)."""
         await self.ping()
+        await self._migrate()
+
+    async def _migrate(self) -> None:
+        r = self._client()
+        with _guard():
+            if await r.hget(self._k("meta"), _LAYOUT_FIELD) == _LAYOUT:
+                return
+            for pattern in ("job:*", "node:*"):
+                batch: list[str] = []
+                async for key in r.scan_iter(match=self._k(pattern), count=_BATCH):
+                    batch.append(key)
+                    if len(batch) >= _BATCH:
+                        await self._run("migrate", *batch)
+                        batch = []
+                if batch:
+                    await self._run("migrate", *batch)
+            await r.hset(self._k("meta"), _LAYOUT_FIELD, _LAYOUT)
 
     async def close(self) -> None:
         # let the batches on their way finish (or fail) on the connection they started on
