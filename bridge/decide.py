@@ -57,7 +57,8 @@ class NodeRecord:
     store the blob and never look inside it (they index ``state.last_timestamp`` only)."""
 
     state: NodeState
-    # status -> route -> when the route last fired for this node in that status (unix seconds)
+    # status -> route -> when the route (one with a repeat_interval) last fired for this node in
+    # that status (unix seconds)
     fired: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
     @property
@@ -156,8 +157,10 @@ def decide(
     matches = policy.routes(event, prev)
     now_ts = now.timestamp()
     pairs, fired_routes = select_deliveries(matches, fired.get(event.status, {}), now_ts)
-    if fired_routes:
-        fired = {**fired, event.status: {**fired.get(event.status, {}), **dict.fromkeys(fired_routes, now_ts)}}
+    # Only routes with a repeat_interval ever read these times: keep the record small.
+    timed = [m.route for m in matches if m.repeat_interval > 0 and m.route in fired_routes] if fired_routes else ()
+    if timed:
+        fired = {**fired, event.status: {**fired.get(event.status, {}), **dict.fromkeys(timed, now_ts)}}
     jobs = tuple(Job(delivery_id(event.id, receiver), route, receiver) for route, receiver in pairs)
     return Decision("accepted", NodeRecord(state, fired), jobs, previous=prev)
 

@@ -1,5 +1,6 @@
--- Commit a batch of accepts, in order. ARGV: 2 event px, 3 n, then n items laid out as
--- store.CommitItem (its docstring lists the fields; read here by position, in that order).
+-- Commit a batch of accepts, in order. ARGV: 2 event px, 3 a JSON array of items, each an array
+-- of store.CommitItem's fields in its order (numbers as text: cjson would round µs to 14 digits).
+-- One argument instead of ~20 per accept: redis-py packs every argument in Python.
 -- Answers per item: 'ok', 'dup <event id>' or 'retry'. An item was decided on the state its
 -- batch predecessors of the same node leave behind, so once one of them is not 'ok', the rest of
 -- that node's items answer 'retry'; a node's first item checks the version it was decided on
@@ -7,13 +8,8 @@
 local evpx = ARGV[2]
 local out = {}
 local broken = {}
-local i = 4
-for _ = 1, tonumber(ARGV[3]) do
-  local dkey, nowts, dval, expires, dpx, eid, rec, rcvd, node, ver, record, newest, now =
-    unpack(ARGV, i, i + 12)
-  local nj = tonumber(ARGV[i + 13])
-  local ji = i + 14
-  i = ji + 5 * nj
+for _, it in ipairs(cjson.decode(ARGV[3])) do
+  local dkey, nowts, dval, expires, dpx, eid, rec, rcvd, node, ver, record, newest, now, jobs = unpack(it)
   local dk = P .. 'dd:' .. dkey
   local nk = P .. 'node:' .. node
   local res = 'ok'
@@ -42,8 +38,8 @@ for _ = 1, tonumber(ARGV[3]) do
       redis.call('HSET', nk, 'record', record, 'version', redis.call('INCR', P .. 'version'))
       redis.call('ZADD', P .. 'nodes', newest, node)
     end
-    for j = ji, ji + 5 * (nj - 1), 5 do
-      local id, m, rcv, ets, ctx = ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4]
+    for _, job in ipairs(jobs) do
+      local id, m, rcv, ets, ctx = job[1], job[2], job[3], job[4], job[5]
       local ok = rcv .. '|' .. node
       local k = jk(id)
       if redis.call('EXISTS', k) == 1 then drop_job(id) end

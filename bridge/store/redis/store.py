@@ -64,10 +64,10 @@ import math
 import random
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from importlib import resources
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import redis.exceptions as rex
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -299,7 +299,7 @@ class RedisStore:
         found_all, rows = await self._run("read", len(batch), *(a.event.dedup_key for a in batch), *nodes)
         sims = {node: _NodeSim(node, row) for node, row in zip(nodes, rows, strict=True)}
 
-        args: list[str | int] = [round((self._events_keep + 86400) * 1000), 0]
+        items: list[CommitItem] = []
         sent: list[tuple[_Accept, Acceptance]] = []
         waiting: list[tuple[int, _Accept, _Accept]] = []  # (position, accept, earlier one with its dedup key)
         seen: dict[str, _Accept] = {}
@@ -318,15 +318,14 @@ class RedisStore:
             except Exception as exc:  # decide raised: this accept fails, the others go on
                 a.fut.set_exception(exc)
                 continue
-            args += a.commit_item(decision, sim).args()
+            items.append(a.commit_item(decision, sim))
             seen[ev.dedup_key] = a
             sent.append((a, Acceptance.of(ev, decision)))
 
         again: list[tuple[int, _Accept]] = []
         committed: set[int] = set()
         if sent:
-            args[1] = len(sent)
-            answers = await self._run("commit", *args)
+            answers = await self._run("commit", round((self._events_keep + 86400) * 1000), compact_json(items))
             position = {id(a): pos for pos, a in enumerate(batch)}
             for (a, result), answer in zip(sent, answers, strict=True):
                 if answer == "ok":
@@ -536,9 +535,12 @@ class RedisStore:
             await r.hset(self._k("meta"), key, value)
 
 
-@dataclass(frozen=True, slots=True)
-class CommitItem:
-    """One accept in commit.lua's arguments: the fields in this order, then the jobs, 5 each.
+Job = tuple[str, str, str, str, str]  # (id, member, receiver, event ts µs, context JSON)
+
+
+class CommitItem(NamedTuple):
+    """One accept as commit.lua reads it: a JSON array of these fields, in this order (all text;
+    a NamedTuple, so the C JSON encoder writes it as the array directly).
 
     ``now`` (unix s) and ``dedup_expires`` are the floats the dedup check compares, as ``repr``;
     ``expected_version`` is the node's version the decision was made on ('' = no record, '=' =
@@ -548,23 +550,16 @@ class CommitItem:
     now: str
     dedup_value: str  # "<expires> <event id>", what read.lua returns for a repeat
     dedup_expires: str
-    dedup_px: int
+    dedup_px: str
     event_id: str
     event_record: str  # JSON {"event": ..., "outcome": ...}
-    received_us: int
+    received_us: str
     node_id: str
     expected_version: str
     record: str
-    newest_us: int
-    now_us: int
-    jobs: tuple[tuple[str, str, str, int, str], ...]  # (id, member, receiver, event ts µs, context)
-
-    def args(self) -> list[str | int]:
-        return [
-            self.dedup_key, self.now, self.dedup_value, self.dedup_expires, self.dedup_px, self.event_id,
-            self.event_record, self.received_us, self.node_id, self.expected_version, self.record, self.newest_us,
-            self.now_us, len(self.jobs), *(x for job in self.jobs for x in job),
-        ]  # fmt: skip
+    newest_us: str
+    now_us: str
+    jobs: tuple[Job, ...]
 
 
 class _Accept:
@@ -589,9 +584,9 @@ class _Accept:
         event = self.event
         ev_json = compact_json(event.to_dict())
         prev = decision.previous
-        jobs: tuple[tuple[str, str, str, int, str], ...] = ()
+        jobs: tuple[Job, ...] = ()
         if decision.jobs:
-            ets_us = _us(event.timestamp)
+            ets_us = str(_us(event.timestamp))
             jobs = tuple(
                 (j.id, _member(self.now_us, j.id), j.receiver, ets_us, job_context(ev_json, j.route, j.receiver, prev))
                 for j in decision.jobs
@@ -601,10 +596,10 @@ class _Accept:
         if new is not None:
             sim.record = new
         return CommitItem(
-            event.dedup_key, repr(self.now_ts), f"{self.expires!r} {event.id}", repr(self.expires), self.dedup_px,
-            event.id, f'{{"event":{ev_json},"outcome":"{decision.outcome}"}}', _us(event.received_at),
-            event.node_id, version, compact_json(new.to_json()) if new is not None else "",
-            _us(new.state.last_timestamp) if new is not None else 0, self.now_us, jobs,
+            event.dedup_key, repr(self.now_ts), f"{self.expires!r} {event.id}", repr(self.expires),
+            str(self.dedup_px), event.id, f'{{"event":{ev_json},"outcome":"{decision.outcome}"}}',
+            str(_us(event.received_at)), event.node_id, version, compact_json(new.to_json()) if new is not None else "",
+            str(_us(new.state.last_timestamp)) if new is not None else "0", str(self.now_us), jobs,
         )  # fmt: skip
 
 
