@@ -165,7 +165,7 @@ class RedisStore:
         # group commits: accepts (and send outcomes) queued while a batch is on its way go together
         self._accepts: list[_Accept] = []
         self._accept_task: asyncio.Task[None] | None = None
-        self._settles: list[tuple[tuple[str, str, int, int, str], asyncio.Future[None]]] = []
+        self._settles: list[tuple[tuple[str, str, str, str, str], asyncio.Future[None]]] = []
         self._settle_task: asyncio.Task[None] | None = None
 
     # --- connection ------------------------------------------------------------------------------
@@ -380,7 +380,7 @@ class RedisStore:
         one script call."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-        self._settles.append(((kind, delivery_id, now_us, next_us, error), fut))
+        self._settles.append(((kind, delivery_id, str(now_us), str(next_us), error), fut))
         if self._settle_task is None:
             self._settle_task = loop.create_task(self._drain_settles())
         await fut
@@ -391,7 +391,7 @@ class RedisStore:
                 batch = self._settles[:_SETTLE_BATCH]
                 del self._settles[:_SETTLE_BATCH]
                 try:
-                    await self._run("settle", *(x for item, _ in batch for x in item))
+                    await self._run("settle", compact_json([item for item, _ in batch]))
                 except BaseException as exc:
                     err = exc if isinstance(exc, Exception) else StorageUnavailable("redis store is closing")
                     for _, fut in batch:
