@@ -60,14 +60,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import math
 import random
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from importlib import resources
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 
 import redis.exceptions as rex
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -76,10 +75,11 @@ from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 
 from bridge.config import RetentionConfig
-from bridge.decide import Decider, Decision, NodeRecord
+from bridge.decide import Decider, NodeRecord, from_us, to_us
 from bridge.errors import StorageUnavailable
 from bridge.model import Alert, Delivery, DeliveryState, Event, NodeState, Silence
-from bridge.store.base import Acceptance, OutboxStats, compact_json, job_context
+from bridge.store.base import Acceptance, OutboxStats, compact_json
+from bridge.store.redis.accepts import Accept, CommitItem, NodeSim
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
@@ -87,28 +87,21 @@ _MAX_ACCEPT_ATTEMPTS = 50
 _ACCEPT_BATCH = 256  # accepts committed by one script call (bounds its run time)
 _SETTLE_BATCH = 512  # send outcomes recorded by one script call
 _BATCH = 1000  # keys handled per script call by prune and promotion (bounds one script's run time)
-_DEDUP_GRACE_MS = 60_000
 _LAYOUT_FIELD, _LAYOUT = "redis_layout", "2"  # 2: node records as JSON, readable job fields
-_MAX_PX = 10 * 365 * 86400 * 1000
 # Redis answers these while it cannot take writes (failover, loading, OOM, a slow script).
 _UNAVAILABLE_REPLIES = ("READONLY", "LOADING", "MASTERDOWN", "BUSY", "OOM", "TRYAGAIN", "CLUSTERDOWN")
 
 
-def _us(dt: datetime) -> int:
-    return (dt - _EPOCH) // _US
+_us = to_us
 
 
 def _dt(us: str | int) -> datetime:
-    return _EPOCH + timedelta(microseconds=int(us))
+    return from_us(int(us))
 
 
 def _cutoff(now_us: int, seconds: float) -> int:
     """The latest time (µs) at least ``seconds`` before ``now_us``."""
     return now_us - round(seconds * 1_000_000)
-
-
-def _member(created_us: int, job_id: str) -> str:
-    return f"{min(max(created_us, 0), 10**17 - 1):017d}:{job_id}"
 
 
 @contextmanager
@@ -163,7 +156,7 @@ class RedisStore:
         self._scripts: dict[str, AsyncScript] = {}
         self._events_keep = RetentionConfig().events  # backstop TTL of events; prune updates it
         # group commits: accepts (and send outcomes) queued while a batch is on its way go together
-        self._accepts: list[_Accept] = []
+        self._accepts: list[Accept] = []
         self._accept_task: asyncio.Task[None] | None = None
         self._settles: list[tuple[tuple[str, str, str, str, str], asyncio.Future[None]]] = []
         self._settle_task: asyncio.Task[None] | None = None
@@ -238,7 +231,7 @@ class RedisStore:
 
     async def accept(self, event: Event, decide: Decider, *, now: datetime, dedup_ttl: float) -> Acceptance:
         loop = asyncio.get_running_loop()
-        item = _Accept(event, decide, now, dedup_ttl, loop.create_future())
+        item = Accept(event, decide, now, dedup_ttl, loop.create_future())
         self._accepts.append(item)
         if self._accept_task is None:
             # Starts at the next loop iteration: every request handled in this one joins the batch.
@@ -267,10 +260,10 @@ class RedisStore:
         finally:
             self._accept_task = None
 
-    def _requeue(self, again: list[_Accept]) -> None:
+    def _requeue(self, again: list[Accept]) -> None:
         """Accepts to try once more, ahead of the queue (in their order); after a few tries, after
         a short random pause (another replica keeps committing events of the same node)."""
-        now_items: list[_Accept] = []
+        now_items: list[Accept] = []
         loop = asyncio.get_running_loop()
         for a in again:
             if a.attempts >= _MAX_ACCEPT_ATTEMPTS:
@@ -284,25 +277,25 @@ class RedisStore:
                 now_items.append(a)
         self._accepts[:0] = now_items
 
-    def _enqueue_later(self, a: _Accept) -> None:
+    def _enqueue_later(self, a: Accept) -> None:
         if a.fut.done():
             return
         self._accepts.append(a)
         if self._accept_task is None:
             self._accept_task = asyncio.get_running_loop().create_task(self._drain_accepts())
 
-    async def _accept_batch(self, batch: list[_Accept]) -> list[_Accept]:
+    async def _accept_batch(self, batch: list[Accept]) -> list[Accept]:
         """One round trip reads what every accept of ``batch`` decides on, Python decides them in
         order (each on the node record its predecessors leave), one script commits them all,
         re-checking each. Returns the accepts to try again."""
         nodes = list(dict.fromkeys(a.event.node_id for a in batch))
         found_all, rows = await self._run("read", len(batch), *(a.event.dedup_key for a in batch), *nodes)
-        sims = {node: _NodeSim(node, row) for node, row in zip(nodes, rows, strict=True)}
+        sims = {node: NodeSim(node, row) for node, row in zip(nodes, rows, strict=True)}
 
         items: list[CommitItem] = []
-        sent: list[tuple[_Accept, Acceptance]] = []
-        waiting: list[tuple[int, _Accept, _Accept]] = []  # (position, accept, earlier one with its dedup key)
-        seen: dict[str, _Accept] = {}
+        sent: list[tuple[Accept, Acceptance]] = []
+        waiting: list[tuple[int, Accept, Accept]] = []  # (position, accept, earlier one with its dedup key)
+        seen: dict[str, Accept] = {}
         for pos, (a, found) in enumerate(zip(batch, found_all, strict=True)):
             ev = a.event
             earlier = seen.get(ev.dedup_key)
@@ -322,7 +315,7 @@ class RedisStore:
             seen[ev.dedup_key] = a
             sent.append((a, Acceptance.of(ev, decision)))
 
-        again: list[tuple[int, _Accept]] = []
+        again: list[tuple[int, Accept]] = []
         committed: set[int] = set()
         if sent:
             answers = await self._run("commit", round((self._events_keep + 86400) * 1000), compact_json(items))
@@ -533,85 +526,6 @@ class RedisStore:
         r = self._client()
         with _guard():
             await r.hset(self._k("meta"), key, value)
-
-
-Job = tuple[str, str, str, str, str]  # (id, member, receiver, event ts µs, context JSON)
-
-
-class CommitItem(NamedTuple):
-    """One accept as commit.lua reads it: a JSON array of these fields, in this order (all text;
-    a NamedTuple, so the C JSON encoder writes it as the array directly).
-
-    ``now`` (unix s) and ``dedup_expires`` are the floats the dedup check compares, as ``repr``;
-    ``expected_version`` is the node's version the decision was made on ('' = no record, '=' =
-    the one this batch's previous item of the node left); ``record`` '' leaves the node as it is."""
-
-    dedup_key: str
-    now: str
-    dedup_value: str  # "<expires> <event id>", what read.lua returns for a repeat
-    dedup_expires: str
-    dedup_px: str
-    event_id: str
-    event_record: str  # JSON {"event": ..., "outcome": ...}
-    received_us: str
-    node_id: str
-    expected_version: str
-    record: str
-    newest_us: str
-    now_us: str
-    jobs: tuple[Job, ...]
-
-
-class _Accept:
-    """One ``accept`` call waiting for its batch."""
-
-    __slots__ = ("attempts", "decide", "dedup_px", "event", "expires", "fut", "now_ts", "now_us")
-
-    def __init__(
-        self, event: Event, decide: Decider, now: datetime, dedup_ttl: float, fut: asyncio.Future[Acceptance]
-    ) -> None:
-        self.event = event
-        self.decide = decide
-        self.fut = fut
-        self.now_ts = now.timestamp()
-        self.now_us = _us(now)
-        self.expires = max(self.now_ts, event.timestamp.timestamp()) + dedup_ttl
-        self.dedup_px = min(_MAX_PX, max(0, math.ceil((self.expires - self.now_ts) * 1000)) + _DEDUP_GRACE_MS)
-        self.attempts = 0
-
-    def commit_item(self, decision: Decision, sim: _NodeSim) -> CommitItem:
-        """The commit arguments for ``decision``; advances ``sim`` past it."""
-        event = self.event
-        ev_json = compact_json(event.to_dict())
-        prev = decision.previous
-        jobs: tuple[Job, ...] = ()
-        if decision.jobs:
-            ets_us = str(_us(event.timestamp))
-            jobs = tuple(
-                (j.id, _member(self.now_us, j.id), j.receiver, ets_us, job_context(ev_json, j.route, j.receiver, prev))
-                for j in decision.jobs
-            )
-        new = decision.record
-        version, sim.version = sim.version, "="
-        if new is not None:
-            sim.record = new
-        return CommitItem(
-            event.dedup_key, repr(self.now_ts), f"{self.expires!r} {event.id}", repr(self.expires),
-            str(self.dedup_px), event.id, f'{{"event":{ev_json},"outcome":"{decision.outcome}"}}',
-            str(_us(event.received_at)), event.node_id, version, compact_json(new.to_json()) if new is not None else "",
-            str(_us(new.state.last_timestamp)) if new is not None else "0", str(self.now_us), jobs,
-        )  # fmt: skip
-
-
-class _NodeSim:
-    """A node as read for a batch, advanced by each accept of the batch decided on it."""
-
-    __slots__ = ("record", "version")
-
-    def __init__(self, node_id: str, row: Sequence[Any]) -> None:
-        raw, version = row  # HMGET record, version: None (or False) when the node has no record
-        self.record = NodeRecord.from_json(node_id, json.loads(raw)) if raw else None
-        self.version: str = version or ""
 
 
 def _pairs(flat: Sequence[str]) -> dict[str, str]:
