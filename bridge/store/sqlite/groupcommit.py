@@ -30,15 +30,14 @@ T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
 
 # Seconds between background WAL checkpoints. Short, for two reasons. (1) A checkpoint syncs all the
-# WAL written since the last one, and commits on the loop slow down while it does: at 200 events/s,
-# checkpoints 1 s apart had ~16 MiB to sync, took 15-30 ms, and held commits for up to 6 ms; 0.1 s
-# apart, each takes ~2 ms and no commit waits 1 ms. (2) A checkpoint that ends with no commit
-# during it lets the next commit start the WAL over from the beginning: short ones often do, so
-# under a steady stream the WAL stays small without RESTART, which holds every commit back.
+# WAL written since the last one, and commits on the loop slow down while it does: the less each
+# has to sync, the shorter the stall. (2) A checkpoint that ends with no commit during it lets the
+# next commit start the WAL over from the beginning: short ones often do, so under a steady stream
+# the WAL stays small without RESTART, which holds every commit back.
 _CHECKPOINT_EVERY = 0.1
-# Under saturation (thousands of events a second) checkpoints that often copy the same hot pages
-# again and again, a few percent of the core; latency there is queueing, not checkpoints. While the
-# WAL grows faster than this (frames a second; 200 events/s write ~2,000), checkpoint every 1 s.
+# Under saturation checkpoints that often copy the same hot pages again and again; latency there is
+# queueing, not checkpoints. While the WAL grows faster than this (frames a second), checkpoint
+# every 1 s. (Figures: bench/README.md, "SQLite group commits".)
 _CHECKPOINT_BUSY_RATE = 10_000
 _CHECKPOINT_EVERY_BUSY = 1.0
 _DISK_FULL_CAUTION = 60.0  # seconds of emptying the WAL around every write after a "disk full"

@@ -51,7 +51,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 _JOB_COLS = "id, state, attempts, created_at, next_attempt_at, updated_at, last_error, context"
-_NODE_CACHE_MAX = 50_000  # node states kept in memory (~16 MB at most)
+_NODE_CACHE_MAX = 50_000  # node records kept in memory (bounded; size: bench/README.md)
 _PRUNE_CHUNK = 5000  # rows per DELETE, so pruning a large backlog never stalls the loop for long
 
 
