@@ -55,16 +55,6 @@ def format_timestamp(dt: datetime) -> str:
     return dt.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
-def dedup_key(node_id: str, timestamp: datetime) -> str:
-    """Same node, same instant: same event, whatever the timestamp's spelling."""
-    return f"{node_id}|{format_timestamp(timestamp)}"
-
-
-def event_id(node_id: str, timestamp: datetime) -> str:
-    """A stable id derived from the dedup key, so a repeat maps to the same id everywhere."""
-    return "evt_" + hashlib.sha256(dedup_key(node_id, timestamp).encode()).hexdigest()[:24]
-
-
 @dataclass(frozen=True, slots=True)
 class Event:
     """A verified, validated ThunderStack event."""
@@ -83,7 +73,7 @@ class Event:
 
     def __post_init__(self) -> None:
         stamp = format_timestamp(self.timestamp)
-        key = f"{self.node_id}|{stamp}"  # dedup_key(), without formatting the instant twice
+        key = f"{self.node_id}|{stamp}"  # same node, same instant: same event, however it was spelled
         object.__setattr__(self, "stamp", stamp)
         object.__setattr__(self, "dedup_key", key)
         object.__setattr__(self, "id", "evt_" + hashlib.sha256(key.encode()).hexdigest()[:24])
