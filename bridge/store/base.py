@@ -138,7 +138,12 @@ compact_json = json.JSONEncoder(separators=(",", ":")).encode
 
 def job_context(event_json: str, route: str, receiver: str, previous: NodeState | None) -> str:
     """``Alert.context()`` as JSON, around the event's JSON encoded once for all of its jobs."""
+    return f'{{"event":{event_json},{context_tail(route, receiver, previous)}'
+
+
+def context_tail(route: str, receiver: str, previous: NodeState | None) -> str:
+    """The job context's JSON after ``{"event":<event>,`` (commit.lua joins the two the same way)."""
     rest = compact_json(
         context_fields(route, receiver, previous.status if previous else None, previous.since if previous else None)
     )
-    return f'{{"event":{event_json},{rest[1:]}'
+    return rest[1:]

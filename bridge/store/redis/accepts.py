@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 from bridge.decide import Decider, Decision, NodeRecord, to_us
 from bridge.model import Event
-from bridge.store.base import Acceptance, compact_json, job_context
+from bridge.store.base import Acceptance, compact_json, context_tail
 
 _DEDUP_GRACE_MS = 60_000
 _MAX_PX = 10 * 365 * 86400 * 1000
@@ -23,7 +23,7 @@ def member(created_us: int, job_id: str) -> str:
     return f"{min(max(created_us, 0), 10**17 - 1):017d}:{job_id}"
 
 
-Job = tuple[str, str, str, str, str]  # (id, member, receiver, event ts µs, context JSON)
+Job = tuple[str, str, str, str, str]  # (id, member, receiver, event ts µs, context_tail())
 
 
 class CommitItem(NamedTuple):
@@ -40,7 +40,8 @@ class CommitItem(NamedTuple):
     dedup_expires: str
     dedup_px: str
     event_id: str
-    event_record: str  # JSON {"event": ..., "outcome": ...}
+    event_json: str  # sent once: commit.lua wraps it into the event record and each job's context
+    outcome: str
     received_us: str
     node_id: str
     expected_version: str
@@ -76,7 +77,7 @@ class Accept:
         if decision.jobs:
             ets_us = str(_us(event.timestamp))
             jobs = tuple(
-                (j.id, member(self.now_us, j.id), j.receiver, ets_us, job_context(ev_json, j.route, j.receiver, prev))
+                (j.id, member(self.now_us, j.id), j.receiver, ets_us, context_tail(j.route, j.receiver, prev))
                 for j in decision.jobs
             )
         new = decision.record
@@ -85,7 +86,7 @@ class Accept:
             sim.record = new
         return CommitItem(
             event.dedup_key, repr(self.now_ts), f"{self.expires!r} {event.id}", repr(self.expires),
-            str(self.dedup_px), event.id, f'{{"event":{ev_json},"outcome":"{decision.outcome}"}}',
+            str(self.dedup_px), event.id, ev_json, decision.outcome,
             str(_us(event.received_at)), event.node_id, version, compact_json(new.to_json()) if new is not None else "",
             str(_us(new.state.last_timestamp)) if new is not None else "0", str(self.now_us), jobs,
         )  # fmt: skip

@@ -9,7 +9,7 @@ local evpx = ARGV[2]
 local out = {}
 local broken = {}
 for _, it in ipairs(cjson.decode(ARGV[3])) do
-  local dkey, nowts, dval, expires, dpx, eid, rec, rcvd, node, ver, record, newest, now, jobs = unpack(it)
+  local dkey, nowts, dval, expires, dpx, eid, ev, outcome, rcvd, node, ver, record, newest, now, jobs = unpack(it)
   local dk = P .. 'dd:' .. dkey
   local nk = P .. 'node:' .. node
   local res = 'ok'
@@ -31,7 +31,7 @@ for _, it in ipairs(cjson.decode(ARGV[3])) do
   else
     redis.call('SET', dk, dval, 'PX', dpx)
     redis.call('ZADD', P .. 'dd:idx', expires, dk)
-    redis.call('SET', P .. 'ev:' .. eid, rec, 'PX', evpx)
+    redis.call('SET', P .. 'ev:' .. eid, '{"event":' .. ev .. ',"outcome":"' .. outcome .. '"}', 'PX', evpx)
     redis.call('ZADD', P .. 'ev:idx', rcvd, eid)
     if record ~= '' then
       -- versions come from one counter, so a deleted and re-created record never repeats one
@@ -39,7 +39,8 @@ for _, it in ipairs(cjson.decode(ARGV[3])) do
       redis.call('ZADD', P .. 'nodes', newest, node)
     end
     for _, job in ipairs(jobs) do
-      local id, m, rcv, ets, ctx = job[1], job[2], job[3], job[4], job[5]
+      -- the context as store.base.job_context writes it: the event, then the job's own fields
+      local id, m, rcv, ets, ctx = job[1], job[2], job[3], job[4], '{"event":' .. ev .. ',' .. job[5]
       local ok = rcv .. '|' .. node
       local k = jk(id)
       if redis.call('EXISTS', k) == 1 then drop_job(id) end
