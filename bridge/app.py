@@ -12,7 +12,7 @@ import ipaddress
 import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from bridge.errors import BridgeError, ConfigError, Unavailable
 from bridge.ingest import Ingest, Rules
 from bridge.keys import KeyManager
 from bridge.metrics import Metrics
-from bridge.model import Silence
+from bridge.model import Silence, utc_now
 from bridge.receivers import build_receivers
 from bridge.receivers.base import Receiver
 from bridge.render import Renderer
@@ -41,10 +41,6 @@ log = logging.getLogger("bridge.app")
 LINGER = 2.0  # seconds a refused request's unread body is drained before the connection is closed
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -52,7 +48,6 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
 
 def validate(cfg: Config) -> Rules:
     """Everything ``check`` proves beyond the schema: files readable, routes compile, templates render."""

@@ -129,9 +129,9 @@ class _Unset(dict[str, str]):
 def cmd_route(args: argparse.Namespace) -> int:
     import os
 
+    from bridge.decide import select_deliveries
     from bridge.ingest import Rules
     from bridge.routing import explain
-    from bridge.store.base import select_deliveries
 
     cfg = config_mod.load(args.config, env=_Unset(os.environ))
     rules = Rules.from_config(cfg)

@@ -85,6 +85,10 @@ class Unavailable(BridgeError):
         super().__init__(detail)
 
 
+class KeyLoadError(BridgeError):
+    """A public key could not be loaded or fetched (the reason is safe to log)."""
+
+
 class KeyUnavailable(Unavailable):
     """No public key is loaded yet."""
 

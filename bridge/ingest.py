@@ -10,25 +10,22 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from bridge.config import Config, NodeConfig
+from bridge.decide import Policy, decider
 from bridge.errors import NodeRejected, PayloadError, RequestError, Unavailable, VerificationError
 from bridge.keys import KeyManager
 from bridge.metrics import Metrics
-from bridge.model import KNOWN_EVENT_TYPES, KNOWN_STATUSES, Event, NodeState, RouteMatch, Silence
+from bridge.model import KNOWN_EVENT_TYPES, KNOWN_STATUSES, Event, Silence, utc_now
 from bridge.nodes import NodeLabeler
 from bridge.payload import parse_json, to_event
-from bridge.routing import Router, compile_routes, silenced
+from bridge.routing import Router, compile_routes
 from bridge.store import Store
 from bridge.verify import decode_signature, verify
 
 log = logging.getLogger("bridge.ingest")
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +46,11 @@ class Rules:
     max_event_age: float
     max_clock_skew: float
     dedup_ttl: float
+
+    def policy(self, store_silences: Sequence[Silence]) -> Policy:
+        """What ``decide`` needs, with the store's silences after the config's."""
+        return Policy(self.router.match, (*self.config_silences, *store_silences), self.max_event_age,
+                      self.max_clock_skew)
 
     @classmethod
     def from_config(cls, cfg: Config) -> Rules:
@@ -87,13 +89,33 @@ class Ingest:
         clock: Callable[[], datetime] = utc_now,
         on_enqueued: Callable[[], None] = lambda: None,
     ) -> None:
-        self.rules = rules
-        self.store_silences: Sequence[Silence] = ()
+        self._rules = rules
+        self._store_silences: Sequence[Silence] = ()
+        self._policy = rules.policy(())
         self._store = store
         self._keys = keys
         self._metrics = metrics
         self._clock = clock
         self._on_enqueued = on_enqueued
+
+    # Both swapped whole (reload, silence refresh): the policy is rebuilt once, not per request.
+    @property
+    def rules(self) -> Rules:
+        return self._rules
+
+    @rules.setter
+    def rules(self, rules: Rules) -> None:
+        self._rules = rules
+        self._policy = rules.policy(self._store_silences)
+
+    @property
+    def store_silences(self) -> Sequence[Silence]:
+        return self._store_silences
+
+    @store_silences.setter
+    def store_silences(self, silences: Sequence[Silence]) -> None:
+        self._store_silences = silences
+        self._policy = self._rules.policy(silences)
 
     def refuse(self, exc: RequestError) -> None:
         """Count and log a request refused before it reached ``handle`` (e.g. body too large)."""
@@ -157,18 +179,12 @@ class Ingest:
                 extra=_log_ids(event),
             )
         if -age > rules.max_clock_skew:
-            log.warning("event dated %.0fs in the future (clock skew?); accepted", -age, extra=_log_ids(event))
+            log.warning("event dated %.0fs in the future (clock skew?); accepted, ordered as if dated "
+                        "now + max_clock_skew", -age, extra=_log_ids(event))
 
-        def plan(prev: NodeState | None) -> list[RouteMatch]:
-            return rules.router.match(event, prev)
-
-        if rules.max_event_age and age > rules.max_event_age:
-            mode = "stale"
-            silence = None
-        else:
-            silence = silenced([*rules.config_silences, *self.store_silences], event, now)
-            mode = "silenced" if silence is not None else "notify"
-        result = await self._store.accept(event, plan, now=now, dedup_ttl=rules.dedup_ttl, mode=mode)  # type: ignore[arg-type]
+        result = await self._store.accept(
+            event, decider(event, self._policy, now), now=now, dedup_ttl=rules.dedup_ttl
+        )
         self._metrics.count_event(result.status)
         if log.isEnabledFor(logging.INFO):  # the extra dict is per request: skip it when nobody reads it
             log.info("event %s", result.status, extra={**_log_ids(event), "deliveries": len(result.deliveries)})
@@ -180,7 +196,7 @@ class Ingest:
         if result.status == "out_of_order":
             reply["note"] = "older than the node's newest event: recorded, not notified"
         elif result.status == "silenced":
-            reply["silenced"] = getattr(silence, "id", None) or getattr(silence, "comment", "") or "config"
+            reply["silenced"] = result.silenced_by
         if result.deliveries:
             self._on_enqueued()
         return Reply(200, reply)

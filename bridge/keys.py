@@ -24,16 +24,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from bridge.config import Config
-from bridge.errors import BridgeError, KeyUnavailable, Unavailable
+from bridge.errors import KeyLoadError, KeyUnavailable, Unavailable
 from bridge.store import Store
 
 log = logging.getLogger("bridge.keys")
 
 CACHE_KEY = "public_key_pem"
-
-
-class KeyError_(BridgeError):
-    """A key could not be loaded or fetched (the reason is safe to log)."""
 
 
 def load_public_key(material: str | bytes) -> rsa.RSAPublicKey:
@@ -52,18 +48,18 @@ def load_public_key(material: str | bytes) -> rsa.RSAPublicKey:
     try:
         der = base64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError):
-        raise KeyError_("public key is neither PEM nor base64 DER") from None
+        raise KeyLoadError("public key is neither PEM nor base64 DER") from None
     for candidate in (der, _pkcs1_to_spki(der)):
         try:
             return _rsa(serialization.load_der_public_key(candidate))
-        except (ValueError, TypeError, KeyError_):
+        except (ValueError, TypeError, KeyLoadError):
             continue
-    raise KeyError_("public key is not an RSA public key in DER form")
+    raise KeyLoadError("public key is not an RSA public key in DER form")
 
 
 def _rsa(key: object) -> rsa.RSAPublicKey:
     if not isinstance(key, rsa.RSAPublicKey):
-        raise KeyError_("public key is not an RSA key")
+        raise KeyLoadError("public key is not an RSA key")
     return key
 
 
@@ -89,12 +85,12 @@ def key_from_response(body: bytes) -> rsa.RSAPublicKey:
         try:
             doc = json.loads(text)
         except ValueError:
-            raise KeyError_("key endpoint answered malformed JSON") from None
+            raise KeyLoadError("key endpoint answered malformed JSON") from None
         data = doc.get("data") if isinstance(doc, dict) else None
         if isinstance(data, dict):  # tolerate {"data": {"publicKey": "..."}}
             data = next((v for v in data.values() if isinstance(v, str)), None)
         if not isinstance(data, str):
-            raise KeyError_("key endpoint answered JSON without a 'data' key string")
+            raise KeyLoadError("key endpoint answered JSON without a 'data' key string")
         return load_public_key(data)
     return load_public_key(text)
 
@@ -163,7 +159,7 @@ class KeyManager:
             before = self._current
             try:
                 await self._load_global()
-            except (KeyError_, aiohttp.ClientError, TimeoutError, OSError) as exc:
+            except (KeyLoadError, aiohttp.ClientError, TimeoutError, OSError) as exc:
                 self._failed(exc)
                 return False
             return before is None or self._current is None or pem(before) != pem(self._current)
@@ -190,7 +186,7 @@ class KeyManager:
         if cached:
             try:
                 self._set(load_public_key(cached), source="cache")
-            except KeyError_ as exc:
+            except KeyLoadError as exc:
                 log.warning("ignoring cached public key: %s", exc)
         self._task = asyncio.create_task(self._fetch_then_refresh(), name="key-fetch")
 
@@ -207,7 +203,7 @@ class KeyManager:
         # Until the first fetch succeeds: back off exponentially (with jitter), forever.
         async for attempt in AsyncRetrying(
             wait=wait_exponential_jitter(multiplier=1, max=60),
-            retry=retry_if_exception_type((KeyError_, aiohttp.ClientError, TimeoutError, OSError)),
+            retry=retry_if_exception_type((KeyLoadError, aiohttp.ClientError, TimeoutError, OSError)),
             before_sleep=lambda rs: self._failed(rs.outcome.exception() if rs.outcome else None),
         ):
             with attempt:
@@ -219,7 +215,7 @@ class KeyManager:
             await asyncio.sleep(self._v.refresh_interval)
             try:
                 await self._load_global()
-            except (KeyError_, aiohttp.ClientError, TimeoutError, OSError) as exc:
+            except (KeyLoadError, aiohttp.ClientError, TimeoutError, OSError) as exc:
                 self._failed(exc)
 
     def _failed(self, exc: BaseException | None) -> None:
@@ -249,7 +245,7 @@ class KeyManager:
         async with self._session.get(url, headers=headers, timeout=timeout) as resp:
             body = await resp.content.read(256 * 1024)
             if resp.status != 200:
-                raise KeyError_(f"key endpoint answered HTTP {resp.status}")
+                raise KeyLoadError(f"key endpoint answered HTTP {resp.status}")
         return key_from_response(body)
 
     def _set(self, key: rsa.RSAPublicKey, *, source: str) -> bool:
@@ -270,14 +266,14 @@ def _read(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise KeyError_(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise KeyLoadError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _safe_reason(exc: BaseException | None) -> str:
     # aiohttp errors can carry the URL; the URL is not secret, but headers are. Keep it short.
     if exc is None:
         return "unknown error"
-    if isinstance(exc, KeyError_):
+    if isinstance(exc, KeyLoadError):
         return str(exc)
     if isinstance(exc, TimeoutError):
         return "timed out"

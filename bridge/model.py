@@ -23,6 +23,11 @@ _ISO = re.compile(
 )
 
 
+def utc_now() -> datetime:
+    """The bridge's default clock (components take a clock argument; tests pass their own)."""
+    return datetime.now(UTC)
+
+
 def parse_timestamp(value: str) -> datetime:
     """Parse an ISO-8601 timestamp with a zone into an aware UTC datetime. ValueError otherwise."""
     if not _ISO.match(value):
@@ -50,16 +55,6 @@ def format_timestamp(dt: datetime) -> str:
     return dt.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
-def dedup_key(node_id: str, timestamp: datetime) -> str:
-    """Same node, same instant: same event, whatever the timestamp's spelling."""
-    return f"{node_id}|{format_timestamp(timestamp)}"
-
-
-def event_id(node_id: str, timestamp: datetime) -> str:
-    """A stable id derived from the dedup key, so a repeat maps to the same id everywhere."""
-    return "evt_" + hashlib.sha256(dedup_key(node_id, timestamp).encode()).hexdigest()[:24]
-
-
 @dataclass(frozen=True, slots=True)
 class Event:
     """A verified, validated ThunderStack event."""
@@ -78,7 +73,7 @@ class Event:
 
     def __post_init__(self) -> None:
         stamp = format_timestamp(self.timestamp)
-        key = f"{self.node_id}|{stamp}"  # dedup_key(), without formatting the instant twice
+        key = f"{self.node_id}|{stamp}"  # same node, same instant: same event, however it was spelled
         object.__setattr__(self, "stamp", stamp)
         object.__setattr__(self, "dedup_key", key)
         object.__setattr__(self, "id", "evt_" + hashlib.sha256(key.encode()).hexdigest()[:24])
@@ -119,10 +114,10 @@ class NodeState:
     last_event_id: str
 
 
-def next_node_state(prev: NodeState | None, event: Event) -> NodeState:
-    """The node's state after ``event``; callers check ordering first."""
-    since = prev.since if prev is not None and prev.status == event.status else event.timestamp
-    return NodeState(event.node_id, event.status, since, event.timestamp, event.id)
+def next_node_state(prev: NodeState | None, event: Event, at: datetime) -> NodeState:
+    """The node's state after ``event``, which orders at ``at`` (decide checks ordering first)."""
+    since = prev.since if prev is not None and prev.status == event.status else at
+    return NodeState(event.node_id, event.status, since, at, event.id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,9 +263,6 @@ class Silence:
     ends_at: datetime
     comment: str = ""
     created_at: datetime | None = None
-
-    def active(self, now: datetime) -> bool:
-        return self.starts_at <= now < self.ends_at
 
     def to_dict(self) -> dict[str, Any]:
         return {

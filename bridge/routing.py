@@ -30,321 +30,19 @@ buckets it selects, plus the routes filed by a status that have a node or label 
 
 from __future__ import annotations
 
-import re
-from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from fnmatch import fnmatchcase, translate
-from itertools import islice, takewhile
-from typing import Generic, NamedTuple, Protocol, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
-from bridge.config import Config, RouteConfig
+from bridge.config import Config
 from bridge.errors import ConfigError
 from bridge.model import KNOWN_STATUSES, Event, NodeState, RouteMatch
+from bridge.nodeindex import NodeIndex, RegexCache, is_glob, literal_prefix, literal_suffix
 from bridge.nodes import NodeLabeler
+from bridge.routes import CompiledRoute, Stoppers, check_route
 
-__all__ = [
-    "DEFAULT_ROUTE",
-    "CompiledRoute",
-    "Router",
-    "SilenceLike",
-    "SilenceMatcher",
-    "assign_receivers",
-    "compile_routes",
-    "explain",
-    "is_glob",
-    "silenced",
-]
+__all__ = ["DEFAULT_ROUTE", "CompiledRoute", "Router", "compile_routes", "explain", "is_glob"]
 
 DEFAULT_ROUTE = "default"
-
-_GLOB_CHARS = frozenset("*?[")
-
-
-def is_glob(pattern: str) -> bool:
-    """A node pattern with any of ``* ? [`` is a glob (fnmatch, case-sensitive); else an exact id."""
-    return not _GLOB_CHARS.isdisjoint(pattern)
-
-
-def _glob_parts(glob: str) -> list[str | None]:
-    """The glob as literal runs (str) and wildcards (None for ``*``, ``?`` or a ``[set]``), read the
-    way fnmatch.translate reads it (an unclosed ``[`` is a literal)."""
-    parts: list[str | None] = []
-    lit: list[str] = []
-    i, n = 0, len(glob)
-    while i < n:
-        c = glob[i]
-        i += 1
-        if c == "[":
-            j = i
-            if j < n and glob[j] == "!":
-                j += 1
-            if j < n and glob[j] == "]":
-                j += 1
-            while j < n and glob[j] != "]":
-                j += 1
-            if j >= n:
-                lit.append(c)
-                continue
-            i = j + 1
-        elif c not in "*?":
-            lit.append(c)
-            continue
-        if lit:
-            parts.append("".join(lit))
-            lit = []
-        parts.append(None)
-    if lit:
-        parts.append("".join(lit))
-    return parts
-
-
-def _literal_prefix(glob: str) -> str:
-    """Every name the glob matches starts with this."""
-    parts = _glob_parts(glob)
-    return (parts[0] or "") if parts else ""
-
-
-def _literal_suffix(glob: str) -> str:
-    """Every name the glob matches ends with this."""
-    parts = _glob_parts(glob)
-    return (parts[-1] or "") if parts else ""
-
-
-def _longest_literal(glob: str) -> str:
-    """The longest text every name the glob matches contains."""
-    return max((p for p in _glob_parts(glob) if p), key=len, default="")
-
-
-_RegexCache = dict[str, re.Pattern[str]]
-
-
-def _glob_regex(glob: str, cache: _RegexCache) -> re.Pattern[str]:
-    rx = cache.get(glob)
-    if rx is None:
-        rx = cache[glob] = re.compile(translate(glob))
-    return rx
-
-
-def _globs_regex(globs: Sequence[str], cache: _RegexCache) -> re.Pattern[str] | None:
-    """One regex for several globs (compiling is the costly part of compile_routes: share it)."""
-    if not globs:
-        return None
-    if len(globs) == 1:
-        return _glob_regex(globs[0], cache)
-    return re.compile("|".join(translate(g) for g in globs))
-
-
-def _fmt_values(values: Iterable[str]) -> str:
-    return "[" + ", ".join(values) + "]"
-
-
-# --- compiled routes ---------------------------------------------------------------------------------
-
-
-class CompiledRoute:
-    """One route as a small predicate. ``None`` in a field means "any"."""
-
-    __slots__ = (
-        "event_types",
-        "glob_prefixes",
-        "index",
-        "label_set",
-        "labels",
-        "name",
-        "node_exact",
-        "node_globs",
-        "node_patterns",
-        "node_re",
-        "not_prev_statuses",
-        "not_statuses",
-        "prev_statuses",
-        "result",
-        "star_prefixes",
-        "statuses",
-        "stop",
-    )
-
-    def __init__(self, index: int, route: RouteConfig, regex_cache: _RegexCache | None = None) -> None:
-        m = route.match
-        self.index = index
-        self.name = route.name
-        self.stop = route.stop
-        self.result = RouteMatch(route.name, tuple(route.to), route.repeat_interval)
-        self.node_patterns: tuple[str, ...] | None = tuple(m.node) if m.node is not None else None
-        # node_exact is None exactly when the route has no node condition.
-        self.node_exact: frozenset[str] | None = None
-        self.node_globs: tuple[str, ...] = ()
-        self.node_re: re.Pattern[str] | None = None
-        if m.node is not None:
-            self.node_exact = frozenset(p for p in m.node if not is_glob(p))
-            self.node_globs = tuple(dict.fromkeys(p for p in m.node if is_glob(p)))
-            self.node_re = _globs_regex(self.node_globs, {} if regex_cache is None else regex_cache)
-        self.glob_prefixes = tuple(_literal_prefix(g) for g in self.node_globs)
-        # Globs of the form 'P*' with P literal (for the shadowing check).
-        self.star_prefixes = tuple(g[:-1] for g in self.node_globs if g.endswith("*") and not is_glob(g[:-1]))
-        self.labels: tuple[tuple[str, str], ...] | None = tuple(m.labels.items()) if m.labels else None
-        self.label_set = frozenset(self.labels or ())
-        self.statuses = frozenset(m.status) if m.status is not None else None
-        self.event_types = frozenset(m.event_type) if m.event_type is not None else None
-        self.prev_statuses = frozenset(m.previous_status) if m.previous_status is not None else None
-        # status_not / previous_status_not: excluded values (empty = no exclusion).
-        self.not_statuses = frozenset(m.status_not or ())
-        self.not_prev_statuses = frozenset(m.previous_status_not or ())
-
-    def node_matches(self, node_id: str) -> bool:
-        exact = self.node_exact
-        if exact is None or node_id in exact:
-            return True
-        rx = self.node_re
-        return rx is not None and rx.match(node_id) is not None
-
-    def node_test(self, node_id: str, labels: Mapping[str, str]) -> bool:
-        """The node and label conditions only (what a node's mask is made of)."""
-        if self.node_exact is not None and not self.node_matches(node_id):
-            return False
-        return all(labels.get(key) == value for key, value in self.labels or ())
-
-    def test(self, event: Event, prev: NodeState | None) -> bool:
-        """Does this route match? Cheapest checks first; agrees with :meth:`why_not`."""
-        s = self.statuses
-        if s is not None and event.status not in s:
-            return False
-        if event.status in self.not_statuses:
-            return False
-        if prev is not None and prev.status in self.not_prev_statuses:
-            return False
-        s = self.event_types
-        if s is not None and event.event_type not in s:
-            return False
-        s = self.prev_statuses
-        if s is not None and (prev is None or prev.status not in s):
-            return False
-        if self.node_exact is not None and not self.node_matches(event.node_id):
-            return False
-        labels = self.labels
-        if labels is not None:
-            have = event.labels
-            for key, value in labels:
-                if have.get(key) != value:
-                    return False
-        return True
-
-    def why_not(self, event: Event, prev: NodeState | None) -> str | None:
-        """The first condition that fails, in words; ``None`` when the route matches."""
-        if self.statuses is not None and event.status not in self.statuses:
-            return f"status {event.status!r} is not in {_fmt_values(sorted(self.statuses))}"
-        if event.status in self.not_statuses:
-            return f"status {event.status!r} is in status_not {_fmt_values(sorted(self.not_statuses))}"
-        if prev is not None and prev.status in self.not_prev_statuses:
-            return (f"previous_status {prev.status!r} is in previous_status_not "
-                    f"{_fmt_values(sorted(self.not_prev_statuses))}")
-        if self.event_types is not None and event.event_type not in self.event_types:
-            return f"event_type {event.event_type!r} is not in {_fmt_values(sorted(self.event_types))}"
-        if self.prev_statuses is not None:
-            want = _fmt_values(sorted(self.prev_statuses))
-            if prev is None:
-                return f"previous_status: the node has no previous status (route wants {want})"
-            if prev.status not in self.prev_statuses:
-                return f"previous_status {prev.status!r} is not in {want}"
-        if self.node_patterns is not None and not self.node_matches(event.node_id):
-            return f"node {event.node_id!r} matches none of {_fmt_values(self.node_patterns)}"
-        for key, value in self.labels or ():
-            have = event.labels.get(key)
-            if have is None:
-                return f"labels: the node has no label {key!r} (route wants {key}={value!r})"
-            if have != value:
-                return f"labels: the node has {key}={have!r}, route wants {key}={value!r}"
-        return None
-
-    def __repr__(self) -> str:
-        return f"CompiledRoute({self.index}, {self.name!r})"
-
-
-def _covers(outer: frozenset[str] | None, inner: frozenset[str] | None) -> bool:
-    """Every value ``inner`` accepts, ``outer`` accepts too (None = any value)."""
-    return outer is None or (inner is not None and inner <= outer)
-
-
-def _excludes_less(outer_not: frozenset[str], inner: frozenset[str] | None, inner_not: frozenset[str]) -> bool:
-    """No value ``inner`` accepts is excluded by ``outer_not``."""
-    if not outer_not:
-        return True
-    return not (inner & outer_not) if inner is not None else outer_not <= inner_not
-
-
-def _node_covers(outer: CompiledRoute, inner: CompiledRoute) -> bool:
-    """Certainly every node id ``inner`` accepts, ``outer`` accepts. False when unsure."""
-    if outer.node_exact is None:
-        return True
-    if inner.node_exact is None:
-        return False
-    if not all(outer.node_matches(n) for n in inner.node_exact):
-        return False
-    # A glob inside a glob, conservatively: the same glob, or an outer 'P*' (P literal) and an
-    # inner glob whose literal prefix starts with P.
-    star = outer.star_prefixes
-    for g, prefix in zip(inner.node_globs, inner.glob_prefixes, strict=True):
-        if g not in outer.node_globs and not (star and prefix.startswith(star)):
-            return False
-    return True
-
-
-def _shadows(earlier: CompiledRoute, later: CompiledRoute) -> bool:
-    """``earlier`` (which has stop: true) certainly matches every event ``later`` matches."""
-    return (
-        _covers(earlier.statuses, later.statuses)
-        and _excludes_less(earlier.not_statuses, later.statuses, later.not_statuses)
-        and _excludes_less(earlier.not_prev_statuses, later.prev_statuses, later.not_prev_statuses)
-        and _covers(earlier.prev_statuses, later.prev_statuses)
-        and _covers(earlier.event_types, later.event_types)
-        and earlier.label_set <= later.label_set
-        and _node_covers(earlier, later)
-    )
-
-
-class _Stoppers:
-    """The ``stop: true`` routes seen so far, indexed so that a later route is compared only with
-    those that could cover its node condition."""
-
-    def __init__(self) -> None:
-        self.any_node: list[CompiledRoute] = []  # no node condition
-        self.by_exact: dict[str, list[CompiledRoute]] = {}
-        self.by_glob: dict[str, list[CompiledRoute]] = {}
-        self.with_globs: list[CompiledRoute] = []  # can cover an exact id
-        self.with_star: list[CompiledRoute] = []  # can cover another glob
-
-    def add(self, r: CompiledRoute) -> None:
-        if r.node_exact is None:
-            self.any_node.append(r)
-            return
-        for n in r.node_exact:
-            self.by_exact.setdefault(n, []).append(r)
-        for g in r.node_globs:
-            self.by_glob.setdefault(g, []).append(r)
-        if r.node_globs:
-            self.with_globs.append(r)
-        if r.star_prefixes:
-            self.with_star.append(r)
-
-    def shadowing(self, r: CompiledRoute) -> CompiledRoute | None:
-        """The earliest stop route that certainly matches every event ``r`` matches, if any."""
-        candidates: Iterable[CompiledRoute] = self.any_node
-        if r.node_exact is not None:
-            # Whatever covers r must cover one of its patterns in particular.
-            if r.node_exact:
-                some = self.by_exact.get(next(iter(r.node_exact)), [])
-                extra = self.with_globs
-            else:
-                some = self.by_glob.get(r.node_globs[0], [])
-                extra = self.with_star
-            candidates = [*self.any_node, *some, *extra]
-        found: CompiledRoute | None = None
-        for s in candidates:
-            if (found is None or s.index < found.index) and _shadows(s, r):
-                found = s
-        return found
 
 
 # --- the router ----------------------------------------------------------------------------------------
@@ -405,7 +103,7 @@ class Router:
         routes: Sequence[CompiledRoute],
         default_to: Sequence[str] = (),
         warnings: Sequence[str] = (),
-        nodes: Mapping[str, Mapping[str, str]] | _NodeIndex | None = None,
+        nodes: Mapping[str, Mapping[str, str]] | NodeIndex | None = None,
     ) -> None:
         """``nodes`` (the allow-list with its labels) only guides which index each route goes in
         and how many node ids the memo keeps."""
@@ -413,7 +111,7 @@ class Router:
         self.default_to: tuple[str, ...] = tuple(default_to)
         self.default: RouteMatch | None = RouteMatch(DEFAULT_ROUTE, self.default_to) if self.default_to else None
         self.warnings: tuple[str, ...] = tuple(warnings)
-        stats = _NodeIndex(nodes) if nodes is not None and not isinstance(nodes, _NodeIndex) else nodes
+        stats = NodeIndex(nodes) if nodes is not None and not isinstance(nodes, NodeIndex) else nodes
         by_node: dict[str, list[CompiledRoute]] = {}
         by_prefix: dict[str, list[CompiledRoute]] = {}
         by_suffix: dict[str, list[CompiledRoute]] = {}
@@ -635,9 +333,9 @@ def _node_keys(r: CompiledRoute) -> _NodeKeys | None:
     prefixes: set[str] = set()
     suffixes: set[str] = set()
     for g in r.node_globs:
-        if p := _literal_prefix(g):
+        if p := literal_prefix(g):
             prefixes.add(p)
-        elif t := _literal_suffix(g):
+        elif t := literal_suffix(g):
             suffixes.add(t)
         else:
             return None
@@ -647,7 +345,7 @@ def _node_keys(r: CompiledRoute) -> _NodeKeys | None:
     return _NodeKeys(exact, list(pre), list(suf))
 
 
-def _choose_index(r: CompiledRoute, nodes: _NodeIndex | None) -> tuple[str, _NodeKeys | None, tuple[str, str] | None]:
+def _choose_index(r: CompiledRoute, nodes: NodeIndex | None) -> tuple[str, _NodeKeys | None, tuple[str, str] | None]:
     """File the route under its most selective field: the smallest expected share of events that
     reach its buckets. Node and label shares come from the configured nodes; a status list counts
     as its share of the known statuses. Ties go to node, then label, status, previous_status.
@@ -679,127 +377,6 @@ def _choose_index(r: CompiledRoute, nodes: _NodeIndex | None) -> tuple[str, _Nod
 
 # --- compiling, with the "can never match" checks ------------------------------------------------------
 
-
-class _NodeIndex:
-    """The configured nodes (the allow-list): ids sorted forwards and by their reversed text (for
-    glob prefixes and suffixes), and which nodes carry each label."""
-
-    def __init__(self, nodes: Mapping[str, Mapping[str, str]], regex_cache: _RegexCache | None = None) -> None:
-        self.regex_cache: _RegexCache = {} if regex_cache is None else regex_cache
-        self.ids = frozenset(nodes)
-        self.sorted_ids = sorted(nodes)
-        self.sorted_rev = sorted(n[::-1] for n in nodes)
-        self.by_label: dict[tuple[str, str], set[str]] = {}
-        self.values: dict[str, set[str]] = {}
-        for node_id, labels in nodes.items():
-            for item in labels.items():
-                self.by_label.setdefault(item, set()).add(node_id)
-                self.values.setdefault(item[0], set()).add(item[1])
-        self._glob_cache: dict[str, bool] = {}
-        self._joined: str | None = None
-        self._newline_free = not any("\n" in n for n in self.sorted_ids)
-
-    @staticmethod
-    def _starting(ids: list[str], prefix: str) -> Iterable[str]:
-        return takewhile(lambda n: n.startswith(prefix), islice(ids, bisect_left(ids, prefix), None))
-
-    @staticmethod
-    def _count(ids: list[str], prefix: str) -> int:
-        """How many of the sorted ``ids`` start with ``prefix`` (they are contiguous)."""
-        start = bisect_left(ids, prefix)
-        lo, hi = start, len(ids)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if ids[mid].startswith(prefix):
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo - start
-
-    def count_prefix(self, prefix: str) -> int:
-        return self._count(self.sorted_ids, prefix)
-
-    def count_suffix(self, suffix: str) -> int:
-        return self._count(self.sorted_rev, suffix[::-1])
-
-    def _containing(self, text: str) -> Iterator[str]:
-        """The ids that contain ``text``, found by substring search over all ids at once."""
-        joined = self._joined
-        if joined is None:
-            joined = self._joined = "\n" + "\n".join(self.sorted_ids) + "\n"
-        pos = joined.find(text)
-        while pos != -1:
-            start = joined.rfind("\n", 0, pos) + 1
-            end = joined.find("\n", pos)
-            yield joined[start:end]
-            pos = joined.find(text, end)
-
-    def _candidates(self, glob: str) -> Iterable[str]:
-        """Ids that may match ``glob``: a superset of the matches, usually a small one."""
-        if prefix := _literal_prefix(glob):
-            return self._starting(self.sorted_ids, prefix)
-        if suffix := _literal_suffix(glob):
-            return (n[::-1] for n in self._starting(self.sorted_rev, suffix[::-1]))
-        text = _longest_literal(glob)
-        if text and "\n" not in text and self._newline_free:
-            return self._containing(text)
-        return self.sorted_ids
-
-    def pattern_matches_any(self, pattern: str) -> bool:
-        if not is_glob(pattern):
-            return pattern in self.ids
-        found = self._glob_cache.get(pattern)
-        if found is None:
-            rx = _glob_regex(pattern, self.regex_cache)
-            found = any(rx.match(n) for n in self._candidates(pattern))
-            self._glob_cache[pattern] = found
-        return found
-
-
-def _check_route(r: CompiledRoute, nodes: _NodeIndex, problems: list[str], warnings: list[str]) -> None:
-    where = f"routes[{r.index}].match"
-    node_ok = True
-    if r.node_patterns is not None:
-        dead = [(j, p) for j, p in enumerate(r.node_patterns) if not nodes.pattern_matches_any(p)]
-        if len(dead) == len(r.node_patterns):
-            node_ok = False
-            if len(dead) == 1:
-                problems.append(f"{where}.node: {dead[0][1]!r} matches none of the configured nodes")
-            else:
-                for j, p in dead:
-                    problems.append(f"{where}.node[{j}]: {p!r} matches none of the configured nodes")
-        else:
-            for j, p in dead:
-                warnings.append(f"{where}.node[{j}]: {p!r} matches none of the configured nodes")
-    if r.labels is None:
-        return
-    sets: list[set[str]] = []
-    for key, value in r.labels:
-        ids = nodes.by_label.get((key, value))
-        if ids is not None:
-            sets.append(ids)
-            continue
-        known = sorted(nodes.values.get(key, ()))
-        if not known:
-            problems.append(f"{where}.labels.{key}: no configured node has the label {key!r}")
-        else:
-            shown = ", ".join(repr(v) for v in known[:5]) + (", ..." if len(known) > 5 else "")
-            problems.append(f"{where}.labels.{key}: no configured node has {key}={value!r} (values in use: {shown})")
-    if len(sets) < len(r.labels):
-        return
-    sets.sort(key=len)
-    both = sets[0].intersection(*sets[1:])
-    if not both:
-        wanted = ", ".join(f"{k}={v!r}" for k, v in r.labels)
-        problems.append(f"{where}.labels: no configured node has all of {wanted}")
-        return
-    if node_ok and r.node_patterns is not None and not any(r.node_matches(n) for n in both):
-        problems.append(
-            f"{where}: no configured node matches both node {_fmt_values(r.node_patterns)} "
-            f"and labels {_fmt_values(f'{k}={v}' for k, v in r.labels)}"
-        )
-
-
 def compile_routes(cfg: Config) -> Router:
     """Compile ``cfg.routes`` once per config.
 
@@ -807,16 +384,16 @@ def compile_routes(cfg: Config) -> Router:
     ``nodes:`` configured, node patterns or labels that no configured node satisfies; and a route
     behind an earlier ``stop: true`` route that certainly matches every event it matches.
     Non-fatal findings (one dead entry in a node list) go to ``Router.warnings``."""
-    cache: _RegexCache = {}
+    cache: RegexCache = {}
     routes = [CompiledRoute(i, r, cache) for i, r in enumerate(cfg.routes)]
     problems: list[str] = []
     warnings: list[str] = []
     labeler = NodeLabeler.from_config(cfg)
-    nodes = _NodeIndex({k: labeler.labels_for(k) for k in cfg.nodes}, cache) if cfg.nodes is not None else None
+    nodes = NodeIndex({k: labeler.labels_for(k) for k in cfg.nodes}, cache) if cfg.nodes is not None else None
     if nodes is not None:
         for r in routes:
-            _check_route(r, nodes, problems, warnings)
-    stoppers = _Stoppers()
+            check_route(r, nodes, problems, warnings)
+    stoppers = Stoppers()
     for r in routes:
         s = stoppers.shadowing(r)
         if s is not None:
@@ -860,110 +437,3 @@ def explain(router: Router, event: Event, prev: NodeState | None) -> list[tuple[
         else:
             out.append((DEFAULT_ROUTE, False, "no route matched and default_to is empty: no alert"))
     return out
-
-
-def assign_receivers(matches: Sequence[RouteMatch], suppressed_routes: set[str]) -> list[tuple[str, str]]:
-    """(route, receiver) pairs: each receiver once, under the first matching route that is not
-    suppressed (a suppressed route, still inside its repeat_interval, sends nothing)."""
-    pairs: list[tuple[str, str]] = []
-    taken: set[str] = set()
-    for m in matches:
-        if m.route in suppressed_routes:
-            continue
-        for receiver in m.receivers:
-            if receiver not in taken:
-                taken.add(receiver)
-                pairs.append((m.route, receiver))
-    return pairs
-
-
-# --- silences -------------------------------------------------------------------------------------------
-
-
-class SilenceLike(Protocol):
-    """What a silence needs for matching: config.SilenceConfig and model.Silence both fit."""
-
-    @property
-    def node(self) -> str: ...  # glob (an exact id is a glob too)
-
-    @property
-    def status(self) -> Sequence[str] | None: ...
-
-    @property
-    def starts_at(self) -> datetime | None: ...
-
-    @property
-    def ends_at(self) -> datetime: ...
-
-
-S = TypeVar("S", bound=SilenceLike)
-
-
-def _aware(dt: datetime) -> datetime:
-    # A naive time (YAML without a zone) is taken as UTC rather than failing the comparison.
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
-
-
-@dataclass(frozen=True, slots=True)
-class _CompiledSilence(Generic[S]):
-    silence: S
-    node_exact: str | None
-    node_re: re.Pattern[str] | None
-    statuses: frozenset[str] | None
-    starts_at: datetime | None
-    ends_at: datetime
-
-
-class SilenceMatcher(Generic[S]):
-    """Silences compiled once; ``match`` gives the first silence active at ``now`` for the event.
-
-    Active means ``starts_at <= now < ends_at`` (no ``starts_at``: active from the start)."""
-
-    __slots__ = ("_items",)
-
-    def __init__(self, silences: Iterable[S]) -> None:
-        items = []
-        for s in silences:
-            glob = is_glob(s.node)
-            items.append(
-                _CompiledSilence(
-                    s,
-                    None if glob else s.node,
-                    re.compile(translate(s.node)) if glob else None,
-                    frozenset(s.status) if s.status is not None else None,
-                    _aware(s.starts_at) if s.starts_at is not None else None,
-                    _aware(s.ends_at),
-                )
-            )
-        self._items: tuple[_CompiledSilence[S], ...] = tuple(items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def match(self, event: Event, now: datetime) -> S | None:
-        now = _aware(now)
-        for c in self._items:
-            if now >= c.ends_at or (c.starts_at is not None and now < c.starts_at):
-                continue
-            if c.statuses is not None and event.status not in c.statuses:
-                continue
-            if c.node_exact is not None:
-                if event.node_id != c.node_exact:
-                    continue
-            elif c.node_re is not None and c.node_re.match(event.node_id) is None:
-                continue
-            return c.silence
-        return None
-
-
-def silenced(silences: Iterable[S], event: Event, now: datetime) -> S | None:
-    """The first silence active at ``now`` that matches the event's node and status, or None."""
-    now = _aware(now)
-    for s in silences:
-        if now >= _aware(s.ends_at) or (s.starts_at is not None and now < _aware(s.starts_at)):
-            continue
-        if s.status is not None and event.status not in s.status:
-            continue
-        if fnmatchcase(event.node_id, s.node):
-            return s
-    return None

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import secrets
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
+from fnmatch import fnmatchcase
 from typing import Any
 
-from bridge.config import parse_duration
-from bridge.model import Silence, parse_timestamp
+from bridge.config import SilenceConfig, parse_duration
+from bridge.model import Event, Silence, parse_timestamp
 
 MAX_SILENCE = timedelta(days=366)  # a year (and a leap day): longer is a typo, or a mute, not maintenance
 MAX_TEXT = 1024
@@ -91,8 +92,27 @@ def silence_from_spec(spec: Mapping[str, Any], *, now: datetime) -> Silence:
     )
 
 
-def is_active(starts_at: datetime | None, ends_at: datetime, now: datetime) -> bool:
-    def aware(dt: datetime) -> datetime:
-        return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
+def _aware(dt: datetime) -> datetime:
+    # A naive time (YAML without a zone) is taken as UTC rather than failing the comparison.
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
 
-    return (starts_at is None or aware(starts_at) <= now) and now < aware(ends_at)
+
+def is_active(starts_at: datetime | None, ends_at: datetime, now: datetime) -> bool:
+    """The one rule for "is this silence in force": ``starts_at <= now < ends_at`` (no start: always)."""
+    now = _aware(now)
+    return (starts_at is None or _aware(starts_at) <= now) and now < _aware(ends_at)
+
+
+AnySilence = Silence | SilenceConfig
+
+
+def silenced(silences: Iterable[AnySilence], event: Event, now: datetime) -> AnySilence | None:
+    """The first silence in force at ``now`` that matches the event's node (glob) and status."""
+    for s in silences:
+        if not is_active(s.starts_at, s.ends_at, now):
+            continue
+        if s.status is not None and event.status not in s.status:
+            continue
+        if fnmatchcase(event.node_id, s.node):
+            return s
+    return None

@@ -24,6 +24,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from bridge.config import Config, RetryConfig, parse
+from bridge.decide import Policy, decider
 from bridge.delivery import Dispatcher, RetryPolicy
 from bridge.metrics import Metrics
 from bridge.model import Delivery, Event, NodeState, RouteMatch
@@ -82,10 +83,11 @@ class Rig:
         event = Event("NODE_STATUS_UPDATED", self.next_ts, node, status, {"nodeId": node, "status": status}, {},
                       self.clock())
 
-        def plan(prev: NodeState | None) -> list[RouteMatch]:
+        def routes(event: Event, prev: NodeState | None) -> list[RouteMatch]:
             return [RouteMatch("r", tuple(to))]
 
-        result = await self.store.accept(event, plan, now=self.clock(), dedup_ttl=3600)
+        now = self.clock()
+        result = await self.store.accept(event, decider(event, Policy(routes), now), now=now, dedup_ttl=3600)
         assert result.status == "accepted"
         return list(result.deliveries)
 

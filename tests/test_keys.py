@@ -14,7 +14,8 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from bridge.keys import KeyError_, key_from_response, load_public_key, pem
+from bridge.errors import KeyLoadError
+from bridge.keys import key_from_response, load_public_key, pem
 from bridge.testing import event_body, generate_key, public_pem
 from tests.fakes import free_port, wait_until
 from tests.harness import InProcessBridge
@@ -47,7 +48,7 @@ def test_key_encodings(signing_key: rsa.RSAPrivateKey) -> None:
     "bad", [b"", b"hello", b'{"data": 5}', b'{"nodata": "x"}', b"{not json", base64.b64encode(b"not a key")]
 )
 def test_bad_key_material(bad: bytes) -> None:
-    with pytest.raises(KeyError_):
+    with pytest.raises(KeyLoadError):
         key_from_response(bad)
 
 

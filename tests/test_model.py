@@ -6,7 +6,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bridge.model import Alert, Event, dedup_key, event_id, format_timestamp, parse_timestamp
+from bridge.model import Alert, Event, format_timestamp, parse_timestamp
+
+
+def dedup_key(node: str, t: datetime) -> str:
+    return Event("NODE_STATUS_UPDATED", t, node, "FAILED").dedup_key
+
+
+def event_id(node: str, t: datetime) -> str:
+    return Event("NODE_STATUS_UPDATED", t, node, "FAILED").id
 
 
 @pytest.mark.parametrize("text", ["2026-04-16T12:00:00Z", "2026-04-16T12:00:00.000Z", "2026-04-16T12:00:00+00:00",

@@ -26,6 +26,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from bridge.config import RetentionConfig
+from bridge.decide import Policy, decider
 from bridge.model import Event, NodeState, RouteMatch, delivery_id, format_timestamp
 from bridge.store.sqlite import SQLiteStore
 from bridge.testing import event_body, sign
@@ -418,7 +419,7 @@ async def test_sqlite_file_stays_bounded_over_100k_events_with_pruning(tmp_path:
     wal_sizes: dict[int, int] = {}
     wal = Path(f"{db}-wal")
 
-    def plan(prev: NodeState | None) -> list[RouteMatch]:
+    def routes(event: Event, prev: NodeState | None) -> list[RouteMatch]:
         return [RouteMatch("r", ("hook",))]
 
     try:
@@ -429,7 +430,9 @@ async def test_sqlite_file_stays_bounded_over_100k_events_with_pruning(tmp_path:
                       "FAILED" if (n + i) // nodes % 2 else "RUNNING", {"nodeId": f"node-{(n + i) % nodes}"}, {}, now)
                 for i in range(batch)
             ]
-            results = await asyncio.gather(*(store.accept(e, plan, now=now, dedup_ttl=1.0) for e in events))
+            results = await asyncio.gather(
+                *(store.accept(e, decider(e, Policy(routes), now), now=now, dedup_ttl=1.0) for e in events)
+            )
             assert all(r.status == "accepted" for r in results)
             sent = 0
             for _ in range(batch):  # every job of the batch: one per node and time, in order

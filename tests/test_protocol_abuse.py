@@ -522,3 +522,35 @@ async def test_replayed_event_alerts_once(tmp_path: Path, signing_key: rsa.RSAPr
            "(max_event_age 1s, max_clock_skew 1s, dedup_ttl 2s); check with max_event_age 0", times=3,
            outcome="one alert: the copy inside the window is a duplicate, the copy after it stale; "
            "check refuses max_event_age 0", sent=3, accepted=1, delivered={"hook": 1}, twice=0, lost=0)
+
+
+# --- a future-dated event (issue 11): it may not mute its node beyond max_clock_skew --------------------
+
+
+async def test_far_future_event_mutes_its_node_no_longer_than_the_skew(
+    tmp_path: Path, signing_key: rsa.RSAPrivateKey
+) -> None:
+    key_file = tmp_path / "thunderstack.pem"
+    key_file.write_bytes(public_pem(signing_key))
+    cfg = base_config(tmp_path, key_file, verification={"public_key_file": str(key_file), "max_clock_skew": "1s"},
+                      routes=[{"name": "all", "to": ["console"]}])
+    proc = BridgeProcess(tmp_path / "bridge", cfg, signing_key)
+    await proc.start()
+    try:
+        status, doc, _ = await proc.post(event_body("skewed", "FAILED", timestamp="9999-12-31T23:59:59Z"))
+        assert (status, doc["status"], doc["deliveries"]) == (200, "accepted", 1)
+        # Inside the skew the far-future event is still the node's newest: recorded, not notified.
+        status, doc, _ = await proc.post(event_body("skewed", "RUNNING"))
+        assert (status, doc.get("note", "")[:5]) == (200, "older")
+        await asyncio.sleep(1.5)  # the skew passes
+        seen = []
+        for status_name in ("FAILED", "RUNNING", "FAILED"):
+            status, doc, _ = await proc.post(event_body("skewed", status_name))
+            seen.append((status, doc["status"], doc["deliveries"], "note" in doc))
+            await asyncio.sleep(0.01)
+        assert seen == [(200, "accepted", 1, False)] * 3, seen
+    finally:
+        proc.kill()
+    record("A 9999-12-31 event, then correctly dated ones of the same node",
+           tried="far-future event, one event inside max_clock_skew (1s), three after it", times=1,
+           outcome="inside the skew: recorded, not notified; after it: every event notified", sent=5, accepted=5)

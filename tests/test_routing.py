@@ -14,15 +14,8 @@ from hypothesis import strategies as st
 from bridge.config import Config, RouteConfig, parse
 from bridge.errors import ConfigError
 from bridge.model import Event, NodeState, RouteMatch, Silence
-from bridge.routing import (
-    CompiledRoute,
-    Router,
-    SilenceMatcher,
-    assign_receivers,
-    compile_routes,
-    explain,
-    silenced,
-)
+from bridge.routing import CompiledRoute, Router, compile_routes, explain
+from bridge.silences import silenced
 
 T0 = datetime(2026, 4, 16, 12, 0, tzinfo=UTC)
 
@@ -270,40 +263,6 @@ def test_all_keys_together() -> None:
 
 
 # --- receivers named by several routes ----------------------------------------------------------------
-
-
-def test_assign_receivers_gives_each_receiver_its_first_route() -> None:
-    r = router(
-        [
-            route("critical", ["pager", "ops"], status="FAILED"),
-            route("team-db", ["db", "ops"], labels={"team": "db"}),
-            route("everything", ["ops", "web"]),
-        ]
-    )
-    matches = r.match(event("prd-db-1", "FAILED"), None)
-    assert assign_receivers(matches, set()) == [
-        ("critical", "pager"),
-        ("critical", "ops"),
-        ("team-db", "db"),
-        ("everything", "web"),
-    ]
-
-
-def test_assign_receivers_skips_suppressed_routes() -> None:
-    matches = [
-        RouteMatch("critical", ("pager", "ops"), 3600.0),
-        RouteMatch("everything", ("ops", "web")),
-    ]
-    # 'critical' is inside its repeat_interval: it sends nothing, so 'ops' comes from 'everything'.
-    assert assign_receivers(matches, {"critical"}) == [("everything", "ops"), ("everything", "web")]
-    assert assign_receivers(matches, {"critical", "everything"}) == []
-
-
-def test_assign_receivers_duplicate_receiver_within_one_route() -> None:
-    assert assign_receivers([RouteMatch("r", ("ops", "ops"))], set()) == [("r", "ops")]
-
-
-# --- compile-time "can never match" errors ------------------------------------------------------------
 
 
 def problems_of(routes: list[dict[str, Any]], **kw: Any) -> list[str]:
@@ -657,24 +616,7 @@ def test_silences_from_config_with_and_without_starts_at() -> None:
     assert silenced(cfg.silences, event("prd-db-1", "RUNNING"), T0 + timedelta(minutes=30)) is None
 
 
-def test_silence_matcher_agrees_with_silenced() -> None:
-    items = [
-        _silence("prd-*", status=("FAILED",), start=0, end=30),
-        _silence("stg-db-1", start=10, end=20),
-        _silence("*-web-*", start=-10, end=5),
-    ]
-    matcher = SilenceMatcher(items)
-    assert len(matcher) == 3
-    for node in NODES:
-        for status in ("FAILED", "RUNNING"):
-            for minute in range(-15, 40, 5):
-                now = T0 + timedelta(minutes=minute)
-                ev = event(node, status)
-                assert matcher.match(ev, now) is silenced(items, ev, now), (node, status, minute)
-
-
 def test_silence_naive_times_are_utc() -> None:
     s = _silence("*")
     naive_now = (T0 + timedelta(minutes=1)).replace(tzinfo=None)
     assert silenced([s], event(), naive_now) is s
-    assert SilenceMatcher([s]).match(event(), naive_now) is s

@@ -22,9 +22,10 @@ from typing import Any
 import pytest
 
 from bridge.config import RetentionConfig
+from bridge.decide import Decider, Policy, decider
 from bridge.errors import StorageUnavailable
 from bridge.model import Event, NodeState, RouteMatch, Silence, delivery_id, parse_timestamp
-from bridge.store.base import Plan, Store
+from bridge.store.base import Store
 from bridge.store.memory import MemoryStore
 from tests.redis_server import RedisServer, redis_outage_server, redis_server  # noqa: F401
 
@@ -33,6 +34,11 @@ TTL = 3600.0
 BACKENDS = ["memory", "sqlite", "redis"]
 
 StoreFactory = Callable[[], Awaitable[Store]]
+# Routing given the node's previous state: these tests fix the routes and check what is stored.
+Plan = Callable[[NodeState | None], Sequence[RouteMatch]]
+SKEW = 300.0
+STALE_AGE = 1e6
+EVERYTHING = Silence("sil_all", "*", None, datetime(1970, 1, 1, tzinfo=UTC), datetime(9999, 1, 1, tzinfo=UTC))
 
 
 def at(seconds: float) -> datetime:
@@ -91,8 +97,17 @@ async def store(new_store: StoreFactory) -> Store:
     return await new_store()
 
 
-async def accept(store: Store, event: Event, plan: Plan, *, now: datetime | None = None, **kw: Any) -> Any:
-    return await store.accept(event, plan, now=now or event.timestamp, dedup_ttl=kw.pop("ttl", TTL), **kw)
+def decide_with(event: Event, plan: Plan, now: datetime, mode: str = "notify") -> Decider:
+    """The real decision with fixed routes. mode "silenced": a silence covering everything is in
+    force; "stale": decided as if the event arrived after max_event_age had passed."""
+    policy = Policy(lambda e, prev: plan(prev), (EVERYTHING,) if mode == "silenced" else (), STALE_AGE, SKEW)
+    return decider(event, policy, now + timedelta(seconds=2 * STALE_AGE) if mode == "stale" else now)
+
+
+async def accept(store: Store, event: Event, plan: Plan, *, now: datetime | None = None, ttl: float = TTL,
+                 mode: str = "notify") -> Any:
+    now = now or event.timestamp
+    return await store.accept(event, decide_with(event, plan, now, mode), now=now, dedup_ttl=ttl)
 
 
 # --- accept ---------------------------------------------------------------------------------------
@@ -588,6 +603,42 @@ async def test_expired_dedup_record_accepts_again_even_before_prune(store: Store
     assert (await accept(store, future, plan_to("a"), now=at(160), ttl=60)).status == "accepted"
 
 
+async def test_prune_drops_node_records_past_the_events_retention(store: Store) -> None:
+    retention = RetentionConfig(done=100, dead=100, events=1000)
+    nodes = [f"node-{i}" for i in range(10_000)]
+    results = await asyncio.gather(*(accept(store, ev(n, t=0), plan_to()) for n in nodes))
+    assert {r.status for r in results} == {"accepted"}
+    await accept(store, ev("fresh", t=500), plan_to())
+    await store.prune(now=at(999), retention=retention)
+    assert await store.node_state("node-0") is not None  # not yet past the retention
+    await store.prune(now=at(1000), retention=retention)
+    for n in ("node-0", "node-5000", "node-9999"):
+        assert await store.node_state(n) is None
+    assert await store.node_state("fresh") is not None
+    # a pruned node starts over: its next event has no previous state
+    again = await accept(store, ev("node-1", t=1001), plan_to("a"))
+    assert (again.status, again.previous) == ("accepted", None)
+
+
+async def test_forget_node_resets_state_and_repeat_times(store: Store) -> None:
+    plan = plan_to("a", repeat=3600)
+    first = await accept(store, ev("n1", t=0), plan)
+    await accept(store, ev("n2", t=0), plan)
+    assert len(first.deliveries) == 1
+    assert (await accept(store, ev("n1", t=10), plan)).deliveries == ()  # inside the repeat interval
+    assert await store.forget_node("n1") is True
+    assert await store.node_state("n1") is None
+    assert await store.forget_node("n1") is False
+    assert await store.forget_node("never-seen") is False
+    # repeat times went with the record; the events and their dedup records stay
+    r = await accept(store, ev("n1", t=20), plan)
+    assert (r.status, r.previous, len(r.deliveries)) == ("accepted", None, 1)
+    assert (await accept(store, ev("n1", t=10), plan)).status == "duplicate"
+    assert (await accept(store, ev("n1", t=5), plan)).status == "out_of_order"  # older than t=20
+    assert await store.node_state("n2") is not None  # other nodes untouched
+    assert (await store.stats(now=at(20))).pending == 3
+
+
 # --- silences and meta ----------------------------------------------------------------------------
 
 
@@ -663,7 +714,7 @@ async def test_matches_memory_store(store: Store, seed: int) -> None:
             event = Event("NODE_STATUS_UPDATED", at(t), node, rng.choice(statuses), {"step": step}, {}, received_at=now)
             mode = rng.choices(["notify", "stale", "silenced"], weights=[8, 1, 1])[0]
             ttl = rng.choice([5.0, 60.0])
-            a = await both("accept", event, random_plan(), now=now, dedup_ttl=ttl, mode=mode)
+            a = await both("accept", event, decide_with(event, random_plan(), now, mode), now=now, dedup_ttl=ttl)
             known += a.deliveries
         elif op == "claim":
             only = rng.choice([None, None, ["a"], ["b", "c"]])
@@ -727,9 +778,9 @@ async def test_redis_matches_memory_store_in_small_batches(
     redis_pair: tuple[Store, Store], monkeypatch: pytest.MonkeyPatch, seed: int
 ) -> None:
     """Prune, purge, retry, bury_receiver and claim promotion work in batches; force many."""
-    import bridge.store.redis
+    from bridge.store.redis import store as redis_store
 
-    monkeypatch.setattr(bridge.store.redis, "_BATCH", 2)
+    monkeypatch.setattr(redis_store, "_BATCH", 2)
     await test_matches_memory_store(redis_pair[0], seed)
 
 
@@ -856,9 +907,8 @@ async def test_redis_prune_keeps_redis_bounded(redis_pair: tuple[Store, Store]) 
     assert removed == 60 + 120 + 60  # dedup records, jobs, events
     client = one._client()
     left = sorted([k async for k in client.scan_iter(match=f"{one.prefix}*")])
-    allowed = ("node:", "fired:", "ping")
-    assert all(k[len(one.prefix) :].startswith(allowed) for k in left), left
-    assert len(left) == 6 + 6 + 1
+    # node records go too once their newest event is past the events' retention (issue 11)
+    assert [k[len(one.prefix) :] for k in left] == ["meta", "ping", "version"], left
 
 
 async def test_redis_outage_raises_storage_unavailable_then_recovers(
@@ -886,5 +936,73 @@ async def test_redis_outage_raises_storage_unavailable_then_recovers(
         assert (await accept(store, ev(t=1), plan_to("a"))).status == "accepted"
         assert [d.receiver for d in await store.claim(now=at(2), limit=5, lease=30)] == ["a"]
         await store.ping()
+    finally:
+        await store.close()
+
+
+# --- SQLite: files written before node records were one JSON blob -----------------------------------
+
+
+async def test_sqlite_migrates_old_node_rows(tmp_path: Path) -> None:
+    import sqlite3
+
+    from bridge.store.sqlite import SQLiteStore
+
+    path = tmp_path / "old.db"
+    e = ev("n1", t=10)
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE nodes (node_id TEXT PRIMARY KEY, status TEXT NOT NULL, since REAL NOT NULL, "
+        "last_ts REAL NOT NULL, last_event_id TEXT NOT NULL);"
+        "CREATE TABLE fired (route TEXT NOT NULL, node_id TEXT NOT NULL, status TEXT NOT NULL, at REAL NOT NULL, "
+        "PRIMARY KEY (route, node_id, status));"
+    )
+    conn.execute("INSERT INTO nodes VALUES ('n1', 'FAILED', ?, ?, ?)", (at(0).timestamp(), at(10).timestamp(), e.id))
+    conn.execute("INSERT INTO fired VALUES ('r', 'n1', 'FAILED', ?)", (at(10).timestamp(),))
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        assert await store.node_state("n1") == NodeState("n1", "FAILED", at(0), at(10), e.id)
+        assert (await accept(store, ev("n1", t=5), plan_to("a"))).status == "out_of_order"
+        # the route's last firing came along: still inside its repeat interval
+        r = await accept(store, ev("n1", t=20), plan_to("a", repeat=60))
+        assert (r.status, r.deliveries) == ("accepted", ())
+    finally:
+        await store.close()
+
+
+async def test_redis_migrates_keys_of_the_earlier_layout(redis_pair: tuple[Store, Store]) -> None:
+    from bridge.store.redis import RedisStore
+
+    one, _ = redis_pair
+    assert isinstance(one, RedisStore)
+    did = (await accept(one, ev("n2", t=0), plan_to("a"))).deliveries[0]
+    client = one._client()
+    p = one.prefix
+    # what the earlier layout wrote: terse job fields, node state as fields, repeat times apart
+    readable = {"context": "ctx", "created_at": "created", "next_attempt_at": "next", "updated_at": "updated",
+                "order_key": "ok", "receiver": "rcv", "event_ts": "ets", "member": "m"}
+    job = await client.hgetall(f"{p}job:{did}")
+    await client.delete(f"{p}job:{did}")
+    await client.hset(f"{p}job:{did}", mapping={readable.get(k, k): v for k, v in job.items()})
+    e = ev("n1", t=10)
+    await client.hset(f"{p}node:n1", mapping={"status": "FAILED", "since": str(int(at(0).timestamp() * 1e6)),
+                                              "last": str(int(at(10).timestamp() * 1e6)), "id": e.id, "v": "3"})
+    await client.hset(f"{p}fired:n1", '["FAILED","r"]', repr(at(10).timestamp()))
+    await client.hdel(f"{p}meta", "redis_layout")
+
+    store = RedisStore(one.url, prefix=p)
+    await store.open()
+    try:
+        assert await store.node_state("n1") == NodeState("n1", "FAILED", at(0), at(10), e.id)
+        r = await accept(store, ev("n1", t=20), plan_to("a", repeat=60))
+        assert (r.status, r.deliveries) == ("accepted", ())  # the repeat time came along
+        assert (await accept(store, ev("n1", t=5), plan_to("a"))).status == "out_of_order"
+        got = await store.get_delivery(did)
+        assert got is not None and (got.receiver, got.state) == ("a", "pending")
+        assert [d.id for d in await store.claim(now=at(30), limit=5, lease=30)] == [did]
+        assert not [k async for k in client.scan_iter(match=f"{p}fired:*")]
     finally:
         await store.close()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bridge.store.base import Acceptance, OutboxStats, Plan, Store
+from bridge.store.base import Acceptance, OutboxStats, Store
 
-__all__ = ["Acceptance", "OutboxStats", "Plan", "Store", "open_store", "sqlite_path"]
+__all__ = ["Acceptance", "OutboxStats", "Store", "open_store", "sqlite_path"]
 
 
 def sqlite_path(url: str) -> Path:

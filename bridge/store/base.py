@@ -1,25 +1,23 @@
 """The Store contract: every backend (memory, sqlite, redis) passes the same tests.
 
-``accept`` is the outbox's one transaction: dedup record, event, node state and the delivery
-jobs that routing chose commit together, so a 200 answered after it means nothing is lost.
+``accept`` is the outbox's one transaction: dedup record, event, node record and the delivery
+jobs that ``bridge.decide`` chose commit together, so a 200 answered after it means nothing is
+lost. Stores only persist: they never route, match silences or compare event times.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Protocol
 
 from bridge.config import RetentionConfig
-from bridge.model import Delivery, DeliveryState, Event, NodeState, RouteMatch, Silence, context_fields
+from bridge.decide import Decider, Decision, Outcome
+from bridge.model import Delivery, DeliveryState, Event, NodeState, Silence, context_fields
 
-AcceptStatus = Literal["accepted", "duplicate", "stale", "out_of_order", "silenced"]
-
-# Routing, given the node's previous state. Must be pure: a backend with optimistic concurrency
-# (Redis) may call it more than once for one event.
-Plan = Callable[[NodeState | None], Sequence[RouteMatch]]
+AcceptStatus = Outcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +26,13 @@ class Acceptance:
     event_id: str
     deliveries: tuple[str, ...] = ()  # ids of the jobs created
     previous: NodeState | None = None
+    silenced_by: str | None = None
+
+    @classmethod
+    def of(cls, event: Event, decision: Decision) -> Acceptance:
+        """What ``accept`` answers once ``decision`` is committed."""
+        ids = tuple(j.id for j in decision.jobs)
+        return cls(decision.outcome, event.id, ids, decision.previous, decision.silenced_by)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,22 +56,16 @@ class Store(Protocol):
     async def ping(self) -> None:
         """Raise StorageUnavailable when the store cannot be written."""
 
-    async def accept(
-        self,
-        event: Event,
-        plan: Plan,
-        *,
-        now: datetime,
-        dedup_ttl: float,
-        mode: Literal["notify", "stale", "silenced"] = "notify",
-    ) -> Acceptance:
-        """Record ``event`` once. Exactly one of many concurrent identical calls gets 'accepted'.
+    async def accept(self, event: Event, decide: Decider, *, now: datetime, dedup_ttl: float) -> Acceptance:
+        """Record ``event`` once, as ``decide`` says. Exactly one of many concurrent identical calls
+        is decided on a dedup key that was not live.
 
-        mode="stale"/"silenced": recorded (dedup + event) but never notified; "stale" does not
-        touch node state. An event older than the node's newest known one is 'out_of_order':
-        recorded, not notified, node state unchanged. Otherwise ``plan(prev)`` names the routes;
-        a route whose repeat_interval has not passed since it last fired for this node and status
-        is skipped; each receiver gets one job (its first route)."""
+        Reads the node's record and whether the event's dedup key is live, calls
+        ``decide(record, duplicate)`` and, unless it answers 'duplicate', writes atomically: the
+        dedup record (live until max(now, event time) + dedup_ttl), the event with its outcome, the
+        node's new record (if any) and the decision's jobs, checking that the node's record is still
+        the one decided on (else reading and deciding again). ``decide`` must be pure: it may be
+        called more than once for one event. If it raises, nothing of the event is recorded."""
         ...
 
     async def claim(
@@ -109,10 +108,17 @@ class Store(Protocol):
     async def stats(self, *, now: datetime) -> OutboxStats: ...
 
     async def prune(self, *, now: datetime, retention: RetentionConfig) -> int:
-        """Drop expired dedup records, old events, done and dead jobs. Returns rows removed."""
+        """Drop expired dedup records, old events, done and dead jobs, and the records of nodes whose
+        newest event is older than the events' retention (jobs carry their own context, so none
+        needs them). Returns the dedup records, events and jobs removed (node records uncounted)."""
         ...
 
     async def node_state(self, node_id: str) -> NodeState | None: ...
+
+    async def forget_node(self, node_id: str) -> bool:
+        """Reset a node: drop its record (state, repeat times); its events and dedup records stay.
+        True if there was one."""
+        ...
 
     async def add_silence(self, silence: Silence) -> None: ...
 
@@ -125,31 +131,6 @@ class Store(Protocol):
     async def set_meta(self, key: str, value: str) -> None: ...
 
 
-def select_deliveries(
-    matches: Sequence[RouteMatch], last_fired: dict[str, float], now_ts: float
-) -> tuple[list[tuple[str, str]], list[str]]:
-    """Which (route, receiver) pairs get a job, and which routes fired.
-
-    ``last_fired`` maps a route to when it last fired for this node and status (unix seconds).
-    A route still inside its repeat_interval is skipped; a receiver named by several routes gets
-    one job, under the first route that fired.
-    """
-    pairs: list[tuple[str, str]] = []
-    fired: list[str] = []
-    taken: set[str] = set()
-    for m in matches:
-        if m.repeat_interval > 0:
-            last = last_fired.get(m.route)
-            if last is not None and now_ts - last < m.repeat_interval:
-                continue
-        fired.append(m.route)
-        for receiver in m.receivers:
-            if receiver not in taken:
-                taken.add(receiver)
-                pairs.append((m.route, receiver))
-    return pairs, fired
-
-
 # Compact JSON, as stored in every backend (C encoder; no spaces to store or parse). ASCII-only:
 # a body may carry a lone surrogate ("\\ud800"), which has no UTF-8 form to store.
 compact_json = json.JSONEncoder(separators=(",", ":")).encode
@@ -157,7 +138,12 @@ compact_json = json.JSONEncoder(separators=(",", ":")).encode
 
 def job_context(event_json: str, route: str, receiver: str, previous: NodeState | None) -> str:
     """``Alert.context()`` as JSON, around the event's JSON encoded once for all of its jobs."""
+    return f'{{"event":{event_json},{context_tail(route, receiver, previous)}'
+
+
+def context_tail(route: str, receiver: str, previous: NodeState | None) -> str:
+    """The job context's JSON after ``{"event":<event>,`` (commit.lua joins the two the same way)."""
     rest = compact_json(
         context_fields(route, receiver, previous.status if previous else None, previous.since if previous else None)
     )
-    return f'{{"event":{event_json},{rest[1:]}'
+    return rest[1:]

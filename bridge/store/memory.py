@@ -6,20 +6,11 @@ import asyncio
 from collections.abc import Collection, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Literal
 
 from bridge.config import RetentionConfig
-from bridge.model import (
-    Alert,
-    Delivery,
-    DeliveryState,
-    Event,
-    NodeState,
-    Silence,
-    delivery_id,
-    next_node_state,
-)
-from bridge.store.base import Acceptance, AcceptStatus, OutboxStats, Plan, select_deliveries
+from bridge.decide import Decider, NodeRecord
+from bridge.model import Alert, Delivery, DeliveryState, Event, NodeState, Silence
+from bridge.store.base import Acceptance, OutboxStats
 
 
 class MemoryStore:
@@ -28,8 +19,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._dedup: dict[str, tuple[str, float]] = {}  # key -> (event id, expires_at)
         self._events: dict[str, tuple[Event, str]] = {}  # id -> (event, outcome)
-        self._nodes: dict[str, NodeState] = {}
-        self._fired: dict[tuple[str, str, str], float] = {}
+        self._nodes: dict[str, NodeRecord] = {}
         self._jobs: dict[str, Delivery] = {}
         self._leases: dict[str, datetime] = {}
         self._silences: dict[str, Silence] = {}
@@ -45,57 +35,24 @@ class MemoryStore:
     async def ping(self) -> None:
         return None
 
-    async def accept(
-        self,
-        event: Event,
-        plan: Plan,
-        *,
-        now: datetime,
-        dedup_ttl: float,
-        mode: Literal["notify", "stale", "silenced"] = "notify",
-    ) -> Acceptance:
+    async def accept(self, event: Event, decide: Decider, *, now: datetime, dedup_ttl: float) -> Acceptance:
+        # No await between the read and the writes: atomic on the event loop.
         now_ts = now.timestamp()
         found = self._dedup.get(event.dedup_key)
-        if found is not None and found[1] > now_ts:
-            return Acceptance("duplicate", found[0])
-        expires = max(now_ts, event.timestamp.timestamp()) + dedup_ttl
-        prev = None if mode == "stale" else self._nodes.get(event.node_id)
-        outcome: AcceptStatus = "stale" if mode == "stale" else "silenced" if mode == "silenced" else "accepted"
-        if prev is not None and mode != "stale" and event.timestamp < prev.last_timestamp:
-            outcome = "out_of_order"
-        # Like a transaction: plan() may raise, and then nothing of this event is recorded.
-        matches = plan(prev) if outcome == "accepted" else ()
-        self._dedup[event.dedup_key] = (event.id, expires)
-        if outcome in ("stale", "out_of_order"):
-            self._events[event.id] = (event, outcome)
-            return Acceptance(outcome, event.id, previous=prev)
-        self._nodes[event.node_id] = next_node_state(prev, event)
-        if outcome == "silenced":
-            self._events[event.id] = (event, "silenced")
-            return Acceptance("silenced", event.id, previous=prev)
-        last = {
-            m.route: self._fired[k]
-            for m in matches
-            if (k := (m.route, event.node_id, event.status)) in self._fired
-        }
-        pairs, fired = select_deliveries(matches, last, now_ts)
-        for route in fired:
-            self._fired[(route, event.node_id, event.status)] = now_ts
-        ids = []
-        for route, receiver in pairs:
-            did = delivery_id(event.id, receiver)
-            alert = Alert(
-                event=event,
-                route=route,
-                receiver=receiver,
-                delivery_id=did,
-                previous_status=prev.status if prev else None,
-                previous_since=prev.since if prev else None,
-            )
-            self._jobs[did] = Delivery(did, alert, "pending", 0, now, now, None, now)
-            ids.append(did)
-        self._events[event.id] = (event, "accepted")
-        return Acceptance("accepted", event.id, tuple(ids), prev)
+        record = self._nodes.get(event.node_id)
+        decision = decide(record, found is not None and found[1] > now_ts)
+        if decision.outcome == "duplicate":
+            return Acceptance("duplicate", found[0] if found is not None else event.id)
+        self._dedup[event.dedup_key] = (event.id, max(now_ts, event.timestamp.timestamp()) + dedup_ttl)
+        self._events[event.id] = (event, decision.outcome)
+        if decision.record is not None:
+            self._nodes[event.node_id] = decision.record
+        prev = decision.previous
+        for job in decision.jobs:
+            alert = Alert(event, job.route, job.receiver, job.id, prev.status if prev else None,
+                          prev.since if prev else None)
+            self._jobs[job.id] = Delivery(job.id, alert, "pending", 0, now, now, None, now)
+        return Acceptance.of(event, decision)
 
     def _due(self, job: Delivery, now: datetime) -> bool:
         if job.state == "pending":
@@ -224,10 +181,18 @@ class MemoryStore:
         ]:
             del self._events[eid]
             removed += 1
+        for node_id in [
+            n for n, r in self._nodes.items() if (now - r.state.last_timestamp).total_seconds() >= retention.events
+        ]:
+            del self._nodes[node_id]
         return removed
 
     async def node_state(self, node_id: str) -> NodeState | None:
-        return self._nodes.get(node_id)
+        record = self._nodes.get(node_id)
+        return record.state if record is not None else None
+
+    async def forget_node(self, node_id: str) -> bool:
+        return self._nodes.pop(node_id, None) is not None
 
     async def add_silence(self, silence: Silence) -> None:
         self._silences[silence.id] = silence

@@ -1,0 +1,4 @@
+-- Reset a node: drop its record. ARGV: 1 prefix, 2 node id. Returns 1 if there was one.
+local P = ARGV[1]
+redis.call('ZREM', P .. 'nodes', ARGV[2])
+return redis.call('DEL', P .. 'node:' .. ARGV[2])

@@ -1,0 +1,123 @@
+local P = ARGV[1]
+local DUE = P .. 'due'
+local READY = P .. 'ready'
+local function jk(id) return P .. 'job:' .. id end
+local function qk(ok) return P .. 'q:' .. ok end
+local function rk(rcv) return P .. 'ready:' .. rcv end
+local function jid(m) return string.sub(m, 19) end
+local function head_of(q) return redis.call('ZRANGE', q, 0, 0)[1] end
+
+local function head_due(m)
+  local f = redis.call('HMGET', jk(jid(m)), 'state', 'next_attempt_at', 'lease_until')
+  if f[1] == 'inflight' then return f[3] end
+  return f[2]
+end
+
+local function unready(m, rcv)
+  redis.call('ZREM', READY, m)
+  redis.call('ZREM', rk(rcv), m)
+end
+
+-- keep due/ready holding exactly the head of every non-empty queue (rcv: the queue's receiver)
+local function fix_head(q, rcv, old, force)
+  local h = head_of(q)
+  if h == old and not force then return end
+  if old then
+    redis.call('ZREM', DUE, old)
+    unready(old, rcv)
+  end
+  if h then
+    unready(h, rcv)
+    redis.call('ZADD', DUE, head_due(h), h)
+  end
+end
+
+-- remove a job from every index and delete it
+local function drop_job(id)
+  local k = jk(id)
+  local f = redis.call('HMGET', k, 'state', 'order_key', 'member', 'receiver')
+  local st = f[1]
+  if not st then return 0 end
+  redis.call('ZREM', P .. 'st:' .. st, id)
+  redis.call('ZREM', P .. 'jobs', id)
+  if st == 'done' or st == 'dead' then
+    redis.call('ZREM', P .. 'fin:' .. st, id)
+  else
+    redis.call('SREM', P .. 'rcv:' .. f[4], id)
+    local q = qk(f[2])
+    local old = head_of(q)
+    redis.call('ZREM', q, f[3])
+    fix_head(q, f[4], old, false)
+  end
+  redis.call('DEL', k)
+  return 1
+end
+
+-- pending/inflight -> done/dead
+local function finish(id, new, now, err)
+  local k = jk(id)
+  local f = redis.call('HMGET', k, 'state', 'order_key', 'member', 'receiver', 'created_at')
+  local st = f[1]
+  if st ~= 'pending' and st ~= 'inflight' then return 0 end
+  local q = qk(f[2])
+  local old = head_of(q)
+  redis.call('ZREM', q, f[3])
+  redis.call('HSET', k, 'state', new, 'updated_at', now)
+  if err then redis.call('HSET', k, 'last_error', err) end
+  redis.call('HDEL', k, 'lease_until')
+  redis.call('ZREM', P .. 'st:' .. st, id)
+  redis.call('ZADD', P .. 'st:' .. new, f[5], id)
+  redis.call('ZADD', P .. 'fin:' .. new, now, id)
+  redis.call('SREM', P .. 'rcv:' .. f[4], id)
+  fix_head(q, f[4], old, false)
+  return 1
+end
+
+-- dead/pending -> pending, due now, attempts 0
+local function revive(id, now)
+  local k = jk(id)
+  local f = redis.call('HMGET', k, 'state', 'order_key', 'member', 'receiver', 'created_at', 'event_ts')
+  local st = f[1]
+  if st ~= 'dead' and st ~= 'pending' then return 0 end
+  local q = qk(f[2])
+  local old = head_of(q)
+  if st == 'dead' then
+    redis.call('ZREM', P .. 'st:dead', id)
+    redis.call('ZREM', P .. 'fin:dead', id)
+    redis.call('ZADD', P .. 'st:pending', f[5], id)
+    redis.call('SADD', P .. 'rcv:' .. f[4], id)
+    redis.call('ZADD', q, f[6], f[3])
+  end
+  redis.call('HSET', k, 'state', 'pending', 'next_attempt_at', now, 'attempts', 0, 'updated_at', now)
+  fix_head(q, f[4], old, true)
+  return 1
+end
+
+-- inflight -> pending, due at nxt
+local function reschedule(id, now, nxt, err)
+  local k = jk(id)
+  local f = redis.call('HMGET', k, 'state', 'order_key', 'created_at', 'receiver')
+  if f[1] ~= 'inflight' then return 0 end
+  local q = qk(f[2])
+  local old = head_of(q)
+  redis.call('HSET', k, 'state', 'pending', 'next_attempt_at', nxt, 'last_error', err, 'updated_at', now)
+  redis.call('HDEL', k, 'lease_until')
+  redis.call('ZREM', P .. 'st:inflight', id)
+  redis.call('ZADD', P .. 'st:pending', f[3], id)
+  fix_head(q, f[4], old, true)
+  return 1
+end
+
+-- heads whose due time has passed: due -> ready
+local function promote(now, cap)
+  local ms = redis.call('ZRANGEBYSCORE', DUE, '-inf', now, 'LIMIT', 0, cap)
+  for _, m in ipairs(ms) do
+    redis.call('ZREM', DUE, m)
+    local f = redis.call('HMGET', jk(jid(m)), 'event_ts', 'receiver')
+    if f[1] then
+      redis.call('ZADD', READY, f[1], m)
+      redis.call('ZADD', rk(f[2]), f[1], m)
+    end
+  end
+  return #ms
+end

@@ -1,0 +1,545 @@
+"""Redis store: shared state for several bridge replicas (``storage.url: redis://host:port/db``).
+
+Everything the bridge remembers lives in Redis under one key prefix (default ``ab:``), so any
+replica may accept any event and deliver any job. Semantics match ``MemoryStore`` exactly; the
+contract tests run both side by side.
+
+Keys (``P`` = prefix)::
+
+    P dd:<node>|<ts>     string "<expires> <event id>"; PX = logical lifetime + 60 s (backstop)
+    P dd:idx             zset  dedup key -> expires (unix s)     prune drops the expired ones
+    P ev:<event id>      string JSON {event, outcome}; PX = retention.events + 1 d (backstop)
+    P ev:idx             zset  event id -> received_at (µs)      prune drops old events
+    P node:<node>        hash  record (bridge.decide.NodeRecord as JSON), version (from P version)
+    P nodes              zset  node -> newest event's ordering time (µs)   prune drops old nodes
+    P version            string counter: every node record write takes the next version
+    P job:<id>           hash  id state attempts created_at next_attempt_at updated_at lease_until
+                               last_error order_key receiver event_ts member context
+    P jobs               zset  id -> created (µs)                 list_deliveries(state=None)
+    P st:<state>         zset  id -> created (µs)                 list by state, stats (ZCARD)
+    P fin:done|dead      zset  id -> updated (µs)                 prune by retention
+    P rcv:<receiver>     set   ids of the receiver's unfinished jobs   bury_receiver
+    P q:<receiver|node>  zset  m -> event ts (µs)                 unfinished jobs of one order key
+    P due                zset  m -> due time (µs)                 heads not known to be due yet
+    P ready              zset  m -> event ts (µs)                 heads that are due
+    P ready:<receiver>   zset  the same, one receiver's heads     claim(receivers=...)
+    P sil                hash  silence id -> JSON
+    P meta               hash  key -> value
+
+``member`` is a job's order member ``"<created µs, 17 digits>:<id>"``: inside a queue and in
+``ready``, Redis orders equal scores by member, so the order is (event ts, created_at, id),
+exactly ``MemoryStore``'s. Times are integer microseconds (exact in a double until year 2255);
+the dedup expiry is the float ``MemoryStore`` computes, written with ``repr``.
+
+Claims: only the head of a queue may go out. Every head is in exactly one of ``due`` (scored by
+next_attempt_at, or by lease expiry while in flight) or ``ready``. A claim first promotes the
+heads whose due time has passed from ``due`` to ``ready`` (each head is promoted once per due
+transition, so this is amortised O(log n)), then takes the first ``limit`` of ``ready``:
+O(limit·log n). A claimed head stays the head of its queue and goes back to ``due`` scored by its
+lease expiry, so a claim whose replica died is due again after ``lease`` seconds.
+
+Accept: ``decide`` is Python, so accept is optimistic, and group-committed: the accepts queued
+while no batch is on its way (those of one event-loop iteration), or while one is (the next
+batch), go together. One script call (read.lua) reads every dedup record and node record (with
+its version) of the batch; Python decides each accept in order, on the node record the batch's
+earlier accepts of the same node leave behind (a repeat of an event earlier in the batch waits
+for that one's answer); one script call (commit.lua) then commits them in the same order,
+re-checking for each its dedup record and that its node's version is the one decided on, and
+answers per accept 'ok', 'dup <id>' or 'retry' (once an accept of a node is not 'ok', the node's
+later accepts in the batch are 'retry'). Retries go first into the next batch. WATCH/MULTI would
+also work, but needs a dedicated connection per attempt; the script keeps the commit one atomic
+step. So ``decide`` may be called more than once for one event under contention (it is pure).
+
+Outcomes of sends (complete, reschedule, bury) are batched the same way: one script call records
+all those queued meanwhile. A claim is one script call (promotion and claim together), unless
+more heads fell due than one promotion batch holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import random
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from typing import Any, cast
+
+import redis.exceptions as rex
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.commands.core import AsyncScript
+
+from bridge.config import RetentionConfig
+from bridge.decide import Decider, NodeRecord, from_us, to_us
+from bridge.errors import StorageUnavailable
+from bridge.model import Alert, Delivery, DeliveryState, Event, NodeState, Silence
+from bridge.store.base import Acceptance, OutboxStats, compact_json
+from bridge.store.redis.accepts import Accept, CommitItem, NodeSim
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+_MAX_ACCEPT_ATTEMPTS = 50
+_ACCEPT_BATCH = 256  # accepts committed by one script call (bounds its run time)
+_SETTLE_BATCH = 512  # send outcomes recorded by one script call
+_BATCH = 1000  # keys handled per script call by prune and promotion (bounds one script's run time)
+_LAYOUT_FIELD, _LAYOUT = "redis_layout", "2"  # 2: node records as JSON, readable job fields
+# Redis answers these while it cannot take writes (failover, loading, OOM, a slow script).
+_UNAVAILABLE_REPLIES = ("READONLY", "LOADING", "MASTERDOWN", "BUSY", "OOM", "TRYAGAIN", "CLUSTERDOWN")
+
+
+_us = to_us
+
+
+def _dt(us: str | int) -> datetime:
+    return from_us(int(us))
+
+
+def _cutoff(now_us: int, seconds: float) -> int:
+    """The latest time (µs) at least ``seconds`` before ``now_us``."""
+    return now_us - round(seconds * 1_000_000)
+
+
+@contextmanager
+def _guard() -> Iterator[None]:
+    """Redis unreachable or unable to write → StorageUnavailable (the server answers 503)."""
+    try:
+        yield
+    except (rex.ConnectionError, rex.TimeoutError, OSError) as exc:
+        raise StorageUnavailable(f"redis unavailable: {exc}") from exc
+    except rex.ResponseError as exc:
+        if isinstance(exc, rex.ReadOnlyError | rex.OutOfMemoryError) or str(exc).startswith(_UNAVAILABLE_REPLIES):
+            raise StorageUnavailable(f"redis cannot write: {exc}") from exc
+        raise
+
+
+# --- Lua: bridge/store/redis/*.lua -------------------------------------------------------------------
+# Every script takes the key prefix as ARGV[1] and builds its keys from it (standalone Redis; the
+# keys of one bridge are not spread over a cluster). lib.lua is prepended to those that use it.
+_STANDALONE = ("read", "swap", "forget", "migrate")
+_WITH_LIB = ("commit", "promote", "claim", "settle", "bury_receiver", "retry", "purge_dead", "prune")
+
+
+@functools.cache
+def _scripts() -> dict[str, str]:
+    here = resources.files(__package__ or "bridge.store.redis")
+    lib = (here / "lib.lua").read_text()
+    out = {name: (here / f"{name}.lua").read_text() for name in _STANDALONE}
+    out.update({name: lib + (here / f"{name}.lua").read_text() for name in _WITH_LIB})
+    return out
+
+
+class RedisStore:
+    """The ``Store`` contract on a Redis server shared by every replica."""
+
+    durable = True
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "ab:",
+        socket_timeout: float = 2.0,
+        health_check_interval: int = 15,
+        max_connections: int = 64,
+    ) -> None:
+        self.url = url
+        self.prefix = prefix
+        self._socket_timeout = socket_timeout
+        self._health_check_interval = health_check_interval
+        self._max_connections = max_connections
+        self._redis: Redis | None = None
+        self._scripts: dict[str, AsyncScript] = {}
+        self._events_keep = RetentionConfig().events  # backstop TTL of events; prune updates it
+        # group commits: accepts (and send outcomes) queued while a batch is on its way go together
+        self._accepts: list[Accept] = []
+        self._accept_task: asyncio.Task[None] | None = None
+        self._settles: list[tuple[tuple[str, str, str, str, str], asyncio.Future[None]]] = []
+        self._settle_task: asyncio.Task[None] | None = None
+
+    # --- connection ------------------------------------------------------------------------------
+
+    def _client(self) -> Redis:
+        if self._redis is None:
+            # Connection refused is immediate; a silent host costs at most socket_timeout per try.
+            # One quick retry lets a pooled connection that died with a Redis restart reconnect.
+            # A bounded pool: a burst of requests waits for a connection instead of failing.
+            pool = BlockingConnectionPool.from_url(
+                self.url,
+                max_connections=self._max_connections,
+                timeout=self._socket_timeout * 2,
+                decode_responses=True,
+                socket_timeout=self._socket_timeout,
+                socket_connect_timeout=self._socket_timeout / 2,
+                health_check_interval=self._health_check_interval,
+                retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1),
+            )
+            self._redis = Redis.from_pool(pool)
+            self._scripts = {name: self._redis.register_script(text) for name, text in _scripts().items()}
+        return self._redis
+
+    async def _run(self, script: str, *args: str | int | float) -> Any:
+        self._client()
+        with _guard():
+            return await self._scripts[script](args=[self.prefix, *args])
+
+    def _k(self, *parts: str) -> str:
+        return self.prefix + "".join(parts)
+
+    async def open(self) -> None:
+        """Connect and check that Redis takes writes; StorageUnavailable otherwise. Keys written by
+        earlier versions are brought to the current layout first (once: a meta field marks it)."""
+        await self.ping()
+        await self._migrate()
+
+    async def _migrate(self) -> None:
+        r = self._client()
+        with _guard():
+            if await r.hget(self._k("meta"), _LAYOUT_FIELD) == _LAYOUT:
+                return
+            for pattern in ("job:*", "node:*"):
+                batch: list[str] = []
+                async for key in r.scan_iter(match=self._k(pattern), count=_BATCH):
+                    batch.append(key)
+                    if len(batch) >= _BATCH:
+                        await self._run("migrate", *batch)
+                        batch = []
+                if batch:
+                    await self._run("migrate", *batch)
+            await r.hset(self._k("meta"), _LAYOUT_FIELD, _LAYOUT)
+
+    async def close(self) -> None:
+        # let the batches on their way finish (or fail) on the connection they started on
+        for task in (self._accept_task, self._settle_task):
+            if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
+                await asyncio.wait([task])
+        if self._redis is not None:
+            redis, self._redis = self._redis, None
+            self._scripts = {}
+            await redis.aclose()
+
+    async def ping(self) -> None:
+        r = self._client()
+        with _guard():
+            await r.set(self._k("ping"), "1", px=60_000)
+
+    # --- accept ----------------------------------------------------------------------------------
+
+    async def accept(self, event: Event, decide: Decider, *, now: datetime, dedup_ttl: float) -> Acceptance:
+        loop = asyncio.get_running_loop()
+        item = Accept(event, decide, now, dedup_ttl, loop.create_future())
+        self._accepts.append(item)
+        if self._accept_task is None:
+            # Starts at the next loop iteration: every request handled in this one joins the batch.
+            self._accept_task = loop.create_task(self._drain_accepts())
+        return await item.fut
+
+    async def _drain_accepts(self) -> None:
+        """Commit queued accepts, batch after batch; accepts that arrive meanwhile join the next."""
+        try:
+            while self._accepts:
+                batch = [a for a in self._accepts[:_ACCEPT_BATCH] if not a.fut.done()]  # done: cancelled
+                del self._accepts[:_ACCEPT_BATCH]
+                if not batch:
+                    continue
+                try:
+                    again = await self._accept_batch(batch)
+                except BaseException as exc:
+                    err = exc if isinstance(exc, Exception) else StorageUnavailable("redis store is closing")
+                    for a in batch:
+                        if not a.fut.done():
+                            a.fut.set_exception(err)
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                self._requeue(again)
+        finally:
+            self._accept_task = None
+
+    def _requeue(self, again: list[Accept]) -> None:
+        """Accepts to try once more, ahead of the queue (in their order); after a few tries, after
+        a short random pause (another replica keeps committing events of the same node)."""
+        now_items: list[Accept] = []
+        loop = asyncio.get_running_loop()
+        for a in again:
+            if a.attempts >= _MAX_ACCEPT_ATTEMPTS:
+                if not a.fut.done():
+                    a.fut.set_exception(
+                        StorageUnavailable("redis: too much contention on node state; retry later", 1.0)
+                    )
+            elif a.attempts >= 3:
+                loop.call_later(random.uniform(0, 0.001 * a.attempts), self._enqueue_later, a)
+            else:
+                now_items.append(a)
+        self._accepts[:0] = now_items
+
+    def _enqueue_later(self, a: Accept) -> None:
+        if a.fut.done():
+            return
+        self._accepts.append(a)
+        if self._accept_task is None:
+            self._accept_task = asyncio.get_running_loop().create_task(self._drain_accepts())
+
+    async def _accept_batch(self, batch: list[Accept]) -> list[Accept]:
+        """One round trip reads what every accept of ``batch`` decides on, Python decides them in
+        order (each on the node record its predecessors leave), one script commits them all,
+        re-checking each. Returns the accepts to try again."""
+        nodes = list(dict.fromkeys(a.event.node_id for a in batch))
+        found_all, rows = await self._run("read", len(batch), *(a.event.dedup_key for a in batch), *nodes)
+        sims = {node: NodeSim(node, row) for node, row in zip(nodes, rows, strict=True)}
+
+        items: list[CommitItem] = []
+        sent: list[tuple[Accept, Acceptance]] = []
+        waiting: list[tuple[int, Accept, Accept]] = []  # (position, accept, earlier one with its dedup key)
+        seen: dict[str, Accept] = {}
+        for pos, (a, found) in enumerate(zip(batch, found_all, strict=True)):
+            ev = a.event
+            earlier = seen.get(ev.dedup_key)
+            if earlier is not None:  # its answer depends on whether the earlier one commits
+                waiting.append((pos, a, earlier))
+                continue
+            sim = sims[ev.node_id]
+            try:
+                if found and float(found.partition(" ")[0]) > a.now_ts:
+                    a.fut.set_result(Acceptance.of(ev, a.decide(sim.record, True)))
+                    continue
+                decision = a.decide(sim.record, False)
+            except Exception as exc:  # decide raised: this accept fails, the others go on
+                a.fut.set_exception(exc)
+                continue
+            items.append(a.commit_item(decision, sim))
+            seen[ev.dedup_key] = a
+            sent.append((a, Acceptance.of(ev, decision)))
+
+        again: list[tuple[int, Accept]] = []
+        committed: set[int] = set()
+        if sent:
+            answers = await self._run("commit", round((self._events_keep + 86400) * 1000), compact_json(items))
+            position = {id(a): pos for pos, a in enumerate(batch)}
+            for (a, result), answer in zip(sent, answers, strict=True):
+                if answer == "ok":
+                    committed.add(id(a))
+                    if not a.fut.done():
+                        a.fut.set_result(result)
+                elif answer.startswith("dup "):
+                    if not a.fut.done():
+                        a.fut.set_result(Acceptance.of(a.event, a.decide(None, True)))
+                else:
+                    a.attempts += 1
+                    again.append((position[id(a)], a))
+        for pos, a, earlier in waiting:
+            if id(earlier) in committed and earlier.expires > a.now_ts:
+                if not a.fut.done():
+                    a.fut.set_result(Acceptance.of(a.event, a.decide(None, True)))
+            else:
+                again.append((pos, a))
+        again.sort(key=lambda pa: pa[0])
+        return [a for _, a in again if not a.fut.done()]
+
+    # --- delivery jobs ---------------------------------------------------------------------------
+
+    async def claim(
+        self, *, now: datetime, limit: int, lease: float, receivers: Collection[str] | None = None
+    ) -> list[Delivery]:
+        if limit <= 0 or (receivers is not None and not receivers):
+            return []
+        only = ("*",) if receivers is None else ("", *dict.fromkeys(receivers))
+        now_us = _us(now)
+        lease_us = _us(now + timedelta(seconds=lease))
+        while True:
+            # One round trip, unless many heads fell due at once: then promote them in bounded
+            # batches first, so no single script blocks Redis for long.
+            rows = await self._run("claim", now_us, limit, lease_us, _BATCH, *only)
+            if not int(rows[0]):
+                return [_delivery(_pairs(row)) for row in rows[1:]]
+            while await self._run("promote", now_us, _BATCH) >= _BATCH:
+                pass
+
+    async def complete(self, delivery_id: str, *, now: datetime) -> None:
+        await self._settle("done", delivery_id, _us(now), 0, "")
+
+    async def reschedule(self, delivery_id: str, *, now: datetime, next_attempt_at: datetime, error: str) -> None:
+        await self._settle("resched", delivery_id, _us(now), _us(next_attempt_at), error)
+
+    async def bury(self, delivery_id: str, *, now: datetime, error: str) -> None:
+        await self._settle("dead", delivery_id, _us(now), 0, error)
+
+    async def _settle(self, kind: str, delivery_id: str, now_us: int, next_us: int, error: str) -> None:
+        """Outcomes recorded in the same loop iteration (and while one batch is on its way) share
+        one script call."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._settles.append(((kind, delivery_id, str(now_us), str(next_us), error), fut))
+        if self._settle_task is None:
+            self._settle_task = loop.create_task(self._drain_settles())
+        await fut
+
+    async def _drain_settles(self) -> None:
+        try:
+            while self._settles:
+                batch = self._settles[:_SETTLE_BATCH]
+                del self._settles[:_SETTLE_BATCH]
+                try:
+                    await self._run("settle", compact_json([item for item, _ in batch]))
+                except BaseException as exc:
+                    err = exc if isinstance(exc, Exception) else StorageUnavailable("redis store is closing")
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(err)
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_result(None)
+        finally:
+            self._settle_task = None
+
+    async def bury_receiver(self, receiver: str, *, now: datetime, error: str) -> int:
+        total = 0
+        while True:  # in batches, so one script never holds Redis for long
+            n, seen = await self._run("bury_receiver", receiver, _us(now), error, _BATCH)
+            total += int(n)
+            if int(seen) < _BATCH:
+                return total
+
+    async def get_delivery(self, delivery_id: str) -> Delivery | None:
+        r = self._client()
+        with _guard():
+            row = cast(dict[str, str], await r.hgetall(self._k("job:", delivery_id)))
+        return _delivery(row) if row else None
+
+    async def list_deliveries(self, *, state: DeliveryState | None = None, limit: int = 100) -> list[Delivery]:
+        if limit == 0:
+            return []
+        r = self._client()
+        index = self._k("jobs") if state is None else self._k("st:", state)
+        with _guard():
+            # A negative limit drops from the end, as the slice [:limit] does.
+            ids = cast(list[str], await r.zrange(index, 0, limit - 1))
+            async with r.pipeline(transaction=False) as pipe:
+                for i in ids:
+                    pipe.hgetall(self._k("job:", i))
+                rows = await pipe.execute()
+        return [_delivery(row) for row in rows if row]
+
+    async def retry_deliveries(self, ids: Sequence[str] | None, *, now: datetime) -> int:
+        if ids is None:
+            total = 0
+            while True:
+                n = int(await self._run("retry", _us(now), _BATCH))
+                total += n
+                if n < _BATCH:
+                    return total
+        if not ids:
+            return 0
+        return int(await self._run("retry", _us(now), "", *ids))
+
+    async def purge_dead(self) -> int:
+        total = 0
+        while True:
+            n = int(await self._run("purge_dead", _BATCH))
+            total += n
+            if n < _BATCH:
+                return total
+
+    async def stats(self, *, now: datetime) -> OutboxStats:
+        r = self._client()
+        with _guard():
+            async with r.pipeline(transaction=False) as pipe:
+                for s in ("pending", "inflight", "dead", "done"):
+                    pipe.zcard(self._k("st:", s))
+                pipe.zrange(self._k("st:pending"), 0, 0, withscores=True)
+                pipe.zrange(self._k("st:inflight"), 0, 0, withscores=True)
+                pending, inflight, dead, done, p0, i0 = await pipe.execute()
+        firsts = [int(score) for _, score in (*p0, *i0)]
+        age = (_us(now) - min(firsts)) / 1_000_000 if firsts else 0.0
+        return OutboxStats(pending, inflight, dead, done, age)
+
+    async def prune(self, *, now: datetime, retention: RetentionConfig) -> int:
+        self._events_keep = retention.events
+        now_us = _us(now)
+        args = (
+            repr(now.timestamp()),
+            _cutoff(now_us, retention.done),
+            _cutoff(now_us, retention.dead),
+            _cutoff(now_us, retention.events),
+            _BATCH,
+        )
+        total = 0
+        while True:
+            removed, more = await self._run("prune", *args)
+            total += int(removed)
+            if not more:
+                return total
+
+    # --- node state, silences, meta --------------------------------------------------------------
+
+    async def node_state(self, node_id: str) -> NodeState | None:
+        r = self._client()
+        with _guard():
+            raw = cast(str | None, await r.hget(self._k("node:", node_id), "record"))
+        return NodeRecord.from_json(node_id, json.loads(raw)).state if raw else None
+
+    async def forget_node(self, node_id: str) -> bool:
+        return bool(await self._run("forget", node_id))
+
+    async def add_silence(self, silence: Silence) -> None:
+        r = self._client()
+        with _guard():
+            await r.hset(self._k("sil"), silence.id, json.dumps(silence.to_dict()))
+
+    async def list_silences(self, *, now: datetime, include_expired: bool = False) -> list[Silence]:
+        r = self._client()
+        with _guard():
+            raw = await r.hvals(self._k("sil"))
+        found = (Silence.from_dict(json.loads(v)) for v in raw)
+        return sorted((s for s in found if include_expired or s.ends_at > now), key=lambda s: (s.starts_at, s.id))
+
+    async def expire_silence(self, silence_id: str, *, now: datetime) -> bool:
+        r = self._client()
+        key = self._k("sil")
+        while True:
+            with _guard():
+                raw = await r.hget(key, silence_id)
+            if raw is None:
+                return False
+            s = Silence.from_dict(json.loads(raw))
+            if s.ends_at <= now:
+                return False
+            ended = json.dumps(replace(s, ends_at=now).to_dict())
+            self._client()
+            with _guard():
+                if await self._scripts["swap"](args=[key, silence_id, raw, ended]):
+                    return True
+
+    async def get_meta(self, key: str) -> str | None:
+        r = self._client()
+        with _guard():
+            return cast(str | None, await r.hget(self._k("meta"), key))
+
+    async def set_meta(self, key: str, value: str) -> None:
+        r = self._client()
+        with _guard():
+            await r.hset(self._k("meta"), key, value)
+
+
+def _pairs(flat: Sequence[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _delivery(h: dict[str, str]) -> Delivery:
+    return Delivery(
+        id=h["id"],
+        alert=Alert.from_context(h["id"], json.loads(h["context"])),
+        state=cast(DeliveryState, h["state"]),
+        attempts=int(h["attempts"]),
+        created_at=_dt(h["created_at"]),
+        next_attempt_at=_dt(h["next_attempt_at"]),
+        last_error=h.get("last_error"),
+        updated_at=_dt(h["updated_at"]),
+    )

@@ -1,0 +1,453 @@
+"""The embedded default store: the outbox's schema and queries on one SQLite file.
+
+Writes go through the group-commit engine (groupcommit.py): every operation here is a function
+of one connection, run inside the batch of the current event-loop iteration. ``accept`` reads the
+node's record, calls the decision and writes it in the same transaction; this process is the
+file's only writer (a lock), so nothing can change the record in between.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bridge.config import RetentionConfig
+from bridge.decide import Decider, NodeRecord
+from bridge.model import Alert, Delivery, DeliveryState, Event, NodeState, Silence, format_timestamp, order_key
+from bridge.store.base import Acceptance, OutboxStats, compact_json, job_context
+from bridge.store.sqlite.groupcommit import GroupCommit
+
+T = TypeVar("T")
+
+# Events double as dedup records: an event's id is derived from its dedup key. Pruning ends the
+# dedup record (expires_at = 0) and the event record (kept = 0) separately, and deletes the row
+# once both are over.
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+  id TEXT PRIMARY KEY, node_id TEXT NOT NULL, status TEXT NOT NULL, event_type TEXT NOT NULL,
+  ts REAL NOT NULL, received_at REAL NOT NULL, expires_at REAL NOT NULL, outcome TEXT NOT NULL,
+  body TEXT NOT NULL, kept INTEGER NOT NULL DEFAULT 1);
+CREATE INDEX IF NOT EXISTS events_expiry ON events(expires_at) WHERE expires_at > 0;
+CREATE INDEX IF NOT EXISTS events_kept ON events(received_at) WHERE kept = 1;
+-- record: bridge.decide.NodeRecord as JSON; newest: its ordering time (unix s), for pruning
+CREATE TABLE IF NOT EXISTS nodes (node_id TEXT PRIMARY KEY, newest REAL NOT NULL, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+  id TEXT PRIMARY KEY, order_key TEXT NOT NULL, receiver TEXT NOT NULL, seq REAL NOT NULL,
+  state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL,
+  next_attempt_at REAL NOT NULL, updated_at REAL NOT NULL, last_error TEXT,
+  -- is_head: the oldest unfinished job of its order key, the only one that may be sent;
+  -- due_at: next_attempt_at while pending, the lease's end while in flight.
+  is_head INTEGER NOT NULL DEFAULT 0, due_at REAL NOT NULL, context TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS jobs_heads ON jobs(receiver, seq, created_at, id) WHERE is_head = 1;
+CREATE INDEX IF NOT EXISTS jobs_key ON jobs(order_key, seq) WHERE state IN ('pending', 'inflight');
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, updated_at);
+CREATE TABLE IF NOT EXISTS silences (id TEXT PRIMARY KEY, ends_at REAL NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+_JOB_COLS = "id, state, attempts, created_at, next_attempt_at, updated_at, last_error, context"
+_NODE_CACHE_MAX = 50_000  # node records kept in memory (bounded; size: bench/README.md)
+_PRUNE_CHUNK = 5000  # rows per DELETE, so pruning a large backlog never stalls the loop for long
+
+
+def _ts(value: float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
+def _row_to_delivery(row: sqlite3.Row | tuple[Any, ...]) -> Delivery:
+    jid, state, attempts, created, nxt, updated, error, context = row
+    return Delivery(
+        id=jid,
+        alert=Alert.from_context(jid, json.loads(context)),
+        state=state,
+        attempts=attempts,
+        created_at=_ts(created),
+        next_attempt_at=_ts(nxt),
+        last_error=error,
+        updated_at=_ts(updated),
+    )
+
+
+def _migrate_nodes(conn: sqlite3.Connection) -> None:
+    """Files written before node records were one JSON blob: nodes (status, since, last_ts,
+    last_event_id) and fired (route, node_id, status, at) become records. Nothing is lost."""
+    if "status" not in {row[1] for row in conn.execute("PRAGMA table_info(nodes)")}:
+        return
+    fired: dict[str, dict[str, dict[str, float]]] = {}
+    for route, node_id, status, at in conn.execute("SELECT route, node_id, status, at FROM fired"):
+        fired.setdefault(node_id, {}).setdefault(status, {})[route] = at
+    rows = conn.execute("SELECT node_id, status, since, last_ts, last_event_id FROM nodes").fetchall()
+    conn.execute("DROP TABLE nodes")
+    conn.execute("DROP TABLE fired")
+    conn.execute("CREATE TABLE nodes (node_id TEXT PRIMARY KEY, newest REAL NOT NULL, record TEXT NOT NULL)")
+    for node_id, status, since, last_ts, last_event_id in rows:
+        record = NodeRecord(NodeState(node_id, status, _ts(since), _ts(last_ts), last_event_id), fired.get(node_id, {}))
+        conn.execute("INSERT INTO nodes VALUES (?, ?, ?)", (node_id, last_ts, compact_json(record.to_json())))
+
+
+def _setup(conn: sqlite3.Connection) -> None:
+    with conn:
+        _migrate_nodes(conn)
+    conn.executescript(_SCHEMA)
+    # One process owns the file (a lock), so jobs left in flight by a crash can be sent again at
+    # once instead of waiting for their lease to run out.
+    with conn:
+        conn.execute("UPDATE jobs SET due_at = MIN(due_at, ?) WHERE state = 'inflight'", (time.time(),))
+
+
+def _fix_head(conn: sqlite3.Connection, key: str) -> None:
+    """Make the oldest unfinished job of ``key`` its head (and only it)."""
+    # Heads are always unfinished, so both statements stay on the partial index jobs_key.
+    conn.execute(
+        "UPDATE jobs SET is_head = 0 WHERE order_key = ? AND state IN ('pending', 'inflight') AND is_head = 1",
+        (key,),
+    )
+    conn.execute(
+        "UPDATE jobs SET is_head = 1 WHERE id = (SELECT id FROM jobs WHERE order_key = ? "
+        "AND state IN ('pending', 'inflight') ORDER BY seq, created_at, id LIMIT 1)",
+        (key,),
+    )
+
+
+class SQLiteStore:
+    durable = True
+
+    def __init__(self, path: Path | str, *, max_batch: int = 1024) -> None:
+        self.path = Path(path)
+        # Node records as committed (or written by the batch in progress): this process owns the
+        # file (the lock), so only its own writes change them. Saves a query per event. Emptied by
+        # any rollback, as the batch's writes are then undone; bounded by emptying it when full.
+        self._nodes: dict[str, NodeRecord] = {}
+        self._db = GroupCommit(self.path, setup=_setup, on_rollback=self._nodes.clear, max_batch=max_batch)
+
+    def _run(self, op: Callable[[sqlite3.Connection], T]) -> Awaitable[T]:
+        """Run ``op`` in this loop iteration's write batch."""
+        return self._db.run(op)
+
+    def _read(self, op: Callable[[sqlite3.Connection], T]) -> Awaitable[T]:
+        """Run read-only ``op`` on the reader connection, off the loop."""
+        return self._db.read(op)
+
+    async def open(self) -> None:
+        self._nodes.clear()
+        await self._db.open()
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def ping(self) -> None:
+        await self._run(lambda c: c.execute("SELECT 1").fetchone())
+
+    # --- accept ------------------------------------------------------------------------------
+
+    async def accept(self, event: Event, decide: Decider, *, now: datetime, dedup_ttl: float) -> Acceptance:
+        # The read, the decision and the writes run in one transaction on the loop: no other
+        # writer can come between them, so no version check is needed.
+        return await self._run(lambda c: self._accept(c, event, decide, now, dedup_ttl))
+
+    def _accept(
+        self, c: sqlite3.Connection, event: Event, decide: Decider, now: datetime, dedup_ttl: float
+    ) -> Acceptance:
+        now_ts = now.timestamp()
+        eid = event.id
+        ts = event.timestamp.timestamp()
+        record = self._record(c, event.node_id)
+        # Decided as if new; the insert-if-absent below says whether it is a repeat, and then
+        # nothing has been written and the answer is decide's 'duplicate'. One statement for the
+        # common case instead of a read and a write.
+        decision = decide(record, False)
+        event_json = compact_json(event.to_dict())
+        cur = c.execute(
+            "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT(id) DO UPDATE SET "
+            "received_at = excluded.received_at, expires_at = excluded.expires_at, outcome = excluded.outcome, "
+            "body = excluded.body, kept = 1 WHERE events.expires_at <= ?",
+            (eid, event.node_id, event.status, event.event_type, ts, event.received_at.timestamp(),
+             max(now_ts, ts) + dedup_ttl, decision.outcome, event_json, now_ts),
+        )
+        if cur.rowcount == 0:
+            return Acceptance.of(event, decide(record, True))
+        new = decision.record
+        if new is not None:
+            # An upsert rewrites the row in place; REPLACE would delete it and insert it again under
+            # a new rowid, dirtying more pages for every commit to write to the WAL.
+            c.execute(
+                "INSERT INTO nodes VALUES (?, ?, ?) ON CONFLICT(node_id) DO UPDATE SET newest = excluded.newest, "
+                "record = excluded.record",
+                (new.node_id, new.state.last_timestamp.timestamp(), compact_json(new.to_json())),
+            )
+            if len(self._nodes) >= _NODE_CACHE_MAX:
+                self._nodes.clear()
+            self._nodes[new.node_id] = new
+        prev = decision.previous
+        for job in decision.jobs:
+            key = order_key(job.receiver, event.node_id)
+            # Jobs of one key are created in event order (older events are out_of_order), so a new
+            # job is the head exactly when its key has no unfinished job.
+            c.execute(
+                "INSERT OR REPLACE INTO jobs (id, order_key, receiver, seq, state, attempts, created_at, "
+                "next_attempt_at, updated_at, is_head, due_at, context) "
+                "VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?, NOT EXISTS (SELECT 1 FROM jobs WHERE order_key = ? "
+                "AND state IN ('pending', 'inflight')), ?, ?)",
+                (job.id, key, job.receiver, ts, now_ts, now_ts, now_ts, key, now_ts,
+                 job_context(event_json, job.route, job.receiver, prev)),
+            )
+        return Acceptance.of(event, decision)
+
+    def _record(self, c: sqlite3.Connection, node_id: str) -> NodeRecord | None:
+        record = self._nodes.get(node_id)
+        if record is not None:
+            return record
+        r = c.execute("SELECT record FROM nodes WHERE node_id = ?", (node_id,)).fetchone()
+        if r is None:
+            return None
+        record = NodeRecord.from_json(node_id, json.loads(r[0]))
+        if len(self._nodes) < _NODE_CACHE_MAX:
+            self._nodes[node_id] = record
+        return record
+
+    async def node_state(self, node_id: str) -> NodeState | None:
+        record = await self._run(lambda c: self._record(c, node_id))
+        return record.state if record is not None else None
+
+    async def forget_node(self, node_id: str) -> bool:
+        def op(c: sqlite3.Connection) -> bool:
+            self._nodes.pop(node_id, None)
+            return bool(c.execute("DELETE FROM nodes WHERE node_id = ?", (node_id,)).rowcount)
+
+        return await self._run(op)
+
+    # --- delivery jobs -------------------------------------------------------------------------
+
+    async def claim(
+        self, *, now: datetime, limit: int, lease: float, receivers: Collection[str] | None = None
+    ) -> list[Delivery]:
+        def op(c: sqlite3.Connection) -> list[Delivery]:
+            now_ts = now.timestamp()
+            where = "is_head = 1 AND due_at <= ?"
+            args: list[Any] = [now_ts]
+            if receivers is not None:
+                where += f" AND receiver IN ({','.join('?' * len(receivers))})"
+                args.extend(receivers)
+            rows = c.execute(
+                f"SELECT {_JOB_COLS} FROM jobs WHERE {where} ORDER BY seq, created_at, id LIMIT ?", (*args, limit)
+            ).fetchall()
+            out = []
+            for row in rows:
+                c.execute(
+                    "UPDATE jobs SET state = 'inflight', attempts = attempts + 1, updated_at = ?, due_at = ? "
+                    "WHERE id = ?",
+                    (now_ts, now_ts + lease, row[0]),
+                )
+                d = _row_to_delivery(row)
+                d.state = "inflight"
+                d.attempts += 1
+                d.updated_at = now
+                out.append(d)
+            return out
+
+        return await self._run(op)
+
+    def _finish(self, c: sqlite3.Connection, did: str, state: str, now: datetime, error: str | None) -> int:
+        row = c.execute(
+            "UPDATE jobs SET state = ?, updated_at = ?, last_error = COALESCE(?, last_error), is_head = 0 "
+            "WHERE id = ? AND state IN ('pending', 'inflight') RETURNING order_key",
+            (state, now.timestamp(), error, did),
+        ).fetchone()
+        if row is None:
+            return 0
+        # The finished job was its key's head; the next unfinished one (if any) takes over.
+        c.execute(
+            "UPDATE jobs SET is_head = 1 WHERE id = (SELECT id FROM jobs WHERE order_key = ? "
+            "AND state IN ('pending', 'inflight') ORDER BY seq, created_at, id LIMIT 1)",
+            (row[0],),
+        )
+        return 1
+
+    async def complete(self, delivery_id: str, *, now: datetime) -> None:
+        await self._run(lambda c: self._finish(c, delivery_id, "done", now, None))
+
+    async def bury(self, delivery_id: str, *, now: datetime, error: str) -> None:
+        await self._run(lambda c: self._finish(c, delivery_id, "dead", now, error))
+
+    async def reschedule(
+        self, delivery_id: str, *, now: datetime, next_attempt_at: datetime, error: str
+    ) -> None:
+        nxt = next_attempt_at.timestamp()
+        await self._run(
+            lambda c: c.execute(
+                "UPDATE jobs SET state = 'pending', next_attempt_at = ?, due_at = ?, last_error = ?, "
+                "updated_at = ? WHERE id = ? AND state = 'inflight'",
+                (nxt, nxt, error, now.timestamp(), delivery_id),
+            )
+        )
+
+    async def bury_receiver(self, receiver: str, *, now: datetime, error: str) -> int:
+        def op(c: sqlite3.Connection) -> int:
+            ids = [
+                r[0]
+                for r in c.execute(
+                    "SELECT id FROM jobs WHERE receiver = ? AND state IN ('pending', 'inflight')", (receiver,)
+                )
+            ]
+            return sum(self._finish(c, i, "dead", now, error) for i in ids)
+
+        return await self._run(op)
+
+    async def get_delivery(self, delivery_id: str) -> Delivery | None:
+        def op(c: sqlite3.Connection) -> Delivery | None:
+            row = c.execute(f"SELECT {_JOB_COLS} FROM jobs WHERE id = ?", (delivery_id,)).fetchone()
+            return _row_to_delivery(row) if row else None
+
+        return await self._run(op)
+
+    async def list_deliveries(
+        self, *, state: DeliveryState | None = None, limit: int = 100
+    ) -> list[Delivery]:
+        def op(c: sqlite3.Connection) -> list[Delivery]:
+            if state is None:
+                rows = c.execute(
+                    f"SELECT {_JOB_COLS} FROM jobs ORDER BY created_at, id LIMIT ?", (limit,)
+                ).fetchall()
+            else:
+                rows = c.execute(
+                    f"SELECT {_JOB_COLS} FROM jobs WHERE state = ? ORDER BY created_at, id LIMIT ?",
+                    (state, limit),
+                ).fetchall()
+            return [_row_to_delivery(r) for r in rows]
+
+        return await self._run(op)
+
+    async def retry_deliveries(self, ids: Sequence[str] | None, *, now: datetime) -> int:
+        def op(c: sqlite3.Connection) -> int:
+            if ids is None:
+                rows = c.execute("SELECT id, order_key FROM jobs WHERE state = 'dead'").fetchall()
+            else:
+                rows = [
+                    r
+                    for i in ids
+                    for r in c.execute(
+                        "SELECT id, order_key FROM jobs WHERE id = ? AND state IN ('dead', 'pending')", (i,)
+                    )
+                ]
+            now_ts = now.timestamp()
+            for jid, _ in rows:
+                c.execute(
+                    "UPDATE jobs SET state = 'pending', attempts = 0, next_attempt_at = ?, due_at = ?, "
+                    "updated_at = ? WHERE id = ?",
+                    (now_ts, now_ts, now_ts, jid),
+                )
+            for key in {k for _, k in rows}:
+                _fix_head(c, key)
+            return len(rows)
+
+        return await self._run(op)
+
+    async def purge_dead(self) -> int:
+        return await self._run(lambda c: c.execute("DELETE FROM jobs WHERE state = 'dead'").rowcount)
+
+    async def stats(self, *, now: datetime) -> OutboxStats:
+        def op(c: sqlite3.Connection) -> OutboxStats:
+            counts = dict(c.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
+            oldest = c.execute(
+                "SELECT MIN(created_at) FROM jobs WHERE state IN ('pending', 'inflight')"
+            ).fetchone()[0]
+            age = max(0.0, now.timestamp() - oldest) if oldest is not None else 0.0
+            return OutboxStats(
+                counts.get("pending", 0), counts.get("inflight", 0), counts.get("dead", 0),
+                counts.get("done", 0), age,
+            )
+
+        return await self._read(op)
+
+    async def prune(self, *, now: datetime, retention: RetentionConfig) -> int:
+        t = now.timestamp()
+        counted = [  # records that end, each counted once
+            "UPDATE events SET expires_at = 0 WHERE rowid IN "
+            "(SELECT rowid FROM events WHERE expires_at > 0 AND expires_at <= ? LIMIT ?)",
+            "UPDATE events SET kept = 0 WHERE rowid IN "
+            "(SELECT rowid FROM events WHERE kept = 1 AND received_at <= ? LIMIT ?)",
+            "DELETE FROM jobs WHERE rowid IN (SELECT rowid FROM jobs WHERE state = 'done' AND updated_at <= ? LIMIT ?)",
+            "DELETE FROM jobs WHERE rowid IN (SELECT rowid FROM jobs WHERE state = 'dead' AND updated_at <= ? LIMIT ?)",
+            "DELETE FROM silences WHERE rowid IN (SELECT rowid FROM silences WHERE ends_at <= ? LIMIT ?)",
+        ]
+        limits = [t, t - retention.events, t - retention.done, t - retention.dead, t - retention.events]
+        removed = 0
+        for sql, limit in zip(counted, limits, strict=True):
+            removed += await self._chunked(sql, (limit, _PRUNE_CHUNK))
+        # Node records past the events' retention (not counted). No index on newest: a scan per
+        # prune costs less than an index write per accept.
+        if await self._chunked(
+            "DELETE FROM nodes WHERE rowid IN (SELECT rowid FROM nodes WHERE newest <= ? LIMIT ?)",
+            (t - retention.events, _PRUNE_CHUNK),
+        ):
+            self._nodes.clear()
+        # rows whose dedup and event records are both over (not counted again)
+        await self._chunked(
+            "DELETE FROM events WHERE rowid IN (SELECT rowid FROM events WHERE expires_at = 0 AND kept = 0 LIMIT ?)",
+            (_PRUNE_CHUNK,),
+        )
+        return removed
+
+    async def _chunked(self, sql: str, args: tuple[float | int, ...]) -> int:
+        """Repeat ``sql`` (which touches at most _PRUNE_CHUNK rows) until it touches fewer: each run
+        is its own short transaction, so pruning a large backlog never stalls the loop for long."""
+
+        def op(c: sqlite3.Connection) -> int:
+            return int(c.execute(sql, args).rowcount)
+
+        total = 0
+        while True:
+            n = await self._run(op)
+            total += n
+            if n < _PRUNE_CHUNK:
+                return total
+
+    # --- silences, meta ------------------------------------------------------------------------
+
+    async def add_silence(self, silence: Silence) -> None:
+        await self._run(
+            lambda c: c.execute(
+                "INSERT OR REPLACE INTO silences VALUES (?, ?, ?)",
+                (silence.id, silence.ends_at.timestamp(), json.dumps(silence.to_dict())),
+            )
+        )
+
+    async def list_silences(self, *, now: datetime, include_expired: bool = False) -> list[Silence]:
+        def op(c: sqlite3.Connection) -> list[Silence]:
+            rows = c.execute("SELECT body, ends_at FROM silences").fetchall()
+            out = [Silence.from_dict(json.loads(b)) for b, end in rows if include_expired or end > now.timestamp()]
+            return sorted(out, key=lambda s: (s.starts_at, s.id))
+
+        return await self._run(op)
+
+    async def expire_silence(self, silence_id: str, *, now: datetime) -> bool:
+        def op(c: sqlite3.Connection) -> bool:
+            row = c.execute("SELECT body FROM silences WHERE id = ?", (silence_id,)).fetchone()
+            if row is None:
+                return False
+            body = json.loads(row[0])
+            if Silence.from_dict(body).ends_at <= now:
+                return False
+            body["ends_at"] = format_timestamp(now)
+            c.execute(
+                "UPDATE silences SET ends_at = ?, body = ? WHERE id = ?",
+                (now.timestamp(), json.dumps(body), silence_id),
+            )
+            return True
+
+        return await self._run(op)
+
+    async def get_meta(self, key: str) -> str | None:
+        def op(c: sqlite3.Connection) -> str | None:
+            row = c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            return row[0] if row else None
+
+        return await self._run(op)
+
+    async def set_meta(self, key: str, value: str) -> None:
+        await self._run(lambda c: c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value)))

@@ -1,0 +1,207 @@
+"""The accept decision (bridge.decide): plain tables, no store, no sockets."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from bridge.config import parse
+from bridge.decide import Decision, NodeRecord, Policy, decide, order_time, select_deliveries
+from bridge.model import Event, NodeState, RouteMatch, Silence, delivery_id
+from bridge.routing import compile_routes
+
+T0 = datetime(2026, 4, 16, 12, 0, tzinfo=UTC)
+SKEW = 300.0
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def ev(node: str = "n1", status: str = "FAILED", t: float = 0.0, received: float | None = None) -> Event:
+    return Event("NODE_STATUS_UPDATED", at(t), node, status, received_at=at(t if received is None else received))
+
+
+def fixed(*matches: RouteMatch) -> Policy:
+    return Policy(lambda event, prev: list(matches), (), 3600.0, SKEW)
+
+
+def run(events: Sequence[tuple[Event, float]], policy: Policy) -> list[Decision]:
+    """Decide each (event, now) on the record the previous decisions left, as a store would."""
+    record: NodeRecord | None = None
+    out = []
+    for event, now in events:
+        d = decide(event, record, policy, at(now))
+        if d.record is not None:
+            record = d.record
+        out.append(d)
+    return out
+
+
+TO_A = fixed(RouteMatch("r", ("a",)))
+
+
+@pytest.mark.parametrize(
+    ("name", "events", "outcomes"),
+    [
+        ("first event", [(ev(t=0), 0)], ["accepted"]),
+        ("newer events", [(ev(t=0), 0), (ev("n1", "RUNNING", 5), 5)], ["accepted", "accepted"]),
+        ("older than the newest", [(ev(t=10), 10), (ev(t=5), 11)], ["accepted", "out_of_order"]),
+        ("same instant, other status", [(ev(t=10), 10), (ev("n1", "RUNNING", 10), 11)], ["accepted", "accepted"]),
+        ("stale: older than max_event_age", [(ev(t=0), 3601)], ["stale"]),
+        ("exactly max_event_age: not stale", [(ev(t=0), 3600)], ["accepted"]),
+        ("stale does not move the node", [(ev(t=10), 10), (ev(t=20), 4000), (ev(t=15), 15)],
+         ["accepted", "stale", "accepted"]),
+    ],
+)
+def test_outcomes(name: str, events: list[tuple[Event, float]], outcomes: list[str]) -> None:
+    assert [d.outcome for d in run(events, TO_A)] == outcomes, name
+
+
+def test_duplicate_is_what_the_store_found() -> None:
+    record = decide(ev(t=0), None, TO_A, at(0)).record
+    assert decide(ev(t=0), record, TO_A, at(1), duplicate=True) == Decision("duplicate")
+
+
+def test_no_max_event_age_means_nothing_is_stale() -> None:
+    policy = Policy(TO_A.routes, (), 0.0, SKEW)
+    assert decide(ev(t=0), None, policy, at(10**8)).outcome == "accepted"
+
+
+def test_node_record_keeps_since_while_the_status_holds() -> None:
+    e0, e1, e2 = ev(t=0), ev(t=10), ev("n1", "RUNNING", 20)
+    d0, d1, d2 = run([(e0, 0), (e1, 10), (e2, 20)], TO_A)
+    assert d0.previous is None
+    assert d1.previous == NodeState("n1", "FAILED", at(0), at(0), e0.id)
+    assert d2.previous == NodeState("n1", "FAILED", at(0), at(10), e1.id)
+    assert d2.record is not None and d2.record.state == NodeState("n1", "RUNNING", at(20), at(20), e2.id)
+
+
+def test_out_of_order_and_stale_leave_the_record_unchanged() -> None:
+    (first,) = run([(ev(t=10), 10)], TO_A)
+    assert first.record is not None
+    late = decide(ev(t=5), first.record, TO_A, at(11))
+    assert (late.outcome, late.record, late.jobs, late.previous) == ("out_of_order", None, (), first.record.state)
+    stale = decide(ev(t=20), first.record, TO_A, at(5000))
+    assert (stale.outcome, stale.record, stale.previous) == ("stale", None, None)
+
+
+# --- silences ------------------------------------------------------------------------------------
+
+
+def test_silenced_moves_the_node_on_without_jobs() -> None:
+    s = Silence("sil_1", "n*", ("FAILED",), at(0), at(100), "maintenance")
+    policy = Policy(TO_A.routes, (s,), 3600.0, SKEW)
+    d = decide(ev(t=10), None, policy, at(10))
+    assert (d.outcome, d.jobs, d.silenced_by) == ("silenced", (), "sil_1")
+    assert d.record is not None and d.record.state.status == "FAILED"
+    assert decide(ev("n1", "RUNNING", 10), None, policy, at(10)).outcome == "accepted"  # other status
+    assert decide(ev(t=100), None, policy, at(100)).outcome == "accepted"  # over: end is exclusive
+    # a silence does not make an older event newer
+    assert decide(ev(t=5), d.record, policy, at(11)).outcome == "out_of_order"
+
+
+def test_config_silence_is_named_by_its_comment_or_config() -> None:
+    cfg = parse({"receivers": {"a": {"type": "log"}}, "verification": {"public_key": "x"},
+                 "silences": [{"node": "*", "ends_at": "2030-01-01T00:00:00Z"}]})
+    policy = Policy(TO_A.routes, tuple(cfg.silences), 0.0, SKEW)
+    assert decide(ev(), None, policy, at(0)).silenced_by == "config"
+
+
+# --- repeat_interval and fan-out -----------------------------------------------------------------
+
+
+def test_repeat_interval_per_node_and_status() -> None:
+    policy = fixed(RouteMatch("r", ("a",), 300))
+    events = [(ev(t=0), 0), (ev(t=100), 100), (ev("n1", "RUNNING", 110), 110), (ev(t=299), 299), (ev(t=300), 300)]
+    assert [len(d.jobs) for d in run(events, policy)] == [1, 0, 1, 0, 1]
+
+
+def test_receiver_named_by_two_routes_gets_one_job_under_the_first() -> None:
+    policy = fixed(RouteMatch("r1", ("a", "b")), RouteMatch("r2", ("b", "c")))
+    e = ev()
+    d = decide(e, None, policy, at(0))
+    assert [(j.route, j.receiver, j.id) for j in d.jobs] == [
+        ("r1", "a", delivery_id(e.id, "a")), ("r1", "b", delivery_id(e.id, "b")), ("r2", "c", delivery_id(e.id, "c")),
+    ]  # fmt: skip
+
+
+def test_suppressed_route_leaves_its_receivers_to_later_routes() -> None:
+    # (formerly routing.assign_receivers) a route inside its repeat interval sends nothing
+    matches = [RouteMatch("critical", ("pager", "ops"), 60), RouteMatch("everything", ("ops", "web"))]
+    pairs, fired = select_deliveries(matches, {"critical": 0.0}, 10.0)
+    assert (pairs, fired) == ([("everything", "ops"), ("everything", "web")], ["everything"])
+    pairs, _ = select_deliveries(matches, {}, 10.0)
+    assert pairs == [("critical", "pager"), ("critical", "ops"), ("everything", "web")]
+    assert select_deliveries([RouteMatch("r", ("ops", "ops"))], {}, 0.0)[0] == [("r", "ops")]
+
+
+def test_routing_sees_the_previous_state() -> None:
+    cfg = parse({"receivers": {"a": {"type": "log"}}, "verification": {"public_key": "x"},
+                 "routes": [{"name": "recovered", "match": {"status": "RUNNING", "previous_status": "FAILED"},
+                             "to": ["a"]}]})
+    router = compile_routes(cfg)
+    policy = Policy(router.match, (), 0.0, SKEW)
+    decisions = run([(ev(t=0), 0), (ev("n1", "RUNNING", 1), 1), (ev("n1", "RUNNING", 2), 2)], policy)
+    assert [len(d.jobs) for d in decisions] == [0, 1, 0]
+
+
+def test_a_failing_router_raises_before_anything_is_decided() -> None:
+    def broken(event: Event, prev: NodeState | None) -> list[RouteMatch]:
+        raise RuntimeError("routing bug")
+
+    with pytest.raises(RuntimeError):
+        decide(ev(), None, Policy(broken), at(0))
+
+
+# --- future-dated events (issue 11): no event mutes its node beyond max_clock_skew ------------------
+
+
+def test_order_time_is_clamped_to_arrival_plus_skew() -> None:
+    assert order_time(ev(t=0, received=0), 300) == at(0)
+    assert order_time(ev(t=1000, received=0), 300) == at(300)
+    far = Event("NODE_STATUS_UPDATED", datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC), "n1", "FAILED",
+                received_at=at(0))
+    assert order_time(far, 300) == at(300)
+
+
+def test_far_future_event_then_normal_ones_over_time() -> None:
+    far = Event("NODE_STATUS_UPDATED", datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC), "n1", "FAILED",
+                received_at=at(0))
+    policy = Policy(TO_A.routes, (), 0.0, 60.0)
+    sequence = [
+        (far, 0),
+        (ev("n1", "RUNNING", 30), 30),  # inside the skew: the far one is still newer
+        (ev("n1", "FAILED", 59), 59),
+        (ev("n1", "RUNNING", 60), 60),  # the skew has passed: it notifies again
+        (ev("n1", "FAILED", 61), 61),
+        (ev("n1", "FAILED", 3600), 3600),
+    ]
+    decisions = run(sequence, policy)
+    assert [d.outcome for d in decisions] == ["accepted", "out_of_order", "out_of_order", "accepted", "accepted",
+                                               "accepted"]
+    assert [len(d.jobs) for d in decisions] == [1, 0, 0, 1, 1, 1]
+    first = decisions[0].record
+    assert first is not None and first.state.last_timestamp == at(60) == first.state.since
+    assert decisions[3].previous == NodeState("n1", "FAILED", at(60), at(60), far.id)
+
+
+def test_a_second_far_future_event_cannot_extend_the_mute() -> None:
+    policy = Policy(TO_A.routes, (), 0.0, 60.0)
+    sequence = [(ev(t=10**6, received=0), 0), (ev("n1", "RUNNING", 10**6 + 1, received=50), 50),
+                (ev("n1", "FAILED", 111), 111)]
+    assert [d.outcome for d in run(sequence, policy)] == ["accepted", "accepted", "accepted"]
+
+
+# --- the record's JSON form -----------------------------------------------------------------------
+
+
+def test_node_record_round_trips_through_json() -> None:
+    import json
+
+    record = NodeRecord(NodeState("n1", "FAILED", at(0.000001), at(12.5), "evt_x"), {"FAILED": {"r": 1.25}})
+    text = json.dumps(record.to_json())
+    assert NodeRecord.from_json("n1", json.loads(text)) == record
+    assert NodeRecord.from_json("n1", {**record.to_json(), "fired": None}).fired == {}
