@@ -229,6 +229,9 @@ class MemoryStore:
     async def node_state(self, node_id: str) -> NodeState | None:
         return self._nodes.get(node_id)
 
+    async def list_nodes(self) -> list[NodeState]:
+        return list(self._nodes.values())
+
     async def add_silence(self, silence: Silence) -> None:
         self._silences[silence.id] = silence
 

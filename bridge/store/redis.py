@@ -64,6 +64,7 @@ import functools
 import json
 import math
 import random
+import re
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -1011,6 +1012,19 @@ class RedisStore:
         with _guard():
             node = cast(dict[str, str], await r.hgetall(self._k("node:", node_id)))
         return _node_state(node_id, node) if node else None
+
+    async def list_nodes(self) -> list[NodeState]:
+        # No index of nodes exists: SCAN the node hashes (the console asks, not the request path).
+        r = self._client()
+        start = len(self._k("node:"))
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", self._k("node:")) + "*"
+        with _guard():
+            keys = [k async for k in r.scan_iter(match=pattern, count=1000)]
+            async with r.pipeline(transaction=False) as pipe:
+                for k in keys:
+                    pipe.hgetall(k)
+                rows = cast(list[dict[str, str]], await pipe.execute())
+        return [_node_state(k[start:], h) for k, h in zip(keys, rows, strict=True) if h]
 
     async def add_silence(self, silence: Silence) -> None:
         r = self._client()

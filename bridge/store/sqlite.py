@@ -468,6 +468,13 @@ class SQLiteStore:
     async def node_state(self, node_id: str) -> NodeState | None:
         return await self._run(lambda c: self._node_state(c, node_id))
 
+    async def list_nodes(self) -> list[NodeState]:
+        def read(c: sqlite3.Connection) -> list[NodeState]:
+            rows = c.execute("SELECT node_id, status, since, last_ts, last_event_id FROM nodes").fetchall()
+            return [NodeState(r[0], r[1], _ts(r[2]), _ts(r[3]), r[4]) for r in rows]
+
+        return await self._read(read)
+
     # --- delivery jobs -------------------------------------------------------------------------
 
     async def claim(
