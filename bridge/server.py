@@ -210,6 +210,8 @@ def admin_guard(token: str | None, *, public: frozenset[str], console: Console |
         mutating = request.method in MUTATING
         origin = request.headers.get("Origin")
         if mutating and origin is not None and not _same_origin(origin, request):
+            if console is not None and console.owns(request.path):
+                return console.render.refusal(request, 403, "Forms from another site are refused.")
             return _refuse(403, "foreign_origin", f"requests from origin {origin[:200]!r} are refused")
         if console is not None and console.owns(request.path):
             return await console.guard(request, handler)
