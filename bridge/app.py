@@ -22,6 +22,7 @@ from aiohttp import web
 from bridge import config as config_mod
 from bridge import logs
 from bridge.config import Config, split_host_port
+from bridge.console import Console
 from bridge.delivery import Dispatcher
 from bridge.errors import BridgeError, ConfigError, Unavailable
 from bridge.ingest import Ingest, Rules
@@ -88,6 +89,7 @@ class App:
         self.keys: KeyManager | None = None
         self.ingest: Ingest | None = None
         self._key_failures_seen = 0
+        self.last_reload: tuple[datetime, list[str]] | None = None  # the console shows it
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -114,6 +116,7 @@ class App:
         self._install_receivers(cfg)
         self.dispatcher.start()
         self.metrics.reload_timestamp.set(self.clock().timestamp())
+        self.last_reload = (self.clock(), [])
         self._spawn(self._maintenance_loop(), "maintenance")
         self._spawn(self._silence_loop(), "silences")
         s = cfg.server
@@ -128,7 +131,7 @@ class App:
             log.warning("the admin listener %s is reachable from other hosts and has no server.admin_token: "
                         "anyone who can reach it can silence alerts and reload the config", s.admin_listen)
         admin = admin_app(metrics=self.scrape, reload=self.reload, ready=self.ready, silences=self, outbox=self.store,
-                          token=token, metrics_public=s.metrics_public)
+                          token=token, metrics_public=s.metrics_public, console=Console(self, token=token))
         self.admin_port = await self._serve(admin, ahost, aport, None)
         scheme = "https" if ctx else "http"
         log.info("listening on %s://%s:%d%s (admin on %s:%d)", scheme, host, self.webhook_port, s.path,
@@ -325,6 +328,7 @@ class App:
                 self.metrics.reloads.labels("failure").inc()
                 for problem in exc.problems:
                     log.error("reload rejected, the running config stays: %s", problem)
+                self.last_reload = (self.clock(), list(exc.problems))
                 return exc.problems
             for warning in new.warnings:
                 log.warning("config: %s", warning)
@@ -353,5 +357,6 @@ class App:
             self.metrics.reload_success.set(1)
             self.metrics.reloads.labels("success").inc()
             self.metrics.reload_timestamp.set(self.clock().timestamp())
+            self.last_reload = (self.clock(), [])
             log.info("config reloaded from %s", self.config_path)
             return []

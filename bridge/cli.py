@@ -21,7 +21,7 @@ from bridge import config as config_mod
 from bridge.commands import EXAMPLES, add_config_argument
 from bridge.config import Config, format_duration
 from bridge.errors import BridgeError, ConfigError, DeliveryError, Unavailable
-from bridge.model import Event, NodeState
+from bridge.model import Event
 
 log = logging.getLogger("bridge.cli")
 
@@ -129,25 +129,16 @@ class _Unset(dict[str, str]):
 def cmd_route(args: argparse.Namespace) -> int:
     import os
 
-    from bridge.decide import select_deliveries
     from bridge.ingest import Rules
-    from bridge.routing import explain
+    from bridge.whatif import route_answer
 
     cfg = config_mod.load(args.config, env=_Unset(os.environ))
-    rules = Rules.from_config(cfg)
-    refused = cfg.nodes is not None and args.node not in cfg.nodes
-    now = datetime.now(UTC)
-    event = Event(args.event_type, now, args.node, args.status, {"nodeId": args.node, "status": args.status},
-                  rules.labeler.labels_for(args.node), now)
-    prev = NodeState(args.node, args.previous_status, now, now, "evt_prev") if args.previous_status else None
-    steps = explain(rules.router, event, prev)
-    pairs = [] if refused else select_deliveries(rules.router.match(event, prev), {}, now.timestamp())[0]
-    result = {
-        "node": args.node, "status": args.status, "previous_status": args.previous_status,
-        "refused": f"node {args.node!r} is not in nodes: the bridge would refuse it with 403" if refused else None,
-        "routes": [{"route": name, "matched": matched, "reason": why} for name, matched, why in steps],
-        "notified": [{"receiver": rcv, "route": route} for route, rcv in pairs],
-    }
+    result = route_answer(Rules.from_config(cfg), args.node, args.status, now=datetime.now(UTC),
+                          previous_status=args.previous_status, event_type=args.event_type)
+    result.pop("labels")  # the CLI's JSON stays as it was
+    refused = result["refused"] is not None
+    steps = [(r["route"], r["matched"], r["reason"]) for r in result["routes"]]
+    pairs = [(n["route"], n["receiver"]) for n in result["notified"]]
     if args.json:
         print(json.dumps(result, indent=2))
     elif refused:

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from bridge.console import Console
 from bridge.errors import BodyTooLarge, PayloadError, RequestError, Unavailable
 from bridge.ingest import Ingest, Reply, error_reply
 from bridge.model import DELIVERY_STATES, Delivery, DeliveryState, Silence
@@ -191,8 +192,11 @@ def _same_origin(origin: str, request: web.Request) -> bool:
     return origin == f"{request.scheme}://{request.host}"
 
 
-def admin_guard(token: str | None, *, public: frozenset[str]) -> Any:
+def admin_guard(token: str | None, *, public: frozenset[str], console: Console | None = None) -> Any:
     """Bearer token (when set) on everything but ``public``; CSRF defence on every mutating request.
+
+    Paths the ``console`` owns go to ``console.guard`` after the Origin check: a session cookie
+    instead of the bearer token, HTML forms carrying the session's CSRF token instead of JSON.
 
     A browser can send a cross-site POST without asking (a form, ``fetch`` with ``text/plain``), but
     not with ``Content-Type: application/json`` or ``Authorization`` without a CORS preflight that
@@ -206,7 +210,11 @@ def admin_guard(token: str | None, *, public: frozenset[str]) -> Any:
         mutating = request.method in MUTATING
         origin = request.headers.get("Origin")
         if mutating and origin is not None and not _same_origin(origin, request):
+            if console is not None and console.owns(request.path):
+                return console.render.refusal(request, 403, "Forms from another site are refused.")
             return _refuse(403, "foreign_origin", f"requests from origin {origin[:200]!r} are refused")
+        if console is not None and console.owns(request.path):
+            return await console.guard(request, handler)
         if expected is not None and request.path not in public:
             given = request.headers.get("Authorization", "").encode("utf-8", "replace")
             if not hmac.compare_digest(given, expected):
@@ -224,7 +232,7 @@ def admin_guard(token: str | None, *, public: frozenset[str]) -> Any:
 
 def admin_app(*, metrics: Scrape, reload: Reload, ready: ReadyCheck, silences: Silences | None = None,
               outbox: Outbox | None = None, token: str | None = None,
-              metrics_public: bool = False) -> web.Application:
+              metrics_public: bool = False, console: Console | None = None) -> web.Application:
     """Metrics, reload, health, the silence and outbox APIs. Bind it to a private address only.
 
     With ``token`` every endpoint but the health probes (and ``/metrics`` when ``metrics_public``)
@@ -249,7 +257,7 @@ def admin_app(*, metrics: Scrape, reload: Reload, ready: ReadyCheck, silences: S
         return web.json_response(body, status=200 if reason is None else 503)
 
     public = frozenset({"/healthz", "/readyz", *(("/metrics",) if metrics_public else ())})
-    app = web.Application(middlewares=[never_500, admin_guard(token, public=public)])
+    app = web.Application(middlewares=[never_500, admin_guard(token, public=public, console=console)])
     app.router.add_get("/metrics", get_metrics)
     app.router.add_post("/-/reload", post_reload)
     app.router.add_get("/healthz", healthz)
@@ -258,6 +266,8 @@ def admin_app(*, metrics: Scrape, reload: Reload, ready: ReadyCheck, silences: S
         _add_silence_routes(app, silences)
     if outbox is not None:
         _add_outbox_routes(app, outbox)
+    if console is not None:
+        console.mount(app)
     return app
 
 

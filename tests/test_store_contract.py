@@ -172,6 +172,21 @@ async def test_stale_is_recorded_without_jobs_or_node_state(store: Store) -> Non
     assert (await store.stats(now=at(20))).pending == 1
 
 
+async def test_list_nodes_holds_every_node_once_as_node_state_has_it(store: Store) -> None:
+    assert await store.list_nodes() == []
+    # Ids a glob or a key prefix could trip over: the store lists them as they are.
+    odd = ["n1", "node:*", "a[b]?c", '<script>"x"', "ünï"]
+    for i, node in enumerate(odd):
+        await accept(store, ev(node=node, t=i, status="RUNNING"), plan_to("a"))
+    await accept(store, ev(node="n1", t=10, status="FAILED"), plan_to("a"))
+    await accept(store, ev(node="stale-only", t=11), no_plan, mode="stale")  # no node state: not listed
+    listed = await store.list_nodes()
+    assert sorted(n.node_id for n in listed) == sorted(odd)
+    for n in listed:
+        assert n.state == await store.node_state(n.node_id)
+    assert next(n for n in listed if n.node_id == "n1").state.status == "FAILED"
+
+
 async def test_out_of_order_is_recorded_without_jobs(store: Store) -> None:
     await accept(store, ev(t=10, status="RUNNING"), plan_to("a"))
     state = await store.node_state("n1")

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Protocol
 
 from bridge.config import RetentionConfig
-from bridge.decide import Decider, Decision, Outcome
+from bridge.decide import Decider, Decision, NodeRecord, Outcome
 from bridge.model import Delivery, DeliveryState, Event, NodeState, Silence, context_fields
 
 AcceptStatus = Outcome
@@ -118,6 +118,10 @@ class Store(Protocol):
     async def forget_node(self, node_id: str) -> bool:
         """Reset a node: drop its record (state, repeat times); its events and dedup records stay.
         True if there was one."""
+        ...
+
+    async def list_nodes(self) -> list[NodeRecord]:
+        """Every node the store knows, in no particular order (the console's fleet page, the nodes API)."""
         ...
 
     async def add_silence(self, silence: Silence) -> None: ...

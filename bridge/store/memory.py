@@ -194,6 +194,9 @@ class MemoryStore:
     async def forget_node(self, node_id: str) -> bool:
         return self._nodes.pop(node_id, None) is not None
 
+    async def list_nodes(self) -> list[NodeRecord]:
+        return list(self._nodes.values())
+
     async def add_silence(self, silence: Silence) -> None:
         self._silences[silence.id] = silence
 

@@ -485,6 +485,16 @@ class RedisStore:
             raw = cast(str | None, await r.hget(self._k("node:", node_id), "record"))
         return NodeRecord.from_json(node_id, json.loads(raw)).state if raw else None
 
+    async def list_nodes(self) -> list[NodeRecord]:
+        r = self._client()
+        with _guard():
+            nodes = cast(list[str], await r.zrange(self._k("nodes"), 0, -1))
+            pipe = r.pipeline(transaction=False)
+            for node_id in nodes:
+                pipe.hget(self._k("node:", node_id), "record")
+            raws = cast(list[str | None], await pipe.execute()) if nodes else []
+        return [NodeRecord.from_json(n, json.loads(raw)) for n, raw in zip(nodes, raws, strict=True) if raw]
+
     async def forget_node(self, node_id: str) -> bool:
         return bool(await self._run("forget", node_id))
 

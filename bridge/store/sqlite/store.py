@@ -214,6 +214,13 @@ class SQLiteStore:
         record = await self._run(lambda c: self._record(c, node_id))
         return record.state if record is not None else None
 
+    async def list_nodes(self) -> list[NodeRecord]:
+        def op(c: sqlite3.Connection) -> list[NodeRecord]:
+            rows = c.execute("SELECT node_id, record FROM nodes").fetchall()
+            return [NodeRecord.from_json(node_id, json.loads(raw)) for node_id, raw in rows]
+
+        return await self._read(op)
+
     async def forget_node(self, node_id: str) -> bool:
         def op(c: sqlite3.Connection) -> bool:
             self._nodes.pop(node_id, None)

@@ -1,0 +1,203 @@
+"""The operator console over HTTP (the bridge in-process): login, sessions, CSRF, escaping, secrets.
+
+What a browser does with the pages is in tests/test_console_browser.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bridge.console.auth import SESSION_COOKIE
+from tests.fakes import LOOPBACK, WebhookSink, free_port
+from tests.harness import InProcessBridge
+
+pytestmark = pytest.mark.timeout(60)
+
+TOKEN = "console-admin-token-0123456789"
+HOSTILE = '<script>alert("x")</script>\'"&'
+
+
+def csrf_of(page: str) -> str:
+    m = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert m, "no CSRF field in the page"
+    return m.group(1)
+
+
+def session() -> aiohttp.ClientSession:
+    # unsafe: the cookie jar keeps cookies for IP-address hosts (127.0.0.1)
+    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+
+async def login(s: aiohttp.ClientSession, admin: str, token: str = TOKEN) -> aiohttp.ClientResponse:
+    async with s.get(admin + "/login") as r:
+        page = await r.text()
+    async with s.post(admin + "/login", data={"csrf": csrf_of(page), "token": token}, allow_redirects=False) as r:
+        await r.read()
+        return r
+
+
+async def test_pages_need_a_session_and_login_gives_one(bridge: Callable[..., Any]) -> None:
+    b: InProcessBridge = await bridge(server={"admin_token": TOKEN})
+    async with session() as s:
+        for path in ("/", "/fleet", "/outbox", "/silences", "/config"):
+            async with s.get(b.admin_url + path, allow_redirects=False) as r:
+                assert r.status == 303, path
+                assert r.headers["Location"] in ("/login", "/fleet")
+        async with s.get(b.admin_url + "/fleet") as r:  # followed: the login page
+            page = await r.text()
+            assert r.url.path == "/login" and 'name="token"' in page and "Fleet</h1>" not in page
+
+        wrong = await login(s, b.admin_url, "not-the-token-at-all-000")
+        assert wrong.status == 401
+        async with s.get(b.admin_url + "/fleet", allow_redirects=False) as r:
+            assert r.status == 303
+
+        ok = await login(s, b.admin_url)
+        assert ok.status == 303 and ok.headers["Location"] == "/fleet"
+        cookie = ok.cookies[SESSION_COOKIE]
+        assert cookie["httponly"] and cookie["samesite"] == "Strict" and not cookie["secure"]  # plain HTTP here
+        assert TOKEN not in cookie.value
+        for path in ("/fleet", "/outbox", "/silences", "/config"):
+            async with s.get(b.admin_url + path) as r:
+                assert r.status == 200, path
+                assert "default-src 'none'" in r.headers["Content-Security-Policy"]
+                assert TOKEN not in await r.text()
+
+        # the JSON API keeps its own rule: a console session is not a bearer token
+        async with s.get(b.admin_url + "/-/silences") as r:
+            assert r.status == 401
+
+        async with s.get(b.admin_url + "/fleet") as r:
+            csrf = csrf_of(await r.text())
+        async with s.post(b.admin_url + "/logout", data={"csrf": csrf}, allow_redirects=False) as r:
+            assert r.status == 303 and r.headers["Location"] == "/login"
+        async with s.get(b.admin_url + "/fleet", allow_redirects=False) as r:
+            assert r.status == 303  # the session is gone server-side, not only the cookie
+
+
+async def test_forged_form_posts_are_refused(bridge: Callable[..., Any]) -> None:
+    b: InProcessBridge = await bridge(server={"admin_token": TOKEN})
+    silence = {"node": "n1", "duration": "1h", "comment": "forged"}
+    async with session() as s:
+        await login(s, b.admin_url)
+        async with s.get(b.admin_url + "/silences") as r:
+            csrf = csrf_of(await r.text())
+        cases: list[tuple[str, dict[str, str], dict[str, str]]] = [
+            ("no CSRF token", silence, {}),
+            ("wrong CSRF token", {**silence, "csrf": csrf[:-2] + "xx"}, {}),
+            ("foreign Origin", {**silence, "csrf": csrf}, {"Origin": "https://evil.example"}),
+        ]
+        for what, data, headers in cases:
+            async with s.post(b.admin_url + "/silences", data=data, headers=headers, allow_redirects=False) as r:
+                assert r.status == 403, what
+        async with s.post(b.admin_url + "/outbox/purge", data={}, allow_redirects=False) as r:
+            assert r.status == 403
+        # JSON to a form action is not a form (and carries no CSRF token)
+        async with s.post(b.admin_url + "/silences", json={**silence, "csrf": csrf}, allow_redirects=False) as r:
+            assert r.status == 415
+        assert await b.app.list_silences() == []
+        # the same form with its token works
+        async with s.post(b.admin_url + "/silences", data={**silence, "csrf": csrf}, allow_redirects=False) as r:
+            assert r.status == 303
+        assert [x.comment for x in await b.app.list_silences()] == ["forged"]
+    # without a session at all (another browser)
+    async with session() as s:
+        async with s.post(b.admin_url + "/silences", data={**silence, "csrf": csrf}, allow_redirects=False) as r:
+            assert r.status == 403
+        async with s.get(b.admin_url + "/login") as r:
+            await r.read()
+        async with s.post(b.admin_url + "/login", data={"token": TOKEN}, allow_redirects=False) as r:
+            assert r.status == 403  # the login form has a CSRF token too
+    # a form post to the JSON API is refused as before (bearer first, then JSON only)
+    async with aiohttp.ClientSession() as s, s.post(b.admin_url + "/-/silences", data=silence) as r:
+        assert r.status == 401
+
+
+async def test_without_a_token_the_console_is_open_but_forms_need_csrf(bridge: Callable[..., Any]) -> None:
+    b: InProcessBridge = await bridge()
+    async with session() as s:
+        async with s.get(b.admin_url + "/login", allow_redirects=False) as r:
+            assert r.status == 303
+        async with s.get(b.admin_url + "/silences") as r:
+            assert r.status == 200
+            page = await r.text()
+            assert "Log out" not in page
+        async with s.post(b.admin_url + "/silences", data={"node": "x", "duration": "1h"},
+                          allow_redirects=False) as r:
+            assert r.status == 403
+        async with s.post(b.admin_url + "/silences", data={"node": "x", "duration": "1h", "csrf": csrf_of(page)},
+                          allow_redirects=False) as r:
+            assert r.status == 303
+    assert [x.node for x in await b.app.list_silences()] == ["x"]
+
+
+async def test_hostile_values_are_escaped_on_every_page(bridge: Callable[..., Any]) -> None:
+    fast = {"max_attempts": 1, "initial_backoff": "10ms"}
+    b: InProcessBridge = await bridge(
+        receivers={"down": {"type": "webhook", "url": f"http://{LOOPBACK}:{free_port()}/", "retry": fast}},
+        routes=[{"name": "all", "to": ["down"]}],
+        node_labels=[{"match": ["*"], "labels": {"team": HOSTILE}}],
+    )
+    status, _ = await b.event(HOSTILE, "FAILED")
+    assert status == 200
+    status, _ = await b.event("n2", HOSTILE)
+    assert status == 200
+    async with session() as s:
+        for _ in range(100):
+            async with s.get(b.admin_url + "/outbox") as r:
+                page = await r.text()
+            if "Retry all dead" in page:
+                break
+            await asyncio.sleep(0.05)
+        pages = [page]
+        for path in ("/fleet", f"/silences?node={HOSTILE[:8]}*", f"/config?node={HOSTILE}&status={HOSTILE}"):
+            async with s.get(b.admin_url + path, params=None) as r:
+                assert r.status == 200, path
+                pages.append(await r.text())
+    for page in pages:
+        assert "<script>" not in page
+        assert HOSTILE not in page
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in pages[1]  # the node and its label, escaped
+    assert "Retry all dead" in pages[0]
+
+
+async def test_config_page_renders_no_secret(bridge: Callable[..., Any], tmp_path: Any) -> None:
+    secrets = {
+        "admin": TOKEN,
+        "slack": "https://hooks.slack.com/services/T000/B000/slacksecretvalue1234",
+        "hook_url": "https://hooks.example/path?token=querysecret5678",
+        "header": "Bearer headersecret9012",
+        "signing": "whsec_c2lnbmluZ3NlY3JldDEyMzQ1Njc4",
+        "smtp": "smtp-pass-<&>\"-3456",
+    }
+    async with WebhookSink() as sink:
+        b: InProcessBridge = await bridge(
+            server={"admin_token": secrets["admin"]},
+            receivers={
+                "slack": {"type": "slack", "webhook_url": secrets["slack"]},
+                "hook": {"type": "webhook", "url": secrets["hook_url"], "signing_secret": secrets["signing"],
+                         "headers": {"Authorization": secrets["header"]}},
+                "mail": {"type": "email", "from": "a@example.com", "to": ["b@example.com"],
+                         "smtp": {"host": "127.0.0.1", "port": free_port(), "security": "none",
+                                  "username": "u", "password": secrets["smtp"]}},
+                "sink": {"type": "webhook", "url": sink.url},
+            },
+            routes=[{"name": "all", "to": ["sink"]}],
+        )
+        async with session() as s:
+            await login(s, b.admin_url, secrets["admin"])
+            async with s.get(b.admin_url + "/config", params={"node": "n1", "status": "FAILED"}) as r:
+                page = await r.text()
+    assert "Loaded config" in page and "slack" in page and "**********" in page
+    assert "MATCH</strong> all" in page and "sink (via all)" in page  # the what-if box answered
+    for name, value in secrets.items():
+        for part in {value, value.split("?")[0], "slacksecretvalue1234", "querysecret5678", "headersecret9012",
+                     "smtp-pass-&lt;&amp;&gt;"}:
+            if part in value or name == "smtp":
+                assert part not in page, (name, part)
