@@ -10,9 +10,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bridge.testing import generate_key, public_pem
-from tests.harness import BridgeProcess, InProcessBridge, base_config
+from tests.support.harness import BridgeProcess, InProcessBridge, base_config
 
-pytest_plugins = ["tests.fakes", "tests.reliability"]
+pytest_plugins = ["tests.support.fakes", "tests.support.reliability"]
 
 
 @pytest.fixture(scope="session")

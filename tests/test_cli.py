@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from tests.fakes import WebhookSink, make_cert
+from tests.support.fakes import WebhookSink, make_cert
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -137,7 +137,7 @@ async def test_config_from_the_environment_and_help_examples(tmp_path: Path) -> 
 
 async def test_deliveries_list_retry_purge(bridge_process: Any, webhook_sink: WebhookSink) -> None:
     """Newest first, a header, the next attempt, plurals; an unknown id exits 1 naming it."""
-    from tests.cli_runner import run_cli
+    from tests.support.cli_runner import run_cli
 
     webhook_sink.script(400, 400)  # permanent: both deliveries go dead at once
     p = await bridge_process(receivers={"hook": {"type": "webhook", "url": webhook_sink.url}},
@@ -173,7 +173,7 @@ async def test_deliveries_list_retry_purge(bridge_process: Any, webhook_sink: We
 
 
 async def test_reload_command(bridge_process: Any) -> None:
-    from tests.cli_runner import run_cli
+    from tests.support.cli_runner import run_cli
 
     p = await bridge_process()
     cfg = str(p.config_path)

@@ -17,10 +17,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from bridge.testing import load_private_key, private_pem, write_keypair
-from tests.cli_runner import run_cli
-from tests.fakes import WebhookSink, free_port
-from tests.harness import BridgeProcess, InProcessBridge
-from tests.promtext import series as metric_value
+from tests.support.cli_runner import run_cli
+from tests.support.fakes import WebhookSink, free_port
+from tests.support.harness import BridgeProcess, InProcessBridge
+from tests.support.promtext import series as metric_value
 
 pytestmark = pytest.mark.timeout(90)
 

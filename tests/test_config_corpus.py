@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import ROOT
-from tests.reliability import record
+from tests.support.harness import ROOT
+from tests.support.reliability import record
 
 CORPUS = Path(__file__).parent / "config_corpus"
 FILES = sorted(CORPUS.glob("*.yaml"))

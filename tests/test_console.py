@@ -14,8 +14,8 @@ import aiohttp
 import pytest
 
 from bridge.console.auth import SESSION_COOKIE
-from tests.fakes import LOOPBACK, WebhookSink, free_port
-from tests.harness import InProcessBridge
+from tests.support.fakes import LOOPBACK, WebhookSink, free_port
+from tests.support.harness import InProcessBridge
 
 pytestmark = pytest.mark.timeout(60)
 

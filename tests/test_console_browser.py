@@ -23,8 +23,8 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.fakes import LOOPBACK, free_port, wait_until
-from tests.harness import BridgeProcess, ProbeSink
+from tests.support.fakes import LOOPBACK, free_port, wait_until
+from tests.support.harness import BridgeProcess, ProbeSink
 
 pytestmark = pytest.mark.timeout(180)
 

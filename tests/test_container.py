@@ -35,8 +35,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from bridge.store import sqlite_path
 from bridge.testing import event_body, sign
 from tests import dockerfile
-from tests.fakes import free_port
-from tests.keyserver import KeyEndpoint
+from tests.support.fakes import free_port
+from tests.support.keyserver import KeyEndpoint
 
 ROOT = dockerfile.ROOT
 pytestmark = pytest.mark.timeout(240)

@@ -34,11 +34,11 @@ from bridge.store import Store
 from bridge.store.memory import MemoryStore
 from bridge.store.redis import RedisStore
 from bridge.store.sqlite import SQLiteStore
-from tests.fakes import FakeSlack, Received, WebhookSink, free_port, wait_until
-from tests.harness import ProbeSink
-from tests.redis_server import RedisServer, redis_outage_server  # noqa: F401
+from tests.support.fakes import FakeSlack, Received, WebhookSink, free_port, wait_until
+from tests.support.harness import ProbeSink
+from tests.support.redis_server import RedisServer, redis_outage_server  # noqa: F401
 
-pytest_plugins = ["tests.fakes"]
+pytest_plugins = ["tests.support.fakes"]
 pytestmark = pytest.mark.timeout(60)
 
 STORES = ["memory", "sqlite"]

@@ -16,7 +16,7 @@ from bridge import config as config_mod
 from bridge.config import split_host_port
 from bridge.store import sqlite_path
 from tests import dockerfile
-from tests.harness import InProcessBridge
+from tests.support.harness import InProcessBridge
 
 ROOT = dockerfile.ROOT
 K8S = ROOT / "deploy" / "kubernetes"

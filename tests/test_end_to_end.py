@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tests.fakes import FakeSlack, SMTPServer, WebhookSink, make_cert, wait_until
-from tests.harness import InProcessBridge
+from tests.support.fakes import FakeSlack, SMTPServer, WebhookSink, make_cert, wait_until
+from tests.support.harness import InProcessBridge
 
 T0 = datetime.now(UTC) - timedelta(minutes=30)
 FAST_RETRY = {"initial_backoff": "100ms", "max_backoff": "1s", "max_attempts": 5}

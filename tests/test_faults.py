@@ -27,11 +27,11 @@ import pytest
 import redis.asyncio as aioredis
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.fakes import Answer
-from tests.harness import ROOT, BridgeProcess
-from tests.redis_server import RedisServer, redis_outage_server  # noqa: F401 - fixture
-from tests.reliability import SecretGuard, record
-from tests.under_fire import (
+from tests.support.fakes import Answer
+from tests.support.harness import ROOT, BridgeProcess
+from tests.support.redis_server import RedisServer, redis_outage_server  # noqa: F401 - fixture
+from tests.support.reliability import SecretGuard, record
+from tests.support.under_fire import (
     RECEIVERS,
     Receivers,
     Stream,

@@ -36,9 +36,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.payload import MAX_FIELD_LENGTH, MAX_ID_LENGTH
 from bridge.testing import public_pem, sign
-from tests.harness import BridgeProcess, base_config
-from tests.reliability import record
-from tests.under_fire import db_counts, db_path
+from tests.support.harness import BridgeProcess, base_config
+from tests.support.reliability import record
+from tests.support.under_fire import db_counts, db_path
 
 pytestmark = [
     pytest.mark.timeout(180),

@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from bridge.errors import KeyLoadError
 from bridge.keys import key_from_response, load_public_key, pem
 from bridge.testing import event_body, generate_key, public_pem
-from tests.fakes import free_port, wait_until
-from tests.harness import InProcessBridge
+from tests.support.fakes import free_port, wait_until
+from tests.support.harness import InProcessBridge
 
 
 def _der(key: rsa.RSAPrivateKey, fmt: serialization.PublicFormat) -> bytes:

@@ -21,11 +21,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from bridge import logs
 from bridge.config import parse
 from bridge.testing import event_body, sign
-from tests.cli_runner import run_cli
-from tests.fakes import Answer, FakeSlack, SMTPServer, WebhookSink, make_cert, wait_until
-from tests.harness import BridgeProcess
-from tests.keyserver import KeyEndpoint
-from tests.promtext import series
+from tests.support.cli_runner import run_cli
+from tests.support.fakes import Answer, FakeSlack, SMTPServer, WebhookSink, make_cert, wait_until
+from tests.support.harness import BridgeProcess
+from tests.support.keyserver import KeyEndpoint
+from tests.support.promtext import series
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -14,11 +14,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bridge import __version__
 from bridge.testing import event_body, sign
-from tests.fakes import LOOPBACK, WebhookSink, free_port, wait_until
-from tests.harness import InProcessBridge
-from tests.keyserver import KeyEndpoint
-from tests.promtext import present
-from tests.promtext import series as metric_value
+from tests.support.fakes import LOOPBACK, WebhookSink, free_port, wait_until
+from tests.support.harness import InProcessBridge
+from tests.support.keyserver import KeyEndpoint
+from tests.support.promtext import present
+from tests.support.promtext import series as metric_value
 
 pytestmark = pytest.mark.timeout(60)
 

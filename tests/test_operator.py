@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.cli_runner import run_cli
-from tests.harness import ROOT, BridgeProcess
+from tests.support.cli_runner import run_cli
+from tests.support.harness import ROOT, BridgeProcess
 
 
 def check(config: Path, *args: str, cwd: str | Path = ROOT) -> subprocess.CompletedProcess[str]:

@@ -30,14 +30,14 @@ from bridge.decide import Policy, decider
 from bridge.model import Event, NodeState, RouteMatch, delivery_id, format_timestamp
 from bridge.store.sqlite import SQLiteStore
 from bridge.testing import event_body, sign
-from tests.fakes import free_port, wait_until
-from tests.harness import ROOT, BridgeProcess, ProbeSink
-from tests.redis_server import (
+from tests.support.fakes import free_port, wait_until
+from tests.support.harness import ROOT, BridgeProcess, ProbeSink
+from tests.support.redis_server import (
     RedisServer,
     redis_outage_server,  # noqa: F401
 )
 
-pytest_plugins = ["tests.fakes"]
+pytest_plugins = ["tests.support.fakes"]
 pytestmark = pytest.mark.timeout(120)
 
 StartBridge = Callable[..., Any]

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.harness import ROOT, BridgeProcess
+from tests.support.harness import ROOT, BridgeProcess
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -27,10 +27,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bridge.app import LINGER
 from bridge.testing import event_body, public_pem, sign
-from tests.fakes import WebhookSink, wait_until
-from tests.harness import ROOT, BridgeProcess, base_config
-from tests.reliability import record
-from tests.under_fire import latency_summary, raise_nofile, rss_mib
+from tests.support.fakes import WebhookSink, wait_until
+from tests.support.harness import ROOT, BridgeProcess, base_config
+from tests.support.reliability import record
+from tests.support.under_fire import latency_summary, raise_nofile, rss_mib
 
 pytestmark = pytest.mark.timeout(120)
 

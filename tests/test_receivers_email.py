@@ -15,9 +15,9 @@ from bridge.config import parse
 from bridge.errors import ConfigError, Permanent, RetryLater
 from bridge.receivers import Receiver, build_receiver
 from bridge.render import Renderer
-from tests.fakes import SMTP_USER, CertFiles, SMTPServer, free_port, make_alert, make_cert
+from tests.support.fakes import SMTP_USER, CertFiles, SMTPServer, free_port, make_alert, make_cert
 
-pytest_plugins = ["tests.fakes"]
+pytest_plugins = ["tests.support.fakes"]
 pytestmark = pytest.mark.timeout(20)
 
 TO = ["oncall@example.test", "ops@example.test"]

@@ -11,9 +11,9 @@ from bridge.config import parse
 from bridge.receivers import build_receiver, build_receivers
 from bridge.receivers.base import Receiver
 from bridge.render import Renderer
-from tests.fakes import make_alert
+from tests.support.fakes import make_alert
 
-pytest_plugins = ["tests.fakes"]
+pytest_plugins = ["tests.support.fakes"]
 pytestmark = pytest.mark.timeout(10)
 
 

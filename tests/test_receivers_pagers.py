@@ -1,5 +1,5 @@
 """PagerDuty, Opsgenie, Teams, Discord and Telegram receivers against loopback fakes that answer
-as each service documents (tests/fakes_pagers.py), then through the dispatcher, the CLI and the
+as each service documents (tests/support/fakes_pagers.py), then through the dispatcher, the CLI and the
 real process."""
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from bridge.receivers import Receiver, build_receiver
 from bridge.receivers.http import correlation_key
 from bridge.render import Renderer
 from bridge.store.memory import MemoryStore
-from tests.fakes import Answer, free_port, make_alert, wait_until
-from tests.fakes_pagers import (
+from tests.support.fakes import Answer, free_port, make_alert, wait_until
+from tests.support.fakes_pagers import (
     DISCORD_TOKEN,
     OG_API_KEY,
     PD_ROUTING_KEY,
@@ -42,7 +42,7 @@ from tests.fakes_pagers import (
 from tests.test_cli import run, write
 from tests.test_delivery import close_rig, open_rig
 
-pytest_plugins = ["tests.fakes", "tests.fakes_pagers"]
+pytest_plugins = ["tests.support.fakes", "tests.support.fakes_pagers"]
 pytestmark = pytest.mark.timeout(30)
 
 INCIDENT = IncidentRef(id="inc_7f3a9c", opened_at=dt.datetime(2026, 4, 16, 12, 0, tzinfo=dt.UTC), duration=900.0,

@@ -15,9 +15,9 @@ from bridge.config import parse
 from bridge.errors import Permanent, RetryLater
 from bridge.receivers import Receiver, build_receiver
 from bridge.render import Renderer
-from tests.fakes import FakeSlack, free_port, make_alert
+from tests.support.fakes import FakeSlack, free_port, make_alert
 
-pytest_plugins = ["tests.fakes"]
+pytest_plugins = ["tests.support.fakes"]
 pytestmark = pytest.mark.timeout(20)
 
 

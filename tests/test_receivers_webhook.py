@@ -23,9 +23,9 @@ from bridge.errors import ConfigError, Permanent, RetryLater
 from bridge.receivers import Receiver, build_receiver
 from bridge.receivers.webhook import webhook_body
 from bridge.render import Renderer
-from tests.fakes import Answer, CertFiles, Received, WebhookSink, free_port, make_alert
+from tests.support.fakes import Answer, CertFiles, Received, WebhookSink, free_port, make_alert
 
-pytest_plugins = ["tests.fakes"]
+pytest_plugins = ["tests.support.fakes"]
 pytestmark = pytest.mark.timeout(20)
 
 RAW_KEY = b"0123456789abcdef0123456789abcdef"

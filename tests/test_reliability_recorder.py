@@ -10,10 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.harness import ROOT
+from tests.support.harness import ROOT
 
 SCENARIO = '''
-from tests.reliability import record
+from tests.support.reliability import record
 
 def test_scenario():
     record("recorder probe", tried="one call", times=1, outcome="recorded", area="Security")
@@ -25,7 +25,7 @@ def _run(tmp_path: Path, **env: str) -> None:
     test.write_text(SCENARIO)
     clean = {k: v for k, v in os.environ.items() if k not in ("RELIABILITY_JSON", "ALERT_BRIDGE_RECORD_RELIABILITY")}
     r = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.reliability",
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.support.reliability",
          "--rootdir", str(tmp_path), str(test)],
         cwd=ROOT, env={**clean, "PYTHONPATH": str(ROOT), **env}, capture_output=True, text=True, timeout=120,
     )

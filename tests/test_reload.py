@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from bridge import config as config_mod
 from bridge.app import App
 from bridge.testing import event_body, sign
-from tests.fakes import LOOPBACK, WebhookSink, free_port, wait_until
-from tests.harness import BridgeProcess
-from tests.promtext import series
+from tests.support.fakes import LOOPBACK, WebhookSink, free_port, wait_until
+from tests.support.harness import BridgeProcess
+from tests.support.promtext import series
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -23,7 +23,7 @@ from bridge.receivers.log import log_fields
 from bridge.receivers.slack import slack_message
 from bridge.receivers.webhook import webhook_body
 from bridge.render import Renderer, human_duration, precompile
-from tests.fakes import make_alert
+from tests.support.fakes import make_alert
 
 pytestmark = pytest.mark.timeout(10)
 

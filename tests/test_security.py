@@ -28,11 +28,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.testing import event_body, sign
-from tests.fakes import Answer, FakeSlack, free_port, make_cert
-from tests.harness import ROOT, BridgeProcess
-from tests.keyserver import KeyEndpoint
-from tests.reliability import SecretGuard, record
-from tests.under_fire import SMTP_USER, Receivers, db_counts, db_path
+from tests.support.fakes import Answer, FakeSlack, free_port, make_cert
+from tests.support.harness import ROOT, BridgeProcess
+from tests.support.keyserver import KeyEndpoint
+from tests.support.reliability import SecretGuard, record
+from tests.support.under_fire import SMTP_USER, Receivers, db_counts, db_path
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -395,7 +395,7 @@ async def test_metrics_public_leaves_only_metrics_open(bridge_process: Callable[
 
 async def test_cli_commands_send_the_token(bridge_process: Callable[..., Any],
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.cli_runner import run_cli
+    from tests.support.cli_runner import run_cli
 
     # As the deploy files do: the token comes from a Secret through the environment.
     monkeypatch.setenv("ALERT_BRIDGE_ADMIN_TOKEN", TOKEN)

@@ -12,8 +12,8 @@ import aiohttp
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bridge.testing import event_body, sign
-from tests.harness import InProcessBridge
-from tests.promtext import series as metric_value
+from tests.support.harness import InProcessBridge
+from tests.support.promtext import series as metric_value
 
 NOW = datetime.now(UTC)
 
@@ -166,7 +166,7 @@ async def test_body_too_large_413(bridge: Callable[..., Any]) -> None:
 
 async def test_no_key_yet_503_with_retry_after(bridge: Callable[..., Any], signing_key: rsa.RSAPrivateKey) -> None:
     # a key URL that is down: the bridge starts, says not ready, and asks ThunderStack to retry
-    from tests.fakes import free_port
+    from tests.support.fakes import free_port
 
     url = f"http://127.0.0.1:{free_port()}/api/webhook-public-key"
     b: InProcessBridge = await bridge(verification={"public_key_url": url, "public_key_file": None})

@@ -23,10 +23,10 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bridge.testing import event_body, generate_key, public_pem, sign
-from tests.harness import BridgeProcess
-from tests.keyserver import KeyEndpoint
-from tests.reliability import SecretGuard, record
-from tests.under_fire import latency_summary
+from tests.support.harness import BridgeProcess
+from tests.support.keyserver import KeyEndpoint
+from tests.support.reliability import SecretGuard, record
+from tests.support.under_fire import latency_summary
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -298,7 +298,7 @@ def _forged_shapes(limit: int) -> dict[str, bytes]:
 
 async def test_forged_bodies_of_costly_shapes_are_403_counted_without_traceback(
         start: Callable[..., Any], signing_key: rsa.RSAPrivateKey) -> None:
-    from tests.promtext import series
+    from tests.support.promtext import series
 
     p: BridgeProcess = await start()
     limit = 65536

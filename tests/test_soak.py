@@ -24,9 +24,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bridge.model import delivery_id
 from bridge.testing import private_pem
-from tests.harness import BridgeProcess
-from tests.reliability import SecretGuard, record
-from tests.under_fire import (
+from tests.support.harness import BridgeProcess
+from tests.support.reliability import SecretGuard, record
+from tests.support.under_fire import (
     RECEIVERS,
     Receivers,
     Sent,

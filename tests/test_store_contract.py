@@ -2,7 +2,7 @@
 
 Every backend must behave exactly like ``MemoryStore``; ``test_matches_memory_store`` replays one
 seeded random workload on the backend and on a fresh ``MemoryStore`` and compares every answer.
-The Redis backend runs against a real redis-server (tests/redis_server.py); the Redis-only tests
+The Redis backend runs against a real redis-server (tests/support/redis_server.py); the Redis-only tests
 at the bottom cover replicas sharing one Redis and a Redis outage.
 """
 
@@ -27,7 +27,7 @@ from bridge.errors import StorageUnavailable
 from bridge.model import Event, NodeState, RouteMatch, Silence, delivery_id, parse_timestamp
 from bridge.store.base import Store
 from bridge.store.memory import MemoryStore
-from tests.redis_server import RedisServer, redis_outage_server, redis_server  # noqa: F401
+from tests.support.redis_server import RedisServer, redis_outage_server, redis_server  # noqa: F401
 
 T0 = datetime(2026, 4, 16, 12, 0, tzinfo=UTC)
 TTL = 3600.0

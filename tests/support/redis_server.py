@@ -2,7 +2,7 @@
 
 Import the fixtures into a test module::
 
-    from tests.redis_server import redis_server, redis_outage_server  # noqa: F401
+    from tests.support.redis_server import redis_server, redis_outage_server  # noqa: F401
 
 ``redis_server`` (session) is shared; isolate tests with a unique key prefix.
 ``redis_outage_server`` (function) is private to one test, which may ``stop()`` and ``start()`` it.

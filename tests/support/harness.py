@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from bridge import config as config_mod
 from bridge.app import App
 from bridge.testing import event_body, sign
-from tests.fakes import LOOPBACK, WebhookSink, free_port
+from tests.support.fakes import LOOPBACK, WebhookSink, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def base_config(tmp_path: Path, public_key_file: Path, **overrides: Any) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 Everything listens on 127.0.0.1 on a free port, records what it received (with the time), and
 can be told how to answer the next requests (``script`` / ``fail_next``). Use the classes as
 async context managers, or the pytest fixtures at the bottom: add
-``pytest_plugins = ["tests.fakes"]`` to a test module (or import the fixtures).
+``pytest_plugins = ["tests.support.fakes"]`` to a test module (or import the fixtures).
 
 PYTEST_DONT_REWRITE: test modules import this module before pytest_plugins registers it, so
 pytest could not rewrite it anyway; the marker silences that warning.

@@ -16,7 +16,7 @@ The ``secret_guard`` fixture collects what a scenario's bridge printed and answe
 captured log records, error bodies, metrics) and fails the test when any configured secret value
 appears in it; the session's totals are published as one more scenario.
 
-Registered from tests/conftest.py: ``pytest_plugins = ["tests.fakes", "tests.reliability"]``.
+Registered from tests/conftest.py: ``pytest_plugins = ["tests.support.fakes", "tests.support.reliability"]``.
 
 PYTEST_DONT_REWRITE
 """
@@ -39,7 +39,7 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = ROOT / "docs" / "reliability.json"
 RENDERER = ROOT / "scripts" / "reliability_table.py"
 
@@ -283,7 +283,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                                                                         for k in kept)}
     runs[run["started_at"]] = run
     doc = {
-        "generated_by": "tests/reliability.py (pytest session); render with scripts/reliability_table.py",
+        "generated_by": "tests/support/reliability.py (pytest session); render with scripts/reliability_table.py",
         "runs": sorted(runs.values(), key=lambda r: r["started_at"]),
         "scenarios": kept + rows,
     }

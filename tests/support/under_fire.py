@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bridge.model import delivery_id, format_timestamp
 from bridge.testing import event_body, sign
-from tests.fakes import FakeSlack, SMTPServer, WebhookSink
+from tests.support.fakes import FakeSlack, SMTPServer, WebhookSink
 
 RECEIVERS = ("slack", "webhook", "email", "log")
 DLV = re.compile(r"dlv_[0-9a-f]{24}")

@@ -4,7 +4,7 @@ Each answers as its service documents: the success status and body, the error bo
 own 429 form (PagerDuty: no Retry-After; Discord: JSON ``retry_after`` seconds plus a header;
 Telegram: ``parameters.retry_after``). They keep the state a person would see (PagerDuty and
 Opsgenie alerts by dedup key / alias, chat messages), so tests can check correlation.
-``script(...)`` / ``fail_next(...)`` from tests/fakes.py force answers; ``rate_limit`` gives the
+``script(...)`` / ``fail_next(...)`` from tests/support/fakes.py force answers; ``rate_limit`` gives the
 service's own 429.
 
 PYTEST_DONT_REWRITE
@@ -23,7 +23,7 @@ from typing import Any, Self
 import pytest
 from aiohttp import web
 
-from tests.fakes import Answer, Received, _HTTPFake
+from tests.support.fakes import Answer, Received, _HTTPFake
 
 PD_ROUTING_KEY = "R0ut1ngKeyF0rTests0123456789abcd"  # 32 characters, as PagerDuty's are
 OG_API_KEY = "0a1b2c3d-og-key-4e5f-6a7b8c9d0e1f"

@@ -6,7 +6,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bridge.testing import public_pem
-from tests.fakes import LOOPBACK
+from tests.support.fakes import LOOPBACK
 
 
 class KeyEndpoint:

@@ -1,0 +1,1 @@
+"""Fakes, harnesses and helpers shared by the test modules."""
