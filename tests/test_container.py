@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bridge.store import sqlite_path
 from bridge.testing import event_body, sign
-from tests import dockerfile
+from tests.support import dockerfile
 from tests.support.fakes import free_port
 from tests.support.keyserver import KeyEndpoint
 

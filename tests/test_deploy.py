@@ -15,7 +15,7 @@ import yaml
 from bridge import config as config_mod
 from bridge.config import split_host_port
 from bridge.store import sqlite_path
-from tests import dockerfile
+from tests.support import dockerfile
 from tests.support.harness import InProcessBridge
 
 ROOT = dockerfile.ROOT
