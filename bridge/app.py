@@ -34,6 +34,7 @@ from bridge.render import Renderer
 from bridge.server import admin_app, ssl_context, webhook_app
 from bridge.silences import is_active, silence_from_spec
 from bridge.store import Store, open_store
+from bridge.timers import TimerLoop
 
 log = logging.getLogger("bridge.app")
 
@@ -85,6 +86,8 @@ class App:
             self.store, metrics=self.metrics, clock=clock, lease=cfg.storage.visibility_timeout,
             poll_interval=cfg.delivery.poll_interval, batch_size=cfg.delivery.batch_size,
         )
+        self.timers = TimerLoop(self.store, policy=lambda: self._ingest().policy, metrics=self.metrics, clock=clock,
+                                poll_interval=cfg.delivery.poll_interval, on_enqueued=self.dispatcher.wake)
         self.keys: KeyManager | None = None
         self.ingest: Ingest | None = None
         self._key_failures_seen = 0
@@ -110,9 +113,10 @@ class App:
         self.keys = KeyManager(cfg, store=self.store, session=self._session)
         await self.keys.start()
         self.ingest = Ingest(rules, store=self.store, keys=self.keys, metrics=self.metrics, clock=self.clock,
-                             on_enqueued=self.dispatcher.wake)
+                             on_enqueued=self.dispatcher.wake, on_timer_set=self.timers.timer_set)
         self._install_receivers(cfg)
         self.dispatcher.start()
+        self.timers.start()
         self.metrics.reload_timestamp.set(self.clock().timestamp())
         self._spawn(self._maintenance_loop(), "maintenance")
         self._spawn(self._silence_loop(), "silences")
@@ -166,6 +170,7 @@ class App:
         for runner in self._runners:
             await runner.cleanup()  # stops listening, waits for handlers in flight
         self._runners.clear()
+        await self.timers.stop()
         await self.dispatcher.stop(self.config.delivery.shutdown_grace)
         for task in self._background:
             task.cancel()

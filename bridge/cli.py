@@ -129,7 +129,7 @@ class _Unset(dict[str, str]):
 def cmd_route(args: argparse.Namespace) -> int:
     import os
 
-    from bridge.decide import select_deliveries
+    from bridge.decide import NodeRecord, decide
     from bridge.ingest import Rules
     from bridge.routing import explain
 
@@ -141,12 +141,19 @@ def cmd_route(args: argparse.Namespace) -> int:
                   rules.labeler.labels_for(args.node), now)
     prev = NodeState(args.node, args.previous_status, now, now, "evt_prev") if args.previous_status else None
     steps = explain(rules.router, event, prev)
-    pairs = [] if refused else select_deliveries(rules.router.match(event, prev), {}, now.timestamp())[0]
+    # Decided as the bridge would on a node with that previous status and no open incident (the
+    # stored incident is not read: route works without the store and the running bridge).
+    decision = None if refused else decide(event, NodeRecord(prev) if prev else None, rules.policy(()), now)
+    pairs = [(j.route, j.receiver, j.kind) for j in decision.jobs] if decision else []
+    timers = decision.record.incidents.timers if decision and decision.record else ()
+    later: list[dict[str, Any]] = [{"route": t.route, "kind": t.kind, "after": (t.due_at - now).total_seconds()}
+                                   for t in timers]
     result = {
         "node": args.node, "status": args.status, "previous_status": args.previous_status,
         "refused": f"node {args.node!r} is not in nodes: the bridge would refuse it with 403" if refused else None,
         "routes": [{"route": name, "matched": matched, "reason": why} for name, matched, why in steps],
-        "notified": [{"receiver": rcv, "route": route} for route, rcv in pairs],
+        "notified": [{"receiver": rcv, "route": route, "kind": kind} for route, rcv, kind in pairs],
+        "timers": later,
     }
     if args.json:
         print(json.dumps(result, indent=2))
@@ -156,9 +163,11 @@ def cmd_route(args: argparse.Namespace) -> int:
         for name, matched, why in steps:
             print(f"  {'MATCH' if matched else '     '} {name}" + (f"  ({why})" if why else ""))
         if pairs:
-            print("notified: " + ", ".join(f"{rcv} (via {route})" for route, rcv in pairs))
+            print("notified: " + ", ".join(f"{rcv} (via {route}, {kind})" for route, rcv, kind in pairs))
         else:
-            print("notified: nobody (the event would only be recorded)")
+            print("notified: nobody now (the event would be recorded)")
+        for t in later:
+            print(f"  later: {t['kind']} of route {t['route']} in {format_duration(round(t['after']))}")
     return 0 if pairs else 1
 
 
