@@ -20,7 +20,7 @@ import aiohttp
 from aiohttp import web
 
 from bridge import config as config_mod
-from bridge import logs
+from bridge import incident_ops, logs
 from bridge.config import Config, split_host_port
 from bridge.delivery import Dispatcher
 from bridge.errors import BridgeError, ConfigError, Unavailable
@@ -132,7 +132,7 @@ class App:
             log.warning("the admin listener %s is reachable from other hosts and has no server.admin_token: "
                         "anyone who can reach it can silence alerts and reload the config", s.admin_listen)
         admin = admin_app(metrics=self.scrape, reload=self.reload, ready=self.ready, silences=self, outbox=self.store,
-                          token=token, metrics_public=s.metrics_public)
+                          token=token, metrics_public=s.metrics_public, incidents=self)
         self.admin_port = await self._serve(admin, ahost, aport, None)
         scheme = "https" if ctx else "http"
         log.info("listening on %s://%s:%d%s (admin on %s:%d)", scheme, host, self.webhook_port, s.path,
@@ -249,6 +249,8 @@ class App:
         m.inflight.set(stats.inflight)
         m.dead.set(stats.dead)
         m.oldest_pending.set(stats.oldest_pending_age)
+        records = await self.store.list_nodes()
+        m.incidents_open.set(sum(r.incidents.incident is not None for r in records))
 
     async def _maintenance_loop(self) -> None:
         """Outbox gauges every few seconds; pruning every prune_interval."""
@@ -305,6 +307,42 @@ class App:
         if found:
             await self.refresh_silences()
             log.info("silence expired", extra={"silence_id": silence_id})
+        return found
+
+    # --- incidents and nodes (the admin API; the CLI uses it while the bridge runs) ---------------
+
+    async def list_incidents(self, *, include_resolved: bool) -> list[dict[str, Any]]:
+        return incident_ops.incidents(await self.store.list_nodes(), self.clock(), include_resolved=include_resolved)
+
+    async def get_incident(self, incident_id: str) -> dict[str, Any] | None:
+        hit = incident_ops.find(await self.store.list_nodes(), incident_id)
+        return hit[1].view(self.clock()) if hit else None
+
+    async def ack_incident(self, incident_id: str, by: str) -> tuple[str, dict[str, Any] | None]:
+        out = await incident_ops.ack(self.store, incident_id, by=by, now=self.clock())
+        if out.status == "acked":
+            log.info("incident acknowledged by %s", by, extra={"incident": incident_id})
+        return out.status, out.incident
+
+    async def resolve_incident(self, incident_id: str, by: str) -> tuple[str, dict[str, Any] | None]:
+        out = await incident_ops.resolve(self.store, incident_id, self._ingest().policy, by=by, now=self.clock())
+        if out.decision is not None:
+            for seconds in out.decision.resolved:
+                self.metrics.incident_duration.observe(seconds)
+            if out.decision.jobs:
+                self.dispatcher.wake()
+        if out.status == "resolved":
+            log.info("incident resolved by hand by %s", by, extra={"incident": incident_id})
+        return out.status, out.incident
+
+    async def list_nodes(self) -> list[dict[str, Any]]:
+        now = self.clock()
+        return [incident_ops.node_view(r, now) for r in await self.store.list_nodes()]
+
+    async def forget_node(self, node_id: str) -> bool:
+        found = await self.store.forget_node(node_id)
+        if found:
+            log.info("node state forgotten by an operator", extra={"node": node_id})
         return found
 
     # --- reload --------------------------------------------------------------------------------
