@@ -145,7 +145,7 @@ async def test_sigkill_with_a_pending_reminder_fires_it_once_after_restart(
         assert kinds(sink) == ["firing"]
         await p.start()
         await until(lambda: kinds(sink).count("reminder") >= 1, "the reminder after the restart")
-        first = [r.json()["deliveryId"] for r in sink.delivered if r.json()["kind"] == "reminder"][0]
+        first = next(r.json()["deliveryId"] for r in sink.delivered if r.json()["kind"] == "reminder")
         p.kill()
         await asyncio.sleep(0.5)
         assert [r.json()["deliveryId"] for r in sink.delivered].count(first) == 1
