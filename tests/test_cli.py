@@ -59,7 +59,7 @@ async def test_route_explains_matches_and_receivers(tmp_path: Path) -> None:
                              "--previous-status", "FAILED")
     assert code == 0 and "MATCH recoveries" in out and "notified: oncall (via recoveries, event)" in out
     code, out, _ = await run("route", "-c", cfg, "--node", "node-dev-1", "--status", "PAUSED")
-    assert code == 0 and "notified: console (via default)" in out
+    assert code == 0 and "notified: console (via default, event)" in out
     code, out, _ = await run("route", "-c", cfg, "--node", "stranger", "--status", "FAILED")
     assert code == 1 and "would refuse it with 403" in out and "notified:" not in out and "MATCH" not in out
 
