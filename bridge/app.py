@@ -20,7 +20,7 @@ import aiohttp
 from aiohttp import web
 
 from bridge import config as config_mod
-from bridge import logs
+from bridge import incident_ops, logs
 from bridge.config import Config, split_host_port
 from bridge.console import Console
 from bridge.delivery import Dispatcher
@@ -35,6 +35,7 @@ from bridge.render import Renderer
 from bridge.server import admin_app, ssl_context, webhook_app
 from bridge.silences import is_active, silence_from_spec
 from bridge.store import Store, open_store
+from bridge.timers import TimerLoop
 
 log = logging.getLogger("bridge.app")
 
@@ -86,6 +87,8 @@ class App:
             self.store, metrics=self.metrics, clock=clock, lease=cfg.storage.visibility_timeout,
             poll_interval=cfg.delivery.poll_interval, batch_size=cfg.delivery.batch_size,
         )
+        self.timers = TimerLoop(self.store, policy=lambda: self._ingest().policy, metrics=self.metrics, clock=clock,
+                                poll_interval=cfg.delivery.poll_interval, on_enqueued=self.dispatcher.wake)
         self.keys: KeyManager | None = None
         self.ingest: Ingest | None = None
         self._key_failures_seen = 0
@@ -112,9 +115,10 @@ class App:
         self.keys = KeyManager(cfg, store=self.store, session=self._session)
         await self.keys.start()
         self.ingest = Ingest(rules, store=self.store, keys=self.keys, metrics=self.metrics, clock=self.clock,
-                             on_enqueued=self.dispatcher.wake)
+                             on_enqueued=self.dispatcher.wake, on_timer_set=self.timers.timer_set)
         self._install_receivers(cfg)
         self.dispatcher.start()
+        self.timers.start()
         self.metrics.reload_timestamp.set(self.clock().timestamp())
         self.last_reload = (self.clock(), [])
         self._spawn(self._maintenance_loop(), "maintenance")
@@ -131,7 +135,8 @@ class App:
             log.warning("the admin listener %s is reachable from other hosts and has no server.admin_token: "
                         "anyone who can reach it can silence alerts and reload the config", s.admin_listen)
         admin = admin_app(metrics=self.scrape, reload=self.reload, ready=self.ready, silences=self, outbox=self.store,
-                          token=token, metrics_public=s.metrics_public, console=Console(self, token=token))
+                          token=token, metrics_public=s.metrics_public, incidents=self,
+                          console=Console(self, token=token))
         self.admin_port = await self._serve(admin, ahost, aport, None)
         scheme = "https" if ctx else "http"
         log.info("listening on %s://%s:%d%s (admin on %s:%d)", scheme, host, self.webhook_port, s.path,
@@ -169,6 +174,7 @@ class App:
         for runner in self._runners:
             await runner.cleanup()  # stops listening, waits for handlers in flight
         self._runners.clear()
+        await self.timers.stop()
         await self.dispatcher.stop(self.config.delivery.shutdown_grace)
         for task in self._background:
             task.cancel()
@@ -247,6 +253,8 @@ class App:
         m.inflight.set(stats.inflight)
         m.dead.set(stats.dead)
         m.oldest_pending.set(stats.oldest_pending_age)
+        records = await self.store.list_nodes()
+        m.incidents_open.set(sum(r.incidents.incident is not None for r in records))
 
     async def _maintenance_loop(self) -> None:
         """Outbox gauges every few seconds; pruning every prune_interval."""
@@ -303,6 +311,42 @@ class App:
         if found:
             await self.refresh_silences()
             log.info("silence expired", extra={"silence_id": silence_id})
+        return found
+
+    # --- incidents and nodes (the admin API; the CLI uses it while the bridge runs) ---------------
+
+    async def list_incidents(self, *, include_resolved: bool) -> list[dict[str, Any]]:
+        return incident_ops.incidents(await self.store.list_nodes(), self.clock(), include_resolved=include_resolved)
+
+    async def get_incident(self, incident_id: str) -> dict[str, Any] | None:
+        hit = incident_ops.find(await self.store.list_nodes(), incident_id)
+        return hit[1].view(self.clock()) if hit else None
+
+    async def ack_incident(self, incident_id: str, by: str) -> tuple[str, dict[str, Any] | None]:
+        out = await incident_ops.ack(self.store, incident_id, by=by, now=self.clock())
+        if out.status == "acked":
+            log.info("incident acknowledged by %s", by, extra={"incident": incident_id})
+        return out.status, out.incident
+
+    async def resolve_incident(self, incident_id: str, by: str) -> tuple[str, dict[str, Any] | None]:
+        out = await incident_ops.resolve(self.store, incident_id, self._ingest().policy, by=by, now=self.clock())
+        if out.decision is not None:
+            for seconds in out.decision.resolved:
+                self.metrics.incident_duration.observe(seconds)
+            if out.decision.jobs:
+                self.dispatcher.wake()
+        if out.status == "resolved":
+            log.info("incident resolved by hand by %s", by, extra={"incident": incident_id})
+        return out.status, out.incident
+
+    async def list_nodes(self) -> list[dict[str, Any]]:
+        now = self.clock()
+        return [incident_ops.node_view(r, now) for r in await self.store.list_nodes()]
+
+    async def forget_node(self, node_id: str) -> bool:
+        found = await self.store.forget_node(node_id)
+        if found:
+            log.info("node state forgotten by an operator", extra={"node": node_id})
         return found
 
     # --- reload --------------------------------------------------------------------------------

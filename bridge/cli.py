@@ -138,7 +138,8 @@ def cmd_route(args: argparse.Namespace) -> int:
     result.pop("labels")  # the CLI's JSON stays as it was
     refused = result["refused"] is not None
     steps = [(r["route"], r["matched"], r["reason"]) for r in result["routes"]]
-    pairs = [(n["route"], n["receiver"]) for n in result["notified"]]
+    pairs = [(n["route"], n["receiver"], n["kind"]) for n in result["notified"]]
+    later: list[dict[str, Any]] = result["timers"]
     if args.json:
         print(json.dumps(result, indent=2))
     elif refused:
@@ -147,9 +148,11 @@ def cmd_route(args: argparse.Namespace) -> int:
         for name, matched, why in steps:
             print(f"  {'MATCH' if matched else '     '} {name}" + (f"  ({why})" if why else ""))
         if pairs:
-            print("notified: " + ", ".join(f"{rcv} (via {route})" for route, rcv in pairs))
+            print("notified: " + ", ".join(f"{rcv} (via {route}, {kind})" for route, rcv, kind in pairs))
         else:
-            print("notified: nobody (the event would only be recorded)")
+            print("notified: nobody now (the event would be recorded)")
+        for t in later:
+            print(f"  later: {t['kind']} of route {t['route']} in {format_duration(round(t['after']))}")
     return 0 if pairs else 1
 
 

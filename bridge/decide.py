@@ -13,8 +13,14 @@ listed here, in the order they apply:
 2. ``stale``: older than ``max_event_age`` on arrival; recorded, node record untouched;
 3. ``out_of_order``: its ordering time is before the node's newest; recorded, record untouched;
 4. ``silenced``: a silence in force matches; the node record moves on, nobody is notified;
-5. ``accepted``: routed; routes still inside their ``repeat_interval`` for this node and status
-   are skipped, and each receiver gets one job, under the first route that names it.
+5. ``accepted``: routed, then the incident model (``incidents.step_event``) says who is told:
+   an incident opens, updates or resolves, plain routes notify a status change; a repeat of the
+   node's status notifies nobody. Each notification is one job per receiver.
+
+Timers (``for``, reminders, escalations, the flapping window) live in the node's record
+(``IncidentState.timers``); stores index the earliest due time and the timer loop applies
+:func:`decide_timers` through ``Store.apply``. Ack and resolve by hand are :func:`decide_ack` and
+:func:`decide_resolve` (docs/incidents.md).
 
 Ordering time: the event time clamped to ``received_at + max_clock_skew``, so an event dated far
 in the future (an upstream clock or format bug) orders as "arrival + skew" and cannot mute its
@@ -24,20 +30,24 @@ node for longer than the skew.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from bridge import incidents
 from bridge.config import SilenceConfig
-from bridge.model import Event, NodeState, RouteMatch, Silence, delivery_id, next_node_state
+from bridge.incident_state import IncidentState, Notification, RoutePolicy
+from bridge.incident_state import Policy as IncidentPolicy
+from bridge.model import Event, IncidentRef, NodeState, RouteMatch, Silence, delivery_id, next_node_state
 from bridge.silences import silenced
 
-Outcome = Literal["accepted", "duplicate", "stale", "out_of_order", "silenced"]
+Outcome = Literal["accepted", "duplicate", "stale", "out_of_order", "silenced", "applied", "not_found"]
 # Routing: every matching route for the event, given the node's previous state (Router.match).
 Routes = Callable[[Event, NodeState | None], Sequence[RouteMatch]]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
+_NO_INCIDENTS = IncidentState()
 
 
 def to_us(dt: datetime) -> int:
@@ -54,35 +64,49 @@ class NodeRecord:
     """Everything the stores hold about one node, persisted as one JSON blob.
 
     Later features add fields here (with defaults) and to ``to_json``/``from_json``; the backends
-    store the blob and never look inside it (they index ``state.last_timestamp`` only)."""
+    store the blob and never look inside it (they index ``state.last_timestamp`` and ``next_due``)."""
 
     state: NodeState
-    # status -> route -> when the route (one with a repeat_interval) last fired for this node in
-    # that status (unix seconds)
-    fired: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    incidents: IncidentState = _NO_INCIDENTS
 
     @property
     def node_id(self) -> str:
         return self.state.node_id
 
+    @property
+    def next_due(self) -> datetime | None:
+        """When the earliest pending timer is due (the stores index it); None: no timer."""
+        timers = self.incidents.timers
+        return min(t.due_at for t in timers) if timers else None
+
     def to_json(self) -> dict[str, Any]:
         s = self.state
-        return {"status": s.status, "since": to_us(s.since), "newest": to_us(s.last_timestamp),
-                "event": s.last_event_id, "fired": self.fired}
+        out: dict[str, Any] = {"status": s.status, "since": to_us(s.since), "newest": to_us(s.last_timestamp),
+                               "event": s.last_event_id}
+        if self.incidents != _NO_INCIDENTS:
+            out["inc"] = self.incidents.to_json()
+        return out
 
     @classmethod
     def from_json(cls, node_id: str, data: Mapping[str, Any]) -> NodeRecord:
+        # "fired" (the old repeat_interval suppression times) is ignored: reminders replaced it.
         state = NodeState(node_id, data["status"], from_us(data["since"]), from_us(data["newest"]), data["event"])
-        return cls(state, data.get("fired") or {})
+        inc = data.get("inc")
+        return cls(state, IncidentState.from_json(inc) if inc else _NO_INCIDENTS)
 
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """One delivery job to enqueue: the receiver, and the route it goes out under."""
+    """One delivery job to enqueue: the receiver, the route it goes out under, what kind of
+    notification it is and the incident it belongs to. ``event``: what the alert shows as its event
+    when it is not the accepted one (timers and commands: the node's status at the time)."""
 
     id: str
     route: str
     receiver: str
+    kind: str = "event"
+    incident: IncidentRef | None = None
+    event: Event | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,16 +116,22 @@ class Decision:
     jobs: tuple[Job, ...] = ()
     previous: NodeState | None = None  # the node's state the event was decided on (None for stale)
     silenced_by: str | None = None  # the silence's id (or comment, or "config")
+    resolved: tuple[float, ...] = ()  # durations (s) of the incidents this decision resolved (metrics)
 
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """What the decision needs from the config and the store's silences; swapped whole."""
+    """What the decision needs from the config and the store's silences; swapped whole.
+
+    ``incidents``: the incident model's policy (``Policy.from_config``). A matched route it does
+    not know (tests that fix the routes) is owned as ``RoutePolicy(route, receivers,
+    repeat_interval=...)``."""
 
     routes: Routes
     silences: Sequence[Silence | SilenceConfig] = ()
     max_event_age: float = 0.0  # 0: no limit
     max_clock_skew: float = 300.0
+    incidents: IncidentPolicy = field(default_factory=IncidentPolicy)
 
 
 def order_time(event: Event, max_clock_skew: float) -> datetime:
@@ -110,29 +140,33 @@ def order_time(event: Event, max_clock_skew: float) -> datetime:
     return event.timestamp if event.timestamp <= latest else latest
 
 
-def select_deliveries(
-    matches: Sequence[RouteMatch], last_fired: Mapping[str, float], now_ts: float
-) -> tuple[list[tuple[str, str]], list[str]]:
-    """Which (route, receiver) pairs get a job, and which routes fired.
+def _with_matches(ip: IncidentPolicy, matches: Sequence[RouteMatch]) -> IncidentPolicy:
+    missing = {m.route: RoutePolicy(m.route, m.receivers, repeat_interval=m.repeat_interval)
+               for m in matches if m.route not in ip.routes}
+    return replace(ip, routes={**ip.routes, **missing}) if missing else ip
 
-    ``last_fired`` maps a route to when it last fired for this node and status (unix seconds).
-    A route still inside its repeat_interval is skipped; a receiver named by several routes gets
-    one job, under the first route that fired.
-    """
-    pairs: list[tuple[str, str]] = []
-    fired: list[str] = []
-    taken: set[str] = set()
-    for m in matches:
-        if m.repeat_interval > 0:
-            last = last_fired.get(m.route)
-            if last is not None and now_ts - last < m.repeat_interval:
-                continue
-        fired.append(m.route)
-        for receiver in m.receivers:
-            if receiver not in taken:
-                taken.add(receiver)
-                pairs.append((m.route, receiver))
-    return pairs, fired
+
+def _jobs(notifications: Sequence[Notification], event: Event | None, now: datetime) -> tuple[Job, ...]:
+    """One job per (notification, receiver); ``event`` None: each alert shows the node at the time."""
+    jobs: list[Job] = []
+    for n in notifications:
+        shown = event if event is not None else Event("NODE_STATUS_UPDATED", n.at, n.node_id, n.status,
+                                                      received_at=now)
+        ref = n.incident_ref()
+        jobs.extend(Job(delivery_id(n.key, r), n.route, r, n.kind, ref, None if event is not None else shown)
+                    for r in n.receivers)
+    return tuple(jobs)
+
+
+def _resolved(step: incidents.Step) -> tuple[float, ...]:
+    inc = step.state.last_resolved
+    if step.outcome != "resolved" or inc is None or inc.resolved_at is None:
+        return ()
+    return (inc.duration(inc.resolved_at),)
+
+
+def _silence_label(silence: Silence | SilenceConfig) -> str:
+    return getattr(silence, "id", None) or silence.comment or "config"
 
 
 def decide(
@@ -148,25 +182,85 @@ def decide(
     if prev is not None and at < prev.last_timestamp:
         return Decision("out_of_order", previous=prev)
     state = next_node_state(prev, event, at)
-    fired = record.fired if record is not None else {}
-    if policy.silences:
-        silence = silenced(policy.silences, event, now)
-        if silence is not None:
-            label = getattr(silence, "id", None) or silence.comment or "config"
-            return Decision("silenced", NodeRecord(state, fired), previous=prev, silenced_by=label)
+    silence = silenced(policy.silences, event, now) if policy.silences else None
     matches = policy.routes(event, prev)
-    now_ts = now.timestamp()
-    pairs, fired_routes = select_deliveries(matches, fired.get(event.status, {}), now_ts)
-    # Only routes with a repeat_interval ever read these times: keep the record small.
-    timed = [m.route for m in matches if m.repeat_interval > 0 and m.route in fired_routes] if fired_routes else ()
-    if timed:
-        fired = {**fired, event.status: {**fired.get(event.status, {}), **dict.fromkeys(timed, now_ts)}}
-    jobs = tuple(Job(delivery_id(event.id, receiver), route, receiver) for route, receiver in pairs)
-    return Decision("accepted", NodeRecord(state, fired), jobs, previous=prev)
+    ip = _with_matches(policy.incidents, matches)
+    inc = _reconciled(record.incidents if record is not None else None, event.node_id, now, ip)
+    step = incidents.step_event(
+        inc, node_id=event.node_id, source=event.id, prev_status=prev.status if prev else None,
+        status=event.status, at=at, now=now, matched=[m.route for m in matches], policy=ip,
+        mute=silence is not None,
+    )
+    new = NodeRecord(state, step.state)
+    if silence is not None:
+        return Decision("silenced", new, previous=prev, silenced_by=_silence_label(silence),
+                        resolved=_resolved(step))
+    return Decision("accepted", new, _jobs(step.notifications, event, now), previous=prev, resolved=_resolved(step))
+
+
+def _reconciled(state: IncidentState | None, node_id: str, now: datetime, ip: IncidentPolicy) -> IncidentState | None:
+    """Timers of routes (or steps) a reload removed are dropped lazily, on the node's next decision."""
+    if state is None or not state.timers:
+        return state
+    return incidents.reconcile(state, node_id=node_id, now=now, policy=ip).state
+
+
+def decide_timers(record: NodeRecord | None, policy: Policy, now: datetime) -> Decision:
+    """Fire every timer of ``record`` due at ``now``, in due order (``incidents.on_timer``: one no
+    longer listed is a no-op, so a replica that lost the race, or a retry, changes nothing)."""
+    if record is None or not record.incidents.timers:
+        return Decision("applied")
+    node = record.node_id
+    ip = policy.incidents
+    state = _reconciled(record.incidents, node, now, ip) or IncidentState()
+    notes: list[Notification] = []
+    resolved: list[float] = []
+    fired = False
+    while True:
+        due = next((t for t in state.timers if t.due_at <= now), None)
+        if due is None:
+            break
+        probe = Event("NODE_STATUS_UPDATED", now, node, due.status or record.state.status, received_at=now)
+        mute = silenced(policy.silences, probe, now) is not None if policy.silences else False
+        step = incidents.on_timer(state, due, now, ip, mute=mute)
+        if step.outcome == "stale":  # not expected (it was listed); never loop on it
+            state = replace(state, timers=tuple(t for t in state.timers if t.id != due.id))
+        else:
+            state = step.state
+        notes.extend(step.notifications)
+        resolved.extend(_resolved(step))
+        fired = True
+    if not fired and state == record.incidents:
+        return Decision("applied")
+    return Decision("applied", NodeRecord(record.state, state), _jobs(notes, None, now), previous=record.state,
+                    resolved=tuple(resolved))
+
+
+def _command(record: NodeRecord | None, incident_id: str, step: incidents.Step, now: datetime) -> Decision:
+    if record is None or step.outcome in ("not_found", "already_acked"):
+        return Decision("not_found" if step.outcome == "not_found" else "applied")
+    return Decision("applied", NodeRecord(record.state, step.state), _jobs(step.notifications, None, now),
+                    previous=record.state, resolved=_resolved(step))
+
+
+def decide_ack(record: NodeRecord | None, incident_id: str, *, by: str, now: datetime) -> Decision:
+    """Acknowledge the node's open incident ``incident_id``: reminders and escalations stop."""
+    state = record.incidents if record is not None else None
+    return _command(record, incident_id, incidents.ack(state, incident_id, by=by, now=now), now)
+
+
+def decide_resolve(record: NodeRecord | None, incident_id: str, policy: Policy, *, by: str,
+                   now: datetime) -> Decision:
+    """Resolve the node's open incident ``incident_id`` by hand: the resolution goes out now."""
+    state = record.incidents if record is not None else None
+    return _command(record, incident_id,
+                    incidents.resolve(state, incident_id, by=by, now=now, policy=policy.incidents), now)
 
 
 # What a store calls: the node's record (None: unknown) and whether the dedup key is live.
 Decider = Callable[[NodeRecord | None, bool], Decision]
+# What ``Store.apply`` calls: the node's record (None: unknown).
+Apply = Callable[[NodeRecord | None], Decision]
 
 
 def decider(event: Event, policy: Policy, now: datetime) -> Decider:

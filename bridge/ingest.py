@@ -16,6 +16,7 @@ from typing import Any
 from bridge.config import Config, NodeConfig
 from bridge.decide import Policy, decider
 from bridge.errors import NodeRejected, PayloadError, RequestError, Unavailable, VerificationError
+from bridge.incident_state import Policy as IncidentPolicy
 from bridge.keys import KeyManager
 from bridge.metrics import Metrics
 from bridge.model import KNOWN_EVENT_TYPES, KNOWN_STATUSES, Event, Silence, utc_now
@@ -46,11 +47,12 @@ class Rules:
     max_event_age: float
     max_clock_skew: float
     dedup_ttl: float
+    incidents: IncidentPolicy = field(default_factory=IncidentPolicy)
 
     def policy(self, store_silences: Sequence[Silence]) -> Policy:
         """What ``decide`` needs, with the store's silences after the config's."""
         return Policy(self.router.match, (*self.config_silences, *store_silences), self.max_event_age,
-                      self.max_clock_skew)
+                      self.max_clock_skew, self.incidents)
 
     @classmethod
     def from_config(cls, cfg: Config) -> Rules:
@@ -62,6 +64,7 @@ class Rules:
             max_event_age=cfg.verification.max_event_age,
             max_clock_skew=cfg.verification.max_clock_skew,
             dedup_ttl=cfg.storage.dedup_ttl,
+            incidents=IncidentPolicy.from_config(cfg),
         )
 
 
@@ -88,6 +91,7 @@ class Ingest:
         metrics: Metrics,
         clock: Callable[[], datetime] = utc_now,
         on_enqueued: Callable[[], None] = lambda: None,
+        on_timer_set: Callable[[datetime], None] = lambda due: None,
     ) -> None:
         self._rules = rules
         self._store_silences: Sequence[Silence] = ()
@@ -97,6 +101,12 @@ class Ingest:
         self._metrics = metrics
         self._clock = clock
         self._on_enqueued = on_enqueued
+        self._on_timer_set = on_timer_set
+
+    @property
+    def policy(self) -> Policy:
+        """The decision's policy in force (config and store silences): the timer loop uses it too."""
+        return self._policy
 
     # Both swapped whole (reload, silence refresh): the policy is rebuilt once, not per request.
     @property
@@ -186,6 +196,10 @@ class Ingest:
             event, decider(event, self._policy, now), now=now, dedup_ttl=rules.dedup_ttl
         )
         self._metrics.count_event(result.status)
+        for seconds in result.resolved:
+            self._metrics.incident_duration.observe(seconds)
+        if result.next_due is not None:
+            self._on_timer_set(result.next_due)
         if log.isEnabledFor(logging.INFO):  # the extra dict is per request: skip it when nobody reads it
             log.info("event %s", result.status, extra={**_log_ids(event), "deliveries": len(result.deliveries)})
         if result.status == "duplicate":

@@ -72,6 +72,15 @@ class Metrics:
         self.silences_active = Gauge(
             "alert_bridge_silences_active", "Silences in force now (storage and config)", registry=r
         )
+        self.incidents_open = Gauge("alert_bridge_incidents_open", "Incidents open now (all nodes)", registry=r)
+        self.incident_duration = Histogram(
+            "alert_bridge_incident_duration_seconds", "How long incidents were open, observed on resolution",
+            buckets=(30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400), registry=r,
+        )
+        self.timers_fired = Counter(
+            "alert_bridge_timer_applies_total", "Nodes whose due timers (for, reminders, escalations) were applied",
+            registry=r,
+        )
         self.build_info = Gauge("alert_bridge_build_info", "Always 1; the version is a label", ["version"],
                                 registry=r)
         self.build_info.labels(__version__).set(1)

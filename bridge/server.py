@@ -47,6 +47,22 @@ class Silences(Protocol):
     async def expire_silence(self, silence_id: str) -> bool: ...
 
 
+class Incidents(Protocol):
+    """What the incident and node API needs (App implements it, over the store)."""
+
+    async def list_incidents(self, *, include_resolved: bool) -> list[dict[str, Any]]: ...
+
+    async def get_incident(self, incident_id: str) -> dict[str, Any] | None: ...
+
+    async def ack_incident(self, incident_id: str, by: str) -> tuple[str, dict[str, Any] | None]: ...
+
+    async def resolve_incident(self, incident_id: str, by: str) -> tuple[str, dict[str, Any] | None]: ...
+
+    async def list_nodes(self) -> list[dict[str, Any]]: ...
+
+    async def forget_node(self, node_id: str) -> bool: ...
+
+
 class Outbox(Protocol):
     """What the outbox API needs: the store's delivery operations."""
 
@@ -232,7 +248,8 @@ def admin_guard(token: str | None, *, public: frozenset[str], console: Console |
 
 def admin_app(*, metrics: Scrape, reload: Reload, ready: ReadyCheck, silences: Silences | None = None,
               outbox: Outbox | None = None, token: str | None = None,
-              metrics_public: bool = False, console: Console | None = None) -> web.Application:
+              metrics_public: bool = False, incidents: Incidents | None = None,
+              console: Console | None = None) -> web.Application:
     """Metrics, reload, health, the silence and outbox APIs. Bind it to a private address only.
 
     With ``token`` every endpoint but the health probes (and ``/metrics`` when ``metrics_public``)
@@ -266,9 +283,70 @@ def admin_app(*, metrics: Scrape, reload: Reload, ready: ReadyCheck, silences: S
         _add_silence_routes(app, silences)
     if outbox is not None:
         _add_outbox_routes(app, outbox)
+    if incidents is not None:
+        _add_incident_routes(app, incidents)
     if console is not None:
         console.mount(app)
     return app
+
+
+def _add_incident_routes(app: web.Application, api: Incidents) -> None:
+    """``alert-bridge incidents`` and ``nodes`` talk to these while the bridge runs."""
+
+    def missing(what: str) -> web.Response:
+        return web.json_response({"error": "not_found", "detail": f"no open incident {what[:200]}"}, status=404)
+
+    async def by_of(request: web.Request) -> str | web.Response:
+        doc = await _json_body(request)
+        by = doc.get("by", "admin") if isinstance(doc, dict) else "admin"
+        if not isinstance(by, str) or not by.strip() or len(by) > 200:
+            return web.json_response({"error": "invalid_request",
+                                      "detail": '"by" must be a non-empty string of at most 200 characters'},
+                                     status=400)
+        return by
+
+    async def list_(request: web.Request) -> web.Response:
+        include = request.query.get("all", "").lower() in ("1", "true", "yes")
+        return web.json_response({"incidents": await api.list_incidents(include_resolved=include)})
+
+    async def show(request: web.Request) -> web.Response:
+        iid = request.match_info["incident_id"]
+        found = await api.get_incident(iid)
+        if found is None:
+            return web.json_response({"error": "not_found", "detail": f"no incident {iid[:200]}"}, status=404)
+        return web.json_response({"incident": found})
+
+    async def act(request: web.Request, ack: bool) -> web.Response:
+        iid = request.match_info["incident_id"]
+        by = await by_of(request)
+        if isinstance(by, web.Response):
+            return by
+        status, view = await (api.ack_incident(iid, by) if ack else api.resolve_incident(iid, by))
+        if status == "not_found":
+            return missing(iid)
+        return web.json_response({"status": status, "incident": view})
+
+    async def ack(request: web.Request) -> web.Response:
+        return await act(request, True)
+
+    async def resolve(request: web.Request) -> web.Response:
+        return await act(request, False)
+
+    async def nodes(_: web.Request) -> web.Response:
+        return web.json_response({"nodes": await api.list_nodes()})
+
+    async def forget(request: web.Request) -> web.Response:
+        node = request.match_info["node_id"]
+        if not await api.forget_node(node):
+            return web.json_response({"error": "not_found", "detail": f"no record of node {node[:200]}"}, status=404)
+        return web.json_response({"status": "forgotten", "node": node})
+
+    app.router.add_get("/api/v1/incidents", list_)
+    app.router.add_get("/api/v1/incidents/{incident_id}", show)
+    app.router.add_post("/api/v1/incidents/{incident_id}/ack", ack)
+    app.router.add_post("/api/v1/incidents/{incident_id}/resolve", resolve)
+    app.router.add_get("/api/v1/nodes", nodes)
+    app.router.add_post("/api/v1/nodes/{node_id}/forget", forget)
 
 
 def _add_outbox_routes(app: web.Application, outbox: Outbox) -> None:

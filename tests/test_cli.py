@@ -54,12 +54,12 @@ async def test_route_explains_matches_and_receivers(tmp_path: Path) -> None:
     code, out, _ = await run("route", "-c", cfg, "--node", "node-prod-1", "--status", "FAILED")
     assert code == 0
     assert "MATCH failed-anywhere" in out and "MATCH prod-failed" in out
-    assert "notified: oncall (via failed-anywhere), audit (via failed-anywhere)" in out
+    assert "notified: oncall (via failed-anywhere, firing), audit (via failed-anywhere, firing)" in out
     code, out, _ = await run("route", "-c", cfg, "--node", "node-dev-1", "--status", "RUNNING",
                              "--previous-status", "FAILED")
-    assert code == 0 and "MATCH recoveries" in out and "notified: oncall (via recoveries)" in out
+    assert code == 0 and "MATCH recoveries" in out and "notified: oncall (via recoveries, event)" in out
     code, out, _ = await run("route", "-c", cfg, "--node", "node-dev-1", "--status", "PAUSED")
-    assert code == 0 and "notified: console (via default)" in out
+    assert code == 0 and "notified: console (via default, event)" in out
     code, out, _ = await run("route", "-c", cfg, "--node", "stranger", "--status", "FAILED")
     assert code == 1 and "would refuse it with 403" in out and "notified:" not in out and "MATCH" not in out
 
@@ -108,7 +108,7 @@ async def test_route_json_exit_codes_without_the_secrets_env(tmp_path: Path) -> 
     code, out, err = await run("route", "-c", cfg, "--node", "node-prod-1", "--status", "FAILED", "--json")
     assert code == 0, err
     doc = json.loads(out)
-    assert doc["notified"] == [{"receiver": "slack", "route": "to-slack"}] and doc["refused"] is None
+    assert doc["notified"] == [{"receiver": "slack", "route": "to-slack", "kind": "firing"}] and doc["refused"] is None
     assert doc["routes"][0] == {"route": "to-slack", "matched": True, "reason": "matched"}
     code, out, _ = await run("route", "-c", cfg, "--node", "node-prod-1", "--status", "RUNNING", "--json")
     assert code == 1 and json.loads(out)["notified"] == []

@@ -186,7 +186,12 @@ async def test_silence_add_list_expire_through_the_running_bridge(
     r = await run_cli("silence", "list", "-c", cfg, "--all")
     assert silence_id in r.out and "expired" in r.out
 
-    # after the expiry the next event for the node notifies at once
+    # Incidents (issue 13): the silenced FAILED opened the incident muted, and a repeat of FAILED
+    # after the expiry is no news; once the node recovers, its next failure notifies at once.
+    status, doc = await p.event("db-1", "FAILED", timestamp=t0 + timedelta(seconds=30))
+    assert status == 200 and doc["deliveries"] == 0 and "silenced" not in doc
+    status, doc = await p.event("db-1", "RUNNING", timestamp=t0 + timedelta(seconds=40))
+    assert status == 200 and doc["deliveries"] == 0  # its firing was never sent: nor is its resolution
     status, doc = await p.event("db-1", "FAILED", timestamp=t0 + timedelta(minutes=1))
     assert status == 200 and doc["deliveries"] == 1 and "silenced" not in doc
     await webhook_sink.wait_for(2, timeout=10)

@@ -8,7 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bridge.config import parse
-from bridge.decide import Decision, NodeRecord, Policy, decide, order_time, select_deliveries
+from bridge.decide import Decision, NodeRecord, Policy, decide, decide_ack, decide_timers, order_time
+from bridge.incident_state import IncidentState, RoutePolicy
+from bridge.incident_state import Policy as IncidentPolicy
 from bridge.model import Event, NodeState, RouteMatch, Silence, delivery_id
 from bridge.routing import compile_routes
 
@@ -25,7 +27,9 @@ def ev(node: str = "n1", status: str = "FAILED", t: float = 0.0, received: float
 
 
 def fixed(*matches: RouteMatch) -> Policy:
-    return Policy(lambda event, prev: list(matches), (), 3600.0, SKEW)
+    ip = IncidentPolicy(routes={m.route: RoutePolicy(m.route, m.receivers, repeat_interval=m.repeat_interval)
+                                for m in matches})
+    return Policy(lambda event, prev: list(matches), (), 3600.0, SKEW, ip)
 
 
 def run(events: Sequence[tuple[Event, float]], policy: Policy) -> list[Decision]:
@@ -113,10 +117,20 @@ def test_config_silence_is_named_by_its_comment_or_config() -> None:
 # --- repeat_interval and fan-out -----------------------------------------------------------------
 
 
-def test_repeat_interval_per_node_and_status() -> None:
+def test_repeat_interval_reminds_instead_of_suppressing() -> None:
+    # Changed meaning (issue 13): a repeat of the status notifies nobody; repeat_interval reminds.
     policy = fixed(RouteMatch("r", ("a",), 300))
     events = [(ev(t=0), 0), (ev(t=100), 100), (ev("n1", "RUNNING", 110), 110), (ev(t=299), 299), (ev(t=300), 300)]
-    assert [len(d.jobs) for d in run(events, policy)] == [1, 0, 1, 0, 1]
+    decisions = run(events, policy)
+    assert [[j.kind for j in d.jobs] for d in decisions] == [["firing"], [], ["resolved"], ["firing"], []]
+    last = decisions[-1].record
+    assert last is not None and [t.kind for t in last.incidents.timers] == ["reminder"]
+    assert last.next_due == at(299 + 300)
+    assert decide_timers(last, policy, at(598)).record is None  # not due yet
+    d = decide_timers(last, policy, at(599))
+    assert [j.kind for j in d.jobs] == ["reminder"] and d.record is not None
+    assert d.record.next_due == at(599 + 300)
+    assert decide_timers(d.record, policy, at(599)).record is None  # applied once: nothing left due
 
 
 def test_receiver_named_by_two_routes_gets_one_job_under_the_first() -> None:
@@ -128,14 +142,46 @@ def test_receiver_named_by_two_routes_gets_one_job_under_the_first() -> None:
     ]  # fmt: skip
 
 
-def test_suppressed_route_leaves_its_receivers_to_later_routes() -> None:
-    # (formerly routing.assign_receivers) a route inside its repeat interval sends nothing
-    matches = [RouteMatch("critical", ("pager", "ops"), 60), RouteMatch("everything", ("ops", "web"))]
-    pairs, fired = select_deliveries(matches, {"critical": 0.0}, 10.0)
-    assert (pairs, fired) == ([("everything", "ops"), ("everything", "web")], ["everything"])
-    pairs, _ = select_deliveries(matches, {}, 10.0)
-    assert pairs == [("critical", "pager"), ("critical", "ops"), ("everything", "web")]
-    assert select_deliveries([RouteMatch("r", ("ops", "ops"))], {}, 0.0)[0] == [("r", "ops")]
+def test_ack_stops_reminders() -> None:
+    policy = fixed(RouteMatch("r", ("a",), 60))
+    (opened,) = run([(ev(t=0), 0)], policy)
+    assert opened.record is not None and opened.record.incidents.incident is not None
+    inc = opened.record.incidents.incident
+    acked = decide_ack(opened.record, inc.id, by="alice", now=at(10))
+    assert acked.record is not None and acked.record.incidents.timers == () and acked.record.next_due is None
+    assert decide_ack(acked.record, "inc_other", by="bob", now=at(11)).outcome == "not_found"
+
+
+def test_job_carries_kind_and_incident() -> None:
+    policy = fixed(RouteMatch("r", ("a",)))
+    d0, d1, d2 = run([(ev(t=0), 0), (ev("n1", "STARTING", 60), 60), (ev("n1", "RUNNING", 90), 90)], policy)
+    (firing,), (), (resolved,) = d0.jobs, d1.jobs, d2.jobs
+    assert (firing.kind, resolved.kind) == ("firing", "resolved")
+    assert firing.incident is not None and resolved.incident is not None
+    assert firing.incident.id == resolved.incident.id
+    assert resolved.incident.duration == 90 and resolved.incident.path == "FAILED 1m → STARTING 30s → RUNNING"
+    assert d2.resolved == (90.0,)
+
+
+def test_hold_inside_for_notifies_nobody() -> None:
+    ip = IncidentPolicy(routes={"r": RoutePolicy("r", ("a",), hold=120)})
+    policy = Policy(lambda e, prev: [RouteMatch("r", ("a",))], (), 0.0, SKEW, ip)
+    d0, d1 = run([(ev(t=0), 0), (ev("n1", "RUNNING", 40), 40)], policy)
+    assert d0.jobs == () and d1.jobs == ()
+    assert d1.record is not None and d1.record.incidents.timers == ()
+    (d0b,) = run([(ev(t=0), 0)], policy)
+    assert d0b.record is not None
+    fired = decide_timers(d0b.record, policy, at(120))
+    assert [j.kind for j in fired.jobs] == ["firing"]
+
+
+def test_a_reload_that_drops_the_route_cancels_its_timers() -> None:
+    policy = fixed(RouteMatch("r", ("a",), 60))
+    (opened,) = run([(ev(t=0), 0)], policy)
+    assert opened.record is not None and opened.record.next_due is not None
+    reloaded = Policy(lambda e, prev: [], (), 0.0, SKEW, IncidentPolicy())
+    d = decide_timers(opened.record, reloaded, at(60))
+    assert d.jobs == () and d.record is not None and d.record.incidents.timers == ()
 
 
 def test_routing_sees_the_previous_state() -> None:
@@ -182,7 +228,8 @@ def test_far_future_event_then_normal_ones_over_time() -> None:
     decisions = run(sequence, policy)
     assert [d.outcome for d in decisions] == ["accepted", "out_of_order", "out_of_order", "accepted", "accepted",
                                                "accepted"]
-    assert [len(d.jobs) for d in decisions] == [1, 0, 0, 1, 1, 1]
+    # incidents (issue 13): FAILED opens, RUNNING resolves, FAILED opens again, its repeat is quiet
+    assert [[j.kind for j in d.jobs] for d in decisions] == [["firing"], [], [], ["resolved"], ["firing"], []]
     first = decisions[0].record
     assert first is not None and first.state.last_timestamp == at(60) == first.state.since
     assert decisions[3].previous == NodeState("n1", "FAILED", at(60), at(60), far.id)
@@ -201,7 +248,11 @@ def test_a_second_far_future_event_cannot_extend_the_mute() -> None:
 def test_node_record_round_trips_through_json() -> None:
     import json
 
-    record = NodeRecord(NodeState("n1", "FAILED", at(0.000001), at(12.5), "evt_x"), {"FAILED": {"r": 1.25}})
+    (opened,) = run([(ev(t=0.000001), 0)], fixed(RouteMatch("r", ("a",), 60)))
+    record = opened.record
+    assert record is not None and record.incidents != IncidentState()
     text = json.dumps(record.to_json())
     assert NodeRecord.from_json("n1", json.loads(text)) == record
-    assert NodeRecord.from_json("n1", {**record.to_json(), "fired": None}).fired == {}
+    # a record written before incidents (with the old repeat times) reads with an empty incident state
+    old = NodeRecord.from_json("n1", {**record.to_json(), "inc": None, "fired": {"FAILED": {"r": 1.25}}})
+    assert old == NodeRecord(record.state)

@@ -22,8 +22,10 @@ from typing import Any
 import pytest
 
 from bridge.config import RetentionConfig
-from bridge.decide import Decider, Policy, decider
+from bridge.decide import Decider, Decision, Policy, decide_ack, decide_resolve, decide_timers, decider
 from bridge.errors import StorageUnavailable
+from bridge.incident_state import Policy as IncidentPolicy
+from bridge.incident_state import RoutePolicy
 from bridge.model import Event, NodeState, RouteMatch, Silence, delivery_id, parse_timestamp
 from bridge.store.base import Store
 from bridge.store.memory import MemoryStore
@@ -236,24 +238,70 @@ async def test_plan_receives_previous_node_state(store: Store) -> None:
     assert await store.node_state("nope") is None
 
 
-async def test_repeat_interval_suppresses_within_interval(store: Store) -> None:
-    plan = plan_to("a", route="r", repeat=300)
-    assert (await accept(store, ev(t=0), plan)).deliveries
-    r = await accept(store, ev(t=100), plan)
-    assert r.status == "accepted"
-    assert r.deliveries == ()
-    # another status is not suppressed; nor is another node
-    assert (await accept(store, ev(t=110, status="RUNNING"), plan)).deliveries
-    assert (await accept(store, ev(node="n2", t=120), plan)).deliveries
-    # FAILED again: still inside 300 s of the first FAILED firing (suppressed firings don't count)
-    assert (await accept(store, ev(t=299), plan)).deliveries == ()
-    assert (await accept(store, ev(t=300), plan)).deliveries
-    # a second route without an interval still names the receiver
-    both: Plan = lambda prev: [RouteMatch("r", ("a",), 300), RouteMatch("other", ("a", "b"))]  # noqa: E731
-    r = await accept(store, ev(t=310), both)
-    assert r.deliveries == (delivery_id(ev(t=310).id, "a"), delivery_id(ev(t=310).id, "b"))
-    job = await store.get_delivery(r.deliveries[0])
-    assert job is not None and job.alert.route == "other"
+def with_incidents(plan: Plan, *routes: RoutePolicy) -> Policy:
+    return Policy(lambda e, prev: plan(prev), (), STALE_AGE, SKEW, IncidentPolicy(routes={r.name: r for r in routes}))
+
+
+async def test_repeat_interval_reminds_through_due_nodes_and_apply(store: Store) -> None:
+    # Changed meaning (issue 13): repeat_interval no longer suppresses, it reminds; a repeat of the
+    # status notifies nobody. The timer lives in the node record; the store indexes its due time.
+    rp = RoutePolicy("r", ("a",), repeat_interval=300)
+    policy = with_incidents(plan_to("a", route="r"), rp)
+    e = ev(t=0)
+    first = await store.accept(e, decider(e, policy, at(0)), now=at(0), dedup_ttl=TTL)
+    assert len(first.deliveries) == 1 and first.next_due == at(300)
+    repeat = ev(t=100)
+    assert (await store.accept(repeat, decider(repeat, policy, at(100)), now=at(100), dedup_ttl=TTL)).deliveries == ()
+    assert await store.due_nodes(now=at(299), limit=10) == []
+    assert await store.due_nodes(now=at(300), limit=10) == ["n1"]
+    d = await store.apply("n1", lambda rec: decide_timers(rec, policy, at(300)), now=at(300))
+    assert [j.kind for j in d.jobs] == ["reminder"] and d.record is not None
+    assert await store.due_nodes(now=at(300), limit=10) == []  # applied once, next one later
+    assert await store.due_nodes(now=at(600), limit=10) == ["n1"]
+    again = await store.apply("n1", lambda rec: decide_timers(rec, policy, at(300)), now=at(300))
+    assert (again.record, again.jobs) == (None, ())  # a second replica's apply finds nothing due
+    job = await store.get_delivery(d.jobs[0].id)
+    assert job is not None and job.alert.kind == "reminder" and job.alert.incident is not None
+    assert job.alert.incident.id == d.record.incidents.incident.id  # type: ignore[union-attr]
+    assert job.alert.event.node_id == "n1" and job.alert.event.status == "FAILED"
+    (claimed_first, ) = await store.claim(now=at(300), limit=5, lease=30)  # one at a time per key, in order
+    assert claimed_first.id == first.deliveries[0] and claimed_first.alert.kind == "firing"
+    [rec] = await store.list_nodes()
+    assert rec == d.record
+    assert await store.forget_node("n1")
+    assert await store.due_nodes(now=at(10**6), limit=10) == [] and await store.list_nodes() == []
+
+
+async def test_apply_ack_and_resolve(store: Store) -> None:
+    rp = RoutePolicy("r", ("a", "b"), repeat_interval=60)
+    policy = with_incidents(plan_to("a", "b", route="r"), rp)
+    e = ev(t=0)
+    await store.accept(e, decider(e, policy, at(0)), now=at(0), dedup_ttl=TTL)
+    [rec] = await store.list_nodes()
+    inc = rec.incidents.incident
+    assert inc is not None
+    nf = await store.apply("n1", lambda r: decide_ack(r, "inc_nope", by="x", now=at(1)), now=at(1))
+    assert (nf.outcome, nf.record) == ("not_found", None)
+    acked = await store.apply("n1", lambda r: decide_ack(r, inc.id, by="alice", now=at(1)), now=at(1))
+    assert acked.record is not None and acked.record.incidents.incident.acked_by == "alice"  # type: ignore[union-attr]
+    assert await store.due_nodes(now=at(10**6), limit=10) == []  # reminders stopped
+    done = await store.apply("n1", lambda r: decide_resolve(r, inc.id, policy, by="bob", now=at(5)), now=at(5))
+    assert [(j.kind, j.receiver) for j in done.jobs] == [("resolved", "a"), ("resolved", "b")]
+    assert done.resolved == (5.0,)
+    [rec] = await store.list_nodes()
+    assert rec.incidents.incident is None and rec.incidents.last_resolved is not None
+    assert await store.apply("unknown", lambda r: decide_ack(r, inc.id, by="x", now=at(6)), now=at(6)) == \
+        Decision("not_found")
+
+
+async def test_due_nodes_earliest_first_and_limited(store: Store) -> None:
+    for i, node in enumerate(["n1", "n2", "n3"]):
+        rp = RoutePolicy("r", ("a",), hold=100 - 10 * i)
+        policy = with_incidents(plan_to("a", route="r"), rp)
+        e = ev(node, t=0)
+        await store.accept(e, decider(e, policy, at(0)), now=at(0), dedup_ttl=TTL)
+    assert await store.due_nodes(now=at(1000), limit=2) == ["n3", "n2"]
+    assert await store.due_nodes(now=at(85), limit=5) == ["n3"]
 
 
 async def test_receiver_named_by_two_routes_gets_one_job(store: Store) -> None:
@@ -308,7 +356,8 @@ async def test_concurrent_accepts_answer_as_if_sequential(store: Store) -> None:
         "accepted", "accepted", "accepted", "out_of_order", "duplicate", "silenced", "stale", "accepted",
         "duplicate", "accepted", "accepted", "accepted", "accepted",
     ]  # fmt: skip
-    assert [len(r.deliveries) for r in results[9:13]] == [2, 0, 2, 0]
+    # incidents (issue 13): the repeat is quiet, RUNNING resolves, FAILED opens a new one
+    assert [len(r.deliveries) for r in results[9:13]] == [2, 0, 2, 2]
     assert results[2].previous == NodeState("n1", "FAILED", at(0), at(1), ev("n1", t=1).id)
     assert results[7].previous == NodeState("n1", "PAUSED", at(3), at(3), ev("n1", "PAUSED", 3).id)
     for node in ("n1", "n2", "m0", "m1", "m29"):
@@ -332,10 +381,12 @@ async def test_concurrent_accepts_of_one_node_chain_their_states(store: Store) -
     assert results[5].previous == NodeState("n1", "PAUSED", at(3), at(4), events[4].id)
     assert await store.node_state("n1") == NodeState("n1", "FAILED", at(59), at(59), events[-1].id)
     claimed = [(await store.claim(now=at(60), limit=5, lease=60))[0]]
-    for _ in events[1:]:
+    for _ in range(sum(bool(r.deliveries) for r in results) - 1):
         await store.complete(claimed[-1].id, now=at(60))
         claimed += await store.claim(now=at(60), limit=5, lease=60)
-    assert [d.alert.event for d in claimed] == events  # one at a time, in event order
+    notified = [e for e, r in zip(events, results, strict=True) if r.deliveries]  # status changes
+    assert len(notified) == 4 + 9 * 3  # per cycle: FAILED (opens), RUNNING, PAUSED; the repeats are quiet
+    assert [d.alert.event for d in claimed] == notified  # one at a time, in event order
 
 
 async def test_a_failing_plan_fails_only_its_own_accept(store: Store) -> None:
@@ -823,8 +874,7 @@ async def test_redis_replicas_contend_on_one_node(redis_pair: tuple[Store, Store
     assert {r.status for r in results} <= {"accepted", "out_of_order", "duplicate"}
     state = await one.node_state("n1")
     assert state is not None and state.last_timestamp == at(39)
-    accepted = sum(r.status == "accepted" for r in results)
-    assert (await one.stats(now=at(50))).pending == accepted
+    assert (await one.stats(now=at(50))).pending == sum(len(r.deliveries) for r in results)
 
 
 async def test_redis_replicas_batches_conflict_and_retry(redis_pair: tuple[Store, Store]) -> None:
@@ -850,25 +900,27 @@ async def test_redis_replicas_batches_conflict_and_retry(redis_pair: tuple[Store
         assert r.previous is not None and r.previous.last_event_id == before.event_id
     state = await two.node_state("n1")
     assert state is not None and state.last_event_id == chain[-1].event_id == events[29].id
-    accepted = sum(r.status == "accepted" for r in results)
-    assert (await one.stats(now=at(50))).pending == 2 * accepted
+    assert (await one.stats(now=at(50))).pending == sum(len(r.deliveries) for r in results)
 
 
 async def test_redis_batch_replans_after_another_replica_took_its_event(redis_pair: tuple[Store, Store]) -> None:
     # Replica one's batch holds A then B of one node; replica two commits A first, at another
-    # time. B was planned on one's own commit of A (fired at 100: B, at 100, inside the repeat
-    # interval), so it must be planned again on what two committed (fired at 50: B fires).
+    # time. B was planned on one's own commit of A (A's reminder due at 100 + 30), so it must be
+    # planned again on what two committed (due at 50 + 30). (Before issue 13 this checked the old
+    # repeat_interval suppression; the reminder's due time carries the same dependency now.)
     one, two = redis_pair
     for i in range(5):  # the commits' order is up to the event loop: try a few times
-        a, b = ev("n1", "FAILED", t=2 * i), ev("n1", "FAILED", t=2 * i + 1)
-        plan = plan_to("x", route=f"r{i}", repeat=30)
+        node = f"n{i}"
+        a, b = ev(node, "FAILED", t=0), ev(node, "FAILED", t=1)
+        plan = plan_to("x", route="r", repeat=30)
         two_a, one_a, one_b = await asyncio.gather(
             accept(two, a, plan, now=at(50)), accept(one, a, plan, now=at(100)), accept(one, b, plan, now=at(100))
         )
         assert {two_a.status, one_a.status} == {"accepted", "duplicate"}
-        assert one_b.status == "accepted"
-        # B fires exactly when the A it follows fired more than 30 s before it
-        assert len(one_b.deliveries) == (1 if two_a.status == "accepted" else 0)
+        assert one_b.status == "accepted" and one_b.deliveries == ()
+        assert one_b.next_due == (at(80) if two_a.status == "accepted" else at(130))
+        assert await one.due_nodes(now=at(80), limit=10) == ([node] if two_a.status == "accepted" else [])
+        await one.forget_node(node)
 
 
 async def test_redis_commits_concurrent_accepts_in_one_round_trip(redis_pair: tuple[Store, Store]) -> None:
@@ -910,8 +962,9 @@ async def test_redis_prune_keeps_redis_bounded(redis_pair: tuple[Store, Store]) 
 
     one, two = redis_pair
     assert isinstance(one, RedisStore)
-    for i in range(60):
-        await accept(one, ev(f"n{i % 6}", t=i), plan_to("a", "b"), ttl=60)
+    for i in range(60):  # every event a status change, so every one notifies (issue 13)
+        await accept(one, ev(f"n{i % 6}", "FAILED" if (i // 6) % 2 == 0 else "RUNNING", t=i), plan_to("a", "b"),
+                     ttl=60)
     while claimed := await two.claim(now=at(100), limit=50, lease=30):
         for d in claimed:
             if d.receiver == "a":
@@ -981,9 +1034,10 @@ async def test_sqlite_migrates_old_node_rows(tmp_path: Path) -> None:
     try:
         assert await store.node_state("n1") == NodeState("n1", "FAILED", at(0), at(10), e.id)
         assert (await accept(store, ev("n1", t=5), plan_to("a"))).status == "out_of_order"
-        # the route's last firing came along: still inside its repeat interval
+        # the old repeat times are dropped (issue 13: repeat_interval reminds now); a node with no
+        # incident state in FAILED opens an incident on its next FAILED
         r = await accept(store, ev("n1", t=20), plan_to("a", repeat=60))
-        assert (r.status, r.deliveries) == ("accepted", ())
+        assert (r.status, len(r.deliveries)) == ("accepted", 1)
     finally:
         await store.close()
 
@@ -1013,11 +1067,11 @@ async def test_redis_migrates_keys_of_the_earlier_layout(redis_pair: tuple[Store
     try:
         assert await store.node_state("n1") == NodeState("n1", "FAILED", at(0), at(10), e.id)
         r = await accept(store, ev("n1", t=20), plan_to("a", repeat=60))
-        assert (r.status, r.deliveries) == ("accepted", ())  # the repeat time came along
+        assert (r.status, len(r.deliveries)) == ("accepted", 1)  # repeat times dropped (issue 13)
         assert (await accept(store, ev("n1", t=5), plan_to("a"))).status == "out_of_order"
         got = await store.get_delivery(did)
         assert got is not None and (got.receiver, got.state) == ("a", "pending")
-        assert [d.id for d in await store.claim(now=at(30), limit=5, lease=30)] == [did]
+        assert [d.id for d in await store.claim(now=at(30), limit=5, lease=30)] == [did, *r.deliveries]
         assert not [k async for k in client.scan_iter(match=f"{p}fired:*")]
     finally:
         await store.close()

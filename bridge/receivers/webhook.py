@@ -73,6 +73,10 @@ def webhook_body(renderer: Renderer, alert: Alert, cfg: WebhookReceiverConfig) -
         "title": ctx["title"],
         "text": ctx["text"],
         "links": ctx["links"],
+        # what the notification is (firing, resolved, reminder, ...) and the incident it belongs
+        # to: machine consumers correlate on incident.id
+        "kind": alert.kind,
+        "incident": ctx["incident"],
     }
     return compact_json(payload).encode()
 

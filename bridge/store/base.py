@@ -14,8 +14,8 @@ from datetime import datetime
 from typing import Protocol
 
 from bridge.config import RetentionConfig
-from bridge.decide import Decider, Decision, NodeRecord, Outcome
-from bridge.model import Delivery, DeliveryState, Event, NodeState, Silence, context_fields
+from bridge.decide import Apply, Decider, Decision, Job, NodeRecord, Outcome
+from bridge.model import Alert, Delivery, DeliveryState, Event, NodeState, Silence, context_fields
 
 AcceptStatus = Outcome
 
@@ -27,12 +27,15 @@ class Acceptance:
     deliveries: tuple[str, ...] = ()  # ids of the jobs created
     previous: NodeState | None = None
     silenced_by: str | None = None
+    next_due: datetime | None = None  # the node's earliest timer after the commit (wakes the timer loop)
+    resolved: tuple[float, ...] = ()  # durations of incidents resolved (metrics)
 
     @classmethod
     def of(cls, event: Event, decision: Decision) -> Acceptance:
         """What ``accept`` answers once ``decision`` is committed."""
         ids = tuple(j.id for j in decision.jobs)
-        return cls(decision.outcome, event.id, ids, decision.previous, decision.silenced_by)
+        due = decision.record.next_due if decision.record is not None else None
+        return cls(decision.outcome, event.id, ids, decision.previous, decision.silenced_by, due, decision.resolved)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,13 +118,25 @@ class Store(Protocol):
 
     async def node_state(self, node_id: str) -> NodeState | None: ...
 
+    async def list_nodes(self) -> list[NodeRecord]:
+        """Every node record the store holds (bounded by the known nodes), by node id."""
+        ...
+
+    async def due_nodes(self, *, now: datetime, limit: int) -> list[str]:
+        """Nodes whose record has a timer due at ``now`` (earliest first, at most ``limit``): each
+        store indexes the record's ``next_due``, written atomically with the record."""
+        ...
+
+    async def apply(self, node_id: str, decide: Apply, *, now: datetime) -> Decision:
+        """Read the node's record, call ``decide(record)`` and write its record and jobs atomically,
+        checking (as ``accept`` does) that the record is still the one decided on, else reading and
+        deciding again. No dedup or event record. Returns the decision committed (``record`` None:
+        nothing written). ``decide`` must be pure: it may be called more than once."""
+        ...
+
     async def forget_node(self, node_id: str) -> bool:
         """Reset a node: drop its record (state, repeat times); its events and dedup records stay.
         True if there was one."""
-        ...
-
-    async def list_nodes(self) -> list[NodeRecord]:
-        """Every node the store knows, in no particular order (the console's fleet page, the nodes API)."""
         ...
 
     async def add_silence(self, silence: Silence) -> None: ...
@@ -140,14 +155,25 @@ class Store(Protocol):
 compact_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
-def job_context(event_json: str, route: str, receiver: str, previous: NodeState | None) -> str:
-    """``Alert.context()`` as JSON, around the event's JSON encoded once for all of its jobs."""
-    return f'{{"event":{event_json},{context_tail(route, receiver, previous)}'
+def job_context(event_json: str, job: Job, previous: NodeState | None) -> str:
+    """``Alert.context()`` as JSON, around the event's JSON encoded once for all of its jobs
+    (a job with its own ``event`` uses that one)."""
+    if job.event is not None:
+        event_json = compact_json(job.event.to_dict())
+    return f'{{"event":{event_json},{context_tail(job, previous)}'
 
 
-def context_tail(route: str, receiver: str, previous: NodeState | None) -> str:
-    """The job context's JSON after ``{"event":<event>,`` (commit.lua joins the two the same way)."""
-    rest = compact_json(
-        context_fields(route, receiver, previous.status if previous else None, previous.since if previous else None)
-    )
-    return rest[1:]
+def context_tail(job: Job, previous: NodeState | None) -> str:
+    """The job context's JSON after ``{"event":<event>,`` (commit.lua joins the two the same way):
+    every backend writes route, receiver, previous state, kind and incident through here."""
+    fields = context_fields(job.route, job.receiver, previous.status if previous else None,
+                            previous.since if previous else None)
+    fields["kind"] = job.kind
+    fields["incident"] = job.incident.to_dict() if job.incident else None
+    return compact_json(fields)[1:]
+
+
+def job_alert(event: Event, job: Job, previous: NodeState | None) -> Alert:
+    """The alert a job carries, as the stores that keep objects (memory) build it."""
+    return Alert(job.event or event, job.route, job.receiver, job.id, previous.status if previous else None,
+                 previous.since if previous else None, job.kind, job.incident)

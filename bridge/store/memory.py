@@ -8,9 +8,9 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from bridge.config import RetentionConfig
-from bridge.decide import Decider, NodeRecord
-from bridge.model import Alert, Delivery, DeliveryState, Event, NodeState, Silence
-from bridge.store.base import Acceptance, OutboxStats
+from bridge.decide import Apply, Decider, Decision, NodeRecord
+from bridge.model import Delivery, DeliveryState, Event, NodeState, Silence
+from bridge.store.base import Acceptance, OutboxStats, job_alert
 
 
 class MemoryStore:
@@ -20,6 +20,7 @@ class MemoryStore:
         self._dedup: dict[str, tuple[str, float]] = {}  # key -> (event id, expires_at)
         self._events: dict[str, tuple[Event, str]] = {}  # id -> (event, outcome)
         self._nodes: dict[str, NodeRecord] = {}
+        self._next_due: dict[str, datetime] = {}  # node -> its record's next_due (the timer index)
         self._jobs: dict[str, Delivery] = {}
         self._leases: dict[str, datetime] = {}
         self._silences: dict[str, Silence] = {}
@@ -45,14 +46,36 @@ class MemoryStore:
             return Acceptance("duplicate", found[0] if found is not None else event.id)
         self._dedup[event.dedup_key] = (event.id, max(now_ts, event.timestamp.timestamp()) + dedup_ttl)
         self._events[event.id] = (event, decision.outcome)
-        if decision.record is not None:
-            self._nodes[event.node_id] = decision.record
-        prev = decision.previous
-        for job in decision.jobs:
-            alert = Alert(event, job.route, job.receiver, job.id, prev.status if prev else None,
-                          prev.since if prev else None)
-            self._jobs[job.id] = Delivery(job.id, alert, "pending", 0, now, now, None, now)
+        self._write(event, decision, now)
         return Acceptance.of(event, decision)
+
+    def _write(self, event: Event | None, decision: Decision, now: datetime) -> None:
+        new = decision.record
+        if new is not None:
+            self._nodes[new.node_id] = new
+            due = new.next_due
+            if due is None:
+                self._next_due.pop(new.node_id, None)
+            else:
+                self._next_due[new.node_id] = due
+        for job in decision.jobs:
+            shown = job.event or event
+            assert shown is not None, "a job decided outside accept carries its event"
+            alert = job_alert(shown, job, decision.previous)
+            self._jobs[job.id] = Delivery(job.id, alert, "pending", 0, now, now, None, now)
+
+    async def apply(self, node_id: str, decide: Apply, *, now: datetime) -> Decision:
+        # No await between the read and the writes: atomic on the event loop.
+        decision = decide(self._nodes.get(node_id))
+        self._write(None, decision, now)
+        return decision
+
+    async def due_nodes(self, *, now: datetime, limit: int) -> list[str]:
+        due = sorted((t, n) for n, t in self._next_due.items() if t <= now)
+        return [n for _, n in due[:limit]]
+
+    async def list_nodes(self) -> list[NodeRecord]:
+        return [self._nodes[n] for n in sorted(self._nodes)]
 
     def _due(self, job: Delivery, now: datetime) -> bool:
         if job.state == "pending":
@@ -182,7 +205,8 @@ class MemoryStore:
             del self._events[eid]
             removed += 1
         for node_id in [
-            n for n, r in self._nodes.items() if (now - r.state.last_timestamp).total_seconds() >= retention.events
+            n for n, r in self._nodes.items()
+            if (now - r.state.last_timestamp).total_seconds() >= retention.events and n not in self._next_due
         ]:
             del self._nodes[node_id]
         return removed
@@ -192,10 +216,8 @@ class MemoryStore:
         return record.state if record is not None else None
 
     async def forget_node(self, node_id: str) -> bool:
+        self._next_due.pop(node_id, None)
         return self._nodes.pop(node_id, None) is not None
-
-    async def list_nodes(self) -> list[NodeRecord]:
-        return list(self._nodes.values())
 
     async def add_silence(self, silence: Silence) -> None:
         self._silences[silence.id] = silence

@@ -19,6 +19,11 @@ _MAX_PX = 10 * 365 * 86400 * 1000
 _us = to_us
 
 
+def next_due_us(record: NodeRecord | None) -> str:
+    due = record.next_due if record is not None else None
+    return str(_us(due)) if due is not None else ""
+
+
 def member(created_us: int, job_id: str) -> str:
     return f"{min(max(created_us, 0), 10**17 - 1):017d}:{job_id}"
 
@@ -49,6 +54,7 @@ class CommitItem(NamedTuple):
     newest_us: str
     now_us: str
     jobs: tuple[Job, ...]
+    next_due_us: str  # the new record's earliest timer ('' = none): the P timers index
 
 
 class Accept:
@@ -77,7 +83,7 @@ class Accept:
         if decision.jobs:
             ets_us = str(_us(event.timestamp))
             jobs = tuple(
-                (j.id, member(self.now_us, j.id), j.receiver, ets_us, context_tail(j.route, j.receiver, prev))
+                (j.id, member(self.now_us, j.id), j.receiver, ets_us, context_tail(j, prev))
                 for j in decision.jobs
             )
         new = decision.record
@@ -89,6 +95,7 @@ class Accept:
             str(self.dedup_px), event.id, ev_json, decision.outcome,
             str(_us(event.received_at)), event.node_id, version, compact_json(new.to_json()) if new is not None else "",
             str(_us(new.state.last_timestamp)) if new is not None else "0", str(self.now_us), jobs,
+            next_due_us(new),
         )  # fmt: skip
 
 

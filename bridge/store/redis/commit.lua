@@ -9,9 +9,9 @@ local evpx = ARGV[2]
 local out = {}
 local broken = {}
 for _, it in ipairs(cjson.decode(ARGV[3])) do
-  local dkey, nowts, dval, expires, dpx, eid, ev, outcome, rcvd, node, ver, record, newest, now, jobs = unpack(it)
+  local dkey, nowts, dval, expires, dpx, eid, ev, outcome, rcvd, node, ver, record, newest, now, jobs, nd = unpack(it)
   local dk = P .. 'dd:' .. dkey
-  local nk = P .. 'node:' .. node
+  local nk = nodek(node)
   local res = 'ok'
   if broken[node] then
     res = 'retry'
@@ -33,36 +33,10 @@ for _, it in ipairs(cjson.decode(ARGV[3])) do
     redis.call('ZADD', P .. 'dd:idx', expires, dk)
     redis.call('SET', P .. 'ev:' .. eid, '{"event":' .. ev .. ',"outcome":"' .. outcome .. '"}', 'PX', evpx)
     redis.call('ZADD', P .. 'ev:idx', rcvd, eid)
-    if record ~= '' then
-      -- versions come from one counter, so a deleted and re-created record never repeats one
-      redis.call('HSET', nk, 'record', record, 'version', redis.call('INCR', P .. 'version'))
-      redis.call('ZADD', P .. 'nodes', newest, node)
-    end
+    if record ~= '' then set_record(node, record, newest, nd) end
     for _, job in ipairs(jobs) do
       -- the context as store.base.job_context writes it: the event, then the job's own fields
-      local id, m, rcv, ets, ctx = job[1], job[2], job[3], job[4], '{"event":' .. ev .. ',' .. job[5]
-      local ok = rcv .. '|' .. node
-      local k = jk(id)
-      if redis.call('EXISTS', k) == 1 then drop_job(id) end
-      redis.call('HSET', k, 'id', id, 'state', 'pending', 'attempts', 0, 'created_at', now, 'next_attempt_at', now,
-        'updated_at', now, 'order_key', ok, 'receiver', rcv, 'event_ts', ets, 'member', m, 'context', ctx)
-      redis.call('ZADD', P .. 'st:pending', now, id)
-      redis.call('ZADD', P .. 'jobs', now, id)
-      redis.call('SADD', P .. 'rcv:' .. rcv, id)
-      -- fix_head(), knowing the new job: it is the head if it sorts before the old one
-      local q = qk(ok)
-      local top = redis.call('ZRANGE', q, 0, 0, 'WITHSCORES')
-      redis.call('ZADD', q, ets, m)
-      local old = top[1]
-      if old then
-        local ts, ots = tonumber(ets), tonumber(top[2])
-        if ts < ots or (ts == ots and m < old) then
-          redis.call('ZREM', DUE, old)
-          unready(old, rcv)
-          old = nil
-        end
-      end
-      if not old then redis.call('ZADD', DUE, now, m) end  -- a new head: pending, due now
+      add_job(job[1], job[2], job[3], job[4], '{"event":' .. ev .. ',' .. job[5], node, now)
     end
   end
 end

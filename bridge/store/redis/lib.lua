@@ -121,3 +121,43 @@ local function promote(now, cap)
   end
   return #ms
 end
+
+local function nodek(node) return P .. 'node:' .. node end
+
+-- a node's new record; nd: its earliest timer (µs, '' = none), indexed in P timers
+local function set_record(node, record, newest, nd)
+  -- versions come from one counter, so a deleted and re-created record never repeats one
+  redis.call('HSET', nodek(node), 'record', record, 'version', redis.call('INCR', P .. 'version'))
+  redis.call('ZADD', P .. 'nodes', newest, node)
+  if nd ~= nil and nd ~= '' then
+    redis.call('ZADD', P .. 'timers', nd, node)
+  else
+    redis.call('ZREM', P .. 'timers', node)
+  end
+end
+
+-- a new pending job (id, order member, receiver, event ts µs, context JSON) of node
+local function add_job(id, m, rcv, ets, ctx, node, now)
+  local ok = rcv .. '|' .. node
+  local k = jk(id)
+  if redis.call('EXISTS', k) == 1 then drop_job(id) end
+  redis.call('HSET', k, 'id', id, 'state', 'pending', 'attempts', 0, 'created_at', now, 'next_attempt_at', now,
+    'updated_at', now, 'order_key', ok, 'receiver', rcv, 'event_ts', ets, 'member', m, 'context', ctx)
+  redis.call('ZADD', P .. 'st:pending', now, id)
+  redis.call('ZADD', P .. 'jobs', now, id)
+  redis.call('SADD', P .. 'rcv:' .. rcv, id)
+  -- fix_head(), knowing the new job: it is the head if it sorts before the old one
+  local q = qk(ok)
+  local top = redis.call('ZRANGE', q, 0, 0, 'WITHSCORES')
+  redis.call('ZADD', q, ets, m)
+  local old = top[1]
+  if old then
+    local ts, ots = tonumber(ets), tonumber(top[2])
+    if ts < ots or (ts == ots and m < old) then
+      redis.call('ZREM', DUE, old)
+      unready(old, rcv)
+      old = nil
+    end
+  end
+  if not old then redis.call('ZADD', DUE, now, m) end  -- a new head: pending, due now
+end

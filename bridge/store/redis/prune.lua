@@ -27,8 +27,10 @@ removed = removed + #ev
 if #ev == cap then more = 1 end
 local nodes = redis.call('ZRANGEBYSCORE', P .. 'nodes', '-inf', ARGV[5], 'LIMIT', 0, cap)
 for _, node in ipairs(nodes) do
-  redis.call('DEL', P .. 'node:' .. node)
-  redis.call('ZREM', P .. 'nodes', node)
+  if not redis.call('ZSCORE', P .. 'timers', node) then  -- a node with a pending timer stays
+    redis.call('DEL', P .. 'node:' .. node)
+    redis.call('ZREM', P .. 'nodes', node)
+  end
 end
 if #nodes == cap then more = 1 end
 return {removed, more}

@@ -12,6 +12,7 @@ Keys (``P`` = prefix)::
     P ev:idx             zset  event id -> received_at (µs)      prune drops old events
     P node:<node>        hash  record (bridge.decide.NodeRecord as JSON), version (from P version)
     P nodes              zset  node -> newest event's ordering time (µs)   prune drops old nodes
+    P timers             zset  node -> its record's earliest timer (µs)    due_nodes (the timer loop)
     P version            string counter: every node record write takes the next version
     P job:<id>           hash  id state attempts created_at next_attempt_at updated_at lease_until
                                last_error order_key receiver event_ts member context
@@ -75,11 +76,11 @@ from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 
 from bridge.config import RetentionConfig
-from bridge.decide import Decider, NodeRecord, from_us, to_us
+from bridge.decide import Apply, Decider, Decision, NodeRecord, from_us, to_us
 from bridge.errors import StorageUnavailable
 from bridge.model import Alert, Delivery, DeliveryState, Event, NodeState, Silence
-from bridge.store.base import Acceptance, OutboxStats, compact_json
-from bridge.store.redis.accepts import Accept, CommitItem, NodeSim
+from bridge.store.base import Acceptance, OutboxStats, compact_json, job_context
+from bridge.store.redis.accepts import Accept, CommitItem, NodeSim, member, next_due_us
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
@@ -121,7 +122,7 @@ def _guard() -> Iterator[None]:
 # Every script takes the key prefix as ARGV[1] and builds its keys from it (standalone Redis; the
 # keys of one bridge are not spread over a cluster). lib.lua is prepended to those that use it.
 _STANDALONE = ("read", "swap", "forget", "migrate")
-_WITH_LIB = ("commit", "promote", "claim", "settle", "bury_receiver", "retry", "purge_dead", "prune")
+_WITH_LIB = ("commit", "apply", "promote", "claim", "settle", "bury_receiver", "retry", "purge_dead", "prune")
 
 
 @functools.cache
@@ -485,18 +486,50 @@ class RedisStore:
             raw = cast(str | None, await r.hget(self._k("node:", node_id), "record"))
         return NodeRecord.from_json(node_id, json.loads(raw)).state if raw else None
 
+    async def forget_node(self, node_id: str) -> bool:
+        return bool(await self._run("forget", node_id))
+
+    # --- timers, commands: Store.apply ----------------------------------------------------------
+
+    async def apply(self, node_id: str, decide: Apply, *, now: datetime) -> Decision:
+        r = self._client()
+        now_us = _us(now)
+        for attempt in range(_MAX_ACCEPT_ATTEMPTS):
+            with _guard():
+                raw, version = await r.hmget(self._k("node:", node_id), ["record", "version"])
+            record = NodeRecord.from_json(node_id, json.loads(raw)) if raw else None
+            decision = decide(record)
+            new = decision.record
+            if new is None:
+                return decision
+            jobs = [
+                (j.id, member(now_us, j.id), j.receiver, str(_us(j.event.timestamp if j.event else now)),
+                 job_context("", j, decision.previous))
+                for j in decision.jobs
+            ]
+            if int(await self._run("apply", node_id, str(version or ""), compact_json(new.to_json()),
+                                   _us(new.state.last_timestamp), next_due_us(new), now_us, compact_json(jobs))):
+                return decision
+            # another replica wrote the node meanwhile: read and decide again
+            if attempt >= 3:
+                await asyncio.sleep(random.uniform(0, 0.001 * attempt))
+        raise StorageUnavailable("redis: too much contention on node state; retry later", 1.0)
+
+    async def due_nodes(self, *, now: datetime, limit: int) -> list[str]:
+        r = self._client()
+        with _guard():
+            return cast(list[str], await r.zrangebyscore(self._k("timers"), "-inf", _us(now), start=0, num=limit))
+
     async def list_nodes(self) -> list[NodeRecord]:
         r = self._client()
         with _guard():
             nodes = cast(list[str], await r.zrange(self._k("nodes"), 0, -1))
-            pipe = r.pipeline(transaction=False)
-            for node_id in nodes:
-                pipe.hget(self._k("node:", node_id), "record")
-            raws = cast(list[str | None], await pipe.execute()) if nodes else []
-        return [NodeRecord.from_json(n, json.loads(raw)) for n, raw in zip(nodes, raws, strict=True) if raw]
-
-    async def forget_node(self, node_id: str) -> bool:
-        return bool(await self._run("forget", node_id))
+            async with r.pipeline(transaction=False) as pipe:
+                for n in nodes:
+                    pipe.hget(self._k("node:", n), "record")
+                raws = await pipe.execute()
+        found = [NodeRecord.from_json(n, json.loads(raw)) for n, raw in zip(nodes, raws, strict=True) if raw]
+        return sorted(found, key=lambda rec: rec.node_id)
 
     async def add_silence(self, silence: Silence) -> None:
         r = self._client()

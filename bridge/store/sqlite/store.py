@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bridge.config import RetentionConfig
-from bridge.decide import Decider, NodeRecord
+from bridge.decide import Apply, Decider, Decision, NodeRecord
 from bridge.model import Alert, Delivery, DeliveryState, Event, NodeState, Silence, format_timestamp, order_key
 from bridge.store.base import Acceptance, OutboxStats, compact_json, job_context
 from bridge.store.sqlite.groupcommit import GroupCommit
@@ -34,8 +34,10 @@ CREATE TABLE IF NOT EXISTS events (
   body TEXT NOT NULL, kept INTEGER NOT NULL DEFAULT 1);
 CREATE INDEX IF NOT EXISTS events_expiry ON events(expires_at) WHERE expires_at > 0;
 CREATE INDEX IF NOT EXISTS events_kept ON events(received_at) WHERE kept = 1;
--- record: bridge.decide.NodeRecord as JSON; newest: its ordering time (unix s), for pruning
-CREATE TABLE IF NOT EXISTS nodes (node_id TEXT PRIMARY KEY, newest REAL NOT NULL, record TEXT NOT NULL);
+-- record: bridge.decide.NodeRecord as JSON; newest: its ordering time (unix s), for pruning;
+-- next_due: its earliest timer's due time (unix s; NULL: none), for the timer loop
+CREATE TABLE IF NOT EXISTS nodes (node_id TEXT PRIMARY KEY, newest REAL NOT NULL, record TEXT NOT NULL,
+  next_due REAL);
 CREATE TABLE IF NOT EXISTS jobs (
   id TEXT PRIMARY KEY, order_key TEXT NOT NULL, receiver TEXT NOT NULL, seq REAL NOT NULL,
   state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL,
@@ -46,10 +48,16 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_heads ON jobs(receiver, seq, created_at, id) WHERE is_head = 1;
 CREATE INDEX IF NOT EXISTS jobs_key ON jobs(order_key, seq) WHERE state IN ('pending', 'inflight');
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, updated_at);
+CREATE INDEX IF NOT EXISTS nodes_due ON nodes(next_due) WHERE next_due IS NOT NULL;
 CREATE TABLE IF NOT EXISTS silences (id TEXT PRIMARY KEY, ends_at REAL NOT NULL, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
+_INSERT_JOB = (
+    "INSERT INTO jobs (id, order_key, receiver, seq, state, attempts, created_at, next_attempt_at, updated_at, "
+    "is_head, due_at, context) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?, NOT EXISTS (SELECT 1 FROM jobs "
+    "WHERE order_key = ? AND state IN ('pending', 'inflight')), ?, ?)"
+)
 _JOB_COLS = "id, state, attempts, created_at, next_attempt_at, updated_at, last_error, context"
 _NODE_CACHE_MAX = 50_000  # node records kept in memory (bounded; size: bench/README.md)
 _PRUNE_CHUNK = 5000  # rows per DELETE, so pruning a large backlog never stalls the loop for long
@@ -75,24 +83,30 @@ def _row_to_delivery(row: sqlite3.Row | tuple[Any, ...]) -> Delivery:
 
 def _migrate_nodes(conn: sqlite3.Connection) -> None:
     """Files written before node records were one JSON blob: nodes (status, since, last_ts,
-    last_event_id) and fired (route, node_id, status, at) become records. Nothing is lost."""
+    last_event_id) and fired (route, node_id, status, at) become records. The old repeat times are
+    dropped: repeat_interval reminds now (issue 13), it no longer suppresses."""
     if "status" not in {row[1] for row in conn.execute("PRAGMA table_info(nodes)")}:
         return
-    fired: dict[str, dict[str, dict[str, float]]] = {}
-    for route, node_id, status, at in conn.execute("SELECT route, node_id, status, at FROM fired"):
-        fired.setdefault(node_id, {}).setdefault(status, {})[route] = at
     rows = conn.execute("SELECT node_id, status, since, last_ts, last_event_id FROM nodes").fetchall()
     conn.execute("DROP TABLE nodes")
     conn.execute("DROP TABLE fired")
     conn.execute("CREATE TABLE nodes (node_id TEXT PRIMARY KEY, newest REAL NOT NULL, record TEXT NOT NULL)")
     for node_id, status, since, last_ts, last_event_id in rows:
-        record = NodeRecord(NodeState(node_id, status, _ts(since), _ts(last_ts), last_event_id), fired.get(node_id, {}))
+        record = NodeRecord(NodeState(node_id, status, _ts(since), _ts(last_ts), last_event_id))
         conn.execute("INSERT INTO nodes VALUES (?, ?, ?)", (node_id, last_ts, compact_json(record.to_json())))
+
+
+def _add_next_due(conn: sqlite3.Connection) -> None:
+    """Files written before timers: the nodes table gains next_due (NULL: no timer, as none existed)."""
+    cols = {row[1] for row in conn.execute("PRAGMA table_info(nodes)")}
+    if cols and "next_due" not in cols:
+        conn.execute("ALTER TABLE nodes ADD COLUMN next_due REAL")
 
 
 def _setup(conn: sqlite3.Connection) -> None:
     with conn:
         _migrate_nodes(conn)
+        _add_next_due(conn)
     conn.executescript(_SCHEMA)
     # One process owns the file (a lock), so jobs left in flight by a crash can be sent again at
     # once instead of waiting for their lease to run out.
@@ -171,32 +185,68 @@ class SQLiteStore:
         )
         if cur.rowcount == 0:
             return Acceptance.of(event, decide(record, True))
+        self._write(c, decision, event_json, ts, now_ts)
+        return Acceptance.of(event, decision)
+
+    def _write(self, c: sqlite3.Connection, decision: Decision, event_json: str | None, ts: float,
+               now_ts: float) -> None:
+        """The decision's node record and jobs (``event_json``/``ts``: the accepted event's, or None
+        when every job carries its own event)."""
         new = decision.record
         if new is not None:
+            due = new.next_due
             # An upsert rewrites the row in place; REPLACE would delete it and insert it again under
             # a new rowid, dirtying more pages for every commit to write to the WAL.
             c.execute(
-                "INSERT INTO nodes VALUES (?, ?, ?) ON CONFLICT(node_id) DO UPDATE SET newest = excluded.newest, "
-                "record = excluded.record",
-                (new.node_id, new.state.last_timestamp.timestamp(), compact_json(new.to_json())),
+                "INSERT INTO nodes VALUES (?, ?, ?, ?) ON CONFLICT(node_id) DO UPDATE SET newest = excluded.newest, "
+                "record = excluded.record, next_due = excluded.next_due",
+                (new.node_id, new.state.last_timestamp.timestamp(), compact_json(new.to_json()),
+                 due.timestamp() if due is not None else None),
             )
             if len(self._nodes) >= _NODE_CACHE_MAX:
                 self._nodes.clear()
             self._nodes[new.node_id] = new
         prev = decision.previous
         for job in decision.jobs:
-            key = order_key(job.receiver, event.node_id)
+            shown = job.event
+            seq = shown.timestamp.timestamp() if shown is not None else ts
+            node_id = shown.node_id if shown is not None else (new.node_id if new is not None else "")
+            key = order_key(job.receiver, node_id)
             # Jobs of one key are created in event order (older events are out_of_order), so a new
             # job is the head exactly when its key has no unfinished job.
-            c.execute(
-                "INSERT OR REPLACE INTO jobs (id, order_key, receiver, seq, state, attempts, created_at, "
-                "next_attempt_at, updated_at, is_head, due_at, context) "
-                "VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?, NOT EXISTS (SELECT 1 FROM jobs WHERE order_key = ? "
-                "AND state IN ('pending', 'inflight')), ?, ?)",
-                (job.id, key, job.receiver, ts, now_ts, now_ts, now_ts, key, now_ts,
-                 job_context(event_json, job.route, job.receiver, prev)),
-            )
-        return Acceptance.of(event, decision)
+            row = (job.id, key, job.receiver, seq, now_ts, now_ts, now_ts, key, now_ts,
+                   job_context(event_json or "", job, prev))
+            if not c.execute(_INSERT_JOB + " ON CONFLICT(id) DO NOTHING", row).rowcount:
+                # The same job again (an event accepted again once its dedup record expired): it
+                # replaces the old one, which may have been its key's head.
+                old = c.execute("DELETE FROM jobs WHERE id = ? RETURNING order_key", (job.id,)).fetchone()
+                c.execute(_INSERT_JOB, row)
+                for k in {old[0], key}:
+                    _fix_head(c, k)
+
+    async def apply(self, node_id: str, decide: Apply, *, now: datetime) -> Decision:
+        # As accept: read, decide and write in one transaction of the only writer.
+        def op(c: sqlite3.Connection) -> Decision:
+            decision = decide(self._record(c, node_id))
+            self._write(c, decision, None, 0.0, now.timestamp())
+            return decision
+
+        return await self._run(op)
+
+    async def due_nodes(self, *, now: datetime, limit: int) -> list[str]:
+        def op(c: sqlite3.Connection) -> list[str]:
+            rows = c.execute("SELECT node_id FROM nodes WHERE next_due <= ? ORDER BY next_due LIMIT ?",
+                             (now.timestamp(), limit)).fetchall()
+            return [r[0] for r in rows]
+
+        return await self._run(op)
+
+    async def list_nodes(self) -> list[NodeRecord]:
+        def op(c: sqlite3.Connection) -> list[NodeRecord]:
+            rows = c.execute("SELECT node_id, record FROM nodes ORDER BY node_id").fetchall()
+            return [NodeRecord.from_json(n, json.loads(r)) for n, r in rows]
+
+        return await self._read(op)
 
     def _record(self, c: sqlite3.Connection, node_id: str) -> NodeRecord | None:
         record = self._nodes.get(node_id)
@@ -213,13 +263,6 @@ class SQLiteStore:
     async def node_state(self, node_id: str) -> NodeState | None:
         record = await self._run(lambda c: self._record(c, node_id))
         return record.state if record is not None else None
-
-    async def list_nodes(self) -> list[NodeRecord]:
-        def op(c: sqlite3.Connection) -> list[NodeRecord]:
-            rows = c.execute("SELECT node_id, record FROM nodes").fetchall()
-            return [NodeRecord.from_json(node_id, json.loads(raw)) for node_id, raw in rows]
-
-        return await self._read(op)
 
     async def forget_node(self, node_id: str) -> bool:
         def op(c: sqlite3.Connection) -> bool:
@@ -389,7 +432,7 @@ class SQLiteStore:
         # Node records past the events' retention (not counted). No index on newest: a scan per
         # prune costs less than an index write per accept.
         if await self._chunked(
-            "DELETE FROM nodes WHERE rowid IN (SELECT rowid FROM nodes WHERE newest <= ? LIMIT ?)",
+            "DELETE FROM nodes WHERE rowid IN (SELECT rowid FROM nodes WHERE newest <= ? AND next_due IS NULL LIMIT ?)",
             (t - retention.events, _PRUNE_CHUNK),
         ):
             self._nodes.clear()

@@ -1,0 +1,174 @@
+"""The incident lifecycle end to end (issue 13): the real ``alert-bridge`` process, a webhook
+receiver on loopback, durations of a few seconds. No timed upper bounds: every wait is "until the
+sink holds this", with a generous deadline that only turns a hang into a failure."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+
+from tests.support.fakes import WebhookSink
+from tests.support.harness import BridgeProcess
+from tests.support.redis_server import RedisServer, redis_server  # noqa: F401
+
+StartBridge = Callable[..., Any]
+FAST_RETRY = {"initial_backoff": "200ms", "max_backoff": "2s", "max_attempts": 1000, "max_elapsed": "1h"}
+
+
+def hook(url: str) -> dict[str, Any]:
+    return {"type": "webhook", "url": url, "retry": FAST_RETRY}
+
+
+def kinds(sink: WebhookSink, node: str | None = None) -> list[str]:
+    return [r.json()["kind"] for r in sink.delivered if node is None or r.json()["event"]["nodeId"] == node]
+
+
+async def until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def ts(base: datetime, seconds: float) -> datetime:
+    return base + timedelta(seconds=seconds)
+
+
+async def start(bridge_process: StartBridge, sink: WebhookSink, route: dict[str, Any], **more: Any) -> BridgeProcess:
+    p: BridgeProcess = await bridge_process(receivers={"hook": hook(sink.url), **more.pop("receivers", {})},
+                                            routes=[{"name": "down", "match": {"status": ["FAILED"]}, "to": ["hook"],
+                                                     **route}], **more)
+    return p
+
+
+async def post(p: BridgeProcess, node: str, status: str, at: datetime) -> None:
+    code, doc = await p.event(node, status, timestamp=at)
+    assert code == 200 and doc["status"] == "accepted", doc
+
+
+async def test_failed_starting_running_gives_one_firing_and_one_resolved(
+    bridge_process: StartBridge,
+) -> None:
+    async with WebhookSink() as sink:
+        p = await start(bridge_process, sink, {})
+        t0 = datetime.now(UTC) - timedelta(seconds=1000)  # event times: in the past, within max_event_age
+        await post(p, "n1", "FAILED", t0)
+        await post(p, "n1", "FAILED", ts(t0, 5))  # a repeat: an update of nothing
+        await post(p, "n1", "STARTING", ts(t0, 720))
+        await post(p, "n1", "RUNNING", ts(t0, 900))
+        await until(lambda: len(sink.delivered) >= 2, "firing and resolved")
+        await asyncio.sleep(1.0)  # anything else would have come by now (not a bound: a check for extras)
+        assert kinds(sink) == ["firing", "resolved"]
+        firing, resolved = (r.json() for r in sink.delivered)
+        assert firing["incident"]["id"] == resolved["incident"]["id"]
+        assert resolved["incident"]["duration"] == 900
+        assert resolved["incident"]["path"] == "FAILED 12m → STARTING 3m → RUNNING"
+
+
+async def test_failed_then_running_inside_for_notifies_nobody(bridge_process: StartBridge) -> None:
+    async with WebhookSink() as sink:
+        p = await start(bridge_process, sink, {"for": "2s"})
+        t0 = datetime.now(UTC)
+        await post(p, "quick", "FAILED", t0)
+        await post(p, "quick", "RUNNING", ts(t0, 1))
+        await post(p, "slow", "FAILED", t0)  # the witness: its hold runs out
+        await until(lambda: len(sink.delivered) >= 1, "the held firing of the node that stayed down")
+        await asyncio.sleep(1.0)
+        assert kinds(sink, "quick") == []
+        assert kinds(sink, "slow") == ["firing"]
+
+
+async def test_reminders_repeat_while_open_and_stop_after_ack(bridge_process: StartBridge) -> None:
+    async with WebhookSink() as sink:
+        p = await start(bridge_process, sink, {"repeat_interval": "1s"})
+        await post(p, "n1", "FAILED", datetime.now(UTC))
+        await until(lambda: kinds(sink).count("reminder") >= 2, "two reminders")
+        code, doc = await p.get(p.admin_url + "/api/v1/incidents")
+        assert code == 200 and len(doc["incidents"]) == 1
+        iid = doc["incidents"][0]["id"]
+        assert iid == sink.delivered[0].json()["incident"]["id"]
+        async with aiohttp.ClientSession() as s, s.post(p.admin_url + f"/api/v1/incidents/{iid}/ack",
+                                                        json={"by": "alice"}) as r:
+            assert r.status == 200 and (await r.json())["incident"]["acked_by"] == "alice"
+        seen = len(sink.delivered)
+        await asyncio.sleep(3.5)  # three intervals: a reminder still running would have come
+        # at most one reminder was already on its way when the ack committed
+        assert len(sink.delivered) <= seen + 1
+        assert set(kinds(sink)) == {"firing", "reminder"}
+        code, doc = await p.get(p.admin_url + f"/api/v1/incidents/{iid}")
+        assert code == 200 and doc["incident"]["acked_by"] == "alice"
+        await post(p, "n1", "RUNNING", datetime.now(UTC))
+        await until(lambda: kinds(sink)[-1:] == ["resolved"], "the resolution after the ack")
+
+
+async def test_escalation_reaches_its_receiver_once(bridge_process: StartBridge) -> None:
+    async with WebhookSink() as sink, WebhookSink() as pager:
+        p = await start(bridge_process, sink, {"escalate": [{"after": "1s", "to": ["pager"]}]},
+                        receivers={"pager": hook(pager.url)})
+        await post(p, "n1", "FAILED", datetime.now(UTC))
+        await until(lambda: len(pager.delivered) >= 1, "the escalation")
+        await asyncio.sleep(2.0)
+        assert kinds(pager) == ["escalation"] and kinds(sink) == ["firing"]
+        await post(p, "n1", "RUNNING", datetime.now(UTC))
+        await until(lambda: kinds(pager)[-1:] == ["resolved"], "the resolution to the escalation's receiver")
+
+
+async def test_late_out_of_order_running_does_not_resolve(bridge_process: StartBridge) -> None:
+    async with WebhookSink() as sink:
+        p = await start(bridge_process, sink, {})
+        t0 = datetime.now(UTC)
+        await post(p, "n1", "FAILED", t0)
+        code, doc = await p.event("n1", "RUNNING", timestamp=ts(t0, -5))
+        assert code == 200 and "note" in doc  # out of order: recorded, not notified
+        await until(lambda: len(sink.delivered) >= 1, "the firing")
+        await asyncio.sleep(1.0)
+        assert kinds(sink) == ["firing"]
+        code, doc = await p.get(p.admin_url + "/api/v1/incidents")
+        assert [i["state"] for i in doc["incidents"]] == ["open"]
+
+
+async def test_sigkill_with_a_pending_reminder_fires_it_once_after_restart(
+    bridge_process: StartBridge,
+) -> None:
+    async with WebhookSink() as sink:
+        p = await start(bridge_process, sink, {"repeat_interval": "3s"})
+        await post(p, "n1", "FAILED", datetime.now(UTC))
+        await until(lambda: kinds(sink) == ["firing"], "the firing")
+        p.kill()  # SIGKILL, the reminder pending in the node record
+        await asyncio.sleep(4.0)  # it comes due while the bridge is down
+        assert kinds(sink) == ["firing"]
+        await p.start()
+        await until(lambda: kinds(sink).count("reminder") >= 1, "the reminder after the restart")
+        first = next(r.json()["deliveryId"] for r in sink.delivered if r.json()["kind"] == "reminder")
+        p.kill()
+        await asyncio.sleep(0.5)
+        assert [r.json()["deliveryId"] for r in sink.delivered].count(first) == 1
+
+
+async def test_two_replicas_on_one_redis_fire_every_timer_once(
+    bridge_process: StartBridge, redis_server: RedisServer,  # noqa: F811
+) -> None:
+    async with WebhookSink() as sink:
+        settings = {"storage": {"url": redis_server.url}}
+        p1 = await start(bridge_process, sink, {"repeat_interval": "2s", "for": "1s"}, **settings)
+        p2 = await start(bridge_process, sink, {"repeat_interval": "2s", "for": "1s"}, **settings)
+        t0 = datetime.now(UTC)
+        for i in range(10):
+            await post(p1 if i % 2 else p2, f"n{i}", "FAILED", t0)
+        # each node: the held firing (after 1 s), then a reminder every 2 s
+        await until(lambda: all(kinds(sink, f"n{i}").count("reminder") >= 2 for i in range(10)),
+                    "two reminders for every node", timeout=60)
+        p1.kill()
+        p2.kill()
+        await asyncio.sleep(0.5)
+        for i in range(10):
+            ids = [r.json()["deliveryId"] for r in sink.delivered if r.json()["event"]["nodeId"] == f"n{i}"]
+            assert len(ids) == len(set(ids)), f"n{i} got a timer's notification twice"
+            ks = kinds(sink, f"n{i}")
+            assert ks[0] == "firing" and ks.count("firing") == 1, ks
