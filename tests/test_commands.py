@@ -281,3 +281,19 @@ async def test_silence_api_validates(bridge: Callable[..., Any]) -> None:
     status, doc = await b.event("n1", "FAILED")
     assert status == 200 and "silenced" not in doc
     assert later["id"] in [s.id for s in await b.app.list_silences()]
+
+
+async def test_silence_for_a_pattern_no_configured_node_matches_warns(
+    bridge_process: Callable[..., Any], webhook_sink: WebhookSink
+) -> None:
+    """With an allow-list, a silence whose node pattern matches no listed node mutes nothing: say so."""
+    p: BridgeProcess = await bridge_process(
+        receivers={"hook": {"type": "webhook", "url": webhook_sink.url}}, routes=FAILED_TO_HOOK,
+        nodes={"prod-1": {}, "prod-2": {}},
+    )
+    cfg = str(p.config_path)
+    r = await run_cli("silence", "add", "-c", cfg, "--node", "prdo-*", "--for", "30m", "--comment", "typo")
+    assert r.code == 0, r
+    assert "warning: --node 'prdo-*' matches none of the configured nodes" in r.err
+    r = await run_cli("silence", "add", "-c", cfg, "--node", "prod-*", "--for", "30m", "--comment", "maintenance")
+    assert r.code == 0 and "warning" not in r.err, r

@@ -27,6 +27,7 @@ from bridge.commands.common import add_config_argument, add_via_arguments, fail
 from bridge.config import Config
 from bridge.errors import CommandError
 from bridge.model import KNOWN_STATUSES, Silence, parse_timestamp
+from bridge.nodeindex import NodeIndex
 
 
 def register(sub: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
@@ -183,6 +184,10 @@ def cmd_silence(args: argparse.Namespace) -> int:
             if status.upper() not in KNOWN_STATUSES:
                 print(f"warning: {status!r} is not a known status ({', '.join(sorted(KNOWN_STATUSES))})",
                       file=sys.stderr)
+        if cfg.nodes is not None and not NodeIndex({n: {} for n in cfg.nodes}).pattern_matches_any(args.node):
+            # the same test check applies to a route's node patterns
+            print(f"warning: --node {args.node!r} matches none of the configured nodes (nodes:): "
+                  "this silence mutes nothing", file=sys.stderr)
         silence = await backend.add(_spec(args))
         print(silence.id)
         print(f"silenced node {silence.node} status {','.join(silence.status) if silence.status else 'any'} "
