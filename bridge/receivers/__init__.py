@@ -2,7 +2,7 @@
 
 A receiver type is one module, ``bridge/receivers/<type>.py`` (named by the config's ``type``),
 with a ``build(name, cfg, *, renderer, session)`` function, and one config model in
-bridge/config.py. Nothing else names the concrete classes.
+bridge/config/receivers.py. Nothing else names the concrete classes.
 """
 
 from __future__ import annotations

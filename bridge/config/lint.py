@@ -1,6 +1,6 @@
 """Config findings beyond the schema that help an operator fix a typo: "did you mean", status
 spelling, secrets that look like a forgotten ``${...}``. Pure functions over models and values;
-config.py calls them (this module imports nothing from it, to avoid an import loop).
+load.py calls them (this module imports nothing else of bridge.config, to avoid an import loop).
 """
 
 from __future__ import annotations

@@ -1,0 +1,253 @@
+"""Loading: YAML, ``${VAR}`` interpolation, pydantic errors turned into YAML-path problems, the
+checks across sections, and the files read only at start.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from bridge.config import lint as config_lint
+from bridge.config.base import format_duration
+from bridge.config.model import Config
+from bridge.config.receivers import RECEIVER_TYPES, EmailReceiverConfig
+from bridge.errors import ConfigError
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def format_path(loc: tuple[Any, ...] | list[Any]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "<root>"
+
+
+def interpolate(value: Any, env: Mapping[str, str], path: tuple[Any, ...], problems: list[str]) -> Any:
+    """Replace ${VAR} / ${VAR:-default} in every string value; a missing variable is a problem."""
+    if isinstance(value, str):
+
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            problems.append(f"{format_path(path)}: environment variable {name} is not set")
+            return ""
+
+        return _VAR.sub(sub, value.replace("$${", "\0")).replace("\0", "${")
+    if isinstance(value, dict):
+        return {k: interpolate(v, env, (*path, k), problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env, (*path, i), problems) for i, v in enumerate(value)]
+    return value
+
+
+def _strip_union_tag(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    # pydantic puts the discriminator value into the path: receivers.x.slack.token → receivers.x.token
+    if len(loc) >= 3 and loc[0] == "receivers" and loc[2] in RECEIVER_TYPES:
+        return (*loc[:2], *loc[3:])
+    return tuple(p for p in loc if p not in ("function-after[_str_or_list(), list[str]]",))
+
+
+def _pydantic_problems(exc: ValidationError) -> list[str]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = _strip_union_tag(tuple(err["loc"]))
+        msg = err["msg"]
+        # A *_file problem is raised by its model's validator: name the file key in the path.
+        file_key = re.match(r"^Value error, (\w+_file): (.*)$", msg)
+        if file_key:
+            loc, msg = (*loc, file_key.group(1)), "Value error, " + file_key.group(2)
+        if err["type"] == "extra_forbidden":
+            allowed = config_lint.model_keys_at(Config, tuple(err["loc"][:-1]))
+            hint = config_lint.did_you_mean(str(err["loc"][-1]), allowed)
+            msg = f"unknown key (check the spelling; unknown keys are not ignored){hint}"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        elif err["type"] == "union_tag_invalid":
+            msg = f"unknown receiver type; expected one of {', '.join(RECEIVER_TYPES)}"
+        elif err["type"] == "union_tag_not_found":
+            msg = f"missing 'type'; expected one of {', '.join(RECEIVER_TYPES)}"
+        problems.append(f"{format_path(loc)}: {msg}")
+    return problems
+
+
+def _semantic_problems(cfg: Config) -> tuple[list[str], list[str]]:
+    problems: list[str] = []
+    warnings: list[str] = []
+    names = set(cfg.receivers)
+    seen_routes: set[str] = set()
+    label_keys = {k for entry in cfg.node_labels for k in entry.labels}
+    label_keys.update(k for node in (cfg.nodes or {}).values() for k in node.labels)
+    if not cfg.routes and not cfg.default_to:
+        warnings.append("routes: no route and no default_to: every event is recorded and nobody is notified")
+    for i, route in enumerate(cfg.routes):
+        where = f"routes[{i}]"
+        if route.name == "default" and cfg.default_to:
+            problems.append(f"{where}.name: 'default' is the name of default_to's route; choose another")
+        if route.name in seen_routes:
+            problems.append(f"{where}.name: duplicate route name {route.name!r}")
+        seen_routes.add(route.name)
+        for j, rcv in enumerate(route.to):
+            if rcv not in names:
+                problems.append(f"{where}.to[{j}]: unknown receiver {rcv!r}{config_lint.did_you_mean(rcv, names)}")
+        for key in ("status", "previous_status", "status_not", "previous_status_not"):
+            p, w = config_lint.status_findings(f"{where}.match.{key}", getattr(route.match, key) or [])
+            problems += p
+            warnings += w
+        for key in sorted(route.match.labels or {}):  # with nodes:, routing checks each node's labels
+            if cfg.nodes is None and key not in label_keys:
+                problems.append(f"{where}.match.labels.{key}: no node_labels entry and no nodes: entry sets "
+                                f"the label {key!r}, so the route can never match")
+        for key in ("node", "status", "event_type", "previous_status", "status_not", "previous_status_not"):
+            if getattr(route.match, key) == []:
+                problems.append(f"{where}.match.{key}: an empty list can never match; omit the key instead")
+    _incident_problems(cfg, names, problems, warnings)
+    for j, rcv in enumerate(cfg.default_to):
+        if rcv not in names:
+            problems.append(f"default_to[{j}]: unknown receiver {rcv!r}{config_lint.did_you_mean(rcv, names)}")
+    warnings += config_lint.secret_dollar_warnings(cfg)
+    v = cfg.verification
+    # The replay window: a captured event is "stale" after max_event_age (+ skew) and a duplicate
+    # within dedup_ttl, so dedup_ttl must cover the whole window; with no age limit nothing can.
+    if v.max_event_age == 0:
+        problems.append(
+            "verification.max_event_age: 0 (no age limit) lets a captured event alert again once "
+            "storage.dedup_ttl has passed; set an age limit such as 24h (dedup_ttl must be at least "
+            "max_event_age + max_clock_skew)"
+        )
+    elif cfg.storage.dedup_ttl < v.max_event_age + v.max_clock_skew:
+        problems.append(
+            f"storage.dedup_ttl: {format_duration(cfg.storage.dedup_ttl)} is shorter than "
+            f"verification.max_event_age + max_clock_skew "
+            f"({format_duration(v.max_event_age + v.max_clock_skew)}): a replayed event could alert twice"
+        )
+    if v.uses_url and v.public_key_url and not re.match(r"^https?://", v.public_key_url):
+        problems.append("verification.public_key_url: must be an http:// or https:// URL")
+    if not v.uses_url and v.public_key is None and v.public_key_file is None:
+        problems.append("verification: set one of public_key_url, public_key_file or public_key")
+    for node_id, node in (cfg.nodes or {}).items():
+        if node.public_key_file and node.public_key:
+            problems.append(f"nodes.{node_id}: set public_key or public_key_file, not both")
+    for i, silence in enumerate(cfg.silences):
+        if silence.starts_at and silence.starts_at >= silence.ends_at:
+            problems.append(f"silences[{i}].ends_at: must be after starts_at")
+    return problems, warnings
+
+
+def _incident_problems(cfg: Config, names: set[str], problems: list[str], warnings: list[str]) -> None:
+    """The incident keys: escalation receivers and steps, open_on/resolve_on."""
+    for i, route in enumerate(cfg.routes):
+        last = 0.0
+        for j, step in enumerate(route.escalate):
+            where = f"routes[{i}].escalate[{j}]"
+            if step.after <= 0:
+                problems.append(f"{where}.after: must be longer than 0 (the firing notification is step zero)")
+            elif step.after <= last:
+                problems.append(
+                    f"{where}.after: {format_duration(step.after)} is not after the previous step's "
+                    f"{format_duration(last)}; list the steps in increasing order"
+                )
+            last = max(last, step.after)
+            if 0 < step.after <= route.for_:
+                warnings.append(
+                    f"{where}.after: {format_duration(step.after)} is not longer than the route's for "
+                    f"({format_duration(route.for_)}): the escalation goes out before the first notification"
+                )
+            for k, rcv in enumerate(step.to):
+                if rcv not in names:
+                    problems.append(f"{where}.to[{k}]: unknown receiver {rcv!r}{config_lint.did_you_mean(rcv, names)}")
+    inc = cfg.incidents
+    for key in ("open_on", "resolve_on"):
+        p, w = config_lint.status_findings(f"incidents.{key}", getattr(inc, key))
+        problems += p
+        warnings += w
+    for j, status in enumerate(inc.resolve_on):
+        if status in inc.open_on:
+            problems.append(
+                f"incidents.resolve_on[{j}]: {status!r} is also in open_on; a status cannot both open and "
+                f"resolve an incident (remove it from one of the lists)"
+            )
+    if inc.open_on and not inc.resolve_on:
+        warnings.append("incidents.resolve_on: empty; incidents are resolved only by hand")
+
+
+def unreadable_files(cfg: Config) -> list[str]:
+    """Files read only when the bridge starts (TLS pair, public keys, CA bundle) that cannot be read now.
+
+    Not part of ``parse`` (a config may be built before its files exist); ``check``, ``serve`` and
+    reload run it through ``app.validate``."""
+    files: list[tuple[str, Path]] = []
+    if cfg.server.tls is not None:
+        files += [("server.tls.cert_file", cfg.server.tls.cert_file), ("server.tls.key_file", cfg.server.tls.key_file)]
+    if cfg.verification.public_key_file is not None:
+        files.append(("verification.public_key_file", cfg.verification.public_key_file))
+    for node_id, node in (cfg.nodes or {}).items():
+        if node.public_key_file is not None:
+            files.append((f"nodes.{node_id}.public_key_file", node.public_key_file))
+    for name, rcv in cfg.receivers.items():
+        if isinstance(rcv, EmailReceiverConfig) and rcv.smtp.ca_file is not None:
+            files.append((f"receivers.{name}.smtp.ca_file", rcv.smtp.ca_file))
+    problems = []
+    for where, path in files:
+        try:
+            with open(path, "rb") as f:
+                f.read(1)
+        except OSError as exc:
+            problems.append(f"{where}: cannot read {path}: {exc.strerror or exc}")
+    return problems
+
+
+def parse(
+    data: Any, *, env: Mapping[str, str] | None = None, source: str = "<memory>", base_dir: Path | None = None
+) -> Config:
+    """Validate already-loaded YAML data. Raises ConfigError listing every problem.
+
+    Relative file paths (``*_file``, ``public_key_file``, ``ca_file``, TLS files, a relative
+    ``sqlite://`` path) are taken relative to ``base_dir``: load() passes the config file's directory."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{source}: the top level must be a mapping (server:, verification:, ...)"])
+    problems = [f"{key}: unknown key (check the spelling; unknown keys are not ignored)"
+                for key in ("source", "warnings") if key in data]  # load()'s own fields, not YAML keys
+    data = interpolate(data, os.environ if env is None else env, (), problems)
+    if problems:
+        raise ConfigError(problems)
+    try:
+        base = base_dir.absolute() if base_dir is not None else None
+        cfg = Config.model_validate(data, context={"base_dir": base})
+    except ValidationError as exc:
+        raise ConfigError(_pydantic_problems(exc)) from None
+    problems, warnings = _semantic_problems(cfg)
+    if problems:
+        raise ConfigError(problems)
+    return cfg.model_copy(update={"source": source, "warnings": warnings})
+
+
+def load(path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a YAML config file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{path}:{where}: not valid YAML: {problem}"]) from None
+    return parse(data, env=env, source=str(path), base_dir=path.parent)

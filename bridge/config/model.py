@@ -1,0 +1,257 @@
+"""The config sections other than receivers (server, verification, nodes, storage, routes,
+incidents, silences, links, log, delivery) and the top-level ``Config``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from bridge.config.base import (
+    Duration,
+    FilePath,
+    HostPort,
+    SecretFiles,
+    Strict,
+    StrList,
+    _base_dir,
+    resolve_path,
+)
+from bridge.config.receivers import ReceiverConfig
+from bridge.model import parse_timestamp
+
+DEFAULT_KEY_URL = "https://cloud-api.thunderstack.org/api/webhook-public-key"
+
+
+# --- server, verification, nodes, storage -------------------------------------------------------
+
+
+class TLSConfig(Strict):
+    cert_file: FilePath
+    key_file: FilePath
+
+
+class ServerConfig(SecretFiles):
+    _secret_fields = ("admin_token",)
+    listen: HostPort = "127.0.0.1:8080"
+    admin_listen: HostPort = "127.0.0.1:9091"
+    path: str = "/webhook"
+    max_body_bytes: int = Field(65536, ge=256, le=16 * 1024 * 1024)
+    tls: TLSConfig | None = None
+    # A client that has not sent its whole body by then is cut off (slowloris).
+    body_timeout: Duration = 10.0
+    # A connection that has not sent a complete request line and headers for this long is closed:
+    # idle keep-alive connections, and clients that never finish their headers (slowloris).
+    idle_timeout: Duration = 15.0
+    shutdown_grace: Duration = 10.0
+    # Bearer token for the admin listener (all but /healthz, /readyz and, when metrics_public, /metrics).
+    admin_token: SecretStr | None = None
+    admin_token_file: str | None = None
+    metrics_public: bool = False
+
+    @field_validator("admin_token")
+    @classmethod
+    def _token(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and (len(v.get_secret_value()) < 16 or not v.get_secret_value().isprintable()
+                              or " " in v.get_secret_value()):
+            raise ValueError("must be at least 16 printable characters without spaces "
+                             "(e.g. the output of: openssl rand -hex 32)")
+        return v
+
+    @field_validator("idle_timeout", "body_timeout")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be longer than 0 (a client could otherwise hold a connection forever)")
+        return v
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not v.startswith("/") or (v.endswith("/") and v != "/"):
+            raise ValueError("must start with '/' and not end with '/', e.g. /webhook")
+        return v
+
+
+class VerificationConfig(SecretFiles):
+    _secret_fields = ("api_token",)
+    public_key_url: str | None = DEFAULT_KEY_URL
+    api_token: SecretStr | None = None
+    api_token_file: str | None = None
+    public_key_file: FilePath | None = None
+    public_key: str | None = None
+    refresh_interval: Duration = 3600.0
+    fetch_timeout: Duration = 10.0
+    max_event_age: Duration = 86400.0
+    max_clock_skew: Duration = 300.0
+    # At most one refresh per this interval when signatures fail (a flood must not hammer the key URL).
+    failure_refresh_interval: Duration = 60.0
+
+    @model_validator(mode="after")
+    def _one_source(self) -> VerificationConfig:
+        if self.public_key_file and self.public_key:
+            raise ValueError("set public_key or public_key_file, not both")
+        return self
+
+    @property
+    def uses_url(self) -> bool:
+        return self.public_key is None and self.public_key_file is None and bool(self.public_key_url)
+
+
+class NodeConfig(Strict):
+    labels: dict[str, str] = Field(default_factory=dict)
+    public_key_file: FilePath | None = None
+    public_key: str | None = None
+
+
+class NodeLabelsConfig(Strict):
+    """Labels for every node whose id matches a glob, allowed or not (``nodes:`` is the allow-list)."""
+
+    match: StrList = Field(min_length=1)
+    labels: dict[str, str] = Field(min_length=1)
+
+
+class RetentionConfig(Strict):
+    done: Duration = 86400.0
+    dead: Duration = 7 * 86400.0
+    events: Duration = 7 * 86400.0
+
+
+class StorageConfig(SecretFiles):
+    _secret_fields = ("url",)  # a redis:// URL may carry the password
+    url: str = "sqlite:///var/lib/alert-bridge/bridge.db"
+    url_file: str | None = None
+    dedup_ttl: Duration = 48 * 3600.0
+    retention: RetentionConfig = RetentionConfig()
+    prune_interval: Duration = 60.0
+    # A claimed job whose worker died (replica crash) is re-queued after this long.
+    visibility_timeout: Duration = 120.0
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str, info: ValidationInfo) -> str:
+        if not re.match(r"^(sqlite://.+|memory://.*|rediss?://.+)$", v):
+            raise ValueError("expected sqlite:///path/to/bridge.db, memory:// or redis://host:port/db")
+        if v.startswith("sqlite://"):  # sqlite://data/x.db is relative: next to the config file
+            return "sqlite://" + str(resolve_path(v[len("sqlite://") :], _base_dir(info)))
+        return v
+
+
+# --- routes, silences, links, log ------------------------------------------------------------------
+
+
+class MatchConfig(Strict):
+    node: StrList | None = None  # ids or globs
+    labels: dict[str, str] | None = None
+    status: StrList | None = None
+    event_type: StrList | None = None
+    previous_status: StrList | None = None
+    # "Anything but": a status ThunderStack adds later still matches.
+    status_not: StrList | None = None
+    previous_status_not: StrList | None = None
+
+    @model_validator(mode="after")
+    def _not_both(self) -> MatchConfig:
+        for key in ("status", "previous_status"):
+            if getattr(self, key) is not None and getattr(self, f"{key}_not") is not None:
+                raise ValueError(f"set {key} or {key}_not, not both")
+        return self
+
+
+class EscalationConfig(Strict):
+    after: Duration  # since the incident opened (bridge clock)
+    to: StrList = Field(min_length=1)
+
+
+class RouteConfig(Strict):
+    name: str
+    match: MatchConfig = MatchConfig()
+    to: StrList = Field(min_length=1)
+    stop: bool = False
+    # Incident lifecycle (docs/incidents.md). ``for``: notify only if the condition still holds after
+    # this long; repeat_interval: remind while it holds and nobody acknowledged it (0 = never).
+    for_: Duration = Field(0.0, alias="for")
+    repeat_interval: Duration = 0.0
+    escalate: list[EscalationConfig] = Field(default_factory=list)
+    send_resolved: bool = True
+    send_updates: bool = False
+
+
+class FlappingConfig(Strict):
+    transitions: int = Field(0, ge=0, le=1000)  # status changes within window that make a node flapping; 0 = off
+    window: Duration = 600.0
+
+    @model_validator(mode="after")
+    def _sensible(self) -> FlappingConfig:
+        if self.transitions == 1:
+            raise ValueError("transitions: 1 would call every status change flapping; use 2 or more, or 0 for off")
+        if self.transitions and self.window <= 0:
+            raise ValueError("window must be longer than 0 when transitions is set")
+        return self
+
+
+class IncidentsConfig(Strict):
+    open_on: StrList = Field(default_factory=lambda: ["FAILED"])
+    resolve_on: StrList = Field(default_factory=lambda: ["RUNNING"])
+    flapping: FlappingConfig = FlappingConfig()
+
+
+class SilenceConfig(Strict):
+    node: str = "*"
+    status: StrList | None = None
+    starts_at: datetime | None = None
+    ends_at: datetime
+    comment: str = ""
+
+    @field_validator("starts_at", "ends_at", mode="before")
+    @classmethod
+    def _ts(cls, v: Any) -> Any:
+        if isinstance(v, datetime) and v.tzinfo is None:
+            raise ValueError("give the time with a zone, e.g. 2026-04-16T12:00:00Z")
+        return parse_timestamp(v) if isinstance(v, str) else v
+
+
+class LinksConfig(Strict):
+    node: str | None = None  # template, e.g. https://cloud.thunderstack.org/nodes/{{ event.nodeId }}
+
+
+class LogConfig(Strict):
+    format: Literal["text", "json"] = "text"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class DeliveryConfig(Strict):
+    # Jobs in flight at SIGTERM get this long to finish; the rest stay pending for the next start.
+    shutdown_grace: Duration = 10.0
+    poll_interval: Duration = 1.0
+    batch_size: int = Field(64, ge=1, le=10000)
+
+
+class Config(Strict):
+    server: ServerConfig = ServerConfig()
+    verification: VerificationConfig = VerificationConfig()
+    # The allow-list: when set, any other node id is refused with 403.
+    nodes: dict[str, NodeConfig] | None = None
+    node_labels: list[NodeLabelsConfig] = Field(default_factory=list)
+    storage: StorageConfig = StorageConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
+    receivers: dict[str, ReceiverConfig] = Field(default_factory=dict)
+    routes: list[RouteConfig] = Field(default_factory=list)
+    default_to: StrList = Field(default_factory=list)
+    silences: list[SilenceConfig] = Field(default_factory=list)
+    incidents: IncidentsConfig = IncidentsConfig()
+    links: LinksConfig = LinksConfig()
+    log: LogConfig = LogConfig()
+
+    # Filled by load(): where the config came from and non-fatal findings.
+    source: str = Field("<memory>", exclude=True)
+    warnings: list[str] = Field(default_factory=list, exclude=True)

@@ -1,0 +1,300 @@
+"""One config model per receiver type (bridge/receivers/<type>.py), their shared base, and the
+``type``-tagged union ``receivers:`` entries are validated against.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from bridge.config.base import Duration, FilePath, SecretFiles, Strict, _base_dir, resolve_path
+
+
+class RetryConfig(Strict):
+    max_attempts: int = Field(8, ge=1, le=1000)
+    max_elapsed: Duration = 3600.0
+    initial_backoff: Duration = 1.0
+    max_backoff: Duration = 300.0
+
+
+# How a template field renders: html escapes values, json JSON-escapes them (bridge/render.py).
+TemplateKind = Literal["text", "html", "json"]
+
+
+class ReceiverBase(SecretFiles):
+    retry: RetryConfig = RetryConfig()
+    timeout: Duration = 10.0
+    concurrency: int = Field(4, ge=1, le=256)
+    rate_limit: float = Field(0.0, ge=0.0)  # messages per second; 0 = unlimited
+    title: str | None = None  # template overrides
+    text: str | None = None
+
+    def template_fields(self) -> dict[str, TemplateKind]:
+        """The keys holding templates (checked by ``check``) and how each renders."""
+        return {"title": "text", "text": "text"}
+
+
+class SlackReceiverConfig(ReceiverBase):
+    _secret_fields = ("webhook_url", "token")
+    type: Literal["slack"]
+    webhook_url: SecretStr | None = None
+    webhook_url_file: str | None = None
+    token: SecretStr | None = None
+    token_file: str | None = None
+    channel: str | None = None
+    api_url: str = "https://slack.com/api/"
+    concurrency: int = Field(1, ge=1, le=256)
+    rate_limit: float = Field(1.0, ge=0.0)  # Slack allows about one message a second per channel
+
+    @model_validator(mode="after")
+    def _mode(self) -> SlackReceiverConfig:
+        if (self.webhook_url is None) == (self.token is None):
+            raise ValueError("set exactly one of webhook_url (incoming webhook) or token (bot token)")
+        if self.token is not None and not self.channel:
+            raise ValueError("token needs channel, e.g. channel: '#node-alerts'")
+        return self
+
+
+class SMTPConfig(SecretFiles):
+    _secret_fields = ("password",)
+    host: str
+    port: int = Field(587, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: str | None = None
+    # Trust this CA bundle instead of the system's (private relays, tests).
+    ca_file: FilePath | None = None
+
+    @model_validator(mode="after")
+    def _auth(self) -> SMTPConfig:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together")
+        return self
+
+
+class EmailReceiverConfig(ReceiverBase):
+    type: Literal["email"]
+    to: list[str] = Field(min_length=1)
+    from_: str = Field(alias="from")
+    smtp: SMTPConfig
+    subject: str | None = None
+    html: str | None = None
+
+    def template_fields(self) -> dict[str, TemplateKind]:
+        return {**super().template_fields(), "subject": "text", "html": "html"}
+
+    @field_validator("to")
+    @classmethod
+    def _addresses(cls, v: list[str]) -> list[str]:
+        for addr in v:
+            if "@" not in addr:
+                raise ValueError(f"{addr!r} is not an email address")
+        return v
+
+
+WHSEC_PREFIX = "whsec_"
+
+
+def signing_key(secret: str) -> bytes:
+    """``whsec_<base64>`` secrets carry the key base64-encoded (Standard Webhooks); any other is
+    used as is. Raises ValueError for an undecodable or empty key (``check`` and ``serve`` alike)."""
+    if not secret.startswith(WHSEC_PREFIX):
+        return secret.encode()
+    try:
+        key = base64.b64decode(secret[len(WHSEC_PREFIX) :], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("a whsec_ secret must be base64 after the prefix") from None
+    if not key:
+        raise ValueError("a whsec_ secret needs a key after the prefix")
+    return key
+
+
+class WebhookReceiverConfig(ReceiverBase):
+    _secret_fields = ("url", "signing_secret")
+    type: Literal["webhook"]
+    url: SecretStr | None = None
+    url_file: str | None = None
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+    headers_file: str | None = None  # YAML mapping, one "Name: value" per line
+    signing_secret: SecretStr | None = None
+    signing_secret_file: str | None = None
+    body_template: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_headers_file(cls, data: Any, info: ValidationInfo) -> Any:
+        if not isinstance(data, dict) or data.get("headers_file") is None:
+            return data
+        if data.get("headers"):
+            raise ValueError("set headers or headers_file, not both")
+        path = resolve_path(str(data["headers_file"]), _base_dir(info))
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ValueError(f"headers_file: cannot read {path}: {exc.strerror or exc}") from None
+        except yaml.YAMLError:
+            loaded = None
+        pairs = loaded.items() if isinstance(loaded, dict) else None
+        if pairs is None or not all(isinstance(k, str) and isinstance(v, str) for k, v in pairs):
+            raise ValueError(f"headers_file: {path} must hold one 'Name: value' line per header") from None
+        return {**data, "headers": loaded}
+
+    def template_fields(self) -> dict[str, TemplateKind]:
+        # A body is JSON unless a Content-Type header says the operator chose another format.
+        types = [v.get_secret_value().lower() for k, v in self.headers.items() if k.lower() == "content-type"]
+        body: TemplateKind = "json" if all("json" in t for t in types) else "text"
+        return {**super().template_fields(), "body_template": body}
+
+    @model_validator(mode="after")
+    def _url_set(self) -> WebhookReceiverConfig:
+        if self.url is None or not re.match(r"^https?://", self.url.get_secret_value()):
+            raise ValueError("url must be set to an http:// or https:// URL")
+        return self
+
+    @field_validator("signing_secret")
+    @classmethod
+    def _decodable(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None:
+            signing_key(v.get_secret_value())
+        return v
+
+
+class LogReceiverConfig(ReceiverBase):
+    type: Literal["log"]
+
+
+# --- paging and chat services (bridge/receivers/<type>.py); each URL is overridable for tests ----
+
+
+def _require_url(value: str | None, key: str) -> None:
+    if value is None or not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError(f"{key} must be set to an http:// or https:// URL")
+
+
+PDSeverity = Literal["critical", "error", "warning", "info"]
+_PD_SEVERITY: dict[str, PDSeverity] = {"FAILED": "critical", "RUNNING": "info"}
+
+
+class PagerDutyReceiverConfig(ReceiverBase):
+    """PagerDuty Events API v2: one integration's routing key (an "Events API V2" integration)."""
+
+    _secret_fields = ("routing_key",)
+    type: Literal["pagerduty"]
+    routing_key: SecretStr | None = None
+    routing_key_file: str | None = None
+    api_url: str = "https://events.pagerduty.com/v2/enqueue"
+    severity: dict[str, PDSeverity] = Field(default_factory=lambda: dict(_PD_SEVERITY))
+    default_severity: PDSeverity = "warning"
+    rate_limit: float = Field(2.0, ge=0.0)  # PagerDuty allows about 120 events a minute per routing key
+
+    @model_validator(mode="after")
+    def _set(self) -> PagerDutyReceiverConfig:
+        if self.routing_key is None:
+            raise ValueError("routing_key (or routing_key_file) must be set: the integration key of an "
+                             "Events API v2 integration")
+        _require_url(self.api_url, "api_url")
+        return self
+
+
+OGPriority = Literal["P1", "P2", "P3", "P4", "P5"]
+_OG_PRIORITY: dict[str, OGPriority] = {"FAILED": "P1"}
+
+
+class OpsgenieReceiverConfig(ReceiverBase):
+    """Opsgenie Alert API with an API integration's key; ``api_url`` https://api.eu.opsgenie.com for EU."""
+
+    _secret_fields = ("api_key",)
+    type: Literal["opsgenie"]
+    api_key: SecretStr | None = None
+    api_key_file: str | None = None
+    api_url: str = "https://api.opsgenie.com"
+    priority: dict[str, OGPriority] = Field(default_factory=lambda: dict(_OG_PRIORITY))
+    default_priority: OGPriority = "P3"
+    tags: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _set(self) -> OpsgenieReceiverConfig:
+        if self.api_key is None:
+            raise ValueError("api_key (or api_key_file) must be set: the key of an Opsgenie API integration")
+        _require_url(self.api_url, "api_url")
+        return self
+
+
+class MSTeamsReceiverConfig(ReceiverBase):
+    """A Teams Workflows "post to a channel when a webhook request is received" URL."""
+
+    _secret_fields = ("url",)
+    type: Literal["msteams"]
+    url: SecretStr | None = None
+    url_file: str | None = None
+    concurrency: int = Field(1, ge=1, le=256)
+    rate_limit: float = Field(1.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _set(self) -> MSTeamsReceiverConfig:
+        _require_url(self.url.get_secret_value() if self.url else None, "url")
+        return self
+
+
+class DiscordReceiverConfig(ReceiverBase):
+    """A Discord channel webhook URL (https://discord.com/api/webhooks/<id>/<token>)."""
+
+    _secret_fields = ("url",)
+    type: Literal["discord"]
+    url: SecretStr | None = None
+    url_file: str | None = None
+    concurrency: int = Field(1, ge=1, le=256)
+    rate_limit: float = Field(1.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _set(self) -> DiscordReceiverConfig:
+        _require_url(self.url.get_secret_value() if self.url else None, "url")
+        return self
+
+
+def _chat_id(value: Any) -> Any:
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class TelegramReceiverConfig(ReceiverBase):
+    """A Telegram bot (token from @BotFather) posting to one chat with sendMessage."""
+
+    _secret_fields = ("bot_token",)
+    type: Literal["telegram"]
+    bot_token: SecretStr | None = None
+    bot_token_file: str | None = None
+    chat_id: Annotated[str, BeforeValidator(_chat_id)] = Field(min_length=1)
+    api_url: str = "https://api.telegram.org"
+    concurrency: int = Field(1, ge=1, le=256)
+    rate_limit: float = Field(1.0, ge=0.0)  # Telegram: about one message a second per chat
+
+    @model_validator(mode="after")
+    def _set(self) -> TelegramReceiverConfig:
+        if self.bot_token is None:
+            raise ValueError("bot_token (or bot_token_file) must be set: the token @BotFather gave the bot")
+        if not re.fullmatch(r"[0-9]+:[A-Za-z0-9_-]+", self.bot_token.get_secret_value()):
+            raise ValueError("bot_token does not look like a bot token (digits, ':', then letters and digits)")
+        _require_url(self.api_url, "api_url")
+        return self
+
+
+ReceiverConfig = Annotated[
+    SlackReceiverConfig | EmailReceiverConfig | WebhookReceiverConfig | LogReceiverConfig
+    | PagerDutyReceiverConfig | OpsgenieReceiverConfig | MSTeamsReceiverConfig | DiscordReceiverConfig
+    | TelegramReceiverConfig,
+    Field(discriminator="type"),
+]
+RECEIVER_TYPES = ("slack", "email", "webhook", "log", "pagerduty", "opsgenie", "msteams", "discord", "telegram")
