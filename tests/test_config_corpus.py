@@ -89,6 +89,10 @@ def _run(case: Case) -> Case:
     return case
 
 
+# The fixture runs ~40 `check` processes; on a loaded 2-core machine that outlasts the default 120 s.
+pytestmark = pytest.mark.timeout(600)
+
+
 @pytest.fixture(scope="module")
 def results() -> dict[str, Case]:
     with ThreadPoolExecutor(max_workers=4) as pool:

@@ -460,9 +460,15 @@ async def test_signed_event_reaches_pagerduty_through_the_real_process(bridge_pr
         [req] = pd.requests
         event = req.payload
         assert event["event_action"] == "trigger" and event["routing_key"] == PD_ROUTING_KEY
-        node_key = correlation_key(make_alert(node="node-prod-9"))
-        assert event["dedup_key"] == node_key and pd.alerts == {node_key: "triggered"}
+        # The incident's id correlates the trigger and its resolution (not the node: a node fails again).
+        key = event["dedup_key"]
+        assert key.startswith("inc_") and pd.alerts == {key: "triggered"}
         assert event["payload"]["source"] == "node-prod-9" and event["payload"]["severity"] == "critical"
+        assert (await p.event("node-prod-9", "STARTING"))[0] == 200  # an update: the incident stays open
+        assert (await p.event("node-prod-9", "RUNNING"))[0] == 200
+        await wait_until(lambda: len(pd.accepted) == 2, 15, "the resolution")
+        assert pd.requests[1].payload["event_action"] == "resolve" and pd.requests[1].payload["dedup_key"] == key
+        assert pd.alerts == {key: "resolved"}
         metrics = await p.metrics()
         assert 'receiver="pager"' in metrics
         await p.terminate()
