@@ -219,6 +219,8 @@ async def test_incident_pages_list_and_show_escaped(bridge: Callable[..., Any]) 
                                           routes=[{"name": "all", "to": ["sink"]}])
         iid = await open_incident(b, HOSTILE)
         await wait_until(lambda: len(sink.delivered) == 1, 10, "the firing notification")
+        status, _ = await b.event(HOSTILE, "STARTING")  # still open (resolve_on: RUNNING): a second step
+        assert status == 200
         async with session() as s:
             async with s.get(b.admin_url + f"/incidents/{iid}", allow_redirects=False) as r:
                 assert r.status == 303 and r.headers["Location"] == "/login"  # same auth as every page
@@ -238,11 +240,11 @@ async def test_incident_pages_list_and_show_escaped(bridge: Callable[..., Any]) 
         assert "<script>" not in page and HOSTILE not in page and TOKEN not in page, path
         assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page, path
     fleet, listing, detail = pages["/fleet"], pages["/incidents"], pages[f"/incidents/{iid}"]
-    assert f'href="/incidents/{iid}"' in fleet and "not acknowledged" in fleet
+    assert f'href="/incidents/{iid}"' in fleet and "not acknowledged" in fleet and "STARTING for " in fleet
     assert f'href="/incidents/{iid}"' in listing
     # the timeline: the path with its durations, the firing notification with its outcome
     path_table = detail[detail.index('<table class="path"'):detail.index("</table>", detail.index('class="path"'))]
-    assert "FAILED" in path_table and "so far" in path_table
+    assert path_table.index("FAILED") < path_table.index("STARTING") and path_table.count("so far") == 1
     notes = detail[detail.index('<table class="notifications"'):]
     notes = notes[:notes.index("</table>")]
     assert "sink" in notes and "firing" in notes and "delivered" in notes and "<td>1</td>" in notes

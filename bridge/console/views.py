@@ -112,12 +112,13 @@ class NodeRow:
     status: str
     css: str
     since: datetime
-    held_for: str  # from the open incident when there is one (its newest status), else the node's
+    held_for: str  # how long in ``held_status``
     last_seen: datetime
     labels: dict[str, str]
     incident_id: str | None = None  # the open incident
     incident_for: str = ""  # how long it has been open
     acked_by: str | None = None  # None: not acknowledged
+    held_status: str = ""  # the open incident's newest status (its path), else the node's status
 
 
 @dataclass
@@ -133,11 +134,12 @@ def node_row(rec: NodeRecord, labels: dict[str, str], now: datetime) -> NodeRow:
     n, inc = rec.state, rec.incidents.incident
     if inc is None:
         return NodeRow(n.node_id, n.status, status_class(n.status), n.since,
-                       human_duration((now - n.since).total_seconds()), n.last_timestamp, labels)
-    status, entered = inc.path[-1]
-    return NodeRow(n.node_id, status, status_class(status), entered, human_duration((now - entered).total_seconds()),
-                   n.last_timestamp, labels, inc.id, human_duration(inc.duration(now)),
-                   (inc.acked_by or "someone") if inc.acked_at is not None else None)
+                       human_duration((now - n.since).total_seconds()), n.last_timestamp, labels, held_status=n.status)
+    status, entered = inc.path[-1]  # "FAILED for 14m" as the incident tells it
+    return NodeRow(n.node_id, n.status, status_class(n.status), entered,
+                   human_duration((now - entered).total_seconds()), n.last_timestamp, labels,
+                   inc.id, human_duration(inc.duration(now)),
+                   (inc.acked_by or "someone") if inc.acked_at is not None else None, status)
 
 
 def fleet_view(records: Iterable[NodeRecord], labels_for: Any, flt: FleetFilter, now: datetime) -> FleetView:
