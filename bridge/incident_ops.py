@@ -39,7 +39,7 @@ def node_view(rec: NodeRecord, now: datetime) -> dict[str, Any]:
                        for t in rec.incidents.timers]}
 
 
-def incidents(records: Sequence[NodeRecord], now: datetime, *, include_resolved: bool = False) -> list[dict[str, Any]]:
+def select(records: Sequence[NodeRecord], *, include_resolved: bool = False) -> list[Incident]:
     """Open incidents, by opening time; with ``include_resolved`` also each node's last resolved one."""
     found: list[Incident] = []
     for rec in records:
@@ -47,7 +47,12 @@ def incidents(records: Sequence[NodeRecord], now: datetime, *, include_resolved:
             found.append(rec.incidents.incident)
         if include_resolved and rec.incidents.last_resolved is not None:
             found.append(rec.incidents.last_resolved)
-    return [i.view(now) for i in sorted(found, key=lambda i: (i.opened_at, i.id))]
+    return sorted(found, key=lambda i: (i.opened_at, i.id))
+
+
+def incidents(records: Sequence[NodeRecord], now: datetime, *, include_resolved: bool = False) -> list[dict[str, Any]]:
+    """``select``'s incidents as the admin API shows them."""
+    return [i.view(now) for i in select(records, include_resolved=include_resolved)]
 
 
 def find(records: Sequence[NodeRecord], incident_id: str) -> tuple[NodeRecord, Incident] | None:

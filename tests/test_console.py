@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from bridge.console.auth import SESSION_COOKIE
-from tests.support.fakes import LOOPBACK, WebhookSink, free_port
+from tests.support.fakes import LOOPBACK, WebhookSink, free_port, wait_until
 from tests.support.harness import InProcessBridge
 
 pytestmark = pytest.mark.timeout(60)
@@ -201,3 +201,119 @@ async def test_config_page_renders_no_secret(bridge: Callable[..., Any], tmp_pat
                      "smtp-pass-&lt;&amp;&gt;"}:
             if part in value or name == "smtp":
                 assert part not in page, (name, part)
+
+
+async def open_incident(b: InProcessBridge, node: str) -> str:
+    status, _ = await b.event(node, "FAILED")
+    assert status == 200
+    found = await b.app.list_incidents(include_resolved=False)
+    ids = [i["id"] for i in found if i["node"] == node]
+    assert len(ids) == 1, found
+    return str(ids[0])
+
+
+async def test_incident_pages_list_and_show_escaped(bridge: Callable[..., Any]) -> None:
+    async with WebhookSink() as sink:
+        b: InProcessBridge = await bridge(server={"admin_token": TOKEN},
+                                          receivers={"sink": {"type": "webhook", "url": sink.url}},
+                                          routes=[{"name": "all", "to": ["sink"]}])
+        iid = await open_incident(b, HOSTILE)
+        await wait_until(lambda: len(sink.delivered) == 1, 10, "the firing notification")
+        status, _ = await b.event(HOSTILE, "STARTING")  # still open (resolve_on: RUNNING): a second step
+        assert status == 200
+        async with session() as s:
+            async with s.get(b.admin_url + f"/incidents/{iid}", allow_redirects=False) as r:
+                assert r.status == 303 and r.headers["Location"] == "/login"  # same auth as every page
+            await login(s, b.admin_url)
+            pages: dict[str, str] = {}
+            for path in ("/fleet", "/incidents", f"/incidents/{iid}"):
+                async with s.get(b.admin_url + path) as r:
+                    assert r.status == 200, path
+                    assert "default-src 'none'" in r.headers["Content-Security-Policy"]
+                    pages[path] = await r.text()
+            async with s.get(b.admin_url + "/incidents/inc_0000000000000000000a") as r:
+                assert r.status == 404 and "No incident" in await r.text()
+            async with s.get(b.admin_url + "/incidents/%3Cscript%3Ex") as r:
+                assert r.status == 404
+                assert "<script>x" not in await r.text()
+    for path, page in pages.items():
+        assert "<script>" not in page and HOSTILE not in page and TOKEN not in page, path
+        assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page, path
+    fleet, listing, detail = pages["/fleet"], pages["/incidents"], pages[f"/incidents/{iid}"]
+    assert f'href="/incidents/{iid}"' in fleet and "not acknowledged" in fleet and "STARTING for " in fleet
+    assert f'href="/incidents/{iid}"' in listing
+    # the timeline: the path with its durations, the firing notification with its outcome
+    path_table = detail[detail.index('<table class="path"'):detail.index("</table>", detail.index('class="path"'))]
+    assert path_table.index("FAILED") < path_table.index("STARTING") and path_table.count("so far") == 1
+    notes = detail[detail.index('<table class="notifications"'):]
+    notes = notes[:notes.index("</table>")]
+    assert "sink" in notes and "firing" in notes and "delivered" in notes and "<td>1</td>" in notes
+    assert 'action="/incidents/' + iid + '/ack"' in detail and 'formaction="/incidents/' + iid + '/resolve"' in detail
+
+
+async def test_ack_and_resolve_forms_need_the_csrf_token(bridge: Callable[..., Any]) -> None:
+    async with WebhookSink() as sink:
+        b: InProcessBridge = await bridge(server={"admin_token": TOKEN},
+                                          receivers={"sink": {"type": "webhook", "url": sink.url}},
+                                          routes=[{"name": "all", "to": ["sink"]}])
+        iid = await open_incident(b, "n-ack")
+        await wait_until(lambda: len(sink.delivered) == 1, 10, "the firing notification")
+        base = f"{b.admin_url}/incidents/{iid}"
+        async with session() as s:
+            await login(s, b.admin_url)
+            async with s.get(base) as r:
+                csrf = csrf_of(await r.text())
+            for action in ("ack", "resolve"):
+                for what, data in (("no token", {"by": "mallory"}), ("wrong token", {"csrf": csrf[:-2] + "xx"})):
+                    async with s.post(f"{base}/{action}", data=data, allow_redirects=False) as r:
+                        assert r.status == 403, (action, what)
+                async with s.post(f"{base}/{action}", data={"csrf": csrf},
+                                  headers={"Origin": "https://evil.example"}, allow_redirects=False) as r:
+                    assert r.status == 403, (action, "foreign Origin")
+            inc = await b.app.get_incident(iid)
+            assert inc is not None and inc["state"] == "open" and inc["acked_at"] is None
+
+            async with s.post(f"{base}/ack", data={"csrf": csrf, "by": "ops <b>on call</b>\r\nX: y"},
+                              allow_redirects=False) as r:
+                assert r.status == 303 and r.headers["Location"] == f"/incidents/{iid}"
+            inc = await b.app.get_incident(iid)
+            assert inc is not None and inc["acked_by"] == "ops <b>on call</b> X: y"  # one line, stored as typed
+            async with s.get(base) as r:
+                page = await r.text()
+            assert "Incident acknowledged by ops &lt;b&gt;on call&lt;/b&gt; X: y" in page  # the flash, escaped
+            assert "<b>on call</b>" not in page and 'id="ack"' not in page and 'id="resolve"' in page
+            async with s.post(f"{base}/ack", data={"csrf": csrf}, allow_redirects=False) as r:
+                assert r.status == 303
+            async with s.get(base) as r:
+                assert "already acknowledged" in await r.text()
+
+            async with s.post(f"{base}/resolve", data={"csrf": csrf, "by": "x" * 201}, allow_redirects=False) as r:
+                assert r.status == 303
+            async with s.get(base) as r:
+                assert "longer than 200 characters" in await r.text()
+            assert (await b.app.get_incident(iid) or {})["state"] == "open"
+
+            async with s.post(f"{base}/resolve", data={"csrf": csrf}, allow_redirects=False) as r:
+                assert r.status == 303
+            inc = await b.app.get_incident(iid)
+            assert inc is not None and inc["state"] == "resolved" and inc["resolved_by"] == "console"
+            await wait_until(lambda: len(sink.delivered) == 2, 10, "the resolution")
+            assert sink.delivered[1].json()["kind"] == "resolved"
+            async with s.get(base) as r:
+                page = await r.text()
+            assert "Incident resolved by console." in page and 'id="resolve"' not in page
+            notes = page[page.index('<table class="notifications"'):]
+            assert "firing" in notes and "resolved" in notes
+            # resolved: gone from the open list, shown with "show resolved"
+            async with s.get(b.admin_url + "/incidents") as r:
+                assert iid not in await r.text()
+            async with s.get(b.admin_url + "/incidents?all=1") as r:
+                assert iid in await r.text()
+            async with s.post(f"{base}/resolve", data={"csrf": csrf}, allow_redirects=False) as r:
+                assert r.status == 303
+            async with s.get(base) as r:
+                assert "no longer open; nothing was done" in await r.text()
+            # a malformed id is no incident (and never reaches a Location header)
+            async with s.post(b.admin_url + "/incidents/inc_x%0d%0aSet-Cookie:%20a=b/ack", data={"csrf": csrf},
+                              allow_redirects=False) as r:
+                assert r.status == 404 and "Set-Cookie" not in r.headers

@@ -121,7 +121,51 @@ async def test_operator_walkthrough(bridge_process: Callable[..., Any], browser:
         await step(lambda: d.find_element(By.CSS_SELECTOR, "table.dead button").click())
         await step(wait_for, d, ec.text_to_be_present_in_element((By.CSS_SELECTOR, ".flash"), "is due again"))
         await wait_until(lambda: len(sink.delivered) == 1, 15, "the retried delivery")
-    await step(page_until, d, admin + "/outbox", "No dead deliveries")
+        await step(page_until, d, admin + "/outbox", "No dead deliveries")
+
+        # the node's open incident, from the fleet page: acknowledge it, then resolve it
+        def open_incident() -> None:
+            d.get(admin + "/fleet")
+            cell = d.find_element(By.CSS_SELECTOR, "table.fleet tbody tr td.incident")
+            assert "not acknowledged" in cell.text, cell.text
+            cell.find_element(By.TAG_NAME, "a").click()
+            wait_for(d, ec.url_contains("/incidents/inc_"))
+            assert "web-1" in d.find_element(By.TAG_NAME, "h1").text
+            assert d.find_element(By.CSS_SELECTOR, "dd.acked").text == "no"
+            notes = d.find_element(By.CSS_SELECTOR, "table.notifications").text
+            assert "hook" in notes and "firing" in notes and "delivered" in notes, notes
+
+        def press(button: str, flash: str) -> None:
+            d.find_element(By.ID, "by").send_keys("night shift")
+            d.find_element(By.ID, button).click()
+            wait_for(d, ec.text_to_be_present_in_element((By.CSS_SELECTOR, ".flash"), flash))
+
+        await step(open_incident)
+        incident_url = d.current_url
+        await step(press, "ack", "Incident acknowledged by night shift")
+        assert d.current_url == incident_url
+        assert d.find_element(By.CSS_SELECTOR, "dd.acked").text.startswith("yes, by night shift")
+        assert not d.find_elements(By.ID, "ack")
+        await step(d.save_screenshot, str(shots / "5-incident-acked.png"))
+        await step(d.get, admin + "/fleet")
+        assert "acknowledged by night shift" in d.find_element(By.CSS_SELECTOR, "td.incident").text
+        await step(d.get, incident_url)
+        await step(press, "resolve", "Incident resolved by night shift")
+        assert "by night shift" in d.find_element(By.CSS_SELECTOR, "dd.resolved").text
+        assert not d.find_elements(By.ID, "resolve")
+        await wait_until(lambda: len(sink.delivered) == 2, 15, "the resolution at the receiver")
+        resolution = sink.delivered[1].json()
+        assert resolution["kind"] == "resolved" and resolution["incident"]["id"] == incident_url.rsplit("/", 1)[1]
+
+        def resolution_listed(drv: Any) -> bool:  # the timeline lists the resolution's job, delivered
+            drv.get(incident_url)
+            rows = drv.find_elements(By.CSS_SELECTOR, "table.notifications tbody tr")
+            return len(rows) == 2 and "resolved" in rows[1].text and "delivered" in rows[1].text
+
+        await step(wait_for, d, resolution_listed, 15.0)
+        await step(d.save_screenshot, str(shots / "6-incident-resolved.png"))
+        await step(d.get, admin + "/fleet")
+        assert "none" in d.find_element(By.CSS_SELECTOR, "td.incident").text
 
     # a silence, previewed first, then the next event is silenced
     def add_silence() -> None:
@@ -139,7 +183,7 @@ async def test_operator_walkthrough(bridge_process: Callable[..., Any], browser:
 
     await step(add_silence)
     assert "maintenance <b>window</b>" in d.find_element(By.ID, "main").text  # shown as text, not markup
-    await step(d.save_screenshot, str(shots / "5-silences.png"))
+    await step(d.save_screenshot, str(shots / "7-silences.png"))
     status, doc = await p.event("web-1", "FAILED")
     assert status == 200 and doc.get("silenced"), doc
 
@@ -171,5 +215,5 @@ async def test_operator_walkthrough(bridge_process: Callable[..., Any], browser:
     await step(wait_for, d, ec.url_contains("/login"))
     await step(d.get, admin + "/outbox")
     assert d.current_url.endswith("/login")
-    await step(d.save_screenshot, str(shots / "6-logged-out.png"))
-    assert len(list(shots.glob("*.png"))) == 6
+    await step(d.save_screenshot, str(shots / "8-logged-out.png"))
+    assert len(list(shots.glob("*.png"))) == 8

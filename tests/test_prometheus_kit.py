@@ -61,6 +61,9 @@ async def test_every_metric_named_by_the_kit_is_exported(bridge_process: Callabl
     rule_names = {m for e in _exprs(yaml.safe_load(RULES.read_text())) for m in METRIC.findall(e)}
     dash_names = {m for e in _exprs(json.loads(DASHBOARD.read_text())) for m in METRIC.findall(e)}
     assert len(rule_names) >= 5 and len(dash_names) >= 10
+    assert {"alert_bridge_incidents_open", "alert_bridge_incident_duration_seconds_bucket"} <= dash_names
+    # "open too long" is the bridge's own job (reminders, escalations): no rule pages on incidents twice
+    assert not {m for m in rule_names if m.startswith("alert_bridge_incident")}
     # One delivered event, so the per-receiver histogram has a series to scrape.
     p: BridgeProcess = await bridge_process(routes=[{"name": "all", "to": ["console"]}])
     status, _ = await p.event("kit-1", "FAILED")

@@ -24,7 +24,7 @@ __all__ = ["Console", "ConsoleBackend"]
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 FORM = "application/x-www-form-urlencoded"
-# First path segments the console owns. "incidents" is reserved for the incident pages to come.
+# First path segments the console owns.
 SECTIONS = frozenset({"login", "logout", "fleet", "outbox", "silences", "config", "static", "incidents"})
 
 
@@ -41,6 +41,11 @@ class ConsoleBackend(Protocol):
     async def list_silences(self, *, include_expired: bool = False) -> list[Silence]: ...
 
     async def expire_silence(self, silence_id: str) -> bool: ...
+
+    # The admin API's own actions (incident_ops, metrics, logs): the buttons do what the API does.
+    async def ack_incident(self, incident_id: str, by: str) -> tuple[str, dict[str, Any] | None]: ...
+
+    async def resolve_incident(self, incident_id: str, by: str) -> tuple[str, dict[str, Any] | None]: ...
 
 
 class Console:

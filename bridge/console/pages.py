@@ -1,8 +1,8 @@
 """The console's pages and form actions. Reads and changes go through the backend (App).
 
 Every form action answers 303 to a page (post/redirect/get) with a one-time message in the
-session. The incident pages (timeline, Ack/Resolve) mount here under ``/incidents`` once the
-incident model lands in the stores; the nav and ``SECTIONS`` already reserve the place.
+session. Ack and Resolve call the backend's ``ack_incident``/``resolve_incident``, the admin
+API's own (incident_ops through ``Store.apply``).
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from bridge import incident_ops
 from bridge.console import redirect, set_session_cookie
 from bridge.console.auth import LOGIN_COOKIE, SESSION, SESSION_COOKIE, Session, token_ok
+from bridge.console.incidents import BY_MAX, INCIDENT_ID, incident_page, incident_row, operator_name
 from bridge.console.views import (
     FleetFilter,
     fleet_view,
@@ -23,13 +25,14 @@ from bridge.console.views import (
     status_choices,
 )
 from bridge.ingest import Rules
-from bridge.model import Delivery, DeliveryState
+from bridge.model import DELIVERY_STATES, Delivery, DeliveryState
 from bridge.whatif import route_answer
 
 if TYPE_CHECKING:
     from bridge.console import Console
 
 OUTBOX_READ_LIMIT = 5000  # jobs read per state for the per-receiver counts
+INCIDENT_JOBS_READ = 2000  # jobs read per state to find one incident's notifications
 
 
 def add_routes(app: web.Application, console: Console) -> None:
@@ -97,10 +100,53 @@ def add_routes(app: web.Application, console: Console) -> None:
 
     async def get_fleet(request: web.Request) -> web.Response:
         flt = FleetFilter.from_query(request.query)
-        nodes = [rec.state for rec in await b.store.list_nodes()]
-        view = fleet_view(nodes, rules().labeler.labels_for, flt, b.clock())
+        view = fleet_view(await b.store.list_nodes(), rules().labeler.labels_for, flt, b.clock())
         return r.page(request, "fleet.html", view=view, flt=flt,
                       statuses=status_choices(s for s, _, _ in view.counts))
+
+    # --- incidents ----------------------------------------------------------------------------
+
+    async def get_incidents(request: web.Request) -> web.Response:
+        include = request.query.get("all") == "1"
+        now = b.clock()
+        found = incident_ops.select(await b.store.list_nodes(), include_resolved=include)
+        rows = [incident_row(i, now) for i in found]
+        return r.page(request, "incidents.html", rows=rows, include_resolved=include)
+
+    def no_incident(request: web.Request, iid: str) -> web.Response:
+        return r.page(request, "incident.html", status=404, page=None, missing=iid[:120])
+
+    async def get_incident(request: web.Request) -> web.Response:
+        iid = request.match_info["incident_id"]
+        hit = incident_ops.find(await b.store.list_nodes(), iid) if INCIDENT_ID.fullmatch(iid) else None
+        if hit is None:
+            return no_incident(request, iid)
+        by_state: dict[str, list[Delivery]] = {
+            s: await b.store.list_deliveries(state=s, limit=INCIDENT_JOBS_READ) for s in DELIVERY_STATES}
+        page = incident_page(hit[1], by_state, b.clock(), limit=INCIDENT_JOBS_READ)
+        return r.page(request, "incident.html", page=page, missing="")
+
+    async def post_incident(request: web.Request, ack: bool) -> web.Response:
+        iid = request.match_info["incident_id"]
+        if not INCIDENT_ID.fullmatch(iid):  # never echoed into a Location header
+            return no_incident(request, iid)
+        by = operator_name((await form(request)).get("by"))
+        if by is None:
+            flash(request, "error", f"The name is longer than {BY_MAX} characters; nothing was done.")
+            return redirect(f"/incidents/{iid}")
+        status, _ = await (b.ack_incident(iid, by) if ack else b.resolve_incident(iid, by))
+        text = {"acked": f"Incident acknowledged by {by}: reminders and escalations stop.",
+                "already_acked": "The incident was already acknowledged.",
+                "resolved": f"Incident resolved by {by}.",
+                "not_found": "This incident is no longer open; nothing was done."}.get(status, status)
+        flash(request, "ok" if status in ("acked", "resolved") else "error", text)
+        return redirect(f"/incidents/{iid}")
+
+    async def post_ack(request: web.Request) -> web.Response:
+        return await post_incident(request, True)
+
+    async def post_resolve(request: web.Request) -> web.Response:
+        return await post_incident(request, False)
 
     # --- outbox -------------------------------------------------------------------------------
 
@@ -190,6 +236,10 @@ def add_routes(app: web.Application, console: Console) -> None:
     app.router.add_post("/login", post_login)
     app.router.add_post("/logout", post_logout)
     app.router.add_get("/fleet", get_fleet)
+    app.router.add_get("/incidents", get_incidents)
+    app.router.add_get("/incidents/{incident_id}", get_incident)
+    app.router.add_post("/incidents/{incident_id}/ack", post_ack)
+    app.router.add_post("/incidents/{incident_id}/resolve", post_resolve)
     app.router.add_get("/outbox", get_outbox)
     app.router.add_post("/outbox/retry", post_retry)
     app.router.add_post("/outbox/purge", post_purge)

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, SecretStr
 
 from bridge.config import Config
+from bridge.decide import NodeRecord
 from bridge.model import KNOWN_STATUSES, Delivery, NodeState
 from bridge.receivers.base import Redactor, url_secrets
 from bridge.store.base import OutboxStats
@@ -111,9 +112,13 @@ class NodeRow:
     status: str
     css: str
     since: datetime
-    held_for: str
+    held_for: str  # how long in ``held_status``
     last_seen: datetime
     labels: dict[str, str]
+    incident_id: str | None = None  # the open incident
+    incident_for: str = ""  # how long it has been open
+    acked_by: str | None = None  # None: not acknowledged
+    held_status: str = ""  # the open incident's newest status (its path), else the node's status
 
 
 @dataclass
@@ -125,21 +130,32 @@ class FleetView:
     label_keys: list[str] = field(default_factory=list)
 
 
-def fleet_view(nodes: Iterable[NodeState], labels_for: Any, flt: FleetFilter, now: datetime) -> FleetView:
+def node_row(rec: NodeRecord, labels: dict[str, str], now: datetime) -> NodeRow:
+    n, inc = rec.state, rec.incidents.incident
+    if inc is None:
+        return NodeRow(n.node_id, n.status, status_class(n.status), n.since,
+                       human_duration((now - n.since).total_seconds()), n.last_timestamp, labels, held_status=n.status)
+    status, entered = inc.path[-1]  # "FAILED for 14m" as the incident tells it
+    return NodeRow(n.node_id, n.status, status_class(n.status), entered,
+                   human_duration((now - entered).total_seconds()), n.last_timestamp, labels,
+                   inc.id, human_duration(inc.duration(now)),
+                   (inc.acked_by or "someone") if inc.acked_at is not None else None, status)
+
+
+def fleet_view(records: Iterable[NodeRecord], labels_for: Any, flt: FleetFilter, now: datetime) -> FleetView:
     """``labels_for(node_id)`` gives the node's labels as routing sees them (the config's)."""
-    all_nodes = list(nodes)
-    counts = Counter(n.status for n in all_nodes)
+    all_recs = list(records)
+    counts = Counter(r.state.status for r in all_recs)
     order = {s: i for i, s in enumerate(STATUS_ORDER)}
     rows: list[NodeRow] = []
     keys: set[str] = set()
-    for n in sorted(all_nodes, key=lambda n: (order.get(n.status, -1), n.node_id)):
-        labels = dict(labels_for(n.node_id))
+    for rec in sorted(all_recs, key=lambda r: (order.get(r.state.status, -1), r.node_id)):
+        labels = dict(labels_for(rec.node_id))
         keys.update(labels)
-        if flt.admits(n, labels):
-            rows.append(NodeRow(n.node_id, n.status, status_class(n.status), n.since,
-                                human_duration((now - n.since).total_seconds()), n.last_timestamp, labels))
+        if flt.admits(rec.state, labels):
+            rows.append(node_row(rec, labels, now))
     ranked = sorted(counts.items(), key=lambda kv: (order.get(kv[0], -1), kv[0]))
-    return FleetView(rows[:MAX_ROWS], len(all_nodes), len(rows),
+    return FleetView(rows[:MAX_ROWS], len(all_recs), len(rows),
                      [(s, c, status_class(s)) for s, c in ranked], sorted(keys))
 
 
