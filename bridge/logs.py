@@ -47,9 +47,10 @@ class JSONFormatter(logging.Formatter):
         return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) if _UNSAFE.search(text) else text
 
 
-# Control characters (CR and LF first), Unicode line breaks and lone surrogates, written as escapes:
-# a signed node id "n1\r\n2026-... ERROR ..." must not start a log line of its own.
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+# Control characters (CR and LF first), Unicode line breaks, bidirectional overrides and lone
+# surrogates, written as escapes: a signed node id "n1\r\n2026-... ERROR ..." must not start a log
+# line of its own, nor "\u202e" display the rest of the line reversed in a terminal or log viewer.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2028\u2029\u2066-\u2069\ud800-\udfff]")
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 

@@ -59,7 +59,8 @@ _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 # Node ids and statuses a signed event may carry, to prove a JSON body stays JSON with one key set.
-HOSTILE_VALUES = ('x", "sev": "critical', "a\r\nb\t\x00", "back\\slash\\", "ünï ☃ \u2028", "half \ud800 emoji")
+# No lone surrogate: ingest refuses those (422), and | urlencode cannot encode one.
+HOSTILE_VALUES = ('x", "sev": "critical', "a\r\nb\t\x00", "back\\slash\\", "ünï ☃ \u2028")
 
 
 def compact_json(value: Any) -> str:

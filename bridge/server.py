@@ -208,6 +208,25 @@ def _same_origin(origin: str, request: web.Request) -> bool:
     return origin == f"{request.scheme}://{request.host}"
 
 
+def _named_host(request: web.Request) -> bool:
+    """A Host header naming the listener by a DNS name other than localhost: what DNS rebinding sends."""
+    host = request.headers.get("Host")
+    if host is None:
+        return False
+    try:
+        name = urlsplit("//" + host).hostname or ""
+        if name != "localhost":
+            ipaddress.ip_address(name)
+    except ValueError:
+        return True
+    return False
+
+
+# Without a token, pages and reads answer only to an IP literal or localhost in Host; a probe or a
+# Prometheus scraping by a DNS name keeps working.
+_ANY_HOST = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
 def admin_guard(token: str | None, *, public: frozenset[str], console: Console | None = None) -> Any:
     """Bearer token (when set) on everything but ``public``; CSRF defence on every mutating request.
 
@@ -224,6 +243,14 @@ def admin_guard(token: str | None, *, public: frozenset[str], console: Console |
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         mutating = request.method in MUTATING
+        if expected is None and request.path not in _ANY_HOST and _named_host(request):
+            # A page at http://rebound.example:9091 that DNS rebinding points at this listener is
+            # same-origin to the browser: it could read the fleet, the outbox and the CSRF tokens.
+            text = ("this admin listener has no server.admin_token: it answers only to an IP address "
+                    "or localhost (set server.admin_token to reach it by a host name)")
+            if console is not None and console.owns(request.path):
+                return console.render.refusal(request, 403, text[0].upper() + text[1:] + ".")
+            return _refuse(403, "foreign_host", text)
         origin = request.headers.get("Origin")
         if mutating and origin is not None and not _same_origin(origin, request):
             if console is not None and console.owns(request.path):

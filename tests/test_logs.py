@@ -135,6 +135,18 @@ def test_text_and_json_formats_escape_control_characters() -> None:
     assert json.loads(doc)["message"] == "node a\r\nb\ud800" and json.loads(doc)["alert"]["k"] == "v\r\n\u2029"
 
 
+def test_text_format_escapes_bidirectional_overrides() -> None:
+    """A signed node id with U+202E cannot make a log viewer show the rest of its line reversed."""
+    from bridge.logs import TextFormatter
+
+    hostile = "n1\u202e\u2066\u200fdelif"
+    record = logging.makeLogRecord({"msg": "event %s", "args": (hostile,), "levelname": "INFO",
+                                    "name": "t", "node": hostile})
+    line = TextFormatter().format(record)
+    assert not any(c in line for c in "\u202e\u2066\u200f"), ascii(line)
+    assert "event n1\\u202e\\u2066\\u200fdelif" in line and "node=n1\\u202e\\u2066\\u200fdelif" in line, line
+
+
 def test_redactor_scrubs_messages_extras_and_tracebacks() -> None:
     secret = "s3cr3t-" + secrets.token_hex(8)
     cfg = parse({"receivers": {"hook": {"type": "webhook", "url": f"https://x.test/?k={secret}"}},

@@ -297,6 +297,18 @@ def test_check_refuses_a_json_body_that_event_values_can_break(template: str, pr
     assert found.startswith(problem), found
 
 
+def test_check_accepts_a_urlencoded_node_in_a_json_body() -> None:
+    """A lone surrogate never reaches a template (ingest answers 422), so check must not fail on one."""
+    template = '{"link": "https://console.example/nodes/{{ node | urlencode }}", "node": "{{ node }}"}'
+    cfg = parse({"receivers": {"hook": {"type": "webhook", "url": "http://127.0.0.1:1/",
+                                        "body_template": template}}}, env={})
+    rcv = cfg.receivers["hook"]
+    assert isinstance(rcv, WebhookReceiverConfig)
+    alert = make_alert()
+    assert json.loads(webhook_body(Renderer.from_config(cfg), alert, rcv))["link"].startswith(
+        "https://console.example/nodes/")
+
+
 def test_check_names_the_hostile_value_that_injects_a_key() -> None:
     with pytest.raises(ConfigError) as info:
         Renderer.from_config(parse({"receivers": {"hook": {"type": "webhook", "url": "http://127.0.0.1:1/",

@@ -355,6 +355,34 @@ async def test_a_cross_site_post_cannot_silence_alerts(bridge_process: Callable[
     assert status == 200 and doc["status"] == "accepted" and doc["deliveries"] == 1 and "silenced" not in doc
 
 
+async def test_dns_rebinding_cannot_read_an_admin_listener_without_a_token(
+    bridge_process: Callable[..., Any],
+) -> None:
+    """A page at rebound.example:PORT resolving to 127.0.0.1 is same-origin to the browser, which then
+    sends GETs without an Origin: with no admin token, only IP literals and localhost are answered."""
+    p: BridgeProcess = await bridge_process(routes=[{"name": "all", "to": ["console"]}])
+    port = p.cfg["server"]["admin_listen"].rpartition(":")[2]
+    rebound = {"Host": f"rebound.example:{port}"}
+    async with aiohttp.ClientSession() as s:
+        for path in ("/-/silences", "/-/deliveries", "/fleet", "/config", "/"):
+            async with s.get(p.admin_url + path, headers=rebound, allow_redirects=False) as r:
+                body = await r.text()
+                assert r.status == 403, (path, r.status, body)
+                assert "admin_token" in body and "csrf" not in body, (path, body)
+        async with s.post(p.admin_url + "/-/silences", json={"node": "*", "duration": "1h"},
+                          headers=rebound) as r:
+            assert r.status == 403 and (await r.json())["error"] == "foreign_host"
+        # probes and a Prometheus scraping by name still work; so do IP literals and localhost
+        for path in ("/healthz", "/readyz", "/metrics"):
+            async with s.get(p.admin_url + path, headers=rebound) as r:
+                assert r.status == 200, path
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", "127.0.0.1"):
+            async with s.get(p.admin_url + "/-/silences", headers={"Host": host}) as r:
+                assert r.status == 200, host
+    status, doc = await p.event("n1", "FAILED")
+    assert status == 200 and doc["deliveries"] == 1 and "silenced" not in doc
+
+
 async def test_admin_token_required_when_set(bridge_process: Callable[..., Any], tmp_path: Path) -> None:
     token_file = tmp_path / "admin-token"
     token_file.write_text(TOKEN + "\n")
