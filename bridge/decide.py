@@ -59,12 +59,15 @@ def from_us(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=us)
 
 
+KEPT_OPEN = datetime(9999, 12, 31, tzinfo=UTC)  # the prune time of a node with an open incident: never
+
+
 @dataclass(frozen=True, slots=True)
 class NodeRecord:
     """Everything the stores hold about one node, persisted as one JSON blob.
 
     Later features add fields here (with defaults) and to ``to_json``/``from_json``; the backends
-    store the blob and never look inside it (they index ``state.last_timestamp`` and ``next_due``)."""
+    store the blob and never look inside it (they index ``kept_from`` and ``next_due``)."""
 
     state: NodeState
     incidents: IncidentState = _NO_INCIDENTS
@@ -72,6 +75,13 @@ class NodeRecord:
     @property
     def node_id(self) -> str:
         return self.state.node_id
+
+    @property
+    def kept_from(self) -> datetime:
+        """What pruning counts the record's age from (the stores index it): its newest event, or
+        never while an incident is open, since its resolution, however late, needs the record."""
+        incident = self.incidents.incident
+        return KEPT_OPEN if incident is not None and incident.is_open else self.state.last_timestamp
 
     @property
     def next_due(self) -> datetime | None:

@@ -672,15 +672,22 @@ async def test_expired_dedup_record_accepts_again_even_before_prune(store: Store
 async def test_prune_drops_node_records_past_the_events_retention(store: Store) -> None:
     retention = RetentionConfig(done=100, dead=100, events=1000)
     nodes = [f"node-{i}" for i in range(10_000)]
-    results = await asyncio.gather(*(accept(store, ev(n, t=0), plan_to()) for n in nodes))
+    results = await asyncio.gather(*(accept(store, ev(n, t=0, status="RUNNING"), plan_to()) for n in nodes))
     assert {r.status for r in results} == {"accepted"}
-    await accept(store, ev("fresh", t=500), plan_to())
+    await accept(store, ev("fresh", t=500, status="RUNNING"), plan_to())
+    # An open incident is an open alert: its node is kept however long it stays FAILED.
+    await accept(store, ev("down", t=0, status="FAILED"), plan_to("a"))
     await store.prune(now=at(999), retention=retention)
     assert await store.node_state("node-0") is not None  # not yet past the retention
     await store.prune(now=at(1000), retention=retention)
     for n in ("node-0", "node-5000", "node-9999"):
         assert await store.node_state(n) is None
     assert await store.node_state("fresh") is not None
+    await store.prune(now=at(10_000), retention=retention)
+    down = await store.node_state("down")
+    assert down is not None and down.status == "FAILED"
+    resolved = await accept(store, ev("down", t=10_001, status="RUNNING"), plan_to("a"))
+    assert resolved.previous == down and len(resolved.deliveries) == 1  # the resolution goes out
     # a pruned node starts over: its next event has no previous state
     again = await accept(store, ev("node-1", t=1001), plan_to("a"))
     assert (again.status, again.previous) == ("accepted", None)

@@ -206,7 +206,7 @@ class MemoryStore:
             removed += 1
         for node_id in [
             n for n, r in self._nodes.items()
-            if (now - r.state.last_timestamp).total_seconds() >= retention.events and n not in self._next_due
+            if (now - r.kept_from).total_seconds() >= retention.events and n not in self._next_due
         ]:
             del self._nodes[node_id]
         return removed

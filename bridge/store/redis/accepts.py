@@ -94,7 +94,7 @@ class Accept:
             event.dedup_key, repr(self.now_ts), f"{self.expires!r} {event.id}", repr(self.expires),
             str(self.dedup_px), event.id, ev_json, decision.outcome,
             str(_us(event.received_at)), event.node_id, version, compact_json(new.to_json()) if new is not None else "",
-            str(_us(new.state.last_timestamp)) if new is not None else "0", str(self.now_us), jobs,
+            str(_us(new.kept_from)) if new is not None else "0", str(self.now_us), jobs,
             next_due_us(new),
         )  # fmt: skip
 

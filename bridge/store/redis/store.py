@@ -508,7 +508,7 @@ class RedisStore:
                 for j in decision.jobs
             ]
             if int(await self._run("apply", node_id, str(version or ""), compact_json(new.to_json()),
-                                   _us(new.state.last_timestamp), next_due_us(new), now_us, compact_json(jobs))):
+                                   _us(new.kept_from), next_due_us(new), now_us, compact_json(jobs))):
                 return decision
             # another replica wrote the node meanwhile: read and decide again
             if attempt >= 3:

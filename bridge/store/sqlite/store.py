@@ -34,7 +34,7 @@ CREATE TABLE IF NOT EXISTS events (
   body TEXT NOT NULL, kept INTEGER NOT NULL DEFAULT 1);
 CREATE INDEX IF NOT EXISTS events_expiry ON events(expires_at) WHERE expires_at > 0;
 CREATE INDEX IF NOT EXISTS events_kept ON events(received_at) WHERE kept = 1;
--- record: bridge.decide.NodeRecord as JSON; newest: its ordering time (unix s), for pruning;
+-- record: bridge.decide.NodeRecord as JSON; newest: its kept_from (unix s), for pruning;
 -- next_due: its earliest timer's due time (unix s; NULL: none), for the timer loop
 CREATE TABLE IF NOT EXISTS nodes (node_id TEXT PRIMARY KEY, newest REAL NOT NULL, record TEXT NOT NULL,
   next_due REAL);
@@ -200,7 +200,7 @@ class SQLiteStore:
             c.execute(
                 "INSERT INTO nodes VALUES (?, ?, ?, ?) ON CONFLICT(node_id) DO UPDATE SET newest = excluded.newest, "
                 "record = excluded.record, next_due = excluded.next_due",
-                (new.node_id, new.state.last_timestamp.timestamp(), compact_json(new.to_json()),
+                (new.node_id, new.kept_from.timestamp(), compact_json(new.to_json()),
                  due.timestamp() if due is not None else None),
             )
             if len(self._nodes) >= _NODE_CACHE_MAX:
