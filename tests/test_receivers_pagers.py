@@ -460,8 +460,12 @@ async def test_signed_event_reaches_pagerduty_through_the_real_process(bridge_pr
         [req] = pd.requests
         event = req.payload
         assert event["event_action"] == "trigger" and event["routing_key"] == PD_ROUTING_KEY
-        node_key = correlation_key(make_alert(node="node-prod-9"))
-        assert event["dedup_key"] == node_key and pd.alerts == {node_key: "triggered"}
+        # A FAILED opens an incident: PagerDuty correlates on its id (the resolution closes the same alert).
+        code, doc = await p.get(p.admin_url + "/api/v1/incidents")
+        assert code == 200, doc
+        [incident] = doc["incidents"]
+        assert event["dedup_key"] == incident["id"] and pd.alerts == {incident["id"]: "triggered"}
+        assert event["payload"]["summary"] == "node-prod-9 is FAILED"
         assert event["payload"]["source"] == "node-prod-9" and event["payload"]["severity"] == "critical"
         metrics = await p.metrics()
         assert 'receiver="pager"' in metrics
