@@ -400,6 +400,9 @@ def test_every_receiver_uses_the_shared_title() -> None:
     body = json.loads(webhook_body(renderer, replace(alert, receiver="hook"), hook_cfg(cfg, "hook")))
     assert body["title"] == "RESOLVED node-7 after 15m" and body["kind"] == "resolved"
     assert body["incident"]["path"] == RESOLVED_PATH
+    stable = incident_alert("stable", "RUNNING", facts={"flap": {"count": 7, "since": "x", "span": 840.0}})
+    body = json.loads(webhook_body(renderer, replace(stable, receiver="hook"), hook_cfg(cfg, "hook")))
+    assert body["facts"] == {"flap": {"count": 7, "since": "x", "span": 840.0}}
 
 
 def test_default_title_escapes_event_values_for_slack_and_marks_tests() -> None:
