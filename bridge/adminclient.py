@@ -128,3 +128,23 @@ async def through_bridge_or_store(
         return await on_store(store, where)
     finally:
         await store.close()
+
+
+async def running_node(server: ServerConfig, node_id: str) -> dict[str, Any] | None:
+    """The running bridge's record of ``node_id`` (``GET /api/v1/nodes/{id}``: view and record), or
+    None when no bridge answers, it knows no such node, or it refuses us: ``route`` then explains
+    without the node's state, as it always could."""
+    from urllib.parse import quote
+
+    base = admin_base_url(server)
+    if base is None:
+        return None
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=ADMIN_TIMEOUT)) as session:
+            admin = AdminClient(base, session, admin_token(server))
+            if not await admin.reachable():
+                return None
+            status, doc = await admin.call("GET", f"/api/v1/nodes/{quote(node_id, safe='')}")
+    except (CommandError, aiohttp.ClientError, OSError, TimeoutError):
+        return None
+    return doc if status == 200 and isinstance(doc, dict) and isinstance(doc.get("record"), dict) else None

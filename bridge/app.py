@@ -343,6 +343,11 @@ class App:
         now = self.clock()
         return [incident_ops.node_view(r, now) for r in await self.store.list_nodes()]
 
+    async def node_record(self, node_id: str) -> dict[str, Any] | None:
+        """The node's view and its stored record (``route`` decides a what-if on it)."""
+        rec = next((r for r in await self.store.list_nodes() if r.state.node_id == node_id), None)
+        return None if rec is None else {"node": incident_ops.node_view(rec, self.clock()), "record": rec.to_json()}
+
     async def forget_node(self, node_id: str) -> bool:
         found = await self.store.forget_node(node_id)
         if found:

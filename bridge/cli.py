@@ -133,9 +133,19 @@ def cmd_route(args: argparse.Namespace) -> int:
     from bridge.whatif import route_answer
 
     cfg = config_mod.load(args.config, env=_Unset(os.environ))
+    record = None
+    current = None
+    if args.previous_status is None:  # the running bridge's state of the node, when it answers
+        from bridge.adminclient import running_node
+        from bridge.decide import NodeRecord
+
+        current = asyncio.run(running_node(cfg.server, args.node))
+        record = NodeRecord.from_json(args.node, current["record"]) if current else None
     result = route_answer(Rules.from_config(cfg), args.node, args.status, now=datetime.now(UTC),
-                          previous_status=args.previous_status, event_type=args.event_type)
+                          previous_status=args.previous_status, event_type=args.event_type, record=record)
     result.pop("labels")  # the CLI's JSON stays as it was
+    if current is not None:
+        result["current"] = current["node"]
     refused = result["refused"] is not None
     steps = [(r["route"], r["matched"], r["reason"]) for r in result["routes"]]
     pairs = [(n["route"], n["receiver"], n["kind"]) for n in result["notified"]]
@@ -145,6 +155,8 @@ def cmd_route(args: argparse.Namespace) -> int:
     elif refused:
         print(f"refused: {result['refused']}; nobody is notified")
     else:
+        if current is not None:
+            print(f"now (running bridge): {args.node} is {result['previous_status']}" + _incident_line(current["node"]))
         for name, matched, why in steps:
             print(f"  {'MATCH' if matched else '     '} {name}" + (f"  ({why})" if why else ""))
         if pairs:
@@ -154,6 +166,14 @@ def cmd_route(args: argparse.Namespace) -> int:
         for t in later:
             print(f"  later: {t['kind']} of route {t['route']} in {format_duration(round(t['after']))}")
     return 0 if pairs else 1
+
+
+def _incident_line(view: dict[str, Any]) -> str:
+    inc = view.get("incident")
+    if not isinstance(inc, dict):
+        return ", no open incident"
+    ack = f", acked by {inc['acked_by']}" if inc.get("acked_by") else ""
+    return f", incident {inc.get('id')} open: {inc.get('path_text')}{ack}"
 
 
 # --- send-test -----------------------------------------------------------------------------------

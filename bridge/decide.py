@@ -117,6 +117,7 @@ class Job:
     kind: str = "event"
     incident: IncidentRef | None = None
     event: Event | None = None
+    facts: Mapping[str, Any] = field(default_factory=dict)  # Alert.facts
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +164,8 @@ def _jobs(notifications: Sequence[Notification], event: Event | None, now: datet
         shown = event if event is not None else Event("NODE_STATUS_UPDATED", n.at, n.node_id, n.status,
                                                       received_at=now)
         ref = n.incident_ref()
-        jobs.extend(Job(delivery_id(n.key, r), n.route, r, n.kind, ref, None if event is not None else shown)
+        jobs.extend(Job(delivery_id(n.key, r), n.route, r, n.kind, ref, None if event is not None else shown,
+                        n.extra)
                     for r in n.receivers)
     return tuple(jobs)
 

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from bridge.config import Config, format_duration
+from bridge.config import Config
 from bridge.model import IncidentRef, format_timestamp, parse_timestamp
+from bridge.render import notification_title, short_duration
 
 Kind = Literal["firing", "update", "reminder", "escalation", "resolved", "flapping", "stable", "event"]
 TimerKind = Literal["hold", "reminder", "escalation", "stable"]
@@ -46,8 +47,8 @@ def _dt(value: Any) -> datetime | None:
 
 
 def human_duration(seconds: float) -> str:
-    """12m, 1h30m, 45s; under a second reads 0s."""
-    return format_duration(round(seconds)) if seconds >= 1 else "0s"
+    """12m, 1h30m, 45s; under a second reads 0s (render.short_duration: titles write them the same)."""
+    return short_duration(seconds)
 
 
 def incident_id(node_id: str, opened_at: datetime) -> str:
@@ -320,9 +321,16 @@ class Notification:
     node_id: str
     status: str  # the node's status the message speaks of
     at: datetime
-    title: str  # default title; templates may override
     incident: Incident | None = None  # snapshot at ``at``
-    extra: Mapping[str, Any] = field(default_factory=dict)  # flapping counts, hold length, escalation step
+    # flapping counts and span, hold length, escalation step: Alert.facts, what the title needs
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        """The default title, worded where every receiver's is (render.notification_title)."""
+        inc = self.incident
+        return notification_title(self.kind, self.node_id, self.status,
+                                   inc.duration(self.at) if inc else None, self.extra)
 
     def incident_ref(self) -> IncidentRef | None:
         """The incident as ``model.Alert.incident`` carries it to receivers (dedup key, path)."""

@@ -59,7 +59,6 @@ from bridge.incident_state import (
     RoutePolicy,
     Timer,
     TimerKind,
-    human_duration,
     incident_id,
 )
 from bridge.model import format_timestamp, parse_timestamp
@@ -128,7 +127,7 @@ class _Work:
             if self.new.pop(t.id, None) is None:  # set and dropped in one step: neither
                 self.cancelled.append(t.id)
 
-    def notify(self, kind: Kind, route: str, receivers: Iterable[str], *, status: str, at: datetime, title: str,
+    def notify(self, kind: Kind, route: str, receivers: Iterable[str], *, status: str, at: datetime,
                incident: Incident | None = None, key: str | None = None, extra: dict[str, Any] | None = None) -> None:
         if self.mute:
             return
@@ -137,7 +136,7 @@ class _Work:
         if not fresh:
             return
         self.taken.update((k, r) for r in fresh)
-        self.out.append(Notification(kind, route, fresh, k, self.node_id, status, at, title, incident, extra or {}))
+        self.out.append(Notification(kind, route, fresh, k, self.node_id, status, at, incident, extra or {}))
 
     def step(self, outcome: Outcome) -> Step:
         state = IncidentState(self.inc, tuple(sorted(self.timers.values(), key=lambda t: (t.due_at, t.id))),
@@ -151,8 +150,7 @@ class _Work:
 def _fire(w: _Work, inc: Incident, rp: RoutePolicy, at: datetime, *, reminder_step: int = 1) -> Incident:
     """The firing for one owner (now, or when its hold ends): sent unless held, reminders armed."""
     if not w.quiet:
-        w.notify("firing", rp.name, rp.to, status=inc.status, at=at, incident=inc,
-                 title=f"{inc.status} {inc.node_id}")
+        w.notify("firing", rp.name, rp.to, status=inc.status, at=at, incident=inc)
         inc = replace(inc, notified=(*inc.notified, rp.name))
     if rp.repeat_interval and inc.acked_at is None:
         w.set_timer("reminder", rp.name, reminder_step, rp.repeat_interval, inc.id, inc.status)
@@ -189,9 +187,8 @@ def _resolution_targets(w: _Work, inc: Incident) -> list[tuple[str, tuple[str, .
 
 
 def _send_resolved(w: _Work, inc: Incident, at: datetime, key: str | None = None) -> None:
-    title = f"RESOLVED {inc.node_id} after {human_duration(inc.duration(at))}"
     for name, receivers in _resolution_targets(w, inc):
-        w.notify("resolved", name, receivers, status=inc.status, at=at, incident=inc, key=key, title=title)
+        w.notify("resolved", name, receivers, status=inc.status, at=at, incident=inc, key=key)
 
 
 def _close(w: _Work, inc: Incident, at: datetime, by: str | None) -> None:
@@ -256,11 +253,10 @@ def step_event(
         else:
             w.inc = inc
             if not w.quiet:
-                title = f"{node_id} now {status} (incident open {human_duration(inc.duration(at))})"
                 for name in inc.notified:
                     rp = w.route(name)
                     if rp is not None and rp.send_updates:
-                        w.notify("update", name, rp.to, status=status, at=at, incident=inc, title=title)
+                        w.notify("update", name, rp.to, status=status, at=at, incident=inc)
             outcome = "updated"
     plain = [m for m in dict.fromkeys(matched) if m not in handled and m in policy.routes]
     if changed:
@@ -286,7 +282,7 @@ def _plain_change(w: _Work, plain: Sequence[str], status: str, at: datetime) -> 
             continue
         w.cancel(_plain_of(name))
         if not w.quiet:
-            w.notify("event", name, rp.to, status=status, at=at, title=f"{w.node_id} {status}")
+            w.notify("event", name, rp.to, status=status, at=at)
         if rp.repeat_interval:
             w.set_timer("reminder", name, 1, rp.repeat_interval, _plain_anchor(status, at), status)
 
@@ -310,12 +306,11 @@ def _note_change(w: _Work, at: datetime, status: str, matched: Sequence[str]) ->
         w.flap = replace(flap, recent=recent)
         return
     w.flap = Flap(recent, True, recent[0], at, len(recent), _concerned(w, matched), w.flap.held)
-    span = human_duration((at - recent[0]).total_seconds())
+    span = (at - recent[0]).total_seconds()
     for name in w.flap.routes:
         rp = w.policy.routes[name]
         w.notify("flapping", name, rp.to, status=status, at=at, incident=w.inc, key=f"{w.key}/flapping",
-                 title=f"{w.node_id} is flapping: {len(recent)} status changes in {span}",
-                 extra={"flap": {"count": len(recent), "since": format_timestamp(recent[0])}})
+                 extra={"flap": {"count": len(recent), "since": format_timestamp(recent[0]), "span": span}})
 
 
 def _flap_followup(w: _Work, at: datetime, status: str, matched: Sequence[str]) -> None:
@@ -338,13 +333,12 @@ def _stable(w: _Work, timer: Timer) -> None:
                and w.now >= inc.opened_seen_at + timedelta(seconds=rp.hold)]
         inc = w.inc = replace(inc, notified=(*inc.notified, *due))
     span = (flap.last_at - flap.started_at).total_seconds() if flap.last_at and flap.started_at else 0.0
-    title = f"{w.node_id} stable: flapped {flap.count} times in {human_duration(span)}, now {status}"
     targets = dict.fromkeys([*flap.routes, *(inc.owners if inc else ())])
     for name in targets:
         rp = w.route(name)
         if rp is not None:
-            w.notify("stable", name, rp.to, status=status, at=w.now, incident=inc, title=title,
-                     extra={"flap": {"count": flap.count, "since": _ts_or_none(flap.started_at)}})
+            w.notify("stable", name, rp.to, status=status, at=w.now, incident=inc,
+                     extra={"flap": {"count": flap.count, "since": _ts_or_none(flap.started_at), "span": span}})
     w.flap = Flap()
 
 
@@ -382,7 +376,6 @@ def on_timer(state: IncidentState | None, timer: Timer, now: datetime, policy: P
         elif inc.acked_at is None and timer.kind == "escalation" and timer.step < len(rp.escalate):
             after, to = rp.escalate[timer.step]
             w.notify("escalation", rp.name, to, status=inc.status, at=now, incident=inc,
-                     title=f"ESCALATED {inc.node_id}: {inc.status}, open {human_duration(inc.duration(now))}",
                      extra={"escalation": {"step": timer.step, "after": after}})
             if not mute:  # the resolution goes to whoever an escalation actually reached
                 w.inc = replace(inc, escalated=(*inc.escalated, (rp.name, timer.step)))
@@ -393,7 +386,6 @@ def _remind(w: _Work, inc: Incident, rp: RoutePolicy, timer: Timer) -> Incident:
     if rp.name not in inc.notified:  # its firing was held (silence, flapping): this is the firing
         return _fire(w, inc, rp, w.now, reminder_step=timer.step + 1)
     w.notify("reminder", rp.name, rp.to, status=inc.status, at=w.now, incident=inc,
-             title=f"still {inc.status} after {human_duration(inc.duration(w.now))}: {inc.node_id}",
              extra={"reminder": timer.step})
     w.set_timer("reminder", rp.name, timer.step + 1, rp.repeat_interval, inc.id, inc.status)
     return inc
@@ -403,11 +395,10 @@ def _plain_timer(w: _Work, timer: Timer, rp: RoutePolicy) -> None:
     since = parse_timestamp(timer.anchor.rpartition("|")[2])
     if timer.kind == "hold":
         if not w.quiet:
-            w.notify("event", rp.name, rp.to, status=timer.status, at=w.now, extra={"held_for": rp.hold},
-                     title=f"{w.node_id} {timer.status} for {human_duration(rp.hold)}")
+            w.notify("event", rp.name, rp.to, status=timer.status, at=w.now, extra={"held_for": rp.hold})
     elif not w.quiet:
-        w.notify("reminder", rp.name, rp.to, status=timer.status, at=w.now, extra={"reminder": timer.step},
-                 title=f"still {timer.status} after {human_duration((w.now - since).total_seconds())}: {w.node_id}")
+        w.notify("reminder", rp.name, rp.to, status=timer.status, at=w.now,
+                 extra={"reminder": timer.step, "for": (w.now - since).total_seconds()})
     if rp.repeat_interval:
         w.set_timer("reminder", rp.name, timer.step + 1, rp.repeat_interval, timer.anchor, timer.status)
 

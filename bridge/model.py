@@ -180,6 +180,8 @@ class Alert:
     previous_since: datetime | None = None  # when the node entered previous_status
     kind: str = "event"  # one of ALERT_KINDS
     incident: IncidentRef | None = None
+    # What the kind's wording needs beyond the incident: flap count and span, escalation step, hold.
+    facts: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def previous_duration(self) -> float | None:
@@ -192,7 +194,8 @@ class Alert:
         """Payload stored with a delivery job (a snapshot taken at acceptance)."""
         return {"event": self.event.to_dict(), **context_fields(self.route, self.receiver, self.previous_status,
                                                                 self.previous_since),
-                "kind": self.kind, "incident": self.incident.to_dict() if self.incident else None}
+                "kind": self.kind, "incident": self.incident.to_dict() if self.incident else None,
+                **({"facts": dict(self.facts)} if self.facts else {})}
 
     @classmethod
     def from_context(cls, delivery_id: str, data: Mapping[str, Any]) -> Alert:
@@ -206,6 +209,7 @@ class Alert:
             previous_since=parse_timestamp(since) if since else None,
             kind=data.get("kind") or "event",  # jobs stored before incidents existed
             incident=IncidentRef.from_dict(data["incident"]) if data.get("incident") else None,
+            facts=data.get("facts") or {},
         )
 
 

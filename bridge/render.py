@@ -28,7 +28,7 @@ from jinja2.filters import do_urlencode
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 
-from bridge.config import Config, LinksConfig, ReceiverBase, TemplateKind
+from bridge.config import Config, LinksConfig, ReceiverBase, TemplateKind, format_duration
 from bridge.errors import ConfigError
 from bridge.model import TEST_ROUTE, Alert, Event
 
@@ -38,19 +38,6 @@ Kind = TemplateKind | None  # None: the links env (url)
 
 COLOURS = {"FAILED": "#d62728", "RUNNING": "#2ca02c"}
 DEFAULT_COLOUR = "#ff9f1c"  # amber: anything neither healthy nor failed
-
-DEFAULT_TITLE = "{{ node }} is {{ status }}"
-DEFAULT_TEXT = """\
-{{ node }} is {{ status }}
-{%- if previous_status %} (was {{ previous_status }}
-{%- if previous_duration_human %} for {{ previous_duration_human }}{% endif %})
-{%- endif %}.
-Event time: {{ event_time }}
-{% if labels %}Labels: {% for k, v in labels | dictsort %}{{ k }}={{ v }}{{ ", " if not loop.last }}\
-{% endfor %}
-{% endif %}{% if links.node %}Node: {{ links.node }}
-{% endif %}Route: {{ route }}, receiver: {{ receiver }}, delivery: {{ delivery_id }}
-"""
 
 _HINT = " (event.details and labels vary per event: use .get('key') or | default('...'))"
 
@@ -69,30 +56,71 @@ def compact_json(value: Any) -> str:
     return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) if _SURROGATE.search(text) else text
 
 
-# The default title and text, written out in Python: they must render what DEFAULT_TITLE and
-# DEFAULT_TEXT render, character for character (keep the two in step), at a fraction of a Jinja
-# render's cost. Every alert without a title/text override takes this path on every delivery.
+# The default title and text: the one place that words a notification, per kind, from what the
+# alert carries (kind, incident, facts). Written in Python, not as a Jinja default: every alert
+# without a title/text override takes this path on every delivery.
+def short_duration(seconds: float | None) -> str:
+    """12m, 1h30m (as incident paths write durations); under a second reads 0s."""
+    if seconds is None:
+        return "?"
+    return format_duration(round(seconds)) if seconds >= 1 else "0s"
+
+
+def notification_title(kind: str, node: str, status: str, duration: float | None,
+                       facts: Mapping[str, Any]) -> str:
+    """The default title of a notification. ``duration``: the incident's, open so far or in total."""
+    flap = facts.get("flap") or {}
+    if kind == "resolved":
+        return f"RESOLVED {node} after {short_duration(duration)}"
+    if kind == "reminder":  # a plain route's reminder has no incident: the time in the status
+        return f"still {status} after {short_duration(duration if duration is not None else facts.get('for'))}: {node}"
+    if kind == "escalation":
+        return f"ESCALATED {node}: {status}, open {short_duration(duration)}"
+    if kind == "acknowledged":
+        return f"ACKNOWLEDGED {node}: {status}, open {short_duration(duration)}"
+    if kind == "update":
+        return f"{node} now {status} (incident open {short_duration(duration)})"
+    if kind == "flapping":
+        return f"{node} is flapping ({flap.get('count')} status changes in {short_duration(flap.get('span'))})"
+    if kind == "stable":
+        return (f"{node} stable again: flapped {flap.get('count')} times in "
+                f"{short_duration(flap.get('span'))}, now {status}")
+    if kind == "event" and facts.get("held_for"):
+        return f"{node} still {status} after {short_duration(facts['held_for'])}"
+    return f"{node} is {status}"  # firing, and a plain route's status change
+
+
 def _default_title(ctx: Mapping[str, Any]) -> str:
-    return f"{ctx['node']} is {ctx['status']}"
+    inc = ctx["incident"]
+    return notification_title(ctx["kind"], ctx["node"], ctx["status"], inc["duration"] if inc else None,
+                              ctx["facts"])
 
 
 def _default_text(ctx: Mapping[str, Any]) -> str:
-    parts = [f"{ctx['node']} is {ctx['status']}"]
+    parts = []
+    if ctx["kind"] not in ("firing", "event"):  # the status line alone would not say what happened
+        parts.append(_default_title(ctx) + ".\n")
+    parts.append(f"{ctx['node']} is {ctx['status']}")
     if ctx["previous_status"]:
         parts.append(f" (was {ctx['previous_status']}")
         if ctx["previous_duration_human"]:
             parts.append(f" for {ctx['previous_duration_human']}")
         parts.append(")")
-    parts.append(f".\nEvent time: {ctx['event_time']}\n")
+    parts.append(".\n")
+    inc = ctx["incident"]
+    if inc:
+        total = short_duration(inc["duration"])
+        how = f"{total} in total" if ctx["kind"] == "resolved" else f"open {total}"
+        parts.append(f"Incident {inc['id']}: {inc['path']} ({how}).\n")
+    parts.append(f"Event time: {ctx['event_time']}\n")
     labels = ctx["labels"]
     if labels:
-        # Jinja's dictsort: by key, case-insensitively, stable.
+        # Jinja's dictsort order: by key, case-insensitively, stable.
         items = sorted(labels.items(), key=_dictsort_key)
         parts.append("Labels: " + ", ".join(f"{k}={v}" for k, v in items) + "\n")
     node_link = ctx["links"]["node"]
     if node_link:
         parts.append(f"Node: {node_link}\n")
-    # (Jinja drops the template's final newline.)
     parts.append(f"Route: {ctx['route']}, receiver: {ctx['receiver']}, delivery: {ctx['delivery_id']}")
     return "".join(parts)
 
@@ -193,6 +221,7 @@ def base_context(alert: Alert) -> dict[str, Any]:
         "links": {"node": None},
         "kind": alert.kind,
         "incident": alert.incident.to_dict() if alert.incident else None,
+        "facts": dict(alert.facts),  # per kind: flap counts, escalation step, hold length, ...
     }
 
 
@@ -263,8 +292,6 @@ class Renderer:
         """Compile and test-render every template; ConfigError lists each one that fails."""
         renderer = cls(cfg.links)
         problems: list[str] = []
-        for source in (DEFAULT_TITLE, DEFAULT_TEXT):
-            renderer.compile("text", source)
         if cfg.links.node is not None:
             problems += renderer._check("links.node", None, cfg.links.node, cfg, "sample", "links")
         if problems:  # every receiver check would repeat the links problem
@@ -428,6 +455,8 @@ __all__ = [
     "compact_json",
     "human_duration",
     "map_strings",
+    "notification_title",
     "sample_alerts",
+    "short_duration",
     "slack_escape",
 ]

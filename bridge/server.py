@@ -60,6 +60,8 @@ class Incidents(Protocol):
 
     async def list_nodes(self) -> list[dict[str, Any]]: ...
 
+    async def node_record(self, node_id: str) -> dict[str, Any] | None: ...
+
     async def forget_node(self, node_id: str) -> bool: ...
 
 
@@ -362,6 +364,14 @@ def _add_incident_routes(app: web.Application, api: Incidents) -> None:
     async def nodes(_: web.Request) -> web.Response:
         return web.json_response({"nodes": await api.list_nodes()})
 
+    async def node(request: web.Request) -> web.Response:
+        node_id = request.match_info["node_id"]
+        doc = await api.node_record(node_id)
+        if doc is None:
+            return web.json_response({"error": "not_found", "detail": f"no record of node {node_id[:200]}"},
+                                     status=404)
+        return web.json_response(doc)
+
     async def forget(request: web.Request) -> web.Response:
         node = request.match_info["node_id"]
         if not await api.forget_node(node):
@@ -373,6 +383,7 @@ def _add_incident_routes(app: web.Application, api: Incidents) -> None:
     app.router.add_post("/api/v1/incidents/{incident_id}/ack", ack)
     app.router.add_post("/api/v1/incidents/{incident_id}/resolve", resolve)
     app.router.add_get("/api/v1/nodes", nodes)
+    app.router.add_get("/api/v1/nodes/{node_id}", node)
     app.router.add_post("/api/v1/nodes/{node_id}/forget", forget)
 
 

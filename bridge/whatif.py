@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -12,20 +13,31 @@ from bridge.routing import explain
 
 
 def route_answer(rules: Rules, node: str, status: str, *, now: datetime, previous_status: str | None = None,
-                 event_type: str = "NODE_STATUS_UPDATED") -> dict[str, Any]:
+                 event_type: str = "NODE_STATUS_UPDATED", record: NodeRecord | None = None) -> dict[str, Any]:
     """Which routes match (with reasons), who is notified with which kind, which timers would be set;
     ``refused`` when the allow-list says 403.
 
-    Decided as the bridge would on a node with that previous status and no open incident (the stored
-    incident is not read: this works without the store and the running bridge)."""
+    Decided as the bridge would on a node with that previous status and no open incident, or, given
+    the node's stored ``record`` (``route`` asks the running bridge for it), on its status and its
+    open incident: then a RUNNING reads as the resolution."""
     refused = rules.nodes is not None and node not in rules.nodes
     event = Event(event_type, now, node, status, {"nodeId": node, "status": status},
                   rules.labeler.labels_for(node), now)
-    prev = NodeState(node, previous_status, now, now, "evt_prev") if previous_status else None
+    if record is not None:
+        # The stored state as of now: the what-if event comes after the node's newest one.
+        stored = replace(record.state, last_timestamp=min(record.state.last_timestamp, now))
+        record = replace(record, state=stored)
+        prev: NodeState | None = stored
+        previous_status = stored.status
+    else:
+        prev = NodeState(node, previous_status, now, now, "evt_prev") if previous_status else None
+        record = NodeRecord(prev) if prev else None
     steps = explain(rules.router, event, prev)
-    decision = None if refused else decide(event, NodeRecord(prev) if prev else None, rules.policy(()), now)
+    decision = None if refused else decide(event, record, rules.policy(()), now)
     jobs = decision.jobs if decision else ()
-    timers = decision.record.incidents.timers if decision and decision.record else ()
+    pending = {t.id for t in record.incidents.timers} if record is not None else set()
+    timers = [t for t in decision.record.incidents.timers if t.id not in pending] \
+        if decision and decision.record else []  # the timers this event would set
     return {
         "node": node, "status": status, "previous_status": previous_status,
         "refused": f"node {node!r} is not in nodes: the bridge would refuse it with 403" if refused else None,

@@ -187,3 +187,28 @@ async def test_reload_command(bridge_process: Any) -> None:
     p.config_path.write_text(text)
     r = await run_cli("reload", "-c", cfg)
     assert r.code == 1 and "error: admin API" in r.err, r  # no bridge: nothing to reload, said so
+
+
+async def test_route_explains_against_the_running_bridges_incident(bridge_process: Any,
+                                                                   webhook_sink: WebhookSink) -> None:
+    """With the bridge running, ``route`` decides on the node's stored state: a RUNNING for a node
+    with an open incident is its resolution; for a node the bridge does not know, nobody is told."""
+    from tests.support.cli_runner import run_cli
+
+    p = await bridge_process(receivers={"hook": {"type": "webhook", "url": webhook_sink.url}},
+                             routes=[{"name": "down", "match": {"status": ["FAILED"]}, "to": ["hook"]}])
+    assert (await p.event("n1", "FAILED"))[0] == 200
+    await webhook_sink.wait_for(1, timeout=10)
+    iid = webhook_sink.delivered[0].json()["incident"]["id"]
+    cfg = str(p.config_path)
+    r = await run_cli("route", "-c", cfg, "--node", "n1", "--status", "RUNNING")
+    assert r.code == 0, r
+    assert f"now (running bridge): n1 is FAILED, incident {iid} open: FAILED " in r.out
+    assert "notified: hook (via down, resolved)" in r.out
+    r = await run_cli("route", "-c", cfg, "--node", "n1", "--status", "RUNNING", "--json")
+    doc = json.loads(r.out)
+    assert doc["current"]["incident"]["id"] == iid and doc["previous_status"] == "FAILED"
+    r = await run_cli("route", "-c", cfg, "--node", "n9", "--status", "RUNNING")
+    assert r.code == 1 and "running bridge" not in r.out and "notified: nobody" in r.out, r
+    # Nothing was sent by asking.
+    assert len(webhook_sink.delivered) == 1

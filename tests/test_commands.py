@@ -113,7 +113,7 @@ async def test_demo_finishes_with_the_alerts_printed() -> None:
     alerts = [line for line in r.out.splitlines() if line.strip().startswith("[console] ALERT")]
     assert len(alerts) == 2, r.out
     assert "demo-node-1 is FAILED" in alerts[0] and "was RUNNING" in alerts[0]
-    assert "demo-node-1 is RUNNING" in alerts[1] and "was FAILED" in alerts[1]
+    assert "RESOLVED demo-node-1 after " in alerts[1] and "was FAILED" in alerts[1]
     assert '"status": "duplicate"' in r.out
     assert "2 alerts delivered" in r.out
 

@@ -265,7 +265,7 @@ def test_flapping_gives_one_flapping_and_one_stable() -> None:
         sim.event(s, t)
     # Before the 4th change: normal firing/resolved; then one flapping notification, the rest held.
     assert [n.kind for n in sim.sent] == ["firing", "resolved", "firing", "flapping"]
-    assert sim.sent[-1].title == "node-7 is flapping: 4 status changes in 3m"
+    assert sim.sent[-1].title == "node-7 is flapping (4 status changes in 3m)"
     (stable,) = [t for t in sim.jobs.values() if t.kind == "stable"]
     assert stable.due_at == m(18)  # a whole window after the last change
     sim.run(17)
@@ -274,7 +274,7 @@ def test_flapping_gives_one_flapping_and_one_stable() -> None:
     kinds = [n.kind for n in sim.sent]
     assert kinds == ["firing", "resolved", "firing", "flapping", "resolved", "stable"]
     assert kinds.count("flapping") == 1 and kinds.count("stable") == 1
-    assert sim.sent[-1].title == "node-7 stable: flapped 8 times in 7m, now RUNNING"
+    assert sim.sent[-1].title == "node-7 stable again: flapped 8 times in 7m, now RUNNING"
     # Every incident that was announced got its resolution (machine consumers close what they opened).
     fired = [n.incident.id for n in sim.sent if n.kind == "firing" and n.incident]
     closed = [n.incident.id for n in sim.sent if n.kind == "resolved" and n.incident]
@@ -292,7 +292,7 @@ def test_flapping_ends_on_a_failed_node_tells_owners_it_is_still_open() -> None:
     assert [n.kind for n in sim.sent] == ["firing", "flapping", "stable"]
     stable = sim.sent[-1]
     assert stable.incident is not None and stable.context()["incident"]["state"] == "open"
-    assert stable.title == "node-7 stable: flapped 5 times in 4m, now FAILED"
+    assert stable.title == "node-7 stable again: flapped 5 times in 4m, now FAILED"
     sim.run(61)
     assert [n.kind for n in sim.sent][-1] == "reminder"
 
@@ -374,7 +374,7 @@ def test_plain_for_means_still_in_a_matching_status(events: list[tuple[str, floa
     sim.run(100)
     assert [(n.kind, n.at) for n in sim.sent] == [(k, m(t)) for k, t in expected]
     if expected:
-        assert sim.sent[0].title == "node-7 STARTING for 15m"
+        assert sim.sent[0].title == "node-7 still STARTING after 15m"
 
 
 def test_routes_that_do_not_own_the_incident_stay_plain() -> None:
@@ -518,7 +518,7 @@ def test_resolve_by_hand_while_flapping_is_sent_at_once() -> None:
     assert [n.kind for n in sim.sent] == ["firing", "flapping", "resolved"]
     sim.run(30)
     assert [n.kind for n in sim.sent] == ["firing", "flapping", "resolved", "stable"]
-    assert sim.sent[-1].title == "node-7 stable: flapped 2 times in 1m, now STARTING"
+    assert sim.sent[-1].title == "node-7 stable again: flapped 2 times in 1m, now STARTING"
 
 
 def test_every_kind_is_one_the_receivers_know() -> None:

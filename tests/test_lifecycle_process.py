@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 
+from tests.support.cli_runner import run_cli
 from tests.support.fakes import WebhookSink
 from tests.support.harness import BridgeProcess
 from tests.support.redis_server import RedisServer, redis_server  # noqa: F401
@@ -172,3 +173,64 @@ async def test_two_replicas_on_one_redis_fire_every_timer_once(
             assert len(ids) == len(set(ids)), f"n{i} got a timer's notification twice"
             ks = kinds(sink, f"n{i}")
             assert ks[0] == "firing" and ks.count("firing") == 1, ks
+
+
+async def test_a_flapping_node_gives_one_flapping_and_one_stable(bridge_process: StartBridge) -> None:
+    async with WebhookSink() as sink:
+        p = await start(bridge_process, sink, {}, incidents={"flapping": {"transitions": 4, "window": "2s"}})
+        t0 = datetime.now(UTC)
+        statuses = ["FAILED", "RUNNING", "FAILED", "RUNNING", "FAILED", "RUNNING", "FAILED", "RUNNING"]
+        for i, status in enumerate(statuses):
+            await post(p, "n1", status, ts(t0, i * 0.1))
+        await until(lambda: "stable" in kinds(sink), "the stable summary once the window passed without a change")
+        await asyncio.sleep(2.5)  # a whole window more: a second summary would have come (a check for extras)
+        ks = kinds(sink)
+        assert ks.count("flapping") == 1 and ks.count("stable") == 1, ks
+        assert ks.index("flapping") < ks.index("stable")
+        flapping = next(r.json() for r in sink.delivered if r.json()["kind"] == "flapping")
+        stable = next(r.json() for r in sink.delivered if r.json()["kind"] == "stable")
+        assert flapping["title"].startswith("n1 is flapping (4 status changes in ")
+        assert stable["title"].startswith("n1 stable again: flapped ") and stable["title"].endswith(", now RUNNING")
+        # while flapping, the per-event notifications were held: fewer than one per change
+        assert len(ks) < len(statuses)
+
+
+async def test_a_reload_that_drops_the_owning_route_cancels_its_timers(bridge_process: StartBridge) -> None:
+    async with WebhookSink() as sink:
+        routes = [{"name": "down", "match": {"status": ["FAILED"], "node": ["n1"]}, "to": ["hook"],
+                   "repeat_interval": "4s"},
+                  {"name": "kept", "match": {"status": ["FAILED"], "node": ["n2"]}, "to": ["hook"],
+                   "repeat_interval": "4s"}]
+        p: BridgeProcess = await bridge_process(receivers={"hook": hook(sink.url)}, routes=routes)
+        t0 = datetime.now(UTC)
+        await post(p, "n1", "FAILED", t0)
+        await post(p, "n2", "FAILED", t0)
+        await until(lambda: kinds(sink, "n1") == ["firing"] and kinds(sink, "n2") == ["firing"], "both firings")
+        p.write_config({**p.cfg, "routes": routes[1:]})
+        async with aiohttp.ClientSession() as s, s.post(p.admin_url + "/-/reload", json={}) as r:
+            assert (r.status, await r.json()) == (200, {"status": "reloaded"})
+        # n2's reminder (same interval, set at the same moment) is the witness that n1's came due;
+        # then a margin past it.
+        await until(lambda: "reminder" in kinds(sink, "n2"), "the kept route's reminder")
+        await asyncio.sleep(1.5)
+        assert kinds(sink, "n1") == ["firing"]
+        code, doc = await p.get(p.admin_url + "/api/v1/incidents")
+        assert code == 200 and sorted(i["node"] for i in doc["incidents"]) == ["n1", "n2"]  # the incident stays
+
+
+async def test_an_ack_through_the_cli_stops_reminders(bridge_process: StartBridge) -> None:
+    async with WebhookSink() as sink:
+        p = await start(bridge_process, sink, {"repeat_interval": "1s"})
+        await post(p, "n1", "FAILED", datetime.now(UTC))
+        await until(lambda: kinds(sink).count("reminder") >= 1, "a reminder")
+        iid = sink.delivered[0].json()["incident"]["id"]
+        r = await run_cli("incidents", "ack", iid, "-c", str(p.config_path), "--by", "bob")
+        assert r.code == 0, r
+        code, doc = await p.get(p.admin_url + f"/api/v1/incidents/{iid}")
+        assert code == 200 and doc["incident"]["acked_by"] == "bob"  # through the running bridge
+        seen = len(sink.delivered)
+        await asyncio.sleep(3.5)  # three intervals: a reminder still running would have come
+        assert len(sink.delivered) <= seen + 1  # at most one was on its way when the ack committed
+        await post(p, "n1", "RUNNING", datetime.now(UTC))
+        await until(lambda: kinds(sink)[-1:] == ["resolved"], "the resolution after the ack")
+        assert set(kinds(sink)) == {"firing", "reminder", "resolved"}

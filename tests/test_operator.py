@@ -58,8 +58,58 @@ def test_relative_paths_are_next_to_the_config_file_whatever_the_working_directo
 
 
 def test_the_shipped_example_config_checks_from_another_directory() -> None:
-    r = check(ROOT / "config.example.yaml", cwd="/")
+    r = check(ROOT / "config.example.yaml", "--strict", cwd="/")
     assert r.returncode == 0, r.stderr
+    assert "warning" not in r.stderr
+
+
+def check_env(config: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    return subprocess.run([sys.executable, "-m", "bridge", "check", "-c", str(config), *args],
+                          capture_output=True, text=True, cwd="/", env=full, timeout=60)
+
+
+def test_the_deploy_configs_pass_check_strict(tmp_path: Path) -> None:
+    env = {"ALERT_BRIDGE_ADMIN_TOKEN": "admin-token-0123456789", "THUNDERSTACK_API_TOKEN": "ts-token-0123"}
+    r = check_env(ROOT / "deploy" / "config.container.yaml", env, "--strict")
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+    # The ConfigMap's config, with its secret mounts pointed at files here.
+    configmap = yaml.safe_load((ROOT / "deploy" / "kubernetes" / "configmap.yaml").read_text())
+    text = configmap["data"]["config.yaml"]
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    for name, value in (("admin-token", "admin-token-0123456789"), ("thunderstack-api-token", "ts-token-0123"),
+                        ("slack-webhook-url", "https://hooks.slack.com/services/T0/B0/abcdefghijkl")):
+        (secrets / name).write_text(value + "\n")
+    config = tmp_path / "config.yaml"
+    config.write_text(text.replace("/run/secrets/alert-bridge/", f"{secrets}/"))
+    r = check_env(config, {}, "--strict")
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+
+
+def test_check_warns_about_repeat_interval_on_a_route_matching_only_resolve_on(
+    tmp_path: Path, public_key_file: Path
+) -> None:
+    base = {"verification": {"public_key_file": str(public_key_file)}, "storage": {"url": "memory://"},
+            "receivers": {"ops": {"type": "log"}}}
+    recovery = {"name": "recovered", "to": "ops", "match": {"status": ["RUNNING"]}, "repeat_interval": "10m"}
+    config = write(tmp_path / "c.yaml", {**base, "routes": [recovery]})
+    r = check(config)
+    assert r.returncode == 0, r.stderr
+    assert ("warning: routes[0].repeat_interval: the route matches only RUNNING (incidents.resolve_on), so it "
+            "would remind every 10m that the node is still healthy; drop repeat_interval here") in r.stderr
+    assert check(config, "--strict").returncode == 2
+    # A route that can match a failure, or one without reminders, is fine.
+    failing = {**recovery, "match": {"status": ["RUNNING", "FAILED"]}}
+    quiet = {k: v for k, v in recovery.items() if k != "repeat_interval"}
+    for route in (failing, quiet):
+        r = check(write(tmp_path / "ok.yaml", {**base, "routes": [route]}), "--strict")
+        assert r.returncode == 0 and "repeat_interval" not in r.stderr, r.stderr
+    # resolve_on decides what "healthy" is.
+    custom = write(tmp_path / "custom.yaml", {**base, "routes": [recovery],
+                                              "incidents": {"resolve_on": ["RUNNING", "PAUSED"]}})
+    r = check(custom)
+    assert "routes[0].repeat_interval" in r.stderr
 
 
 def test_a_status_in_the_wrong_case_is_an_error_and_strict_makes_warnings_fatal(tmp_path: Path,

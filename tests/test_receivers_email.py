@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +15,10 @@ import pytest
 
 from bridge.config import parse
 from bridge.errors import ConfigError, Permanent, RetryLater
+from bridge.model import IncidentRef
 from bridge.receivers import Receiver, build_receiver
 from bridge.render import Renderer
-from tests.support.fakes import SMTP_USER, CertFiles, SMTPServer, free_port, make_alert, make_cert
+from tests.support.fakes import SMTP_USER, T0, CertFiles, SMTPServer, free_port, make_alert, make_cert
 
 pytest_plugins = ["tests.support.fakes"]
 pytestmark = pytest.mark.timeout(20)
@@ -164,3 +167,15 @@ async def test_no_password_in_errors_or_logs(
     await receiver.send(make_alert())  # and a success, which logs what it logs
     seen = "\n".join([str(e) for e in errors] + [repr(e) for e in errors] + [repr(receiver)] + [caplog.text])
     assert password not in seen
+
+
+async def test_resolution_subject_and_body_say_resolved(smtp_server: SMTPServer) -> None:
+    receiver = await email_receiver(smtp_server, {"security": "none"})
+    ref = IncidentRef("inc_0123456789abcdef0123", T0 - timedelta(minutes=15), 900.0,
+                      "FAILED 12m → STARTING 3m → RUNNING")
+    await receiver.send(replace(make_alert(node="node-7", status="RUNNING", previous="STARTING"),
+                                kind="resolved", incident=ref))
+    [mail] = smtp_server.messages
+    assert mail.message["Subject"] == "[alert-bridge] RESOLVED node-7 after 15m"
+    assert "FAILED 12m → STARTING 3m → RUNNING (15m in total)" in mail.part("plain")
+    assert "RESOLVED node-7 after 15m" in mail.part("html")

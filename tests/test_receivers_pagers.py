@@ -460,9 +460,13 @@ async def test_signed_event_reaches_pagerduty_through_the_real_process(bridge_pr
         [req] = pd.requests
         event = req.payload
         assert event["event_action"] == "trigger" and event["routing_key"] == PD_ROUTING_KEY
-        # The incident's id correlates the trigger and its resolution (not the node: a node fails again).
-        key = event["dedup_key"]
-        assert key.startswith("inc_") and pd.alerts == {key: "triggered"}
+        # A FAILED opens an incident: PagerDuty correlates on its id (the resolution closes the same alert).
+        code, doc = await p.get(p.admin_url + "/api/v1/incidents")
+        assert code == 200, doc
+        [incident] = doc["incidents"]
+        assert event["dedup_key"] == incident["id"] and pd.alerts == {incident["id"]: "triggered"}
+        assert event["payload"]["summary"] == "node-prod-9 is FAILED"
+        key = incident["id"]
         assert event["payload"]["source"] == "node-prod-9" and event["payload"]["severity"] == "critical"
         assert (await p.event("node-prod-9", "STARTING"))[0] == 200  # an update: the incident stays open
         assert (await p.event("node-prod-9", "RUNNING"))[0] == 200

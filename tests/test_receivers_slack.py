@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -13,9 +15,10 @@ import pytest
 
 from bridge.config import parse
 from bridge.errors import Permanent, RetryLater
+from bridge.model import IncidentRef
 from bridge.receivers import Receiver, build_receiver
 from bridge.render import Renderer
-from tests.support.fakes import FakeSlack, free_port, make_alert
+from tests.support.fakes import T0, FakeSlack, free_port, make_alert
 
 pytest_plugins = ["tests.support.fakes"]
 pytestmark = pytest.mark.timeout(20)
@@ -281,3 +284,13 @@ def _strings(obj: Any) -> list[str]:
     if isinstance(obj, list):
         return [s for v in obj for s in _strings(v)]
     return []
+
+
+async def test_resolved_headline(fake_slack: FakeSlack, http_session: aiohttp.ClientSession) -> None:
+    receiver = webhook_mode(fake_slack, http_session)
+    ref = IncidentRef("inc_0123456789abcdef0123", T0 - timedelta(minutes=15), 900.0,
+                      "FAILED 12m → STARTING 3m → RUNNING")
+    await receiver.send(replace(make_alert(node="node-7", status="RUNNING", previous="STARTING"),
+                                kind="resolved", incident=ref))
+    [msg] = fake_slack.messages
+    assert headline(msg.payload) == ":large_green_circle: RESOLVED node-7 after 15m"

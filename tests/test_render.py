@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -17,13 +19,14 @@ from bridge.config import (
     parse,
 )
 from bridge.errors import ConfigError
+from bridge.model import TEST_ROUTE, Alert, IncidentRef
 from bridge.receivers.email import DEFAULTS as EMAIL_DEFAULTS
 from bridge.receivers.email import email_content
 from bridge.receivers.log import log_fields
 from bridge.receivers.slack import slack_message
 from bridge.receivers.webhook import webhook_body
 from bridge.render import Renderer, human_duration, precompile
-from tests.support.fakes import make_alert
+from tests.support.fakes import T0, make_alert
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -35,6 +38,7 @@ def config(receivers: dict[str, Any], **extra: Any) -> Config:
 SLACK = {"type": "slack", "webhook_url": "https://hooks.slack.test/services/T/B/x"}
 EMAIL = {"type": "email", "to": ["ops@example.test"], "from": "bridge@example.test", "smtp": {"host": "smtp"}}
 HOOK = {"type": "webhook", "url": "https://hooks.example.test/in"}
+LOG = {"type": "log"}
 
 
 def slack_cfg(cfg: Config, name: str = "ops") -> SlackReceiverConfig:
@@ -330,3 +334,89 @@ def test_templates_are_compiled_once_per_config() -> None:
         slack_message(renderer, make_alert(), slack_cfg(cfg))
         email_content(renderer, make_alert(receiver="mail"), email_cfg(cfg, "mail"))
     assert renderer._compiled == compiled  # same Template objects, nothing new compiled
+
+
+# --- default wording per notification kind (one place: render.notification_title) ----------------
+
+RESOLVED_PATH = "FAILED 12m → STARTING 3m → RUNNING"
+
+
+def incident_alert(kind: str, status: str = "FAILED", *, duration: float | None = 900.0,
+                   path: str = "FAILED 12m → STARTING 3m", facts: dict[str, Any] | None = None,
+                   node: str = "node-7", route: str = "prod-failures") -> Alert:
+    ref = IncidentRef("inc_0123456789abcdef0123", T0 - timedelta(minutes=15), duration, path) \
+        if duration is not None else None
+    return replace(make_alert(node=node, status=status, route=route), kind=kind, incident=ref, facts=facts or {})
+
+
+@pytest.mark.parametrize(
+    ("alert", "title"),
+    [
+        (incident_alert("firing"), "node-7 is FAILED"),
+        (incident_alert("resolved", "RUNNING", path=RESOLVED_PATH), "RESOLVED node-7 after 15m"),
+        (incident_alert("reminder", duration=7200.0), "still FAILED after 2h: node-7"),
+        (incident_alert("reminder", "STARTING", duration=None, facts={"reminder": 2, "for": 2700.0}),
+         "still STARTING after 45m: node-7"),
+        (incident_alert("escalation", duration=1800.0, facts={"escalation": {"step": 0, "after": 1800.0}}),
+         "ESCALATED node-7: FAILED, open 30m"),
+        (incident_alert("acknowledged", duration=600.0), "ACKNOWLEDGED node-7: FAILED, open 10m"),
+        (incident_alert("update", "STARTING", duration=60.0), "node-7 now STARTING (incident open 1m)"),
+        (incident_alert("flapping", facts={"flap": {"count": 4, "since": "x", "span": 180.0}}),
+         "node-7 is flapping (4 status changes in 3m)"),
+        (incident_alert("stable", "RUNNING", duration=None, facts={"flap": {"count": 7, "since": "x", "span": 840.0}}),
+         "node-7 stable again: flapped 7 times in 14m, now RUNNING"),
+        (incident_alert("event", "STARTING", duration=None, facts={"held_for": 900.0}),
+         "node-7 still STARTING after 15m"),
+        (incident_alert("event", "RUNNING", duration=None), "node-7 is RUNNING"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else v.kind,
+)
+def test_default_title_says_what_happened_per_kind(alert: Alert, title: str) -> None:
+    cfg = config({"ops": LOG})
+    renderer = Renderer.from_config(cfg)
+    ctx = renderer.context(alert, cfg.receivers["ops"])
+    assert ctx["title"] == title
+    assert log_fields(renderer, alert, cfg.receivers["ops"])["msg"] == title
+
+
+def test_resolution_text_carries_total_duration_and_path() -> None:
+    cfg = config({"ops": LOG})
+    alert = incident_alert("resolved", "RUNNING", path=RESOLVED_PATH)
+    text = Renderer.from_config(cfg).context(alert)["text"]
+    assert text.startswith("RESOLVED node-7 after 15m.\nnode-7 is RUNNING (was RUNNING for 3h 12m).\n")
+    assert f"Incident inc_0123456789abcdef0123: {RESOLVED_PATH} (15m in total).\n" in text
+    open_text = Renderer.from_config(cfg).context(incident_alert("reminder", duration=7200.0))["text"]
+    assert "Incident inc_0123456789abcdef0123: FAILED 12m → STARTING 3m (open 2h).\n" in open_text
+
+
+def test_every_receiver_uses_the_shared_title() -> None:
+    cfg = config({"ops": SLACK, "mail": EMAIL, "hook": HOOK})
+    renderer = Renderer.from_config(cfg)
+    alert = incident_alert("resolved", "RUNNING", path=RESOLVED_PATH)
+    assert slack_message(renderer, alert, slack_cfg(cfg))["blocks"][0]["text"]["text"].endswith(
+        "RESOLVED node-7 after 15m")
+    assert email_content(renderer, replace(alert, receiver="mail"), email_cfg(cfg, "mail")).subject == \
+        "[alert-bridge] RESOLVED node-7 after 15m"
+    body = json.loads(webhook_body(renderer, replace(alert, receiver="hook"), hook_cfg(cfg, "hook")))
+    assert body["title"] == "RESOLVED node-7 after 15m" and body["kind"] == "resolved"
+    assert body["incident"]["path"] == RESOLVED_PATH
+    stable = incident_alert("stable", "RUNNING", facts={"flap": {"count": 7, "since": "x", "span": 840.0}})
+    body = json.loads(webhook_body(renderer, replace(stable, receiver="hook"), hook_cfg(cfg, "hook")))
+    assert body["facts"] == {"flap": {"count": 7, "since": "x", "span": 840.0}}
+
+
+def test_default_title_escapes_event_values_for_slack_and_marks_tests() -> None:
+    cfg = config({"ops": SLACK})
+    renderer = Renderer.from_config(cfg)
+    hostile = incident_alert("resolved", "RUNNING", node="<!channel> & co", path=RESOLVED_PATH)
+    head = slack_message(renderer, hostile, slack_cfg(cfg))["blocks"][0]["text"]["text"]
+    assert "RESOLVED &lt;!channel&gt; &amp; co after 15m" in head and "<!channel>" not in head
+    test_alert = incident_alert("resolved", "RUNNING", path=RESOLVED_PATH, route=TEST_ROUTE)
+    assert renderer.context(test_alert)["title"] == "TEST: RESOLVED node-7 after 15m"
+
+
+def test_alert_facts_survive_the_job_context() -> None:
+    alert = incident_alert("stable", "RUNNING", facts={"flap": {"count": 7, "since": "x", "span": 840.0}})
+    again = Alert.from_context(alert.delivery_id, json.loads(json.dumps(alert.context())))
+    assert again.facts == alert.facts and again.kind == "stable" and again.incident == alert.incident
+    assert "facts" not in make_alert().context()  # jobs without facts stay as they were

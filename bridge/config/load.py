@@ -147,8 +147,18 @@ def _semantic_problems(cfg: Config) -> tuple[list[str], list[str]]:
 
 
 def _incident_problems(cfg: Config, names: set[str], problems: list[str], warnings: list[str]) -> None:
-    """The incident keys: escalation receivers and steps, open_on/resolve_on."""
+    """The incident keys: escalation receivers and steps, open_on/resolve_on, pointless reminders."""
+    resolve_on = set(cfg.incidents.resolve_on)
     for i, route in enumerate(cfg.routes):
+        statuses = route.match.status
+        if route.repeat_interval and statuses and resolve_on.issuperset(statuses):
+            # The old suppression meaning of repeat_interval on a recovery route now means reminding.
+            warnings.append(
+                f"routes[{i}].repeat_interval: the route matches only {', '.join(statuses)} (incidents.resolve_on), "
+                f"so it would remind every {format_duration(route.repeat_interval)} that the node is still healthy; "
+                "drop repeat_interval here (repeat_interval now reminds, it no longer suppresses; "
+                "send_resolved on the route that matches the failure sends the recovery)"
+            )
         last = 0.0
         for j, step in enumerate(route.escalate):
             where = f"routes[{i}].escalate[{j}]"

@@ -77,6 +77,7 @@ def webhook_body(renderer: Renderer, alert: Alert, cfg: WebhookReceiverConfig) -
         # to: machine consumers correlate on incident.id
         "kind": alert.kind,
         "incident": ctx["incident"],
+        "facts": ctx["facts"],  # what the kind adds: flap count and span, escalation step, hold
     }
     return compact_json(payload).encode()
 

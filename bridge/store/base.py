@@ -170,10 +170,12 @@ def context_tail(job: Job, previous: NodeState | None) -> str:
                             previous.since if previous else None)
     fields["kind"] = job.kind
     fields["incident"] = job.incident.to_dict() if job.incident else None
+    if job.facts:
+        fields["facts"] = dict(job.facts)
     return compact_json(fields)[1:]
 
 
 def job_alert(event: Event, job: Job, previous: NodeState | None) -> Alert:
     """The alert a job carries, as the stores that keep objects (memory) build it."""
     return Alert(job.event or event, job.route, job.receiver, job.id, previous.status if previous else None,
-                 previous.since if previous else None, job.kind, job.incident)
+                 previous.since if previous else None, job.kind, job.incident, job.facts)
