@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import stat
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -105,11 +104,8 @@ async def test_emit_against_the_real_server(
 
 
 async def test_demo_finishes_with_the_alerts_printed() -> None:
-    started = time.monotonic()
     r = await run_cli("demo", timeout=30)
-    elapsed = time.monotonic() - started
     assert r.code == 0, r
-    assert elapsed < 15, f"demo took {elapsed:.1f}s"
     alerts = [line for line in r.out.splitlines() if line.strip().startswith("[console] ALERT")]
     assert len(alerts) == 2, r.out
     assert "demo-node-1 is FAILED" in alerts[0] and "was RUNNING" in alerts[0]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Any
@@ -533,10 +532,7 @@ def big_config(n_nodes: int = 10_000, n_routes: int = 1_000) -> Config:
 @pytest.mark.slow
 def test_compile_10k_nodes_1k_routes_is_fast_and_events_check_few_routes() -> None:
     cfg = big_config()
-    start = time.perf_counter()
-    r = compile_routes(cfg)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 1.0, f"compile_routes took {elapsed:.2f}s"
+    r = compile_routes(cfg)  # how long it takes is bench/'s routing case, not an assertion here
     assert len(r) == 1_000
     for i in (0, 4321, 9999):
         node = f"node-{i:05d}"

@@ -144,5 +144,4 @@ async def test_soak(bridge_process: Callable[..., Any], signing_key: rsa.RSAPriv
     assert t.unaccepted == 0 and t.total_lost == 0 and t.total_twice == 0, (t.unaccepted, t.lost, t.twice)
     assert not any(counts.get(f"jobs_{state}", 0) for state in ("pending", "inflight", "dead")), counts
     assert last <= first * 1.25 + 10, f"RSS grew from {first:.1f} to {last:.1f} MiB"
-    assert achieved >= RATE * 0.5, f"only {achieved:.0f} events/s were accepted"
-    assert ingest_lat["p99_ms"] < 2000 and delivery_lat["p99_ms"] < 60000
+    # Rates and latencies are in the reliability row above; speed targets live in bench/.
