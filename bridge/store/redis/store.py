@@ -39,7 +39,7 @@ transition, so this is amortised O(log n)), then takes the first ``limit`` of ``
 O(limit·log n). A claimed head stays the head of its queue and goes back to ``due`` scored by its
 lease expiry, so a claim whose replica died is due again after ``lease`` seconds.
 
-Accept: ``decide`` is Python, so accept is optimistic, and group-committed: the accepts queued
+Accept (batcher.py): ``decide`` is Python, so accept is optimistic, and group-committed: the accepts queued
 while no batch is on its way (those of one event-loop iteration), or while one is (the next
 batch), go together. One script call (read.lua) reads every dedup record and node record (with
 its version) of the batch; Python decides each accept in order, on the node record the batch's
@@ -80,12 +80,11 @@ from bridge.decide import Apply, Decider, Decision, NodeRecord, from_us, to_us
 from bridge.errors import StorageUnavailable
 from bridge.model import Alert, Delivery, DeliveryState, Event, NodeState, Silence
 from bridge.store.base import Acceptance, OutboxStats, compact_json, job_context
-from bridge.store.redis.accepts import Accept, CommitItem, NodeSim, member, next_due_us
+from bridge.store.redis.accepts import member, next_due_us
+from bridge.store.redis.batcher import MAX_ACCEPT_ATTEMPTS, AcceptBatcher
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
-_MAX_ACCEPT_ATTEMPTS = 50
-_ACCEPT_BATCH = 256  # accepts committed by one script call (bounds its run time)
 _SETTLE_BATCH = 512  # send outcomes recorded by one script call
 _BATCH = 1000  # keys handled per script call by prune and promotion (bounds one script's run time)
 _LAYOUT_FIELD, _LAYOUT = "redis_layout", "2"  # 2: node records as JSON, readable job fields
@@ -157,8 +156,7 @@ class RedisStore:
         self._scripts: dict[str, AsyncScript] = {}
         self._events_keep = RetentionConfig().events  # backstop TTL of events; prune updates it
         # group commits: accepts (and send outcomes) queued while a batch is on its way go together
-        self._accepts: list[Accept] = []
-        self._accept_task: asyncio.Task[None] | None = None
+        self._accepts = AcceptBatcher(self._run, lambda: self._events_keep)
         self._settles: list[tuple[tuple[str, str, str, str, str], asyncio.Future[None]]] = []
         self._settle_task: asyncio.Task[None] | None = None
 
@@ -215,9 +213,10 @@ class RedisStore:
 
     async def close(self) -> None:
         # let the batches on their way finish (or fail) on the connection they started on
-        for task in (self._accept_task, self._settle_task):
-            if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
-                await asyncio.wait([task])
+        await self._accepts.wait_idle()
+        task = self._settle_task
+        if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
+            await asyncio.wait([task])
         if self._redis is not None:
             redis, self._redis = self._redis, None
             self._scripts = {}
@@ -231,115 +230,7 @@ class RedisStore:
     # --- accept ----------------------------------------------------------------------------------
 
     async def accept(self, event: Event, decide: Decider, *, now: datetime, dedup_ttl: float) -> Acceptance:
-        loop = asyncio.get_running_loop()
-        item = Accept(event, decide, now, dedup_ttl, loop.create_future())
-        self._accepts.append(item)
-        if self._accept_task is None:
-            # Starts at the next loop iteration: every request handled in this one joins the batch.
-            self._accept_task = loop.create_task(self._drain_accepts())
-        return await item.fut
-
-    async def _drain_accepts(self) -> None:
-        """Commit queued accepts, batch after batch; accepts that arrive meanwhile join the next."""
-        try:
-            while self._accepts:
-                batch = [a for a in self._accepts[:_ACCEPT_BATCH] if not a.fut.done()]  # done: cancelled
-                del self._accepts[:_ACCEPT_BATCH]
-                if not batch:
-                    continue
-                try:
-                    again = await self._accept_batch(batch)
-                except BaseException as exc:
-                    err = exc if isinstance(exc, Exception) else StorageUnavailable("redis store is closing")
-                    for a in batch:
-                        if not a.fut.done():
-                            a.fut.set_exception(err)
-                    if not isinstance(exc, Exception):
-                        raise
-                    continue
-                self._requeue(again)
-        finally:
-            self._accept_task = None
-
-    def _requeue(self, again: list[Accept]) -> None:
-        """Accepts to try once more, ahead of the queue (in their order); after a few tries, after
-        a short random pause (another replica keeps committing events of the same node)."""
-        now_items: list[Accept] = []
-        loop = asyncio.get_running_loop()
-        for a in again:
-            if a.attempts >= _MAX_ACCEPT_ATTEMPTS:
-                if not a.fut.done():
-                    a.fut.set_exception(
-                        StorageUnavailable("redis: too much contention on node state; retry later", 1.0)
-                    )
-            elif a.attempts >= 3:
-                loop.call_later(random.uniform(0, 0.001 * a.attempts), self._enqueue_later, a)
-            else:
-                now_items.append(a)
-        self._accepts[:0] = now_items
-
-    def _enqueue_later(self, a: Accept) -> None:
-        if a.fut.done():
-            return
-        self._accepts.append(a)
-        if self._accept_task is None:
-            self._accept_task = asyncio.get_running_loop().create_task(self._drain_accepts())
-
-    async def _accept_batch(self, batch: list[Accept]) -> list[Accept]:
-        """One round trip reads what every accept of ``batch`` decides on, Python decides them in
-        order (each on the node record its predecessors leave), one script commits them all,
-        re-checking each. Returns the accepts to try again."""
-        nodes = list(dict.fromkeys(a.event.node_id for a in batch))
-        found_all, rows = await self._run("read", len(batch), *(a.event.dedup_key for a in batch), *nodes)
-        sims = {node: NodeSim(node, row) for node, row in zip(nodes, rows, strict=True)}
-
-        items: list[CommitItem] = []
-        sent: list[tuple[Accept, Acceptance]] = []
-        waiting: list[tuple[int, Accept, Accept]] = []  # (position, accept, earlier one with its dedup key)
-        seen: dict[str, Accept] = {}
-        for pos, (a, found) in enumerate(zip(batch, found_all, strict=True)):
-            ev = a.event
-            earlier = seen.get(ev.dedup_key)
-            if earlier is not None:  # its answer depends on whether the earlier one commits
-                waiting.append((pos, a, earlier))
-                continue
-            sim = sims[ev.node_id]
-            try:
-                if found and float(found.partition(" ")[0]) > a.now_ts:
-                    a.fut.set_result(Acceptance.of(ev, a.decide(sim.record, True)))
-                    continue
-                decision = a.decide(sim.record, False)
-            except Exception as exc:  # decide raised: this accept fails, the others go on
-                a.fut.set_exception(exc)
-                continue
-            items.append(a.commit_item(decision, sim))
-            seen[ev.dedup_key] = a
-            sent.append((a, Acceptance.of(ev, decision)))
-
-        again: list[tuple[int, Accept]] = []
-        committed: set[int] = set()
-        if sent:
-            answers = await self._run("commit", round((self._events_keep + 86400) * 1000), compact_json(items))
-            position = {id(a): pos for pos, a in enumerate(batch)}
-            for (a, result), answer in zip(sent, answers, strict=True):
-                if answer == "ok":
-                    committed.add(id(a))
-                    if not a.fut.done():
-                        a.fut.set_result(result)
-                elif answer.startswith("dup "):
-                    if not a.fut.done():
-                        a.fut.set_result(Acceptance.of(a.event, a.decide(None, True)))
-                else:
-                    a.attempts += 1
-                    again.append((position[id(a)], a))
-        for pos, a, earlier in waiting:
-            if id(earlier) in committed and earlier.expires > a.now_ts:
-                if not a.fut.done():
-                    a.fut.set_result(Acceptance.of(a.event, a.decide(None, True)))
-            else:
-                again.append((pos, a))
-        again.sort(key=lambda pa: pa[0])
-        return [a for _, a in again if not a.fut.done()]
+        return await self._accepts.accept(event, decide, now=now, dedup_ttl=dedup_ttl)
 
     # --- delivery jobs ---------------------------------------------------------------------------
 
@@ -494,7 +385,7 @@ class RedisStore:
     async def apply(self, node_id: str, decide: Apply, *, now: datetime) -> Decision:
         r = self._client()
         now_us = _us(now)
-        for attempt in range(_MAX_ACCEPT_ATTEMPTS):
+        for attempt in range(MAX_ACCEPT_ATTEMPTS):
             with _guard():
                 raw, version = await r.hmget(self._k("node:", node_id), ["record", "version"])
             record = NodeRecord.from_json(node_id, json.loads(raw)) if raw else None
