@@ -79,9 +79,12 @@ class NodeRecord:
     @property
     def kept_from(self) -> datetime:
         """What pruning counts the record's age from (the stores index it): its newest event, or
-        never while an incident is open, since its resolution, however late, needs the record."""
+        never while an incident is open or a timer is pending (the resolution or the timer, however
+        late, needs the record)."""
         incident = self.incidents.incident
-        return KEPT_OPEN if incident is not None and incident.is_open else self.state.last_timestamp
+        if (incident is not None and incident.is_open) or self.incidents.timers:
+            return KEPT_OPEN
+        return self.state.last_timestamp
 
     @property
     def next_due(self) -> datetime | None:
@@ -146,9 +149,10 @@ class Policy:
 
 
 def order_time(event: Event, max_clock_skew: float) -> datetime:
-    """The time an event orders by: its own, but never later than arrival + ``max_clock_skew``."""
+    """The time an event orders by: its own; one dated more than ``max_clock_skew`` ahead (an upstream
+    clock or format bug) orders at its arrival, so it cannot hide any event that comes after it."""
     latest = event.received_at + timedelta(seconds=max_clock_skew)
-    return event.timestamp if event.timestamp <= latest else latest
+    return event.timestamp if event.timestamp <= latest else event.received_at
 
 
 def _with_matches(ip: IncidentPolicy, matches: Sequence[RouteMatch]) -> IncidentPolicy:
@@ -228,10 +232,14 @@ def decide_timers(record: NodeRecord | None, policy: Policy, now: datetime) -> D
     notes: list[Notification] = []
     resolved: list[float] = []
     fired = False
+    # Only the timers due when this call began: a timer a fired one sets at or before ``now`` waits
+    # for the next call, so no duration, however small, can spin this loop.
+    due_ids = {t.id for t in state.timers if t.due_at <= now}
     while True:
-        due = next((t for t in state.timers if t.due_at <= now), None)
+        due = next((t for t in state.timers if t.id in due_ids and t.due_at <= now), None)
         if due is None:
             break
+        due_ids.discard(due.id)
         probe = Event("NODE_STATUS_UPDATED", now, node, due.status or record.state.status, received_at=now)
         mute = silenced(policy.silences, probe, now) is not None if policy.silences else False
         step = incidents.on_timer(state, due, now, ip, mute=mute)

@@ -9,7 +9,7 @@ resolution by hand are bridge-clock times.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -77,6 +77,7 @@ class Policy:
     flap_transitions: int = 0  # 0: flapping detection off
     flap_window: float = 600.0
     routes: Mapping[str, RoutePolicy] = field(default_factory=dict)
+    receivers: frozenset[str] | None = None  # the configured receivers (None: not known, keep every one)
 
     @classmethod
     def from_config(cls, cfg: Config) -> Policy:
@@ -91,7 +92,7 @@ class Policy:
             routes[DEFAULT_ROUTE] = RoutePolicy(DEFAULT_ROUTE, tuple(cfg.default_to))
         inc = cfg.incidents
         return cls(frozenset(inc.open_on), frozenset(inc.resolve_on), inc.flapping.transitions,
-                   inc.flapping.window, routes)
+                   inc.flapping.window, routes, frozenset(cfg.receivers))
 
 
 # --- incident ----------------------------------------------------------------------------------------
@@ -112,6 +113,17 @@ class Incident:
     acked_by: str | None = None
     resolved_at: datetime | None = None
     resolved_by: str | None = None  # who resolved it by hand; None: resolved by an event
+    # (route, receivers) the firing and escalations reached: the resolution goes to them even after a
+    # reload renamed or removed the route or changed its receivers.
+    told: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def tell(self, route: str, receivers: Sequence[str]) -> Incident:
+        known = dict(self.told)
+        merged = tuple(dict.fromkeys((*known.get(route, ()), *receivers)))
+        return replace(self, told=tuple({**known, route: merged}.items()))
+
+    def told_to(self, route: str) -> tuple[str, ...]:
+        return dict(self.told).get(route, ())
 
     @property
     def status(self) -> str:
@@ -172,6 +184,7 @@ class Incident:
             "escalated": [[r, n] for r, n in self.escalated],
             "acked_at": _ts(self.acked_at), "acked_by": self.acked_by,
             "resolved_at": _ts(self.resolved_at), "resolved_by": self.resolved_by,
+            "told": [[r, list(rs)] for r, rs in self.told],
         }
 
     @classmethod
@@ -186,6 +199,7 @@ class Incident:
             path_elided=int(d.get("path_elided") or 0),
             acked_at=_dt(d.get("acked_at")), acked_by=d.get("acked_by"),
             resolved_at=_dt(d.get("resolved_at")), resolved_by=d.get("resolved_by"),
+            told=tuple((str(r), tuple(rs)) for r, rs in d.get("told") or ()),
         )
 
 

@@ -151,7 +151,7 @@ def _fire(w: _Work, inc: Incident, rp: RoutePolicy, at: datetime, *, reminder_st
     """The firing for one owner (now, or when its hold ends): sent unless held, reminders armed."""
     if not w.quiet:
         w.notify("firing", rp.name, rp.to, status=inc.status, at=at, incident=inc)
-        inc = replace(inc, notified=(*inc.notified, rp.name))
+        inc = replace(inc, notified=(*inc.notified, rp.name)).tell(rp.name, rp.to)
     if rp.repeat_interval and inc.acked_at is None:
         w.set_timer("reminder", rp.name, reminder_step, rp.repeat_interval, inc.id, inc.status)
     return inc
@@ -176,13 +176,21 @@ def _resolution_targets(w: _Work, inc: Incident) -> list[tuple[str, tuple[str, .
     """(route, receivers) for the resolution: notified owners with send_resolved, plus whoever
     their escalations reached."""
     out = []
-    for name in inc.notified:
+    known = w.policy.receivers
+    for name in dict.fromkeys(inc.notified):
         rp = w.route(name)
-        if rp is None or not rp.send_resolved:
+        told = inc.told_to(name)
+        if rp is not None and not rp.send_resolved:
             continue
-        extra = [r for (route, n) in inc.escalated if route == name and n < len(rp.escalate)
-                 for r in rp.escalate[n][1]]
-        out.append((name, (*rp.to, *extra)))
+        if rp is None:  # a reload removed or renamed the route: whoever it told hears the end
+            receivers: tuple[str, ...] = told
+        else:
+            extra = [r for (route, n) in inc.escalated if route == name and n < len(rp.escalate)
+                     for r in rp.escalate[n][1]]
+            receivers = tuple(dict.fromkeys((*rp.to, *extra, *told)))
+        receivers = tuple(r for r in receivers if known is None or r in known)
+        if receivers:
+            out.append((name, receivers))
     return out
 
 
@@ -378,7 +386,7 @@ def on_timer(state: IncidentState | None, timer: Timer, now: datetime, policy: P
             w.notify("escalation", rp.name, to, status=inc.status, at=now, incident=inc,
                      extra={"escalation": {"step": timer.step, "after": after}})
             if not mute:  # the resolution goes to whoever an escalation actually reached
-                w.inc = replace(inc, escalated=(*inc.escalated, (rp.name, timer.step)))
+                w.inc = replace(inc, escalated=(*inc.escalated, (rp.name, timer.step))).tell(rp.name, to)
     return w.step("fired")
 
 

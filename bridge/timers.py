@@ -88,11 +88,19 @@ class TimerLoop:
         while True:
             now = self._clock()
             nodes = await self._store.due_nodes(now=now, limit=BATCH)
+            failed = 0
             for node in nodes:
-                decision = await self.apply(node, now)
+                try:
+                    decision = await self.apply(node, now)
+                except Unavailable:
+                    raise
+                except Exception:  # one node's bad record must not hold back every other node's timers
+                    failed += 1
+                    log.exception("cannot apply the timers of one node; the others go on", extra={"node": node})
+                    continue
                 if decision.record is not None:
                     changed += 1
-            if len(nodes) < BATCH:
+            if len(nodes) < BATCH or failed == len(nodes):
                 return changed
 
     async def apply(self, node: str, now: datetime) -> Decision:

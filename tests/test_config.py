@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from bridge import config as config_mod
-from bridge.config import parse_duration
+from bridge.config import parse, parse_duration
 from bridge.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +37,8 @@ def test_durations(text: Any, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("bad", ["5 minutes", "m5", "", "-5s", "1h 30m", True, [1]])
+@pytest.mark.parametrize("bad", ["5 minutes", "m5", "", "-5s", "1h 30m", True, [1], float("inf"), float("nan"),
+                                 "9" * 400 + "w", "36501d", 1e300])
 def test_bad_durations(bad: Any) -> None:
     with pytest.raises(ValueError):
         parse_duration(bad)
@@ -318,3 +319,14 @@ def test_incident_warnings() -> None:
     )
     assert any(w.startswith("routes[0].escalate[0].after: 30m is not longer than the route's for (1h)")
                for w in cfg.warnings)
+
+
+@pytest.mark.parametrize("key", ["for", "repeat_interval"])
+def test_incident_timers_are_off_or_at_least_a_second(key: str) -> None:
+    """A reminder every microsecond would spin the timer loop: 0 (off) or >= 1s, with the YAML path."""
+    base = {"verification": {"public_key": "x"}, "receivers": {"ops": {"type": "log"}}}
+    route = {"name": "r", "match": {"status": ["FAILED"]}, "to": ["ops"]}
+    found = problems({**base, "routes": [{**route, key: "100ms"}]})
+    assert any(p.startswith(f"routes[0].{key}:") and "at least 1s" in p for p in found), found
+    for fine in ("1s", 0):
+        parse({**base, "routes": [{**route, key: fine}]})

@@ -202,15 +202,16 @@ def test_a_failing_router_raises_before_anything_is_decided() -> None:
         decide(ev(), None, Policy(broken), at(0))
 
 
-# --- future-dated events (issue 11): no event mutes its node beyond max_clock_skew ------------------
+# --- future-dated events (issue 11): a far-future event hides nothing that comes after it ---------
 
 
-def test_order_time_is_clamped_to_arrival_plus_skew() -> None:
+def test_order_time_of_a_far_future_event_is_its_arrival() -> None:
     assert order_time(ev(t=0, received=0), 300) == at(0)
-    assert order_time(ev(t=1000, received=0), 300) == at(300)
+    assert order_time(ev(t=300, received=0), 300) == at(300)  # inside the skew: its own time
+    assert order_time(ev(t=1000, received=0), 300) == at(0)  # beyond it: when it arrived
     far = Event("NODE_STATUS_UPDATED", datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC), "n1", "FAILED",
                 received_at=at(0))
-    assert order_time(far, 300) == at(300)
+    assert order_time(far, 300) == at(0)
 
 
 def test_far_future_event_then_normal_ones_over_time() -> None:
@@ -219,27 +220,39 @@ def test_far_future_event_then_normal_ones_over_time() -> None:
     policy = Policy(TO_A.routes, (), 0.0, 60.0)
     sequence = [
         (far, 0),
-        (ev("n1", "RUNNING", 30), 30),  # inside the skew: the far one is still newer
+        (ev("n1", "RUNNING", 30), 30),  # after the far one arrived: it resolves
         (ev("n1", "FAILED", 59), 59),
-        (ev("n1", "RUNNING", 60), 60),  # the skew has passed: it notifies again
+        (ev("n1", "RUNNING", 60), 60),
         (ev("n1", "FAILED", 61), 61),
         (ev("n1", "FAILED", 3600), 3600),
     ]
     decisions = run(sequence, policy)
-    assert [d.outcome for d in decisions] == ["accepted", "out_of_order", "out_of_order", "accepted", "accepted",
-                                               "accepted"]
-    # incidents (issue 13): FAILED opens, RUNNING resolves, FAILED opens again, its repeat is quiet
-    assert [[j.kind for j in d.jobs] for d in decisions] == [["firing"], [], [], ["resolved"], ["firing"], []]
+    assert [d.outcome for d in decisions] == ["accepted"] * 6
+    assert [[j.kind for j in d.jobs] for d in decisions] == [["firing"], ["resolved"], ["firing"], ["resolved"],
+                                                             ["firing"], []]
     first = decisions[0].record
-    assert first is not None and first.state.last_timestamp == at(60) == first.state.since
-    assert decisions[3].previous == NodeState("n1", "FAILED", at(60), at(60), far.id)
+    assert first is not None and first.state.last_timestamp == at(0) == first.state.since
+    assert decisions[1].previous == NodeState("n1", "FAILED", at(0), at(0), far.id)
 
 
-def test_a_second_far_future_event_cannot_extend_the_mute() -> None:
+def test_a_far_future_repeat_cannot_swallow_the_resolution() -> None:
+    """FAILED pages; a copy dated years ahead arrives; the real RUNNING a minute later resolves."""
+    policy = Policy(TO_A.routes, (), 0.0, 300.0)
+    sequence = [(ev("n1", "FAILED", 0), 0), (ev("n1", "FAILED", 10**8, received=5), 5),
+                (ev("n1", "RUNNING", 60), 60)]
+    decisions = run(sequence, policy)
+    assert [d.outcome for d in decisions] == ["accepted", "accepted", "accepted"]
+    assert [[j.kind for j in d.jobs] for d in decisions] == [["firing"], [], ["resolved"]]
+
+
+def test_events_arriving_before_a_far_future_one_still_order_by_their_time() -> None:
     policy = Policy(TO_A.routes, (), 0.0, 60.0)
     sequence = [(ev(t=10**6, received=0), 0), (ev("n1", "RUNNING", 10**6 + 1, received=50), 50),
                 (ev("n1", "FAILED", 111), 111)]
     assert [d.outcome for d in run(sequence, policy)] == ["accepted", "accepted", "accepted"]
+    late = [(ev("n1", "FAILED", 10), 10), (ev("n1", "RUNNING", 10**6, received=20), 20),
+            (ev("n1", "FAILED", 15), 30)]  # dated before the far one arrived: out of order, as always
+    assert [d.outcome for d in run(late, policy)] == ["accepted", "accepted", "out_of_order"]
 
 
 # --- the record's JSON form -----------------------------------------------------------------------
@@ -256,3 +269,14 @@ def test_node_record_round_trips_through_json() -> None:
     # a record written before incidents (with the old repeat times) reads with an empty incident state
     old = NodeRecord.from_json("n1", {**record.to_json(), "inc": None, "fired": {"FAILED": {"r": 1.25}}})
     assert old == NodeRecord(record.state)
+
+
+@pytest.mark.timeout(10)
+def test_timers_never_spin_whatever_the_interval() -> None:
+    """A reminder interval that rounds to nothing (config refuses it; this is the backstop) fires the
+    timers due when the call began, once each, and returns."""
+    policy = fixed(RouteMatch("r", ("a",), 1e-9))
+    (opened,) = run([(ev(t=0), 0)], policy)
+    assert opened.record is not None and opened.record.incidents.timers
+    d = decide_timers(opened.record, policy, at(1))
+    assert [j.kind for j in d.jobs] == ["reminder"]

@@ -523,3 +523,27 @@ def test_resolve_by_hand_while_flapping_is_sent_at_once() -> None:
 
 def test_every_kind_is_one_the_receivers_know() -> None:
     assert set(get_args(Kind)) <= ALERT_KINDS
+
+
+# --- reloads between the firing and the resolution -------------------------------------------------
+
+
+def test_a_reload_renaming_the_route_still_resolves_to_whoever_was_told() -> None:
+    pager = RoutePolicy("ops", ("slack", "pd"), escalate=((1800.0, ("oncall",)),))
+    sim = Sim(policy(pager, receivers=frozenset({"slack", "pd", "oncall"})), prev="RUNNING")
+    sim.event("FAILED", 0)
+    sim.run(31)  # the escalation reached oncall
+    assert sim.kinds() == [("firing", "ops", ("slack", "pd")), ("escalation", "ops", ("oncall",))]
+    # The route is renamed and pd dropped from the config: the resolution still reaches those told
+    # who still exist (the one that was removed would only go dead).
+    sim.policy = policy(RoutePolicy("ops-renamed", ("slack",)), receivers=frozenset({"slack", "oncall"}))
+    sim.event("RUNNING", 40, matched=("ops-renamed",))
+    assert sim.kinds()[-1] == ("resolved", "ops", ("slack", "oncall"))
+
+
+def test_a_reload_changing_the_receivers_resolves_to_old_and_new() -> None:
+    sim = Sim(policy(RoutePolicy("ops", ("slack",)), receivers=frozenset({"slack", "pd"})), prev="RUNNING")
+    sim.event("FAILED", 0)
+    sim.policy = policy(RoutePolicy("ops", ("pd",)), receivers=frozenset({"slack", "pd"}))
+    sim.event("RUNNING", 5)
+    assert sim.kinds()[-1] == ("resolved", "ops", ("pd", "slack"))

@@ -4,6 +4,7 @@ durations, host:port, paths relative to the config file, and one-or-many string 
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,7 +29,7 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError("a duration cannot be negative")
-        return float(value)
+        return _bounded(float(value))
     if not isinstance(value, str):
         raise ValueError("expected a duration such as 30s, 5m or 24h")
     text = value.strip()
@@ -42,7 +43,24 @@ def parse_duration(value: Any) -> float:
         pos = m.end()
     if pos != len(text) or not text:
         raise ValueError(f"{value!r} is not a duration; write e.g. 30s, 5m, 24h or 1h30m")
-    return total
+    return _bounded(total)
+
+
+MAX_DURATION = 100 * 365 * 86400.0  # longer is a typo; and every duration must fit a datetime sum
+
+
+def _bounded(seconds: float) -> float:
+    if not math.isfinite(seconds) or seconds > MAX_DURATION:
+        raise ValueError("a duration must be finite and at most 100 years (36500d)")
+    return seconds
+
+
+def _timer_duration(value: Any) -> float:
+    seconds = parse_duration(value)
+    if 0 < seconds < 1:
+        raise ValueError("an incident timer (for, repeat_interval, escalate.after, flapping.window) is 0 (off) "
+                         "or at least 1s")
+    return seconds
 
 
 def format_duration(seconds: float) -> str:
@@ -57,6 +75,7 @@ def format_duration(seconds: float) -> str:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+TimerDuration = Annotated[float, BeforeValidator(_timer_duration)]  # 0 or >= 1 s: timers never spin
 
 
 def _host_port(value: Any) -> str:

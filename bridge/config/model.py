@@ -23,6 +23,7 @@ from bridge.config.base import (
     SecretFiles,
     Strict,
     StrList,
+    TimerDuration,
     _base_dir,
     resolve_path,
 )
@@ -168,7 +169,7 @@ class MatchConfig(Strict):
 
 
 class EscalationConfig(Strict):
-    after: Duration  # since the incident opened (bridge clock)
+    after: TimerDuration  # since the incident opened (bridge clock)
     to: StrList = Field(min_length=1)
 
 
@@ -179,8 +180,8 @@ class RouteConfig(Strict):
     stop: bool = False
     # Incident lifecycle (docs/incidents.md). ``for``: notify only if the condition still holds after
     # this long; repeat_interval: remind while it holds and nobody acknowledged it (0 = never).
-    for_: Duration = Field(0.0, alias="for")
-    repeat_interval: Duration = 0.0
+    for_: TimerDuration = Field(0.0, alias="for")
+    repeat_interval: TimerDuration = 0.0
     escalate: list[EscalationConfig] = Field(default_factory=list)
     send_resolved: bool = True
     send_updates: bool = False
@@ -188,7 +189,7 @@ class RouteConfig(Strict):
 
 class FlappingConfig(Strict):
     transitions: int = Field(0, ge=0, le=1000)  # status changes within window that make a node flapping; 0 = off
-    window: Duration = 600.0
+    window: TimerDuration = 600.0
 
     @model_validator(mode="after")
     def _sensible(self) -> FlappingConfig:

@@ -26,11 +26,14 @@ end
 removed = removed + #ev
 if #ev == cap then more = 1 end
 local nodes = redis.call('ZRANGEBYSCORE', P .. 'nodes', '-inf', ARGV[5], 'LIMIT', 0, cap)
+local dropped = 0
 for _, node in ipairs(nodes) do
   if not redis.call('ZSCORE', P .. 'timers', node) then  -- a node with a pending timer stays
     redis.call('DEL', P .. 'node:' .. node)
     redis.call('ZREM', P .. 'nodes', node)
+    dropped = dropped + 1
   end
 end
-if #nodes == cap then more = 1 end
+-- more only when this call dropped a full batch: kept nodes must not make the caller loop
+if dropped == cap then more = 1 end
 return {removed, more}
