@@ -22,9 +22,8 @@ Timers (``for``, reminders, escalations, the flapping window) live in the node's
 :func:`decide_timers` through ``Store.apply``. Ack and resolve by hand are :func:`decide_ack` and
 :func:`decide_resolve` (docs/incidents.md).
 
-Ordering time: the event time clamped to ``received_at + max_clock_skew``, so an event dated far
-in the future (an upstream clock or format bug) orders as "arrival + skew" and cannot mute its
-node for longer than the skew.
+Ordering time: the event's own time, or for one dated more than ``max_clock_skew`` ahead (an
+upstream clock or format bug) its arrival, so a far-future event hides no event that comes after it.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ How decide.py uses it (the whole contract):
 - The node's state carries one :class:`IncidentState` (``to_json``/``from_json``, one JSON object
   inside the node's blob). ``None`` reads as an empty state.
 - For an event decide has accepted *in order* (not a duplicate, not stale) it calls
-  :func:`step_event` with the node's previous status, the event's status, its time clamped to
-  ``received_at + max_clock_skew``, the bridge clock, the names of the routes ``router.match``
+  :func:`step_event` with the node's previous status, the event's status, its ordering time
+  (``decide.order_time``), the bridge clock, the names of the routes ``router.match``
   gave, and ``mute=True`` when a silence covers the event. Out-of-order events need no call (a call
   with one is a no-op with outcome ``out_of_order``: the model checks ordering by itself too).
 - A timer job that comes due goes to :func:`on_timer` (``mute=True`` when a silence covers the

@@ -190,7 +190,7 @@ class Ingest:
             )
         if -age > rules.max_clock_skew:
             log.warning("event dated %.0fs in the future (clock skew?); accepted, ordered as if dated "
-                        "now + max_clock_skew", -age, extra=_log_ids(event))
+                        "at its arrival", -age, extra=_log_ids(event))
 
         result = await self._store.accept(
             event, decider(event, self._policy, now), now=now, dedup_ttl=rules.dedup_ttl
