@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 import unicodedata
 from collections.abc import Iterable, Mapping
@@ -10,6 +11,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from bridge.config import SilenceConfig, parse_duration
+from bridge.config.base import DurationTooLong
 from bridge.model import Event, Silence, parse_timestamp
 
 MAX_SILENCE = timedelta(days=366)  # a year (and a leap day): longer is a typo, or a mute, not maintenance
@@ -66,7 +68,10 @@ def silence_from_spec(spec: Mapping[str, Any], *, now: datetime) -> Silence:
         if field == "ends_at":
             ends_at = parse_timestamp(spec["ends_at"])
         else:
-            seconds = parse_duration(spec["duration"])
+            try:
+                seconds = parse_duration(spec["duration"])
+            except DurationTooLong:
+                seconds = math.inf
             if seconds <= 0:
                 raise ValueError("must be longer than 0")
             if seconds > MAX_SILENCE.total_seconds():

@@ -49,9 +49,13 @@ def parse_duration(value: Any) -> float:
 MAX_DURATION = 100 * 365 * 86400.0  # longer is a typo; and every duration must fit a datetime sum
 
 
+class DurationTooLong(ValueError):
+    """A duration past MAX_DURATION (or not finite); a caller with a tighter bound may say its own."""
+
+
 def _bounded(seconds: float) -> float:
     if not math.isfinite(seconds) or seconds > MAX_DURATION:
-        raise ValueError("a duration must be finite and at most 100 years (36500d)")
+        raise DurationTooLong("a duration must be finite and at most 100 years (36500d)")
     return seconds
 
 
