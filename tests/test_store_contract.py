@@ -744,6 +744,64 @@ async def test_meta(store: Store) -> None:
     await store.ping()
 
 
+# --- the conversation log --------------------------------------------------------------------------
+
+
+async def test_conversation_log_records_per_receiver_and_key(store: Store) -> None:
+    root = {"channel": "C0123", "ts": "1712.000100"}
+    assert await store.get_conversation("slack", "inc_1", now=at(0)) is None
+    await store.record_conversation("slack", "inc_1", root, now=at(0), ttl=100)
+    assert await store.get_conversation("slack", "inc_1", now=at(99)) == root
+    # another receiver, another incident: their own records
+    assert await store.get_conversation("slack2", "inc_1", now=at(1)) is None
+    assert await store.get_conversation("slack", "inc_2", now=at(1)) is None
+    # recording again replaces the reference and its expiry
+    moved = {"channel": "C0123", "ts": "1712.000200"}
+    await store.record_conversation("slack", "inc_1", moved, now=at(50), ttl=100)
+    assert await store.get_conversation("slack", "inc_1", now=at(149)) == moved
+    # expired: gone before any prune
+    assert await store.get_conversation("slack", "inc_1", now=at(150)) is None
+
+
+async def test_conversation_log_keys_are_unambiguous(store: Store) -> None:
+    """Names may hold any separator: ('a:1', 'x') and ('a', '1:x') are two records."""
+    await store.record_conversation("a:1", "x", {"n": "1"}, now=at(0), ttl=100)
+    await store.record_conversation("a", "1:x", {"n": "2"}, now=at(0), ttl=100)
+    await store.record_conversation("a|1", "x", {"n": "3"}, now=at(0), ttl=100)
+    assert await store.get_conversation("a:1", "x", now=at(1)) == {"n": "1"}
+    assert await store.get_conversation("a", "1:x", now=at(1)) == {"n": "2"}
+    assert await store.get_conversation("a|1", "x", now=at(1)) == {"n": "3"}
+
+
+async def test_conversation_log_one_root_for_several_incidents(store: Store) -> None:
+    """A digest: one message shared by several incidents, recorded once per member."""
+    root = {"channel": "C0123", "ts": "1712.000300"}
+    for key in ("inc_a", "inc_b", "inc_c"):
+        await store.record_conversation("slack", key, root, now=at(0), ttl=100)
+    edited = {"channel": "C0123", "ts": "1712.000300", "resolved": "1"}
+    await store.record_conversation("slack", "inc_b", edited, now=at(10), ttl=100)
+    assert await store.get_conversation("slack", "inc_a", now=at(20)) == root
+    assert await store.get_conversation("slack", "inc_b", now=at(20)) == edited
+
+
+async def test_prune_drops_expired_conversations_uncounted(store: Store, new_store: StoreFactory) -> None:
+    retention = RetentionConfig(done=100, dead=100, events=1000)
+    hostile = {"channel": "C1", "ts": "1.2", "note": "<!channel> & \r\n \"q\" ☃"}
+    await store.record_conversation("slack", "short", hostile, now=at(0), ttl=10)
+    await store.record_conversation("slack", "long", {"channel": "C1", "ts": "1.3"}, now=at(0), ttl=1000)
+    assert await store.get_conversation("slack", "short", now=at(9)) == hostile
+    assert await store.prune(now=at(10), retention=retention) == 0
+    # pruned past its expiry: gone even when asked about an earlier instant
+    assert await store.get_conversation("slack", "short", now=at(5)) is None
+    assert await store.get_conversation("slack", "long", now=at(5)) == {"channel": "C1", "ts": "1.3"}
+    if store.durable:  # what one process recorded, the next one opening the same storage reads
+        await store.record_conversation("slack", "again", hostile, now=at(5), ttl=10)
+        await store.close()
+        other = await new_store()
+        assert await other.get_conversation("slack", "long", now=at(5)) == {"channel": "C1", "ts": "1.3"}
+        assert await other.get_conversation("slack", "again", now=at(6)) == hostile
+
+
 # --- the reference: same workload, same answers as MemoryStore -----------------------------------
 
 
@@ -978,8 +1036,9 @@ async def test_redis_prune_keeps_redis_bounded(redis_pair: tuple[Store, Store]) 
                 await two.complete(d.id, now=at(100))
             else:
                 await two.bury(d.id, now=at(100), error="x")
+    await two.record_conversation("a", "inc_1", {"channel": "C1", "ts": "1.1"}, now=at(0), ttl=10)
     removed = await one.prune(now=at(10**6), retention=RetentionConfig(done=10, dead=10, events=10))
-    assert removed == 60 + 120 + 60  # dedup records, jobs, events
+    assert removed == 60 + 120 + 60  # dedup records, jobs, events (conversations uncounted)
     client = one._client()
     left = sorted([k async for k in client.scan_iter(match=f"{one.prefix}*")])
     # node records go too once their newest event is past the events' retention (issue 11)

@@ -8,7 +8,7 @@ lost. Stores only persist: they never route, match silences or compare event tim
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -47,8 +47,29 @@ class OutboxStats:
     oldest_pending_age: float  # seconds; 0 when nothing is pending
 
 
-class Store(Protocol):
-    """Storage for dedup records, events, node state, delivery jobs, silences and metadata."""
+class ConversationLog(Protocol):
+    """What a receiver needs to continue the conversation about one incident: per (receiver, key)
+    the reference its first message got (Slack: the root's channel id and ts). Alertmanager's
+    notification log idea: it only records; what a reference means is the receiver's business.
+
+    ``key`` is an incident id; a message several incidents share (a digest) is recorded once per
+    member incident under the same reference. Recording again replaces the reference and its
+    expiry. Shared by every replica of a store; ``prune`` drops a record once it expired."""
+
+    async def get_conversation(self, receiver: str, key: str, *, now: datetime) -> dict[str, str] | None:
+        """The reference recorded last, or None (never recorded, or expired at ``now``)."""
+        ...
+
+    async def record_conversation(
+        self, receiver: str, key: str, ref: Mapping[str, str], *, now: datetime, ttl: float
+    ) -> None:
+        """Record ``ref`` (replacing any), kept until ``now + ttl`` seconds."""
+        ...
+
+
+class Store(ConversationLog, Protocol):
+    """Storage for dedup records, events, node state, delivery jobs, silences, metadata and the
+    conversation log."""
 
     durable: bool
 
@@ -111,9 +132,10 @@ class Store(Protocol):
     async def stats(self, *, now: datetime) -> OutboxStats: ...
 
     async def prune(self, *, now: datetime, retention: RetentionConfig) -> int:
-        """Drop expired dedup records, old events, done and dead jobs, and the records of nodes whose
-        newest event is older than the events' retention (jobs carry their own context, so none
-        needs them). Returns the dedup records, events and jobs removed (node records uncounted)."""
+        """Drop expired dedup records, old events, done and dead jobs, expired conversation records,
+        and the records of nodes whose newest event is older than the events' retention (jobs carry
+        their own context, so none needs them). Returns the dedup records, events and jobs removed
+        (node and conversation records uncounted)."""
         ...
 
     async def node_state(self, node_id: str) -> NodeState | None: ...

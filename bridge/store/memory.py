@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -25,6 +25,7 @@ class MemoryStore:
         self._leases: dict[str, datetime] = {}
         self._silences: dict[str, Silence] = {}
         self._meta: dict[str, str] = {}
+        self._conversations: dict[tuple[str, str], tuple[dict[str, str], float]] = {}  # -> (ref, expires_at)
         self._lock = asyncio.Lock()
 
     async def open(self) -> None:
@@ -209,6 +210,8 @@ class MemoryStore:
             if (now - r.kept_from).total_seconds() >= retention.events and n not in self._next_due
         ]:
             del self._nodes[node_id]
+        for conv in [k for k, (_, exp) in self._conversations.items() if exp <= now_ts]:
+            del self._conversations[conv]
         return removed
 
     async def node_state(self, node_id: str) -> NodeState | None:
@@ -234,6 +237,15 @@ class MemoryStore:
             return False
         self._silences[silence_id] = replace(s, ends_at=now)
         return True
+
+    async def get_conversation(self, receiver: str, key: str, *, now: datetime) -> dict[str, str] | None:
+        found = self._conversations.get((receiver, key))
+        return dict(found[0]) if found is not None and found[1] > now.timestamp() else None
+
+    async def record_conversation(
+        self, receiver: str, key: str, ref: Mapping[str, str], *, now: datetime, ttl: float
+    ) -> None:
+        self._conversations[(receiver, key)] = (dict(ref), now.timestamp() + ttl)
 
     async def get_meta(self, key: str) -> str | None:
         return self._meta.get(key)

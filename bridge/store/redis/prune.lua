@@ -34,6 +34,13 @@ for _, node in ipairs(nodes) do
     dropped = dropped + 1
   end
 end
+-- expired conversation records (conversations.py), uncounted
+local cv = redis.call('ZRANGEBYSCORE', P .. 'conv:idx', '-inf', ARGV[2], 'LIMIT', 0, cap)
+for _, m in ipairs(cv) do
+  redis.call('DEL', P .. 'conv:' .. m)
+  redis.call('ZREM', P .. 'conv:idx', m)
+end
+if #cv == cap then more = 1 end
 -- more only when this call dropped a full batch: kept nodes must not make the caller loop
 if dropped == cap then more = 1 end
 return {removed, more}

@@ -26,6 +26,7 @@ Keys (``P`` = prefix)::
     P ready:<receiver>   zset  the same, one receiver's heads     claim(receivers=...)
     P sil                hash  silence id -> JSON
     P meta               hash  key -> value
+    P conv:<m>, conv:idx the conversation log (conversations.py)
 
 ``member`` is a job's order member ``"<created µs, 17 digits>:<id>"``: inside a queue and in
 ``ready``, Redis orders equal scores by member, so the order is (event ts, created_at, id),
@@ -82,6 +83,7 @@ from bridge.model import Alert, Delivery, DeliveryState, Event, NodeState, Silen
 from bridge.store.base import Acceptance, OutboxStats, compact_json, job_context
 from bridge.store.redis.accepts import member, next_due_us
 from bridge.store.redis.batcher import MAX_ACCEPT_ATTEMPTS, AcceptBatcher
+from bridge.store.redis.conversations import RedisConversations
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
@@ -133,10 +135,11 @@ def _scripts() -> dict[str, str]:
     return out
 
 
-class RedisStore:
+class RedisStore(RedisConversations):
     """The ``Store`` contract on a Redis server shared by every replica."""
 
     durable = True
+    _guard = staticmethod(_guard)
 
     def __init__(
         self,

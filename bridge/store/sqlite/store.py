@@ -20,6 +20,7 @@ from bridge.config import RetentionConfig
 from bridge.decide import Apply, Decider, Decision, NodeRecord
 from bridge.model import Alert, Delivery, DeliveryState, Event, NodeState, Silence, format_timestamp, order_key
 from bridge.store.base import Acceptance, OutboxStats, compact_json, job_context
+from bridge.store.sqlite import conversations
 from bridge.store.sqlite.groupcommit import GroupCommit
 
 T = TypeVar("T")
@@ -107,7 +108,7 @@ def _setup(conn: sqlite3.Connection) -> None:
     with conn:
         _migrate_nodes(conn)
         _add_next_due(conn)
-    conn.executescript(_SCHEMA)
+    conn.executescript(_SCHEMA + conversations.SCHEMA)
     # One process owns the file (a lock), so jobs left in flight by a crash can be sent again at
     # once instead of waiting for their lease to run out.
     with conn:
@@ -128,7 +129,7 @@ def _fix_head(conn: sqlite3.Connection, key: str) -> None:
     )
 
 
-class SQLiteStore:
+class SQLiteStore(conversations.SQLiteConversations):
     durable = True
 
     def __init__(self, path: Path | str, *, max_batch: int = 1024) -> None:
@@ -425,6 +426,7 @@ class SQLiteStore:
             "DELETE FROM jobs WHERE rowid IN (SELECT rowid FROM jobs WHERE state = 'dead' AND updated_at <= ? LIMIT ?)",
             "DELETE FROM silences WHERE rowid IN (SELECT rowid FROM silences WHERE ends_at <= ? LIMIT ?)",
         ]
+        await self._chunked(conversations.PRUNE, (t, _PRUNE_CHUNK))  # expired conversations, uncounted
         limits = [t, t - retention.events, t - retention.done, t - retention.dead, t - retention.events]
         removed = 0
         for sql, limit in zip(counted, limits, strict=True):
