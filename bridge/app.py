@@ -23,6 +23,7 @@ from bridge import config as config_mod
 from bridge import incident_ops, logs
 from bridge.config import Config, split_host_port
 from bridge.console import Console
+from bridge.conversations import conversation_source
 from bridge.delivery import Dispatcher
 from bridge.errors import BridgeError, ConfigError, Unavailable
 from bridge.ingest import Ingest, Rules
@@ -78,6 +79,8 @@ class App:
         self.store: Store = open_store(cfg.storage.url)
         self._session: aiohttp.ClientSession | None = None
         self._receivers: dict[str, Receiver] = {}
+        # Receivers that thread (Slack bot token) keep their conversations in the store.
+        self._conversations = conversation_source(self.store, clock=clock, keep=cfg.storage.retention.conversations)
         self._runners: list[web.AppRunner] = []
         self._background: list[asyncio.Task[None]] = []
         self._reload_lock = asyncio.Lock()
@@ -203,7 +206,7 @@ class App:
     def _build_receivers(self, cfg: Config) -> dict[str, Receiver]:
         """Raises ConfigError when something only checkable now is wrong (an unreadable CA file)."""
         assert self._session is not None
-        return build_receivers(cfg, Renderer.from_config(cfg), self._session)
+        return build_receivers(cfg, Renderer.from_config(cfg), self._session, self._conversations)
 
     def _install_receivers(self, cfg: Config, receivers: dict[str, Receiver] | None = None) -> None:
         self._receivers = receivers if receivers is not None else self._build_receivers(cfg)

@@ -300,7 +300,7 @@ class Renderer:
             for field, kind in rcv.template_fields().items():
                 source = getattr(rcv, field)
                 if source is not None:
-                    problems += renderer._check(f"receivers.{name}.{field}", kind, source, cfg, name, field)
+                    problems += renderer._check(f"receivers.{name}.{field}", kind, source, cfg, name, field, rcv)
         if problems:
             raise ConfigError(problems)
         return renderer
@@ -314,7 +314,8 @@ class Renderer:
             self._compiled[key] = template
         return template
 
-    def _check(self, path: str, kind: Kind, source: str, cfg: Config, receiver: str, field: str) -> list[str]:
+    def _check(self, path: str, kind: Kind, source: str, cfg: Config, receiver: str, field: str,
+               rcv: ReceiverBase | None = None) -> list[str]:
         try:
             template = self.compile(kind, source)
         except TemplateSyntaxError as exc:
@@ -322,7 +323,11 @@ class Renderer:
         samples = sample_alerts(cfg, receiver)
         for alert in samples:
             try:
-                template.render(self._context_for(alert, field))
+                rendered = template.render(self._context_for(alert, field))
+                problem = rcv.rendered_problem(field, rendered) if rcv is not None else None
+                if problem:
+                    node = alert.event.node_id
+                    return [f"{path}: for the sample alert of node {node!r}, the rendered value {problem}"]
             except UndefinedError as exc:
                 return [f"{path}: template error: {exc}{_HINT}"]
             except TemplateError as exc:  # e.g. the sandbox refusing an attribute

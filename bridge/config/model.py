@@ -125,6 +125,8 @@ class RetentionConfig(Strict):
     done: Duration = 86400.0
     dead: Duration = 7 * 86400.0
     events: Duration = 7 * 86400.0
+    # A conversation's reference (Slack thread root) after the last message in it (bridge/conversations.py).
+    conversations: Duration = 30 * 86400.0
 
 
 class StorageConfig(SecretFiles):

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BeforeValidator,
     Field,
     SecretStr,
@@ -45,6 +46,35 @@ class ReceiverBase(SecretFiles):
         """The keys holding templates (checked by ``check``) and how each renders."""
         return {"title": "text", "text": "text"}
 
+    def rendered_problem(self, field: str, value: str) -> str | None:
+        """What is wrong with ``field`` as rendered for one alert (``check`` renders every template
+        against sample alerts; the receiver checks the same at send time); None when it is usable."""
+        return None
+
+
+# Slack channel names are lowercase letters, digits, '-' and '_' (80 at most); IDs are C/G/D + A-Z0-9.
+_SLACK_CHANNEL = re.compile(r"#?[a-z0-9][a-z0-9_.-]{0,79}|[CGDZ][A-Z0-9]{2,30}")
+_SLACK_MENTION = re.compile(r"<@[UW][A-Z0-9]{2,30}>|<!subteam\^S[A-Z0-9]{2,30}(\|[^<>&|]{1,80})?>|<!(here|channel)>")
+SLACK_TEMPLATE_MARKS = ("{{", "{%")
+
+
+def slack_channel_problem(value: str) -> str | None:
+    """Why ``value`` (a configured or rendered channel) is no channel chat.postMessage can take."""
+    if not value.strip():
+        return "is empty; give a channel name such as '#node-alerts' or a channel ID such as C0123ABCD"
+    if _SLACK_CHANNEL.fullmatch(value) is None:
+        shown = value if len(value) <= 80 else value[:77] + "..."
+        return (f"{shown!r} is not a Slack channel: a name is '#' and up to 80 lowercase letters, digits, '-' "
+                "or '_' (a template can use | lower), an ID is like C0123ABCD")
+    return None
+
+
+def _slack_mention(value: str) -> str:
+    if _SLACK_MENTION.fullmatch(value) is None:
+        raise ValueError(f"{value!r} is not a Slack mention; write <@U0123ABCD> for a user, "
+                         "<!subteam^S0123ABCD> for a user group, or <!here> / <!channel>")
+    return value
+
 
 class SlackReceiverConfig(ReceiverBase):
     _secret_fields = ("webhook_url", "token")
@@ -53,10 +83,13 @@ class SlackReceiverConfig(ReceiverBase):
     webhook_url_file: str | None = None
     token: SecretStr | None = None
     token_file: str | None = None
-    channel: str | None = None
+    channel: str | None = None  # a name, an ID, or a template rendered per alert ("#{{ labels.team }}-alerts")
     api_url: str = "https://slack.com/api/"
     concurrency: int = Field(1, ge=1, le=256)
     rate_limit: float = Field(1.0, ge=0.0)  # Slack allows about one message a second per channel
+    # Added to the firing and escalation notifications only.
+    mentions: list[Annotated[str, AfterValidator(_slack_mention)]] = Field(default_factory=list)
+    broadcast_resolved: bool = False  # the resolution's thread reply also shows in the channel
 
     @model_validator(mode="after")
     def _mode(self) -> SlackReceiverConfig:
@@ -65,6 +98,33 @@ class SlackReceiverConfig(ReceiverBase):
         if self.token is not None and not self.channel:
             raise ValueError("token needs channel, e.g. channel: '#node-alerts'")
         return self
+
+    @field_validator("channel")
+    @classmethod
+    def _channel(cls, v: str | None) -> str | None:
+        if v is not None and not any(mark in v for mark in SLACK_TEMPLATE_MARKS):
+            problem = slack_channel_problem(v)
+            if problem:
+                raise ValueError(problem)
+        return v
+
+    @property
+    def channel_is_template(self) -> bool:
+        return self.channel is not None and any(mark in self.channel for mark in SLACK_TEMPLATE_MARKS)
+
+    @property
+    def threads(self) -> bool:
+        """Bot-token mode: one thread per incident, its root edited on resolution."""
+        return self.token is not None
+
+    def template_fields(self) -> dict[str, TemplateKind]:
+        fields = super().template_fields()
+        if self.channel_is_template:
+            fields["channel"] = "text"
+        return fields
+
+    def rendered_problem(self, field: str, value: str) -> str | None:
+        return slack_channel_problem(value.strip()) if field == "channel" else None
 
 
 class SMTPConfig(SecretFiles):

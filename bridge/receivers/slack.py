@@ -1,11 +1,24 @@
-"""Slack: an incoming webhook URL, or a bot token posting with chat.postMessage."""
+"""Slack: an incoming webhook URL, or a bot token posting with chat.postMessage.
+
+Bot-token mode keeps one conversation per incident (bridge/conversations.py): the incident's
+first message at this receiver (normally the firing) is the root; updates, reminders,
+escalations, acks and flapping notices are replies in its thread (``thread_ts``); the resolution
+edits the root in place (``chat.update`` with the channel *ID* chat.postMessage answered, which
+chat.update requires) and adds a reply (``reply_broadcast`` with ``broadcast_resolved``). A root
+that is gone (deleted, channel gone, no longer editable) is replaced by a new message, logged.
+Incoming webhooks cannot thread or edit: every notification is a message of its own.
+
+Retries stay with the dispatcher: every failure is RetryLater or Permanent. A resolution retried
+after its chat.update went through edits the root again to the same content (harmless) and then
+adds the reply; a firing retried after its root was posted and recorded is not posted again.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 import aiohttp
@@ -14,6 +27,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bridge.config import SlackReceiverConfig
+from bridge.conversations import Conversations
 from bridge.errors import DeliveryError, Permanent, RetryLater
 from bridge.model import Alert
 from bridge.receivers.base import (
@@ -25,10 +39,14 @@ from bridge.receivers.base import (
     transport_failure,
     url_secrets,
 )
-from bridge.render import Renderer, colour, slack_escape
+from bridge.receivers.slack_blocks import DEFAULT_EMOJI, EMOJI, slack_message
+from bridge.render import Renderer, base_context
 
-EMOJI = {"FAILED": ":red_circle:", "RUNNING": ":large_green_circle:"}
-DEFAULT_EMOJI = ":large_orange_circle:"
+__all__ = ["DEFAULT_EMOJI", "EMOJI", "SlackReceiver", "build", "slack_message"]
+
+USES_CONVERSATIONS = True  # build() takes the receiver's Conversations (bridge/receivers/__init__.py)
+
+log = logging.getLogger("bridge.receivers.slack")
 
 # slack-sdk logs the full request URL (the webhook secret) at debug level whenever its logger's
 # own level is NOTSET or DEBUG. Give it a logger of its own, pinned above DEBUG.
@@ -39,6 +57,16 @@ _SDK_LOG.setLevel(logging.WARNING)
 _TRANSIENT_ERRORS = frozenset(
     {"ratelimited", "rate_limited", "service_unavailable", "fatal_error", "internal_error", "request_timeout"}
 )
+# Answers to a thread reply or a root edit that mean the root is gone: post a new message instead.
+_ROOT_GONE = frozenset(
+    {"message_not_found", "thread_not_found", "channel_not_found", "cant_update_message", "edit_window_closed"}
+)
+
+
+class _RootGone(Exception):
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
 
 
 class SlackReceiver:
@@ -51,13 +79,17 @@ class SlackReceiver:
         *,
         renderer: Renderer,
         session: aiohttp.ClientSession,
+        conversations: Conversations | None = None,
     ) -> None:
         self.name = name
         self._cfg = cfg
         self._renderer = renderer
+        self._conversations = conversations if cfg.threads else None
         timeout = max(1, math.ceil(cfg.timeout))  # the sdk wants whole seconds; asyncio.timeout is exact
         self._webhook: AsyncWebhookClient | None = None
         self._web: AsyncWebClient | None = None
+        if cfg.channel_is_template and cfg.channel is not None:
+            renderer.compile("text", cfg.channel)  # checked by Renderer.from_config; compiled once
         if cfg.webhook_url is not None:
             url = cfg.webhook_url.get_secret_value()
             self._redact = Redactor(url_secrets(url))
@@ -85,19 +117,15 @@ class SlackReceiver:
         return f"SlackReceiver(name={self.name!r}, mode={self.mode!r})"
 
     async def send(self, alert: Alert) -> None:
-        message = slack_message(self._renderer, alert, self._cfg)
-        what = "slack webhook" if self._webhook is not None else "slack chat.postMessage"
+        what = "slack webhook" if self._webhook is not None else "slack api"
         try:
             async with asyncio.timeout(self._cfg.timeout):
                 if self._webhook is not None:
-                    await self._post_webhook(self._webhook, message)
+                    await self._post_webhook(self._webhook, slack_message(self._renderer, alert, self._cfg))
                 else:
-                    assert self._web is not None
-                    await self._post_api(self._web, message)
+                    await self._send_api(alert)
         except DeliveryError:
             raise
-        except SlackApiError as exc:
-            raise self._api_failure(exc) from None
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise transport_failure(what, exc, self._cfg.timeout) from None
         except SlackClientError as exc:
@@ -110,19 +138,86 @@ class SlackReceiver:
         failure = http_failure("slack webhook", resp.status_code, safe_code(resp.body), _header(resp.headers))
         raise redacted(failure, self._redact)
 
-    async def _post_api(self, client: AsyncWebClient, message: Mapping[str, Any]) -> None:
-        # Raises SlackApiError unless Slack answers 200 with ok: true.
-        channel = self._cfg.channel or ""  # the config model requires a channel with a token
-        await client.chat_postMessage(channel=channel, unfurl_links=False, **message)
+    # --- bot-token mode: one conversation per incident ------------------------------------------
 
-    def _api_failure(self, exc: SlackApiError) -> DeliveryError:
+    async def _send_api(self, alert: Alert) -> None:
+        message = slack_message(self._renderer, alert, self._cfg)
+        conv, incident = self._conversations, alert.incident
+        if conv is None or incident is None:  # a plain route's event (or no log): a message of its own
+            await self._post(self._channel(alert), message)
+            return
+        root = await conv.root(incident.id)
+        if root is None:
+            await self._start(conv, incident.id, alert, message)
+            return
+        if alert.kind == "firing":  # a retry after the root went out and was recorded
+            log.info("receiver %s: the firing of %s is already posted; not posted again", self.name, incident.id)
+            return
+        try:
+            if alert.kind == "resolved":
+                await self._update(root, message)
+            broadcast = alert.kind == "resolved" and self._cfg.broadcast_resolved
+            await self._post(root["channel"], message, thread_ts=root["ts"], reply_broadcast=broadcast)
+        except _RootGone as gone:
+            log.warning("receiver %s: the thread of %s is gone (%s); posting a new message", self.name,
+                        incident.id, gone.code)
+            await self._start(conv, incident.id, alert, message)
+            return
+        await _shielded(conv.set_root(incident.id, root))  # kept for a while after its last message
+
+    async def _start(self, conv: Conversations, key: str, alert: Alert, message: Mapping[str, Any]) -> None:
+        """Post ``message`` as a new root and record it for the incident's later messages."""
+        data = await self._post(self._channel(alert), message)
+        channel, ts = data.get("channel"), data.get("ts")
+        if isinstance(channel, str) and isinstance(ts, str):
+            await _shielded(conv.set_root(key, {"channel": channel, "ts": ts}))
+        else:
+            log.warning("receiver %s: chat.postMessage answered no channel/ts; %s will not thread", self.name, key)
+
+    def _channel(self, alert: Alert) -> str:
+        """The configured channel, or its template rendered for ``alert`` (Permanent when unusable)."""
+        channel = self._cfg.channel or ""  # the config model requires a channel with a token
+        if not self._cfg.channel_is_template:
+            return channel
+        try:
+            rendered = self._renderer.compile("text", channel).render(base_context(alert)).strip()
+        except Exception as exc:  # a label this node lacks: nothing to post to, and no default
+            raise Permanent(f"receivers.{self.name}.channel: template failed for this alert "
+                            f"({type(exc).__name__}: {exc})") from None
+        problem = self._cfg.rendered_problem("channel", rendered)
+        if problem:
+            raise Permanent(f"receivers.{self.name}.channel: the rendered value {problem}")
+        return rendered
+
+    async def _post(self, channel: str, message: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+        assert self._web is not None
+        threaded = "thread_ts" in extra
+        if not extra.get("reply_broadcast", True):
+            del extra["reply_broadcast"]
+        try:
+            resp = await self._web.chat_postMessage(channel=channel, unfurl_links=False, **message, **extra)
+        except SlackApiError as exc:
+            raise self._api_failure("chat.postMessage", exc, root_gone=threaded) from None
+        return dict(resp.data) if isinstance(resp.data, dict) else {}
+
+    async def _update(self, root: Mapping[str, str], message: Mapping[str, Any]) -> None:
+        assert self._web is not None
+        try:
+            # Blocks and attachments are sent whole: chat.update keeps the old ones when omitted.
+            await self._web.chat_update(channel=root["channel"], ts=root["ts"], **message)
+        except SlackApiError as exc:
+            raise self._api_failure("chat.update", exc, root_gone=True) from None
+
+    def _api_failure(self, method: str, exc: SlackApiError, *, root_gone: bool) -> Exception:
         resp = exc.response
         # A SlackResponse has status_code; on an unreadable body slack-sdk passes aiohttp's response.
         status = int(getattr(resp, "status_code", None) or getattr(resp, "status", 0) or 0)
         data = getattr(resp, "data", None)
         code = safe_code(data.get("error")) if isinstance(data, dict) else ""
+        if root_gone and code in _ROOT_GONE:
+            return _RootGone(code)
         retry_after = parse_retry_after(_header(getattr(resp, "headers", None)))
-        reason = f"slack chat.postMessage answered {status}" + (f" {code}" if code else "")
+        reason = f"slack {method} answered {status}" + (f" {code}" if code else "")
         if status in (408, 429) or status >= 500 or code in _TRANSIENT_ERRORS:
             return redacted(RetryLater(reason, retry_after), self._redact)
         return redacted(Permanent(reason), self._redact)
@@ -131,67 +226,20 @@ class SlackReceiver:
         """Nothing to release: the HTTP session belongs to the caller."""
 
 
-def build(name: str, cfg: SlackReceiverConfig, *, renderer: Renderer, session: aiohttp.ClientSession) -> SlackReceiver:
-    return SlackReceiver(name, cfg, renderer=renderer, session=session)
+async def _shielded(write: Awaitable[bool]) -> None:
+    """A record that must not be cut off by the send's timeout once the message is out."""
+    await asyncio.shield(write)
 
 
-def slack_message(renderer: Renderer, alert: Alert, cfg: SlackReceiverConfig) -> dict[str, Any]:
-    """Fallback text, a headline block, and a coloured attachment with fields.
-
-    Every event value is escaped (&, <, >) before any template or default sees it, so no node id
-    or status can become a mention (<!channel>), a link or a date; the node link's values are
-    percent-encoded path segments (bridge/render.py)."""
-    ctx, used = renderer.context_and_overrides(alert, cfg, escape=slack_escape)
-    headline = ctx["title"]
-    if "title" not in used:  # an operator's own title may carry its own emoji
-        headline = f"{EMOJI.get(alert.event.status, DEFAULT_EMOJI)} {headline}"
-    fallback = headline
-    if ctx["previous_status"]:
-        fallback += f" (was {ctx['previous_status']}"
-        if ctx["previous_duration_human"]:
-            fallback += f" for {ctx['previous_duration_human']}"
-        fallback += ")"
-    blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": _cut(headline, 150), "emoji": True}}
-    ]
-    if "text" in used:  # an override is mrkdwn written by the operator; fields cover the default
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _cut(ctx["text"], 3000)}})
-    where = f"route `{ctx['route']}` · receiver `{ctx['receiver']}` · {ctx['delivery_id']}"
-    detail_blocks: list[dict[str, Any]] = [
-        {"type": "section", "fields": _fields(alert, ctx)},
-        {"type": "context", "elements": [{"type": "mrkdwn", "text": _cut(where, 3000)}]},
-    ]
-    return {
-        "text": fallback,
-        "blocks": blocks,
-        "attachments": [{"color": colour(alert.event.status), "fallback": fallback, "blocks": detail_blocks}],
-    }
-
-
-def _fields(alert: Alert, ctx: Mapping[str, Any]) -> list[dict[str, str]]:
-    """The attachment's fields, from the escaped context."""
-    node = ctx["node"]
-    url = ctx["links"]["node"]
-    if url:
-        node = f"<{url}|{node}>"
-    if ctx["previous_status"]:
-        previous = ctx["previous_status"]
-        if ctx["previous_duration_human"]:
-            previous += f" for {ctx['previous_duration_human']}"
-    else:
-        previous = "none known"
-    unix = int(alert.event.timestamp.timestamp())
-    # Slack shows the time in each reader's zone; the fallback is UTC.
-    when = f"<!date^{unix}^{{date_short_pretty}} {{time_secs}}|{ctx['event_time']}>"
-    fields = [("Node", node), ("Status", ctx["status"]), ("Previous status", previous), ("Event time", when)]
-    if ctx["labels"]:
-        fields.append(("Labels", ", ".join(f"`{k}={v}`" for k, v in sorted(ctx["labels"].items()))))
-    return [{"type": "mrkdwn", "text": _cut(f"*{name}*\n{value}", 2000)} for name, value in fields]
-
-
-def _cut(text: str, limit: int) -> str:
-    """Slack rejects over-long block text (invalid_blocks); shorten instead of losing the alert."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def build(
+    name: str,
+    cfg: SlackReceiverConfig,
+    *,
+    renderer: Renderer,
+    session: aiohttp.ClientSession,
+    conversations: Conversations | None = None,
+) -> SlackReceiver:
+    return SlackReceiver(name, cfg, renderer=renderer, session=session, conversations=conversations)
 
 
 def _header(headers: Any) -> str | None:
