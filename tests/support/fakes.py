@@ -41,6 +41,7 @@ from cryptography.x509.oid import NameOID
 from multidict import CIMultiDict
 
 from bridge.model import Alert, Event
+from tests.support.slack_workspace import SlackChannel, SlackWorkspace
 
 LOOPBACK = "127.0.0.1"
 T0 = dt.datetime(2026, 4, 16, 12, 0, 0, tzinfo=dt.UTC)
@@ -240,7 +241,9 @@ def _retry_headers(answer: Answer) -> dict[str, str]:
 
 
 class FakeSlack(_HTTPFake):
-    """Slack's incoming webhooks (POST /services/...) and Web API chat.postMessage."""
+    """Slack's incoming webhooks (POST /services/...) and the Web API's chat.postMessage and
+    chat.update over a workspace that records what each channel shows (``workspace``:
+    tests/support/slack_workspace.py)."""
 
     def __init__(
         self,
@@ -251,7 +254,7 @@ class FakeSlack(_HTTPFake):
     ) -> None:
         super().__init__()
         self.token = token
-        self.channels = set(channels)
+        self.workspace = SlackWorkspace(tuple(channels))
         self.webhook_path = webhook_path
 
     async def __aenter__(self) -> FakeSlack:
@@ -318,14 +321,16 @@ class FakeSlack(_HTTPFake):
             return {"ok": False, "error": "not_authed"}
         if auth.removeprefix("Bearer ") != self.token:
             return {"ok": False, "error": "invalid_auth"}
-        if request.match_info["method"] != "chat.postMessage":
-            return {"ok": False, "error": "unknown_method"}
-        payload = rec.payload
-        if payload.get("channel") not in self.channels:
-            return {"ok": False, "error": "channel_not_found"}
-        if not (payload.get("text") or payload.get("blocks")):
-            return {"ok": False, "error": "no_text"}
-        return {"ok": True, "channel": payload["channel"], "ts": f"{time.time():.6f}", "message": payload}
+        method = request.match_info["method"]
+        if method == "chat.postMessage":
+            return self.workspace.post_message(rec.payload)
+        if method == "chat.update":
+            return self.workspace.update(rec.payload)
+        return {"ok": False, "error": "unknown_method"}
+
+    def channel(self, name_or_id: str) -> SlackChannel:
+        """What the channel shows: its roots in order, their replies and edits."""
+        return self.workspace.channel(name_or_id)
 
 
 class WebhookSink(_HTTPFake):
