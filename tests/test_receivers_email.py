@@ -15,7 +15,7 @@ import pytest
 
 from bridge.config import parse
 from bridge.errors import ConfigError, Permanent, RetryLater
-from bridge.model import IncidentRef
+from bridge.model import Alert, IncidentRef
 from bridge.receivers import Receiver, build_receiver
 from bridge.render import Renderer
 from tests.support.fakes import SMTP_USER, T0, CertFiles, SMTPServer, free_port, make_alert, make_cert
@@ -26,15 +26,14 @@ pytestmark = pytest.mark.timeout(20)
 TO = ["oncall@example.test", "ops@example.test"]
 
 
-async def email_receiver(server: SMTPServer | None, smtp: dict[str, Any], **extra: Any) -> Receiver:
+async def email_receiver(server: SMTPServer | None, smtp: dict[str, Any], *, name: str = "ops-email",
+                         **extra: Any) -> Receiver:
     settings = {"host": "127.0.0.1", "port": server.port if server else free_port(), **smtp}
     rcv = {"type": "email", "to": TO, "from": "Alert Bridge <bridge@example.test>", "smtp": settings, **extra}
-    cfg = parse({"receivers": {"ops-email": rcv}}, env={})
+    cfg = parse({"receivers": {name: rcv}}, env={})
     # The session is unused by email; build_receiver takes it for every type.
     async with aiohttp.ClientSession() as session:
-        return build_receiver(
-            "ops-email", cfg.receivers["ops-email"], renderer=Renderer.from_config(cfg), session=session
-        )
+        return build_receiver(name, cfg.receivers[name], renderer=Renderer.from_config(cfg), session=session)
 
 
 def starttls_auth(cert: CertFiles) -> dict[str, Any]:
@@ -54,9 +53,10 @@ async def test_starttls_with_auth_delivers_multipart(smtp_tls_server: SMTPServer
     assert mail.mail_from == "bridge@example.test"
     msg = mail.message
     assert msg.get_content_type() == "multipart/alternative"
-    assert msg["Subject"] == "[alert-bridge] node-prod-1 is FAILED"
+    assert msg["Subject"] == "[ALERT] node-prod-1 is FAILED"  # a plain route's event
     assert msg["To"] == ", ".join(TO)
-    assert msg["Message-ID"] == f"<{alert.delivery_id}@alert-bridge>"
+    assert msg["Message-ID"] == f"<{alert.delivery_id}@example.test>"  # the domain of from
+    assert msg["In-Reply-To"] is None and msg["References"] is None
     assert "node-prod-1 is FAILED (was RUNNING for 3h 12m)." in mail.part("plain")
     assert "<h2" in mail.part("html") and "node-prod-1 is FAILED" in mail.part("html")
 
@@ -75,7 +75,7 @@ async def test_plain_smtp_without_tls_delivers(smtp_server: SMTPServer) -> None:
     [mail] = smtp_server.messages
     assert mail.tls is False
     assert mail.login is None
-    assert mail.message["Subject"] == "[alert-bridge] node-prod-1 is RUNNING"
+    assert mail.message["Subject"] == "[ALERT] node-prod-1 is RUNNING"
 
 
 async def test_untrusted_certificate_is_retry_later(
@@ -176,6 +176,78 @@ async def test_resolution_subject_and_body_say_resolved(smtp_server: SMTPServer)
     await receiver.send(replace(make_alert(node="node-7", status="RUNNING", previous="STARTING"),
                                 kind="resolved", incident=ref))
     [mail] = smtp_server.messages
-    assert mail.message["Subject"] == "[alert-bridge] RESOLVED node-7 after 15m"
+    assert mail.message["Subject"] == "[RESOLVED] node-7 after 15m"
     assert "FAILED 12m → STARTING 3m → RUNNING (15m in total)" in mail.part("plain")
     assert "RESOLVED node-7 after 15m" in mail.part("html")
+
+
+# --- one thread per incident (issue 14) -----------------------------------------------------------
+
+INC = "inc_0123456789abcdef0123"
+
+
+def incident_alert(kind: str, status: str, n: int, *, node: str = "node-7", inc: str = INC,
+                   receiver: str = "ops-email") -> Alert:
+    ref = IncidentRef(inc, T0 - timedelta(minutes=15), 900.0 if kind == "resolved" else 60.0 * (n + 1),
+                      "FAILED 12m → STARTING 3m → RUNNING")
+    alert = make_alert(node=node, status=status, receiver=receiver, delivery_id=f"dlv_{n:024d}")
+    return replace(alert, kind=kind, incident=ref)
+
+
+async def test_one_thread_per_incident(smtp_server: SMTPServer) -> None:
+    receiver = await email_receiver(smtp_server, {"security": "none"})
+    steps = [("firing", "FAILED"), ("update", "STARTING"), ("reminder", "STARTING"), ("escalation", "STARTING"),
+             ("acknowledged", "STARTING"), ("resolved", "RUNNING")]
+    for n, (kind, status) in enumerate(steps):
+        await receiver.send(incident_alert(kind, status, n))
+    mails = [m.message for m in smtp_server.messages]
+    assert [m["Subject"] for m in mails] == [
+        "[FIRING] node-7 is FAILED",
+        "[UPDATE] node-7 now STARTING (incident open 2m)",
+        "[REMINDER] still STARTING after 3m: node-7",
+        "[ESCALATION] ESCALATED node-7: STARTING, open 4m",
+        "[ACKNOWLEDGED] node-7: STARTING, open 5m",
+        "[RESOLVED] node-7 after 15m",
+    ]
+    root = mails[0]["Message-ID"]
+    assert root.startswith(f"<{INC}.r") and root.endswith("@example.test>")
+    assert mails[0]["In-Reply-To"] is None and mails[0]["References"] is None
+    ids = [m["Message-ID"] for m in mails]
+    assert len(set(ids)) == len(ids)
+    for m in mails[1:]:
+        assert m["In-Reply-To"] == root and m["References"] == root
+        assert m["Message-ID"].endswith("@example.test>")
+
+
+async def test_thread_ids_are_stable_across_receivers_built_again(smtp_server: SMTPServer) -> None:
+    """Deterministic: a restarted bridge (or another replica) threads under the same root; another
+    receiver has its own ids (one mailbox on both lists must not see one id twice)."""
+    first = await email_receiver(smtp_server, {"security": "none"})
+    await first.send(incident_alert("firing", "FAILED", 0))
+    again = await email_receiver(smtp_server, {"security": "none"})
+    await again.send(incident_alert("resolved", "RUNNING", 1))
+    await again.send(incident_alert("resolved", "RUNNING", 1))  # a retry: the same Message-ID
+    other = await email_receiver(smtp_server, {"security": "none"}, name="pager-email")
+    await other.send(incident_alert("firing", "FAILED", 0, receiver="pager-email"))
+    firing, resolved, retried, other_firing = (m.message for m in smtp_server.messages)
+    assert resolved["In-Reply-To"] == firing["Message-ID"]
+    assert retried["Message-ID"] == resolved["Message-ID"]
+    assert other_firing["Message-ID"] != firing["Message-ID"]
+
+
+HOSTILE_HEADER = ["a\r\nBcc: evil@example.test", "x\nSubject: spoof", "<!channel>\r\n\r\nbody", "\u2028Bcc: y@z"]
+
+
+@pytest.mark.parametrize("value", HOSTILE_HEADER)
+async def test_crlf_in_event_values_never_reaches_a_header(value: str, smtp_server: SMTPServer) -> None:
+    receiver = await email_receiver(smtp_server, {"security": "none"})
+    for n, kind in enumerate(("firing", "update", "resolved")):
+        alert = incident_alert(kind, value if kind != "resolved" else "RUNNING", n, node=value)
+        await receiver.send(replace(alert, event=replace(alert.event, labels={"team": value})))
+    for mail in smtp_server.messages:
+        head = mail.data.split(b"\r\n\r\n", 1)[0].decode()
+        names = [line.split(":", 1)[0] for line in head.split("\r\n") if line and not line[0].isspace()]
+        assert "Bcc" not in names and names.count("Subject") == 1, names
+        assert mail.rcpt_tos == TO
+        subject = mail.message["Subject"]
+        assert "\r" not in subject and "\n" not in subject and "\u2028" not in subject

@@ -158,7 +158,7 @@ def test_email_default_subject_text_and_escaped_html() -> None:
     cfg = config({"ops": EMAIL})
     alert = make_alert(labels={"note": "<script>x</script>"})
     mail = email_content(Renderer.from_config(cfg), alert, email_cfg(cfg))
-    assert mail.subject == "[alert-bridge] node-prod-1 is FAILED"
+    assert mail.subject == "[ALERT] node-prod-1 is FAILED"
     assert "node-prod-1 is FAILED (was RUNNING for 3h 12m)." in mail.text
     assert "Event time: 2026-04-16 12:00:00 UTC" in mail.text
     assert "note=<script>x</script>" in mail.text
@@ -396,7 +396,7 @@ def test_every_receiver_uses_the_shared_title() -> None:
     assert slack_message(renderer, alert, slack_cfg(cfg))["blocks"][0]["text"]["text"].endswith(
         "RESOLVED node-7 after 15m")
     assert email_content(renderer, replace(alert, receiver="mail"), email_cfg(cfg, "mail")).subject == \
-        "[alert-bridge] RESOLVED node-7 after 15m"
+        "[RESOLVED] node-7 after 15m"
     body = json.loads(webhook_body(renderer, replace(alert, receiver="hook"), hook_cfg(cfg, "hook")))
     assert body["title"] == "RESOLVED node-7 after 15m" and body["kind"] == "resolved"
     assert body["incident"]["path"] == RESOLVED_PATH

@@ -1,13 +1,23 @@
-"""Email over SMTP (aiosmtplib): one connection per message, multipart text + HTML."""
+"""Email over SMTP (aiosmtplib): one connection per message, multipart text + HTML.
+
+One thread per incident, without the store: the firing's Message-ID is derived from the incident
+id and the receiver (``<inc_….r<hash>@<domain of from>>``), so every later message of the incident
+(update, reminder, escalation, resolution) names it in In-Reply-To and References, whichever
+replica sends it and across restarts. Other messages take their delivery id (stable across
+retries, so a mail system can drop a duplicate). Subjects start with the kind: [FIRING],
+[RESOLVED], [REMINDER], ...; the subject template renders what follows.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import re
 import ssl
 from dataclasses import dataclass
 from email.message import EmailMessage
-from email.utils import formatdate
+from email.utils import formatdate, parseaddr
 
 import aiosmtplib
 
@@ -19,7 +29,14 @@ from bridge.render import Renderer, precompile
 
 log = logging.getLogger("bridge.receivers.email")
 
-DEFAULT_SUBJECT = "[alert-bridge] {{ title }}"
+DEFAULT_SUBJECT = "{{ title }}"
+# The subject's first word, per notification kind: mail clients and filters sort by it.
+SUBJECT_TAGS = {
+    "firing": "FIRING", "resolved": "RESOLVED", "reminder": "REMINDER", "update": "UPDATE",
+    "escalation": "ESCALATION", "acknowledged": "ACKNOWLEDGED", "flapping": "FLAPPING", "stable": "STABLE",
+}
+DEFAULT_TAG = "ALERT"  # a plain route's status change (kind "event")
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 DEFAULT_HTML = """\
 <!doctype html>
 <html><body style="font-family: sans-serif">
@@ -57,8 +74,32 @@ def email_content(renderer: Renderer, alert: Alert, cfg: EmailReceiverConfig) ->
     ctx = renderer.context(alert, cfg)
     subject = renderer.render("text", cfg.subject, DEFAULT_SUBJECT, ctx, "subject")
     html = renderer.render("html", cfg.html, DEFAULT_HTML, ctx, "html")
-    # A header cannot hold line breaks; fold any whitespace into single spaces.
-    return EmailContent(subject=" ".join(subject.split()), text=ctx["text"], html=html)
+    # A header cannot hold line breaks; fold any whitespace (CR, LF, U+2028, ...) into single spaces.
+    subject = " ".join(subject.split())
+    tag = SUBJECT_TAGS.get(alert.kind, DEFAULT_TAG)
+    if subject.upper().startswith(tag + " "):  # "RESOLVED node-7 after 15m": the tag says it already
+        subject = subject[len(tag) + 1 :]
+    return EmailContent(subject=f"[{tag}] {subject}", text=ctx["text"], html=html)
+
+
+@dataclass(frozen=True, slots=True)
+class Threading:
+    message_id: str
+    parent: str | None  # the firing's Message-ID, for In-Reply-To and References
+
+
+def threading(alert: Alert, receiver: str, sender: str) -> Threading:
+    """Message-IDs with the domain of ``from``: the firing's from the incident (so every later
+    message of it can name it), any other from its delivery id. Only our own ids go in, reduced
+    to characters a Message-ID may hold: no event value can reach these headers."""
+    domain = _ID_UNSAFE.sub("", parseaddr(sender)[1].rpartition("@")[2]) or "alert-bridge"
+    # Per receiver: two receivers with one mailbox among their recipients must not share an id.
+    tag = hashlib.sha256(receiver.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    own = f"<{_ID_UNSAFE.sub('', alert.delivery_id)}@{domain}>"
+    if alert.incident is None:
+        return Threading(own, None)
+    root = f"<{_ID_UNSAFE.sub('', alert.incident.id)}.r{tag}@{domain}>"
+    return Threading(root, None) if alert.kind == "firing" else Threading(own, root)
 
 
 def build(name: str, cfg: EmailReceiverConfig, *, renderer: Renderer, session: object = None) -> EmailReceiver:
@@ -94,7 +135,11 @@ class EmailReceiver:
         msg["Subject"] = content.subject
         msg["Date"] = formatdate(usegmt=True)
         # Stable across retries, so a mail system can drop a duplicate of the same delivery.
-        msg["Message-ID"] = f"<{alert.delivery_id}@alert-bridge>"
+        thread = threading(alert, self.name, self._cfg.from_)
+        msg["Message-ID"] = thread.message_id
+        if thread.parent is not None:  # one conversation per incident in every mail client
+            msg["In-Reply-To"] = thread.parent
+            msg["References"] = thread.parent
         msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation auto-replies
         msg.set_content(content.text)
         msg.add_alternative(content.html, subtype="html")
