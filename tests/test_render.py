@@ -181,7 +181,7 @@ def test_email_overrides_and_subject_folding() -> None:
         nodes=NODES,
     )
     mail = email_content(Renderer.from_config(cfg), make_alert(labels={"team": "<core>"}), email_cfg(cfg))
-    assert mail.subject == "ALERT FAILED: node-prod-1 (route prod-failures)"
+    assert mail.subject == "[ALERT] ALERT FAILED: node-prod-1 (route prod-failures)"  # the kind comes first
     assert mail.text == "held 3h 12m"
     assert mail.html == "<b>&lt;core&gt;</b> held 3h 12m"
 

@@ -77,7 +77,7 @@ def email_content(renderer: Renderer, alert: Alert, cfg: EmailReceiverConfig) ->
     # A header cannot hold line breaks; fold any whitespace (CR, LF, U+2028, ...) into single spaces.
     subject = " ".join(subject.split())
     tag = SUBJECT_TAGS.get(alert.kind, DEFAULT_TAG)
-    if subject.upper().startswith(tag + " "):  # "RESOLVED node-7 after 15m": the tag says it already
+    if cfg.subject is None and subject.startswith(tag + " "):  # "RESOLVED node-7 after 15m": said already
         subject = subject[len(tag) + 1 :]
     return EmailContent(subject=f"[{tag}] {subject}", text=ctx["text"], html=html)
 
