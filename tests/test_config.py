@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from bridge import config as config_mod
 from bridge.config import parse, parse_duration
@@ -330,3 +331,77 @@ def test_incident_timers_are_off_or_at_least_a_second(key: str) -> None:
     assert any(p.startswith(f"routes[0].{key}:") and "at least 1s" in p for p in found), found
     for fine in ("1s", 0):
         parse({**base, "routes": [{**route, key: fine}]})
+
+
+# --- conversations (issue 14): Slack mentions, channels, webhook mode --------------------------------
+
+SLACK_BOT = {"type": "slack", "token": "xoxb-1", "channel": "#alerts"}
+
+
+def test_slack_conversation_keys_and_defaults() -> None:
+    cfg = config_mod.parse({"receivers": {"s": {**SLACK_BOT, "mentions": ["<!subteam^S0123>", "<@U0456>", "<!here>"],
+                                                "broadcast_resolved": True}}}, env={})
+    rcv = cfg.receivers["s"]
+    assert rcv.mentions == ["<!subteam^S0123>", "<@U0456>", "<!here>"]  # type: ignore[union-attr]
+    assert rcv.broadcast_resolved is True  # type: ignore[union-attr]
+    plain = config_mod.parse({"receivers": {"s": SLACK_BOT}}, env={}).receivers["s"]
+    assert plain.mentions == [] and plain.broadcast_resolved is False  # type: ignore[union-attr]
+    assert cfg.storage.retention.conversations == 30 * 86400
+
+
+@pytest.mark.parametrize("mention", ["@here", "bob", "<@bob>", "<!channel> <@U1>", "<!subteam^S1|<!channel>>",
+                                     "<https://evil.example|x>", ""])
+def test_a_mention_that_is_not_one_names_its_yaml_path(mention: str) -> None:
+    [problem] = problems({"receivers": {"s": {**SLACK_BOT, "mentions": ["<@U0456>", mention]}}})
+    assert problem.startswith(f"receivers.s.mentions[1]: {mention!r} is not a Slack mention; write <@U0123ABCD>")
+
+
+@pytest.mark.parametrize("channel", ["#Alerts", "#a b", "#<!channel>", "  "])
+def test_a_channel_that_is_no_slack_channel_is_an_error(channel: str) -> None:
+    [problem] = problems({"receivers": {"s": {**SLACK_BOT, "channel": channel}}})
+    assert problem.startswith("receivers.s.channel: ")
+    assert "is not a Slack channel" in problem or "is empty" in problem
+
+
+@pytest.mark.parametrize(("team", "expect"), [
+    ("core", None),
+    ("Core", "receivers.s.channel: for the sample alert of node 'node-sample-1', the rendered value '#Core-alerts' "
+             "is not a Slack channel"),
+    ("", "receivers.s.channel: for the sample alert of node 'node-sample-1', the rendered value '#-alerts' is not"),
+    (None, "receivers.s.channel: template error: 'dict object' has no attribute 'team'"),
+])
+def test_check_renders_the_channel_template_against_the_sample_alerts(
+    tmp_path: Path, team: str | None, expect: str | None
+) -> None:
+    data: dict[str, Any] = {"verification": {"public_key": "unused"},
+                            "receivers": {"s": {**SLACK_BOT, "channel": "#{{ labels.team }}-alerts"}},
+                            "default_to": "s"}
+    if team is not None:
+        data["node_labels"] = [{"match": "*", "labels": {"team": team, "env": "prod"}}]
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = subprocess.run([sys.executable, "-m", "bridge", "check", "-c", str(path)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    if expect is None:
+        assert out.returncode == 0, out.stderr
+    else:
+        assert out.returncode == 2 and f"error: {expect}" in out.stderr, out.stderr
+
+
+def test_check_warns_when_a_route_asks_for_updates_on_a_slack_webhook() -> None:
+    cfg = config_mod.parse({
+        "receivers": {"hook": {"type": "slack", "webhook_url": "https://hooks.slack.example.test/services/T/B/x"},
+                      "bot": SLACK_BOT},
+        "routes": [{"name": "r", "to": ["bot", "hook"], "send_updates": True},
+                   {"name": "q", "to": ["hook"], "escalate": [{"after": "30m", "to": "bot"}]},
+                   {"name": "plain", "to": ["hook"]}],
+    }, env={})
+    threaded = [w for w in cfg.warnings if "cannot thread" in w]
+    assert threaded == [
+        "routes[0].to[1]: receiver 'hook' is a Slack incoming webhook, which cannot thread or edit: with "
+        "send_updates every notification of an incident is a message of its own in the channel; give the "
+        "receiver token and channel for one thread per incident",
+        "routes[1].to[0]: receiver 'hook' is a Slack incoming webhook, which cannot thread or edit: with "
+        "escalate every notification of an incident is a message of its own in the channel; give the "
+        "receiver token and channel for one thread per incident",
+    ]

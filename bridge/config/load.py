@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from bridge.config import lint as config_lint
 from bridge.config.base import format_duration
 from bridge.config.model import Config
-from bridge.config.receivers import RECEIVER_TYPES, EmailReceiverConfig
+from bridge.config.receivers import RECEIVER_TYPES, EmailReceiverConfig, SlackReceiverConfig
 from bridge.errors import ConfigError
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -114,6 +114,7 @@ def _semantic_problems(cfg: Config) -> tuple[list[str], list[str]]:
             if getattr(route.match, key) == []:
                 problems.append(f"{where}.match.{key}: an empty list can never match; omit the key instead")
     _incident_problems(cfg, names, problems, warnings)
+    warnings += _unthreaded_warnings(cfg)
     for j, rcv in enumerate(cfg.default_to):
         if rcv not in names:
             problems.append(f"default_to[{j}]: unknown receiver {rcv!r}{config_lint.did_you_mean(rcv, names)}")
@@ -191,6 +192,24 @@ def _incident_problems(cfg: Config, names: set[str], problems: list[str], warnin
             )
     if inc.open_on and not inc.resolve_on:
         warnings.append("incidents.resolve_on: empty; incidents are resolved only by hand")
+
+
+def _unthreaded_warnings(cfg: Config) -> list[str]:
+    """A route that sends several messages per incident to a Slack incoming webhook: each one is a
+    message of its own in the channel (only a bot token threads and edits)."""
+    warnings = []
+    for i, route in enumerate(cfg.routes):
+        asks = [key for key, on in (("send_updates", route.send_updates), ("repeat_interval", route.repeat_interval),
+                                    ("escalate", route.escalate)) if on]
+        for j, name in enumerate(route.to if asks else []):
+            rcv = cfg.receivers.get(name)
+            if isinstance(rcv, SlackReceiverConfig) and rcv.webhook_url is not None:
+                warnings.append(
+                    f"routes[{i}].to[{j}]: receiver {name!r} is a Slack incoming webhook, which cannot thread or "
+                    f"edit: with {' and '.join(asks)} every notification of an incident is a message of its own "
+                    "in the channel; give the receiver token and channel for one thread per incident"
+                )
+    return warnings
 
 
 def unreadable_files(cfg: Config) -> list[str]:
