@@ -88,7 +88,7 @@ class Threading:
     parent: str | None  # the firing's Message-ID, for In-Reply-To and References
 
 
-def threading(alert: Alert, receiver: str, sender: str) -> Threading:
+def thread_ids(alert: Alert, receiver: str, sender: str) -> Threading:
     """Message-IDs with the domain of ``from``: the firing's from the incident (so every later
     message of it can name it), any other from its delivery id. Only our own ids go in, reduced
     to characters a Message-ID may hold: no event value can reach these headers."""
@@ -135,7 +135,7 @@ class EmailReceiver:
         msg["Subject"] = content.subject
         msg["Date"] = formatdate(usegmt=True)
         # Stable across retries, so a mail system can drop a duplicate of the same delivery.
-        thread = threading(alert, self.name, self._cfg.from_)
+        thread = thread_ids(alert, self.name, self._cfg.from_)
         msg["Message-ID"] = thread.message_id
         if thread.parent is not None:  # one conversation per incident in every mail client
             msg["In-Reply-To"] = thread.parent
