@@ -332,3 +332,19 @@ async def test_webhook_mode_sends_every_notification_as_a_message_of_its_own(
     assert heads == [":red_circle: node-7 is FAILED", ":large_orange_circle: node-7 now STARTING (incident open 2m)",
                      ":large_green_circle: RESOLVED node-7 after 15m"]
     assert [m.payload["text"].startswith("<!here> ") for m in fake_slack.messages] == [True, False, False]
+
+
+@pytest.mark.parametrize("kind", ["update", "resolved"])
+async def test_429_on_a_threaded_message_is_retry_later_with_retry_after(
+    kind: str, fake_slack: FakeSlack, http_session: aiohttp.ClientSession
+) -> None:
+    receiver = threaded(fake_slack, http_session)
+    await receiver.send(incident("firing"))
+    fake_slack.rate_limit(retry_after=3)  # the reply (update) or the root edit (resolution)
+    alert = incident(kind, "STARTING" if kind == "update" else "RUNNING", n=1)
+    with pytest.raises(RetryLater) as info:
+        await receiver.send(alert)
+    assert info.value.retry_after == 3 and "429" in info.value.reason
+    await receiver.send(alert)  # the dispatcher's next attempt
+    [root] = fake_slack.channel("#alerts").roots
+    assert len(root.replies) == 1 and len(root.edits) == (1 if kind == "resolved" else 0)
