@@ -57,6 +57,7 @@ async def test_starttls_with_auth_delivers_multipart(smtp_tls_server: SMTPServer
     assert msg["To"] == ", ".join(TO)
     assert msg["Message-ID"] == f"<{alert.delivery_id}@example.test>"  # the domain of from
     assert msg["In-Reply-To"] is None and msg["References"] is None
+    assert msg["X-Alert-Bridge-Delivery"] == alert.delivery_id
     assert "node-prod-1 is FAILED (was RUNNING for 3h 12m)." in mail.part("plain")
     assert "<h2" in mail.part("html") and "node-prod-1 is FAILED" in mail.part("html")
 
@@ -209,6 +210,7 @@ async def test_one_thread_per_incident(smtp_server: SMTPServer) -> None:
         "[ACKNOWLEDGED] node-7: STARTING, open 5m",
         "[RESOLVED] node-7 after 15m",
     ]
+    assert [m["X-Alert-Bridge-Delivery"] for m in mails] == [f"dlv_{n:024d}" for n in range(len(steps))]
     root = mails[0]["Message-ID"]
     assert root.startswith(f"<{INC}.r") and root.endswith("@example.test>")
     assert mails[0]["In-Reply-To"] is None and mails[0]["References"] is None

@@ -140,6 +140,9 @@ class EmailReceiver:
         if thread.parent is not None:  # one conversation per incident in every mail client
             msg["In-Reply-To"] = thread.parent
             msg["References"] = thread.parent
+        # The firing's Message-ID names its incident: the delivery id (the same in logs, the outbox
+        # and every other receiver's payload) travels in a header of its own.
+        msg["X-Alert-Bridge-Delivery"] = _ID_UNSAFE.sub("", alert.delivery_id)
         msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation auto-replies
         msg.set_content(content.text)
         msg.add_alternative(content.html, subtype="html")

@@ -187,7 +187,7 @@ class Receivers:
         for r in self.sink.delivered:
             got["webhook"][r.headers.get("webhook-id", "?")] += 1
         for m in [*self._earlier_mail, *self.smtp.messages]:
-            found = DLV.search(str(m.message["Message-ID"] or ""))
+            found = DLV.search(str(m.message["X-Alert-Bridge-Delivery"] or ""))
             got["email"][found.group() if found else "?"] += 1
         for path in self.log_files:
             if path.exists():
