@@ -37,9 +37,10 @@ class Conversations:
 
     async def set_root(self, key: str, ref: Mapping[str, str]) -> bool:
         """Record (or refresh) ``key``'s reference; a digest calls this once per member incident
-        with the same reference. A failure is logged, not raised: the message it refers to is
-        already out, and sending it again would duplicate it; the next message of the incident
-        then starts a new conversation."""
+        with the same reference, marked with a ``"digest"`` entry (Slack then threads each member's
+        messages under it but leaves editing the shared root to the digest). A failure is logged,
+        not raised: the message it refers to is already out, and sending it again would duplicate
+        it; the next message of the incident then starts a new conversation."""
         try:
             await self._store.record_conversation(self.receiver, key, ref, now=self._clock(), ttl=self._keep)
         except Unavailable as exc:

@@ -348,3 +348,21 @@ async def test_429_on_a_threaded_message_is_retry_later_with_retry_after(
     await receiver.send(alert)  # the dispatcher's next attempt
     [root] = fake_slack.channel("#alerts").roots
     assert len(root.replies) == 1 and len(root.edits) == (1 if kind == "resolved" else 0)
+
+
+async def test_a_shared_digest_root_is_not_edited_by_one_member_resolution(
+    fake_slack: FakeSlack, http_session: aiohttp.ClientSession
+) -> None:
+    """The hook fleet digests build on: several incidents recorded under one root marked "digest"."""
+    store = MemoryStore()
+    digest = fake_slack.workspace.post_message({"channel": "#alerts", "text": "2 nodes FAILED: node-a, node-b"})
+    ref = {"channel": digest["channel"], "ts": digest["ts"], "digest": "grp_1"}
+    a, b = "inc_aaaaaaaaaaaaaaaaaaaaaaaa", "inc_bbbbbbbbbbbbbbbbbbbbbbbb"
+    for key in (a, b):
+        await store.record_conversation("ops", key, ref, now=T0, ttl=3600)
+    receiver = threaded(fake_slack, http_session, store)
+    await receiver.send(incident("update", "STARTING", node="node-a", inc=a, n=1))
+    await receiver.send(incident("resolved", "RUNNING", node="node-b", inc=b, n=2))
+    [root] = fake_slack.channel("#alerts").roots
+    assert root.edits == [] and len(root.replies) == 2
+    assert await store.get_conversation("ops", b, now=T0) == ref

@@ -154,7 +154,9 @@ class SlackReceiver:
             log.info("receiver %s: the firing of %s is already posted; not posted again", self.name, incident.id)
             return
         try:
-            if alert.kind == "resolved":
+            # A root several incidents share (a digest: its ref carries "digest") is edited by
+            # whoever owns the digest, never with one member's resolution.
+            if alert.kind == "resolved" and "digest" not in root:
                 await self._update(root, message)
             broadcast = alert.kind == "resolved" and self._cfg.broadcast_resolved
             await self._post(root["channel"], message, thread_ts=root["ts"], reply_broadcast=broadcast)
