@@ -393,15 +393,12 @@ def test_check_warns_when_a_route_asks_for_updates_on_a_slack_webhook() -> None:
         "receivers": {"hook": {"type": "slack", "webhook_url": "https://hooks.slack.example.test/services/T/B/x"},
                       "bot": SLACK_BOT},
         "routes": [{"name": "r", "to": ["bot", "hook"], "send_updates": True},
-                   {"name": "q", "to": ["hook"], "escalate": [{"after": "30m", "to": "bot"}]},
+                   # reminders and escalations: a message each, as Alertmanager users expect of a webhook
+                   {"name": "q", "to": ["hook"], "repeat_interval": "1h", "escalate": [{"after": "30m", "to": "hook"}]},
                    {"name": "plain", "to": ["hook"]}],
     }, env={})
-    threaded = [w for w in cfg.warnings if "cannot thread" in w]
-    assert threaded == [
+    assert [w for w in cfg.warnings if "cannot thread" in w] == [
         "routes[0].to[1]: receiver 'hook' is a Slack incoming webhook, which cannot thread or edit: with "
-        "send_updates every notification of an incident is a message of its own in the channel; give the "
-        "receiver token and channel for one thread per incident",
-        "routes[1].to[0]: receiver 'hook' is a Slack incoming webhook, which cannot thread or edit: with "
-        "escalate every notification of an incident is a message of its own in the channel; give the "
+        "send_updates every status change of an incident is a message of its own in the channel; give the "
         "receiver token and channel for one thread per incident",
     ]
