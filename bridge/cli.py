@@ -105,6 +105,10 @@ def cmd_check(args: argparse.Namespace) -> int:
           + (f"; {len(cfg.node_labels)} node_labels rules" if cfg.node_labels else ""))
     print(f"  receivers     {', '.join(f'{n} ({r.type})' for n, r in cfg.receivers.items()) or 'none'}")
     print(f"  routes        {len(rules.router)}; default_to: {', '.join(cfg.default_to) or 'none'}")
+    for r in (r for r in cfg.routes if r.group_wait):
+        by = f" by {', '.join(r.group_by)}" if r.group_by else ""
+        print(f"  grouping      {r.name}: digests{by}, group_wait {format_duration(r.group_wait)}, "
+              f"group_interval {format_duration(r.group_interval)}")
     print(f"  replay window max_event_age {format_duration(v.max_event_age)}, "
           f"dedup_ttl {format_duration(cfg.storage.dedup_ttl)}")
     return 0
