@@ -14,6 +14,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bridge.config import SlackReceiverConfig
+from bridge.digest_text import digest_of, wording
 from bridge.errors import DeliveryError, Permanent, RetryLater
 from bridge.model import Alert
 from bridge.receivers.base import (
@@ -141,6 +142,8 @@ def slack_message(renderer: Renderer, alert: Alert, cfg: SlackReceiverConfig) ->
     Every event value is escaped (&, <, >) before any template or default sees it, so no node id
     or status can become a mention (<!channel>), a link or a date; the node link's values are
     percent-encoded path segments (bridge/render.py)."""
+    if alert.kind == "digest":
+        return slack_digest(alert)
     ctx, used = renderer.context_and_overrides(alert, cfg, escape=slack_escape)
     headline = ctx["title"]
     if "title" not in used:  # an operator's own title may carry its own emoji
@@ -199,3 +202,18 @@ def _header(headers: Any) -> str | None:
         return None
     value = headers.get("Retry-After") or headers.get("retry-after")
     return str(value) if value is not None else None
+
+
+def slack_digest(alert: Alert) -> dict[str, Any]:
+    """A fleet digest: the count and status as the headline, the capped list of nodes below."""
+    digest = digest_of(alert)
+    w = wording(digest, slack_escape)
+    headline = f"{EMOJI.get(alert.event.status, DEFAULT_EMOJI)} {w.title}"
+    where = (f"route `{slack_escape(alert.route)}` · receiver `{slack_escape(alert.receiver)}` · "
+             f"group {digest.id}")
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": _cut(headline, 150), "emoji": True}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": _cut(w.listing, 3000)}},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": _cut(where, 3000)}]},
+    ]
+    return {"text": _cut(w.headline, 3000), "blocks": blocks}
