@@ -171,6 +171,7 @@ class Grouper:
             await self._store.set_meta(key, send.state.to_json())
         except Unavailable as exc:
             log.warning("cannot record the state of group %s: %s", key, exc.detail)
-        if len(send.members) > 1:
+        # a digest (of one, too, as a follow-up): its members settle with it
+        if [m.id for m in send.members] != [send.unit.id]:
             self._members[send.unit.id] = send.members
         return send.unit
