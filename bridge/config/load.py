@@ -146,7 +146,7 @@ def _semantic_problems(cfg: Config) -> tuple[list[str], list[str]]:
     return problems, warnings
 
 
-def _grouping_findings(i: int, route: RouteConfig, warnings: list[str]) -> None:
+def _grouping_findings(cfg: Config, i: int, route: RouteConfig, warnings: list[str]) -> None:
     """Grouping keys that do nothing, or less than they seem to (bridge/grouping.py)."""
     fields = route.model_fields_set
     if not route.group_wait:
@@ -160,6 +160,13 @@ def _grouping_findings(i: int, route: RouteConfig, warnings: list[str]) -> None:
             f"routes[{i}].group_interval: {format_duration(route.group_interval)} is shorter than group_wait "
             f"({format_duration(route.group_wait)}), so a firing that comes after a digest is usually too late "
             f"to join it and starts a new group; set group_interval to at least group_wait (e.g. 5m)"
+        )
+    pagers = [r for r in route.to if r in cfg.receivers and cfg.receivers[r].type in ("pagerduty", "opsgenie")]
+    if pagers:
+        warnings.append(
+            f"routes[{i}].group_wait: {', '.join(pagers)} get each incident's own event (pagers deduplicate per "
+            f"incident, so they are not grouped), but only after group_wait ({format_duration(route.group_wait)}); "
+            "route pagers from a route without group_wait if they must not wait"
         )
     if route.group_wait > 3600:
         warnings.append(
@@ -181,7 +188,7 @@ def _incident_problems(cfg: Config, names: set[str], problems: list[str], warnin
                 "drop repeat_interval here (repeat_interval now reminds, it no longer suppresses; "
                 "send_resolved on the route that matches the failure sends the recovery)"
             )
-        _grouping_findings(i, route, warnings)
+        _grouping_findings(cfg, i, route, warnings)
         last = 0.0
         for j, step in enumerate(route.escalate):
             where = f"routes[{i}].escalate[{j}]"

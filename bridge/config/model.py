@@ -196,7 +196,7 @@ class RouteConfig(Strict):
     @classmethod
     def _group_duration(cls, v: float) -> float:
         if 0 < v < 1:
-            raise ValueError("is 0 (off) or at least 1s")
+            raise ValueError("must be 0 (off) or at least 1s")
         return v
 
     @field_validator("group_by")
