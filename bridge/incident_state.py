@@ -69,7 +69,7 @@ class RoutePolicy:
     send_resolved: bool = True
     send_updates: bool = False
     group_wait: float = 0.0  # fleet digests (bridge/grouping.py); 0: off
-    group_interval: float = 0.0
+    group_interval: float = 300.0  # the config's default
     group_by: tuple[str, ...] = ()
 
 
