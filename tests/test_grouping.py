@@ -340,6 +340,7 @@ async def test_a_failure_within_group_interval_joins_as_a_follow_up_and_later_on
     await dispatcher.run_until_idle()
     last = hook_docs(webhook_sink)[2]
     assert last["kind"] == "firing" and last["event"]["nodeId"] == "d"
+    assert last["group"]["id"] != first["group"]["id"] and last["group"]["update"] is False  # a new group
 
 
 async def test_a_failed_digest_is_retried_as_the_same_digest(

@@ -83,6 +83,8 @@ def webhook_body(renderer: Renderer, alert: Alert, cfg: WebhookReceiverConfig) -
         "incident": ctx["incident"],
         "facts": ctx["facts"],  # what the kind adds: flap count and span, escalation step, hold
     }
+    if alert.digest is not None:  # a firing that is a group of one (fleet digests): later members refer to it
+        payload["group"] = {"id": alert.digest.id, "update": alert.digest.update, "labels": dict(alert.digest.labels)}
     return compact_json(payload).encode()
 
 
