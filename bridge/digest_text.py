@@ -26,6 +26,9 @@ def _plain(value: str) -> str:
 
 
 def _short(value: str) -> str:
+    """A node id for a one-line list: line breaks and other whitespace folded (a CRLF in an id must
+    not start a line that reads as another alert), cut to MAX_NAME."""
+    value = " ".join(value.split())
     return value if len(value) <= MAX_NAME else value[: MAX_NAME - 1] + "…"
 
 

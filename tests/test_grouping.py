@@ -34,7 +34,7 @@ from bridge.render import Renderer
 from bridge.store import Store
 from bridge.store.memory import MemoryStore
 from bridge.store.sqlite import SQLiteStore
-from tests.support.fakes import FakeSlack, WebhookSink
+from tests.support.fakes import FakeSlack, SMTPServer, WebhookSink
 
 pytest_plugins = ["tests.support.fakes"]
 pytestmark = pytest.mark.timeout(60)
@@ -250,7 +250,8 @@ async def pager_sink() -> AsyncIterator[WebhookSink]:
 
 @pytest.fixture(params=["memory", "sqlite"])
 async def rig(request: pytest.FixtureRequest, tmp_path: Path, webhook_sink: WebhookSink, pager_sink: WebhookSink,
-              fake_slack: FakeSlack) -> AsyncIterator[tuple[Store, Dispatcher, Clock, Callable[..., Any]]]:
+              fake_slack: FakeSlack, smtp_server: SMTPServer,
+              ) -> AsyncIterator[tuple[Store, Dispatcher, Clock, Callable[..., Any]]]:
     clock = Clock()
     store: Store = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "b.db")
     receivers = {
@@ -258,6 +259,8 @@ async def rig(request: pytest.FixtureRequest, tmp_path: Path, webhook_sink: Webh
                  "retry": {"initial_backoff": "1s", "max_backoff": "2s", "max_attempts": 20}},
         "slack": {"type": "slack", "webhook_url": fake_slack.webhook_url},
         "pager": {"type": "webhook", "url": pager_sink.url},
+        "mail": {"type": "email", "to": ["oncall@example.test"], "from": "bridge@example.test",
+                 "smtp": {"host": "127.0.0.1", "port": smtp_server.port, "security": "none"}},
     }
     cfg = parse({"verification": {"public_key": "unused"}, "receivers": receivers}, env={})
     await store.open()
@@ -266,9 +269,9 @@ async def rig(request: pytest.FixtureRequest, tmp_path: Path, webhook_sink: Webh
         built = build_receivers(cfg, Renderer.from_config(cfg), session)
         built["pager"].sends_digests = False  # type: ignore[attr-defined]  # as pagerduty/opsgenie say
         dispatcher.set_receivers(built, dict(cfg.receivers))
-        policy = Policy(lambda e, prev: [RouteMatch("fleet", ("hook", "slack", "pager"))],
+        policy = Policy(lambda e, prev: [RouteMatch("fleet", ("hook", "slack", "pager", "mail"))],
                         incidents=IncidentPolicy(routes={"fleet": RoutePolicy(
-                            "fleet", ("hook", "slack", "pager"), group_wait=10.0, group_interval=60.0)}))
+                            "fleet", ("hook", "slack", "pager", "mail"), group_wait=10.0, group_interval=60.0)}))
 
         async def post(node: str, status: str = "FAILED") -> None:
             now = clock()
@@ -288,11 +291,12 @@ def hook_docs(sink: WebhookSink, path: str = "/hook") -> list[dict[str, Any]]:
 
 async def test_ten_simultaneous_failures_are_one_digest_and_ten_resolutions(
     rig: tuple[Store, Dispatcher, Clock, Callable[..., Any]], webhook_sink: WebhookSink, fake_slack: FakeSlack,
-    pager_sink: WebhookSink,
+    pager_sink: WebhookSink, smtp_server: SMTPServer,
 ) -> None:
     store, dispatcher, clock, post = rig
-    for i in range(10):
-        await post(f"node-{i}")
+    nodes = ["<b>evil</b>\r\nBcc: x@y", *[f"node-{i}" for i in range(1, 10)]]
+    for node in nodes:
+        await post(node)
         clock.advance(0.1)
     await dispatcher.run_until_idle()
     assert webhook_sink.delivered == [] and fake_slack.messages == []  # held for group_wait
@@ -300,18 +304,24 @@ async def test_ten_simultaneous_failures_are_one_digest_and_ten_resolutions(
     await dispatcher.run_until_idle()
     [doc] = hook_docs(webhook_sink)
     assert doc["kind"] == "digest" and doc["count"] == 10
-    assert [m["nodeId"] for m in doc["members"]] == [f"node-{i}" for i in range(10)]
+    assert [m["nodeId"] for m in doc["members"]] == nodes
     [msg] = fake_slack.messages
-    assert msg.payload["text"].startswith("10 nodes FAILED: node-0, node-1")
+    assert msg.payload["text"].startswith("10 nodes FAILED: &lt;b&gt;evil&lt;/b&gt; Bcc: x@y, node-1, node-2")
+    [mail] = smtp_server.messages
+    assert mail.message["Subject"].startswith("[alert-bridge] 10 nodes FAILED: <b>evil</b> Bcc: x@y, node-1")
+    assert mail.message["Bcc"] is None and mail.rcpt_tos == ["oncall@example.test"]
+    assert all(n in mail.part("plain") for n in nodes[1:]) and "&lt;b&gt;evil&lt;/b&gt;" in mail.part("html")
+    assert "<b>evil</b>" not in mail.part("html")
     pager = hook_docs(pager_sink)
-    assert sorted(d["event"]["nodeId"] for d in pager) == [f"node-{i}" for i in range(10)]
+    assert sorted(d["event"]["nodeId"] for d in pager) == sorted(nodes)
     assert {d["kind"] for d in pager} == {"firing"}  # pagers: one event per incident
     assert (await store.stats(now=clock())).pending == 0
-    for i in range(10):
-        await post(f"node-{i}", "RUNNING")
+    for node in nodes:
+        await post(node, "RUNNING")
     await dispatcher.run_until_idle()
     resolved = [d for d in hook_docs(webhook_sink) if d["kind"] == "resolved"]
-    assert sorted(d["event"]["nodeId"] for d in resolved) == [f"node-{i}" for i in range(10)]
+    assert sorted(d["event"]["nodeId"] for d in resolved) == sorted(nodes)
+    assert len(smtp_server.messages) == 11
     ids = {m["incident"]["id"] for m in doc["members"]}
     assert {d["incident"]["id"] for d in resolved} == ids
     assert len([m for m in fake_slack.messages if "RESOLVED" in m.payload["text"].upper()]) == 10
