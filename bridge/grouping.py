@@ -12,11 +12,11 @@ How a group forms (the why is in docs/configuration.md, "Fleet digests"):
   a group between them.
 - :func:`plan_send` (pure) turns those jobs into one send: a ``digest`` alert listing them, or,
   for a group of one, the member's own firing (a user expects a plain alert for one node). The
-  group's state per receiver (its id, when its last message was claimed, that message's oldest
-  member) is kept in the store's metadata: members that arrive within ``group_interval`` of the
-  group's last message join it as a follow-up (``Digest.update``, same ``Digest.id``), later ones
-  start a new group. A message sent again (a failed send, a crashed replica) is recognised by its
-  oldest member and keeps its id and kind.
+  group's state per receiver (its id, when its latest message was claimed, the oldest member of its
+  first and of its latest message) is kept in the store's metadata: members that arrive within
+  ``group_interval`` of the group's latest message join it as a follow-up (``Digest.update``, same
+  ``Digest.id``), later ones start a new group. A message sent again (a failed send, a crashed
+  replica) is recognised by its oldest member and keeps its id and kind.
 - The digest's outcome is each member's: delivered, retried or buried together. A SIGKILL leaves
   the members in flight; their lease runs out (SQLite: at the next start) and they are claimed
   again, together with whatever joined meanwhile.
@@ -46,21 +46,23 @@ MAX_MEMBERS = 200  # jobs of one group claimed into one digest; more go in a fol
 
 @dataclass(frozen=True, slots=True)
 class GroupState:
-    """A group as one receiver last heard of it (stored as JSON under :func:`meta_key`)."""
+    """A group as one receiver last heard of it (stored as JSON under :func:`meta_key`). A message
+    is known by its oldest member: ``first`` for the group's first message, ``last`` for its latest
+    (equal until a follow-up), so a resend of either keeps its id and its kind."""
 
     id: str
-    at: datetime  # when its last message was claimed
-    head: str  # the delivery id of that message's oldest member
-    update: bool  # whether that message was a follow-up
+    at: datetime  # when its latest message was claimed
+    first: str  # the delivery id of the oldest member of the group's first message
+    last: str  # the same for its latest message
 
     def to_json(self) -> str:
-        return json.dumps({"id": self.id, "at": format_timestamp(self.at), "head": self.head,
-                           "update": self.update}, separators=(",", ":"))
+        return json.dumps({"id": self.id, "at": format_timestamp(self.at), "first": self.first,
+                           "last": self.last}, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, raw: str) -> GroupState:
         data = json.loads(raw)
-        return cls(str(data["id"]), parse_timestamp(data["at"]), str(data["head"]), bool(data["update"]))
+        return cls(str(data["id"]), parse_timestamp(data["at"]), str(data["first"]), str(data["last"]))
 
 
 def meta_key(receiver: str, group_key: str) -> str:
@@ -95,14 +97,16 @@ def plan_send(members: Sequence[Delivery], state: GroupState | None, now: dateti
     tag = first.alert.group
     assert tag is not None, "only jobs with a group tag are planned"
     receiver = first.receiver
-    if state is not None and state.head == first.id:  # this message again (a retry, a crash)
-        gid, update = state.id, state.update
-    elif state is not None and tag.interval and first.created_at <= state.at + timedelta(seconds=tag.interval):
-        gid, update = state.id, True  # joined a group already told
+    if state is not None and first.id == state.first:  # its first message again (a retry, a crash)
+        gid, update, new_state = state.id, False, replace(state, at=max(state.at, now))
+    elif state is not None and (first.id == state.last or (
+            tag.interval and first.created_at <= state.at + timedelta(seconds=tag.interval))):
+        # a follow-up (or its resend): these joined a group already told
+        gid, update, new_state = state.id, True, replace(state, at=max(state.at, now), last=first.id)
     else:
         gid, update = group_id(receiver, tag.key, first.id), False
+        new_state = GroupState(gid, now, first.id, first.id)
     digest = Digest(gid, tuple(_member(m) for m in members), update, dict(tag.labels))
-    new_state = GroupState(gid, now, first.id, update)
     if len(members) == 1 and not update:
         unit = replace(first, alert=replace(first.alert, digest=digest))
         return Send(unit, (first,), new_state)

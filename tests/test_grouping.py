@@ -115,35 +115,41 @@ def job(node: str, created: float, *, interval: float = 300.0, attempts: int = 1
 
 KEY = group_tag("fleet", (), {}, 300.0).key
 
-PLAN_CASES: list[tuple[str, list[str], GroupState | None, float, str, bool, str]] = [
-    # (case, members, state, now, kind, update, group id)
-    ("a new group of three is one digest", ["a", "b", "c"], None, 31, "digest", False, group_id("hook", KEY, "dlv_a")),
-    ("a group of one is a plain firing", ["a"], None, 31, "firing", False, group_id("hook", KEY, "dlv_a")),
-    ("joins a group sent within group_interval", ["d"], GroupState("grp_x", at(31), "dlv_a", False), 100,
-     "digest", True, "grp_x"),
-    ("a later firing starts a new group", ["d"], GroupState("grp_x", at(-400), "dlv_a", False), 100,
-     "firing", False, group_id("hook", KEY, "dlv_d")),
-    ("a resend keeps its id and kind", ["a", "b"], GroupState("grp_x", at(31), "dlv_a", False), 90,
-     "digest", False, "grp_x"),
-    ("a resent follow-up stays a follow-up", ["d"], GroupState("grp_x", at(90), "dlv_d", True), 200,
-     "digest", True, "grp_x"),
+NEW_A, NEW_D = group_id("hook", KEY, "dlv_a"), group_id("hook", KEY, "dlv_d")
+PLAN_CASES: list[tuple[str, list[str], GroupState | None, float, str, bool, GroupState]] = [
+    # (case, members, stored state, now, kind, update, state after)
+    ("a new group of three is one digest", ["a", "b", "c"], None, 31, "digest", False,
+     GroupState(NEW_A, at(31), "dlv_a", "dlv_a")),
+    ("a group of one is a plain firing", ["a"], None, 31, "firing", False, GroupState(NEW_A, at(31), "dlv_a", "dlv_a")),
+    ("joins a group sent within group_interval", ["d"], GroupState("grp_x", at(31), "dlv_a", "dlv_a"), 100,
+     "digest", True, GroupState("grp_x", at(100), "dlv_a", "dlv_d")),
+    ("a later firing starts a new group", ["d"], GroupState("grp_x", at(-400), "dlv_a", "dlv_a"), 100,
+     "firing", False, GroupState(NEW_D, at(100), "dlv_d", "dlv_d")),
+    ("a resend keeps its id and kind", ["a", "b"], GroupState("grp_x", at(31), "dlv_a", "dlv_a"), 90,
+     "digest", False, GroupState("grp_x", at(90), "dlv_a", "dlv_a")),
+    ("a resent follow-up stays a follow-up", ["d"], GroupState("grp_x", at(-1000), "dlv_a", "dlv_d"), 200,
+     "digest", True, GroupState("grp_x", at(200), "dlv_a", "dlv_d")),
+    ("the first message resent after a follow-up stays the first", ["a", "b"],
+     GroupState("grp_x", at(90), "dlv_a", "dlv_d"), 200, "digest", False,
+     GroupState("grp_x", at(200), "dlv_a", "dlv_d")),
 ]
 
 
-@pytest.mark.parametrize(("case", "nodes", "state", "now", "kind", "update", "gid"), PLAN_CASES,
+@pytest.mark.parametrize(("case", "nodes", "state", "now", "kind", "update", "after"), PLAN_CASES,
                          ids=[c[0] for c in PLAN_CASES])
 def test_plan_send(case: str, nodes: list[str], state: GroupState | None, now: float, kind: str, update: bool,
-                   gid: str) -> None:
+                   after: GroupState) -> None:
     created = {"a": 0.0, "b": 1.0, "c": 2.0, "d": 60.0}
     members = [job(n, created[n]) for n in nodes]
     send = plan_send(members, state, at(now))
     alert = send.unit.alert
     assert (alert.kind, alert.digest is not None) == (kind, True)
-    assert alert.digest is not None and (alert.digest.id, alert.digest.update) == (gid, update)
+    assert alert.digest is not None and (alert.digest.id, alert.digest.update) == (after.id, update)
     assert [m.node_id for m in alert.digest.members] == nodes
     assert [m.incident.id for m in alert.digest.members if m.incident] == [f"inc_{n}" for n in nodes]
     assert send.members == tuple(members)
-    assert send.state == GroupState(gid, at(now), members[0].id, update)
+    assert send.state == after
+    assert GroupState.from_json(after.to_json()) == after
     if kind == "firing":  # the member's own job, its group noted
         assert send.unit.id == members[0].id and alert.incident == members[0].alert.incident
     else:
@@ -155,7 +161,7 @@ def test_plan_send(case: str, nodes: list[str], state: GroupState | None, now: f
 
 
 def test_group_interval_zero_never_joins_and_a_retry_takes_the_oldest_attempts() -> None:
-    state = GroupState("grp_x", at(31), "dlv_a", False)
+    state = GroupState("grp_x", at(31), "dlv_a", "dlv_a")
     send = plan_send([job("d", 32, interval=0.0)], state, at(62))
     assert send.unit.alert.digest is not None and send.unit.alert.digest.id != "grp_x"
     two = plan_send([job("a", 0, attempts=3), job("b", 1)], None, at(40))
