@@ -152,7 +152,7 @@ def cmd_route(args: argparse.Namespace) -> int:
         result["current"] = current["node"]
     refused = result["refused"] is not None
     steps = [(r["route"], r["matched"], r["reason"]) for r in result["routes"]]
-    pairs = [(n["route"], n["receiver"], n["kind"]) for n in result["notified"]]
+    pairs = [(n["route"], n["receiver"], n["kind"] + _digest_note(n)) for n in result["notified"]]
     later: list[dict[str, Any]] = result["timers"]
     if args.json:
         print(json.dumps(result, indent=2))
@@ -170,6 +170,14 @@ def cmd_route(args: argparse.Namespace) -> int:
         for t in later:
             print(f"  later: {t['kind']} of route {t['route']} in {format_duration(round(t['after']))}")
     return 0 if pairs else 1
+
+
+def _digest_note(notified: dict[str, Any]) -> str:
+    digest = notified.get("digest")
+    if not isinstance(digest, dict):
+        return ""
+    by = "".join(f", {k}={v}" for k, v in sorted(digest["group_by"].items()))
+    return f", in a digest after {format_duration(round(digest['after']))}{by}"
 
 
 def _incident_line(view: dict[str, Any]) -> str:
