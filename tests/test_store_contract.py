@@ -1118,6 +1118,29 @@ async def test_sqlite_migrates_old_node_rows(tmp_path: Path) -> None:
         await store.close()
 
 
+async def test_sqlite_jobs_written_before_digests_gain_their_group_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    from bridge.store.sqlite import SQLiteStore
+
+    path = tmp_path / "old.db"
+    store = SQLiteStore(path)
+    await store.open()
+    old = (await accept(store, ev("n0", t=0), plan_to("a"))).deliveries[0]
+    await store.close()
+    conn = sqlite3.connect(path)  # the jobs table as it was before fleet digests: no grp column
+    conn.executescript("DROP INDEX jobs_group; ALTER TABLE jobs DROP COLUMN grp;")
+    conn.close()
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        ids = [(await accept_in(store, ev(f"n{i}", t=i), grouped("a"))).deliveries[0] for i in (1, 2)]
+        got = await store.claim(now=at(11), limit=10, lease=60, group_limit=10)
+        assert [d.id for d in got] == [old, *ids]  # the old job alone, then the group together
+    finally:
+        await store.close()
+
+
 async def test_redis_migrates_keys_of_the_earlier_layout(redis_pair: tuple[Store, Store]) -> None:
     from bridge.store.redis import RedisStore
 

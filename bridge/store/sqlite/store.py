@@ -45,9 +45,8 @@ CREATE TABLE IF NOT EXISTS jobs (
   next_attempt_at REAL NOT NULL, updated_at REAL NOT NULL, last_error TEXT,
   -- is_head: the oldest unfinished job of its order key, the only one that may be sent;
   -- due_at: next_attempt_at while pending, the lease's end while in flight.
-  is_head INTEGER NOT NULL DEFAULT 0, due_at REAL NOT NULL, context TEXT NOT NULL,
-  -- grp: the job's group tag (Alert.group.key; NULL: none), for claims that take a group together
-  grp TEXT);
+  is_head INTEGER NOT NULL DEFAULT 0, due_at REAL NOT NULL, context TEXT NOT NULL, grp TEXT);
+-- jobs.grp: the job's group tag (Alert.group.key; NULL: none), for claims that take a group together
 CREATE INDEX IF NOT EXISTS jobs_heads ON jobs(receiver, seq, created_at, id) WHERE is_head = 1;
 CREATE INDEX IF NOT EXISTS jobs_key ON jobs(order_key, seq) WHERE state IN ('pending', 'inflight');
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, updated_at);
