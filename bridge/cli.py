@@ -105,6 +105,10 @@ def cmd_check(args: argparse.Namespace) -> int:
           + (f"; {len(cfg.node_labels)} node_labels rules" if cfg.node_labels else ""))
     print(f"  receivers     {', '.join(f'{n} ({r.type})' for n, r in cfg.receivers.items()) or 'none'}")
     print(f"  routes        {len(rules.router)}; default_to: {', '.join(cfg.default_to) or 'none'}")
+    for r in (r for r in cfg.routes if r.group_wait):
+        by = f" by {', '.join(r.group_by)}" if r.group_by else ""
+        print(f"  grouping      {r.name}: digests{by}, group_wait {format_duration(r.group_wait)}, "
+              f"group_interval {format_duration(r.group_interval)}")
     print(f"  replay window max_event_age {format_duration(v.max_event_age)}, "
           f"dedup_ttl {format_duration(cfg.storage.dedup_ttl)}")
     return 0
@@ -148,7 +152,7 @@ def cmd_route(args: argparse.Namespace) -> int:
         result["current"] = current["node"]
     refused = result["refused"] is not None
     steps = [(r["route"], r["matched"], r["reason"]) for r in result["routes"]]
-    pairs = [(n["route"], n["receiver"], n["kind"]) for n in result["notified"]]
+    pairs = [(n["route"], n["receiver"], n["kind"] + _digest_note(n)) for n in result["notified"]]
     later: list[dict[str, Any]] = result["timers"]
     if args.json:
         print(json.dumps(result, indent=2))
@@ -166,6 +170,14 @@ def cmd_route(args: argparse.Namespace) -> int:
         for t in later:
             print(f"  later: {t['kind']} of route {t['route']} in {format_duration(round(t['after']))}")
     return 0 if pairs else 1
+
+
+def _digest_note(notified: dict[str, Any]) -> str:
+    digest = notified.get("digest")
+    if not isinstance(digest, dict):
+        return ""
+    by = "".join(f", {k}={v}" for k, v in sorted(digest["group_by"].items()))
+    return f", in a digest after {format_duration(round(digest['after']))}{by}"
 
 
 def _incident_line(view: dict[str, Any]) -> str:

@@ -35,9 +35,19 @@ from typing import Any, Literal
 
 from bridge import incidents
 from bridge.config import SilenceConfig
+from bridge.grouping_key import group_tag
 from bridge.incident_state import IncidentState, Notification, RoutePolicy
 from bridge.incident_state import Policy as IncidentPolicy
-from bridge.model import Event, IncidentRef, NodeState, RouteMatch, Silence, delivery_id, next_node_state
+from bridge.model import (
+    Event,
+    GroupTag,
+    IncidentRef,
+    NodeState,
+    RouteMatch,
+    Silence,
+    delivery_id,
+    next_node_state,
+)
 from bridge.silences import silenced
 
 Outcome = Literal["accepted", "duplicate", "stale", "out_of_order", "silenced", "applied", "not_found"]
@@ -120,6 +130,10 @@ class Job:
     incident: IncidentRef | None = None
     event: Event | None = None
     facts: Mapping[str, Any] = field(default_factory=dict)  # Alert.facts
+    # A firing of a route with group_wait: held until ``not_before`` so the dispatcher can send it
+    # with the other firings of its group as one digest (bridge/grouping.py).
+    group: GroupTag | None = None
+    not_before: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +159,9 @@ class Policy:
     max_event_age: float = 0.0  # 0: no limit
     max_clock_skew: float = 300.0
     incidents: IncidentPolicy = field(default_factory=IncidentPolicy)
+    # A node's configured labels (nodes.NodeLabeler.labels_for): alerts decided without an event
+    # (timers) show them, and group_by reads them.
+    labels: Callable[[str], Mapping[str, str]] | None = None
 
 
 def order_time(event: Event, max_clock_skew: float) -> datetime:
@@ -160,15 +177,26 @@ def _with_matches(ip: IncidentPolicy, matches: Sequence[RouteMatch]) -> Incident
     return replace(ip, routes={**ip.routes, **missing}) if missing else ip
 
 
-def _jobs(notifications: Sequence[Notification], event: Event | None, now: datetime) -> tuple[Job, ...]:
-    """One job per (notification, receiver); ``event`` None: each alert shows the node at the time."""
+def _jobs(notifications: Sequence[Notification], event: Event | None, now: datetime,
+          policy: Policy | None = None) -> tuple[Job, ...]:
+    """One job per (notification, receiver); ``event`` None: each alert shows the node at the time.
+    A firing of a route with ``group_wait`` is tagged with its group and held that long."""
     jobs: list[Job] = []
+    labeler = policy.labels if policy is not None else None
     for n in notifications:
-        shown = event if event is not None else Event("NODE_STATUS_UPDATED", n.at, n.node_id, n.status,
-                                                      received_at=now)
+        if event is not None:
+            shown = event
+        else:
+            labels = labeler(n.node_id) if labeler is not None else {}
+            shown = Event("NODE_STATUS_UPDATED", n.at, n.node_id, n.status, labels=labels, received_at=now)
         ref = n.incident_ref()
+        tag, hold = None, None
+        rp = policy.incidents.routes.get(n.route) if policy is not None and n.kind == "firing" else None
+        if rp is not None and rp.group_wait:
+            tag = group_tag(n.route, rp.group_by, shown.labels, rp.group_interval)
+            hold = now + timedelta(seconds=rp.group_wait)
         jobs.extend(Job(delivery_id(n.key, r), n.route, r, n.kind, ref, None if event is not None else shown,
-                        n.extra)
+                        n.extra, tag, hold)
                     for r in n.receivers)
     return tuple(jobs)
 
@@ -210,7 +238,8 @@ def decide(
     if silence is not None:
         return Decision("silenced", new, previous=prev, silenced_by=_silence_label(silence),
                         resolved=_resolved(step))
-    return Decision("accepted", new, _jobs(step.notifications, event, now), previous=prev, resolved=_resolved(step))
+    return Decision("accepted", new, _jobs(step.notifications, event, now, policy), previous=prev,
+                    resolved=_resolved(step))
 
 
 def _reconciled(state: IncidentState | None, node_id: str, now: datetime, ip: IncidentPolicy) -> IncidentState | None:
@@ -251,8 +280,8 @@ def decide_timers(record: NodeRecord | None, policy: Policy, now: datetime) -> D
         fired = True
     if not fired and state == record.incidents:
         return Decision("applied")
-    return Decision("applied", NodeRecord(record.state, state), _jobs(notes, None, now), previous=record.state,
-                    resolved=tuple(resolved))
+    return Decision("applied", NodeRecord(record.state, state), _jobs(notes, None, now, policy),
+                    previous=record.state, resolved=tuple(resolved))
 
 
 def _command(record: NodeRecord | None, incident_id: str, step: incidents.Step, now: datetime) -> Decision:

@@ -37,6 +37,7 @@ from tenacity import RetryCallState, stop_after_attempt, stop_after_delay, wait_
 
 from bridge.config import ReceiverBase, RetryConfig
 from bridge.errors import Permanent, RetryLater, Unavailable
+from bridge.grouping import MAX_MEMBERS, Grouper
 from bridge.metrics import Metrics
 from bridge.model import Delivery
 from bridge.receivers.base import Receiver
@@ -154,6 +155,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._sending: dict[str, float] = {}  # jobs this dispatcher holds (queued or sending) -> lease end
+        self._grouper = Grouper(store)  # fleet digests: one send for the claimed jobs of a group
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
 
@@ -244,18 +246,24 @@ class Dispatcher:
         busy = lane.limiter.wait_bound(held + limit) + rounds * (lane.cfg.timeout + 5)
         lease = max(self._lease, busy + 5)
         try:
-            jobs = await self._store.claim(now=self._clock(), limit=limit, lease=lease, receivers=(name,))
+            now = self._clock()
+            jobs = await self._store.claim(now=now, limit=limit, lease=lease, receivers=(name,),
+                                           group_limit=MAX_MEMBERS)
         except BaseException:
             lane.backlog = True  # still unclaimed: the next poll tries again
             raise
-        if len(jobs) == limit:  # a full batch: more may be due right away
+        if len(jobs) >= limit:  # a full batch (a group's jobs come on top): more may be due right away
             lane.backlog = True
             self._wake.set()
-        for job in jobs:
-            if job.id in self._sending:  # its lease ran out during a long pause; still ours
+        units = await self._grouper.bundle(jobs, now=now, digests=getattr(lane.receiver, "sends_digests", True))
+        for job in units:
+            ids = self._ids(job)
+            if any(i in self._sending for i in ids):  # its lease ran out during a long pause; still ours
                 log.warning("delivery %s claimed again while being sent; not sent twice", job.id)
+                self._grouper.forget(job)
                 continue
-            self._sending[job.id] = time.monotonic() + lease
+            for i in (job.id, *ids):
+                self._sending[i] = time.monotonic() + lease
             lane.queued.append(job)
         if lane.retired or self._stopping:  # a reload or stop() came during the claim
             why = "interrupted by shutdown" if self._stopping else "receiver removed by a reload"
@@ -382,13 +390,30 @@ class Dispatcher:
             return exc
         return None
 
+    def _ids(self, job: Delivery) -> tuple[str, ...]:
+        """The store's jobs a send settles: a digest's members, else the job itself."""
+        return tuple(m.id for m in self._grouper.members(job))
+
+    def _done_with(self, job: Delivery) -> None:
+        for i in (job.id, *self._ids(job)):
+            self._sending.pop(i, None)
+        self._grouper.forget(job)
+
+    async def _each(self, job: Delivery, record: Callable[[str], Awaitable[None]]) -> None:
+        """Record one outcome for every job ``job`` settles (a digest's: all of its members)."""
+        ids = self._ids(job)
+        if len(ids) == 1:
+            await record(ids[0])
+        else:
+            await asyncio.gather(*(record(i) for i in ids))
+
     async def _record_outcome(
         self, lane: _Lane, job: Delivery, failure: Exception | None, claimed_after: bool = False
     ) -> None:
         try:
             await self._record(lane, job, failure)
         finally:
-            self._sending.pop(job.id, None)
+            self._done_with(job)
         if claimed_after:
             # The claim in the same batch saw the next job of this order key (or, if recording
             # had to wait out a storage outage, the next poll will).
@@ -401,8 +426,9 @@ class Dispatcher:
         ids = {"delivery_id": job.id, "receiver": job.receiver, "event_id": job.alert.event.id,
                "attempt": job.attempts}
         if failure is None:
-            if await self._settle(job, lambda: self._store.complete(job.id, now=self._clock())):
-                self._metrics.deliveries.labels(job.receiver, "delivered").inc()
+            now = self._clock()
+            if await self._settle(job, lambda: self._each(job, lambda i: self._store.complete(i, now=now))):
+                self._metrics.deliveries.labels(job.receiver, "delivered").inc(len(self._ids(job)))
                 log.info("delivered", extra=ids)
         elif isinstance(failure, Permanent):
             await self._bury(job, f"permanent: {failure.reason}", ids)
@@ -422,16 +448,17 @@ class Dispatcher:
             await self._bury(job, f"gave up after {job.attempts} attempts: {reason}", ids)
             return
         nxt = now + timedelta(seconds=delay)
-        if not await self._settle(job, lambda: self._store.reschedule(job.id, now=now, next_attempt_at=nxt,
-                                                                      error=reason)):
+        if not await self._settle(job, lambda: self._each(job, lambda i: self._store.reschedule(
+                i, now=now, next_attempt_at=nxt, error=reason))):
             return
-        self._metrics.deliveries.labels(job.receiver, "retry").inc()
+        self._metrics.deliveries.labels(job.receiver, "retry").inc(len(self._ids(job)))
         log.warning("delivery failed, retrying in %.1fs: %s", delay, reason, extra=ids)
 
     async def _bury(self, job: Delivery, reason: str, ids: dict[str, object]) -> None:
-        if not await self._settle(job, lambda: self._store.bury(job.id, now=self._clock(), error=reason)):
+        now = self._clock()
+        if not await self._settle(job, lambda: self._each(job, lambda i: self._store.bury(i, now=now, error=reason))):
             return
-        self._metrics.deliveries.labels(job.receiver, "dead").inc()
+        self._metrics.deliveries.labels(job.receiver, "dead").inc(len(self._ids(job)))
         log.error("delivery dead: %s", reason, extra=ids)
 
     async def _settle(self, job: Delivery, record: Callable[[], Awaitable[None]]) -> bool:
@@ -457,11 +484,11 @@ class Dispatcher:
         try:
             await self._release(job, reason)
         finally:
-            self._sending.pop(job.id, None)
+            self._done_with(job)
 
     async def _release(self, job: Delivery, reason: str) -> None:
         try:
             now = self._clock()
-            await self._store.reschedule(job.id, now=now, next_attempt_at=now, error=reason)
+            await self._each(job, lambda i: self._store.reschedule(i, now=now, next_attempt_at=now, error=reason))
         except Exception:  # the lease runs out and the job is sent again anyway
             log.warning("could not release delivery %s at shutdown", job.id)

@@ -68,6 +68,9 @@ class RoutePolicy:
     escalate: tuple[tuple[float, tuple[str, ...]], ...] = ()  # (after, receivers), increasing
     send_resolved: bool = True
     send_updates: bool = False
+    group_wait: float = 0.0  # fleet digests (bridge/grouping.py); 0: off
+    group_interval: float = 300.0  # the config's default
+    group_by: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +88,7 @@ class Policy:
             r.name: RoutePolicy(
                 r.name, tuple(r.to), r.for_, r.repeat_interval,
                 tuple((e.after, tuple(e.to)) for e in r.escalate), r.send_resolved, r.send_updates,
+                r.group_wait, r.group_interval, tuple(r.group_by),
             )
             for r in cfg.routes
         }

@@ -52,7 +52,7 @@ class Rules:
     def policy(self, store_silences: Sequence[Silence]) -> Policy:
         """What ``decide`` needs, with the store's silences after the config's."""
         return Policy(self.router.match, (*self.config_silences, *store_silences), self.max_event_age,
-                      self.max_clock_skew, self.incidents)
+                      self.max_clock_skew, self.incidents, self.labeler.labels_for)
 
     @classmethod
     def from_config(cls, cfg: Config) -> Rules:

@@ -142,7 +142,8 @@ def context_fields(
 
 
 ALERT_KINDS = frozenset(
-    {"firing", "update", "reminder", "escalation", "resolved", "flapping", "stable", "event", "acknowledged"}
+    {"firing", "update", "reminder", "escalation", "resolved", "flapping", "stable", "event", "acknowledged",
+     "digest"}
 )
 
 
@@ -165,6 +166,68 @@ class IncidentRef:
                    duration=data.get("duration"), path=str(data.get("path") or ""))
 
 
+@dataclass(frozen=True, slots=True)
+class GroupTag:
+    """Marks a firing job of a route with ``group_wait``: jobs of one receiver with the same ``key``
+    go out together as one digest (bridge/grouping.py). ``key`` is opaque to the stores (they index
+    it); ``interval`` is the route's group_interval and ``labels`` the group_by values, both as
+    decided when the job was made."""
+
+    key: str
+    interval: float
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "interval": self.interval, "labels": dict(self.labels)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GroupTag:
+        return cls(str(data["key"]), float(data.get("interval") or 0.0), dict(data.get("labels") or {}))
+
+
+@dataclass(frozen=True, slots=True)
+class DigestMember:
+    """One incident of a digest: its own job (completed with the digest) and what it says."""
+
+    delivery_id: str
+    node_id: str
+    status: str
+    incident: IncidentRef | None = None
+    event_id: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"delivery_id": self.delivery_id, "node": self.node_id, "status": self.status,
+                "event_id": self.event_id, "incident": self.incident.to_dict() if self.incident else None}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DigestMember:
+        inc = data.get("incident")
+        return cls(str(data["delivery_id"]), str(data["node"]), str(data["status"]),
+                   IncidentRef.from_dict(inc) if inc else None, str(data.get("event_id") or ""))
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """What a grouped send speaks for (``Alert.digest``). ``id``: the group's id, the same on its
+    first message and every follow-up to one receiver (a thread root's key); ``update``: these
+    members joined a group already sent (a follow-up). Set on ``kind == "digest"`` alerts, and on
+    the plain firing a group of one goes out as (so a later follow-up can refer to it)."""
+
+    id: str
+    members: tuple[DigestMember, ...]
+    update: bool = False
+    labels: Mapping[str, str] = field(default_factory=dict)  # the group_by values
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "update": self.update, "labels": dict(self.labels),
+                "members": [m.to_dict() for m in self.members]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Digest:
+        return cls(str(data["id"]), tuple(DigestMember.from_dict(m) for m in data.get("members") or ()),
+                   bool(data.get("update")), dict(data.get("labels") or {}))
+
+
 TEST_ROUTE = "send-test"  # the route of ``alert-bridge send-test`` alerts: their title says TEST
 
 
@@ -182,6 +245,8 @@ class Alert:
     incident: IncidentRef | None = None
     # What the kind's wording needs beyond the incident: flap count and span, escalation step, hold.
     facts: Mapping[str, Any] = field(default_factory=dict)
+    group: GroupTag | None = None  # a firing held for its route's group_wait (bridge/grouping.py)
+    digest: Digest | None = None  # the incidents a grouped send speaks for
 
     @property
     def previous_duration(self) -> float | None:
@@ -195,7 +260,9 @@ class Alert:
         return {"event": self.event.to_dict(), **context_fields(self.route, self.receiver, self.previous_status,
                                                                 self.previous_since),
                 "kind": self.kind, "incident": self.incident.to_dict() if self.incident else None,
-                **({"facts": dict(self.facts)} if self.facts else {})}
+                **({"facts": dict(self.facts)} if self.facts else {}),
+                **({"group": self.group.to_dict()} if self.group else {}),
+                **({"digest": self.digest.to_dict()} if self.digest else {})}
 
     @classmethod
     def from_context(cls, delivery_id: str, data: Mapping[str, Any]) -> Alert:
@@ -210,6 +277,8 @@ class Alert:
             kind=data.get("kind") or "event",  # jobs stored before incidents existed
             incident=IncidentRef.from_dict(data["incident"]) if data.get("incident") else None,
             facts=data.get("facts") or {},
+            group=GroupTag.from_dict(data["group"]) if data.get("group") else None,
+            digest=Digest.from_dict(data["digest"]) if data.get("digest") else None,
         )
 
 

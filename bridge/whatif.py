@@ -6,7 +6,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from bridge.decide import NodeRecord, decide
+from bridge.decide import Job, NodeRecord, decide
 from bridge.ingest import Rules
 from bridge.model import Event, NodeState
 from bridge.routing import explain
@@ -43,6 +43,13 @@ def route_answer(rules: Rules, node: str, status: str, *, now: datetime, previou
         "refused": f"node {node!r} is not in nodes: the bridge would refuse it with 403" if refused else None,
         "labels": dict(event.labels),
         "routes": [{"route": name, "matched": matched, "reason": why} for name, matched, why in steps],
-        "notified": [{"receiver": j.receiver, "route": j.route, "kind": j.kind} for j in jobs],
+        "notified": [{"receiver": j.receiver, "route": j.route, "kind": j.kind, **_grouped(j, now)} for j in jobs],
         "timers": [{"route": t.route, "kind": t.kind, "after": (t.due_at - now).total_seconds()} for t in timers],
     }
+
+
+def _grouped(job: Job, now: datetime) -> dict[str, Any]:
+    """A firing held for its route's group_wait: sent with its group as one digest (fleet digests)."""
+    if job.group is None or job.not_before is None:
+        return {}
+    return {"digest": {"after": (job.not_before - now).total_seconds(), "group_by": dict(job.group.labels)}}

@@ -64,6 +64,19 @@ async def test_route_explains_matches_and_receivers(tmp_path: Path) -> None:
     assert code == 1 and "would refuse it with 403" in out and "notified:" not in out and "MATCH" not in out
 
 
+async def test_route_says_a_grouped_firing_goes_in_a_digest(tmp_path: Path) -> None:
+    grouped = {**ROUTED, "routes": [{**ROUTED["routes"][0], "group_wait": "30s", "group_by": ["env"]}]}
+    cfg = write(tmp_path, grouped)
+    code, out, _ = await run("route", "-c", cfg, "--node", "node-prod-1", "--status", "FAILED")
+    assert code == 0
+    assert ("notified: oncall (via failed-anywhere, firing, in a digest after 30s, env=prod), "
+            "audit (via failed-anywhere, firing, in a digest after 30s, env=prod)") in out
+    code, out, _ = await run("route", "-c", cfg, "--node", "node-prod-1", "--status", "FAILED", "--json")
+    assert code == 0
+    [first, _second] = json.loads(out)["notified"]
+    assert first["digest"] == {"after": 30.0, "group_by": {"env": "prod"}}
+
+
 async def test_send_test_reports_arrival_and_failure(tmp_path: Path) -> None:
     async with WebhookSink() as sink:
         cfg = write(tmp_path, {"verification": {"public_key": "x"},

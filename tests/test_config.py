@@ -402,3 +402,43 @@ def test_check_warns_when_a_route_asks_for_updates_on_a_slack_webhook() -> None:
         "send_updates every status change of an incident is a message of its own in the channel; give the "
         "receiver token and channel for one thread per incident",
     ]
+
+
+def test_grouping_keys_parse_and_bad_values_name_their_yaml_path() -> None:
+    base = {"verification": {"public_key": "x"}, "receivers": {"ops": {"type": "log"}}}
+    route = {"name": "r", "match": {"status": ["FAILED"]}, "to": ["ops"]}
+    cfg = parse({**base, "routes": [{**route, "group_wait": "30s", "group_by": "env"}]}, env={})
+    r = cfg.routes[0]
+    assert (r.group_wait, r.group_interval, r.group_by) == (30.0, 300.0, ["env"])  # defaults: 5m, one label
+    assert parse({**base, "routes": [route]}, env={}).routes[0].group_wait == 0.0  # off unless set
+    cases = {
+        "group_wait": ("soon", "routes[0].group_wait: 'soon' is not a duration"),
+        "group_interval": ("500ms", "routes[0].group_interval: must be 0 (off) or at least 1s"),
+        "group_by": ({"env": 1}, "routes[0].group_by:"),
+    }
+    for key, (value, expected) in cases.items():
+        found = problems({**base, "routes": [{**route, "group_wait": "10s", key: value}]})
+        assert any(p.startswith(expected) or expected in p for p in found), (key, found)
+    found = problems({**base, "routes": [{**route, "group_wait": "10s", "group_by": ["env", "env"]}]})
+    assert any(p.startswith("routes[0].group_by:") and "twice" in p for p in found), found
+    found = problems({**base, "routes": [{**route, "group_wait": "10s", "group_by": [""]}]})
+    assert any(p.startswith("routes[0].group_by:") and "empty" in p for p in found), found
+
+
+def test_grouping_warnings_say_the_fix() -> None:
+    pd = {"type": "pagerduty", "routing_key": "R0123456789abcdef0123456789abcdef"}
+    base: dict[str, Any] = {"verification": {"public_key": "x"}, "receivers": {"ops": {"type": "log"}, "pd": pd}}
+    route = {"name": "r", "match": {"status": ["FAILED"]}, "to": ["ops"]}
+
+    def warnings(**keys: Any) -> list[str]:
+        return parse({**base, "routes": [{**route, **keys}]}, env={}).warnings
+
+    short = warnings(group_wait="1m", group_interval="30s")
+    assert any(w.startswith("routes[0].group_interval: 30s is shorter than group_wait (1m)") and
+               "at least group_wait" in w for w in short), short
+    unused = warnings(group_by=["env"])
+    assert any(w.startswith("routes[0].group_by: has no effect while group_wait is 0") for w in unused), unused
+    assert any(w.startswith("routes[0].group_wait: 2h holds every firing") for w in warnings(group_wait="2h"))
+    paged = warnings(group_wait="30s", to=["ops", "pd"])
+    assert any(w.startswith("routes[0].group_wait: pd get each incident's own event") for w in paged), paged
+    assert warnings(group_wait="30s") == [] and warnings() == []

@@ -495,6 +495,64 @@ async def test_limit_and_receivers_filter(store: Store) -> None:
     assert [d.id for d in rest] == [ids["n1"][0], ids["n2"][0], *sorted(ids["n3"])]
 
 
+def grouped(*receivers: str, wait: float = 10.0) -> Policy:
+    """Route "r" with group_wait: its firings are held that long and tagged with one group."""
+    return with_incidents(plan_to(*receivers, route="r"), RoutePolicy("r", receivers, group_wait=wait,
+                                                                      group_interval=60.0))
+
+
+async def accept_in(store: Store, event: Event, policy: Policy) -> Any:
+    return await store.accept(event, decider(event, policy, event.timestamp), now=event.timestamp, dedup_ttl=TTL)
+
+
+async def test_grouped_firings_are_held_then_claimed_together(store: Store) -> None:
+    policy = grouped("a")
+    ids = [(await accept_in(store, ev(f"n{i}", t=i), policy)).deliveries[0] for i in range(4)]
+    job = await store.get_delivery(ids[0])
+    assert job is not None and job.next_attempt_at == at(10) and job.alert.group is not None
+    assert await store.claim(now=at(9), limit=10, lease=60, group_limit=100) == []  # held for group_wait
+    # the first is due: it takes its whole group along, in order, whatever their due times
+    got = await store.claim(now=at(10), limit=1, lease=60, group_limit=100)
+    assert [d.id for d in got] == ids and {d.state for d in got} == {"inflight"}
+    assert {d.alert.group.key for d in got if d.alert.group} == {job.alert.group.key}
+    assert await store.claim(now=at(20), limit=10, lease=60, group_limit=100) == []
+    for did in ids:
+        await store.complete(did, now=at(21))
+    late = (await accept_in(store, ev("n9", t=30), policy)).deliveries[0]
+    assert await store.claim(now=at(39), limit=10, lease=60, group_limit=100) == []
+    assert [d.id for d in await store.claim(now=at(40), limit=10, lease=60, group_limit=100)] == [late]
+
+
+async def test_group_claim_only_takes_heads_of_the_receiver_within_the_limit(store: Store) -> None:
+    policy = grouped("a", "b")
+    n1a, n1b = (await accept_in(store, ev("n1", t=0), policy)).deliveries
+    behind = (await accept_in(store, ev("n1", "RUNNING", t=1), policy)).deliveries  # resolutions: not grouped
+    rest = [(await accept_in(store, ev(f"n{i}", t=i), policy)).deliveries for i in (2, 3)]
+    got = await store.claim(now=at(10), limit=1, lease=60, receivers=["a"], group_limit=1)
+    assert [d.id for d in got] == [n1a, rest[0][0]]  # one mate; not b's, not n1's resolution
+    assert all(d.id not in behind for d in got)
+    # without group_limit a claim takes due jobs only, each alone
+    alone = await store.claim(now=at(10), limit=10, lease=60, receivers=["b"])
+    assert [d.id for d in alone] == [n1b]
+    got = await store.claim(now=at(13), limit=10, lease=60, receivers=["a"], group_limit=10)
+    assert [d.id for d in got] == [rest[1][0]]
+
+
+async def test_group_mates_past_their_lease_are_taken_again_and_finished_ones_never(store: Store) -> None:
+    policy = grouped("a")
+    ids = [(await accept_in(store, ev(f"n{i}", t=i), policy)).deliveries[0] for i in range(3)]
+    assert len(await store.claim(now=at(10), limit=1, lease=30, group_limit=10)) == 3
+    await store.complete(ids[1], now=at(11))
+    await store.bury(ids[2], now=at(11), error="boom")
+    again = await store.claim(now=at(40), limit=10, lease=30, group_limit=10)  # the crashed worker's lease ran out
+    assert [(d.id, d.attempts) for d in again] == [(ids[0], 2)]
+    await store.reschedule(ids[0], now=at(41), next_attempt_at=at(500), error="503")
+    assert await store.retry_deliveries([ids[2]], now=at(42)) == 1
+    # the revived job is due; its pending mate (in backoff) goes with it
+    got = await store.claim(now=at(42), limit=10, lease=30, group_limit=10)
+    assert [d.id for d in got] == [ids[2], ids[0]]
+
+
 async def test_reschedule_not_claimable_before_next_attempt(store: Store) -> None:
     did = (await accept(store, ev(), plan_to("a"))).deliveries[0]
     await store.claim(now=at(1), limit=1, lease=60)
@@ -1022,6 +1080,17 @@ async def test_redis_replicas_never_claim_the_same_job(redis_pair: tuple[Store, 
     assert (s.pending, s.inflight) == (0, 120)
 
 
+async def test_redis_replicas_never_split_a_group(redis_pair: tuple[Store, Store]) -> None:
+    one, two = redis_pair
+    policy = grouped("a")
+    for i in range(40):
+        await accept_in(one if i % 2 else two, ev(f"n{i}", t=i * 0.01), policy)
+    batches = await asyncio.gather(*(s.claim(now=at(11), limit=1, lease=300, group_limit=100)
+                                     for s in (one, two, one, two)))
+    sizes = sorted(len(b) for b in batches)
+    assert sizes == [0, 0, 0, 40]
+
+
 async def test_redis_prune_keeps_redis_bounded(redis_pair: tuple[Store, Store]) -> None:
     from bridge.store.redis import RedisStore
 
@@ -1104,6 +1173,29 @@ async def test_sqlite_migrates_old_node_rows(tmp_path: Path) -> None:
         # incident state in FAILED opens an incident on its next FAILED
         r = await accept(store, ev("n1", t=20), plan_to("a", repeat=60))
         assert (r.status, len(r.deliveries)) == ("accepted", 1)
+    finally:
+        await store.close()
+
+
+async def test_sqlite_jobs_written_before_digests_gain_their_group_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    from bridge.store.sqlite import SQLiteStore
+
+    path = tmp_path / "old.db"
+    store = SQLiteStore(path)
+    await store.open()
+    old = (await accept(store, ev("n0", t=0), plan_to("a"))).deliveries[0]
+    await store.close()
+    conn = sqlite3.connect(path)  # the jobs table as it was before fleet digests: no grp column
+    conn.executescript("DROP INDEX jobs_group; ALTER TABLE jobs DROP COLUMN grp;")
+    conn.close()
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        ids = [(await accept_in(store, ev(f"n{i}", t=i), grouped("a"))).deliveries[0] for i in (1, 2)]
+        got = await store.claim(now=at(11), limit=10, lease=60, group_limit=10)
+        assert [d.id for d in got] == [old, *ids]  # the old job alone, then the group together
     finally:
         await store.close()
 

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from bridge.config import lint as config_lint
 from bridge.config.base import format_duration
-from bridge.config.model import Config
+from bridge.config.model import Config, RouteConfig
 from bridge.config.receivers import RECEIVER_TYPES, EmailReceiverConfig, SlackReceiverConfig
 from bridge.errors import ConfigError
 
@@ -147,6 +147,35 @@ def _semantic_problems(cfg: Config) -> tuple[list[str], list[str]]:
     return problems, warnings
 
 
+def _grouping_findings(cfg: Config, i: int, route: RouteConfig, warnings: list[str]) -> None:
+    """Grouping keys that do nothing, or less than they seem to (bridge/grouping.py)."""
+    fields = route.model_fields_set
+    if not route.group_wait:
+        unused = [k for k in ("group_interval", "group_by") if k in fields]
+        if unused:
+            warnings.append(f"routes[{i}].{unused[0]}: has no effect while group_wait is 0 (grouping off); "
+                            "set group_wait (e.g. 30s) or drop it")
+        return
+    if route.group_interval < route.group_wait:
+        warnings.append(
+            f"routes[{i}].group_interval: {format_duration(route.group_interval)} is shorter than group_wait "
+            f"({format_duration(route.group_wait)}), so a firing that comes after a digest is usually too late "
+            f"to join it and starts a new group; set group_interval to at least group_wait (e.g. 5m)"
+        )
+    pagers = [r for r in route.to if r in cfg.receivers and cfg.receivers[r].type in ("pagerduty", "opsgenie")]
+    if pagers:
+        warnings.append(
+            f"routes[{i}].group_wait: {', '.join(pagers)} get each incident's own event (pagers deduplicate per "
+            f"incident, so they are not grouped), but only after group_wait ({format_duration(route.group_wait)}); "
+            "route pagers from a route without group_wait if they must not wait"
+        )
+    if route.group_wait > 3600:
+        warnings.append(
+            f"routes[{i}].group_wait: {format_duration(route.group_wait)} holds every firing of the route that "
+            "long before anyone hears of it; a digest usually waits 10s to 2m"
+        )
+
+
 def _incident_problems(cfg: Config, names: set[str], problems: list[str], warnings: list[str]) -> None:
     """The incident keys: escalation receivers and steps, open_on/resolve_on, pointless reminders."""
     resolve_on = set(cfg.incidents.resolve_on)
@@ -160,6 +189,7 @@ def _incident_problems(cfg: Config, names: set[str], problems: list[str], warnin
                 "drop repeat_interval here (repeat_interval now reminds, it no longer suppresses; "
                 "send_resolved on the route that matches the failure sends the recovery)"
             )
+        _grouping_findings(cfg, i, route, warnings)
         last = 0.0
         for j, step in enumerate(route.escalate):
             where = f"routes[{i}].escalate[{j}]"

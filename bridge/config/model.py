@@ -187,6 +187,29 @@ class RouteConfig(Strict):
     escalate: list[EscalationConfig] = Field(default_factory=list)
     send_resolved: bool = True
     send_updates: bool = False
+    # Fleet digests (bridge/grouping.py): firings of this route that come due within group_wait of
+    # each other go to each receiver as one digest; group_interval: how long after a group's last
+    # message new firings join it as follow-ups; group_by: labels that split the route into groups.
+    group_wait: Duration = 0.0
+    group_interval: Duration = 300.0
+    group_by: StrList = Field(default_factory=list)
+
+    @field_validator("group_wait", "group_interval")
+    @classmethod
+    def _group_duration(cls, v: float) -> float:
+        if 0 < v < 1:
+            raise ValueError("must be 0 (off) or at least 1s")
+        return v
+
+    @field_validator("group_by")
+    @classmethod
+    def _group_by(cls, v: list[str]) -> list[str]:
+        for label in v:
+            if not label.strip():
+                raise ValueError("a label name cannot be empty")
+        if len(set(v)) != len(v):
+            raise ValueError("lists a label twice")
+        return v
 
 
 class FlappingConfig(Strict):

@@ -15,6 +15,7 @@ import aiohttp
 from yarl import URL
 
 from bridge.config import DiscordReceiverConfig
+from bridge.digest_text import digest_of, wording
 from bridge.model import Alert
 from bridge.receivers.base import Redactor, url_secrets
 from bridge.receivers.http import alert_colour, cut, failure, post_json, safe_text, seconds
@@ -35,6 +36,8 @@ def discord_escape(value: str) -> str:
 
 
 def discord_message(renderer: Renderer, alert: Alert, cfg: DiscordReceiverConfig) -> dict[str, Any]:
+    if alert.kind == "digest":
+        return discord_digest(alert)
     ctx, _ = renderer.context_and_overrides(alert, cfg, escape=discord_escape)
     fields = [("Node", ctx["node"]), ("Status", ctx["status"])]
     if ctx["previous_status"]:
@@ -92,3 +95,13 @@ class DiscordReceiver:
 
     async def close(self) -> None:
         """Nothing to release: the HTTP session belongs to the caller."""
+
+
+def discord_digest(alert: Alert) -> dict[str, Any]:
+    """A fleet digest: one embed, the count as its title and the capped list of nodes."""
+    digest = digest_of(alert)
+    w = wording(digest, discord_escape)
+    embed = {"title": cut(w.title, 256), "description": cut(w.listing, 4096),
+             "color": int(alert_colour(alert)[1:], 16), "timestamp": alert.event.stamp,
+             "footer": {"text": cut(f"group {digest.id}", 2048)}}
+    return {"embeds": [embed], "allowed_mentions": {"parse": []}}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import html
 import logging
 import re
 import ssl
@@ -22,6 +23,7 @@ from email.utils import formatdate, parseaddr
 import aiosmtplib
 
 from bridge.config import EmailReceiverConfig, TemplateKind
+from bridge.digest_text import digest_of, member_line, wording
 from bridge.errors import ConfigError, DeliveryError, Permanent, RetryLater
 from bridge.model import Alert
 from bridge.receivers.base import Redactor, transport_failure
@@ -71,6 +73,8 @@ class EmailContent:
 
 
 def email_content(renderer: Renderer, alert: Alert, cfg: EmailReceiverConfig) -> EmailContent:
+    if alert.kind == "digest":
+        return digest_content(alert)
     ctx = renderer.context(alert, cfg)
     subject = renderer.render("text", cfg.subject, DEFAULT_SUBJECT, ctx, "subject")
     html = renderer.render("html", cfg.html, DEFAULT_HTML, ctx, "html")
@@ -210,3 +214,19 @@ def _tls_context(name: str, cfg: EmailReceiverConfig) -> ssl.SSLContext:
     except (OSError, ssl.SSLError) as exc:
         detail = getattr(exc, "strerror", None) or type(exc).__name__
         raise ConfigError([f"receivers.{name}.smtp.ca_file: cannot load {ca_file}: {detail}"]) from None
+
+
+def digest_content(alert: Alert) -> EmailContent:
+    """A fleet digest: the count and the first nodes in the subject, every member in the body
+    (one line each: node, status, since when, incident id; HTML-escaped in the HTML part)."""
+    digest = digest_of(alert)
+    w = wording(digest)
+    subject = " ".join(f"[alert-bridge] {w.headline}".split())
+    lines = [member_line(m) for m in digest.members]
+    foot = f"route {alert.route} · receiver {alert.receiver} · group {digest.id}"
+    text = "\n".join([w.title, "", *lines, "", foot]) + "\n"
+    esc = html.escape
+    items = "".join(f"<li>{member_line(m, esc)}</li>" for m in digest.members)
+    body = (f'<!doctype html>\n<html><body style="font-family: sans-serif">\n<h2>{esc(w.title)}</h2>\n'
+            f'<ul>{items}</ul>\n<p style="color: #777; font-size: small">{esc(foot)}</p>\n</body></html>\n')
+    return EmailContent(subject=subject[:900], text=text, html=body)

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from bridge.config import LogReceiverConfig, ReceiverBase
+from bridge.digest_text import digest_of, wording
 from bridge.model import Alert, format_timestamp
 from bridge.render import Renderer, human_duration
 
@@ -49,6 +50,15 @@ class LogReceiver:
         return f"LogReceiver(name={self.name!r})"
 
     async def send(self, alert: Alert) -> None:
+        if alert.kind == "digest":
+            digest = digest_of(alert)
+            extra = {"msg": wording(digest).title, "group": digest.id, "update": digest.update,
+                     "route": alert.route, "receiver": alert.receiver, "delivery_id": alert.delivery_id,
+                     "members": [m.to_dict() for m in digest.members]}
+            # %r: node ids are hostile input; the repr keeps a CR/LF in one from forging a log line
+            alerts_log.warning("ALERT DIGEST %s: %r (route %s)", extra["msg"],
+                               [m.node_id for m in digest.members], alert.route, extra={"alert": extra})
+            return
         fields = log_fields(self._renderer, alert, self._cfg)
         level = logging.WARNING if alert.event.status == "FAILED" else logging.INFO
         # A readable headline for people; the fields go in ``extra`` for the JSON formatter

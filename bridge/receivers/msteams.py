@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 
 from bridge.config import MSTeamsReceiverConfig
+from bridge.digest_text import digest_of, wording
 from bridge.model import Alert
 from bridge.receivers.base import Redactor, url_secrets
 from bridge.receivers.http import cut, failure, post_json, safe_text
@@ -35,8 +36,10 @@ def teams_escape(value: str) -> str:
 
 
 def teams_message(renderer: Renderer, alert: Alert, cfg: MSTeamsReceiverConfig) -> dict[str, Any]:
-    ctx, _ = renderer.context_and_overrides(alert, cfg, escape=teams_escape)
     tone = "good" if alert.kind in ("resolved", "stable") else _COLOURS.get(alert.event.status, "warning")
+    if alert.kind == "digest":
+        return _card(teams_digest(alert, tone))
+    ctx, _ = renderer.context_and_overrides(alert, cfg, escape=teams_escape)
     facts = [("Node", ctx["node"]), ("Status", ctx["status"])]
     if ctx["previous_status"]:
         facts.append(("Previous status", ctx["previous_status"]))
@@ -49,18 +52,34 @@ def teams_message(renderer: Renderer, alert: Alert, cfg: MSTeamsReceiverConfig) 
         {"type": "TextBlock", "text": cut(ctx["text"], 10000), "wrap": True},
         {"type": "FactSet", "facts": [{"title": t, "value": cut(v, 1000)} for t, v in facts if v]},
     ]
+    link = renderer.context(alert)["links"]["node"]
+    return _card(body, [{"type": "Action.OpenUrl", "title": "Node", "url": link}] if link else None)
+
+
+def _card(body: list[dict[str, Any]], actions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     card: dict[str, Any] = {
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
         "type": "AdaptiveCard",
         "version": "1.4",
         "body": body,
     }
-    link = renderer.context(alert)["links"]["node"]
-    if link:
-        card["actions"] = [{"type": "Action.OpenUrl", "title": "Node", "url": link}]
+    if actions:
+        card["actions"] = actions
     return {"type": "message", "attachments": [
         {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}
     ]}
+
+
+def teams_digest(alert: Alert, tone: str) -> list[dict[str, Any]]:
+    """A fleet digest's card body: the count, then the capped list of nodes."""
+    digest = digest_of(alert)
+    w = wording(digest, teams_escape)
+    return [
+        {"type": "TextBlock", "text": cut(w.title, 500), "weight": "Bolder", "size": "Medium", "color": tone,
+         "wrap": True},
+        {"type": "TextBlock", "text": cut(w.listing, 10000), "wrap": True},
+        {"type": "TextBlock", "text": f"group {digest.id}", "isSubtle": True, "wrap": True},
+    ]
 
 
 class MSTeamsReceiver:

@@ -62,6 +62,9 @@ def opsgenie_request(renderer: Renderer, alert: Alert, cfg: OpsgenieReceiverConf
 
 class OpsgenieReceiver:
     bounds_send_time = True  # post_json runs under asyncio.timeout(cfg.timeout)
+    # One event per incident (its dedup key / alias is the incident id): grouped firings are sent
+    # one by one, never merged into a digest (bridge/grouping.py).
+    sends_digests = False
 
     def __init__(
         self, name: str, cfg: OpsgenieReceiverConfig, *, renderer: Renderer, session: aiohttp.ClientSession

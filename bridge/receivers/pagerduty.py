@@ -62,6 +62,9 @@ def pagerduty_event(renderer: Renderer, alert: Alert, cfg: PagerDutyReceiverConf
 
 class PagerDutyReceiver:
     bounds_send_time = True  # post_json runs under asyncio.timeout(cfg.timeout)
+    # One event per incident (its dedup key / alias is the incident id): grouped firings are sent
+    # one by one, never merged into a digest (bridge/grouping.py).
+    sends_digests = False
 
     def __init__(
         self, name: str, cfg: PagerDutyReceiverConfig, *, renderer: Renderer, session: aiohttp.ClientSession

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bridge.config import SlackReceiverConfig
+from bridge.digest_text import digest_of, wording
 from bridge.model import Alert
 from bridge.receivers.http import alert_colour
 from bridge.render import Renderer, slack_escape
@@ -24,6 +25,8 @@ MENTIONED = ("firing", "escalation")  # the kinds that carry the receiver's ment
 
 def slack_message(renderer: Renderer, alert: Alert, cfg: SlackReceiverConfig) -> dict[str, Any]:
     """Fallback text, a headline block, and a coloured attachment with fields."""
+    if alert.kind == "digest":
+        return slack_digest(alert)
     ctx, used = renderer.context_and_overrides(alert, cfg, escape=slack_escape)
     headline = ctx["title"]
     if "title" not in used:  # an operator's own title may carry its own emoji
@@ -83,3 +86,18 @@ def _fields(alert: Alert, ctx: Mapping[str, Any]) -> list[dict[str, str]]:
 def cut(text: str, limit: int) -> str:
     """Slack rejects over-long block text (invalid_blocks); shorten instead of losing the alert."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def slack_digest(alert: Alert) -> dict[str, Any]:
+    """A fleet digest: the count and status as the headline, the capped list of nodes below."""
+    digest = digest_of(alert)
+    w = wording(digest, slack_escape)
+    headline = f"{EMOJI.get(alert.event.status, DEFAULT_EMOJI)} {w.title}"
+    where = (f"route `{slack_escape(alert.route)}` · receiver `{slack_escape(alert.receiver)}` · "
+             f"group {digest.id}")
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": cut(headline, 150), "emoji": True}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": cut(w.listing, 3000)}},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": cut(where, 3000)}]},
+    ]
+    return {"text": cut(w.headline, 3000), "blocks": blocks}

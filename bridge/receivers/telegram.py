@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 
 from bridge.config import TelegramReceiverConfig
+from bridge.digest_text import digest_of, wording
 from bridge.errors import Permanent
 from bridge.model import Alert
 from bridge.receivers.base import Redactor, redacted
@@ -38,9 +39,13 @@ def html_escape(value: str) -> str:
 
 def telegram_message(renderer: Renderer, alert: Alert, cfg: TelegramReceiverConfig) -> dict[str, Any]:
     """The sendMessage body: bold title, then the text, every event value escaped once."""
-    ctx, _ = renderer.context_and_overrides(alert, cfg, escape=html_escape)
-    head = f"<b>{ctx['title']}</b>\n"
-    text = ctx["text"]
+    if alert.kind == "digest":  # a fleet digest: the count, then the capped list of nodes
+        w = wording(digest_of(alert), html_escape)
+        head, text = f"<b>{w.title}</b>\n", w.listing
+    else:
+        ctx, _ = renderer.context_and_overrides(alert, cfg, escape=html_escape)
+        head = f"<b>{ctx['title']}</b>\n"
+        text = ctx["text"]
     if len(head) + len(text) > LIMIT:
         text = _OPEN_END.sub("", text[: LIMIT - len(head) - 1]) + "…"
     chat: int | str = int(cfg.chat_id) if re.fullmatch(r"-?\d+", cfg.chat_id) else cfg.chat_id

@@ -19,6 +19,7 @@ import aiohttp
 from multidict import CIMultiDict
 
 from bridge.config import WebhookReceiverConfig, signing_key
+from bridge.digest_text import digest_of, wording
 from bridge.model import Alert
 from bridge.receivers.base import (
     USER_AGENT,
@@ -49,7 +50,10 @@ def webhook_body(renderer: Renderer, alert: Alert, cfg: WebhookReceiverConfig) -
     """``body_template`` rendered, else the normalised event plus context as compact JSON.
 
     A JSON body template JSON-escapes every value it writes; a result that still is not JSON
-    (a value written with | safe) is never sent: the default body goes instead."""
+    (a value written with | safe) is never sent: the default body goes instead. A fleet digest
+    has its own body (``digest_body``), whatever the template."""
+    if alert.kind == "digest":
+        return digest_body(alert)
     ctx = renderer.context(alert, cfg)
     kind = cfg.template_fields()["body_template"]
     body = renderer.override(kind, cfg.body_template, ctx, "body_template")
@@ -79,6 +83,8 @@ def webhook_body(renderer: Renderer, alert: Alert, cfg: WebhookReceiverConfig) -
         "incident": ctx["incident"],
         "facts": ctx["facts"],  # what the kind adds: flap count and span, escalation step, hold
     }
+    if alert.digest is not None:  # a firing that is a group of one (fleet digests): later members refer to it
+        payload["group"] = {"id": alert.digest.id, "update": alert.digest.update, "labels": dict(alert.digest.labels)}
     return compact_json(payload).encode()
 
 
@@ -155,3 +161,26 @@ def _phrase(reason: str) -> str:
     # Only a plain reason phrase ("Service Unavailable"); never echo anything else the peer sent.
     text = reason.strip()[:64]
     return text if all(c.isalnum() or c in " -_." for c in text) else ""
+
+
+def digest_body(alert: Alert) -> bytes:
+    """One document for a fleet digest: the group and every member with its incident, so a
+    consumer can correlate each member as it would the member's own firing (``incident.id``)."""
+    digest = digest_of(alert)
+    w = wording(digest)
+    payload: dict[str, Any] = {
+        "kind": "digest",
+        "group": {"id": digest.id, "update": digest.update, "labels": dict(digest.labels)},
+        "route": alert.route,
+        "receiver": alert.receiver,
+        "deliveryId": alert.delivery_id,
+        "title": w.title,
+        "text": w.headline,
+        "count": len(digest.members),
+        "members": [
+            {"deliveryId": m.delivery_id, "nodeId": m.node_id, "status": m.status, "eventId": m.event_id,
+             "incident": m.incident.to_dict() if m.incident is not None else None}
+            for m in digest.members
+        ],
+    }
+    return compact_json(payload).encode("utf-8", "backslashreplace")

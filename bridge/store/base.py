@@ -93,12 +93,19 @@ class Store(ConversationLog, Protocol):
         ...
 
     async def claim(
-        self, *, now: datetime, limit: int, lease: float, receivers: Collection[str] | None = None
+        self, *, now: datetime, limit: int, lease: float, receivers: Collection[str] | None = None,
+        group_limit: int = 0,
     ) -> list[Delivery]:
         """Take due jobs, oldest first, at most one in flight per (receiver, node), in event order.
 
         ``receivers``: only jobs for these receivers (the dispatcher asks per receiver with free
         capacity, so a slow receiver's jobs are not claimed only to wait in memory).
+
+        ``group_limit`` > 0: with each claimed job that carries a group tag (``Alert.group.key``),
+        also take, in the same atomic step, up to that many other jobs of the same receiver and tag
+        that are heads of their order keys and pending (whatever their due time) or in flight past
+        their lease; they follow it in the answer. The tag is opaque here: the dispatcher sends such
+        jobs as one digest (bridge/grouping.py), and two replicas never split one group's jobs.
 
         A job stays 'inflight' until complete/reschedule/bury or until ``lease`` seconds pass (its
         worker died), when it is due again."""
@@ -194,10 +201,12 @@ def context_tail(job: Job, previous: NodeState | None) -> str:
     fields["incident"] = job.incident.to_dict() if job.incident else None
     if job.facts:
         fields["facts"] = dict(job.facts)
+    if job.group is not None:
+        fields["group"] = job.group.to_dict()
     return compact_json(fields)[1:]
 
 
 def job_alert(event: Event, job: Job, previous: NodeState | None) -> Alert:
     """The alert a job carries, as the stores that keep objects (memory) build it."""
     return Alert(job.event or event, job.route, job.receiver, job.id, previous.status if previous else None,
-                 previous.since if previous else None, job.kind, job.incident, job.facts)
+                 previous.since if previous else None, job.kind, job.incident, job.facts, job.group)

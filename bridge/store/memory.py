@@ -63,7 +63,7 @@ class MemoryStore:
             shown = job.event or event
             assert shown is not None, "a job decided outside accept carries its event"
             alert = job_alert(shown, job, decision.previous)
-            self._jobs[job.id] = Delivery(job.id, alert, "pending", 0, now, now, None, now)
+            self._jobs[job.id] = Delivery(job.id, alert, "pending", 0, now, job.not_before or now, None, now)
 
     async def apply(self, node_id: str, decide: Apply, *, now: datetime) -> Decision:
         # No await between the read and the writes: atomic on the event loop.
@@ -86,7 +86,8 @@ class MemoryStore:
         return False
 
     async def claim(
-        self, *, now: datetime, limit: int, lease: float, receivers: Collection[str] | None = None
+        self, *, now: datetime, limit: int, lease: float, receivers: Collection[str] | None = None,
+        group_limit: int = 0,
     ) -> list[Delivery]:
         async with self._lock:
             heads: dict[str, Delivery] = {}
@@ -100,13 +101,26 @@ class MemoryStore:
                 if head is None or _order(job) < _order(head):
                     heads[key] = job
             due = sorted((j for j in heads.values() if self._due(j, now)), key=_order)[:limit]
-            out = []
+            out: list[Delivery] = []
+            taken: set[str] = set()
             for job in due:
-                job.state = "inflight"
-                job.attempts += 1
-                job.updated_at = now
-                self._leases[job.id] = now + timedelta(seconds=lease)
-                out.append(replace(job))
+                if job.id in taken:  # already taken as a group mate
+                    continue
+                group = [job]
+                tag = job.alert.group
+                if group_limit > 0 and tag is not None:
+                    mates = sorted((j for j in heads.values() if j.id != job.id and j.id not in taken
+                                    and j.receiver == job.receiver and j.alert.group is not None
+                                    and j.alert.group.key == tag.key
+                                    and (j.state == "pending" or self._due(j, now))), key=_order)
+                    group += mates[:group_limit]
+                for j in group:
+                    taken.add(j.id)
+                    j.state = "inflight"
+                    j.attempts += 1
+                    j.updated_at = now
+                    self._leases[j.id] = now + timedelta(seconds=lease)
+                    out.append(replace(j))
             return out
 
     async def complete(self, delivery_id: str, *, now: datetime) -> None:

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from bridge.decide import Decider, Decision, NodeRecord, to_us
+from bridge.decide import Job as DecidedJob
 from bridge.model import Event
 from bridge.store.base import Acceptance, compact_json, context_tail
 
@@ -28,7 +29,14 @@ def member(created_us: int, job_id: str) -> str:
     return f"{min(max(created_us, 0), 10**17 - 1):017d}:{job_id}"
 
 
-Job = tuple[str, str, str, str, str]  # (id, member, receiver, event ts µs, context_tail())
+# (id, member, receiver, event ts µs, context_tail(), not before µs or '', group tag or '')
+Job = tuple[str, str, str, str, str, str, str]
+
+
+def job_extras(job: DecidedJob) -> tuple[str, str]:
+    """What add_job (lib.lua) takes after the context: not before (µs, '' = now) and group tag."""
+    return (str(_us(job.not_before)) if job.not_before is not None else "",
+            job.group.key if job.group is not None else "")
 
 
 class CommitItem(NamedTuple):
@@ -83,7 +91,7 @@ class Accept:
         if decision.jobs:
             ets_us = str(_us(event.timestamp))
             jobs = tuple(
-                (j.id, member(self.now_us, j.id), j.receiver, ets_us, context_tail(j, prev))
+                (j.id, member(self.now_us, j.id), j.receiver, ets_us, context_tail(j, prev), *job_extras(j))
                 for j in decision.jobs
             )
         new = decision.record

@@ -36,7 +36,7 @@ for _, it in ipairs(cjson.decode(ARGV[3])) do
     if record ~= '' then set_record(node, record, newest, nd) end
     for _, job in ipairs(jobs) do
       -- the context as store.base.job_context writes it: the event, then the job's own fields
-      add_job(job[1], job[2], job[3], job[4], '{"event":' .. ev .. ',' .. job[5], node, now)
+      add_job(job[1], job[2], job[3], job[4], '{"event":' .. ev .. ',' .. job[5], node, now, job[6], job[7])
     end
   end
 end

@@ -6,6 +6,11 @@ local function qk(ok) return P .. 'q:' .. ok end
 local function rk(rcv) return P .. 'ready:' .. rcv end
 local function jid(m) return string.sub(m, 19) end
 local function head_of(q) return redis.call('ZRANGE', q, 0, 0)[1] end
+-- the unfinished jobs of one receiver with one group tag (store.claim's group_limit)
+local function gk(rcv, grp) return P .. 'grp:' .. rcv .. '|' .. grp end
+local function ungroup(id, rcv, grp)
+  if grp and grp ~= '' then redis.call('SREM', gk(rcv, grp), id) end
+end
 
 local function head_due(m)
   local f = redis.call('HMGET', jk(jid(m)), 'state', 'next_attempt_at', 'lease_until')
@@ -35,9 +40,10 @@ end
 -- remove a job from every index and delete it
 local function drop_job(id)
   local k = jk(id)
-  local f = redis.call('HMGET', k, 'state', 'order_key', 'member', 'receiver')
+  local f = redis.call('HMGET', k, 'state', 'order_key', 'member', 'receiver', 'grp')
   local st = f[1]
   if not st then return 0 end
+  ungroup(id, f[4], f[5])
   redis.call('ZREM', P .. 'st:' .. st, id)
   redis.call('ZREM', P .. 'jobs', id)
   if st == 'done' or st == 'dead' then
@@ -56,9 +62,10 @@ end
 -- pending/inflight -> done/dead
 local function finish(id, new, now, err)
   local k = jk(id)
-  local f = redis.call('HMGET', k, 'state', 'order_key', 'member', 'receiver', 'created_at')
+  local f = redis.call('HMGET', k, 'state', 'order_key', 'member', 'receiver', 'created_at', 'grp')
   local st = f[1]
   if st ~= 'pending' and st ~= 'inflight' then return 0 end
+  ungroup(id, f[4], f[6])
   local q = qk(f[2])
   local old = head_of(q)
   redis.call('ZREM', q, f[3])
@@ -76,12 +83,13 @@ end
 -- dead/pending -> pending, due now, attempts 0
 local function revive(id, now)
   local k = jk(id)
-  local f = redis.call('HMGET', k, 'state', 'order_key', 'member', 'receiver', 'created_at', 'event_ts')
+  local f = redis.call('HMGET', k, 'state', 'order_key', 'member', 'receiver', 'created_at', 'event_ts', 'grp')
   local st = f[1]
   if st ~= 'dead' and st ~= 'pending' then return 0 end
   local q = qk(f[2])
   local old = head_of(q)
   if st == 'dead' then
+    if f[7] and f[7] ~= '' then redis.call('SADD', gk(f[4], f[7]), id) end
     redis.call('ZREM', P .. 'st:dead', id)
     redis.call('ZREM', P .. 'fin:dead', id)
     redis.call('ZADD', P .. 'st:pending', f[5], id)
@@ -136,13 +144,20 @@ local function set_record(node, record, newest, nd)
   end
 end
 
--- a new pending job (id, order member, receiver, event ts µs, context JSON) of node
-local function add_job(id, m, rcv, ets, ctx, node, now)
+-- a new pending job (id, order member, receiver, event ts µs, context JSON) of node; nb: not
+-- before (µs, '' = now), grp: its group tag ('' = none)
+local function add_job(id, m, rcv, ets, ctx, node, now, nb, grp)
   local ok = rcv .. '|' .. node
   local k = jk(id)
   if redis.call('EXISTS', k) == 1 then drop_job(id) end
-  redis.call('HSET', k, 'id', id, 'state', 'pending', 'attempts', 0, 'created_at', now, 'next_attempt_at', now,
+  local due = now
+  if nb and nb ~= '' then due = nb end
+  redis.call('HSET', k, 'id', id, 'state', 'pending', 'attempts', 0, 'created_at', now, 'next_attempt_at', due,
     'updated_at', now, 'order_key', ok, 'receiver', rcv, 'event_ts', ets, 'member', m, 'context', ctx)
+  if grp and grp ~= '' then
+    redis.call('HSET', k, 'grp', grp)
+    redis.call('SADD', gk(rcv, grp), id)
+  end
   redis.call('ZADD', P .. 'st:pending', now, id)
   redis.call('ZADD', P .. 'jobs', now, id)
   redis.call('SADD', P .. 'rcv:' .. rcv, id)
@@ -159,5 +174,5 @@ local function add_job(id, m, rcv, ets, ctx, node, now)
       old = nil
     end
   end
-  if not old then redis.call('ZADD', DUE, now, m) end  -- a new head: pending, due now
+  if not old then redis.call('ZADD', DUE, due, m) end  -- a new head: pending, due at nb or now
 end

@@ -20,6 +20,7 @@ Keys (``P`` = prefix)::
     P st:<state>         zset  id -> created (µs)                 list by state, stats (ZCARD)
     P fin:done|dead      zset  id -> updated (µs)                 prune by retention
     P rcv:<receiver>     set   ids of the receiver's unfinished jobs   bury_receiver
+    P grp:<rcv>|<tag>    set   ids of the receiver's unfinished jobs with that group tag (job field grp)
     P q:<receiver|node>  zset  m -> event ts (µs)                 unfinished jobs of one order key
     P due                zset  m -> due time (µs)                 heads not known to be due yet
     P ready              zset  m -> event ts (µs)                 heads that are due
@@ -81,7 +82,7 @@ from bridge.decide import Apply, Decider, Decision, NodeRecord, from_us, to_us
 from bridge.errors import StorageUnavailable
 from bridge.model import Alert, Delivery, DeliveryState, Event, NodeState, Silence
 from bridge.store.base import Acceptance, OutboxStats, compact_json, job_context
-from bridge.store.redis.accepts import member, next_due_us
+from bridge.store.redis.accepts import job_extras, member, next_due_us
 from bridge.store.redis.batcher import MAX_ACCEPT_ATTEMPTS, AcceptBatcher
 from bridge.store.redis.conversations import RedisConversations
 
@@ -238,7 +239,8 @@ class RedisStore(RedisConversations):
     # --- delivery jobs ---------------------------------------------------------------------------
 
     async def claim(
-        self, *, now: datetime, limit: int, lease: float, receivers: Collection[str] | None = None
+        self, *, now: datetime, limit: int, lease: float, receivers: Collection[str] | None = None,
+        group_limit: int = 0,
     ) -> list[Delivery]:
         if limit <= 0 or (receivers is not None and not receivers):
             return []
@@ -248,7 +250,7 @@ class RedisStore(RedisConversations):
         while True:
             # One round trip, unless many heads fell due at once: then promote them in bounded
             # batches first, so no single script blocks Redis for long.
-            rows = await self._run("claim", now_us, limit, lease_us, _BATCH, *only)
+            rows = await self._run("claim", now_us, limit, lease_us, _BATCH, max(0, group_limit), *only)
             if not int(rows[0]):
                 return [_delivery(_pairs(row)) for row in rows[1:]]
             while await self._run("promote", now_us, _BATCH) >= _BATCH:
@@ -398,7 +400,7 @@ class RedisStore(RedisConversations):
                 return decision
             jobs = [
                 (j.id, member(now_us, j.id), j.receiver, str(_us(j.event.timestamp if j.event else now)),
-                 job_context("", j, decision.previous))
+                 job_context("", j, decision.previous), *job_extras(j))
                 for j in decision.jobs
             ]
             if int(await self._run("apply", node_id, str(version or ""), compact_json(new.to_json()),

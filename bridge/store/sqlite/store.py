@@ -22,6 +22,7 @@ from bridge.model import Alert, Delivery, DeliveryState, Event, NodeState, Silen
 from bridge.store.base import Acceptance, OutboxStats, compact_json, job_context
 from bridge.store.sqlite import conversations
 from bridge.store.sqlite.groupcommit import GroupCommit
+from bridge.store.sqlite.migrate import add_columns, migrate_nodes
 
 T = TypeVar("T")
 
@@ -45,10 +46,12 @@ CREATE TABLE IF NOT EXISTS jobs (
   next_attempt_at REAL NOT NULL, updated_at REAL NOT NULL, last_error TEXT,
   -- is_head: the oldest unfinished job of its order key, the only one that may be sent;
   -- due_at: next_attempt_at while pending, the lease's end while in flight.
-  is_head INTEGER NOT NULL DEFAULT 0, due_at REAL NOT NULL, context TEXT NOT NULL);
+  is_head INTEGER NOT NULL DEFAULT 0, due_at REAL NOT NULL, context TEXT NOT NULL, grp TEXT);
+-- jobs.grp: the job's group tag (Alert.group.key; NULL: none), for claims that take a group together
 CREATE INDEX IF NOT EXISTS jobs_heads ON jobs(receiver, seq, created_at, id) WHERE is_head = 1;
 CREATE INDEX IF NOT EXISTS jobs_key ON jobs(order_key, seq) WHERE state IN ('pending', 'inflight');
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, updated_at);
+CREATE INDEX IF NOT EXISTS jobs_group ON jobs(receiver, grp) WHERE grp IS NOT NULL AND is_head = 1;
 CREATE INDEX IF NOT EXISTS nodes_due ON nodes(next_due) WHERE next_due IS NOT NULL;
 CREATE TABLE IF NOT EXISTS silences (id TEXT PRIMARY KEY, ends_at REAL NOT NULL, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -56,8 +59,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 _INSERT_JOB = (
     "INSERT INTO jobs (id, order_key, receiver, seq, state, attempts, created_at, next_attempt_at, updated_at, "
-    "is_head, due_at, context) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?, NOT EXISTS (SELECT 1 FROM jobs "
-    "WHERE order_key = ? AND state IN ('pending', 'inflight')), ?, ?)"
+    "is_head, due_at, context, grp) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?, NOT EXISTS (SELECT 1 FROM jobs "
+    "WHERE order_key = ? AND state IN ('pending', 'inflight')), ?, ?, ?)"
 )
 _JOB_COLS = "id, state, attempts, created_at, next_attempt_at, updated_at, last_error, context"
 _NODE_CACHE_MAX = 50_000  # node records kept in memory (bounded; size: bench/README.md)
@@ -82,32 +85,10 @@ def _row_to_delivery(row: sqlite3.Row | tuple[Any, ...]) -> Delivery:
     )
 
 
-def _migrate_nodes(conn: sqlite3.Connection) -> None:
-    """Files written before node records were one JSON blob: nodes (status, since, last_ts,
-    last_event_id) and fired (route, node_id, status, at) become records. The old repeat times are
-    dropped: repeat_interval reminds now (issue 13), it no longer suppresses."""
-    if "status" not in {row[1] for row in conn.execute("PRAGMA table_info(nodes)")}:
-        return
-    rows = conn.execute("SELECT node_id, status, since, last_ts, last_event_id FROM nodes").fetchall()
-    conn.execute("DROP TABLE nodes")
-    conn.execute("DROP TABLE fired")
-    conn.execute("CREATE TABLE nodes (node_id TEXT PRIMARY KEY, newest REAL NOT NULL, record TEXT NOT NULL)")
-    for node_id, status, since, last_ts, last_event_id in rows:
-        record = NodeRecord(NodeState(node_id, status, _ts(since), _ts(last_ts), last_event_id))
-        conn.execute("INSERT INTO nodes VALUES (?, ?, ?)", (node_id, last_ts, compact_json(record.to_json())))
-
-
-def _add_next_due(conn: sqlite3.Connection) -> None:
-    """Files written before timers: the nodes table gains next_due (NULL: no timer, as none existed)."""
-    cols = {row[1] for row in conn.execute("PRAGMA table_info(nodes)")}
-    if cols and "next_due" not in cols:
-        conn.execute("ALTER TABLE nodes ADD COLUMN next_due REAL")
-
-
 def _setup(conn: sqlite3.Connection) -> None:
     with conn:
-        _migrate_nodes(conn)
-        _add_next_due(conn)
+        migrate_nodes(conn)
+        add_columns(conn)
     conn.executescript(_SCHEMA + conversations.SCHEMA)
     # One process owns the file (a lock), so jobs left in flight by a crash can be sent again at
     # once instead of waiting for their lease to run out.
@@ -215,8 +196,9 @@ class SQLiteStore(conversations.SQLiteConversations):
             key = order_key(job.receiver, node_id)
             # Jobs of one key are created in event order (older events are out_of_order), so a new
             # job is the head exactly when its key has no unfinished job.
-            row = (job.id, key, job.receiver, seq, now_ts, now_ts, now_ts, key, now_ts,
-                   job_context(event_json or "", job, prev))
+            job_due = job.not_before.timestamp() if job.not_before is not None else now_ts
+            row = (job.id, key, job.receiver, seq, now_ts, job_due, now_ts, key, job_due,
+                   job_context(event_json or "", job, prev), job.group.key if job.group is not None else None)
             if not c.execute(_INSERT_JOB + " ON CONFLICT(id) DO NOTHING", row).rowcount:
                 # The same job again (an event accepted again once its dedup record expired): it
                 # replaces the old one, which may have been its key's head.
@@ -275,7 +257,8 @@ class SQLiteStore(conversations.SQLiteConversations):
     # --- delivery jobs -------------------------------------------------------------------------
 
     async def claim(
-        self, *, now: datetime, limit: int, lease: float, receivers: Collection[str] | None = None
+        self, *, now: datetime, limit: int, lease: float, receivers: Collection[str] | None = None,
+        group_limit: int = 0,
     ) -> list[Delivery]:
         def op(c: sqlite3.Connection) -> list[Delivery]:
             now_ts = now.timestamp()
@@ -285,23 +268,43 @@ class SQLiteStore(conversations.SQLiteConversations):
                 where += f" AND receiver IN ({','.join('?' * len(receivers))})"
                 args.extend(receivers)
             rows = c.execute(
-                f"SELECT {_JOB_COLS} FROM jobs WHERE {where} ORDER BY seq, created_at, id LIMIT ?", (*args, limit)
+                f"SELECT {_JOB_COLS}, receiver, grp FROM jobs WHERE {where} ORDER BY seq, created_at, id LIMIT ?",
+                (*args, limit),
             ).fetchall()
-            out = []
-            for row in rows:
-                c.execute(
-                    "UPDATE jobs SET state = 'inflight', attempts = attempts + 1, updated_at = ?, due_at = ? "
-                    "WHERE id = ?",
-                    (now_ts, now_ts + lease, row[0]),
-                )
-                d = _row_to_delivery(row)
-                d.state = "inflight"
-                d.attempts += 1
-                d.updated_at = now
-                out.append(d)
+            out: list[Delivery] = []
+            taken: set[str] = set()
+            for *row, rcv, grp in rows:
+                if row[0] in taken:
+                    continue
+                taken.add(row[0])
+                if group_limit > 0 and grp is not None:
+                    mates = c.execute(
+                        f"SELECT {_JOB_COLS} FROM jobs WHERE receiver = ? AND grp = ? AND is_head = 1 AND id != ? "
+                        "AND (state = 'pending' OR due_at <= ?) ORDER BY seq, created_at, id LIMIT ?",
+                        (rcv, grp, row[0], now_ts, group_limit + len(taken)),
+                    ).fetchall()
+                    mates = [m for m in mates if m[0] not in taken][:group_limit]
+                    taken.update(m[0] for m in mates)
+                    group = [row, *mates]
+                else:
+                    group = [row]
+                out += [self._claimed(c, r, now, lease) for r in group]
             return out
 
         return await self._run(op)
+
+    def _claimed(self, c: sqlite3.Connection, row: Sequence[Any], now: datetime, lease: float) -> Delivery:
+        """Mark the job of ``row`` (``_JOB_COLS``) in flight."""
+        now_ts = now.timestamp()
+        c.execute(
+            "UPDATE jobs SET state = 'inflight', attempts = attempts + 1, updated_at = ?, due_at = ? WHERE id = ?",
+            (now_ts, now_ts + lease, row[0]),
+        )
+        d = _row_to_delivery(tuple(row))
+        d.state = "inflight"
+        d.attempts += 1
+        d.updated_at = now
+        return d
 
     def _finish(self, c: sqlite3.Connection, did: str, state: str, now: datetime, error: str | None) -> int:
         row = c.execute(
