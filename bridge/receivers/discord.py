@@ -16,8 +16,8 @@ from yarl import URL
 
 from bridge.config import DiscordReceiverConfig
 from bridge.model import Alert
-from bridge.receivers.base import Redactor, url_secrets
 from bridge.receivers.http import alert_colour, cut, failure, post_json, safe_text, seconds
+from bridge.redact import Redactor, url_secrets
 from bridge.render import Renderer
 
 _MARKDOWN = re.compile(r"([\\*_~`|>#\[\]()<@:!-])")

@@ -14,7 +14,8 @@ import aiosmtplib
 from bridge.config import EmailReceiverConfig, TemplateKind
 from bridge.errors import ConfigError, DeliveryError, Permanent, RetryLater
 from bridge.model import Alert
-from bridge.receivers.base import Redactor, transport_failure
+from bridge.receivers.base import transport_failure
+from bridge.redact import Redactor
 from bridge.render import Renderer, precompile
 
 log = logging.getLogger("bridge.receivers.email")

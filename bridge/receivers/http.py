@@ -18,7 +18,8 @@ import aiohttp
 
 from bridge.errors import DeliveryError, RetryLater
 from bridge.model import Alert
-from bridge.receivers.base import USER_AGENT, Redactor, http_failure, redacted, transport_failure
+from bridge.receivers.base import USER_AGENT, http_failure, redacted, transport_failure
+from bridge.redact import Redactor
 from bridge.render import COLOURS, colour, compact_json
 
 # asyncio.timeout bounds the whole exchange; aiohttp's own timers would only add one per request.

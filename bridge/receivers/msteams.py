@@ -15,8 +15,8 @@ import aiohttp
 
 from bridge.config import MSTeamsReceiverConfig
 from bridge.model import Alert
-from bridge.receivers.base import Redactor, url_secrets
 from bridge.receivers.http import cut, failure, post_json, safe_text
+from bridge.redact import Redactor, url_secrets
 from bridge.render import Renderer
 
 _MARKDOWN = re.compile(r"([\\*_~`|>#\[\]()<!-])")

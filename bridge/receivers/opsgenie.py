@@ -15,8 +15,8 @@ import aiohttp
 
 from bridge.config import OpsgenieReceiverConfig
 from bridge.model import Alert
-from bridge.receivers.base import Redactor
 from bridge.receivers.http import correlation_key, cut, failure, post_json, safe_text
+from bridge.redact import Redactor
 from bridge.render import Renderer
 
 # Alert kind → action; anything else (a kind added later) creates, which Opsgenie dedups by alias.

@@ -14,8 +14,8 @@ import aiohttp
 
 from bridge.config import PagerDutyReceiverConfig
 from bridge.model import Alert
-from bridge.receivers.base import Redactor
 from bridge.receivers.http import correlation_key, cut, failure, post_json, safe_text
+from bridge.redact import Redactor
 from bridge.render import Renderer
 
 # Alert kind → event_action. Anything not listed (a kind added later) triggers: better a page too many.

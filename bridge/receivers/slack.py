@@ -17,14 +17,13 @@ from bridge.config import SlackReceiverConfig
 from bridge.errors import DeliveryError, Permanent, RetryLater
 from bridge.model import Alert
 from bridge.receivers.base import (
-    Redactor,
     http_failure,
     parse_retry_after,
     redacted,
     safe_code,
     transport_failure,
-    url_secrets,
 )
+from bridge.redact import Redactor, url_secrets
 from bridge.render import Renderer, colour, slack_escape
 
 EMOJI = {"FAILED": ":red_circle:", "RUNNING": ":large_green_circle:"}

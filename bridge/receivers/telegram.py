@@ -18,8 +18,9 @@ import aiohttp
 from bridge.config import TelegramReceiverConfig
 from bridge.errors import Permanent
 from bridge.model import Alert
-from bridge.receivers.base import Redactor, redacted
+from bridge.receivers.base import redacted
 from bridge.receivers.http import failure, post_json, safe_text, seconds
+from bridge.redact import Redactor
 from bridge.render import Renderer
 
 LIMIT = 4096  # characters of text per message
