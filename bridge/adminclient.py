@@ -23,16 +23,22 @@ Via = Literal["auto", "admin", "storage"]
 T = TypeVar("T")
 
 
-def admin_base_url(server: ServerConfig) -> str | None:
-    """Where this host reaches the admin listener (a wildcard bind is reached on loopback)."""
-    host, port = split_host_port(server.admin_listen)
+def local_url(listen: str, *, scheme: str = "http") -> str | None:
+    """Where this host reaches a listener bound to ``listen`` (a wildcard bind is reached on
+    loopback); None when the port is 0 (chosen at start, unknown here)."""
+    host, port = split_host_port(listen)
     if port == 0:
         return None
     if host in ("0.0.0.0", ""):
         host = "127.0.0.1"
     elif host == "::":
         host = "::1"
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+def admin_base_url(server: ServerConfig) -> str | None:
+    """Where this host reaches the admin listener."""
+    return local_url(server.admin_listen)
 
 
 class AdminClient:

@@ -144,11 +144,11 @@ class App:
         scheme = "https" if ctx else "http"
         log.info("listening on %s://%s:%d%s (admin on %s:%d)", scheme, host, self.webhook_port, s.path,
                  ahost, self.admin_port)
-        # What exists now (modules, config, routes, clients: ~65,000 objects) lives as long as the
-        # bridge. Left to the collector, every full collection walks all of it: a pause of 20-40 ms
-        # on the event loop, which every request and delivery in flight waits out. Frozen, the
-        # collector only walks what was allocated since. (No gc.collect() first: start-up leaves
-        # next to no garbage, and a collection would cost start-up about 16 ms.)
+        # What exists now (modules, config, routes, clients) lives as long as the bridge. Left to
+        # the collector, every full collection walks all of it: a pause on the event loop that
+        # every request and delivery in flight waits out. Frozen, the collector only walks what was
+        # allocated since. No gc.collect() first: start-up leaves next to no garbage. (Figures:
+        # bench/README.md, "gc.freeze() after start-up".)
         gc.freeze()
 
     async def _serve(self, app: web.Application, host: str, port: int, ctx: Any) -> int:

@@ -129,8 +129,7 @@ PREFETCH_ROUNDS = 4
 # A finished send's outcome waits at most this long for the next claim, to share its commit. Under
 # load, claims come sooner and carry the outcomes. At a trickle, the outcomes of one event's sends
 # (which end together) share a commit in the idle time after them: waiting longer would put that
-# commit, and the outcomes' bookkeeping, in the path of the next event (at 200 events/s, 5 ms
-# landed right on it).
+# commit, and the outcomes' bookkeeping, in the path of the next event (bench/README.md).
 RECORD_DELAY = 0.001
 
 

@@ -26,10 +26,6 @@ class Outcome:
     decision: Decision | None = None
 
 
-def incident_view(inc: Incident, now: datetime) -> dict[str, Any]:
-    return inc.view(now)
-
-
 def node_view(rec: NodeRecord, now: datetime) -> dict[str, Any]:
     s, inc = rec.state, rec.incidents.incident
     return {"node": s.node_id, "status": s.status, "since": format_timestamp(s.since),

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
@@ -37,45 +38,24 @@ def load_public_key(material: str | bytes) -> rsa.RSAPublicKey:
     text = material.decode("utf-8", "replace") if isinstance(material, bytes) else material
     text = text.strip().replace("\\n", "\n")
     if text.startswith("-----BEGIN"):
-        loaders = [serialization.load_pem_public_key]
-        data = text.encode()
-        if "BEGIN RSA PUBLIC KEY" in text:
-            data_der = b"".join(base64.b64decode(line) for line in text.splitlines()[1:-1] if line.strip())
-            key = serialization.load_der_public_key(_pkcs1_to_spki(data_der))
-            return _rsa(key)
-        for loader in loaders:
-            return _rsa(loader(data))
+        try:
+            return _rsa(serialization.load_pem_public_key(text.encode()))
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            raise KeyLoadError("public key PEM is not a readable public key") from None
     try:
         der = base64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError):
         raise KeyLoadError("public key is neither PEM nor base64 DER") from None
-    for candidate in (der, _pkcs1_to_spki(der)):
-        try:
-            return _rsa(serialization.load_der_public_key(candidate))
-        except (ValueError, TypeError, KeyLoadError):
-            continue
-    raise KeyLoadError("public key is not an RSA public key in DER form")
+    try:
+        return _rsa(serialization.load_der_public_key(der))
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise KeyLoadError("public key is not an RSA public key in DER form") from None
 
 
 def _rsa(key: object) -> rsa.RSAPublicKey:
     if not isinstance(key, rsa.RSAPublicKey):
         raise KeyLoadError("public key is not an RSA key")
     return key
-
-
-def _pkcs1_to_spki(der: bytes) -> bytes:
-    """Wrap a PKCS#1 RSAPublicKey in a SubjectPublicKeyInfo (what load_der_public_key reads)."""
-    algo = bytes.fromhex("300d06092a864886f70d0101010500")  # rsaEncryption, NULL params
-    bitstring = b"\x03" + _der_len(len(der) + 1) + b"\x00" + der
-    body = algo + bitstring
-    return b"\x30" + _der_len(len(body)) + body
-
-
-def _der_len(n: int) -> bytes:
-    if n < 0x80:
-        return bytes([n])
-    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(raw)]) + raw
 
 
 def key_from_response(body: bytes) -> rsa.RSAPublicKey:

@@ -15,9 +15,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, SecretStr
-
 from bridge.config import Config, LogConfig
+from bridge.redact import Redactor, config_secrets
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
@@ -37,7 +36,7 @@ class JSONFormatter(logging.Formatter):
         doc.update(_extras(record))
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
-        elif record.exc_text:  # already formatted (and scrubbed) by the Redactor
+        elif record.exc_text:  # already formatted (and scrubbed) by the RedactingFilter
             doc["exception"] = record.exc_text
         if record.stack_info:
             doc["stack"] = record.stack_info
@@ -90,28 +89,16 @@ def _text_value(value: Any) -> str:
     return escape_text(str(value))
 
 
-class Redactor(logging.Filter):
-    """Replace secret values in the final message and in extra fields."""
+class RedactingFilter(logging.Filter):
+    """Replace secret values in the final message, extra fields, exception and stack text."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
-        self.secrets: list[str] = []
-        self.add(secrets)
-
-    def add(self, secrets: Iterable[str]) -> None:
-        """Redact these too (a reload may add secrets; old ones stay redacted)."""
-        # Longest first so a secret containing another is replaced whole.
-        self.secrets = sorted({*self.secrets, *(s for s in secrets if len(s) >= 4)}, key=len, reverse=True)
-
-    def _clean(self, text: str) -> str:
-        for s in self.secrets:
-            if s in text:
-                text = text.replace(s, "<secret>")
-        return text
+        self.redact = Redactor(secrets, mask="<secret>")
 
     def _clean_value(self, value: Any) -> Any:
         if isinstance(value, str):
-            return self._clean(value)
+            return self.redact(value)
         if isinstance(value, dict):
             return {k: self._clean_value(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
@@ -119,44 +106,21 @@ class Redactor(logging.Filter):
         return value
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
+        if not self.redact:
             return True
         msg = record.getMessage()
-        cleaned = self._clean(msg)
+        cleaned = self.redact(msg)
         if cleaned != msg:
             record.msg, record.args = cleaned, None
         for key, value in _extras(record).items():
             if isinstance(value, str | dict | list | tuple):
                 setattr(record, key, self._clean_value(value))
         if record.exc_info and record.exc_info[1] is not None:
-            text = self._clean(logging.Formatter().formatException(record.exc_info))
+            text = self.redact(logging.Formatter().formatException(record.exc_info))
             record.exc_info, record.exc_text = None, text
         if record.stack_info:
-            record.stack_info = self._clean(record.stack_info)
+            record.stack_info = self.redact(record.stack_info)
         return True
-
-
-def secret_values(obj: Any) -> list[str]:
-    """Every SecretStr value in a config tree (webhook URLs, tokens, passwords, header values)."""
-    found: list[str] = []
-    if isinstance(obj, SecretStr):
-        value = obj.get_secret_value()
-        found.append(value)
-        if value.startswith(("http://", "https://")):
-            # A URL's token can show up alone (a query value, a Slack path part): redact the parts too.
-            from bridge.receivers.base import url_secrets
-
-            found.extend(url_secrets(value))
-    elif isinstance(obj, BaseModel):
-        for name in type(obj).model_fields:
-            found.extend(secret_values(getattr(obj, name)))
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            found.extend(secret_values(v))
-    elif isinstance(obj, list | tuple):
-        for v in obj:
-            found.extend(secret_values(v))
-    return found
 
 
 def _formatter(log_cfg: LogConfig) -> logging.Formatter:
@@ -172,7 +136,7 @@ def setup(log_cfg: LogConfig, config: Config | None = None, *, stream: Any = Non
     handler = logging.StreamHandler(stream or sys.stderr)
     handler._alert_bridge = True  # type: ignore[attr-defined]
     handler.setFormatter(_formatter(log_cfg))
-    handler.addFilter(Redactor(secret_values(config) if config is not None else []))
+    handler.addFilter(RedactingFilter(config_secrets(config) if config is not None else []))
     root.addHandler(handler)
     root.setLevel(log_cfg.level.upper())
     # aiohttp's access log would print one more line per request; ours already says what matters.
@@ -189,7 +153,7 @@ def reconfigure(config: Config) -> None:
     for handler in ours:
         handler.setFormatter(_formatter(config.log))
         for f in handler.filters:
-            if isinstance(f, Redactor):
-                f.add(secret_values(config))
+            if isinstance(f, RedactingFilter):
+                f.redact.add(config_secrets(config))
     if ours:
         root.setLevel(config.log.level.upper())

@@ -48,14 +48,3 @@ class NodeLabeler:
             self._memo.clear()
         self._memo[node_id] = labels
         return labels
-
-    def all_labels(self) -> dict[str, set[str]]:
-        """Every label key some node can carry, with the values (for check-time route checks)."""
-        out: dict[str, set[str]] = {}
-        for _, extra in self._rules:
-            for k, v in extra.items():
-                out.setdefault(k, set()).add(v)
-        for node in (self._nodes or {}).values():
-            for k, v in node.labels.items():
-                out.setdefault(k, set()).add(v)
-        return out

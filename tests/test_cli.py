@@ -4,36 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from tests.support.cli_runner import run, write
 from tests.support.fakes import WebhookSink, make_cert
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-async def run(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> tuple[int, str, str]:
-    base = {k: v for k, v in os.environ.items() if k not in ("ALERT_BRIDGE_CONFIG", "SLACK_URL")}
-    if cwd != ROOT:
-        base["PYTHONPATH"] = str(ROOT)  # this checkout's bridge, from another working directory
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge", *args, cwd=cwd,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**base, **(env or {})},
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
-
-
-def write(tmp_path: Path, cfg: dict[str, Any]) -> str:
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return str(path)
-
+from tests.support.tls import https_server
 
 ROUTED = {
     "verification": {"public_key": "unused-by-these-commands"},
@@ -100,8 +76,6 @@ async def test_send_test_reports_arrival_and_failure(tmp_path: Path) -> None:
 
 
 async def test_send_test_to_an_untrusted_https_receiver(tmp_path: Path) -> None:
-    from tests.test_receivers_webhook import https_server
-
     async with https_server(make_cert(tmp_path / "tls")) as url:
         cfg = write(tmp_path, {"verification": {"public_key": "x"},
                                "receivers": {"hook": {"type": "webhook", "url": url}}})

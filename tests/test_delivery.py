@@ -12,9 +12,8 @@ import asyncio
 import itertools
 import random
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import closing
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,13 +22,8 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from bridge.config import Config, RetryConfig, parse
-from bridge.decide import Policy, decider
-from bridge.delivery import Dispatcher, RetryPolicy
-from bridge.metrics import Metrics
-from bridge.model import Delivery, Event, NodeState, RouteMatch
-from bridge.receivers import build_receivers
-from bridge.render import Renderer
+from bridge.config import RetryConfig
+from bridge.delivery import RetryPolicy
 from bridge.store import Store
 from bridge.store.memory import MemoryStore
 from bridge.store.redis import RedisStore
@@ -37,6 +31,7 @@ from bridge.store.sqlite import SQLiteStore
 from tests.support.fakes import FakeSlack, Received, WebhookSink, free_port, wait_until
 from tests.support.harness import ProbeSink
 from tests.support.redis_server import RedisServer, redis_outage_server  # noqa: F401
+from tests.support.rig import Rig, RigFactory, close_rig, open_rig
 
 pytest_plugins = ["tests.support.fakes"]
 pytestmark = pytest.mark.timeout(60)
@@ -57,68 +52,10 @@ class Clock:
         self.now += timedelta(seconds=seconds)
 
 
-def real_clock() -> datetime:
-    return datetime.now(UTC)
-
-
 def event_of(req: Received) -> tuple[str, str, str]:
     """(node, status, eventTimestamp) of one request the webhook receiver sent."""
     ev = req.payload["event"]
     return ev["nodeId"], ev["status"], ev["eventTimestamp"]
-
-
-@dataclass
-class Rig:
-    """A store, real receivers on one HTTP session, and a Dispatcher over them."""
-
-    store: Store
-    dispatcher: Dispatcher
-    clock: Callable[[], datetime]
-    config: Config
-    next_ts: datetime = field(default_factory=lambda: datetime.now(UTC) - timedelta(minutes=5))
-
-    async def enqueue(self, node: str, status: str, to: Sequence[str] = ("hook",)) -> list[str]:
-        """Accept one event (newer than every earlier one) routed to ``to``; the job ids."""
-        self.next_ts += timedelta(milliseconds=10)
-        event = Event("NODE_STATUS_UPDATED", self.next_ts, node, status, {"nodeId": node, "status": status}, {},
-                      self.clock())
-
-        def routes(event: Event, prev: NodeState | None) -> list[RouteMatch]:
-            return [RouteMatch("r", tuple(to))]
-
-        now = self.clock()
-        result = await self.store.accept(event, decider(event, Policy(routes), now), now=now, dedup_ttl=3600)
-        assert result.status == "accepted"
-        return list(result.deliveries)
-
-    async def job(self, job_id: str) -> Delivery:
-        found = await self.store.get_delivery(job_id)
-        assert found is not None
-        return found
-
-
-RigFactory = Callable[..., Awaitable[Rig]]
-
-
-async def open_rig(
-    store: Store,
-    receivers: dict[str, Any],
-    session: aiohttp.ClientSession,
-    *,
-    clock: Callable[[], datetime] = real_clock,
-    lease: float = 30.0,
-    poll: float = 0.05,
-) -> Rig:
-    cfg = parse({"verification": {"public_key": "unused"}, "receivers": receivers}, env={})
-    await store.open()
-    dispatcher = Dispatcher(store, metrics=Metrics(), clock=clock, lease=lease, poll_interval=poll)
-    dispatcher.set_receivers(build_receivers(cfg, Renderer.from_config(cfg), session), dict(cfg.receivers))
-    return Rig(store, dispatcher, clock, cfg)
-
-
-async def close_rig(rig: Rig) -> None:
-    await rig.dispatcher.stop(0)
-    await rig.store.close()
 
 
 @pytest.fixture(params=STORES)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from bridge.errors import KeyLoadError
 from bridge.keys import key_from_response, load_public_key, pem
@@ -33,7 +33,9 @@ def test_key_encodings(signing_key: rsa.RSAPrivateKey) -> None:
     )
     spki_b64 = base64.b64encode(_der(signing_key, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
     pkcs1_b64 = base64.b64encode(_der(signing_key, serialization.PublicFormat.PKCS1)).decode()
-    for material in (spki_pem, pkcs1_pem, spki_b64, pkcs1_b64, spki_pem.replace("\n", "\\n")):
+    pkcs1_b64_lines = "\n".join(pkcs1_b64[i:i + 64] for i in range(0, len(pkcs1_b64), 64))
+    for material in (spki_pem, pkcs1_pem, spki_b64, pkcs1_b64, spki_pem.replace("\n", "\\n"),
+                     pkcs1_pem.replace("\n", "\\n"), pkcs1_b64_lines, pkcs1_pem.encode()):
         assert pem(load_public_key(material)) == want
     for answer in (
         json.dumps({"data": spki_pem}),
@@ -50,6 +52,23 @@ def test_key_encodings(signing_key: rsa.RSAPrivateKey) -> None:
 def test_bad_key_material(bad: bytes) -> None:
     with pytest.raises(KeyLoadError):
         key_from_response(bad)
+
+
+def _ec_public(fmt: serialization.Encoding) -> bytes:
+    return ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        fmt, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+@pytest.mark.parametrize("material", [
+    "-----BEGIN PUBLIC KEY-----\nbm90IGEga2V5\n-----END PUBLIC KEY-----",  # base64 of "not a key"
+    "-----BEGIN RSA PUBLIC KEY-----\n!!!\n-----END RSA PUBLIC KEY-----",
+    "-----BEGIN PUBLIC KEY-----",
+    _ec_public(serialization.Encoding.PEM).decode(),  # a public key, not an RSA one
+    base64.b64encode(_ec_public(serialization.Encoding.DER)).decode(),
+])
+def test_unreadable_or_non_rsa_key_is_a_key_load_error(material: str) -> None:
+    with pytest.raises(KeyLoadError):
+        load_public_key(material)
 
 
 class KeyEndpoint:

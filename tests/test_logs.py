@@ -176,6 +176,23 @@ def test_redactor_scrubs_messages_extras_and_tracebacks() -> None:
             logging.getLogger().removeHandler(h)
 
 
+def test_redactor_scrubs_the_storage_password() -> None:
+    """The storage URL is no SecretStr, yet a redis:// URL may carry a password: the log scrubs it too."""
+    password = "pw-" + secrets.token_hex(8)
+    url = f"redis://:{password}@127.0.0.1:6379/0"
+    cfg = parse({"storage": {"url": url}, "verification": {"public_key": "unused"}}, env={})
+    out = io.StringIO()
+    logs.setup(parse({"log": {"format": "json"}}, env={}).log, cfg, stream=out)
+    try:
+        logging.getLogger("test.redaction").warning("cannot reach %s (auth %s)", url, password)
+        doc = json.loads(out.getvalue().splitlines()[-1])
+        assert password not in out.getvalue() and doc["message"] == "cannot reach <secret> (auth <secret>)"
+    finally:
+        for h in list(logging.getLogger().handlers):
+            if getattr(h, "_alert_bridge", False):
+                logging.getLogger().removeHandler(h)
+
+
 @pytest.mark.parametrize("fmt", ["text", "json"])
 async def test_no_secret_in_logs_metrics_or_answers(
     fmt: str, bridge_process: Callable[..., Any], signing_key: rsa.RSAPrivateKey, other_key: rsa.RSAPrivateKey,

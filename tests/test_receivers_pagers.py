@@ -25,6 +25,7 @@ from bridge.receivers import Receiver, build_receiver
 from bridge.receivers.http import correlation_key
 from bridge.render import Renderer
 from bridge.store.memory import MemoryStore
+from tests.support.cli_runner import run, write
 from tests.support.fakes import Answer, free_port, make_alert, wait_until
 from tests.support.fakes_pagers import (
     DISCORD_TOKEN,
@@ -39,8 +40,7 @@ from tests.support.fakes_pagers import (
     FakeTelegram,
     _ServiceFake,
 )
-from tests.test_cli import run, write
-from tests.test_delivery import close_rig, open_rig
+from tests.support.rig import close_rig, open_rig
 
 pytest_plugins = ["tests.support.fakes", "tests.support.fakes_pagers"]
 pytestmark = pytest.mark.timeout(30)

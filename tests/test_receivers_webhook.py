@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import email.utils
 import hashlib
 import hmac
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from bridge.config import WebhookReceiverConfig, parse
 from bridge.errors import ConfigError, Permanent, RetryLater
@@ -24,6 +21,7 @@ from bridge.receivers import Receiver, build_receiver
 from bridge.receivers.webhook import webhook_body
 from bridge.render import Renderer
 from tests.support.fakes import Answer, CertFiles, Received, WebhookSink, free_port, make_alert
+from tests.support.tls import https_server
 
 pytest_plugins = ["tests.support.fakes"]
 pytestmark = pytest.mark.timeout(20)
@@ -349,28 +347,6 @@ def test_check_refuses_an_undecodable_whsec_secret(secret: str) -> None:
 
 
 # --- TLS failures (issue 11.11) ----------------------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def https_server(cert: CertFiles) -> AsyncIterator[str]:
-    """An https endpoint on 127.0.0.1 with a self-signed certificate nobody trusts; yields its URL."""
-    hits: list[bytes] = []
-
-    async def handle(request: web.Request) -> web.Response:
-        hits.append(await request.read())
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_post("/hook/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=cert.server_context()).start()
-    try:
-        yield f"https://127.0.0.1:{port}/hook/s3cr3t-path-token"
-    finally:
-        await runner.cleanup()
-    assert not hits  # nothing ever went over an unverified connection
 
 
 @pytest.mark.parametrize("kind", ["webhook", "slack"])

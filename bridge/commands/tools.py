@@ -19,8 +19,8 @@ from typing import Any
 
 from bridge import __version__
 from bridge import config as config_mod
+from bridge.adminclient import local_url
 from bridge.commands.common import fail, server_section
-from bridge.config import split_host_port
 from bridge.errors import CommandError
 from bridge.verify import SIGNATURE_HEADER
 
@@ -136,11 +136,10 @@ def _health_base(args: argparse.Namespace) -> str:
         return str(args.url)
     if args.config:
         server = server_section(args.config)
-        host, port = split_host_port(server.listen)
-        scheme = "https" if server.tls else "http"
-        if host in ("0.0.0.0", "", "::"):
-            host = "127.0.0.1"
-        return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+        url = local_url(server.listen, scheme="https" if server.tls else "http")
+        if url is None:
+            raise CommandError("server.listen has port 0; pass --url", 2)
+        return url
     return f"http://127.0.0.1:{args.port or 8080}"
 
 

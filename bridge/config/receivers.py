@@ -293,36 +293,32 @@ class OpsgenieReceiverConfig(ReceiverBase):
         return self
 
 
-class MSTeamsReceiverConfig(ReceiverBase):
+class _ChannelWebhookConfig(ReceiverBase):
+    """A chat channel's incoming webhook: one secret URL, one message at a time."""
+
+    _secret_fields = ("url",)
+    type: str  # each subclass's Literal (declared here too, so it stays the first key)
+    url: SecretStr | None = None
+    url_file: str | None = None
+    concurrency: int = Field(1, ge=1, le=256)
+    rate_limit: float = Field(1.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _set(self) -> _ChannelWebhookConfig:
+        _require_url(self.url.get_secret_value() if self.url else None, "url")
+        return self
+
+
+class MSTeamsReceiverConfig(_ChannelWebhookConfig):
     """A Teams Workflows "post to a channel when a webhook request is received" URL."""
 
-    _secret_fields = ("url",)
     type: Literal["msteams"]
-    url: SecretStr | None = None
-    url_file: str | None = None
-    concurrency: int = Field(1, ge=1, le=256)
-    rate_limit: float = Field(1.0, ge=0.0)
-
-    @model_validator(mode="after")
-    def _set(self) -> MSTeamsReceiverConfig:
-        _require_url(self.url.get_secret_value() if self.url else None, "url")
-        return self
 
 
-class DiscordReceiverConfig(ReceiverBase):
+class DiscordReceiverConfig(_ChannelWebhookConfig):
     """A Discord channel webhook URL (https://discord.com/api/webhooks/<id>/<token>)."""
 
-    _secret_fields = ("url",)
     type: Literal["discord"]
-    url: SecretStr | None = None
-    url_file: str | None = None
-    concurrency: int = Field(1, ge=1, le=256)
-    rate_limit: float = Field(1.0, ge=0.0)
-
-    @model_validator(mode="after")
-    def _set(self) -> DiscordReceiverConfig:
-        _require_url(self.url.get_secret_value() if self.url else None, "url")
-        return self
 
 
 def _chat_id(value: Any) -> Any:

@@ -12,12 +12,11 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
-from pydantic import BaseModel, SecretStr
 
 from bridge.config import Config
 from bridge.decide import NodeRecord
 from bridge.model import KNOWN_STATUSES, Delivery, NodeState
-from bridge.receivers.base import Redactor, url_secrets
+from bridge.redact import Redactor, config_secrets
 from bridge.store.base import OutboxStats
 
 MASK = "**********"  # what pydantic prints for a SecretStr
@@ -181,23 +180,6 @@ def status_choices(extra: Iterable[str] = ()) -> list[str]:
 # --- config ----------------------------------------------------------------------------------------
 
 
-def _secret_values(value: Any) -> Iterable[str]:
-    if isinstance(value, SecretStr):
-        secret = value.get_secret_value()
-        yield secret
-        if "://" in secret:
-            yield from url_secrets(secret)
-    elif isinstance(value, BaseModel):
-        for name in type(value).model_fields:
-            yield from _secret_values(getattr(value, name))
-    elif isinstance(value, Mapping):
-        for v in value.values():
-            yield from _secret_values(v)
-    elif isinstance(value, list | tuple):
-        for v in value:
-            yield from _secret_values(v)
-
-
 def mask_url(url: str) -> str:
     """A URL with its password masked (a redis:// URL may carry one)."""
     parts = urlsplit(url)
@@ -210,10 +192,7 @@ def mask_url(url: str) -> str:
 
 def config_redactor(cfg: Config) -> Redactor:
     """Every secret value the config holds, to scrub from any page (a second line behind masking)."""
-    values = list(_secret_values(cfg))
-    password = urlsplit(cfg.storage.url).password
-    if password:
-        values += [password, cfg.storage.url]
+    values = config_secrets(cfg)
     # Also as a page spells them: a secret with & < > or quotes is rendered escaped.
     return Redactor([*values, *(html.escape(v) for v in values)])
 

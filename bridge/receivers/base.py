@@ -5,8 +5,8 @@ decided in one place (the delivery module), so no receiver loops, sleeps or retr
 
 Reasons end up in logs, metrics and the store, so they must be safe to show: they never
 include URLs, tokens, header values or passwords, and never the text of a library exception
-(those often embed the request URL). ``Redactor`` scrubs known secret values as a second line
-of defence.
+(those often embed the request URL). ``bridge.redact.Redactor`` scrubs known secret values as a
+second line of defence.
 """
 
 from __future__ import annotations
@@ -17,16 +17,14 @@ import os
 import re
 import socket
 import ssl
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
-from urllib.parse import parse_qsl, urlsplit
 
 from bridge.errors import DeliveryError, Permanent, RetryLater
 from bridge.model import Alert
+from bridge.redact import Redactor
 
 USER_AGENT = "alert-bridge/0.1"
-_MIN_SECRET_LEN = 4  # shorter "secrets" would redact ordinary words
 
 
 @runtime_checkable
@@ -43,30 +41,6 @@ class Receiver(Protocol):
     async def close(self) -> None:
         """Release what the receiver owns (not the shared HTTP session)."""
         ...
-
-
-class Redactor:
-    """Replaces known secret values in text that may reach a log."""
-
-    def __init__(self, secrets: Iterable[str | None]) -> None:
-        # Longest first, so a secret containing another is replaced whole.
-        self._secrets = sorted({s for s in secrets if s and len(s) >= _MIN_SECRET_LEN}, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
-
-
-def url_secrets(url: str) -> list[str]:
-    """A URL and the parts of it that may be credentials: password, query values, long path parts."""
-    parts = urlsplit(url)
-    found = [url, parts.password or "", *(v for _, v in parse_qsl(parts.query))]
-    if len(parts.path) > 1:
-        found.append(parts.path)
-        # Slack-style /services/T…/B…/<token>: a long segment is likely a token.
-        found += [seg for seg in parts.path.split("/") if len(seg) >= 12]
-    return [s for s in found if s]
 
 
 def redacted(exc: DeliveryError, redact: Redactor) -> DeliveryError:

@@ -17,8 +17,8 @@ from yarl import URL
 from bridge.config import DiscordReceiverConfig
 from bridge.digest_text import digest_of, wording
 from bridge.model import Alert
-from bridge.receivers.base import Redactor, url_secrets
-from bridge.receivers.http import alert_colour, cut, failure, post_json, safe_text, seconds
+from bridge.receivers.http import HTTPReceiver, alert_colour, cut, failure, post_json, safe_text, seconds
+from bridge.redact import url_secrets
 from bridge.render import Renderer
 
 _MARKDOWN = re.compile(r"([\\*_~`|>#\[\]()<@:!-])")
@@ -62,23 +62,12 @@ def discord_message(renderer: Renderer, alert: Alert, cfg: DiscordReceiverConfig
     return {"embeds": [embed], "allowed_mentions": {"parse": []}}
 
 
-class DiscordReceiver:
-    bounds_send_time = True  # post_json runs under asyncio.timeout(cfg.timeout)
-
-    def __init__(
-        self, name: str, cfg: DiscordReceiverConfig, *, renderer: Renderer, session: aiohttp.ClientSession
-    ) -> None:
-        self.name = name
-        self._cfg = cfg
-        self._renderer = renderer
-        self._session = session
-        assert cfg.url is not None  # the config model guarantees it
-        url = cfg.url.get_secret_value()
+class DiscordReceiver(HTTPReceiver[DiscordReceiverConfig]):
+    def _read_secrets(self) -> list[str]:
+        assert self._cfg.url is not None  # the config model guarantees it
+        url = self._cfg.url.get_secret_value()
         self._url = str(URL(url, encoded=True).update_query(wait="true"))
-        self._redact = Redactor([*url_secrets(url), *url_secrets(self._url)])
-
-    def __repr__(self) -> str:
-        return f"DiscordReceiver(name={self.name!r})"
+        return [*url_secrets(url), *url_secrets(self._url)]
 
     async def send(self, alert: Alert) -> None:
         body = discord_message(self._renderer, alert, self._cfg)
@@ -92,9 +81,6 @@ class DiscordReceiver:
         if isinstance(data.get("code"), int):
             detail = f"{detail} (code {data['code']})"
         raise failure("discord", answer, self._redact, detail=detail, retry_after=seconds(data.get("retry_after")))
-
-    async def close(self) -> None:
-        """Nothing to release: the HTTP session belongs to the caller."""
 
 
 def discord_digest(alert: Alert) -> dict[str, Any]:

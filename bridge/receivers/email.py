@@ -26,7 +26,8 @@ from bridge.config import EmailReceiverConfig, TemplateKind
 from bridge.digest_text import digest_of, member_line, wording
 from bridge.errors import ConfigError, DeliveryError, Permanent, RetryLater
 from bridge.model import Alert
-from bridge.receivers.base import Redactor, transport_failure
+from bridge.receivers.base import transport_failure
+from bridge.redact import Redactor
 from bridge.render import Renderer, precompile
 
 log = logging.getLogger("bridge.receivers.email")

@@ -1,7 +1,8 @@
 """One JSON POST with the receiver's timeout, and the pieces every HTTP API receiver shares.
 
-Used by the paging and chat receivers (pagerduty, opsgenie, msteams, discord, telegram); each
-builds its own payload and reads its service's own error and rate-limit form from the answer.
+Used by the paging and chat receivers (pagerduty, opsgenie, msteams, discord, telegram): each is an
+``HTTPReceiver`` that builds its own payload and reads its service's own error and rate-limit form
+from the answer.
 """
 
 from __future__ import annotations
@@ -12,19 +13,23 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import aiohttp
 
+from bridge.config import ReceiverBase
 from bridge.errors import DeliveryError, RetryLater
 from bridge.model import Alert
-from bridge.receivers.base import USER_AGENT, Redactor, http_failure, redacted, transport_failure
-from bridge.render import COLOURS, colour, compact_json
+from bridge.receivers.base import USER_AGENT, http_failure, redacted, transport_failure
+from bridge.redact import Redactor
+from bridge.render import COLOURS, Renderer, colour, compact_json
 
 # asyncio.timeout bounds the whole exchange; aiohttp's own timers would only add one per request.
 _NO_CLIENT_TIMEOUT = aiohttp.ClientTimeout()
 _MAX_ANSWER = 64 * 1024  # an error answer is small; a hostile peer must not make us buffer more
 _SAFE_TEXT = re.compile(r"[^A-Za-z0-9 _.,:;'()/@#=+-]")
+
+C = TypeVar("C", bound=ReceiverBase)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,3 +118,27 @@ def cut(text: str, limit: int) -> str:
 def alert_colour(alert: Alert) -> str:
     """'#rrggbb': green once resolved or stable, else by the node's status."""
     return COLOURS["RUNNING"] if alert.kind in ("resolved", "stable") else colour(alert.event.status)
+
+
+class HTTPReceiver(Generic[C]):
+    """What the JSON API receivers share: their config, the renderer, the caller's HTTP session,
+    and a Redactor over the secrets ``_read_secrets`` reads from the config."""
+
+    bounds_send_time = True  # post_json runs under asyncio.timeout(cfg.timeout)
+
+    def __init__(self, name: str, cfg: C, *, renderer: Renderer, session: aiohttp.ClientSession) -> None:
+        self.name = name
+        self._cfg = cfg
+        self._renderer = renderer
+        self._session = session
+        self._redact = Redactor(self._read_secrets())
+
+    def _read_secrets(self) -> list[str]:
+        """Read the secret settings from ``self._cfg`` into what ``send`` needs; the values to redact."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+    async def close(self) -> None:
+        """Nothing to release: the HTTP session belongs to the caller."""

@@ -16,8 +16,8 @@ import aiohttp
 from bridge.config import MSTeamsReceiverConfig
 from bridge.digest_text import digest_of, wording
 from bridge.model import Alert
-from bridge.receivers.base import Redactor, url_secrets
-from bridge.receivers.http import cut, failure, post_json, safe_text
+from bridge.receivers.http import HTTPReceiver, cut, failure, post_json, safe_text
+from bridge.redact import url_secrets
 from bridge.render import Renderer
 
 _MARKDOWN = re.compile(r"([\\*_~`|>#\[\]()<!-])")
@@ -82,22 +82,11 @@ def teams_digest(alert: Alert, tone: str) -> list[dict[str, Any]]:
     ]
 
 
-class MSTeamsReceiver:
-    bounds_send_time = True  # post_json runs under asyncio.timeout(cfg.timeout)
-
-    def __init__(
-        self, name: str, cfg: MSTeamsReceiverConfig, *, renderer: Renderer, session: aiohttp.ClientSession
-    ) -> None:
-        self.name = name
-        self._cfg = cfg
-        self._renderer = renderer
-        self._session = session
-        assert cfg.url is not None  # the config model guarantees it
-        self._url = cfg.url.get_secret_value()
-        self._redact = Redactor(url_secrets(self._url))
-
-    def __repr__(self) -> str:
-        return f"MSTeamsReceiver(name={self.name!r})"
+class MSTeamsReceiver(HTTPReceiver[MSTeamsReceiverConfig]):
+    def _read_secrets(self) -> list[str]:
+        assert self._cfg.url is not None  # the config model guarantees it
+        self._url = self._cfg.url.get_secret_value()
+        return url_secrets(self._url)
 
     async def send(self, alert: Alert) -> None:
         body = teams_message(self._renderer, alert, self._cfg)
@@ -107,6 +96,3 @@ class MSTeamsReceiver:
         error = answer.json().get("error")
         detail = safe_text(error.get("message")) if isinstance(error, dict) else ""
         raise failure("msteams", answer, self._redact, detail=detail)
-
-    async def close(self) -> None:
-        """Nothing to release: the HTTP session belongs to the caller."""

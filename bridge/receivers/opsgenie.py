@@ -15,8 +15,7 @@ import aiohttp
 
 from bridge.config import OpsgenieReceiverConfig
 from bridge.model import Alert
-from bridge.receivers.base import Redactor
-from bridge.receivers.http import correlation_key, cut, failure, post_json, safe_text
+from bridge.receivers.http import HTTPReceiver, correlation_key, cut, failure, post_json, safe_text
 from bridge.render import Renderer
 
 # Alert kind → action; anything else (a kind added later) creates, which Opsgenie dedups by alias.
@@ -60,26 +59,16 @@ def opsgenie_request(renderer: Renderer, alert: Alert, cfg: OpsgenieReceiverConf
     return "/v2/alerts", body
 
 
-class OpsgenieReceiver:
-    bounds_send_time = True  # post_json runs under asyncio.timeout(cfg.timeout)
+class OpsgenieReceiver(HTTPReceiver[OpsgenieReceiverConfig]):
     # One event per incident (its dedup key / alias is the incident id): grouped firings are sent
     # one by one, never merged into a digest (bridge/grouping.py).
     sends_digests = False
 
-    def __init__(
-        self, name: str, cfg: OpsgenieReceiverConfig, *, renderer: Renderer, session: aiohttp.ClientSession
-    ) -> None:
-        self.name = name
-        self._cfg = cfg
-        self._renderer = renderer
-        self._session = session
-        assert cfg.api_key is not None  # the config model guarantees it
-        self._key = cfg.api_key.get_secret_value()
-        self._redact = Redactor([self._key])
-        self._base = cfg.api_url.rstrip("/")
-
-    def __repr__(self) -> str:
-        return f"OpsgenieReceiver(name={self.name!r})"
+    def _read_secrets(self) -> list[str]:
+        assert self._cfg.api_key is not None  # the config model guarantees it
+        self._key = self._cfg.api_key.get_secret_value()
+        self._base = self._cfg.api_url.rstrip("/")
+        return [self._key]
 
     async def send(self, alert: Alert) -> None:
         path, body = opsgenie_request(self._renderer, alert, self._cfg)
@@ -89,6 +78,3 @@ class OpsgenieReceiver:
             return
         # {"message": "Request body is not processable...", "took": 0.0, "requestId": "..."}
         raise failure("opsgenie", answer, self._redact, detail=safe_text(answer.json().get("message")))
-
-    async def close(self) -> None:
-        """Nothing to release: the HTTP session belongs to the caller."""

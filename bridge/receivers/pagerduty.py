@@ -14,8 +14,7 @@ import aiohttp
 
 from bridge.config import PagerDutyReceiverConfig
 from bridge.model import Alert
-from bridge.receivers.base import Redactor
-from bridge.receivers.http import correlation_key, cut, failure, post_json, safe_text
+from bridge.receivers.http import HTTPReceiver, correlation_key, cut, failure, post_json, safe_text
 from bridge.render import Renderer
 
 # Alert kind → event_action. Anything not listed (a kind added later) triggers: better a page too many.
@@ -60,25 +59,15 @@ def pagerduty_event(renderer: Renderer, alert: Alert, cfg: PagerDutyReceiverConf
     return event
 
 
-class PagerDutyReceiver:
-    bounds_send_time = True  # post_json runs under asyncio.timeout(cfg.timeout)
+class PagerDutyReceiver(HTTPReceiver[PagerDutyReceiverConfig]):
     # One event per incident (its dedup key / alias is the incident id): grouped firings are sent
     # one by one, never merged into a digest (bridge/grouping.py).
     sends_digests = False
 
-    def __init__(
-        self, name: str, cfg: PagerDutyReceiverConfig, *, renderer: Renderer, session: aiohttp.ClientSession
-    ) -> None:
-        self.name = name
-        self._cfg = cfg
-        self._renderer = renderer
-        self._session = session
-        assert cfg.routing_key is not None  # the config model guarantees it
-        self._key = cfg.routing_key.get_secret_value()
-        self._redact = Redactor([self._key])
-
-    def __repr__(self) -> str:
-        return f"PagerDutyReceiver(name={self.name!r})"
+    def _read_secrets(self) -> list[str]:
+        assert self._cfg.routing_key is not None  # the config model guarantees it
+        self._key = self._cfg.routing_key.get_secret_value()
+        return [self._key]
 
     async def send(self, alert: Alert) -> None:
         body = pagerduty_event(self._renderer, alert, self._cfg, self._key)
@@ -91,6 +80,3 @@ class PagerDutyReceiver:
         listed = safe_text("; ".join(e for e in errors if isinstance(e, str))) if isinstance(errors, list) else ""
         detail = ": ".join(filter(None, [safe_text(data.get("message")), listed]))
         raise failure("pagerduty", answer, self._redact, detail=detail)
-
-    async def close(self) -> None:
-        """Nothing to release: the HTTP session belongs to the caller."""

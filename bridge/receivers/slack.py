@@ -31,15 +31,14 @@ from bridge.conversations import Conversations
 from bridge.errors import DeliveryError, Permanent, RetryLater
 from bridge.model import Alert
 from bridge.receivers.base import (
-    Redactor,
     http_failure,
     parse_retry_after,
     redacted,
     safe_code,
     transport_failure,
-    url_secrets,
 )
 from bridge.receivers.slack_blocks import DEFAULT_EMOJI, EMOJI, slack_message
+from bridge.redact import Redactor, url_secrets
 from bridge.render import Renderer, base_context
 
 __all__ = ["DEFAULT_EMOJI", "EMOJI", "SlackReceiver", "build", "slack_message"]

@@ -19,8 +19,8 @@ from bridge.config import TelegramReceiverConfig
 from bridge.digest_text import digest_of, wording
 from bridge.errors import Permanent
 from bridge.model import Alert
-from bridge.receivers.base import Redactor, redacted
-from bridge.receivers.http import failure, post_json, safe_text, seconds
+from bridge.receivers.base import redacted
+from bridge.receivers.http import HTTPReceiver, failure, post_json, safe_text, seconds
 from bridge.render import Renderer
 
 LIMIT = 4096  # characters of text per message
@@ -53,20 +53,12 @@ def telegram_message(renderer: Renderer, alert: Alert, cfg: TelegramReceiverConf
             "link_preview_options": {"is_disabled": True}}
 
 
-class TelegramReceiver:
-    bounds_send_time = True  # post_json runs under asyncio.timeout(cfg.timeout)
-
-    def __init__(
-        self, name: str, cfg: TelegramReceiverConfig, *, renderer: Renderer, session: aiohttp.ClientSession
-    ) -> None:
-        self.name = name
-        self._cfg = cfg
-        self._renderer = renderer
-        self._session = session
-        assert cfg.bot_token is not None  # the config model guarantees it
-        token = cfg.bot_token.get_secret_value()
-        self._url = f"{cfg.api_url.rstrip('/')}/bot{token}/sendMessage"
-        self._redact = Redactor([token, token.partition(":")[2]])
+class TelegramReceiver(HTTPReceiver[TelegramReceiverConfig]):
+    def _read_secrets(self) -> list[str]:
+        assert self._cfg.bot_token is not None  # the config model guarantees it
+        token = self._cfg.bot_token.get_secret_value()
+        self._url = f"{self._cfg.api_url.rstrip('/')}/bot{token}/sendMessage"
+        return [token, token.partition(":")[2]]
 
     def __repr__(self) -> str:
         return f"TelegramReceiver(name={self.name!r}, chat_id={self._cfg.chat_id!r})"
@@ -86,6 +78,3 @@ class TelegramReceiver:
                       f"(the group is now a supergroup: set chat_id: {migrated})")
             raise redacted(Permanent(reason), self._redact)
         raise failure("telegram", answer, self._redact, detail=detail, retry_after=seconds(params.get("retry_after")))
-
-    async def close(self) -> None:
-        """Nothing to release: the HTTP session belongs to the caller."""

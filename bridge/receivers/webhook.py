@@ -23,12 +23,11 @@ from bridge.digest_text import digest_of, wording
 from bridge.model import Alert
 from bridge.receivers.base import (
     USER_AGENT,
-    Redactor,
     http_failure,
     redacted,
     transport_failure,
-    url_secrets,
 )
+from bridge.redact import Redactor, url_secrets
 from bridge.render import Renderer, compact_json
 
 log = logging.getLogger("bridge.receivers.webhook")
