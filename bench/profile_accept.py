@@ -39,17 +39,35 @@ CASES = ("sqlite", "sqlite-noroute", "redis", "redis-noroute")
 
 
 def _start_bridge(procs: Procs, tree: Path, name: str, cfg: dict[str, Any], workdir: Path,
-                  env: dict[str, str]) -> Any:
+                  env: dict[str, str], callgrind: bool) -> Any:
     import yaml
 
     path = workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     full_env = {"PYTHONPATH": str(tree), "PYTHONUNBUFFERED": "1", **env}
-    proc = procs.start(name, pin_cmd(SERVER_CORE, python_cmd("-m", "bridge", "serve", "-c", str(path))),
-                       env=full_env, cwd=workdir)
+    cmd = python_cmd("-m", "bridge", "serve", "-c", str(path))
+    if callgrind:
+        # The interpreter itself (sys.executable may be a shim that execs it, which valgrind would
+        # not follow); instrumentation off until the measured window.
+        real = os.path.realpath(f"{sys.base_prefix}/bin/python{sys.version_info[0]}.{sys.version_info[1]}")
+        cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={workdir}/{name}.cg",
+               real, *cmd[1:]]
+    proc = procs.start(name, pin_cmd(SERVER_CORE, cmd), env=full_env, cwd=workdir)
     listen = cfg["server"]["listen"]
-    wait_until_ready(proc, [f"http://{listen}/readyz", f"http://{cfg['server']['admin_listen']}/readyz"], 60)
+    wait_until_ready(proc, [f"http://{listen}/readyz", f"http://{cfg['server']['admin_listen']}/readyz"],
+                     600 if callgrind else 60)
     return proc
+
+
+def _callgrind_control(pid: int, on: bool) -> None:
+    subprocess.run(["callgrind_control", "-i", "on" if on else "off", str(pid)], check=True, capture_output=True)
+
+
+def _collected(log: Path) -> int:
+    for line in reversed(log.read_text(errors="replace").splitlines()):
+        if "Collected :" in line:
+            return int(line.rsplit(":", 1)[1])
+    raise RuntimeError(f"no callgrind total in {log}")
 
 
 def _py_spy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
@@ -101,7 +119,7 @@ def one(tree: Path, case: str, args: argparse.Namespace, events: Any, key_pem: P
         if case.endswith("noroute"):
             extra = {"default_to": []}
         cfg = make_config(public_key=key_pem, storage_url=storage, sink_url=sink.url, extra=extra)
-        proc = _start_bridge(procs, tree, f"bridge-{tag}", cfg, workdir, env)
+        proc = _start_bridge(procs, tree, f"bridge-{tag}", cfg, workdir, env, args.callgrind)
         url = f"http://{cfg['server']['listen']}/webhook"
         offset = 0
         warm = run_wrk(url, events, duration=args.warmup, offset=offset, limit=events.count, loop=False,
@@ -109,17 +127,23 @@ def one(tree: Path, case: str, args: argparse.Namespace, events: Any, key_pem: P
         offset += 2 * warm.max_used
         on_core = [proc.pid] + ([redis.proc.pid] if redis else [])
         spy = _py_spy(proc.pid, args.seconds, args.py_spy / f"{tag}.txt") if args.py_spy else None
+        if args.callgrind:
+            _callgrind_control(proc.pid, True)
         cpu0 = sum(cpu_seconds(p) for p in on_core)
         res = run_wrk(url, events, duration=args.seconds, offset=offset, limit=events.count - offset, loop=False,
                       path="/webhook", log_file=log_dir / f"wrk-{tag}.log")
         cpu = sum(cpu_seconds(p) for p in on_core) - cpu0
+        if args.callgrind:
+            _callgrind_control(proc.pid, False)
         if spy is not None:
             spy.wait(60)
         delivered = sink.delivered()
+        proc.stop(grace=180)  # under callgrind, the exit writes the profile
+    instructions = _collected(proc.log_path) / res.requests if args.callgrind and res.requests else None
     out = {
         "tree": str(tree), "case": case, "rps": res.rps, "requests": res.requests, "p99_ms": res.p99_ms,
         "cpu_us": cpu / res.requests * 1e6 if res.requests else None, "non2xx": res.non2xx, "wraps": res.wraps,
-        "delivered": delivered,
+        "delivered": delivered, "instructions": instructions,
     }
     return out
 
@@ -149,6 +173,9 @@ def main() -> None:
     ap.add_argument("--loop", choices=("asyncio", "uvloop"), help="ALERT_BRIDGE_LOOP for the bridge")
     ap.add_argument("--py-spy", type=Path, help="record a py-spy profile of each bridge run into this directory")
     ap.add_argument("--json", type=Path, help="write the rounds here")
+    ap.add_argument("--callgrind", action="store_true",
+                    help="run the bridge under callgrind: instructions per request over the wrk run (slow, "
+                         "but the same on a busy machine; Redis's own work is not counted)")
     args = ap.parse_args()
     trees = [t.resolve() for t in (args.tree or [Path(__file__).resolve().parent.parent])]
     cases = args.case or ["sqlite"]
@@ -177,7 +204,8 @@ def main() -> None:
                             table = top_table(raw)
                             (args.py_spy / f"{tag}.top").write_text(table + "\n")
                             print(table)
-    print("\ncase              tree                                   req/s   CPU us/req (median of rounds)")
+    print("\ncase              tree                                   req/s   CPU us/req (median of rounds)"
+          "   instructions/req")
     groups: dict[tuple[str, str], list[dict[str, Any]]] = collections.defaultdict(list)
     for row in results:
         groups[(row["case"], row["tree"])].append(row)
@@ -185,7 +213,9 @@ def main() -> None:
         rps = statistics.median(r["rps"] for r in rows)
         cpu = statistics.median(r["cpu_us"] for r in rows)
         spread = ", ".join(f"{r['cpu_us']:.0f}" for r in rows)
-        print(f"{case:17} {tree[-38:]:38} {rps:8,.0f}   {cpu:6.1f}  ({spread})")
+        instr = [r["instructions"] for r in rows if r.get("instructions")]
+        per = f"   {statistics.median(instr):,.0f}" if instr else ""
+        print(f"{case:17} {tree[-38:]:38} {rps:8,.0f}   {cpu:6.1f}  ({spread}){per}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 
