@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Mapping
@@ -56,6 +57,9 @@ def parse_timestamp(value: str) -> datetime:
         raise ValueError("timestamp is out of range (years 1 to 9999 in UTC)") from None
 
 
+# Memoised: one accept formats the same few instants many times over (the event's time in its id,
+# its record, the incident's id, path and job contexts; the node's last incident on every event).
+@functools.lru_cache(maxsize=4096)
 def format_timestamp(dt: datetime) -> str:
     """Canonical UTC form: microsecond precision, 'Z' suffix."""
     if dt.tzinfo is not UTC:
