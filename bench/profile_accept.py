@@ -104,9 +104,9 @@ def top_table(raw: Path, n: int = 25) -> str:
     return "\n".join(lines)
 
 
-def one(tree: Path, case: str, args: argparse.Namespace, events: Any, key_pem: Path, workdir: Path,
-        log_dir: Path, tag: str) -> dict[str, Any]:
-    env = {"ALERT_BRIDGE_LOOP": args.loop} if args.loop else {}
+def one(tree: Path, loop: str | None, case: str, args: argparse.Namespace, events: Any, key_pem: Path,
+        workdir: Path, log_dir: Path, tag: str) -> dict[str, Any]:
+    env = {"ALERT_BRIDGE_LOOP": loop} if loop else {}
     with Procs(log_dir) as procs:
         sink = start_sink(procs, f"sink-{tag}")
         redis = None
@@ -141,7 +141,8 @@ def one(tree: Path, case: str, args: argparse.Namespace, events: Any, key_pem: P
         proc.stop(grace=180)  # under callgrind, the exit writes the profile
     instructions = _collected(proc.log_path) / res.requests if args.callgrind and res.requests else None
     out = {
-        "tree": str(tree), "case": case, "rps": res.rps, "requests": res.requests, "p99_ms": res.p99_ms,
+        "tree": str(tree) + (f" [{loop}]" if loop else ""), "case": case, "rps": res.rps,
+        "requests": res.requests, "p99_ms": res.p99_ms,
         "cpu_us": cpu / res.requests * 1e6 if res.requests else None, "non2xx": res.non2xx, "wraps": res.wraps,
         "delivered": delivered, "instructions": instructions,
     }
@@ -170,7 +171,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=6.0)
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--floor", action="store_true", help="also measure aiohttp-floor each round")
-    ap.add_argument("--loop", choices=("asyncio", "uvloop"), help="ALERT_BRIDGE_LOOP for the bridge")
+    ap.add_argument("--loop", action="append", choices=("asyncio", "uvloop"),
+                    help="ALERT_BRIDGE_LOOP for the bridge (repeat: each loop is a variant, like --tree)")
     ap.add_argument("--py-spy", type=Path, help="record a py-spy profile of each bridge run into this directory")
     ap.add_argument("--json", type=Path, help="write the rounds here")
     ap.add_argument("--callgrind", action="store_true",
@@ -194,9 +196,9 @@ def main() -> None:
                 results.append(floor_round(args, events, key_pem, log_dir, f"floor-{r}"))
                 print(json.dumps(results[-1]), flush=True)
             for case in cases:
-                for i, tree in enumerate(trees):
+                for i, (tree, loop) in enumerate((t, lp) for t in trees for lp in (args.loop or [None])):
                     tag = f"{case}-{i}-{r}"
-                    results.append(one(tree, case, args, events, key_pem, workdir, log_dir, tag))
+                    results.append(one(tree, loop, case, args, events, key_pem, workdir, log_dir, tag))
                     print(json.dumps(results[-1]), flush=True)
                     if args.py_spy:
                         raw = args.py_spy / f"{tag}.txt"
