@@ -1,4 +1,4 @@
-"""The embedded default store: the outbox's schema and queries on one SQLite file.
+"""The embedded default store: the outbox's queries on one SQLite file (its schema: schema.py).
 
 Writes go through the group-commit engine (groupcommit.py): every operation here is a function
 of one connection, run inside the batch of the current event-loop iteration. ``accept`` reads the
@@ -10,48 +10,19 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from bridge.config import RetentionConfig
-from bridge.decide import Apply, Decider, Decision, NodeRecord
+from bridge.decide import Apply, Decider, Decision, NodeRecord, to_us
 from bridge.model import Alert, Delivery, DeliveryState, Event, NodeState, Silence, format_timestamp, order_key
 from bridge.store.base import Acceptance, OutboxStats, compact_json, job_context
 from bridge.store.sqlite.groupcommit import GroupCommit
+from bridge.store.sqlite.schema import setup
 
 T = TypeVar("T")
-
-# Events double as dedup records: an event's id is derived from its dedup key. Pruning ends the
-# dedup record (expires_at = 0) and the event record (kept = 0) separately, and deletes the row
-# once both are over.
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-  id TEXT PRIMARY KEY, node_id TEXT NOT NULL, status TEXT NOT NULL, event_type TEXT NOT NULL,
-  ts REAL NOT NULL, received_at REAL NOT NULL, expires_at REAL NOT NULL, outcome TEXT NOT NULL,
-  body TEXT NOT NULL, kept INTEGER NOT NULL DEFAULT 1);
-CREATE INDEX IF NOT EXISTS events_expiry ON events(expires_at) WHERE expires_at > 0;
-CREATE INDEX IF NOT EXISTS events_kept ON events(received_at) WHERE kept = 1;
--- record: bridge.decide.NodeRecord as JSON; newest: its kept_from (unix s), for pruning;
--- next_due: its earliest timer's due time (unix s; NULL: none), for the timer loop
-CREATE TABLE IF NOT EXISTS nodes (node_id TEXT PRIMARY KEY, newest REAL NOT NULL, record TEXT NOT NULL,
-  next_due REAL);
-CREATE TABLE IF NOT EXISTS jobs (
-  id TEXT PRIMARY KEY, order_key TEXT NOT NULL, receiver TEXT NOT NULL, seq REAL NOT NULL,
-  state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL,
-  next_attempt_at REAL NOT NULL, updated_at REAL NOT NULL, last_error TEXT,
-  -- is_head: the oldest unfinished job of its order key, the only one that may be sent;
-  -- due_at: next_attempt_at while pending, the lease's end while in flight.
-  is_head INTEGER NOT NULL DEFAULT 0, due_at REAL NOT NULL, context TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS jobs_heads ON jobs(receiver, seq, created_at, id) WHERE is_head = 1;
-CREATE INDEX IF NOT EXISTS jobs_key ON jobs(order_key, seq) WHERE state IN ('pending', 'inflight');
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, updated_at);
-CREATE INDEX IF NOT EXISTS nodes_due ON nodes(next_due) WHERE next_due IS NOT NULL;
-CREATE TABLE IF NOT EXISTS silences (id TEXT PRIMARY KEY, ends_at REAL NOT NULL, body TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
 
 _INSERT_JOB = (
     "INSERT INTO jobs (id, order_key, receiver, seq, state, attempts, created_at, next_attempt_at, updated_at, "
@@ -81,39 +52,6 @@ def _row_to_delivery(row: sqlite3.Row | tuple[Any, ...]) -> Delivery:
     )
 
 
-def _migrate_nodes(conn: sqlite3.Connection) -> None:
-    """Files written before node records were one JSON blob: nodes (status, since, last_ts,
-    last_event_id) and fired (route, node_id, status, at) become records. The old repeat times are
-    dropped: repeat_interval reminds now (issue 13), it no longer suppresses."""
-    if "status" not in {row[1] for row in conn.execute("PRAGMA table_info(nodes)")}:
-        return
-    rows = conn.execute("SELECT node_id, status, since, last_ts, last_event_id FROM nodes").fetchall()
-    conn.execute("DROP TABLE nodes")
-    conn.execute("DROP TABLE fired")
-    conn.execute("CREATE TABLE nodes (node_id TEXT PRIMARY KEY, newest REAL NOT NULL, record TEXT NOT NULL)")
-    for node_id, status, since, last_ts, last_event_id in rows:
-        record = NodeRecord(NodeState(node_id, status, _ts(since), _ts(last_ts), last_event_id))
-        conn.execute("INSERT INTO nodes VALUES (?, ?, ?)", (node_id, last_ts, compact_json(record.to_json())))
-
-
-def _add_next_due(conn: sqlite3.Connection) -> None:
-    """Files written before timers: the nodes table gains next_due (NULL: no timer, as none existed)."""
-    cols = {row[1] for row in conn.execute("PRAGMA table_info(nodes)")}
-    if cols and "next_due" not in cols:
-        conn.execute("ALTER TABLE nodes ADD COLUMN next_due REAL")
-
-
-def _setup(conn: sqlite3.Connection) -> None:
-    with conn:
-        _migrate_nodes(conn)
-        _add_next_due(conn)
-    conn.executescript(_SCHEMA)
-    # One process owns the file (a lock), so jobs left in flight by a crash can be sent again at
-    # once instead of waiting for their lease to run out.
-    with conn:
-        conn.execute("UPDATE jobs SET due_at = MIN(due_at, ?) WHERE state = 'inflight'", (time.time(),))
-
-
 def _fix_head(conn: sqlite3.Connection, key: str) -> None:
     """Make the oldest unfinished job of ``key`` its head (and only it)."""
     # Heads are always unfinished, so both statements stay on the partial index jobs_key.
@@ -137,7 +75,7 @@ class SQLiteStore:
         # file (the lock), so only its own writes change them. Saves a query per event. Emptied by
         # any rollback, as the batch's writes are then undone; bounded by emptying it when full.
         self._nodes: dict[str, NodeRecord] = {}
-        self._db = GroupCommit(self.path, setup=_setup, on_rollback=self._nodes.clear, max_batch=max_batch)
+        self._db = GroupCommit(self.path, setup=setup, on_rollback=self._nodes.clear, max_batch=max_batch)
 
     def _run(self, op: Callable[[sqlite3.Connection], T]) -> Awaitable[T]:
         """Run ``op`` in this loop iteration's write batch."""
@@ -177,11 +115,11 @@ class SQLiteStore:
         decision = decide(record, False)
         event_json = compact_json(event.to_dict())
         cur = c.execute(
-            "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT(id) DO UPDATE SET "
+            "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT(ts_us, node_id) DO UPDATE SET "
             "received_at = excluded.received_at, expires_at = excluded.expires_at, outcome = excluded.outcome, "
             "body = excluded.body, kept = 1 WHERE events.expires_at <= ?",
-            (eid, event.node_id, event.status, event.event_type, ts, event.received_at.timestamp(),
-             max(now_ts, ts) + dedup_ttl, decision.outcome, event_json, now_ts),
+            (eid, to_us(event.timestamp), event.node_id, event.status, event.event_type, ts,
+             event.received_at.timestamp(), max(now_ts, ts) + dedup_ttl, decision.outcome, event_json, now_ts),
         )
         if cur.rowcount == 0:
             return Acceptance.of(event, decide(record, True))
