@@ -102,8 +102,9 @@ class GroupCommit:
         # Checkpoints (the fsyncs) are the background thread's job, not the committing loop's.
         conn.execute("PRAGMA wal_autocheckpoint=0")
         conn.execute("PRAGMA journal_size_limit=16777216")
-        # Accepts touch pages all over the indexes (dedup keys and job ids are hashes): with
-        # SQLite's default 2 MiB page cache most of those are re-read from the OS on every batch.
+        # Accepts touch pages all over the node records and the job indexes (node ids and job ids
+        # are spread over them): with SQLite's default 2 MiB page cache many of those pages are
+        # read from the OS again on every batch.
         # The cache grows only as pages are used; this is its bound, in KiB.
         conn.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
         self._setup(conn)
