@@ -10,13 +10,14 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from bridge import __version__, commands, logs
+from bridge import __version__, commands, eventloop, logs
 from bridge import config as config_mod
 from bridge.commands import EXAMPLES, add_config_argument
 from bridge.config import Config, format_duration
@@ -41,10 +42,12 @@ def _print_config_errors(exc: ConfigError) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
+    loop_name, loop_factory = eventloop.choose(os.environ)
     logs.setup(cfg.log, cfg)
     for warning in cfg.warnings:
         log.warning("config: %s", warning)
-    return asyncio.run(_serve(cfg, args.config))
+    log.info("event loop: %s (%s=asyncio|uvloop chooses)", loop_name, eventloop.LOOP_ENV)
+    return eventloop.run(_serve(cfg, args.config), loop_factory)
 
 
 async def _serve(cfg: Config, path: str) -> int:

@@ -165,7 +165,7 @@ class Ingest:
         if rules.nodes is not None and body_node is not None and body_node not in rules.nodes:
             raise NodeRejected("nodeId is not one of the configured nodes", node=body_node)
         labels = rules.labeler.labels_for(body_node) if body_node is not None else None
-        event = to_event(doc, path_node=path_node, labels=labels or None, received_at=now)
+        event = to_event(doc, path_node=path_node, labels=labels or None, received_at=now, escaped=b"\\u" in body)
         return await self._record(event, now, rules)
 
     async def _verify(

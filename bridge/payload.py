@@ -32,7 +32,7 @@ def parse_json(body: bytes) -> Any:
         raise PayloadError(f"body is not JSON: {exc}") from None
 
 
-def _string(obj: Mapping[str, Any], key: str, where: str, limit: int = MAX_FIELD_LENGTH) -> str:
+def _string(obj: Mapping[str, Any], key: str, where: str, limit: int = MAX_FIELD_LENGTH, escaped: bool = True) -> str:
     if key not in obj:
         raise FieldError(where, "is required")
     value = obj[key]
@@ -44,7 +44,7 @@ def _string(obj: Mapping[str, Any], key: str, where: str, limit: int = MAX_FIELD
         raise FieldError(where, f"is longer than {limit} characters")
     if "\x00" in value:
         raise FieldError(where, "must not contain NUL characters")
-    if _LONE_SURROGATE.search(value):
+    if escaped and _LONE_SURROGATE.search(value):
         raise FieldError(where, _SURROGATE_HINT)
     return value
 
@@ -88,22 +88,26 @@ def to_event(
     path_node: str | None = None,
     labels: Mapping[str, str] | None = None,
     received_at: datetime,
+    escaped: bool = True,
 ) -> Event:
-    """Validate a parsed body. PayloadError (400), FieldError (422), NodeRejected (403)."""
+    """Validate a parsed body. PayloadError (400), FieldError (422), NodeRejected (403).
+
+    ``escaped=False``: the body held no ``\\u`` escape, the only way JSON text carries a lone
+    surrogate (UTF-8 cannot encode one), so there is none to look for."""
     if not isinstance(doc, dict):
         raise PayloadError(f"body must be a JSON object, not {_json_type(doc)}")
-    event_type = _string(doc, "eventType", "eventType")
-    stamp = _string(doc, "eventTimestamp", "eventTimestamp", 64)
-    node_id = _string(doc, "nodeId", "nodeId", MAX_ID_LENGTH)
+    event_type = _string(doc, "eventType", "eventType", MAX_FIELD_LENGTH, escaped)
+    stamp = _string(doc, "eventTimestamp", "eventTimestamp", 64, escaped)
+    node_id = _string(doc, "nodeId", "nodeId", MAX_ID_LENGTH, escaped)
     if "details" not in doc:
         raise FieldError("details", "is required")
     details = doc["details"]
     if not isinstance(details, dict):
         raise FieldError("details", f"must be an object, not {_json_type(details)}")
-    details_node = _string(details, "nodeId", "details.nodeId", MAX_ID_LENGTH)
-    status = _string(details, "status", "details.status", 64)
+    details_node = _string(details, "nodeId", "details.nodeId", MAX_ID_LENGTH, escaped)
+    status = _string(details, "status", "details.status", 64, escaped)
     # Stored and sent on whole: a lone surrogate anywhere in it would fail there, on every retry.
-    bad = _surrogate_at(details, "details")
+    bad = _surrogate_at(details, "details") if escaped else None
     if bad is not None:
         raise FieldError(bad, _SURROGATE_HINT)
     try:

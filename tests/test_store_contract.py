@@ -1233,3 +1233,50 @@ async def test_redis_migrates_keys_of_the_earlier_layout(redis_pair: tuple[Store
         assert not [k async for k in client.scan_iter(match=f"{p}fired:*")]
     finally:
         await store.close()
+
+
+async def test_sqlite_migrates_events_keyed_by_their_id(tmp_path: Path) -> None:
+    """Files whose events were keyed by the hashed event id: the rows move to the (time, node) key,
+    and an event stored before the upgrade is still a duplicate after it."""
+    import json
+    import sqlite3
+
+    from bridge.store.base import compact_json
+    from bridge.store.sqlite import SQLiteStore
+
+    path = tmp_path / "old.db"
+    stored = ev("n1", t=0.000123)  # microseconds the float column alone would not keep exactly
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE events (id TEXT PRIMARY KEY, node_id TEXT NOT NULL, status TEXT NOT NULL, "
+        "event_type TEXT NOT NULL, ts REAL NOT NULL, received_at REAL NOT NULL, expires_at REAL NOT NULL, "
+        "outcome TEXT NOT NULL, body TEXT NOT NULL, kept INTEGER NOT NULL DEFAULT 1);"
+        "CREATE INDEX events_expiry ON events(expires_at) WHERE expires_at > 0;"
+        "CREATE INDEX events_kept ON events(received_at) WHERE kept = 1;"
+        "CREATE TABLE jobs (id TEXT PRIMARY KEY, order_key TEXT NOT NULL, receiver TEXT NOT NULL, seq REAL NOT NULL,"
+        " state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL,"
+        " next_attempt_at REAL NOT NULL, updated_at REAL NOT NULL, last_error TEXT,"
+        " is_head INTEGER NOT NULL DEFAULT 0, due_at REAL NOT NULL, context TEXT NOT NULL);"
+        "CREATE INDEX jobs_state ON jobs(state, updated_at);"
+    )
+    ts = stored.timestamp.timestamp()
+    conn.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
+                 (stored.id, "n1", "FAILED", stored.event_type, ts, ts, ts + TTL, "accepted",
+                  compact_json(stored.to_dict())))
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        assert (await accept(store, ev("n1", t=0.000123), plan_to("a"), now=at(1))).status == "duplicate"
+        assert (await accept(store, ev("n1", t=0.000124), plan_to("a"), now=at(1))).status == "accepted"
+    finally:
+        await store.close()
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute("SELECT id, body FROM events ORDER BY ts_us").fetchall()
+        indexes = {r[1] for r in conn.execute("PRAGMA index_list(jobs)")}
+    finally:
+        conn.close()
+    assert rows[0][0] == stored.id and json.loads(rows[0][1])["eventTimestamp"] == stored.stamp
+    assert len(rows) == 2 and "jobs_state" not in indexes and {"jobs_done", "jobs_dead"} <= indexes

@@ -179,9 +179,22 @@ class Store(ConversationLog, Protocol):
     async def set_meta(self, key: str, value: str) -> None: ...
 
 
-# Compact JSON, as stored in every backend (C encoder; no spaces to store or parse). ASCII-only:
-# a body may carry a lone surrogate ("\\ud800"), which has no UTF-8 form to store.
-compact_json = json.JSONEncoder(separators=(",", ":")).encode
+def _unserialisable(value: object) -> object:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# The C encoder JSONEncoder(separators=(",", ":")).encode builds on every call, built once (a few
+# are made per accept): the same text, without the per-call set-up and without the check for
+# circular references (what the stores write is built fresh from plain data).
+_compact = json.encoder.c_make_encoder(  # type: ignore[attr-defined]  # CPython's _json
+    None, _unserialisable, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True
+)
+
+
+def compact_json(value: object) -> str:
+    """Compact JSON, as stored in every backend (no spaces to store or parse). ASCII-only: a body may
+    carry a lone surrogate ("\\ud800"), which has no UTF-8 form to store."""
+    return "".join(_compact(value, 0))
 
 
 def job_context(event_json: str, job: Job, previous: NodeState | None) -> str:

@@ -107,12 +107,34 @@ class Accept:
         )  # fmt: skip
 
 
+# Node records this process parsed or wrote, by node: (the JSON as stored, the record). Reading
+# back the JSON a batch committed (the usual case: one replica owns most of a node's events) then
+# costs a string comparison instead of a parse. Bounded: emptied when full.
+Known = dict[str, tuple[str, NodeRecord]]
+KNOWN_MAX = 50_000
+
+
+def remember(known: Known, node_id: str, raw: str, record: NodeRecord) -> None:
+    if len(known) >= KNOWN_MAX:
+        known.clear()
+    known[node_id] = (raw, record)
+
+
 class NodeSim:
     """A node as read for a batch, advanced by each accept of the batch decided on it."""
 
     __slots__ = ("record", "version")
 
-    def __init__(self, node_id: str, row: Sequence[Any]) -> None:
+    def __init__(self, node_id: str, row: Sequence[Any], known: Known | None = None) -> None:
         raw, version = row  # HMGET record, version: None (or False) when the node has no record
-        self.record = NodeRecord.from_json(node_id, json.loads(raw)) if raw else None
+        record = None
+        if raw:
+            hit = known.get(node_id) if known is not None else None
+            if hit is not None and hit[0] == raw:
+                record = hit[1]  # records are immutable: the one parsed (or written) before
+            else:
+                record = NodeRecord.from_json(node_id, json.loads(raw))
+                if known is not None:
+                    remember(known, node_id, raw, record)
+        self.record = record
         self.version: str = version or ""

@@ -13,11 +13,11 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from bridge.decide import Decider
+from bridge.decide import Decider, NodeRecord
 from bridge.errors import StorageUnavailable
 from bridge.model import Event
 from bridge.store.base import Acceptance, compact_json
-from bridge.store.redis.accepts import Accept, CommitItem, NodeSim
+from bridge.store.redis.accepts import Accept, CommitItem, Known, NodeSim, remember
 
 MAX_ACCEPT_ATTEMPTS = 50
 ACCEPT_BATCH = 256  # accepts committed by one script call (bounds its run time)
@@ -31,6 +31,7 @@ class AcceptBatcher:
         self._events_keep = events_keep  # seconds events are kept (their backstop TTL)
         self._queue: list[Accept] = []
         self._task: asyncio.Task[None] | None = None
+        self._known: Known = {}
 
     async def accept(self, event: Event, decide: Decider, *, now: datetime, dedup_ttl: float) -> Acceptance:
         loop = asyncio.get_running_loop()
@@ -99,10 +100,12 @@ class AcceptBatcher:
         re-checking each. Returns the accepts to try again."""
         nodes = list(dict.fromkeys(a.event.node_id for a in batch))
         found_all, rows = await self._run("read", len(batch), *(a.event.dedup_key for a in batch), *nodes)
-        sims = {node: NodeSim(node, row) for node, row in zip(nodes, rows, strict=True)}
+        known = self._known
+        sims = {node: NodeSim(node, row, known) for node, row in zip(nodes, rows, strict=True)}
 
         items: list[CommitItem] = []
         sent: list[tuple[Accept, Acceptance]] = []
+        records: list[NodeRecord | None] = []  # each sent item's new node record
         waiting: list[tuple[int, Accept, Accept]] = []  # (position, accept, earlier one with its dedup key)
         seen: dict[str, Accept] = {}
         for pos, (a, found) in enumerate(zip(batch, found_all, strict=True)):
@@ -123,15 +126,18 @@ class AcceptBatcher:
             items.append(a.commit_item(decision, sim))
             seen[ev.dedup_key] = a
             sent.append((a, Acceptance.of(ev, decision)))
+            records.append(decision.record)
 
         again: list[tuple[int, Accept]] = []
         committed: set[int] = set()
         if sent:
             answers = await self._run("commit", round((self._events_keep() + 86400) * 1000), compact_json(items))
             position = {id(a): pos for pos, a in enumerate(batch)}
-            for (a, result), answer in zip(sent, answers, strict=True):
+            for (a, result), answer, item, record in zip(sent, answers, items, records, strict=True):
                 if answer == "ok":
                     committed.add(id(a))
+                    if record is not None:
+                        remember(known, item.node_id, item.record, record)
                     if not a.fut.done():
                         a.fut.set_result(result)
                 elif answer.startswith("dup "):

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bridge.config import RetentionConfig
-from bridge.decide import Apply, Decider, Decision, NodeRecord
+from bridge.decide import Apply, Decider, Decision, NodeRecord, to_us
 from bridge.model import Alert, Delivery, DeliveryState, Event, NodeState, Silence, format_timestamp, order_key
 from bridge.store.base import Acceptance, OutboxStats, compact_json, job_context
 from bridge.store.sqlite import conversations
@@ -76,7 +76,9 @@ class SQLiteStore(conversations.SQLiteConversations):
         # Node records as committed (or written by the batch in progress): this process owns the
         # file (the lock), so only its own writes change them. Saves a query per event. Emptied by
         # any rollback, as the batch's writes are then undone; bounded by emptying it when full.
-        self._nodes: dict[str, NodeRecord] = {}
+        # With each record its JSON as stored: list_nodes (the gauges, every few seconds, on the
+        # reader thread) reuses the record of every row whose JSON is unchanged instead of parsing it.
+        self._nodes: dict[str, tuple[str, NodeRecord]] = {}
         self._db = GroupCommit(self.path, setup=setup, on_rollback=self._nodes.clear, max_batch=max_batch)
 
     def _run(self, op: Callable[[sqlite3.Connection], T]) -> Awaitable[T]:
@@ -117,11 +119,11 @@ class SQLiteStore(conversations.SQLiteConversations):
         decision = decide(record, False)
         event_json = compact_json(event.to_dict())
         cur = c.execute(
-            "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT(id) DO UPDATE SET "
+            "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT(ts_us, node_id) DO UPDATE SET "
             "received_at = excluded.received_at, expires_at = excluded.expires_at, outcome = excluded.outcome, "
             "body = excluded.body, kept = 1 WHERE events.expires_at <= ?",
-            (eid, event.node_id, event.status, event.event_type, ts, event.received_at.timestamp(),
-             max(now_ts, ts) + dedup_ttl, decision.outcome, event_json, now_ts),
+            (eid, to_us(event.timestamp), event.node_id, event.status, event.event_type, ts,
+             event.received_at.timestamp(), max(now_ts, ts) + dedup_ttl, decision.outcome, event_json, now_ts),
         )
         if cur.rowcount == 0:
             return Acceptance.of(event, decide(record, True))
@@ -137,15 +139,15 @@ class SQLiteStore(conversations.SQLiteConversations):
             due = new.next_due
             # An upsert rewrites the row in place; REPLACE would delete it and insert it again under
             # a new rowid, dirtying more pages for every commit to write to the WAL.
+            raw = compact_json(new.to_json())
             c.execute(
                 "INSERT INTO nodes VALUES (?, ?, ?, ?) ON CONFLICT(node_id) DO UPDATE SET newest = excluded.newest, "
                 "record = excluded.record, next_due = excluded.next_due",
-                (new.node_id, new.kept_from.timestamp(), compact_json(new.to_json()),
-                 due.timestamp() if due is not None else None),
+                (new.node_id, new.kept_from.timestamp(), raw, due.timestamp() if due is not None else None),
             )
             if len(self._nodes) >= _NODE_CACHE_MAX:
                 self._nodes.clear()
-            self._nodes[new.node_id] = new
+            self._nodes[new.node_id] = (raw, new)
         prev = decision.previous
         for job in decision.jobs:
             shown = job.event
@@ -185,20 +187,25 @@ class SQLiteStore(conversations.SQLiteConversations):
     async def list_nodes(self) -> list[NodeRecord]:
         def op(c: sqlite3.Connection) -> list[NodeRecord]:
             rows = c.execute("SELECT node_id, record FROM nodes ORDER BY node_id").fetchall()
-            return [NodeRecord.from_json(n, json.loads(r)) for n, r in rows]
+            known = self._nodes  # the loop's thread writes it meanwhile: single reads only
+            out = []
+            for n, r in rows:
+                hit = known.get(n)
+                out.append(hit[1] if hit is not None and hit[0] == r else NodeRecord.from_json(n, json.loads(r)))
+            return out
 
         return await self._read(op)
 
     def _record(self, c: sqlite3.Connection, node_id: str) -> NodeRecord | None:
-        record = self._nodes.get(node_id)
-        if record is not None:
-            return record
+        hit = self._nodes.get(node_id)
+        if hit is not None:
+            return hit[1]
         r = c.execute("SELECT record FROM nodes WHERE node_id = ?", (node_id,)).fetchone()
         if r is None:
             return None
         record = NodeRecord.from_json(node_id, json.loads(r[0]))
         if len(self._nodes) < _NODE_CACHE_MAX:
-            self._nodes[node_id] = record
+            self._nodes[node_id] = (r[0], record)
         return record
 
     async def node_state(self, node_id: str) -> NodeState | None:

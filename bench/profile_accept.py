@@ -1,0 +1,227 @@
+"""Where the accept path's time goes: the real ``python -m bridge serve`` under wrk, A/B between trees.
+
+    python3 bench/profile_accept.py                                  this tree, bridge-sqlite with a route
+    python3 bench/profile_accept.py --case sqlite-noroute --case redis --floor
+    python3 bench/profile_accept.py --tree /tmp/base --tree . --rounds 3     alternating A/B
+    python3 bench/profile_accept.py --py-spy out/            a py-spy profile (raw stacks + top table)
+
+Each round of each (tree, case): a fresh store (SQLite file or redis-server), the bridge started
+as bench/run.py starts it (pinned to the server core, the same config), a warm-up, then one wrk run
+of ``--seconds`` over pre-signed events it has not seen. Reported per round: req/s and CPU µs per
+request of the server core's processes (the bridge, and redis-server for the Redis case), from
+/proc. Trees and cases alternate within a round, since other work on a shared machine moves every
+number; compare CPU µs per request more than req/s. ``--loop`` sets ALERT_BRIDGE_LOOP for the
+bridge (and the floor) processes. See bench/README.md, "Where the time goes".
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchlib.bridge import make_config
+from benchlib.common import SERVER_CORE, Procs, cpu_seconds, pin_cmd, pin_self, python_cmd, wait_until_ready
+from benchlib.events import ensure_events, ensure_key
+from benchlib.servers import start_baseline, start_redis, start_sink
+from benchlib.wrk import ensure_wrk, run_wrk
+
+CASES = ("sqlite", "sqlite-noroute", "redis", "redis-noroute")
+
+
+def _start_bridge(procs: Procs, tree: Path, name: str, cfg: dict[str, Any], workdir: Path,
+                  env: dict[str, str], callgrind: bool) -> Any:
+    import yaml
+
+    path = workdir / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    full_env = {"PYTHONPATH": str(tree), "PYTHONUNBUFFERED": "1", **env}
+    cmd = python_cmd("-m", "bridge", "serve", "-c", str(path))
+    if callgrind:
+        # The interpreter itself (sys.executable may be a shim that execs it, which valgrind would
+        # not follow); instrumentation off until the measured window.
+        real = os.path.realpath(f"{sys.base_prefix}/bin/python{sys.version_info[0]}.{sys.version_info[1]}")
+        cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={workdir}/{name}.cg",
+               real, *cmd[1:]]
+    proc = procs.start(name, pin_cmd(SERVER_CORE, cmd), env=full_env, cwd=workdir)
+    listen = cfg["server"]["listen"]
+    wait_until_ready(proc, [f"http://{listen}/readyz", f"http://{cfg['server']['admin_listen']}/readyz"],
+                     600 if callgrind else 60)
+    return proc
+
+
+def _callgrind_control(pid: int, on: bool) -> None:
+    subprocess.run(["callgrind_control", "-i", "on" if on else "off", str(pid)], check=True, capture_output=True)
+
+
+def _collected(log: Path) -> int:
+    for line in reversed(log.read_text(errors="replace").splitlines()):
+        if "Collected :" in line:
+            return int(line.rsplit(":", 1)[1])
+    raise RuntimeError(f"no callgrind total in {log}")
+
+
+def _py_spy(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        ["py-spy", "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))), "--rate", "250",
+         "--nonblocking", "--format", "raw", "--output", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+def top_table(raw: Path, n: int = 25) -> str:
+    """Self and inclusive sample shares per function from py-spy's collapsed stacks."""
+    self_: collections.Counter[str] = collections.Counter()
+    incl: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        frames = [f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0].split("/")[-1] + ")"
+                  if " (" in f else f for f in stack.split(";")]
+        total += count
+        self_[frames[-1]] += count
+        for f in set(frames):
+            incl[f] += count
+    lines = [f"{total} samples", "self%  incl%  function"]
+    for f, c in self_.most_common(n):
+        lines.append(f"{100 * c / total:5.1f} {100 * incl[f] / total:6.1f}  {f}")
+    lines.append("-- inclusive --")
+    for f, c in incl.most_common(n):
+        lines.append(f"{100 * self_[f] / total:5.1f} {100 * c / total:6.1f}  {f}")
+    return "\n".join(lines)
+
+
+def one(tree: Path, loop: str | None, case: str, args: argparse.Namespace, events: Any, key_pem: Path,
+        workdir: Path, log_dir: Path, tag: str) -> dict[str, Any]:
+    env = {"ALERT_BRIDGE_LOOP": loop} if loop else {}
+    with Procs(log_dir) as procs:
+        sink = start_sink(procs, f"sink-{tag}")
+        redis = None
+        if case.startswith("redis"):
+            redis = start_redis(procs, workdir / f"redis-{tag}")
+            storage = f"redis://127.0.0.1:{redis.port}/0"
+        else:
+            storage = f"sqlite:///{workdir / (tag + '.db')}"
+        extra: dict[str, Any] = {}
+        if case.endswith("noroute"):
+            extra = {"default_to": []}
+        cfg = make_config(public_key=key_pem, storage_url=storage, sink_url=sink.url, extra=extra)
+        proc = _start_bridge(procs, tree, f"bridge-{tag}", cfg, workdir, env, args.callgrind)
+        url = f"http://{cfg['server']['listen']}/webhook"
+        offset = 0
+        warm = run_wrk(url, events, duration=args.warmup, offset=offset, limit=events.count, loop=False,
+                       path="/webhook", log_file=log_dir / f"wrk-{tag}.log")
+        offset += 2 * warm.max_used
+        on_core = [proc.pid] + ([redis.proc.pid] if redis else [])
+        spy = _py_spy(proc.pid, args.seconds, args.py_spy / f"{tag}.txt") if args.py_spy else None
+        if args.callgrind:
+            _callgrind_control(proc.pid, True)
+        cpu0 = sum(cpu_seconds(p) for p in on_core)
+        res = run_wrk(url, events, duration=args.seconds, offset=offset, limit=events.count - offset, loop=False,
+                      path="/webhook", log_file=log_dir / f"wrk-{tag}.log")
+        cpu = sum(cpu_seconds(p) for p in on_core) - cpu0
+        if args.callgrind:
+            _callgrind_control(proc.pid, False)
+        if spy is not None:
+            spy.wait(60)
+        delivered = sink.delivered()
+        proc.stop(grace=180)  # under callgrind, the exit writes the profile
+    instructions = _collected(proc.log_path) / res.requests if args.callgrind and res.requests else None
+    out = {
+        "tree": str(tree) + (f" [{loop}]" if loop else ""), "case": case, "rps": res.rps,
+        "requests": res.requests, "p99_ms": res.p99_ms,
+        "cpu_us": cpu / res.requests * 1e6 if res.requests else None, "non2xx": res.non2xx, "wraps": res.wraps,
+        "delivered": delivered, "instructions": instructions,
+    }
+    return out
+
+
+def floor_round(args: argparse.Namespace, events: Any, key_pem: Path, log_dir: Path, tag: str) -> dict[str, Any]:
+    with Procs(log_dir) as procs:
+        proc, base = start_baseline(procs, "aiohttp-floor", key_pem)
+        url = base + "/webhook"
+        run_wrk(url, events, duration=args.warmup, offset=0, limit=50_000, loop=True, path="/webhook",
+                log_file=log_dir / f"wrk-{tag}.log")
+        cpu0 = cpu_seconds(proc.pid)
+        res = run_wrk(url, events, duration=args.seconds, offset=0, limit=50_000, loop=True, path="/webhook",
+                      log_file=log_dir / f"wrk-{tag}.log")
+        cpu = cpu_seconds(proc.pid) - cpu0
+    return {"tree": "-", "case": "aiohttp-floor", "rps": res.rps, "requests": res.requests, "p99_ms": res.p99_ms,
+            "cpu_us": cpu / res.requests * 1e6, "non2xx": res.non2xx, "wraps": 0, "delivered": 0}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tree", action="append", type=Path, help="a source tree to import bridge from (repeat)")
+    ap.add_argument("--case", action="append", choices=CASES)
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--seconds", type=float, default=6.0)
+    ap.add_argument("--warmup", type=float, default=2.0)
+    ap.add_argument("--floor", action="store_true", help="also measure aiohttp-floor each round")
+    ap.add_argument("--loop", action="append", choices=("asyncio", "uvloop"),
+                    help="ALERT_BRIDGE_LOOP for the bridge (repeat: each loop is a variant, like --tree)")
+    ap.add_argument("--py-spy", type=Path, help="record a py-spy profile of each bridge run into this directory")
+    ap.add_argument("--json", type=Path, help="write the rounds here")
+    ap.add_argument("--callgrind", action="store_true",
+                    help="run the bridge under callgrind: instructions per request over the wrk run (slow, "
+                         "but the same on a busy machine; Redis's own work is not counted)")
+    args = ap.parse_args()
+    trees = [t.resolve() for t in (args.tree or [Path(__file__).resolve().parent.parent])]
+    cases = args.case or ["sqlite"]
+    ensure_wrk()
+    pin_self(1)
+    key = ensure_key()
+    events = ensure_events(key, 100_000)
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="profile-accept-") as tmp:
+        workdir = Path(tmp)
+        key_pem = key.write_public(workdir)
+        log_dir = workdir / "logs"
+        log_dir.mkdir()
+        for r in range(args.rounds):
+            if args.floor:
+                results.append(floor_round(args, events, key_pem, log_dir, f"floor-{r}"))
+                print(json.dumps(results[-1]), flush=True)
+            for case in cases:
+                for i, (tree, loop) in enumerate((t, lp) for t in trees for lp in (args.loop or [None])):
+                    tag = f"{case}-{i}-{r}"
+                    results.append(one(tree, loop, case, args, events, key_pem, workdir, log_dir, tag))
+                    print(json.dumps(results[-1]), flush=True)
+                    if args.py_spy:
+                        raw = args.py_spy / f"{tag}.txt"
+                        if raw.exists():
+                            table = top_table(raw)
+                            (args.py_spy / f"{tag}.top").write_text(table + "\n")
+                            print(table)
+    print("\ncase              tree                                   req/s   CPU us/req (median of rounds)"
+          "   instructions/req")
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = collections.defaultdict(list)
+    for row in results:
+        groups[(row["case"], row["tree"])].append(row)
+    for (case, tree), rows in groups.items():
+        rps = statistics.median(r["rps"] for r in rows)
+        cpu = statistics.median(r["cpu_us"] for r in rows)
+        spread = ", ".join(f"{r['cpu_us']:.0f}" for r in rows)
+        instr = [r["instructions"] for r in rows if r.get("instructions")]
+        per = f"   {statistics.median(instr):,.0f}" if instr else ""
+        print(f"{case:17} {tree[-38:]:38} {rps:8,.0f}   {cpu:6.1f}  ({spread}){per}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    main()
