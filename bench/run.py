@@ -167,6 +167,11 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="bridge processes (replicas on one Redis) in the bridge-redis case; must divide 10,000 (default 1)",
     )
+    ap.add_argument(
+        "--e2e-rate",
+        type=float,
+        help="events/s for the e2e case instead of 10%% of the measured capacity (for investigations)",
+    )
     args = ap.parse_args(argv)
     if args.workers < 1 or 10_000 % args.workers:
         ap.error("--workers must be a divisor of 10,000 (1, 2, 4, 5, 8, 10, ...)")
@@ -223,7 +228,7 @@ def run(
 
     ctx = Context(
         mode=mode, key=key, events=events, public_key=public_key, workdir=workdir, log_dir=log_dir, started=t_start,
-        loop=loop_name, workers=args.workers,
+        loop=loop_name, workers=args.workers, e2e_rate=args.e2e_rate,
     )
     broken = False
     for name, fn in selected:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from benchlib import loop
+
 SIG_HEADER = "X-ThunderStack-Signature"
 
 
@@ -69,7 +71,7 @@ async def _post_all(url: str, records: Sequence[tuple[str, bytes]], concurrency:
 def post_all(
     url: str, records: Sequence[tuple[str, bytes]], *, concurrency: int = 32, timeout: float = 300.0
 ) -> PostResult:
-    return asyncio.run(_post_all(url, records, concurrency, timeout))
+    return loop.run(_post_all(url, records, concurrency, timeout))
 
 
 @dataclass
@@ -116,4 +118,4 @@ async def _paced(url: str, items: Sequence[tuple[str, str, bytes]], rate: float,
 
 def paced(url: str, items: Sequence[tuple[str, str, bytes]], *, rate: float, timeout: float = 30.0) -> list[Sent]:
     """Send ``items`` (ident, signature, body) at ``rate`` per second, open loop."""
-    return asyncio.run(_paced(url, items, rate, timeout))
+    return loop.run(_paced(url, items, rate, timeout))

@@ -44,7 +44,7 @@ FULL = Mode(
     routing_repeats=5,
     footprint_first=1_000,
     footprint_events=100_000,
-    budget_s=540,
+    budget_s=660,
 )
 # CI smoke: every code path once, a few seconds per case; the numbers are only indicative.
 QUICK = Mode(
@@ -62,7 +62,7 @@ QUICK = Mode(
     routing_repeats=3,
     footprint_first=1_000,
     footprint_events=10_000,
-    budget_s=150,
+    budget_s=180,
 )
 
 
@@ -79,6 +79,7 @@ class Context:
     started: float = field(default_factory=time.monotonic)
     loop: str = "asyncio"  # the event loop of the bridge and the Python baselines (ALERT_BRIDGE_LOOP)
     workers: int = 1  # bridge processes in the bridge-redis case (replicas on one Redis)
+    e2e_rate: float | None = None  # --e2e-rate: a fixed e2e rate instead of the derived one
 
     def remaining(self, reserve: float = 0.0) -> float:
         """Seconds left of the run's budget, less ``reserve`` for what must still follow."""

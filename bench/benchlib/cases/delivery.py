@@ -32,8 +32,9 @@ from benchlib.servers import Sink, start_sink
 RETRY = {"max_attempts": 1000, "max_elapsed": "1h", "initial_backoff": "200ms", "max_backoff": "1s"}
 SLACK_PATH = "/services/T000BENCH/B000BENCH/XXXXBENCH"
 SETTLE_S = 0.3  # after the last arrival: its outcome is recorded (one commit) well within this
-IDLE_S = 2.0  # the bridge's idle CPU is measured over this long (its background loops tick 1-2 s)
+IDLE_S = {"full": 2.0, "quick": 1.0}  # the bridge's idle CPU is measured over this long (its loops tick 1-2 s)
 RECEIVERS = ("webhook", "slack", "pagerduty", "email")
+EMAIL_SHARE = 5  # email sends 1/5 of the alerts: each costs several times a webhook's (SMTP dialogue)
 CHANNEL = {"webhook": "hook", "slack": "slack", "pagerduty": "pagerduty", "email": "mail"}
 
 
@@ -86,10 +87,7 @@ def one(ctx: Context, kind: str, items: list[tuple[str, str, bytes]]) -> dict[st
         fill = post_all(bridge.url, [(sig, body) for _, sig, body in items], concurrency=32)
         if fill.ok != n:
             raise Invalid(f"{kind}: filling the outbox: {fill.ok} of {n} accepted ({fill.first_error})")
-        # Every job meets the outage at least once, so none is sent before the window opens.
-        deadline = time.monotonic() + 30
-        while sink.stats(channel)["failed"] < n and time.monotonic() < deadline:
-            time.sleep(0.1)
+        time.sleep(0.5)  # the last accepts' commits land; the outage keeps every job undelivered
 
         cpu0, t0 = cpu_seconds(bridge.proc.pid), time.monotonic()
         sink.control(status=200, reset=True)
@@ -98,13 +96,14 @@ def one(ctx: Context, kind: str, items: list[tuple[str, str, bytes]]) -> dict[st
         last = st["last_ok"] or time.monotonic()
         time.sleep(SETTLE_S)
         cpu1, t1 = cpu_seconds(bridge.proc.pid), time.monotonic()
-        time.sleep(IDLE_S)
+        idle_s = IDLE_S.get(ctx.mode.name, 2.0)
+        time.sleep(idle_s)
         cpu2 = cpu_seconds(bridge.proc.pid)
         bridge.check_alive()
         delivered = Sink.count(st)
         if delivered < n:
             raise Invalid(f"{kind}: {delivered} of {n} alerts delivered after the outage")
-        idle_rate = (cpu2 - cpu1) / IDLE_S
+        idle_rate = (cpu2 - cpu1) / idle_s
         window = t1 - t0
         cpu = max(0.0, (cpu1 - cpu0) - idle_rate * window)
         sample = sink.sample(channel)
@@ -134,9 +133,10 @@ def run(ctx: Context) -> dict[str, Any]:
     items = fresh_events(ctx.key, n, secrets.token_hex(6))  # one FAILED event per node: one alert each
     out: dict[str, Any] = {"alerts": n, "retry": RETRY, "by_receiver": {}}
     for kind in RECEIVERS:
-        ctx.log(f"  delivery: {kind}")
+        t0 = time.monotonic()
         try:
-            out["by_receiver"][kind] = one(ctx, kind, items)
+            out["by_receiver"][kind] = one(ctx, kind, items[: max(100, n // EMAIL_SHARE)] if kind == "email" else items)
         except Invalid as exc:
             out["by_receiver"][kind] = {"status": "invalid", "reason": str(exc)}
+        ctx.log(f"  delivery: {kind} in {time.monotonic() - t0:.1f}s")
     return out

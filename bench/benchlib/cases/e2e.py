@@ -39,6 +39,8 @@ WORST = 10  # slowest samples kept in the JSON, with when they were sent (period
 
 def derive_rate(ctx: Context) -> tuple[float, float, str]:
     """(rate, capacity, where the capacity came from)."""
+    if ctx.e2e_rate:
+        return ctx.e2e_rate, ctx.e2e_rate / E2E_LOAD, "--e2e-rate"
     r = ctx.result("bridge-sqlite")
     capacity = (r.get("rps") or {}).get("median") if r.get("status", "ok") == "ok" else None
     if capacity:
@@ -71,7 +73,9 @@ def run(ctx: Context) -> dict[str, Any]:
     prefix = secrets.token_hex(6)
     items = fresh_events(ctx.key, count, prefix)
     why = f"{E2E_LOAD:.0%} of {capacity:,.0f} req/s, {source}"
-    if rate != E2E_LOAD * capacity:
+    if ctx.e2e_rate:
+        why = "fixed by --e2e-rate (not derived from capacity)"
+    elif rate != E2E_LOAD * capacity:
         why += f", bounded to {MIN_RATE:g}..{MAX_RATE:g}/s"
     ctx.log(f"  e2e at {rate:,.0f} events/s: {why}")
     out: dict[str, Any] = {"rate": rate, "capacity": capacity, "load": E2E_LOAD, "rate_why": why, "events": count}
