@@ -131,6 +131,16 @@ def run(ctx: Context) -> dict[str, Any]:
     return out
 
 
+def _by_second(accepted: list[Sent], arrivals: dict[str, float], t0: float) -> list[list[float]]:
+    """[second sent, p50 ms, max ms] per second of the run: latency that grows second by second is a
+    backlog (the offered rate exceeds what the bridge's core gives it); isolated spikes are stalls."""
+    buckets: dict[int, list[float]] = {}
+    for s in accepted:
+        if s.ident in arrivals:
+            buckets.setdefault(int(s.t_send - t0), []).append((arrivals[s.ident] - s.t_send) * 1000)
+    return [[sec, round(percentile(v, 50), 2), round(max(v), 2)] for sec, v in sorted(buckets.items())]
+
+
 def _channel(accepted: list[Sent], arrivals: dict[str, float], stats: dict[str, Any], t0: float) -> dict[str, Any]:
     from_send = [arrivals[s.ident] - s.t_send for s in accepted if s.ident in arrivals]
     worst = sorted(((arrivals[s.ident] - s.t_send, s.t_send - t0) for s in accepted if s.ident in arrivals),
@@ -142,6 +152,7 @@ def _channel(accepted: list[Sent], arrivals: dict[str, float], stats: dict[str, 
         "missing": len(accepted) - len(from_send),
         "requests_seen": stats["ok"],
         "worst": [{"ms": round(lat * 1000, 2), "sent_at_s": round(at, 3)} for lat, at in worst],
+        "by_second": _by_second(accepted, arrivals, t0),
     }
     if from_accept:
         # Can be negative: a delivery may land before the client has read the 2xx.
