@@ -127,8 +127,8 @@ class Bridge:
     admin_url: str
     ready_s: float
     config: dict[str, Any]
-    loop: str  # the event loop it was asked to run
-    loop_check: str  # "ok", or why it does not run that loop (benchlib.loop.verify)
+    loop: str  # the event loop it runs (seen in /proc), or was asked to where that cannot be seen
+    loop_check: str  # "ok", or why it does not run the loop it was asked to (benchlib.loop.verify)
 
     def check_alive(self) -> None:
         if not self.proc.alive():
@@ -151,7 +151,9 @@ def start_bridge(procs: Procs, name: str, cfg: dict[str, Any], workdir: Path, *,
     check = loop.verify(proc.pid, wanted) if wanted else "ok"
     if check != "ok":
         mismatches.add(check)
-    return Bridge(proc, f"http://{listen}{cfg['server']['path']}", f"http://{admin}", ready, cfg, wanted, check)
+    mapped = loop.uvloop_mapped(proc.pid)
+    running = wanted if mapped is None else ("uvloop" if mapped else "asyncio")
+    return Bridge(proc, f"http://{listen}{cfg['server']['path']}", f"http://{admin}", ready, cfg, running, check)
 
 
 mismatches: set[str] = set()  # loop checks that failed during the run (reported with the tables)
