@@ -135,7 +135,7 @@ def run(ctx: Context) -> dict[str, Any]:
     for kind in RECEIVERS:
         t0 = time.monotonic()
         try:
-            out["by_receiver"][kind] = one(ctx, kind, items[: max(100, n // EMAIL_SHARE)] if kind == "email" else items)
+            out["by_receiver"][kind] = one(ctx, kind, items[: max(60, n // EMAIL_SHARE)] if kind == "email" else items)
         except Invalid as exc:
             out["by_receiver"][kind] = {"status": "invalid", "reason": str(exc)}
         ctx.log(f"  delivery: {kind} in {time.monotonic() - t0:.1f}s")
