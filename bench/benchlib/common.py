@@ -65,6 +65,11 @@ def load_cores() -> list[int]:
     return list(range(n // 2, n)) if n >= 4 else [LOAD_CORE]
 
 
+# On 4+ cores the load side starts at the second half, so the harness and its sinks stay off the
+# cores `--workers` gives the bridge replicas.
+LOAD_CORE = load_cores()[0]
+
+
 def pin_cmd_cores(cores: Sequence[int], cmd: Sequence[str]) -> list[str]:
     """Like pin_cmd, for a set of cores."""
     if not can_pin():
