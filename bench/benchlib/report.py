@@ -84,8 +84,8 @@ class Target:
 
     def evaluate(self, results: Results) -> dict[str, Any]:
         a, b = self.value(results), self.reference(results)
-        row: dict[str, Any] = {"target": self.label, "needs": f"{self.op} {self.bound:g}x", "row": self.row,
-                               "short": self.short}
+        row: dict[str, Any] = {"target": self.label, "needs": f"{self.op} {self.bound:g}x", "bound": self.bound,
+                               "row": self.row, "short": self.short}
         if a is None or b is None or b == 0:
             return {**row, "result": "N/A", "why": _why(results, *self.cases, part=self.part)}
         ratio = a / b
@@ -189,7 +189,9 @@ def target_table(evaluated: list[dict[str, Any]]) -> Table:
             rows.append([t["target"], "-", t["needs"], f"N/A ({t['why']})"])
             continue
         a, b = (_unit(t[k], t["unit"]) for k in ("value", "reference"))
-        rows.append([t["target"], f"{a} / {b} = {t['ratio']:.2f}x", t["needs"], t["result"]])
+        # Three decimals where two would round onto the bound and hide which side of it the ratio is.
+        digits = 3 if abs(t["ratio"] - t["bound"]) < 0.005 else 2
+        rows.append([t["target"], f"{a} / {b} = {t['ratio']:.{digits}f}x", t["needs"], t["result"]])
     return Table("Targets", ["target", "measured", "needs", "result"], rows)
 
 
