@@ -104,7 +104,8 @@ def e2e_table(results: Results) -> Table:
         ["path", "p50 ms", "p99 ms", "note"],
         rows,
         f"rate = {e['rate_why']}; the bridge's core was {e['bridge_core_busy']:.0%} busy "
-        f"({e['bridge_cpu_us_per_event']:,.0f} CPU us per event: its ingest and its two deliveries)",
+        f"({e['bridge_cpu_us_per_event']:,.0f} CPU us per event: its ingest and its two deliveries)"
+        + ("; OVER HALF BUSY: the latencies include queueing" if e["bridge_core_busy"] > 0.5 else ""),
     )
 
 
