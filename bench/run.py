@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """alert-bridge benchmark suite: the bridge side by side with its baselines, in one invocation.
 
-    python bench/run.py            full run (< 10 minutes on a 2-core machine)
+    python bench/run.py            full run (< 12 minutes on a 2-core machine)
     python bench/run.py --quick    smoke mode for CI: every case, a few seconds each
 
 Prints the tables and target verdicts and writes bench/results/latest.json and latest.md.
@@ -31,9 +31,10 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH), str(BENCH.parent)]  # benchlib, and the bridge package at the repo root
 
-from benchlib import report  # noqa: E402
+from benchlib import bridge as bridge_mod  # noqa: E402
+from benchlib import loop, report, tables  # noqa: E402
 from benchlib.bridge import bridge_status  # noqa: E402
-from benchlib.cases import drain, e2e, footprint, ingest, routing  # noqa: E402
+from benchlib.cases import delivery, drain, e2e, footprint, ingest, routing  # noqa: E402
 from benchlib.common import LOAD_CORE, RESULTS, CpuMeter, Invalid, Unavailable, can_pin, pin_self  # noqa: E402
 from benchlib.context import FULL, QUICK, Context  # noqa: E402
 from benchlib.events import ensure_events, ensure_key  # noqa: E402
@@ -43,14 +44,18 @@ README_START, README_END = "<!-- bench:results:start -->", "<!-- bench:results:e
 
 def cases() -> list[tuple[str, Callable[[Context], dict[str, Any]]]]:
     # The floor runs first: its rate sizes the event windows of the bridge cases.
+    # bridge-sqlite's rate sizes the e2e case's (e2e probes it itself when it did not run).
     order = [
-        "aiohttp-floor", "node-seed", "node-keyobject", "aiohttp-relay", "bridge-sqlite", "bridge-redis",
-        "bridge-sqlite-dup",
+        "aiohttp-floor", "node-seed", "node-keyobject", "aiohttp-relay", "bridge-sqlite-noroute", "bridge-sqlite",
+        "bridge-redis", "bridge-sqlite-dup",
     ]
     out: list[tuple[str, Callable[[Context], dict[str, Any]]]] = [
         (name, lambda ctx, name=name: ingest.run(ctx, name)) for name in order
     ]
-    return [*out, ("e2e", e2e.run), ("routing", routing.run), ("drain", drain.run), ("footprint", footprint.run)]
+    return [
+        *out, ("e2e", e2e.run), ("delivery", delivery.run), ("routing", routing.run), ("drain", drain.run),
+        ("footprint", footprint.run),
+    ]
 
 
 def _version(cmd: list[str]) -> str:
@@ -97,13 +102,29 @@ def render(payload: dict[str, Any]) -> tuple[str, str]:
     head = (
         f"alert-bridge bench ({mode['name']}) {payload['started']}, {payload['elapsed_s']:.0f}s - "
         f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}, "
-        f"Python {m['python']}, aiohttp {m['aiohttp']}, Node {m['node']}, {m['wrk']}, {m['redis']}"
+        f"Python {m['python']}, aiohttp {m['aiohttp']}, Node {m['node']}, {m['wrk']}, {m['redis']}; "
+        f"event loop of the bridge and the Python baselines: {payload['loop']['name']} ({payload['loop']['why']})"
     )
-    tabs = report.tables(payload["cases"], ingest.CASES, mode)
+    if payload["loop"]["mismatches"]:
+        head += "; WARNING, loop not as asked: " + "; ".join(payload["loop"]["mismatches"])
+    tabs = tables.tables(payload["cases"], ingest.CASES, mode, payload["targets"])
     tabs.append(report.target_table(payload["targets"]))
     text = "\n\n".join([head, *(t.text() for t in tabs)])
     md = "\n\n".join([f"_{head}_", *(t.markdown() for t in tabs)])
     return text, md
+
+
+def choose_loop(asked: str | None, bridge_ok: bool, public_key: Path, workdir: Path, log_dir: Path) -> tuple[str, str]:
+    """The event loop for the run and why: --loop, else the one the bridge picks by itself."""
+    if asked:
+        return asked, "--loop"
+    if not bridge_ok:
+        return "asyncio", "the bridge is unavailable"
+    try:
+        found = bridge_mod.default_loop(public_key, workdir, log_dir)
+    except Exception as exc:  # the probe is a convenience: fall back rather than fail the run
+        return "asyncio", f"could not tell the bridge's default ({type(exc).__name__}: {exc})"
+    return found, "the bridge's default"
 
 
 def update_readme(path: Path, md: str) -> None:
@@ -134,7 +155,28 @@ def main(argv: list[str] | None = None) -> int:
         help=f"also replace the {README_START} section of FILE with the Markdown tables (repeatable)",
     )
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory (configs, databases)")
+    ap.add_argument(
+        "--loop",
+        choices=loop.CHOICES,
+        help=f"event loop of the bridge ({loop.ENV}) and of the Python baselines alike "
+        "(default: the one the bridge runs when not told)",
+    )
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="bridge processes (replicas on one Redis) in the bridge-redis case; must divide 10,000 (default 1)",
+    )
+    ap.add_argument(
+        "--e2e-rate",
+        type=float,
+        help="events/s for the e2e case instead of 10%% of the measured capacity (for investigations)",
+    )
     args = ap.parse_args(argv)
+    if args.workers < 1 or 10_000 % args.workers:
+        ap.error("--workers must be a divisor of 10,000 (1, 2, 4, 5, 8, 10, ...)")
+    if args.loop and not loop.available(args.loop):
+        ap.error(f"--loop {args.loop}: not installed (pip install {args.loop})")
     mode = QUICK if args.quick else FULL
     selected = cases()
     if args.only:
@@ -179,9 +221,14 @@ def run(
     pin_self(LOAD_CORE)  # the harness and its clients stay off the server's core
     ok, why = bridge_status()
     print(f"- bridge: {'available' if ok else 'UNAVAILABLE: ' + why}", flush=True)
+    loop_name, loop_why = choose_loop(args.loop, ok, public_key, workdir, log_dir)
+    # Every process the harness starts inherits it: the bridge reads it, the baselines follow it.
+    os.environ[loop.ENV] = loop_name
+    print(f"- event loop: {loop_name} ({loop_why})", flush=True)
 
     ctx = Context(
-        mode=mode, key=key, events=events, public_key=public_key, workdir=workdir, log_dir=log_dir, started=t_start
+        mode=mode, key=key, events=events, public_key=public_key, workdir=workdir, log_dir=log_dir, started=t_start,
+        loop=loop_name, workers=args.workers, e2e_rate=args.e2e_rate,
     )
     broken = False
     for name, fn in selected:
@@ -210,6 +257,8 @@ def run(
         "mode": {"name": mode.name, **{k: v for k, v in vars(mode).items() if k != "name"}},
         "machine": machine(),
         "bridge": {"available": ok, "reason": why},
+        "loop": {"name": loop_name, "why": loop_why, "mismatches": sorted(bridge_mod.mismatches)},
+        "workers": args.workers,
         "events": {"file": ctx.events.path.name, "count": ctx.events.count},
         "cases": ctx.results,
         "targets": report.evaluate(ctx.results),

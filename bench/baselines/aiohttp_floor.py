@@ -13,6 +13,7 @@ import sys
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from benchlib import loop  # bench/ is on PYTHONPATH: the event loop the harness chose (--loop)
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
@@ -47,6 +48,7 @@ def main() -> None:
     host = sys.argv[3] if len(sys.argv) > 3 else "127.0.0.1"
     with open(key_file, "rb") as f:
         app = make_app(f.read())
+    loop.install()
     web.run_app(app, host=host, port=port, access_log=None, print=None)
 
 

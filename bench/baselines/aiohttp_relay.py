@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 from aiohttp_floor import make_handler  # the sibling script (this directory is sys.path[0])
+from benchlib import loop  # bench/ is on PYTHONPATH: the event loop the harness chose (--loop)
 
 SENDERS = 4
 
@@ -57,6 +58,7 @@ def main() -> None:
     port, key_file, forward_url = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     with open(key_file, "rb") as f:
         app = make_relay(f.read(), forward_url)
+    loop.install()
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
 

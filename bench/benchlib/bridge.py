@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from benchlib import loop
 from benchlib.common import (
     REPO,
     SERVER_CORE,
@@ -18,6 +19,7 @@ from benchlib.common import (
     Procs,
     Unavailable,
     bench_env,
+    child_env,
     free_port,
     pin_cmd,
     python_cmd,
@@ -39,7 +41,7 @@ def bridge_status() -> tuple[bool, str]:
                 text=True,
                 timeout=60,
                 cwd=REPO,
-                env={**os.environ, **bench_env()},
+                env=child_env(bench_env()),
             )
         except subprocess.TimeoutExpired:
             _status = (False, "`python -m bridge --help` did not finish within 60s")
@@ -69,12 +71,19 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def make_config(
-    *, public_key: Path, storage_url: str, sink_url: str, extra: dict[str, Any] | None = None
+    *,
+    public_key: Path,
+    storage_url: str,
+    sink_url: str,
+    extra: dict[str, Any] | None = None,
+    receivers: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A production-like config: our key from a file, one webhook receiver (the sink) for everything.
 
-    Logging is at warning so per-request log lines do not enter the numbers (an operator under load
-    would do the same); everything else keeps the bridge's defaults unless ``extra`` says otherwise.
+    ``receivers`` replaces that receiver (every event goes to all of them; ``{}``: no receiver and
+    no route, ingest only). Logging is at warning so per-request log lines do not enter the numbers
+    (an operator under load would do the same); everything else keeps the bridge's defaults unless
+    ``extra`` says otherwise.
     """
     cfg = {
         "server": {
@@ -88,7 +97,16 @@ def make_config(
         "default_to": ["sink"],
         "log": {"level": "warning"},
     }
+    if receivers is not None:
+        cfg["receivers"], cfg["default_to"] = receivers, list(receivers)
     return _merge(cfg, extra or {})
+
+
+def receiver_settings(cfg: dict[str, Any], name: str) -> dict[str, Any]:
+    """Receiver ``name`` as the bridge reads it, defaults filled in (e.g. its ``concurrency``)."""
+    from bridge.config import parse
+
+    return dict(parse(cfg, env={}).receivers[name].model_dump())
 
 
 def validate_config(cfg: dict[str, Any]) -> None:
@@ -109,6 +127,8 @@ class Bridge:
     admin_url: str
     ready_s: float
     config: dict[str, Any]
+    loop: str  # the event loop it runs (seen in /proc), or was asked to where that cannot be seen
+    loop_check: str  # "ok", or why it does not run the loop it was asked to (benchlib.loop.verify)
 
     def check_alive(self) -> None:
         if not self.proc.alive():
@@ -117,14 +137,37 @@ class Bridge:
             )
 
 
-def start_bridge(procs: Procs, name: str, cfg: dict[str, Any], workdir: Path) -> Bridge:
+def start_bridge(procs: Procs, name: str, cfg: dict[str, Any], workdir: Path, *, core: int = SERVER_CORE) -> Bridge:
     require_bridge()
     validate_config(cfg)
     path = workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     listen, admin = cfg["server"]["listen"], cfg["server"]["admin_listen"]
-    cmd = pin_cmd(SERVER_CORE, python_cmd("-m", "bridge", "serve", "-c", str(path)))
+    cmd = pin_cmd(core, python_cmd("-m", "bridge", "serve", "-c", str(path)))
     proc = procs.start(name, cmd, env=bench_env(), cwd=workdir)
     # /readyz may live on the public or the admin listener; either answering 200 means ready.
     ready = wait_until_ready(proc, [f"http://{listen}/readyz", f"http://{admin}/readyz"], READY_TIMEOUT)
-    return Bridge(proc, f"http://{listen}{cfg['server']['path']}", f"http://{admin}", ready, cfg)
+    wanted = os.environ.get(loop.ENV, "")
+    check = loop.verify(proc.pid, wanted) if wanted else "ok"
+    if check != "ok":
+        mismatches.add(check)
+    mapped = loop.uvloop_mapped(proc.pid)
+    running = wanted if mapped is None else ("uvloop" if mapped else "asyncio")
+    return Bridge(proc, f"http://{listen}{cfg['server']['path']}", f"http://{admin}", ready, cfg, running, check)
+
+
+mismatches: set[str] = set()  # loop checks that failed during the run (reported with the tables)
+
+
+def default_loop(public_key: Path, workdir: Path, log_dir: Path) -> str:
+    """The loop the bridge runs when nobody says which: started once with a memory store and no
+    ALERT_BRIDGE_LOOP, then asked through /proc whether it loaded uvloop."""
+    cfg = make_config(public_key=public_key, storage_url="memory://", sink_url="http://127.0.0.1:9", receivers={})
+    path = workdir / "loop-probe.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    with Procs(log_dir) as procs:
+        proc = procs.start("bridge-loop-probe", python_cmd("-m", "bridge", "serve", "-c", str(path)),
+                           env={**bench_env(), loop.ENV: None}, cwd=workdir)
+        listen, admin = cfg["server"]["listen"], cfg["server"]["admin_listen"]
+        wait_until_ready(proc, [f"http://{listen}/readyz", f"http://{admin}/readyz"], READY_TIMEOUT)
+        return "uvloop" if loop.uvloop_mapped(proc.pid) else "asyncio"

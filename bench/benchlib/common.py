@@ -52,6 +52,32 @@ def pin_cmd(core: int, cmd: Sequence[str]) -> list[str]:
     return ["taskset", "-c", str(usable_cores()[core]), *cmd]
 
 
+def server_cores() -> list[int]:
+    """Indices (into usable_cores) the servers may use: core 0 on a 2-core machine, the first half
+    of the cores on a bigger one (``--workers`` spreads bridge replicas over them)."""
+    n = len(usable_cores())
+    return list(range(n // 2)) if n >= 4 else [SERVER_CORE]
+
+
+def load_cores() -> list[int]:
+    """Indices the load generator (wrk) may use: what server_cores() leaves."""
+    n = len(usable_cores())
+    return list(range(n // 2, n)) if n >= 4 else [LOAD_CORE]
+
+
+# On 4+ cores the load side starts at the second half, so the harness and its sinks stay off the
+# cores `--workers` gives the bridge replicas.
+LOAD_CORE = load_cores()[0]
+
+
+def pin_cmd_cores(cores: Sequence[int], cmd: Sequence[str]) -> list[str]:
+    """Like pin_cmd, for a set of cores."""
+    if not can_pin():
+        return list(cmd)
+    ids = usable_cores()
+    return ["taskset", "-c", ",".join(str(ids[c]) for c in cores), *cmd]
+
+
 def pin_self(core: int) -> None:
     """Move the harness (and the clients it runs in-process) off the server's core."""
     if can_pin():
@@ -81,7 +107,7 @@ class Proc:
         cmd: Sequence[str],
         log_dir: Path,
         *,
-        env: dict[str, str] | None = None,
+        env: dict[str, str | None] | None = None,
         cwd: Path | None = None,
     ) -> None:
         self.name = name
@@ -96,7 +122,7 @@ class Proc:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
+            env=child_env(env),
             cwd=str(cwd or REPO),
             start_new_session=True,  # its own process group, so stop() reaches its children too
         )
@@ -149,6 +175,17 @@ class Procs(contextlib.AbstractContextManager["Procs"]):
     def __exit__(self, *exc: object) -> None:
         while self._procs:
             self._procs.pop().stop()
+
+
+def child_env(extra: dict[str, str | None] | None) -> dict[str, str]:
+    """The harness's environment with ``extra`` on top (a None value removes the variable)."""
+    out = dict(os.environ)
+    for k, v in (extra or {}).items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = v
+    return out
 
 
 def python_cmd(*args: str) -> list[str]:

@@ -17,8 +17,8 @@ class Mode:
     rounds: int
     round_s: float
     dup_events: int  # the 100%-duplicates case cycles over this many already-accepted events
-    e2e_s: float  # seconds at e2e_rate for each end-to-end measurement
-    e2e_rate: float
+    e2e_s: float  # seconds of paced events for each end-to-end measurement
+    delivery_alerts: int  # alerts per receiver type in the delivery-CPU case
     drain_jobs: int
     drain_timeout_s: float
     routing_sizes: tuple[int, ...]
@@ -36,7 +36,7 @@ FULL = Mode(
     round_s=8,
     dup_events=5_000,
     e2e_s=10,
-    e2e_rate=200,
+    delivery_alerts=3_000,
     drain_jobs=20_000,
     drain_timeout_s=150,
     routing_sizes=(1, 100, 1_000),
@@ -44,7 +44,7 @@ FULL = Mode(
     routing_repeats=5,
     footprint_first=1_000,
     footprint_events=100_000,
-    budget_s=540,
+    budget_s=660,
 )
 # CI smoke: every code path once, a few seconds per case; the numbers are only indicative.
 QUICK = Mode(
@@ -54,7 +54,7 @@ QUICK = Mode(
     round_s=2,
     dup_events=1_000,
     e2e_s=3,
-    e2e_rate=200,
+    delivery_alerts=300,
     drain_jobs=2_000,
     drain_timeout_s=40,
     routing_sizes=(1, 100, 1_000),
@@ -62,7 +62,7 @@ QUICK = Mode(
     routing_repeats=3,
     footprint_first=1_000,
     footprint_events=10_000,
-    budget_s=150,
+    budget_s=180,
 )
 
 
@@ -77,6 +77,9 @@ class Context:
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
     log: Any = print
     started: float = field(default_factory=time.monotonic)
+    loop: str = "asyncio"  # the event loop of the bridge and the Python baselines (ALERT_BRIDGE_LOOP)
+    workers: int = 1  # bridge processes in the bridge-redis case (replicas on one Redis)
+    e2e_rate: float | None = None  # --e2e-rate: a fixed e2e rate instead of the derived one
 
     def remaining(self, reserve: float = 0.0) -> float:
         """Seconds left of the run's budget, less ``reserve`` for what must still follow."""

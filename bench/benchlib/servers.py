@@ -56,6 +56,7 @@ def start_baseline(
 class Sink:
     proc: Proc
     port: int
+    smtp_port: int | None = None
 
     @property
     def url(self) -> str:
@@ -88,8 +89,8 @@ class Sink:
     def delivered(self, channel: str = "hook") -> int:
         return self.count(self.stats(channel))
 
-    def sample(self) -> dict[str, Any] | None:
-        return self._call("/_sample")
+    def sample(self, channel: str = "hook") -> dict[str, Any] | None:
+        return self._call(f"/_sample?channel={channel}")
 
     def wait_delivered(
         self, expect: int, *, timeout: float, stall: float = 10.0, channel: str = "hook"
@@ -109,11 +110,16 @@ class Sink:
             time.sleep(0.1)
 
 
-def start_sink(procs: Procs, name: str = "sink", core: int = LOAD_CORE) -> Sink:
+def start_sink(procs: Procs, name: str = "sink", core: int = LOAD_CORE, *, smtp: bool = False) -> Sink:
+    """The sink on ``core``; with ``smtp`` also an SMTP server (channel "mail") on a port of its own."""
     port = free_port()
-    proc = procs.start(name, pin_cmd(core, python_cmd("-m", "benchlib.sink", str(port))), env=bench_env())
+    smtp_port = free_port() if smtp else None
+    args = [str(port)] + ([str(smtp_port)] if smtp_port else [])
+    proc = procs.start(name, pin_cmd(core, python_cmd("-m", "benchlib.sink", *args)), env=bench_env())
     wait_port(proc, port, timeout=20)
-    return Sink(proc, port)
+    if smtp_port:
+        wait_port(proc, smtp_port, timeout=20)
+    return Sink(proc, port, smtp_port)
 
 
 # --- Redis -------------------------------------------------------------------------------------------
@@ -125,7 +131,7 @@ class Redis:
     port: int
 
 
-def start_redis(procs: Procs, workdir: Path) -> Redis:
+def start_redis(procs: Procs, workdir: Path, *, core: int = SERVER_CORE) -> Redis:
     """A throwaway redis-server on a free loopback port, no persistence, on the server core."""
     if not shutil.which("redis-server"):
         raise Unavailable("redis-server is not installed")
@@ -148,7 +154,7 @@ def start_redis(procs: Procs, workdir: Path) -> Redis:
         "--daemonize",
         "no",
     ]
-    proc = procs.start(f"redis-{port}", pin_cmd(SERVER_CORE, cmd))
+    proc = procs.start(f"redis-{port}", pin_cmd(core, cmd))
     wait_port(proc, port, timeout=20)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:  # listening is not yet loaded: wait for PONG

@@ -9,7 +9,7 @@ import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchlib.common import BENCH, LOAD_CORE, Unavailable, pin_cmd
+from benchlib.common import BENCH, Unavailable, child_env, load_cores, pin_cmd_cores
 from benchlib.events import EventFile
 
 LUA = BENCH / "wrk" / "post_signed.lua"
@@ -68,11 +68,15 @@ def run_wrk(
     log_file: Path,
     threads: int = THREADS,
     connections: int = CONNECTIONS,
+    ports: list[int] | None = None,
 ) -> WrkResult:
-    """One wrk run over events [offset, offset + limit); each thread takes every ``threads``-th one."""
+    """One wrk run over events [offset, offset + limit); each thread takes every ``threads``-th one.
+
+    ``ports``: bridge replicas on 127.0.0.1; thread t sends to ports[t % len(ports)] (so each node's
+    events still go to one replica, oldest first)."""
     limit = max(threads, min(limit, events.count - offset))
-    cmd = pin_cmd(
-        LOAD_CORE,
+    cmd = pin_cmd_cores(
+        load_cores(),
         [
             "wrk",
             f"-t{threads}",
@@ -94,7 +98,8 @@ def run_wrk(
             path,
         ],
     )
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    env = child_env({"BENCH_PORTS": ",".join(map(str, ports)) if ports else None})
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, env=env)
     with open(log_file, "a") as f:
         f.write(f"$ {' '.join(cmd)}\n{done.stdout}{done.stderr}\n")
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)

@@ -10,10 +10,21 @@
 -- at init: a long init in one thread would let the others run before wrk's clock starts.
 -- done() prints one "BENCH_JSON {...}" line that benchlib/wrk.py parses (latencies in microseconds).
 
+-- BENCH_PORTS (environment, comma-separated): replicas on the URL's host; thread t connects to
+-- the (t mod n)-th (bench/run.py --workers).
+
 local threads = {}
+local ports = {}
+for p in string.gmatch(os.getenv("BENCH_PORTS") or "", "[0-9]+") do
+   table.insert(ports, p)
+end
 
 function setup(thread)
-   thread:set("tid", #threads)
+   local tid = #threads
+   thread:set("tid", tid)
+   if #ports > 0 then
+      thread.addr = wrk.lookup(wrk.host, ports[(tid % #ports) + 1])[1]
+   end
    table.insert(threads, thread)
 end
 

@@ -10,14 +10,13 @@ same request body posted by a bare aiohttp client loop to the same sink.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from typing import Any
 
 from benchlib.bridge import make_config, require_bridge, start_bridge
 from benchlib.client import post_all
-from benchlib.common import SERVER_CORE, Invalid, Procs, bench_env, pin_cmd, python_cmd
+from benchlib.common import SERVER_CORE, Invalid, Procs, bench_env, child_env, pin_cmd, python_cmd
 from benchlib.context import Context
 from benchlib.servers import start_sink
 
@@ -87,7 +86,7 @@ def run(ctx: Context) -> dict[str, Any]:
             capture_output=True,
             text=True,
             timeout=ctx.mode.drain_timeout_s + 60,
-            env={**os.environ, **bench_env()},
+            env=child_env(bench_env()),
         )
         if done.returncode != 0:
             raise RuntimeError(f"floor client failed: {done.stderr[-400:]}")

@@ -1,5 +1,10 @@
 """Case 2: end-to-end latency at a steady rate: event sent to the bridge -> received by the sinks.
 
+The rate is a fraction (E2E_LOAD) of the bridge's capacity measured in the same run: the median
+req/s of ``bridge-sqlite`` when that case ran, else of a short capacity probe of it run here. A fixed
+rate would saturate a slow machine (its latency is then queueing, not the path) and idle a fast one.
+The bridge's CPU over the measurement says how busy its core was.
+
 Each event has a unique nodeId (12 random hex digits + a 12-digit sequence number); the sink finds
 it in whatever body the receiver renders and stamps the arrival with CLOCK_MONOTONIC, which is the
 same clock the sender uses (system-wide on Linux), so sender and sink can be separate processes.
@@ -17,13 +22,36 @@ import time
 from typing import Any
 
 from benchlib.bridge import make_config, require_bridge, start_bridge
+from benchlib.cases import ingest
 from benchlib.client import Sent, paced
-from benchlib.common import SERVER_CORE, Invalid, Procs, percentile
+from benchlib.common import SERVER_CORE, Invalid, Procs, cpu_seconds, percentile
 from benchlib.context import Context
 from benchlib.events import fresh_events
 from benchlib.servers import start_sink
 
 ARRIVAL_WAIT_S = 20.0
+# Offered load: this share of the measured ingest capacity. Each e2e event costs its ingest plus two
+# deliveries (webhook and Slack), each dearer than the ingest, so the core stays well below busy.
+E2E_LOAD = 0.1
+MIN_RATE, MAX_RATE = 20.0, 1000.0  # bounds: enough samples for a p99; events signed per run stay few
+WORST = 10  # slowest samples kept in the JSON, with when they were sent (periodic stalls show up)
+
+
+def derive_rate(ctx: Context) -> tuple[float, float, str]:
+    """(rate, capacity, where the capacity came from)."""
+    if ctx.e2e_rate:
+        return ctx.e2e_rate, ctx.e2e_rate / E2E_LOAD, "--e2e-rate"
+    r = ctx.result("bridge-sqlite")
+    capacity = (r.get("rps") or {}).get("median") if r.get("status", "ok") == "ok" else None
+    if capacity:
+        source = "bridge-sqlite req/s (median) measured in this run"
+    else:
+        ctx.log("  e2e: bridge-sqlite did not run: a short capacity probe first")
+        probe = ingest.run(ctx, "bridge-sqlite", probe=True)
+        capacity = probe["rps"]["median"]
+        source = f"a {probe['round_s']:g} s wrk capacity probe of bridge-sqlite in this run"
+    rate = min(MAX_RATE, max(MIN_RATE, E2E_LOAD * capacity))
+    return rate, capacity, source
 
 
 def _lat_stats(values_s: list[float]) -> dict[str, float]:
@@ -40,14 +68,21 @@ def _lat_stats(values_s: list[float]) -> dict[str, float]:
 def run(ctx: Context) -> dict[str, Any]:
     require_bridge()
     m = ctx.mode
-    count = int(m.e2e_s * m.e2e_rate)
+    rate, capacity, source = derive_rate(ctx)
+    count = int(m.e2e_s * rate)
     prefix = secrets.token_hex(6)
     items = fresh_events(ctx.key, count, prefix)
-    out: dict[str, Any] = {"rate": m.e2e_rate, "events": count}
+    why = f"{E2E_LOAD:.0%} of {capacity:,.0f} req/s, {source}"
+    if ctx.e2e_rate:
+        why = "fixed by --e2e-rate (not derived from capacity)"
+    elif rate != E2E_LOAD * capacity:
+        why += f", bounded to {MIN_RATE:g}..{MAX_RATE:g}/s"
+    ctx.log(f"  e2e at {rate:,.0f} events/s: {why}")
+    out: dict[str, Any] = {"rate": rate, "capacity": capacity, "load": E2E_LOAD, "rate_why": why, "events": count}
     with Procs(ctx.log_dir) as procs:
         # 1. The reference: bare aiohttp round trips, same client, same rate, same bodies.
         bare = start_sink(procs, "bare-aiohttp", core=SERVER_CORE)
-        bare_sent = paced(bare.url + "/bare", items, rate=m.e2e_rate)
+        bare_sent = paced(bare.url + "/bare", items, rate=rate)
         rtt = [s.t_done - s.t_send for s in bare_sent if s.status == 200]
         if len(rtt) < count:
             raise Invalid(f"bare aiohttp server answered {len(rtt)} of {count} requests with 200")
@@ -69,7 +104,8 @@ def run(ctx: Context) -> dict[str, Any]:
         bridge = start_bridge(procs, "bridge-e2e", cfg, ctx.workdir)
         out["ready_s"] = bridge.ready_s
         sink.control(reset=True, track=f"({prefix}[0-9]{{12}})")
-        sent = paced(bridge.url, items, rate=m.e2e_rate)
+        cpu0 = cpu_seconds(bridge.proc.pid)
+        sent = paced(bridge.url, items, rate=rate)
         accepted = [s for s in sent if isinstance(s.status, int) and 200 <= s.status < 300]
         out["accepted"] = len(accepted)
         if len(accepted) < 0.99 * count:
@@ -84,19 +120,39 @@ def run(ctx: Context) -> dict[str, Any]:
                 break
             time.sleep(0.2)
         bridge.check_alive()
+        cpu = cpu_seconds(bridge.proc.pid) - cpu0
+        t_first = min(s.t_send for s in sent)
+        span = max(max(arrivals[c].values(), default=t_first) for c in ("hook", "slack")) - t_first
+        # How busy the bridge's core was while it took the events and delivered them.
+        out["bridge_core_busy"] = cpu / max(span, 1e-3)
+        out["bridge_cpu_us_per_event"] = cpu / max(len(accepted), 1) * 1e6
         for channel, label in (("hook", "webhook"), ("slack", "slack")):
-            out[label] = _channel(accepted, arrivals[channel], sink.stats(channel))
+            out[label] = _channel(accepted, arrivals[channel], sink.stats(channel), t_first)
     return out
 
 
-def _channel(accepted: list[Sent], arrivals: dict[str, float], stats: dict[str, Any]) -> dict[str, Any]:
+def _by_second(accepted: list[Sent], arrivals: dict[str, float], t0: float) -> list[list[float]]:
+    """[second sent, p50 ms, max ms] per second of the run: latency that grows second by second is a
+    backlog (the offered rate exceeds what the bridge's core gives it); isolated spikes are stalls."""
+    buckets: dict[int, list[float]] = {}
+    for s in accepted:
+        if s.ident in arrivals:
+            buckets.setdefault(int(s.t_send - t0), []).append((arrivals[s.ident] - s.t_send) * 1000)
+    return [[sec, round(percentile(v, 50), 2), round(max(v), 2)] for sec, v in sorted(buckets.items())]
+
+
+def _channel(accepted: list[Sent], arrivals: dict[str, float], stats: dict[str, Any], t0: float) -> dict[str, Any]:
     from_send = [arrivals[s.ident] - s.t_send for s in accepted if s.ident in arrivals]
+    worst = sorted(((arrivals[s.ident] - s.t_send, s.t_send - t0) for s in accepted if s.ident in arrivals),
+                   reverse=True)[:WORST]
     from_accept = [arrivals[s.ident] - s.t_done for s in accepted if s.ident in arrivals]
     res: dict[str, Any] = {
         **_lat_stats(from_send),
         "received": len(from_send),
         "missing": len(accepted) - len(from_send),
         "requests_seen": stats["ok"],
+        "worst": [{"ms": round(lat * 1000, 2), "sent_at_s": round(at, 3)} for lat, at in worst],
+        "by_second": _by_second(accepted, arrivals, t0),
     }
     if from_accept:
         # Can be negative: a delivery may land before the client has read the 2xx.

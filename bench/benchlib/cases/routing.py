@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from typing import Any
 
-from benchlib.common import REPO, SERVER_CORE, Unavailable, bench_env, pin_cmd, python_cmd
+from benchlib.common import REPO, SERVER_CORE, Unavailable, bench_env, child_env, pin_cmd, python_cmd
 from benchlib.context import Context
 
 MISSING = ("ModuleNotFoundError", "ImportError", "cannot import name")
@@ -21,7 +20,7 @@ def run(ctx: Context) -> dict[str, Any]:
             "-m", "benchlib.routing_micro", str(m.routing_nodes), str(m.routing_repeats), *map(str, m.routing_sizes)
         ),
     )
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO, env={**os.environ, **bench_env()})
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO, env=child_env(bench_env()))
     (ctx.log_dir / "routing.log").write_text(f"$ {' '.join(cmd)}\n{done.stdout}{done.stderr}")
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
