@@ -17,7 +17,7 @@ import pytest
 from bridge.config import parse
 from bridge.conversations import Conversations, conversation_source
 from bridge.errors import Permanent, RetryLater
-from bridge.model import Alert, IncidentRef
+from bridge.model import Alert, Digest, DigestMember, IncidentRef
 from bridge.receivers import Receiver, build_receiver
 from bridge.render import Renderer
 from bridge.store.memory import MemoryStore
@@ -366,3 +366,31 @@ async def test_a_shared_digest_root_is_not_edited_by_one_member_resolution(
     [root] = fake_slack.channel("#alerts").roots
     assert root.edits == [] and len(root.replies) == 2
     assert await store.get_conversation("ops", b, now=T0) == ref
+
+
+def digest(nodes: list[str], *, update: bool = False, n: int = 0) -> Alert:
+    members = tuple(DigestMember(f"dlv_m{n}_{i}", node, "FAILED",
+                                 IncidentRef(f"inc_{node}", T0, 1.0, "FAILED"), f"evt_{n}_{i}")
+                    for i, node in enumerate(nodes))
+    return replace(make_alert(node=nodes[0], status="FAILED", receiver="ops", delivery_id=f"dgs_{n}"),
+                   kind="digest", digest=Digest("grp_fleet", members, update, {}))
+
+
+async def test_a_digest_is_the_root_of_its_members_and_of_its_follow_ups(
+    fake_slack: FakeSlack, http_session: aiohttp.ClientSession
+) -> None:
+    """Token mode: the digest is one root; each member's resolution and a later follow-up digest
+    are replies in its thread; a retried digest is not posted twice; no member edits the root."""
+    store = MemoryStore()
+    receiver = threaded(fake_slack, http_session, store)
+    first = digest(["node-a", "node-b", "node-c"])
+    await receiver.send(first)
+    await receiver.send(first)  # a retry after it went out and was recorded
+    await receiver.send(digest(["node-d"], update=True, n=1))
+    for node in ("node-a", "node-b", "node-c", "node-d"):
+        await receiver.send(incident("resolved", "RUNNING", node=node, inc=f"inc_{node}"))
+    [root] = fake_slack.channel("#alerts").roots
+    assert root.edits == [] and len(root.replies) == 5
+    for node in ("node-a", "node-d"):
+        ref = await store.get_conversation("ops", f"inc_{node}", now=T0)
+        assert ref is not None and ref["digest"] == "grp_fleet" and ref["ts"] == root.ts

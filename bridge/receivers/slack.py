@@ -142,6 +142,9 @@ class SlackReceiver:
     async def _send_api(self, alert: Alert) -> None:
         message = slack_message(self._renderer, alert, self._cfg)
         conv, incident = self._conversations, alert.incident
+        if conv is not None and alert.digest is not None and alert.kind == "digest":
+            await self._send_digest(conv, alert, message)
+            return
         if conv is None or incident is None:  # a plain route's event (or no log): a message of its own
             await self._post(self._channel(alert), message)
             return
@@ -172,8 +175,45 @@ class SlackReceiver:
         channel, ts = data.get("channel"), data.get("ts")
         if isinstance(channel, str) and isinstance(ts, str):
             await _shielded(conv.set_root(key, {"channel": channel, "ts": ts}))
+            if alert.digest is not None:  # a group of one: its group's follow-ups thread under it
+                await _shielded(conv.set_root(alert.digest.id, {"channel": channel, "ts": ts,
+                                                                "digest": alert.digest.id}))
         else:
             log.warning("receiver %s: chat.postMessage answered no channel/ts; %s will not thread", self.name, key)
+
+    async def _send_digest(self, conv: Conversations, alert: Alert, message: Mapping[str, Any]) -> None:
+        """A fleet digest is the thread root of every incident it lists: each member's later
+        messages (its resolution among them) are replies under it; a follow-up digest of the same
+        group is a reply too. The shared ref carries "digest", so no member's resolution edits it."""
+        digest = alert.digest
+        assert digest is not None
+        root = await conv.root(digest.id)
+        if root is not None and not digest.update:
+            ref: dict[str, str] | None = dict(root)  # a retry after the digest went out and was recorded
+        elif root is not None:
+            try:
+                await self._post(root["channel"], message, thread_ts=root["ts"], reply_broadcast=False)
+                ref = dict(root)
+            except _RootGone as gone:
+                log.warning("receiver %s: the digest thread %s is gone (%s); posting a new message",
+                            self.name, digest.id, gone.code)
+                ref = await self._post_root(alert, message, digest.id)
+        else:
+            ref = await self._post_root(alert, message, digest.id)
+        if ref is None:
+            return
+        await _shielded(conv.set_root(digest.id, ref))
+        for member in digest.members:
+            if member.incident is not None:
+                await _shielded(conv.set_root(member.incident.id, ref))
+
+    async def _post_root(self, alert: Alert, message: Mapping[str, Any], group: str) -> dict[str, str] | None:
+        data = await self._post(self._channel(alert), message)
+        channel, ts = data.get("channel"), data.get("ts")
+        if isinstance(channel, str) and isinstance(ts, str):
+            return {"channel": channel, "ts": ts, "digest": group}
+        log.warning("receiver %s: chat.postMessage answered no channel/ts; digest %s will not thread", self.name, group)
+        return None
 
     def _channel(self, alert: Alert) -> str:
         """The configured channel, or its template rendered for ``alert`` (Permanent when unusable)."""
