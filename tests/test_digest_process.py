@@ -59,9 +59,11 @@ async def post(p: BridgeProcess, node: str, status: str = "FAILED") -> None:
 async def test_ten_failures_are_one_digest_one_slack_message_and_ten_resolutions(
     bridge_process: StartBridge,
 ) -> None:
-    async with WebhookSink() as sink, FakeSlack() as slack:
+    async with WebhookSink() as sink, FakeSlack() as slack, FakeSlack() as bot:
         receivers = {"hook": hook(sink.url), "chat": {"type": "slack", "webhook_url": slack.webhook_url,
-                                                      "retry": FAST_RETRY}}
+                                                      "retry": FAST_RETRY},
+                     "thread": {"type": "slack", "token": bot.token, "api_url": bot.api_url, "channel": "#alerts",
+                                "retry": FAST_RETRY}}
         p = await start(bridge_process, receivers, {"group_wait": "2s", "group_interval": "1m"})
         nodes = [HOSTILE, *[f"node-{i}" for i in range(9)]]
         began = time.monotonic()
@@ -95,6 +97,16 @@ async def test_ten_failures_are_one_digest_one_slack_message_and_ten_resolutions
         resolved = {d["event"]["nodeId"]: d["incident"]["id"] for d in docs(sink) if d["kind"] == "resolved"}
         assert resolved == {n: incidents[n] for n in nodes}
         await until(lambda: len(slack.messages) >= len(digests(sink)) + 10, "the Slack resolutions")
+
+        # bot-token mode: the digest is the thread root; the follow-up and every resolution reply
+        # under it, and each resolution edits the root to count the recovered members
+        channel = bot.channel("#alerts")
+        await until(lambda: sum(len(r.replies) for r in channel.roots) >= len(digests(sink)) - 1 + 10,
+                    "the thread's follow-up and resolutions")
+        if posted_within_wait:
+            [root] = channel.roots
+            assert len(root.replies) == 11
+            assert root.edits[-1]["text"].startswith("10 nodes FAILED · 10 of 11 recovered: ")
 
 
 async def test_two_replicas_on_one_redis_send_one_digest(

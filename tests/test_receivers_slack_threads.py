@@ -380,7 +380,8 @@ async def test_a_digest_is_the_root_of_its_members_and_of_its_follow_ups(
     fake_slack: FakeSlack, http_session: aiohttp.ClientSession
 ) -> None:
     """Token mode: the digest is one root; each member's resolution and a later follow-up digest
-    are replies in its thread; a retried digest is not posted twice; no member edits the root."""
+    are replies in its thread; a retried digest is not posted twice; each resolution edits the root
+    to count the recovered members (a retried one counts once)."""
     store = MemoryStore()
     receiver = threaded(fake_slack, http_session, store)
     first = digest(["node-a", "node-b", "node-c"])
@@ -389,8 +390,13 @@ async def test_a_digest_is_the_root_of_its_members_and_of_its_follow_ups(
     await receiver.send(digest(["node-d"], update=True, n=1))
     for node in ("node-a", "node-b", "node-c", "node-d"):
         await receiver.send(incident("resolved", "RUNNING", node=node, inc=f"inc_{node}"))
+    await receiver.send(incident("resolved", "RUNNING", node="node-a", inc="inc_node-a"))  # a retry
     [root] = fake_slack.channel("#alerts").roots
-    assert root.edits == [] and len(root.replies) == 5
+    assert len(root.replies) == 6  # the follow-up, four resolutions, the retried one
+    texts = [e["text"] for e in root.edits]
+    assert [t.split(" · ")[1].split(":")[0] for t in texts] == [
+        "1 of 4 recovered", "2 of 4 recovered", "3 of 4 recovered", "all 4 recovered", "all 4 recovered"]
+    assert texts[-1].startswith("3 nodes FAILED") and "node-d" in texts[-1]
     for node in ("node-a", "node-d"):
         ref = await store.get_conversation("ops", f"inc_{node}", now=T0)
         assert ref is not None and ref["digest"] == "grp_fleet" and ref["ts"] == root.ts

@@ -28,8 +28,9 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bridge.config import SlackReceiverConfig
 from bridge.conversations import Conversations
+from bridge.digest_text import wording
 from bridge.errors import DeliveryError, Permanent, RetryLater
-from bridge.model import Alert
+from bridge.model import Alert, Digest
 from bridge.receivers.base import (
     http_failure,
     parse_retry_after,
@@ -37,9 +38,9 @@ from bridge.receivers.base import (
     safe_code,
     transport_failure,
 )
-from bridge.receivers.slack_blocks import DEFAULT_EMOJI, EMOJI, slack_message
+from bridge.receivers.slack_blocks import DEFAULT_EMOJI, EMOJI, digest_progress, slack_message
 from bridge.redact import Redactor, url_secrets
-from bridge.render import Renderer, base_context
+from bridge.render import Renderer, base_context, slack_escape
 
 __all__ = ["DEFAULT_EMOJI", "EMOJI", "SlackReceiver", "build", "slack_message"]
 
@@ -160,6 +161,8 @@ class SlackReceiver:
             # whoever owns the digest, never with one member's resolution.
             if alert.kind == "resolved" and "digest" not in root:
                 await self._update(root, message)
+            elif alert.kind == "resolved":
+                await self._digest_recovered(conv, root, incident.id)
             broadcast = alert.kind == "resolved" and self._cfg.broadcast_resolved
             await self._post(root["channel"], message, thread_ts=root["ts"], reply_broadcast=broadcast)
         except _RootGone as gone:
@@ -189,11 +192,11 @@ class SlackReceiver:
         assert digest is not None
         root = await conv.root(digest.id)
         if root is not None and not digest.update:
-            ref: dict[str, str] | None = dict(root)  # a retry after the digest went out and was recorded
+            ref: dict[str, str] | None = _root_ref(root)  # a retry after the digest went out and was recorded
         elif root is not None:
             try:
                 await self._post(root["channel"], message, thread_ts=root["ts"], reply_broadcast=False)
-                ref = dict(root)
+                ref = _root_ref(root)
             except _RootGone as gone:
                 log.warning("receiver %s: the digest thread %s is gone (%s); posting a new message",
                             self.name, digest.id, gone.code)
@@ -202,10 +205,48 @@ class SlackReceiver:
             ref = await self._post_root(alert, message, digest.id)
         if ref is None:
             return
-        await _shielded(conv.set_root(digest.id, ref))
+        group = await self._group_record(conv, digest, ref)
+        await _shielded(conv.set_root(digest.id, group))
         for member in digest.members:
             if member.incident is not None:
                 await _shielded(conv.set_root(member.incident.id, ref))
+
+    async def _group_record(self, conv: Conversations, digest: Digest, ref: Mapping[str, str]) -> dict[str, str]:
+        """The group's own record: its root, the first digest's wording and its members' incident
+        ids (follow-ups add theirs), so each resolution can edit the root to "3 of 5 recovered"."""
+        group = dict(await conv.root(digest.id) or {})
+        members = [m for m in group.get("members", "").split(",") if m]
+        ids = [m.incident.id for m in digest.members if m.incident is not None]
+        if group.get("ts") != ref["ts"] or "title" not in group:  # a new root: start the record over
+            w = wording(digest, slack_escape)
+            group = {"title": w.title, "listing": w.listing, "resolved": ""}
+            members = []
+        elif digest.update:
+            w = wording(digest, slack_escape)
+            if w.listing not in group["listing"]:
+                group["listing"] = f"{group['listing']}, {w.listing}"[:3000]
+        group.update(ref)
+        group["members"] = ",".join(dict.fromkeys([*members, *ids]))
+        return group
+
+    async def _digest_recovered(self, conv: Conversations, root: Mapping[str, str], incident_id: str) -> None:
+        """A member of a digest resolved: edit the shared root to count the recovered members.
+        Replayed by a retry, it counts the same member once (the record is a set of ids)."""
+        group = await conv.root(root["digest"])
+        if group is None or not group.get("members") or group.get("ts") != root["ts"]:
+            return
+        members = group["members"].split(",")
+        resolved = [r for r in group.get("resolved", "").split(",") if r]
+        if incident_id in members and incident_id not in resolved:
+            resolved.append(incident_id)
+        try:
+            await self._update(group, digest_progress(group.get("title", ""), group.get("listing", ""),
+                                                      len(resolved), len(members)))
+        except _RootGone as gone:
+            log.warning("receiver %s: the digest root of %s is gone (%s); not edited", self.name,
+                        root["digest"], gone.code)
+            return
+        await _shielded(conv.set_root(root["digest"], {**group, "resolved": ",".join(resolved)}))
 
     async def _post_root(self, alert: Alert, message: Mapping[str, Any], group: str) -> dict[str, str] | None:
         data = await self._post(self._channel(alert), message)
@@ -265,6 +306,11 @@ class SlackReceiver:
 
     async def close(self) -> None:
         """Nothing to release: the HTTP session belongs to the caller."""
+
+
+def _root_ref(record: Mapping[str, str]) -> dict[str, str]:
+    """What a digest's members record: where the shared root is, not the group's counts."""
+    return {k: record[k] for k in ("channel", "ts", "digest") if k in record}
 
 
 async def _shielded(write: Awaitable[bool]) -> None:

@@ -101,3 +101,17 @@ def slack_digest(alert: Alert) -> dict[str, Any]:
         {"type": "context", "elements": [{"type": "mrkdwn", "text": cut(where, 3000)}]},
     ]
     return {"text": cut(w.headline, 3000), "blocks": blocks}
+
+
+def digest_progress(title: str, listing: str, recovered: int, total: int) -> dict[str, Any]:
+    """A digest's root as its members recover ("3 of 5 recovered"), green once all have. ``title``
+    and ``listing`` are the digest's own, already escaped when it was sent."""
+    done = recovered >= total
+    emoji = EMOJI["RUNNING"] if done else DEFAULT_EMOJI
+    progress = f"all {total} recovered" if done else f"{recovered} of {total} recovered"
+    headline = f"{emoji} {title} · {progress}"
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": cut(headline, 150), "emoji": True}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": cut(listing, 3000)}},
+    ]
+    return {"text": cut(f"{title} · {progress}: {listing}", 3000), "blocks": blocks}
