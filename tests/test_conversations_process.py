@@ -5,7 +5,6 @@ receives. FakeSlack's workspace records what each channel shows."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,6 +13,7 @@ from tests.support.fakes import FakeSlack, SMTPServer
 from tests.support.harness import BridgeProcess
 from tests.support.redis_server import RedisServer, redis_server  # noqa: F401
 from tests.support.slack_workspace import SlackChannel, SlackMessage
+from tests.support.waits import until
 
 StartBridge = Callable[..., Any]
 FAST_RETRY = {"initial_backoff": "200ms", "max_backoff": "1s", "max_attempts": 1000, "max_elapsed": "1h"}
@@ -28,12 +28,6 @@ def down_route(to: str, **extra: Any) -> list[dict[str, Any]]:
     return [{"name": "down", "match": {"status": ["FAILED"]}, "to": [to], "send_updates": True, **extra}]
 
 
-async def until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def post(p: BridgeProcess, node: str, status: str, at: datetime) -> None:

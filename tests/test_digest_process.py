@@ -13,18 +13,13 @@ from typing import Any
 from tests.support.fakes import FakeSlack, WebhookSink
 from tests.support.harness import BridgeProcess
 from tests.support.redis_server import RedisServer, redis_server  # noqa: F401
+from tests.support.waits import until
 
 StartBridge = Callable[..., Any]
 FAST_RETRY = {"initial_backoff": "200ms", "max_backoff": "1s", "max_attempts": 1000, "max_elapsed": "1h"}
 HOSTILE = "<!channel> @here <@U1> & *x*"
 
 
-async def until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def docs(sink: WebhookSink) -> list[dict[str, Any]]:

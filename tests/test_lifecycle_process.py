@@ -5,7 +5,6 @@ sink holds this", with a generous deadline that only turns a hang into a failure
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,6 +15,7 @@ from tests.support.cli_runner import run_cli
 from tests.support.fakes import WebhookSink
 from tests.support.harness import BridgeProcess
 from tests.support.redis_server import RedisServer, redis_server  # noqa: F401
+from tests.support.waits import until
 
 StartBridge = Callable[..., Any]
 FAST_RETRY = {"initial_backoff": "200ms", "max_backoff": "2s", "max_attempts": 1000, "max_elapsed": "1h"}
@@ -29,12 +29,6 @@ def kinds(sink: WebhookSink, node: str | None = None) -> list[str]:
     return [r.json()["kind"] for r in sink.delivered if node is None or r.json()["event"]["nodeId"] == node]
 
 
-async def until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def ts(base: datetime, seconds: float) -> datetime:

@@ -19,6 +19,7 @@ from bridge.model import IncidentRef
 from bridge.receivers import Receiver, build_receiver
 from bridge.render import Renderer
 from tests.support.fakes import T0, FakeSlack, free_port, make_alert
+from tests.support.waits import strings
 
 pytest_plugins = ["tests.support.fakes"]
 pytestmark = pytest.mark.timeout(20)
@@ -249,7 +250,7 @@ async def test_event_values_never_become_mentions_or_links(
         # The only Slack control sequences are ours: the node link and the event-time date.
         assert "<!channel>" not in text and "<!here>" not in text and "<@U123>" not in text
         assert "<!subteam" not in text and "<https://evil" not in text
-    posted = _strings(msg.payload)
+    posted = strings(msg.payload)
     for s in posted:
         for opened in s.split("<")[1:]:
             assert opened.startswith(("!date^", "https://cloud.example.test/nodes/")), (opened, s)
@@ -276,14 +277,6 @@ async def test_operator_template_keeps_its_own_mention(
     assert msg.payload["blocks"][1]["text"]["text"] == "<!here> &lt;!channel&gt; down"
 
 
-def _strings(obj: Any) -> list[str]:
-    if isinstance(obj, str):
-        return [obj]
-    if isinstance(obj, dict):
-        return [s for v in obj.values() for s in _strings(v)]
-    if isinstance(obj, list):
-        return [s for v in obj for s in _strings(v)]
-    return []
 
 
 async def test_resolved_headline(fake_slack: FakeSlack, http_session: aiohttp.ClientSession) -> None:

@@ -22,6 +22,7 @@ from bridge.receivers import Receiver, build_receiver
 from bridge.render import Renderer
 from bridge.store.memory import MemoryStore
 from tests.support.fakes import T0, FakeSlack, free_port, make_alert
+from tests.support.waits import strings
 
 pytest_plugins = ["tests.support.fakes"]
 pytestmark = pytest.mark.timeout(20)
@@ -295,10 +296,10 @@ async def test_hostile_values_stay_escaped_in_roots_replies_and_edits(
     assert len(root.replies) == 3 and len(root.edits) == 1
     escaped = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     for _, payload in api_calls(fake_slack):
-        for s in _strings(payload):
+        for s in strings(payload):
             for opened in s.split("<")[1:]:  # the only control sequences: ours
                 assert opened.startswith(("!date^", "@U0456>")), (opened, s)
-        shown = "\n".join(_strings(payload))
+        shown = "\n".join(strings(payload))
         if "<" in value:
             assert value not in shown
         assert escaped in shown
@@ -306,14 +307,6 @@ async def test_hostile_values_stay_escaped_in_roots_replies_and_edits(
     assert f"*Path*\nFAILED 12m → {escaped} 3m → RUNNING" in fields
 
 
-def _strings(obj: Any) -> list[str]:
-    if isinstance(obj, str):
-        return [obj]
-    if isinstance(obj, dict):
-        return [s for v in obj.values() for s in _strings(v)]
-    if isinstance(obj, list):
-        return [s for v in obj for s in _strings(v)]
-    return []
 
 
 # --- incoming-webhook mode -----------------------------------------------------------------------
