@@ -14,7 +14,7 @@ import random
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import closing
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from bridge.store.sqlite import SQLiteStore
 from tests.support.fakes import FakeSlack, Received, WebhookSink, free_port, wait_until
 from tests.support.harness import ProbeSink
 from tests.support.redis_server import RedisServer, redis_outage_server  # noqa: F401
-from tests.support.rig import Rig, RigFactory, close_rig, open_rig
+from tests.support.rig import Clock, Rig, RigFactory, close_rig, open_rig
 
 pytest_plugins = ["tests.support.fakes"]
 pytestmark = pytest.mark.timeout(60)
@@ -39,17 +39,6 @@ pytestmark = pytest.mark.timeout(60)
 STORES = ["memory", "sqlite"]
 
 
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC).replace(microsecond=0)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 def event_of(req: Received) -> tuple[str, str, str]:

@@ -35,6 +35,7 @@ from bridge.store import Store
 from bridge.store.memory import MemoryStore
 from bridge.store.sqlite import SQLiteStore
 from tests.support.fakes import FakeSlack, SMTPServer, WebhookSink
+from tests.support.rig import Clock
 
 pytest_plugins = ["tests.support.fakes"]
 pytestmark = pytest.mark.timeout(60)
@@ -234,15 +235,6 @@ def test_webhook_digest_is_one_document_listing_every_member() -> None:
 # --- the dispatcher: one send per group, through real receivers ---------------------------------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC).replace(microsecond=0)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 Rig = tuple[Store, Dispatcher, Callable[..., Any]]

@@ -76,3 +76,16 @@ async def open_rig(
 async def close_rig(rig: Rig) -> None:
     await rig.dispatcher.stop(0)
     await rig.store.close()
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC).replace(microsecond=0)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
