@@ -256,8 +256,7 @@ class App:
         m.inflight.set(stats.inflight)
         m.dead.set(stats.dead)
         m.oldest_pending.set(stats.oldest_pending_age)
-        records = await self.store.list_nodes()
-        m.incidents_open.set(sum(r.incidents.incident is not None for r in records))
+        m.incidents_open.set(stats.incidents_open)
 
     async def _maintenance_loop(self) -> None:
         """Outbox gauges every few seconds; pruning every prune_interval."""

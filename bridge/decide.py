@@ -76,7 +76,8 @@ class NodeRecord:
     """Everything the stores hold about one node, persisted as one JSON blob.
 
     Later features add fields here (with defaults) and to ``to_json``/``from_json``; the backends
-    store the blob and never look inside it (they index ``kept_from`` and ``next_due``)."""
+    store the blob and never look inside it (they index ``kept_from``, ``next_due`` and
+    ``incident_open``)."""
 
     state: NodeState
     incidents: IncidentState = _NO_INCIDENTS
@@ -100,6 +101,12 @@ class NodeRecord:
         """When the earliest pending timer is due (the stores index it); None: no timer."""
         timers = self.incidents.timers
         return min(t.due_at for t in timers) if timers else None
+
+    @property
+    def incident_open(self) -> bool:
+        """Whether the node has an open incident (the stores index it: the incidents-open gauge)."""
+        incident = self.incidents.incident
+        return incident is not None and incident.is_open
 
     def to_json(self) -> dict[str, Any]:
         s = self.state

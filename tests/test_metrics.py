@@ -114,6 +114,9 @@ async def test_metrics_after_a_scripted_run(
     assert metric_value(text, "alert_bridge_deliveries_inflight") == 0
     assert metric_value(text, "alert_bridge_deliveries_dead") == 1
     assert metric_value(text, "alert_bridge_oldest_pending_seconds") >= 0.3
+    # n1, n2 and n3 went FAILED: three open incidents (a silence mutes n3's notifications; its
+    # incident is still tracked). The out-of-order RUNNING of n1 resolved nothing.
+    assert metric_value(text, "alert_bridge_incidents_open") == 3
 
     # invalid_signature made one (rate-limited) refresh attempt; it succeeded, so no new failure.
     assert metric_value(text, "alert_bridge_public_key_refresh_failures_total") == 1

@@ -268,7 +268,9 @@ async def test_repeat_interval_reminds_through_due_nodes_and_apply(store: Store)
     assert claimed_first.id == first.deliveries[0] and claimed_first.alert.kind == "firing"
     [rec] = await store.list_nodes()
     assert rec == d.record
+    assert (await store.stats(now=at(300))).incidents_open == 1
     assert await store.forget_node("n1")
+    assert (await store.stats(now=at(300))).incidents_open == 0
     assert await store.due_nodes(now=at(10**6), limit=10) == [] and await store.list_nodes() == []
 
 
@@ -280,16 +282,19 @@ async def test_apply_ack_and_resolve(store: Store) -> None:
     [rec] = await store.list_nodes()
     inc = rec.incidents.incident
     assert inc is not None
+    assert (await store.stats(now=at(1))).incidents_open == 1  # the gauge reads the store's index
     nf = await store.apply("n1", lambda r: decide_ack(r, "inc_nope", by="x", now=at(1)), now=at(1))
     assert (nf.outcome, nf.record) == ("not_found", None)
     acked = await store.apply("n1", lambda r: decide_ack(r, inc.id, by="alice", now=at(1)), now=at(1))
     assert acked.record is not None and acked.record.incidents.incident.acked_by == "alice"  # type: ignore[union-attr]
     assert await store.due_nodes(now=at(10**6), limit=10) == []  # reminders stopped
+    assert (await store.stats(now=at(1))).incidents_open == 1  # acknowledged is still open
     done = await store.apply("n1", lambda r: decide_resolve(r, inc.id, policy, by="bob", now=at(5)), now=at(5))
     assert [(j.kind, j.receiver) for j in done.jobs] == [("resolved", "a"), ("resolved", "b")]
     assert done.resolved == (5.0,)
     [rec] = await store.list_nodes()
     assert rec.incidents.incident is None and rec.incidents.last_resolved is not None
+    assert (await store.stats(now=at(5))).incidents_open == 0
     assert await store.apply("unknown", lambda r: decide_ack(r, inc.id, by="x", now=at(6)), now=at(6)) == \
         Decision("not_found")
 
@@ -1196,6 +1201,52 @@ async def test_sqlite_jobs_written_before_digests_gain_their_group_column(tmp_pa
         ids = [(await accept_in(store, ev(f"n{i}", t=i), grouped("a"))).deliveries[0] for i in (1, 2)]
         got = await store.claim(now=at(11), limit=10, lease=60, group_limit=10)
         assert [d.id for d in got] == [old, *ids]  # the old job alone, then the group together
+    finally:
+        await store.close()
+
+
+async def _two_incidents_one_resolved(store: Store) -> None:
+    policy = with_incidents(plan_to("a", route="r"), RoutePolicy("r", ("a",)))
+    for node, status, t in (("n1", "FAILED", 0), ("n2", "FAILED", 1), ("n2", "RUNNING", 2)):
+        e = ev(node, status, t=t)
+        await store.accept(e, decider(e, policy, at(t)), now=at(t), dedup_ttl=TTL)
+    assert (await store.stats(now=at(3))).incidents_open == 1
+
+
+async def test_sqlite_nodes_written_before_the_open_incident_index_gain_it(tmp_path: Path) -> None:
+    import sqlite3
+
+    from bridge.store.sqlite import SQLiteStore
+
+    path = tmp_path / "old.db"
+    store = SQLiteStore(path)
+    await store.open()
+    await _two_incidents_one_resolved(store)
+    await store.close()
+    conn = sqlite3.connect(path)  # the nodes table as it was before the index: no incident_open column
+    conn.executescript("DROP INDEX nodes_open; ALTER TABLE nodes DROP COLUMN incident_open;")
+    conn.close()
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        assert (await store.stats(now=at(3))).incidents_open == 1  # filled from the records once
+    finally:
+        await store.close()
+
+
+async def test_redis_keys_of_layout_2_gain_the_open_incident_index(redis_pair: tuple[Store, Store]) -> None:
+    from bridge.store.redis import RedisStore
+
+    one, _ = redis_pair
+    assert isinstance(one, RedisStore)
+    await _two_incidents_one_resolved(one)
+    client = one._client()
+    await client.delete(f"{one.prefix}open")  # what layout 2 had: no index
+    await client.hset(f"{one.prefix}meta", "redis_layout", "2")
+    store = RedisStore(one.url, prefix=one.prefix)
+    await store.open()
+    try:
+        assert (await store.stats(now=at(3))).incidents_open == 1
     finally:
         await store.close()
 

@@ -45,6 +45,7 @@ class OutboxStats:
     dead: int
     done: int
     oldest_pending_age: float  # seconds; 0 when nothing is pending
+    incidents_open: int = 0  # nodes whose record has an open incident (an index the store keeps)
 
 
 class ConversationLog(Protocol):

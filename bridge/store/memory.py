@@ -21,6 +21,7 @@ class MemoryStore:
         self._events: dict[str, tuple[Event, str]] = {}  # id -> (event, outcome)
         self._nodes: dict[str, NodeRecord] = {}
         self._next_due: dict[str, datetime] = {}  # node -> its record's next_due (the timer index)
+        self._open: set[str] = set()  # nodes whose record has an open incident (the gauge's index)
         self._jobs: dict[str, Delivery] = {}
         self._leases: dict[str, datetime] = {}
         self._silences: dict[str, Silence] = {}
@@ -59,6 +60,10 @@ class MemoryStore:
                 self._next_due.pop(new.node_id, None)
             else:
                 self._next_due[new.node_id] = due
+            if new.incident_open:
+                self._open.add(new.node_id)
+            else:
+                self._open.discard(new.node_id)
         for job in decision.jobs:
             shown = job.event or event
             assert shown is not None, "a job decided outside accept carries its event"
@@ -196,7 +201,8 @@ class MemoryStore:
             if job.state in ("pending", "inflight") and (oldest is None or job.created_at < oldest):
                 oldest = job.created_at
         age = (now - oldest).total_seconds() if oldest else 0.0
-        return OutboxStats(counts["pending"], counts["inflight"], counts["dead"], counts["done"], age)
+        return OutboxStats(counts["pending"], counts["inflight"], counts["dead"], counts["done"], age,
+                           len(self._open))
 
     async def prune(self, *, now: datetime, retention: RetentionConfig) -> int:
         now_ts = now.timestamp()
@@ -224,6 +230,7 @@ class MemoryStore:
             if (now - r.kept_from).total_seconds() >= retention.events and n not in self._next_due
         ]:
             del self._nodes[node_id]
+            self._open.discard(node_id)
         for conv in [k for k, (_, exp) in self._conversations.items() if exp <= now_ts]:
             del self._conversations[conv]
         return removed
@@ -234,6 +241,7 @@ class MemoryStore:
 
     async def forget_node(self, node_id: str) -> bool:
         self._next_due.pop(node_id, None)
+        self._open.discard(node_id)
         return self._nodes.pop(node_id, None) is not None
 
     async def add_silence(self, silence: Silence) -> None:

@@ -25,6 +25,10 @@ def next_due_us(record: NodeRecord | None) -> str:
     return str(_us(due)) if due is not None else ""
 
 
+def incident_open(record: NodeRecord | None) -> str:
+    return "1" if record is not None and record.incident_open else ""
+
+
 def member(created_us: int, job_id: str) -> str:
     return f"{min(max(created_us, 0), 10**17 - 1):017d}:{job_id}"
 
@@ -63,6 +67,7 @@ class CommitItem(NamedTuple):
     now_us: str
     jobs: tuple[Job, ...]
     next_due_us: str  # the new record's earliest timer ('' = none): the P timers index
+    incident_open: str  # '1' while the new record has an open incident ('' = none): the P open index
 
 
 class Accept:
@@ -103,7 +108,7 @@ class Accept:
             str(self.dedup_px), event.id, ev_json, decision.outcome,
             str(_us(event.received_at)), event.node_id, version, compact_json(new.to_json()) if new is not None else "",
             str(_us(new.kept_from)) if new is not None else "0", str(self.now_us), jobs,
-            next_due_us(new),
+            next_due_us(new), incident_open(new),
         )  # fmt: skip
 
 

@@ -9,7 +9,7 @@ local evpx = ARGV[2]
 local out = {}
 local broken = {}
 for _, it in ipairs(cjson.decode(ARGV[3])) do
-  local dkey, nowts, dval, expires, dpx, eid, ev, outcome, rcvd, node, ver, record, newest, now, jobs, nd = unpack(it)
+  local dkey, nowts, dval, expires, dpx, eid, ev, outcome, rcvd, node, ver, record, newest, now, jobs, nd, io = unpack(it)
   local dk = P .. 'dd:' .. dkey
   local nk = nodek(node)
   local res = 'ok'
@@ -33,7 +33,7 @@ for _, it in ipairs(cjson.decode(ARGV[3])) do
     redis.call('ZADD', P .. 'dd:idx', expires, dk)
     redis.call('SET', P .. 'ev:' .. eid, '{"event":' .. ev .. ',"outcome":"' .. outcome .. '"}', 'PX', evpx)
     redis.call('ZADD', P .. 'ev:idx', rcvd, eid)
-    if record ~= '' then set_record(node, record, newest, nd) end
+    if record ~= '' then set_record(node, record, newest, nd, io) end
     for _, job in ipairs(jobs) do
       -- the context as store.base.job_context writes it: the event, then the job's own fields
       add_job(job[1], job[2], job[3], job[4], '{"event":' .. ev .. ',' .. job[5], node, now, job[6], job[7])

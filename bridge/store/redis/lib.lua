@@ -132,8 +132,9 @@ end
 
 local function nodek(node) return P .. 'node:' .. node end
 
--- a node's new record; nd: its earliest timer (µs, '' = none), indexed in P timers
-local function set_record(node, record, newest, nd)
+-- a node's new record; nd: its earliest timer (µs, '' = none), indexed in P timers; io: '1' while
+-- it has an open incident ('' = none), indexed in P open (the incidents-open gauge)
+local function set_record(node, record, newest, nd, io)
   -- versions come from one counter, so a deleted and re-created record never repeats one
   redis.call('HSET', nodek(node), 'record', record, 'version', redis.call('INCR', P .. 'version'))
   redis.call('ZADD', P .. 'nodes', newest, node)
@@ -141,6 +142,11 @@ local function set_record(node, record, newest, nd)
     redis.call('ZADD', P .. 'timers', nd, node)
   else
     redis.call('ZREM', P .. 'timers', node)
+  end
+  if io == '1' then
+    redis.call('SADD', P .. 'open', node)
+  else
+    redis.call('SREM', P .. 'open', node)
   end
 end
 

@@ -31,6 +31,7 @@ for _, node in ipairs(nodes) do
   if not redis.call('ZSCORE', P .. 'timers', node) then  -- a node with a pending timer stays
     redis.call('DEL', P .. 'node:' .. node)
     redis.call('ZREM', P .. 'nodes', node)
+    redis.call('SREM', P .. 'open', node)
     dropped = dropped + 1
   end
 end

@@ -82,7 +82,7 @@ from bridge.decide import Apply, Decider, Decision, NodeRecord, from_us, to_us
 from bridge.errors import StorageUnavailable
 from bridge.model import Alert, Delivery, DeliveryState, Event, NodeState, Silence
 from bridge.store.base import Acceptance, OutboxStats, compact_json, job_context
-from bridge.store.redis.accepts import job_extras, member, next_due_us
+from bridge.store.redis.accepts import incident_open, job_extras, member, next_due_us
 from bridge.store.redis.batcher import MAX_ACCEPT_ATTEMPTS, AcceptBatcher
 from bridge.store.redis.conversations import RedisConversations
 
@@ -90,7 +90,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 _SETTLE_BATCH = 512  # send outcomes recorded by one script call
 _BATCH = 1000  # keys handled per script call by prune and promotion (bounds one script's run time)
-_LAYOUT_FIELD, _LAYOUT = "redis_layout", "2"  # 2: node records as JSON, readable job fields
+# 2: node records as JSON, readable job fields; 3: the open-incident index (P open)
+_LAYOUT_FIELD, _LAYOUT = "redis_layout", "3"
 # Redis answers these while it cannot take writes (failover, loading, OOM, a slow script).
 _UNAVAILABLE_REPLIES = ("READONLY", "LOADING", "MASTERDOWN", "BUSY", "OOM", "TRYAGAIN", "CLUSTERDOWN")
 
@@ -213,7 +214,18 @@ class RedisStore(RedisConversations):
                         batch = []
                 if batch:
                     await self._run("migrate", *batch)
+            await self._index_open_incidents()
             await r.hset(self._k("meta"), _LAYOUT_FIELD, _LAYOUT)
+
+    async def _index_open_incidents(self) -> None:
+        """Layout 3: the open-incident index, filled once from the records written before it."""
+        r = self._client()
+        start = len(self._k("node:"))
+        async for key in r.scan_iter(match=self._k("node:*"), count=_BATCH):
+            raw = await r.hget(key, "record")
+            node = key[start:]
+            if raw and NodeRecord.from_json(node, json.loads(raw)).incident_open:
+                await r.sadd(self._k("open"), node)
 
     async def close(self) -> None:
         # let the batches on their way finish (or fail) on the connection they started on
@@ -352,10 +364,11 @@ class RedisStore(RedisConversations):
                     pipe.zcard(self._k("st:", s))
                 pipe.zrange(self._k("st:pending"), 0, 0, withscores=True)
                 pipe.zrange(self._k("st:inflight"), 0, 0, withscores=True)
-                pending, inflight, dead, done, p0, i0 = await pipe.execute()
+                pipe.scard(self._k("open"))
+                pending, inflight, dead, done, p0, i0, incidents = await pipe.execute()
         firsts = [int(score) for _, score in (*p0, *i0)]
         age = (_us(now) - min(firsts)) / 1_000_000 if firsts else 0.0
-        return OutboxStats(pending, inflight, dead, done, age)
+        return OutboxStats(pending, inflight, dead, done, age, incidents)
 
     async def prune(self, *, now: datetime, retention: RetentionConfig) -> int:
         self._events_keep = retention.events
@@ -404,7 +417,8 @@ class RedisStore(RedisConversations):
                 for j in decision.jobs
             ]
             if int(await self._run("apply", node_id, str(version or ""), compact_json(new.to_json()),
-                                   _us(new.kept_from), next_due_us(new), now_us, compact_json(jobs))):
+                                   _us(new.kept_from), next_due_us(new), now_us, compact_json(jobs),
+                                   incident_open(new))):
                 return decision
             # another replica wrote the node meanwhile: read and decide again
             if attempt >= 3:

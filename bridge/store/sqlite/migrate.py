@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from datetime import UTC, datetime
 
@@ -31,8 +32,14 @@ def migrate_nodes(conn: sqlite3.Connection) -> None:
 
 def add_columns(conn: sqlite3.Connection) -> None:
     """Columns later versions added, NULL in rows written before them: nodes.next_due (timers; NULL:
-    no timer, as none existed) and jobs.grp (fleet digests; NULL: no group)."""
-    for table, column, kind in (("nodes", "next_due", "REAL"), ("jobs", "grp", "TEXT")):
+    no timer, as none existed), jobs.grp (fleet digests; NULL: no group) and nodes.incident_open
+    (filled from the records once: incidents existed before the column)."""
+    for table, column, kind in (("nodes", "next_due", "REAL"), ("jobs", "grp", "TEXT"),
+                                ("nodes", "incident_open", "INTEGER")):
         cols = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
         if cols and column not in cols:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+            if column == "incident_open":
+                rows = conn.execute("SELECT node_id, record FROM nodes").fetchall()
+                conn.executemany("UPDATE nodes SET incident_open = 1 WHERE node_id = ?",
+                                 ((n,) for n, r in rows if NodeRecord.from_json(n, json.loads(r)).incident_open))

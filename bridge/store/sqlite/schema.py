@@ -35,9 +35,10 @@ CREATE UNIQUE INDEX IF NOT EXISTS events_key ON events(ts_us, node_id);
 CREATE INDEX IF NOT EXISTS events_expiry ON events(expires_at) WHERE expires_at > 0;
 CREATE INDEX IF NOT EXISTS events_kept ON events(received_at) WHERE kept = 1;
 -- record: bridge.decide.NodeRecord as JSON; newest: its kept_from (unix s), for pruning;
--- next_due: its earliest timer's due time (unix s; NULL: none), for the timer loop
+-- next_due: its earliest timer's due time (unix s; NULL: none), for the timer loop;
+-- incident_open: 1 while it has an open incident (NULL: none), counted for the gauge
 CREATE TABLE IF NOT EXISTS nodes (node_id TEXT PRIMARY KEY, newest REAL NOT NULL, record TEXT NOT NULL,
-  next_due REAL);
+  next_due REAL, incident_open INTEGER);
 CREATE TABLE IF NOT EXISTS jobs (
   id TEXT PRIMARY KEY, order_key TEXT NOT NULL, receiver TEXT NOT NULL, seq REAL NOT NULL,
   state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL,
@@ -54,6 +55,7 @@ CREATE INDEX IF NOT EXISTS jobs_done ON jobs(updated_at) WHERE state = 'done';
 CREATE INDEX IF NOT EXISTS jobs_dead ON jobs(updated_at) WHERE state = 'dead';
 CREATE INDEX IF NOT EXISTS jobs_group ON jobs(receiver, grp) WHERE grp IS NOT NULL AND is_head = 1;
 CREATE INDEX IF NOT EXISTS nodes_due ON nodes(next_due) WHERE next_due IS NOT NULL;
+CREATE INDEX IF NOT EXISTS nodes_open ON nodes(incident_open) WHERE incident_open = 1;
 CREATE TABLE IF NOT EXISTS silences (id TEXT PRIMARY KEY, ends_at REAL NOT NULL, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """

@@ -76,8 +76,8 @@ class SQLiteStore(conversations.SQLiteConversations):
         # Node records as committed (or written by the batch in progress): this process owns the
         # file (the lock), so only its own writes change them. Saves a query per event. Emptied by
         # any rollback, as the batch's writes are then undone; bounded by emptying it when full.
-        # With each record its JSON as stored: list_nodes (the gauges, every few seconds, on the
-        # reader thread) reuses the record of every row whose JSON is unchanged instead of parsing it.
+        # With each record its JSON as stored: list_nodes (the API and console, on the reader
+        # thread) reuses the record of every row whose JSON is unchanged instead of parsing it.
         self._nodes: dict[str, tuple[str, NodeRecord]] = {}
         self._db = GroupCommit(self.path, setup=setup, on_rollback=self._nodes.clear, max_batch=max_batch)
 
@@ -141,9 +141,10 @@ class SQLiteStore(conversations.SQLiteConversations):
             # a new rowid, dirtying more pages for every commit to write to the WAL.
             raw = compact_json(new.to_json())
             c.execute(
-                "INSERT INTO nodes VALUES (?, ?, ?, ?) ON CONFLICT(node_id) DO UPDATE SET newest = excluded.newest, "
-                "record = excluded.record, next_due = excluded.next_due",
-                (new.node_id, new.kept_from.timestamp(), raw, due.timestamp() if due is not None else None),
+                "INSERT INTO nodes VALUES (?, ?, ?, ?, ?) ON CONFLICT(node_id) DO UPDATE SET newest = excluded.newest, "
+                "record = excluded.record, next_due = excluded.next_due, incident_open = excluded.incident_open",
+                (new.node_id, new.kept_from.timestamp(), raw, due.timestamp() if due is not None else None,
+                 1 if new.incident_open else None),
             )
             if len(self._nodes) >= _NODE_CACHE_MAX:
                 self._nodes.clear()
@@ -376,9 +377,10 @@ class SQLiteStore(conversations.SQLiteConversations):
                 "SELECT MIN(created_at) FROM jobs WHERE state IN ('pending', 'inflight')"
             ).fetchone()[0]
             age = max(0.0, now.timestamp() - oldest) if oldest is not None else 0.0
+            incidents = c.execute("SELECT COUNT(*) FROM nodes WHERE incident_open = 1").fetchone()[0]
             return OutboxStats(
                 counts.get("pending", 0), counts.get("inflight", 0), counts.get("dead", 0),
-                counts.get("done", 0), age,
+                counts.get("done", 0), age, incidents,
             )
 
         return await self._read(op)
