@@ -28,6 +28,7 @@ upstream clock or format bug) its arrival, so a far-future event hides no event 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -119,7 +120,9 @@ class NodeRecord:
     @classmethod
     def from_json(cls, node_id: str, data: Mapping[str, Any]) -> NodeRecord:
         # "fired" (the old repeat_interval suppression times) is ignored: reminders replaced it.
-        state = NodeState(node_id, data["status"], from_us(data["since"]), from_us(data["newest"]), data["event"])
+        # interned: the same few statuses, and the node id the record's incidents hold again
+        state = NodeState(sys.intern(node_id), sys.intern(data["status"]), from_us(data["since"]),
+                          from_us(data["newest"]), data["event"])
         inc = data.get("inc")
         return cls(state, IncidentState.from_json(inc) if inc else _NO_INCIDENTS)
 

@@ -8,7 +8,9 @@ resolution by hand are bridge-clock times.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -32,6 +34,9 @@ def _ts(dt: datetime | None) -> str | None:
     return format_timestamp(dt) if dt is not None else None
 
 
+# Memoised: a record holds the same instant several times (opened, the path's first step, the last
+# event) and nodes share instants; one datetime object then serves them all, in the node caches too.
+@functools.lru_cache(maxsize=4096)
 def _parse(value: str) -> datetime:
     """A time as this module wrote it (format_timestamp); anything else goes through the strict parser."""
     if len(value) == 27 and value[-1] == "Z":
@@ -44,6 +49,21 @@ def _parse(value: str) -> datetime:
 
 def _dt(value: Any) -> datetime | None:
     return _parse(value) if isinstance(value, str) else None
+
+
+def _name(value: Any) -> Any:
+    """Statuses, routes, receivers and node ids repeat in every record: one string object for all
+    of them (records stay cached per node), instead of one per occurrence as json.loads makes."""
+    return sys.intern(value) if type(value) is str else value
+
+
+@functools.lru_cache(maxsize=1024)
+def _shared(names: tuple[Any, ...]) -> tuple[Any, ...]:
+    return names  # the first equal tuple seen: owners, notified and told lists repeat across records
+
+
+def _names(values: Any) -> tuple[Any, ...]:
+    return _shared(tuple(_name(v) for v in values or ()))
 
 
 def human_duration(seconds: float) -> str:
@@ -195,15 +215,15 @@ class Incident:
     def from_json(cls, d: Mapping[str, Any]) -> Incident:
         opened = _parse(d["opened_at"])
         return cls(
-            id=d["id"], node_id=d["node"], opened_at=opened,
+            id=d["id"], node_id=_name(d["node"]), opened_at=opened,
             opened_seen_at=_dt(d.get("opened_seen_at")) or opened,
-            path=tuple((s, _parse(t)) for s, t in d.get("path") or [[d.get("status", "?"), d["opened_at"]]]),
-            owners=tuple(d.get("owners") or ()), notified=tuple(d.get("notified") or ()),
-            escalated=tuple((r, int(n)) for r, n in d.get("escalated") or ()),
+            path=tuple((_name(s), _parse(t)) for s, t in d.get("path") or [[d.get("status", "?"), d["opened_at"]]]),
+            owners=_names(d.get("owners")), notified=_names(d.get("notified")),
+            escalated=tuple((_name(r), int(n)) for r, n in d.get("escalated") or ()),
             path_elided=int(d.get("path_elided") or 0),
             acked_at=_dt(d.get("acked_at")), acked_by=d.get("acked_by"),
             resolved_at=_dt(d.get("resolved_at")), resolved_by=d.get("resolved_by"),
-            told=tuple((str(r), tuple(rs)) for r, rs in d.get("told") or ()),
+            told=tuple((_name(str(r)), _names(rs)) for r, rs in d.get("told") or ()),
         )
 
 
@@ -270,7 +290,7 @@ class Flap:
         held = d.get("held")
         return cls(tuple(_parse(t) for t in d.get("recent") or ()), bool(d.get("active")),
                    _dt(d.get("started_at")), _dt(d.get("last_at")), int(d.get("count") or 0),
-                   tuple(d.get("routes") or ()), Incident.from_json(held) if held else None)
+                   _names(d.get("routes")), Incident.from_json(held) if held else None)
 
 
 _NO_FLAP = Flap()

@@ -116,12 +116,12 @@ class Accept:
 # back the JSON a batch committed (the usual case: one replica owns most of a node's events) then
 # costs a string comparison instead of a parse. Bounded: emptied when full.
 Known = dict[str, tuple[str, NodeRecord]]
-KNOWN_MAX = 50_000
+KNOWN_MAX = 20_000
 
 
 def remember(known: Known, node_id: str, raw: str, record: NodeRecord) -> None:
-    if len(known) >= KNOWN_MAX:
-        known.clear()
+    if node_id not in known and len(known) >= KNOWN_MAX:
+        known.clear()  # a new node only: updates replace in place
     known[node_id] = (raw, record)
 
 

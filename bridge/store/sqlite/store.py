@@ -32,7 +32,7 @@ _INSERT_JOB = (
     "WHERE order_key = ? AND state IN ('pending', 'inflight')), ?, ?, ?)"
 )
 _JOB_COLS = "id, state, attempts, created_at, next_attempt_at, updated_at, last_error, context"
-_NODE_CACHE_MAX = 50_000  # node records kept in memory (bounded; size: bench/README.md)
+_NODE_CACHE_MAX = 20_000  # node records kept in memory (bounded; size: bench/README.md)
 _PRUNE_CHUNK = 5000  # rows per DELETE, so pruning a large backlog never stalls the loop for long
 
 
@@ -68,6 +68,12 @@ def _fix_head(conn: sqlite3.Connection, key: str) -> None:
     )
 
 
+def _remember(cache: dict[str, tuple[int, NodeRecord]], node_id: str, raw: str, record: NodeRecord) -> None:
+    if node_id not in cache and len(cache) >= _NODE_CACHE_MAX:
+        cache.clear()  # bounded: emptied when full (a new node only; updates replace in place)
+    cache[node_id] = (hash(raw), record)
+
+
 class SQLiteStore(conversations.SQLiteConversations):
     durable = True
 
@@ -76,9 +82,10 @@ class SQLiteStore(conversations.SQLiteConversations):
         # Node records as committed (or written by the batch in progress): this process owns the
         # file (the lock), so only its own writes change them. Saves a query per event. Emptied by
         # any rollback, as the batch's writes are then undone; bounded by emptying it when full.
-        # With each record its JSON as stored: list_nodes (the API and console, on the reader
-        # thread) reuses the record of every row whose JSON is unchanged instead of parsing it.
-        self._nodes: dict[str, tuple[str, NodeRecord]] = {}
+        # With each record the hash of its JSON as stored: list_nodes (the API and console, on the
+        # reader thread) reuses the record of every row whose JSON hashes the same instead of
+        # parsing it. A hash, not the JSON: that would double the cache's memory.
+        self._nodes: dict[str, tuple[int, NodeRecord]] = {}
         self._db = GroupCommit(self.path, setup=setup, on_rollback=self._nodes.clear, max_batch=max_batch)
 
     def _run(self, op: Callable[[sqlite3.Connection], T]) -> Awaitable[T]:
@@ -146,9 +153,7 @@ class SQLiteStore(conversations.SQLiteConversations):
                 (new.node_id, new.kept_from.timestamp(), raw, due.timestamp() if due is not None else None,
                  1 if new.incident_open else None),
             )
-            if len(self._nodes) >= _NODE_CACHE_MAX:
-                self._nodes.clear()
-            self._nodes[new.node_id] = (raw, new)
+            _remember(self._nodes, new.node_id, raw, new)
         prev = decision.previous
         for job in decision.jobs:
             shown = job.event
@@ -192,7 +197,7 @@ class SQLiteStore(conversations.SQLiteConversations):
             out = []
             for n, r in rows:
                 hit = known.get(n)
-                out.append(hit[1] if hit is not None and hit[0] == r else NodeRecord.from_json(n, json.loads(r)))
+                out.append(hit[1] if hit is not None and hit[0] == hash(r) else NodeRecord.from_json(n, json.loads(r)))
             return out
 
         return await self._read(op)
@@ -205,8 +210,7 @@ class SQLiteStore(conversations.SQLiteConversations):
         if r is None:
             return None
         record = NodeRecord.from_json(node_id, json.loads(r[0]))
-        if len(self._nodes) < _NODE_CACHE_MAX:
-            self._nodes[node_id] = (r[0], record)
+        _remember(self._nodes, node_id, r[0], record)
         return record
 
     async def node_state(self, node_id: str) -> NodeState | None:
