@@ -188,11 +188,15 @@ def footprint_table(results: Results) -> Table:
         [f"start to ready ({f['events']:,} events stored)", f"{f['ready_with_history_s']:.2f} s"],
         ["RSS idle", human_bytes(f["rss_idle"])],
         [f"RSS after {f['first']:,} events", human_bytes(f["rss_first"])],
+        *([[f"RSS after {f['known']:,} events (all {f['known'] // 2:,} nodes known)", human_bytes(f["rss_known"])]]
+          if "rss_known" in f else []),
         [
             f"RSS after {f['events']:,} events",
             human_bytes(f["rss_all"])
             + (f" ({f['at_all']['pending']:,} deliveries still pending)" if f["at_all"]["pending"] else ""),
         ],
+        *([[f"RSS after {f['events']:,} vs after {f['known']:,} events (history alone)",
+            f"{f['rss_all'] / f['rss_known']:.2f}x"]] if "rss_known" in f else []),
         [f"ingest rate while storing {f['events']:,} (Python client)", f"{f['at_all']['ingest_rate']:,.0f}/s"],
         [
             f"SQLite after {f['events']:,} events (pruning on)",
