@@ -155,11 +155,21 @@ def colour(status: str) -> str:
 
 def slack_escape(value: Any) -> str:
     """Slack mrkdwn treats &, < and > as control characters."""
-    return str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = value if type(value) is str else str(value)
+    if "&" in text or "<" in text or ">" in text:  # most values have none: no copies then
+        return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text
 
 
 def map_strings(value: Any, fn: Callable[[str], str]) -> Any:
     """``value`` with ``fn`` applied to every string inside it (dict keys included)."""
+    kind = type(value)  # exact types first: a context is plain str, dict, None and numbers
+    if kind is str:
+        return fn(value)
+    if kind is dict:
+        return {fn(k) if type(k) is str else map_strings(k, fn): map_strings(v, fn) for k, v in value.items()}
+    if value is None or kind is int or kind is float or kind is bool:
+        return value
     if isinstance(value, str):
         return fn(value)
     if isinstance(value, dict):
