@@ -13,7 +13,8 @@ slot first. Prints the CPU µs per send (``time.process_time``); ``--floor`` the
 ``benchlib.floor_client``'s bare client in the same process over the sample the sink captured, so
 the ratio isolates what the receiver adds to the wire work. ``--cprofile FILE`` writes a profile of
 the N sends; ``--callgrind`` switches callgrind's instrumentation on for them only (run the real
-interpreter under ``valgrind --tool=callgrind --instr-atstart=no``). See bench/README.md.
+interpreter under ``valgrind --tool=callgrind --instr-atstart=no``), ``--callgrind-floor`` for the
+bare client's sends instead (its one warm-up send per slot included). See bench/README.md.
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ async def drive(sends: list[Any], concurrency: int) -> None:
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-async def run(kind: str, n: int, profile: Path | None, callgrind: bool, floor: bool) -> dict[str, Any]:
+async def run(kind: str, n: int, profile: Path | None, callgrind: bool, floor: bool,
+              callgrind_floor: bool = False) -> dict[str, Any]:
     import aiohttp
     from benchlib import floor_client
 
@@ -113,7 +115,11 @@ async def run(kind: str, n: int, profile: Path | None, callgrind: bool, floor: b
             sample = sink.sample(CHANNEL[kind])
             assert sample is not None
             client = floor_client.smtp if kind == "email" else floor_client.http
+            if callgrind_floor:  # its warm-up sends (one per slot) are counted too
+                _callgrind(True)
             result = await client(floor_url(kind, sink), n, concurrency, sample)
+            if callgrind_floor:
+                _callgrind(False)
             out["floor_cpu_us_per_send"] = result["cpu_us_per_send"]
             out["x_floor"] = out["cpu_us_per_send"] / result["cpu_us_per_send"]
         return out
@@ -126,10 +132,13 @@ def main() -> None:
     ap.add_argument("--cprofile", type=Path)
     ap.add_argument("--callgrind", action="store_true")
     ap.add_argument("--floor", action="store_true", help="also run the bare client over the captured sample")
+    ap.add_argument("--callgrind-floor", action="store_true",
+                    help="with --floor: callgrind instruments the bare client's sends instead of the receiver's")
     args = ap.parse_args()
     from benchlib import loop
 
-    result = loop.run(run(args.kind, args.n, args.cprofile, args.callgrind, args.floor))
+    result = loop.run(run(args.kind, args.n, args.cprofile, args.callgrind and not args.callgrind_floor,
+                          args.floor or args.callgrind_floor, args.callgrind_floor))
     print(json.dumps(result))
 
 

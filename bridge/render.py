@@ -431,11 +431,15 @@ class Renderer:
         """The context, and which of the title/text overrides rendered (vs. fell back).
 
         ``escape`` is applied to every value a template or default sees (the link included) before
-        title and text render, so each event value is escaped exactly once for its receiver."""
+        title and text render, so each event value is escaped exactly once for its receiver. The raw
+        event document (``event``, most of the context's strings) is only for overrides to read: with
+        ``escape`` and no title/text override it is left out of the context, not left unescaped."""
         ctx = base_context(alert)
         ctx["links"] = {"node": self._node_link(ctx)}
         if escape is not None:
-            ctx = {k: v if k in ("test", "colour") else map_strings(v, escape) for k, v in ctx.items()}
+            templated = cfg is not None and (cfg.title is not None or cfg.text is not None)
+            ctx = {k: v if k in ("test", "colour") else map_strings(v, escape)
+                   for k, v in ctx.items() if templated or k != "event"}
         used: set[str] = set()
         title = self.override("text", cfg.title if cfg else None, ctx, "title")
         if title is not None:
