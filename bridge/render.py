@@ -155,11 +155,21 @@ def colour(status: str) -> str:
 
 def slack_escape(value: Any) -> str:
     """Slack mrkdwn treats &, < and > as control characters."""
-    return str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = value if type(value) is str else str(value)
+    if "&" in text or "<" in text or ">" in text:  # most values have none: no copies then
+        return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text
 
 
 def map_strings(value: Any, fn: Callable[[str], str]) -> Any:
     """``value`` with ``fn`` applied to every string inside it (dict keys included)."""
+    kind = type(value)  # exact types first: a context is plain str, dict, None and numbers
+    if kind is str:
+        return fn(value)
+    if kind is dict:
+        return {fn(k) if type(k) is str else map_strings(k, fn): map_strings(v, fn) for k, v in value.items()}
+    if value is None or kind is int or kind is float or kind is bool:
+        return value
     if isinstance(value, str):
         return fn(value)
     if isinstance(value, dict):
@@ -421,11 +431,15 @@ class Renderer:
         """The context, and which of the title/text overrides rendered (vs. fell back).
 
         ``escape`` is applied to every value a template or default sees (the link included) before
-        title and text render, so each event value is escaped exactly once for its receiver."""
+        title and text render, so each event value is escaped exactly once for its receiver. The raw
+        event document (``event``, most of the context's strings) is only for overrides to read: with
+        ``escape`` and no title/text override it is left out of the context, not left unescaped."""
         ctx = base_context(alert)
         ctx["links"] = {"node": self._node_link(ctx)}
         if escape is not None:
-            ctx = {k: v if k in ("test", "colour") else map_strings(v, escape) for k, v in ctx.items()}
+            templated = cfg is not None and (cfg.title is not None or cfg.text is not None)
+            ctx = {k: v if k in ("test", "colour") else map_strings(v, escape)
+                   for k, v in ctx.items() if templated or k != "event"}
         used: set[str] = set()
         title = self.override("text", cfg.title if cfg else None, ctx, "title")
         if title is not None:

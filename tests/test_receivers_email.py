@@ -253,3 +253,73 @@ async def test_crlf_in_event_values_never_reaches_a_header(value: str, smtp_serv
         assert mail.rcpt_tos == TO
         subject = mail.message["Subject"]
         assert "\r" not in subject and "\n" not in subject and "\u2028" not in subject
+
+
+# --- the raw MIME message (bridge/receivers/mime.py) reads as EmailMessage would have written it ---
+
+MIME_VALUES = [
+    "node-prod-1",
+    "nöde ☃ with a name long enough that the subject line has to be folded somewhere",
+    # An encoded word: the email package's parser decodes it and Python 3.11 then wrote the CR LF raw.
+    "=?utf-8?q?=0D=0ABcc:_evil@example.test?=",
+    "x" * 120,  # one long word: a body line over 78 characters
+    "tab\there & <b>bold</b> = 100%",
+    "a\r\nBcc: evil@example.test",
+]
+
+
+@pytest.mark.parametrize("node", MIME_VALUES)
+async def test_raw_message_reads_as_the_email_package_writes_it(node: str, smtp_server: SMTPServer) -> None:
+    from email.message import EmailMessage
+
+    from bridge.receivers.email import email_content
+
+    receiver = await email_receiver(smtp_server, {"security": "none"})
+    base = incident_alert("update", "STARTING", 1, node=node)
+    alert = replace(base, event=replace(base.event, labels={"team": node}))
+    await receiver.send(alert)
+    [mail] = smtp_server.messages
+    got = mail.message
+    # The reference: the same content through the email package's own header and body encoders.
+    cfg = parse({"receivers": {"ops-email": {"type": "email", "to": TO, "from": "Alert Bridge <bridge@example.test>",
+                                             "smtp": {"host": "127.0.0.1", "port": 25}}}}, env={})
+    content = email_content(Renderer.from_config(cfg), alert, cfg.receivers["ops-email"])  # type: ignore[arg-type]
+    ref = EmailMessage()
+    ref["From"], ref["To"] = "Alert Bridge <bridge@example.test>", ", ".join(TO)
+    ref.set_content(content.text)
+    ref.add_alternative(content.html, subtype="html")
+    assert got["Subject"] == content.subject  # exactly: an encoded word in a node id is text, not encoding
+    assert got["From"] == ref["From"] and got["To"] == ref["To"]
+    assert mail.mail_from == "bridge@example.test" and mail.rcpt_tos == TO
+    assert got.get_content_type() == "multipart/alternative"
+    for subtype in ("plain", "html"):  # line by line: read off the wire, lines end in CRLF
+        want = ref.get_body((subtype,)).get_content()  # type: ignore[union-attr]
+        assert mail.part(subtype).splitlines() == want.splitlines()
+    assert got["In-Reply-To"] == got["References"] and got["In-Reply-To"].startswith(f"<{INC}.r")
+    head = mail.data.split(b"\r\n\r\n", 1)[0].decode("ascii")
+    names = [line.split(":", 1)[0] for line in head.split("\r\n") if line and not line[0].isspace()]
+    assert names.count("Subject") == 1 and "Bcc" not in names, names
+    assert all(len(line) <= 998 for line in head.split("\r\n"))  # folded at spaces (a longer word: encoded)
+    body = mail.data.split(b"\r\n\r\n", 1)[1]
+    assert all(len(line) <= 78 for line in body.split(b"\r\n"))  # 7bit or quoted-printable
+
+
+async def test_a_lone_surrogate_from_a_template_does_not_fail_the_delivery(smtp_server: SMTPServer) -> None:
+    receiver = await email_receiver(smtp_server, {"security": "none"}, text="odd \ud800 {{ node }}")
+    await receiver.send(make_alert())
+    [mail] = smtp_server.messages
+    assert mail.part("plain").splitlines() == ["odd \\ud800 node-prod-1"]
+
+
+@pytest.mark.parametrize("text", ["[FIRING] " + "y" * 1000, "[FIRING] ünï ☃ " * 20, "[FIRING] odd \ud800 x",
+                                  "[FIRING] a =?utf-8?b?QQ==?= b"])
+def test_subject_reads_back_exactly(text: str) -> None:
+    import email
+    import email.policy
+
+    from bridge.receivers.mime import subject
+
+    raw = subject(text)
+    assert all(len(line) <= 78 for line in raw.split(b"\r\n"))
+    msg = email.message_from_bytes(raw + b"\r\n", policy=email.policy.default)
+    assert msg["Subject"] == text.replace("\ud800", "\\ud800")

@@ -58,6 +58,19 @@ async def test_webhook_mode_delivers_blocks(fake_slack: FakeSlack, http_session:
     assert msg.payload["attachments"][0]["color"] == "#d62728"
 
 
+
+async def test_webhook_body_is_utf8_json_whatever_a_template_writes(
+    fake_slack: FakeSlack, http_session: aiohttp.ClientSession
+) -> None:
+    """Sent without slack-sdk: the body must still be JSON Slack can read, as UTF-8, with a lone
+    surrogate (which an operator's template can write) escaped, and the event values escaped once."""
+    receiver = webhook_mode(fake_slack, http_session, title="odd \ud800 {{ node }} ☃")
+    await receiver.send(make_alert(node="n<1>&ünï"))
+    [msg] = fake_slack.messages
+    assert msg.headers["Content-Type"].startswith("application/json")
+    msg.body.decode("utf-8")  # strict: no surrogate reached the wire
+    assert headline(msg.payload) == "odd \ud800 n&lt;1&gt;&amp;ünï ☃"
+
 async def test_token_mode_posts_to_the_channel(fake_slack: FakeSlack, http_session: aiohttp.ClientSession) -> None:
     receiver = token_mode(fake_slack, http_session)
     await receiver.send(make_alert(status="RUNNING", previous="FAILED"))

@@ -1,4 +1,4 @@
-"""Email over SMTP (aiosmtplib): one connection per message, multipart text + HTML.
+"""Email over SMTP (aiosmtplib): one connection per message, multipart text + HTML (raw MIME: mime.py).
 
 One thread per incident, without the store: the firing's Message-ID is derived from the incident
 id and the receiver (``<inc_….r<hash>@<domain of from>>``), so every later message of the incident
@@ -11,14 +11,15 @@ retries, so a mail system can drop a duplicate). Subjects start with the kind: [
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import html
 import logging
 import re
 import ssl
 from dataclasses import dataclass
-from email.message import EmailMessage
-from email.utils import formatdate, parseaddr
+from datetime import UTC, datetime
+from email.utils import format_datetime, parseaddr
 
 import aiosmtplib
 
@@ -27,6 +28,7 @@ from bridge.digest_text import digest_of, member_line, wording
 from bridge.errors import ConfigError, DeliveryError, Permanent, RetryLater
 from bridge.model import Alert
 from bridge.receivers.base import transport_failure
+from bridge.receivers.mime import Envelope, alternative, header, subject, text_part
 from bridge.redact import Redactor
 from bridge.render import Renderer, precompile
 
@@ -97,14 +99,20 @@ def thread_ids(alert: Alert, receiver: str, sender: str) -> Threading:
     """Message-IDs with the domain of ``from``: the firing's from the incident (so every later
     message of it can name it), any other from its delivery id. Only our own ids go in, reduced
     to characters a Message-ID may hold: no event value can reach these headers."""
-    domain = _ID_UNSAFE.sub("", parseaddr(sender)[1].rpartition("@")[2]) or "alert-bridge"
-    # Per receiver: two receivers with one mailbox among their recipients must not share an id.
-    tag = hashlib.sha256(receiver.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    domain, tag = _id_parts(receiver, sender)
     own = f"<{_ID_UNSAFE.sub('', alert.delivery_id)}@{domain}>"
     if alert.incident is None:
         return Threading(own, None)
     root = f"<{_ID_UNSAFE.sub('', alert.incident.id)}.r{tag}@{domain}>"
     return Threading(root, None) if alert.kind == "firing" else Threading(own, root)
+
+
+@functools.cache
+def _id_parts(receiver: str, sender: str) -> tuple[str, str]:
+    """The domain of ``from`` and the receiver's tag: the same for every message of a receiver."""
+    domain = _ID_UNSAFE.sub("", parseaddr(sender)[1].rpartition("@")[2]) or "alert-bridge"
+    # Per receiver: two receivers with one mailbox among their recipients must not share an id.
+    return domain, hashlib.sha256(receiver.encode("utf-8", "surrogatepass")).hexdigest()[:8]
 
 
 def build(name: str, cfg: EmailReceiverConfig, *, renderer: Renderer, session: object = None) -> EmailReceiver:
@@ -124,6 +132,7 @@ class EmailReceiver:
         smtp = cfg.smtp
         self._password = smtp.password.get_secret_value() if smtp.password else None
         self._redact = Redactor([self._password])
+        self._envelope = Envelope(cfg.from_, cfg.to)
         self._tls: ssl.SSLContext | None = None
         if smtp.security != "none":
             self._tls = _tls_context(name, cfg)
@@ -132,35 +141,34 @@ class EmailReceiver:
         smtp = self._cfg.smtp
         return f"EmailReceiver(name={self.name!r}, smtp={smtp.host}:{smtp.port}, security={smtp.security!r})"
 
-    def message(self, alert: Alert) -> EmailMessage:
+    def message(self, alert: Alert) -> bytes:
+        """The raw message (bridge/receivers/mime.py): multipart text + HTML, threaded."""
         content = email_content(self._renderer, alert, self._cfg)
-        msg = EmailMessage()
-        msg["From"] = self._cfg.from_
-        msg["To"] = ", ".join(self._cfg.to)
-        msg["Subject"] = content.subject
-        msg["Date"] = formatdate(usegmt=True)
+        env = self._envelope
         # Stable across retries, so a mail system can drop a duplicate of the same delivery.
         thread = thread_ids(alert, self.name, self._cfg.from_)
-        msg["Message-ID"] = thread.message_id
+        head = [env.head, subject(content.subject),
+                b"Date: " + format_datetime(datetime.now(UTC)).encode() + b"\r\n",
+                header("Message-ID", thread.message_id)]
         if thread.parent is not None:  # one conversation per incident in every mail client
-            msg["In-Reply-To"] = thread.parent
-            msg["References"] = thread.parent
+            head += [header("In-Reply-To", thread.parent), header("References", thread.parent)]
         # The firing's Message-ID names its incident: the delivery id (the same in logs, the outbox
         # and every other receiver's payload) travels in a header of its own.
-        msg["X-Alert-Bridge-Delivery"] = _ID_UNSAFE.sub("", alert.delivery_id)
-        msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation auto-replies
-        msg.set_content(content.text)
-        msg.add_alternative(content.html, subtype="html")
-        return msg
+        head.append(header("X-Alert-Bridge-Delivery", _ID_UNSAFE.sub("", alert.delivery_id)))
+        head.append(b"Auto-Submitted: auto-generated\r\n")  # RFC 3834: no vacation auto-replies
+        return alternative(b"".join(head), [text_part("plain", content.text), text_part("html", content.html)])
 
     async def send(self, alert: Alert) -> None:
         msg = self.message(alert)
-        smtp = self._cfg.smtp
+        smtp, env = self._cfg.smtp, self._envelope
         where = f"smtp {smtp.host}:{smtp.port}"
         try:
             async with asyncio.timeout(self._cfg.timeout):
                 refused, _ = await aiosmtplib.send(
                     msg,
+                    sender=env.sender,
+                    recipients=env.recipients,
+                    mail_options=env.mail_options,
                     hostname=smtp.host,
                     port=smtp.port,
                     username=smtp.username,

@@ -24,7 +24,6 @@ from typing import Any
 import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
-from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bridge.config import SlackReceiverConfig
 from bridge.conversations import Conversations
@@ -38,6 +37,7 @@ from bridge.receivers.base import (
     safe_code,
     transport_failure,
 )
+from bridge.receivers.http import post_json
 from bridge.receivers.slack_blocks import DEFAULT_EMOJI, EMOJI, digest_progress, slack_message
 from bridge.redact import Redactor, url_secrets
 from bridge.render import Renderer, base_context, slack_escape
@@ -52,6 +52,8 @@ log = logging.getLogger("bridge.receivers.slack")
 # own level is NOTSET or DEBUG. Give it a logger of its own, pinned above DEBUG.
 _SDK_LOG = logging.getLogger("bridge.receivers.slack.sdk")
 _SDK_LOG.setLevel(logging.WARNING)
+
+_WEBHOOK_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
 
 # Web API error codes that a later attempt can cure; every other code needs a human.
 _TRANSIENT_ERRORS = frozenset(
@@ -86,17 +88,18 @@ class SlackReceiver:
         self._renderer = renderer
         self._conversations = conversations if cfg.threads else None
         timeout = max(1, math.ceil(cfg.timeout))  # the sdk wants whole seconds; asyncio.timeout is exact
-        self._webhook: AsyncWebhookClient | None = None
+        self._webhook_url: str | None = None
         self._web: AsyncWebClient | None = None
         if cfg.channel_is_template and cfg.channel is not None:
             renderer.compile("text", cfg.channel)  # checked by Renderer.from_config; compiled once
+        self._session = session
         if cfg.webhook_url is not None:
-            url = cfg.webhook_url.get_secret_value()
-            self._redact = Redactor(url_secrets(url))
-            # retry_handlers=[]: slack-sdk must not retry on its own; delivery decides.
-            self._webhook = AsyncWebhookClient(
-                url=url, timeout=timeout, session=session, logger=_SDK_LOG, retry_handlers=[]
-            )
+            # An incoming webhook is one JSON POST: sent as the other HTTP receivers send theirs
+            # (bridge/receivers/http.py), not through slack-sdk's client, whose per-request work
+            # (body rebuilt, retry state, response objects, a timer of its own) cost more than the
+            # POST itself (bench/README.md, "CPU per delivered alert").
+            self._webhook_url = cfg.webhook_url.get_secret_value()
+            self._redact = Redactor(url_secrets(self._webhook_url))
         else:
             token = cfg.token.get_secret_value() if cfg.token else None
             self._redact = Redactor([token])
@@ -111,19 +114,19 @@ class SlackReceiver:
 
     @property
     def mode(self) -> str:
-        return "webhook" if self._webhook is not None else "api"
+        return "webhook" if self._webhook_url is not None else "api"
 
     def __repr__(self) -> str:
         return f"SlackReceiver(name={self.name!r}, mode={self.mode!r})"
 
     async def send(self, alert: Alert) -> None:
-        what = "slack webhook" if self._webhook is not None else "slack api"
+        if self._webhook_url is not None:  # post_json holds the POST to cfg.timeout itself
+            await self._post_webhook(self._webhook_url, slack_message(self._renderer, alert, self._cfg))
+            return
+        what = "slack api"
         try:
             async with asyncio.timeout(self._cfg.timeout):
-                if self._webhook is not None:
-                    await self._post_webhook(self._webhook, slack_message(self._renderer, alert, self._cfg))
-                else:
-                    await self._send_api(alert)
+                await self._send_api(alert)
         except DeliveryError:
             raise
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
@@ -131,12 +134,14 @@ class SlackReceiver:
         except SlackClientError as exc:
             raise Permanent(f"{what}: {type(exc).__name__}") from None
 
-    async def _post_webhook(self, client: AsyncWebhookClient, message: Mapping[str, Any]) -> None:
-        resp = await client.send_dict(dict(message))
-        if 200 <= resp.status_code < 300:
+    async def _post_webhook(self, url: str, message: Mapping[str, Any]) -> None:
+        answer = await post_json(self._session, url, message, what="slack webhook", timeout=self._cfg.timeout,
+                                 headers=_WEBHOOK_HEADERS)
+        if answer.ok:
             return
-        failure = http_failure("slack webhook", resp.status_code, safe_code(resp.body), _header(resp.headers))
-        raise redacted(failure, self._redact)
+        # Slack answers a plain-text code (no_service, invalid_payload, rate_limited, ...).
+        code = safe_code(answer.body.decode("utf-8", "replace"))
+        raise redacted(http_failure("slack webhook", answer.status, code, answer.retry_after), self._redact)
 
     # --- bot-token mode: one conversation per incident ------------------------------------------
 
