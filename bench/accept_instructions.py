@@ -7,7 +7,12 @@ does, in one process importing ``bridge`` from the current PYTHONPATH: build ``I
 bench's production-like config (SQLite in a scratch directory, the webhook receiver routed by
 ``default_to``; ``--no-route`` drops it), then hand it N pre-signed bench events (64 at a time,
 as wrk's connections would) through ``Ingest.handle``: verify, parse, validate, decide, the group
-commit. Nothing is delivered (no dispatcher). ``--callgrind`` switches callgrind's instrumentation
+commit. Nothing is delivered (no dispatcher). ``--stage`` stops the path early, for the ablation
+table in bench/README.md: ``verify`` (the signature header decoded, the RSA check), ``parse`` (+ the
+body parsed and validated into an Event: the node checks, labels), ``decide`` (+ ``decide`` on the
+node's record, kept in a dict between events), ``memory`` (the whole ``Ingest.handle`` on the memory
+store: + dedup, the jobs as objects, the answer), ``sqlite`` (the default: + the three JSON
+documents and the group commit). ``--callgrind`` switches callgrind's instrumentation
 on (``callgrind_control -i on``) only for the N measured events, after a warm-up of one event per
 node (start-up and first-seen nodes stay out; the measured events then open and resolve incidents
 as in the bench): the total it reports, over N, is instructions per event. ``--cprofile FILE``
@@ -26,7 +31,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -42,7 +49,42 @@ def _callgrind(on: bool) -> None:
                    capture_output=True)
 
 
-async def run(n: int, no_route: bool, profile: Path | None, callgrind: bool) -> float:
+STAGES = ("verify", "parse", "decide", "memory", "sqlite")
+
+
+def _partial(stage: str, ingest: Any, keys: Any) -> Callable[[bytes, str], Awaitable[None]]:
+    """The accept path up to ``stage`` (verify, parse, decide), made of the calls ingest makes."""
+    from bridge.decide import decider
+    from bridge.model import utc_now
+    from bridge.payload import parse_json, to_event
+    from bridge.verify import decode_signature, verify
+
+    rules = ingest.rules
+    records: dict[str, Any] = {}
+
+    async def one(body: bytes, header: str) -> None:
+        signature = decode_signature(header)
+        doc = parse_json(body) if stage != "verify" else None
+        node = doc.get("nodeId") if isinstance(doc, dict) else None
+        if not verify(body, doc, signature, keys.keys_for((None, node))):
+            raise SystemExit("refused: signature")
+        if stage == "verify":
+            return
+        now = utc_now()
+        if rules.nodes is not None and node not in rules.nodes:
+            raise SystemExit("refused: node")
+        event = to_event(doc, labels=rules.labeler.labels_for(node) or None, received_at=now,
+                         escaped=b"\\u" in body)
+        if stage == "parse":
+            return
+        decision = decider(event, ingest.policy, now)(records.get(event.node_id), False)
+        if decision.record is not None:
+            records[event.node_id] = decision.record
+
+    return one
+
+
+async def run(n: int, no_route: bool, profile: Path | None, callgrind: bool, stage: str = "sqlite") -> float:
     from bridge.config import parse
     from bridge.ingest import Ingest, Rules
     from bridge.keys import KeyManager
@@ -54,7 +96,8 @@ async def run(n: int, no_route: bool, profile: Path | None, callgrind: bool) -> 
     records = events.records(0, WARMUP + n)
     with tempfile.TemporaryDirectory(prefix="accept-instr-") as tmp:
         pem = key.write_public(Path(tmp))
-        raw = make_config(public_key=pem, storage_url=f"sqlite:///{tmp}/b.db", sink_url="http://127.0.0.1:9",
+        url = "memory://" if stage != "sqlite" else f"sqlite:///{tmp}/b.db"
+        raw = make_config(public_key=pem, storage_url=url, sink_url="http://127.0.0.1:9",
                           extra={"default_to": []} if no_route else None)
         cfg = parse(raw, env={})
         store = open_store(cfg.storage.url)
@@ -63,7 +106,13 @@ async def run(n: int, no_route: bool, profile: Path | None, callgrind: bool) -> 
         await keys.start()
         ingest = Ingest(Rules.from_config(cfg), store=store, keys=keys, metrics=Metrics())
 
+        partial = _partial(stage, ingest, keys) if stage in ("verify", "parse", "decide") else None
+
         async def feed(part: list[tuple[str, bytes]]) -> None:
+            if partial is not None:
+                for sig, body in part:
+                    await partial(body, sig)
+                return
             for i in range(0, len(part), CONCURRENCY):
                 replies = await asyncio.gather(*(ingest.handle(body, sig) for sig, body in part[i:i + CONCURRENCY]))
                 bad = [r for r in replies if r.status != 200]
@@ -95,8 +144,9 @@ def main() -> None:
     ap.add_argument("--no-route", action="store_true")
     ap.add_argument("--cprofile", type=Path)
     ap.add_argument("--callgrind", action="store_true", help="instrument only the measured events")
+    ap.add_argument("--stage", choices=STAGES, default="sqlite", help="stop the path after this step")
     args = ap.parse_args()
-    us = asyncio.run(run(args.n, args.no_route, args.cprofile, args.callgrind))
+    us = asyncio.run(run(args.n, args.no_route, args.cprofile, args.callgrind, args.stage))
     print(f"{args.n} events, {us:.1f} CPU us/event (process time; instructions: callgrind)")
 
 

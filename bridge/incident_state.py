@@ -12,7 +12,7 @@ import functools
 import hashlib
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -121,6 +121,9 @@ class Policy:
 
 # --- incident ----------------------------------------------------------------------------------------
 
+Entries = tuple[tuple[str, datetime], ...]
+Told = tuple[tuple[str, tuple[str, ...]], ...]
+
 
 @dataclass(frozen=True, slots=True)
 class Incident:
@@ -128,7 +131,7 @@ class Incident:
     node_id: str
     opened_at: datetime  # event time of the opening event
     opened_seen_at: datetime  # bridge clock at opening: hold, escalation and reminder timers count from it
-    path: tuple[tuple[str, datetime], ...]  # (status, entered at, by event time); the first is the opening
+    path: Entries  # (status, entered at, by event time); the first is the opening
     owners: tuple[str, ...]  # routes that matched the opening event
     notified: tuple[str, ...] = ()  # owners sent the firing notification (only they get updates and resolved)
     escalated: tuple[tuple[str, int], ...] = ()  # (route, step) reached
@@ -139,12 +142,32 @@ class Incident:
     resolved_by: str | None = None  # who resolved it by hand; None: resolved by an event
     # (route, receivers) the firing and escalations reached: the resolution goes to them even after a
     # reload renamed or removed the route or changed its receivers.
-    told: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    told: Told = ()
 
-    def tell(self, route: str, receivers: Sequence[str]) -> Incident:
+    # The copies below call the constructor with every field, positionally: dataclasses.replace
+    # costs twice a construction, and these run on every event that opens, changes or resolves an
+    # incident (bench/README.md, "Where the time goes").
+    def _but(self, notified: tuple[str, ...], told: Told, path: Entries, path_elided: int) -> Incident:
+        return Incident(self.id, self.node_id, self.opened_at, self.opened_seen_at, path, self.owners, notified,
+                        self.escalated, path_elided, self.acked_at, self.acked_by, self.resolved_at,
+                        self.resolved_by, told)
+
+    def _told(self, route: str, receivers: Sequence[str]) -> Told:
         known = dict(self.told)
         merged = tuple(dict.fromkeys((*known.get(route, ()), *receivers)))
-        return replace(self, told=tuple({**known, route: merged}.items()))
+        return tuple({**known, route: merged}.items())
+
+    def tell(self, route: str, receivers: Sequence[str]) -> Incident:
+        return self._but(self.notified, self._told(route, receivers), self.path, self.path_elided)
+
+    def fired(self, route: str, receivers: Sequence[str]) -> Incident:
+        """The incident once ``route``'s firing went to ``receivers``: notified and told, one copy."""
+        return self._but((*self.notified, route), self._told(route, receivers), self.path, self.path_elided)
+
+    def closed(self, at: datetime, by: str | None) -> Incident:
+        return Incident(self.id, self.node_id, self.opened_at, self.opened_seen_at, self.path, self.owners,
+                        self.notified, self.escalated, self.path_elided, self.acked_at, self.acked_by, at, by,
+                        self.told)
 
     def told_to(self, route: str) -> tuple[str, ...]:
         return dict(self.told).get(route, ())
@@ -166,7 +189,7 @@ class Incident:
         elided = self.path_elided
         if len(path) > PATH_LIMIT:
             path, elided = (path[0], *path[2:]), elided + 1
-        return replace(self, path=path, path_elided=elided)
+        return self._but(self.notified, self.told, path, elided)
 
     def path_text(self, at: datetime) -> str:
         """``FAILED 12m → STARTING 3m → RUNNING``; an open incident's last entry counts up to ``at``."""

@@ -151,7 +151,7 @@ def _fire(w: _Work, inc: Incident, rp: RoutePolicy, at: datetime, *, reminder_st
     """The firing for one owner (now, or when its hold ends): sent unless held, reminders armed."""
     if not w.quiet:
         w.notify("firing", rp.name, rp.to, status=inc.status, at=at, incident=inc)
-        inc = replace(inc, notified=(*inc.notified, rp.name)).tell(rp.name, rp.to)
+        inc = inc.fired(rp.name, rp.to)
     if rp.repeat_interval and inc.acked_at is None:
         w.set_timer("reminder", rp.name, reminder_step, rp.repeat_interval, inc.id, inc.status)
     return inc
@@ -200,7 +200,7 @@ def _send_resolved(w: _Work, inc: Incident, at: datetime, key: str | None = None
 
 
 def _close(w: _Work, inc: Incident, at: datetime, by: str | None) -> None:
-    inc = replace(inc, resolved_at=at, resolved_by=by)
+    inc = inc.closed(at, by)
     if by is None and w.flap.active and not w.mute:
         if _resolution_targets(w, inc):
             if w.flap.held is not None:  # not expected (only the incident open when flapping began is
@@ -235,7 +235,9 @@ def step_event(
         return Step(state, "out_of_order")
     changed = prev_status != status
     if not changed and (state.incident is not None or state.manual_hold or status not in policy.open_on):
-        return Step(replace(state, last_at=at), "repeat")  # the common case, kept cheap
+        # The common case, kept cheap (the constructor, not dataclasses.replace: half the cost).
+        return Step(IncidentState(state.incident, state.timers, state.flap, at, state.manual_hold, state.last_resolved),
+                    "repeat")
     w = _Work(state, node_id, now, policy, source, mute)
     w.last_at = at
     if changed:

@@ -255,6 +255,30 @@ def test_a_long_incident_keeps_a_bounded_path() -> None:
     assert len(json.dumps(sim.state.to_json())) < 8000
 
 
+def test_incident_copies_keep_every_other_field() -> None:
+    """tell/fired/entered/closed copy by hand (not dataclasses.replace): a field added later and
+    not passed on would silently fall back to its default."""
+    from dataclasses import fields
+
+    inc = Incident("inc_1", NODE, m(0), m(0.5), (("FAILED", m(0)),), ("ops",), ("ops",), (("ops", 1),), 3,
+                   m(1), "ann", m(2), "bob", (("ops", ("slack",)),))
+    assert all(getattr(inc, f.name) != f.default for f in fields(Incident)), "every field off its default"
+    changed = {
+        "tell": (inc.tell("ops", ("mail",)), {"told"}),
+        "fired": (inc.fired("pager", ("pd",)), {"notified", "told"}),
+        "entered": (inc.entered("STARTING", m(3)), {"path"}),
+        "closed": (inc.closed(m(4), None), {"resolved_at", "resolved_by"}),
+    }
+    for name, (copy, touched) in changed.items():
+        kept = {f.name for f in fields(Incident)} - touched
+        assert {k for k in kept if getattr(copy, k) != getattr(inc, k)} == set(), name
+        assert all(getattr(copy, k) != getattr(inc, k) for k in touched), name
+    state = IncidentState(inc, (), Flap(active=True), m(1), True, inc)
+    step = step_event(state, node_id=NODE, source="evt_x", prev_status="FAILED", status="FAILED", at=m(5),
+                      now=m(5), matched=("ops",), policy=policy(OPS))
+    assert step.outcome == "repeat" and step.state == replace(state, last_at=m(5))
+
+
 # --- flapping ----------------------------------------------------------------------------------------
 
 
