@@ -311,6 +311,20 @@ async def test_a_lone_surrogate_from_a_template_does_not_fail_the_delivery(smtp_
     assert mail.part("plain").splitlines() == ["odd \\ud800 node-prod-1"]
 
 
+@pytest.mark.parametrize("status", ["down\x00now", "esc\x1b[31m", "del\x7f"])
+async def test_control_characters_in_event_values_never_travel_as_7bit(status: str, smtp_server: SMTPServer) -> None:
+    """A status is any string a signed event carries: a NUL in a 7bit part breaks RFC 2045 and
+    servers refuse or strip it, so such a part is quoted-printable and reads back the same."""
+    import re
+
+    receiver = await email_receiver(smtp_server, {"security": "none"})
+    await receiver.send(make_alert(status=status))
+    [mail] = smtp_server.messages
+    assert re.search(rb"[^\t\r\n\x20-\x7e]", mail.data) is None  # every byte on the wire printable
+    assert f"node-prod-1 is {status} (was RUNNING" in mail.part("plain")
+    assert mail.message["Subject"] == f"[ALERT] node-prod-1 is {status}"
+
+
 @pytest.mark.parametrize("text", ["[FIRING] " + "y" * 1000, "[FIRING] ünï ☃ " * 20, "[FIRING] odd \ud800 x",
                                   "[FIRING] a =?utf-8?b?QQ==?= b"])
 def test_subject_reads_back_exactly(text: str) -> None:

@@ -23,6 +23,8 @@ from aiosmtplib.email import extract_recipients, extract_sender
 _MAX_LINE = 78  # the email package's max_line_length: longer lines are folded or encoded
 _AS_IS = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")  # printable ASCII, no outer spaces
 _MAX_WORD = 900  # a header line must stay under 998 characters (RFC 5322)
+# Bytes 7bit must not carry (RFC 2045, 2.7: no NUL) nor should (other controls): quoted-printable then.
+_NOT_7BIT = re.compile(rb"[^\t\r\n\x20-\x7e]")  # CR and LF: only the CRLF we write
 _WORD_BYTES = 39  # of UTF-8 in one encoded word: 52 in base64, 64 with =?utf-8?b? ?=, 73 after "Subject: "
 
 
@@ -90,7 +92,8 @@ def text_part(subtype: str, text: str) -> bytes:
     # template could write) becomes a \\u escape rather than failing the delivery.
     lines = text.encode("utf-8", "backslashreplace").splitlines()
     body = b"\r\n".join(lines) + b"\r\n"
-    if body.isascii() and all(len(line) <= _MAX_LINE for line in lines):
+    # A NUL (a status a signed event may carry) is not 7bit: servers refuse or strip it.
+    if all(len(line) <= _MAX_LINE for line in lines) and not _NOT_7BIT.search(body):
         cte = b"7bit"
     else:
         cte, body = b"quoted-printable", binascii.b2a_qp(body, istext=True)
