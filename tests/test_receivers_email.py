@@ -98,6 +98,34 @@ async def test_missing_ca_file_is_a_config_error(tmp_path: Path) -> None:
 # --- failures ------------------------------------------------------------------------------------
 
 
+INJECTED = "=?utf-8?q?=0D=0ABcc:_evil@example.test?= <bridge@example.test>"
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("from", INJECTED),  # the email package decodes the encoded word and refuses the CR LF in it
+    ("from", "Alert Bridge <bridge@example.test>\nBcc: evil@example.test"),
+    ("to", ["ops@example.test", INJECTED]),
+    ("to", ["ops@example.test\r\nBcc: evil@example.test"]),
+    ("from", "N" * 1200 + " <bridge@example.test>"),  # one word: no fold makes the line shorter than 998
+], ids=["encoded-crlf-from", "lf-from", "encoded-crlf-to", "crlf-to", "long-from"])
+def test_from_or_to_that_cannot_be_a_header_is_a_config_error(key: str, value: Any) -> None:
+    """Found by ``check`` and refusing a reload, not a ValueError when the receiver is built."""
+    rcv = {"type": "email", "to": TO, "from": "Alert Bridge <bridge@example.test>",
+           "smtp": {"host": "127.0.0.1"}, key: value}
+    with pytest.raises(ConfigError) as info:
+        parse({"receivers": {"ops-email": rcv}}, env={})
+    assert f"receivers.ops-email.{key}" in str(info.value)
+
+
+async def test_encoded_display_name_in_from_is_kept(smtp_server: SMTPServer) -> None:
+    receiver = await email_receiver(smtp_server, {"security": "none"},
+                                    **{"from": "=?utf-8?q?Alert_Br=C3=BCcke?= <bridge@example.test>"})
+    await receiver.send(make_alert())
+    [mail] = smtp_server.messages
+    assert mail.message["From"] == "Alert Brücke <bridge@example.test>"
+    assert mail.mail_from == "bridge@example.test"
+
+
 async def test_5xx_reply_is_permanent(smtp_server: SMTPServer) -> None:
     smtp_server.fail_next("554 5.7.1 Message rejected as spam", stage="data")
     with pytest.raises(Permanent) as info:

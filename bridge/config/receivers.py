@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from email.message import EmailMessage
+from email.policy import SMTP, SMTPUTF8
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -162,7 +164,37 @@ class EmailReceiverConfig(ReceiverBase):
         for addr in v:
             if "@" not in addr:
                 raise ValueError(f"{addr!r} is not an email address")
+        problem = address_header_problem("To", ", ".join(v))
+        if problem:
+            raise ValueError(problem)
         return v
+
+    @field_validator("from_")
+    @classmethod
+    def _sender(cls, v: str) -> str:
+        problem = address_header_problem("From", v)
+        if problem:
+            raise ValueError(problem)
+        return v
+
+
+def address_header_problem(name: str, value: str) -> str | None:
+    """Why ``value`` cannot be the ``name`` header of every message (From, To), or None.
+
+    The email receiver folds these once when it is built (bridge/receivers/mime.py): what the email
+    package refuses there (a line break, also one inside an encoded word) or folds to a line over
+    RFC 5322's 998 characters must be reported by ``check`` and refuse a reload, not fail the build."""
+    probe = EmailMessage()
+    try:
+        probe[name] = value
+        header = probe[name]
+        utf8 = not "".join(a.addr_spec for a in header.addresses).isascii()
+        folded = (SMTPUTF8 if utf8 else SMTP).fold_binary(name, header)
+    except (ValueError, TypeError, IndexError) as exc:
+        return f"{value!r} cannot be a {name} header: {exc}"
+    if max(map(len, folded.split(b"\r\n"))) > 998:
+        return f"{name} would hold a line over 998 characters (RFC 5322); shorten the display name or address"
+    return None
 
 
 WHSEC_PREFIX = "whsec_"
