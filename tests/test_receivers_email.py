@@ -353,6 +353,20 @@ async def test_control_characters_in_event_values_never_travel_as_7bit(status: s
     assert mail.message["Subject"] == f"[ALERT] node-prod-1 is {status}"
 
 
+@pytest.mark.parametrize("status", ["x\r\n.\r\nRSET", "x\n.\nQUIT", "x\r.\rQUIT", "\r\n.\r\n"])
+async def test_a_lone_dot_line_from_an_event_value_does_not_end_the_message(
+    status: str, smtp_server: SMTPServer
+) -> None:
+    """SMTP ends DATA at a line holding "." alone: every line break we send is CRLF and the line
+    is dot-stuffed, so a status cannot end the message early and smuggle a second one."""
+    receiver = await email_receiver(smtp_server, {"security": "none"}, text="first\n.\n..\n{{ status }}\nlast")
+    await receiver.send(make_alert(status=status))
+    await receiver.send(make_alert(status="FAILED"))
+    assert len(smtp_server.messages) == 2
+    mail = smtp_server.messages[0]
+    assert mail.part("plain").splitlines() == f"first\n.\n..\n{status}\nlast".splitlines()
+
+
 @pytest.mark.parametrize("text", ["[FIRING] " + "y" * 1000, "[FIRING] ünï ☃ " * 20, "[FIRING] odd \ud800 x",
                                   "[FIRING] a =?utf-8?b?QQ==?= b"])
 def test_subject_reads_back_exactly(text: str) -> None:
