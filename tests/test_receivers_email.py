@@ -107,7 +107,14 @@ INJECTED = "=?utf-8?q?=0D=0ABcc:_evil@example.test?= <bridge@example.test>"
     ("to", ["ops@example.test", INJECTED]),
     ("to", ["ops@example.test\r\nBcc: evil@example.test"]),
     ("from", "N" * 1200 + " <bridge@example.test>"),  # one word: no fold makes the line shorter than 998
-], ids=["encoded-crlf-from", "lf-from", "encoded-crlf-to", "crlf-to", "long-from"])
+    # The email package's folder writes what an encoded word decodes to unquoted: a reader saw
+    # three addresses ("Ops", "evil@example.test", the real one), or another address, or a raw NUL.
+    ("from", "=?utf-8?q?Ops=2C_evil=40example.test?= <bridge@example.test>"),
+    ("from", "=?utf-8?q?x=22_=3Cevil@example.test=3E?= <bridge@example.test>"),
+    ("to", ["=?utf-8?q?a=00b?= <ops@example.test>"]),
+    ("to", ["=?utf-8?q?=E2=80=A8Bcc:_evil@example.test?= <ops@example.test>"]),
+], ids=["encoded-crlf-from", "lf-from", "encoded-crlf-to", "crlf-to", "long-from", "encoded-comma-from",
+        "encoded-angle-from", "encoded-nul-to", "encoded-u2028-to"])
 def test_from_or_to_that_cannot_be_a_header_is_a_config_error(key: str, value: Any) -> None:
     """Found by ``check`` and refusing a reload, not a ValueError when the receiver is built."""
     rcv = {"type": "email", "to": TO, "from": "Alert Bridge <bridge@example.test>",
@@ -115,6 +122,14 @@ def test_from_or_to_that_cannot_be_a_header_is_a_config_error(key: str, value: A
     with pytest.raises(ConfigError) as info:
         parse({"receivers": {"ops-email": rcv}}, env={})
     assert f"receivers.ops-email.{key}" in str(info.value)
+
+
+@pytest.mark.parametrize("sender", ["Ålert Brïdge Störungsmeldungen Rechenzentrum Frankfurt am Main <b@example.test>",
+                                    '"Ops, Berlin <night>" <b@example.test>', "b@bücher.example", "öps@example.test",
+                                    "Team: b@example.test, c@example.test;", "b@example.test (comment)"])
+def test_careful_senders_are_accepted(sender: str) -> None:
+    rcv = {"type": "email", "to": [*TO, sender], "from": sender, "smtp": {"host": "127.0.0.1"}}
+    parse({"receivers": {"ops-email": rcv}}, env={})
 
 
 async def test_encoded_display_name_in_from_is_kept(smtp_server: SMTPServer) -> None:

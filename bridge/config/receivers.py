@@ -7,8 +7,9 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from email import message_from_string
 from email.message import EmailMessage
-from email.policy import SMTP, SMTPUTF8
+from email.policy import SMTP, SMTPUTF8, default
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -178,6 +179,9 @@ class EmailReceiverConfig(ReceiverBase):
         return v
 
 
+_HEADER_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
 def address_header_problem(name: str, value: str) -> str | None:
     """Why ``value`` cannot be the ``name`` header of every message (From, To), or None.
 
@@ -194,6 +198,16 @@ def address_header_problem(name: str, value: str) -> str | None:
         return f"{value!r} cannot be a {name} header: {exc}"
     if max(map(len, folded.split(b"\r\n"))) > 998:
         return f"{name} would hold a line over 998 characters (RFC 5322); shorten the display name or address"
+    # The folder writes what an encoded word decodes to as it is: "=?utf-8?q?Ops=2C_x=40y?= <a@b>"
+    # went out as "Ops, x@y <a@b>", three addresses for a reader; a NUL went out raw.
+    # Display names compared without whitespace: the parser keeps some between the encoded words
+    # the folder cut a long non-ASCII name into.
+    want = [("".join(a.display_name.split()), a.addr_spec) for a in header.addresses]
+    back = message_from_string(folded.decode("utf-8", "replace") + "\r\n", policy=default)[name]
+    got = [("".join(a.display_name.split()), a.addr_spec) for a in back.addresses] if back is not None else []
+    if got != want or _HEADER_CONTROL.search(folded.replace(b"\r\n ", b" ").removesuffix(b"\r\n")):
+        return (f"{value!r} does not read back as the same {name} header (sent as {folded.strip()!r}); "
+                "write a display name as plain text, in double quotes if it holds , < > @ or ;")
     return None
 
 
