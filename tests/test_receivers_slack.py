@@ -195,6 +195,22 @@ async def test_webhook_redirect_is_not_followed(
     assert len(fake_slack.requests) == 1 and fake_slack.messages == []
 
 
+@pytest.mark.parametrize("url", [
+    "hooks.slack.test/services/T0/B0/s3cr3tWebhookPathPart",  # no scheme: every alert retried, then dead
+    "ftp://hooks.slack.test/services/T0/B0/s3cr3tWebhookPathPart",
+    "https://hooks.slack.test:99999/services/T0/B0/s3cr3tWebhookPathPart",
+    "https://[::1/services/T0/B0/s3cr3tWebhookPathPart",  # ValueError when the receiver was built
+    "https://hooks slack.test/services/T0/B0/s3cr3tWebhookPathPart",
+], ids=["no-scheme", "ftp", "port", "ipv6", "space"])
+def test_unusable_webhook_url_is_a_config_error_that_does_not_show_it(url: str) -> None:
+    from bridge.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        parse({"receivers": {"ops": {"type": "slack", "webhook_url": url}}}, env={})
+    assert "receivers.ops" in str(info.value) and "webhook_url" in str(info.value)
+    assert "s3cr3t" not in str(info.value)
+
+
 # --- secrets ---------------------------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ from email import message_from_string
 from email.message import EmailMessage
 from email.policy import SMTP, SMTPUTF8, default
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -100,6 +101,9 @@ class SlackReceiverConfig(ReceiverBase):
             raise ValueError("set exactly one of webhook_url (incoming webhook) or token (bot token)")
         if self.token is not None and not self.channel:
             raise ValueError("token needs channel, e.g. channel: '#node-alerts'")
+        if self.webhook_url is not None:  # else every alert would be retried against a bad URL
+            _require_url(self.webhook_url.get_secret_value(), "webhook_url")
+        _require_url(self.api_url, "api_url")
         return self
 
     @field_validator("channel")
@@ -286,8 +290,15 @@ class LogReceiverConfig(ReceiverBase):
 
 
 def _require_url(value: str | None, key: str) -> None:
-    if value is None or not re.match(r"^https?://[^/\s]+", value):
-        raise ValueError(f"{key} must be set to an http:// or https:// URL")
+    """An http(s) URL with a host, no whitespace and a usable port; the message never shows the
+    value (a webhook URL is a secret)."""
+    problem = ValueError(f"{key} must be set to an http:// or https:// URL")
+    if value is None or not re.match(r"https?://[^/\s]+\S*\Z", value):
+        raise problem
+    try:
+        urlsplit(value).port  # noqa: B018 - raises for a port out of range or an unclosed IPv6 bracket
+    except ValueError:
+        raise problem from None
 
 
 PDSeverity = Literal["critical", "error", "warning", "info"]
