@@ -143,8 +143,9 @@ def test_no_route_and_no_default_is_a_warning() -> None:
 
 
 def test_bare_dollar_in_a_secret_is_a_warning_naming_the_field_not_the_value() -> None:
-    cfg = config_mod.parse({"receivers": {"s": {"type": "slack", "webhook_url": "$SLACK_HOOK"}}, "default_to": "s"},
-                           env={})
+    # (A bare "$SLACK_HOOK" as the whole URL is an error now: no http(s) URL.)
+    cfg = config_mod.parse({"receivers": {"s": {"type": "slack", "webhook_url": "https://hooks.example/$HOOK_PATH"}},
+                            "default_to": "s"}, env={})
     assert cfg.warnings == ["receivers.s.webhook_url: contains $NAME without braces, which is kept literally; "
                             "write ${NAME} to read the environment variable"]
     cfg = config_mod.parse({"receivers": {"s": {"type": "slack", "webhook_url": "${HOOK}"}}, "default_to": "s"},

@@ -98,6 +98,49 @@ async def test_missing_ca_file_is_a_config_error(tmp_path: Path) -> None:
 # --- failures ------------------------------------------------------------------------------------
 
 
+INJECTED = "=?utf-8?q?=0D=0ABcc:_evil@example.test?= <bridge@example.test>"
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("from", INJECTED),  # the email package decodes the encoded word and refuses the CR LF in it
+    ("from", "Alert Bridge <bridge@example.test>\nBcc: evil@example.test"),
+    ("to", ["ops@example.test", INJECTED]),
+    ("to", ["ops@example.test\r\nBcc: evil@example.test"]),
+    ("from", "N" * 1200 + " <bridge@example.test>"),  # one word: no fold makes the line shorter than 998
+    # The email package's folder writes what an encoded word decodes to unquoted: a reader saw
+    # three addresses ("Ops", "evil@example.test", the real one), or another address, or a raw NUL.
+    ("from", "=?utf-8?q?Ops=2C_evil=40example.test?= <bridge@example.test>"),
+    ("from", "=?utf-8?q?x=22_=3Cevil@example.test=3E?= <bridge@example.test>"),
+    ("to", ["=?utf-8?q?a=00b?= <ops@example.test>"]),
+    ("to", ["=?utf-8?q?=E2=80=A8Bcc:_evil@example.test?= <ops@example.test>"]),
+], ids=["encoded-crlf-from", "lf-from", "encoded-crlf-to", "crlf-to", "long-from", "encoded-comma-from",
+        "encoded-angle-from", "encoded-nul-to", "encoded-u2028-to"])
+def test_from_or_to_that_cannot_be_a_header_is_a_config_error(key: str, value: Any) -> None:
+    """Found by ``check`` and refusing a reload, not a ValueError when the receiver is built."""
+    rcv = {"type": "email", "to": TO, "from": "Alert Bridge <bridge@example.test>",
+           "smtp": {"host": "127.0.0.1"}, key: value}
+    with pytest.raises(ConfigError) as info:
+        parse({"receivers": {"ops-email": rcv}}, env={})
+    assert f"receivers.ops-email.{key}" in str(info.value)
+
+
+@pytest.mark.parametrize("sender", ["Ålert Brïdge Störungsmeldungen Rechenzentrum Frankfurt am Main <b@example.test>",
+                                    '"Ops, Berlin <night>" <b@example.test>', "b@bücher.example", "öps@example.test",
+                                    "Team: b@example.test, c@example.test;", "b@example.test (comment)"])
+def test_careful_senders_are_accepted(sender: str) -> None:
+    rcv = {"type": "email", "to": [*TO, sender], "from": sender, "smtp": {"host": "127.0.0.1"}}
+    parse({"receivers": {"ops-email": rcv}}, env={})
+
+
+async def test_encoded_display_name_in_from_is_kept(smtp_server: SMTPServer) -> None:
+    receiver = await email_receiver(smtp_server, {"security": "none"},
+                                    **{"from": "=?utf-8?q?Alert_Br=C3=BCcke?= <bridge@example.test>"})
+    await receiver.send(make_alert())
+    [mail] = smtp_server.messages
+    assert mail.message["From"] == "Alert Brücke <bridge@example.test>"
+    assert mail.mail_from == "bridge@example.test"
+
+
 async def test_5xx_reply_is_permanent(smtp_server: SMTPServer) -> None:
     smtp_server.fail_next("554 5.7.1 Message rejected as spam", stage="data")
     with pytest.raises(Permanent) as info:
@@ -309,6 +352,34 @@ async def test_a_lone_surrogate_from_a_template_does_not_fail_the_delivery(smtp_
     await receiver.send(make_alert())
     [mail] = smtp_server.messages
     assert mail.part("plain").splitlines() == ["odd \\ud800 node-prod-1"]
+
+
+@pytest.mark.parametrize("status", ["down\x00now", "esc\x1b[31m", "del\x7f"])
+async def test_control_characters_in_event_values_never_travel_as_7bit(status: str, smtp_server: SMTPServer) -> None:
+    """A status is any string a signed event carries: a NUL in a 7bit part breaks RFC 2045 and
+    servers refuse or strip it, so such a part is quoted-printable and reads back the same."""
+    import re
+
+    receiver = await email_receiver(smtp_server, {"security": "none"})
+    await receiver.send(make_alert(status=status))
+    [mail] = smtp_server.messages
+    assert re.search(rb"[^\t\r\n\x20-\x7e]", mail.data) is None  # every byte on the wire printable
+    assert f"node-prod-1 is {status} (was RUNNING" in mail.part("plain")
+    assert mail.message["Subject"] == f"[ALERT] node-prod-1 is {status}"
+
+
+@pytest.mark.parametrize("status", ["x\r\n.\r\nRSET", "x\n.\nQUIT", "x\r.\rQUIT", "\r\n.\r\n"])
+async def test_a_lone_dot_line_from_an_event_value_does_not_end_the_message(
+    status: str, smtp_server: SMTPServer
+) -> None:
+    """SMTP ends DATA at a line holding "." alone: every line break we send is CRLF and the line
+    is dot-stuffed, so a status cannot end the message early and smuggle a second one."""
+    receiver = await email_receiver(smtp_server, {"security": "none"}, text="first\n.\n..\n{{ status }}\nlast")
+    await receiver.send(make_alert(status=status))
+    await receiver.send(make_alert(status="FAILED"))
+    assert len(smtp_server.messages) == 2
+    mail = smtp_server.messages[0]
+    assert mail.part("plain").splitlines() == f"first\n.\n..\n{status}\nlast".splitlines()
 
 
 @pytest.mark.parametrize("text", ["[FIRING] " + "y" * 1000, "[FIRING] ünï ☃ " * 20, "[FIRING] odd \ud800 x",

@@ -18,7 +18,7 @@ from bridge.errors import Permanent, RetryLater
 from bridge.model import IncidentRef
 from bridge.receivers import Receiver, build_receiver
 from bridge.render import Renderer
-from tests.support.fakes import T0, FakeSlack, free_port, make_alert
+from tests.support.fakes import T0, Answer, FakeSlack, free_port, make_alert
 from tests.support.waits import strings
 
 pytest_plugins = ["tests.support.fakes"]
@@ -179,6 +179,36 @@ async def test_webhook_400_invalid_payload_is_permanent(
     fake_slack.fail_next(status=400, error="invalid_payload")
     with pytest.raises(Permanent, match="answered 400 invalid_payload"):
         await webhook_mode(fake_slack, http_session).send(make_alert())
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+async def test_webhook_redirect_is_not_followed(
+    status: int, fake_slack: FakeSlack, http_session: aiohttp.ClientSession
+) -> None:
+    """A redirect would carry the alert (and, for 307/308, the same POST) wherever a Location says."""
+    fake_slack.script(Answer(status=status, location=fake_slack.webhook_url))
+    receiver = webhook_mode(fake_slack, http_session)
+    with pytest.raises(Permanent) as info:
+        await receiver.send(make_alert())
+    assert f"answered {status}" in info.value.reason and "redirects are not followed" in info.value.reason
+    assert fake_slack.webhook_path not in info.value.reason and fake_slack.base_url not in info.value.reason
+    assert len(fake_slack.requests) == 1 and fake_slack.messages == []
+
+
+@pytest.mark.parametrize("url", [
+    "hooks.slack.test/services/T0/B0/s3cr3tWebhookPathPart",  # no scheme: every alert retried, then dead
+    "ftp://hooks.slack.test/services/T0/B0/s3cr3tWebhookPathPart",
+    "https://hooks.slack.test:99999/services/T0/B0/s3cr3tWebhookPathPart",
+    "https://[::1/services/T0/B0/s3cr3tWebhookPathPart",  # ValueError when the receiver was built
+    "https://hooks slack.test/services/T0/B0/s3cr3tWebhookPathPart",
+], ids=["no-scheme", "ftp", "port", "ipv6", "space"])
+def test_unusable_webhook_url_is_a_config_error_that_does_not_show_it(url: str) -> None:
+    from bridge.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        parse({"receivers": {"ops": {"type": "slack", "webhook_url": url}}}, env={})
+    assert "receivers.ops" in str(info.value) and "webhook_url" in str(info.value)
+    assert "s3cr3t" not in str(info.value)
 
 
 # --- secrets ---------------------------------------------------------------------------------------

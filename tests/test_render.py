@@ -27,6 +27,7 @@ from bridge.receivers.slack import slack_message
 from bridge.receivers.webhook import webhook_body
 from bridge.render import Renderer, human_duration, precompile
 from tests.support.fakes import T0, make_alert
+from tests.support.waits import strings
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -420,3 +421,48 @@ def test_alert_facts_survive_the_job_context() -> None:
     again = Alert.from_context(alert.delivery_id, json.loads(json.dumps(alert.context())))
     assert again.facts == alert.facts and again.kind == "stable" and again.incident == alert.incident
     assert "facts" not in make_alert().context()  # jobs without facts stay as they were
+
+
+# --- escaped contexts (Slack, Teams, Discord, Telegram): the raw event document -----------------
+
+def _escapers() -> list[tuple[str, dict[str, Any], Any]]:
+    from bridge.receivers.discord import discord_escape
+    from bridge.receivers.msteams import teams_escape
+    from bridge.receivers.telegram import html_escape
+    from bridge.render import slack_escape
+
+    return [("slack", SLACK, slack_escape),
+            ("msteams", {"type": "msteams", "url": "https://teams.example.test/hook"}, teams_escape),
+            ("discord", {"type": "discord", "url": "https://discord.example.test/api/webhooks/1/x"}, discord_escape),
+            ("telegram", {"type": "telegram", "bot_token": "1:abc", "chat_id": "42"}, html_escape)]
+
+
+HOSTILE_DETAIL = "<!channel> <@U1> *bold* <b>&amp;"
+
+
+@pytest.mark.parametrize(("kind", "rcv", "escape"), _escapers(), ids=["slack", "msteams", "discord", "telegram"])
+def test_an_override_reading_the_event_document_sees_it_escaped(kind: str, rcv: dict[str, Any], escape: Any) -> None:
+    """Leaving ``event`` out of an escaped context is only for contexts no override reads: an override
+    that reads it (title or text) gets every string in it escaped once, keys and nested values too."""
+    alert = make_alert(node="n<1>", details={"region": HOSTILE_DETAIL, "nested": {HOSTILE_DETAIL: [HOSTILE_DETAIL]}})
+    source = "{{ event.details.get('region') }}|{{ event.details.get('nested') | tojson }}"
+    for field in ("title", "text"):
+        cfg = config({"ops": {**rcv, field: source}})
+        ctx, used = Renderer.from_config(cfg).context_and_overrides(alert, cfg.receivers["ops"], escape=escape)
+        assert field in used  # rendered, not fallen back to the default
+        region, _, nested = ctx[field].partition("|")
+        assert region == escape(HOSTILE_DETAIL)
+        assert json.loads(nested) == {escape(HOSTILE_DETAIL): [escape(HOSTILE_DETAIL)]}
+        assert escape(HOSTILE_DETAIL) != HOSTILE_DETAIL
+
+
+@pytest.mark.parametrize(("kind", "rcv", "escape"), _escapers(), ids=["slack", "msteams", "discord", "telegram"])
+def test_an_escaped_context_without_overrides_holds_no_unescaped_value(
+    kind: str, rcv: dict[str, Any], escape: Any
+) -> None:
+    """No override: ``event`` is left out (reading it fails loudly), and what is there is escaped."""
+    alert = make_alert(node="n<1>", status="<!here>", details={"region": HOSTILE_DETAIL})
+    cfg = config({"ops": rcv})
+    ctx, used = Renderer.from_config(cfg).context_and_overrides(alert, cfg.receivers["ops"], escape=escape)
+    assert used == frozenset() and "event" not in ctx
+    assert all(HOSTILE_DETAIL not in s and "<!here>" not in s and "n<1>" not in s for s in strings(ctx))

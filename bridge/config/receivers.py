@@ -7,7 +7,11 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from email import message_from_string
+from email.message import EmailMessage
+from email.policy import SMTP, SMTPUTF8, default
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -97,6 +101,9 @@ class SlackReceiverConfig(ReceiverBase):
             raise ValueError("set exactly one of webhook_url (incoming webhook) or token (bot token)")
         if self.token is not None and not self.channel:
             raise ValueError("token needs channel, e.g. channel: '#node-alerts'")
+        if self.webhook_url is not None:  # else every alert would be retried against a bad URL
+            _require_url(self.webhook_url.get_secret_value(), "webhook_url")
+        _require_url(self.api_url, "api_url")
         return self
 
     @field_validator("channel")
@@ -162,7 +169,50 @@ class EmailReceiverConfig(ReceiverBase):
         for addr in v:
             if "@" not in addr:
                 raise ValueError(f"{addr!r} is not an email address")
+        problem = address_header_problem("To", ", ".join(v))
+        if problem:
+            raise ValueError(problem)
         return v
+
+    @field_validator("from_")
+    @classmethod
+    def _sender(cls, v: str) -> str:
+        problem = address_header_problem("From", v)
+        if problem:
+            raise ValueError(problem)
+        return v
+
+
+_HEADER_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def address_header_problem(name: str, value: str) -> str | None:
+    """Why ``value`` cannot be the ``name`` header of every message (From, To), or None.
+
+    The email receiver folds these once when it is built (bridge/receivers/mime.py): what the email
+    package refuses there (a line break, also one inside an encoded word) or folds to a line over
+    RFC 5322's 998 characters must be reported by ``check`` and refuse a reload, not fail the build."""
+    probe = EmailMessage()
+    try:
+        probe[name] = value
+        header = probe[name]
+        utf8 = not "".join(a.addr_spec for a in header.addresses).isascii()
+        folded = (SMTPUTF8 if utf8 else SMTP).fold_binary(name, header)
+    except (ValueError, TypeError, IndexError) as exc:
+        return f"{value!r} cannot be a {name} header: {exc}"
+    if max(map(len, folded.split(b"\r\n"))) > 998:
+        return f"{name} would hold a line over 998 characters (RFC 5322); shorten the display name or address"
+    # The folder writes what an encoded word decodes to as it is: "=?utf-8?q?Ops=2C_x=40y?= <a@b>"
+    # went out as "Ops, x@y <a@b>", three addresses for a reader; a NUL went out raw.
+    # Display names compared without whitespace: the parser keeps some between the encoded words
+    # the folder cut a long non-ASCII name into.
+    want = [("".join(a.display_name.split()), a.addr_spec) for a in header.addresses]
+    back = message_from_string(folded.decode("utf-8", "replace") + "\r\n", policy=default)[name]
+    got = [("".join(a.display_name.split()), a.addr_spec) for a in back.addresses] if back is not None else []
+    if got != want or _HEADER_CONTROL.search(folded.replace(b"\r\n ", b" ").removesuffix(b"\r\n")):
+        return (f"{value!r} does not read back as the same {name} header (sent as {folded.strip()!r}); "
+                "write a display name as plain text, in double quotes if it holds , < > @ or ;")
+    return None
 
 
 WHSEC_PREFIX = "whsec_"
@@ -240,8 +290,15 @@ class LogReceiverConfig(ReceiverBase):
 
 
 def _require_url(value: str | None, key: str) -> None:
-    if value is None or not re.match(r"^https?://[^/\s]+", value):
-        raise ValueError(f"{key} must be set to an http:// or https:// URL")
+    """An http(s) URL with a host, no whitespace and a usable port; the message never shows the
+    value (a webhook URL is a secret)."""
+    problem = ValueError(f"{key} must be set to an http:// or https:// URL")
+    if value is None or not re.match(r"https?://[^/\s]+\S*\Z", value):
+        raise problem
+    try:
+        urlsplit(value).port  # noqa: B018 - raises for a port out of range or an unclosed IPv6 bracket
+    except ValueError:
+        raise problem from None
 
 
 PDSeverity = Literal["critical", "error", "warning", "info"]

@@ -23,6 +23,9 @@ from aiosmtplib.email import extract_recipients, extract_sender
 _MAX_LINE = 78  # the email package's max_line_length: longer lines are folded or encoded
 _AS_IS = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")  # printable ASCII, no outer spaces
 _MAX_WORD = 900  # a header line must stay under 998 characters (RFC 5322)
+# What a 7bit part may carry: printable ASCII, tab, and the CRLF we write. Not NUL (RFC 2045, 2.7),
+# nor other controls: quoted-printable then. Checked by deleting these with bytes.translate (cheap).
+_7BIT = bytes([0x09, 0x0A, 0x0D, *range(0x20, 0x7F)])
 _WORD_BYTES = 39  # of UTF-8 in one encoded word: 52 in base64, 64 with =?utf-8?b? ?=, 73 after "Subject: "
 
 
@@ -90,7 +93,8 @@ def text_part(subtype: str, text: str) -> bytes:
     # template could write) becomes a \\u escape rather than failing the delivery.
     lines = text.encode("utf-8", "backslashreplace").splitlines()
     body = b"\r\n".join(lines) + b"\r\n"
-    if body.isascii() and all(len(line) <= _MAX_LINE for line in lines):
+    # A NUL (a status a signed event may carry) is not 7bit: servers refuse or strip it.
+    if all(len(line) <= _MAX_LINE for line in lines) and not body.translate(None, _7BIT):
         cte = b"7bit"
     else:
         cte, body = b"quoted-printable", binascii.b2a_qp(body, istext=True)

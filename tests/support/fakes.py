@@ -107,6 +107,7 @@ class Answer:
     body: bytes | None = None
     reason: str | None = None  # HTTP reason phrase (WebhookSink)
     drop: bool = False  # close the connection without answering
+    location: str | None = None  # a Location header (a redirect)
 
 
 @dataclass
@@ -237,7 +238,10 @@ class _HTTPFake:
 
 
 def _retry_headers(answer: Answer) -> dict[str, str]:
-    return {"Retry-After": str(answer.retry_after)} if answer.retry_after is not None else {}
+    headers = {"Retry-After": str(answer.retry_after)} if answer.retry_after is not None else {}
+    if answer.location is not None:
+        headers["Location"] = answer.location
+    return headers
 
 
 class FakeSlack(_HTTPFake):
