@@ -42,6 +42,7 @@ from bridge.metrics import Metrics
 from bridge.model import Delivery
 from bridge.receivers.base import Receiver
 from bridge.store import Store
+from bridge.store.base import Handoff
 
 log = logging.getLogger("bridge.delivery")
 
@@ -112,6 +113,7 @@ class _Lane:
     record_timer: asyncio.TimerHandle | None = None
     record_due: bool = False  # the oldest outcome in ``finished`` has waited long enough
     retired: bool = False  # removed by a reload: starts no more sends
+    incoming: int = 0  # slots reserved by a hand-off whose accept has not committed yet
     # The store may hold due jobs of this receiver that are not claimed yet. Cleared by a claim
     # that came back with room to spare; set by anything that can make jobs due.
     backlog: bool = True
@@ -194,6 +196,38 @@ class Dispatcher:
 
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._run(), name="dispatcher")
+        self._set_handoff(self)
+
+    def _set_handoff(self, handoff: Handoff | None) -> None:
+        hook = getattr(self._store, "set_handoff", None)  # SQLite: claims in the accept's commit
+        if hook is not None:
+            hook(handoff)
+
+    # --- hand-off: jobs claimed in the accept's own transaction (store.base.Handoff) -----------------
+
+    def reserve(self, receiver: str) -> float | None:
+        """Only for a slot free now: a handed-off job is sent at once, never queued behind others, so
+        its lease is one send's, and prefetching stays the claims' business."""
+        lane = self._lanes.get(receiver)
+        if lane is None or lane.retired or self._stopping:
+            return None
+        held = lane.active + len(lane.queued) + lane.incoming
+        if held >= lane.cfg.concurrency:
+            return None
+        lane.incoming += 1
+        return max(self._lease, lane.limiter.wait_bound(held + 1) + lane.cfg.timeout + 10)
+
+    def release(self, receiver: str) -> None:
+        lane = self._lanes.get(receiver)
+        if lane is not None:
+            lane.incoming -= 1
+
+    def take(self, job: Delivery, lease: float) -> None:
+        lane = self._lanes[job.receiver]  # reserved in this same flush: no reload came between
+        lane.incoming -= 1
+        self._sending[job.id] = time.monotonic() + lease
+        lane.queued.append(job)
+        self._pump(lane)
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -327,6 +361,7 @@ class Dispatcher:
     async def stop(self, grace: float) -> None:
         """Stop claiming; give jobs in flight ``grace`` seconds, then put the rest back to pending."""
         self._stopping = True
+        self._set_handoff(None)
         self._wake.set()
         if self._loop_task is not None:
             await self._loop_task
