@@ -20,6 +20,12 @@ back full, an outcome may have unblocked the next job of its order key, or a pol
 steady trickle that is two dispatcher commits per accepted event (its claims, its outcomes), not
 one per claim attempt, send and receiver: every commit costs the event loop time, and SQLite WAL
 frames that checkpoints must then copy and sync.
+
+With a store that takes a ``Handoff`` (SQLite), a new job that is its key's head, due now and
+ungrouped is claimed in the accept's own transaction when its lane has a send slot free right then
+(``reserve``), and comes here after that commit (``take``): no wake-up, claim query or commit of
+its own. Anything else (no free slot, a held or grouped job, the next job of a busy key, retries)
+goes the claim's way above.
 """
 
 from __future__ import annotations
