@@ -19,11 +19,12 @@ from typing import Any, TypeVar
 
 from bridge.config import RetentionConfig
 from bridge.decide import Apply, Decider, Decision, Job, NodeRecord, to_us
-from bridge.model import Alert, Delivery, DeliveryState, Event, NodeState, Silence, format_timestamp, order_key
+from bridge.model import Alert, Delivery, DeliveryState, Event, NodeState, order_key
 from bridge.store.base import Acceptance, Handoff, OutboxStats, compact_json, job_alert, job_context
 from bridge.store.sqlite import conversations
 from bridge.store.sqlite.groupcommit import GroupCommit
 from bridge.store.sqlite.schema import setup
+from bridge.store.sqlite.silences import SQLiteSilences
 
 T = TypeVar("T")
 
@@ -69,7 +70,7 @@ def _fix_head(conn: sqlite3.Connection, key: str) -> None:
     )
 
 
-class SQLiteStore(conversations.SQLiteConversations):
+class SQLiteStore(conversations.SQLiteConversations, SQLiteSilences):
     durable = True
 
     def __init__(self, path: Path | str, *, max_batch: int = 1024) -> None:
@@ -475,48 +476,3 @@ class SQLiteStore(conversations.SQLiteConversations):
             total += n
             if n < _PRUNE_CHUNK:
                 return total
-
-    # --- silences, meta ------------------------------------------------------------------------
-
-    async def add_silence(self, silence: Silence) -> None:
-        await self._run(
-            lambda c: c.execute(
-                "INSERT OR REPLACE INTO silences VALUES (?, ?, ?)",
-                (silence.id, silence.ends_at.timestamp(), json.dumps(silence.to_dict())),
-            )
-        )
-
-    async def list_silences(self, *, now: datetime, include_expired: bool = False) -> list[Silence]:
-        def op(c: sqlite3.Connection) -> list[Silence]:
-            rows = c.execute("SELECT body, ends_at FROM silences").fetchall()
-            out = [Silence.from_dict(json.loads(b)) for b, end in rows if include_expired or end > now.timestamp()]
-            return sorted(out, key=lambda s: (s.starts_at, s.id))
-
-        return await self._run(op)
-
-    async def expire_silence(self, silence_id: str, *, now: datetime) -> bool:
-        def op(c: sqlite3.Connection) -> bool:
-            row = c.execute("SELECT body FROM silences WHERE id = ?", (silence_id,)).fetchone()
-            if row is None:
-                return False
-            body = json.loads(row[0])
-            if Silence.from_dict(body).ends_at <= now:
-                return False
-            body["ends_at"] = format_timestamp(now)
-            c.execute(
-                "UPDATE silences SET ends_at = ?, body = ? WHERE id = ?",
-                (now.timestamp(), json.dumps(body), silence_id),
-            )
-            return True
-
-        return await self._run(op)
-
-    async def get_meta(self, key: str) -> str | None:
-        def op(c: sqlite3.Connection) -> str | None:
-            row = c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-            return row[0] if row else None
-
-        return await self._run(op)
-
-    async def set_meta(self, key: str, value: str) -> None:
-        await self._run(lambda c: c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value)))
