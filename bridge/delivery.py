@@ -20,6 +20,12 @@ back full, an outcome may have unblocked the next job of its order key, or a pol
 steady trickle that is two dispatcher commits per accepted event (its claims, its outcomes), not
 one per claim attempt, send and receiver: every commit costs the event loop time, and SQLite WAL
 frames that checkpoints must then copy and sync.
+
+With a store that takes a ``Handoff`` (SQLite), a new job that is its key's head, due now and
+ungrouped is claimed in the accept's own transaction when its lane has a send slot free right then
+(``reserve``), and comes here after that commit (``take``): no wake-up, claim query or commit of
+its own. Anything else (no free slot, a held or grouped job, the next job of a busy key, retries)
+goes the claim's way above.
 """
 
 from __future__ import annotations
@@ -33,68 +39,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from tenacity import RetryCallState, stop_after_attempt, stop_after_delay, wait_exponential_jitter
-
-from bridge.config import ReceiverBase, RetryConfig
+from bridge.config import ReceiverBase
 from bridge.errors import Permanent, RetryLater, Unavailable
 from bridge.grouping import MAX_MEMBERS, Grouper
 from bridge.metrics import Metrics
 from bridge.model import Delivery
+from bridge.pacing import RateLimiter, RetryPolicy
 from bridge.receivers.base import Receiver
 from bridge.store import Store
+from bridge.store.base import Handoff
 
 log = logging.getLogger("bridge.delivery")
 
-
-class RetryPolicy:
-    """When to try a failed job again, or None to give up. Pure: tenacity's strategies, no sleeping."""
-
-    def __init__(self, cfg: RetryConfig) -> None:
-        self._wait = wait_exponential_jitter(
-            multiplier=cfg.initial_backoff, max=cfg.max_backoff, jitter=cfg.initial_backoff
-        )
-        self._stop = stop_after_attempt(cfg.max_attempts) | stop_after_delay(cfg.max_elapsed)
-        self._max_elapsed = cfg.max_elapsed
-
-    def next_delay(self, attempts: int, elapsed: float, retry_after: float | None) -> float | None:
-        state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
-        state.attempt_number = attempts
-        state.start_time = 0.0
-        state.outcome_timestamp = elapsed
-        if self._stop(state):
-            return None
-        delay = self._wait(state)
-        if retry_after is not None:
-            delay = max(delay, retry_after)  # the peer said when; never earlier
-        if elapsed + delay > self._max_elapsed:
-            return None
-        return delay
-
-
-class RateLimiter:
-    """Spaces sends at least 1/rate apart; ``pause`` holds the receiver (a 429's Retry-After)."""
-
-    def __init__(self, rate: float) -> None:
-        self._interval = 1.0 / rate if rate > 0 else 0.0
-        self._next = 0.0
-        self._lock = asyncio.Lock()
-
-    def wait_bound(self, sends: int) -> float:
-        """At most how long the next ``sends`` acquires wait, unless a ``pause`` comes first."""
-        return max(0.0, self._next - time.monotonic()) + sends * self._interval
-
-    def pause(self, seconds: float) -> None:
-        self._next = max(self._next, time.monotonic() + seconds)
-
-    async def acquire(self) -> None:
-        if not self._interval and not self._lock.locked() and self._next <= time.monotonic():
-            return  # unlimited and not paused: nothing to wait for, nothing to record
-        async with self._lock:
-            now = time.monotonic()
-            while self._next > now:  # a loop: a pause may come while waiting
-                await asyncio.sleep(self._next - now)
-                now = time.monotonic()
-            self._next = now + self._interval
+__all__ = ["Dispatcher", "RateLimiter", "RetryPolicy"]
 
 
 @dataclass(eq=False)
@@ -112,6 +69,7 @@ class _Lane:
     record_timer: asyncio.TimerHandle | None = None
     record_due: bool = False  # the oldest outcome in ``finished`` has waited long enough
     retired: bool = False  # removed by a reload: starts no more sends
+    incoming: int = 0  # slots reserved by a hand-off whose accept has not committed yet
     # The store may hold due jobs of this receiver that are not claimed yet. Cleared by a claim
     # that came back with room to spare; set by anything that can make jobs due.
     backlog: bool = True
@@ -194,6 +152,38 @@ class Dispatcher:
 
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._run(), name="dispatcher")
+        self._set_handoff(self)
+
+    def _set_handoff(self, handoff: Handoff | None) -> None:
+        hook = getattr(self._store, "set_handoff", None)  # SQLite: claims in the accept's commit
+        if hook is not None:
+            hook(handoff)
+
+    # --- hand-off: jobs claimed in the accept's own transaction (store.base.Handoff) -----------------
+
+    def reserve(self, receiver: str) -> float | None:
+        """Only for a slot free now: a handed-off job is sent at once, never queued behind others, so
+        its lease is one send's, and prefetching stays the claims' business."""
+        lane = self._lanes.get(receiver)
+        if lane is None or lane.retired or self._stopping:
+            return None
+        held = lane.active + len(lane.queued) + lane.incoming
+        if held >= lane.cfg.concurrency:
+            return None
+        lane.incoming += 1
+        return max(self._lease, lane.limiter.wait_bound(held + 1) + lane.cfg.timeout + 10)
+
+    def release(self, receiver: str) -> None:
+        lane = self._lanes.get(receiver)
+        if lane is not None:
+            lane.incoming -= 1
+
+    def take(self, job: Delivery, lease: float) -> None:
+        lane = self._lanes[job.receiver]  # reserved in this same flush: no reload came between
+        lane.incoming -= 1
+        self._sending[job.id] = time.monotonic() + lease
+        lane.queued.append(job)
+        self._pump(lane)
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -327,6 +317,7 @@ class Dispatcher:
     async def stop(self, grace: float) -> None:
         """Stop claiming; give jobs in flight ``grace`` seconds, then put the rest back to pending."""
         self._stopping = True
+        self._set_handoff(None)
         self._wake.set()
         if self._loop_task is not None:
             await self._loop_task

@@ -211,6 +211,6 @@ class Ingest:
             reply["note"] = "older than the node's newest event: recorded, not notified"
         elif result.status == "silenced":
             reply["silenced"] = result.silenced_by
-        if result.deliveries:
+        if len(result.deliveries) > result.handed_off:  # handed-off jobs are being sent already
             self._on_enqueued()
         return Reply(200, reply)

@@ -29,6 +29,7 @@ class Acceptance:
     silenced_by: str | None = None
     next_due: datetime | None = None  # the node's earliest timer after the commit (wakes the timer loop)
     resolved: tuple[float, ...] = ()  # durations of incidents resolved (metrics)
+    handed_off: int = 0  # of ``deliveries``, how many went to the dispatcher claimed (Handoff)
 
     @classmethod
     def of(cls, event: Event, decision: Decision) -> Acceptance:
@@ -46,6 +47,24 @@ class OutboxStats:
     done: int
     oldest_pending_age: float  # seconds; 0 when nothing is pending
     incidents_open: int = 0  # nodes whose record has an open incident (an index the store keeps)
+
+
+class Handoff(Protocol):
+    """The dispatcher's side of claiming in the accept's own transaction (SQLite only: see
+    bench/README.md, "End-to-end latency"). A new job that is its order key's head, due now and
+    ungrouped may be written in flight, its lease running, when ``reserve`` grants a free send slot;
+    once that commits it goes to ``take``, else the slot goes back with ``release``. All three are
+    called on the loop, within one batch's flush, so nothing runs between reserve and take."""
+
+    def reserve(self, receiver: str) -> float | None:
+        """The lease for one job of ``receiver`` that can be sent at once, or None (no free slot)."""
+        ...
+
+    def release(self, receiver: str) -> None: ...
+
+    def take(self, job: Delivery, lease: float) -> None:
+        """``job`` is committed in flight with ``lease`` seconds: send it."""
+        ...
 
 
 class ConversationLog(Protocol):

@@ -28,6 +28,7 @@ from bridge.errors import StorageUnavailable
 
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
+Settle = Callable[[bool], None]
 
 # Seconds between background WAL checkpoints. Short, for two reasons. (1) A checkpoint syncs all the
 # WAL written since the last one, and commits on the loop slow down while it does: the less each
@@ -59,7 +60,7 @@ class GroupCommit:
         self._on_rollback = on_rollback
         self._max_batch = max_batch
         self._conn: sqlite3.Connection | None = None
-        self._pending: list[tuple[Op, asyncio.Future[Any]]] = []
+        self._pending: list[tuple[Op, asyncio.Future[Any], Settle | None]] = []
         self._flush_scheduled = False
         self._lock_file: IO[str] | None = None
         self._checkpointer: threading.Thread | None = None
@@ -154,12 +155,14 @@ class GroupCommit:
             self._lock_file.close()
             self._lock_file = None
 
-    async def run(self, op: Callable[[sqlite3.Connection], T]) -> T:
+    async def run(self, op: Callable[[sqlite3.Connection], T], settle: Settle | None = None) -> T:
+        """Run ``op`` in this iteration's batch. ``settle(committed)``, if given, is called once the
+        op's writes have committed (True) or were undone (False), even if the caller stopped waiting."""
         if self._conn is None:
             raise StorageUnavailable("store is not open")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._pending.append((op, fut))
+        self._pending.append((op, fut, settle))
         if not self._flush_scheduled:
             # At the end of this loop iteration: every request that is being handled now joins.
             self._flush_scheduled = True
@@ -192,22 +195,26 @@ class GroupCommit:
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]
             try:
-                results = self._run_batch([op for op, _ in batch])
+                results = self._run_batch([op for op, _, _ in batch])
             except (sqlite3.Error, OSError) as exc:
                 if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
                     self._disk_full_until = time.monotonic() + _DISK_FULL_CAUTION
                 err = StorageUnavailable(f"storage write failed: {exc}")
-                for _, fut in batch:
+                for _, fut, settle in batch:
                     if not fut.done():
                         fut.set_exception(err)
+                    if settle is not None:
+                        settle(False)
                 continue
-            for (_, fut), (ok, value) in zip(batch, results, strict=True):
-                if fut.done():  # the caller went away (cancelled); its op committed anyway
-                    continue
-                if ok:
-                    fut.set_result(value)
-                else:
-                    fut.set_exception(value)
+            for (_, fut, settle), (ok, value) in zip(batch, results, strict=True):
+                if not fut.done():  # else the caller went away (cancelled); its op committed anyway
+                    if ok:
+                        fut.set_result(value)
+                    else:
+                        fut.set_exception(value)
+                # After the result: what settle starts runs after the caller's continuation.
+                if settle is not None:
+                    settle(ok)  # not ok: the op raised and its savepoint was rolled back
         if low_on_space or time.monotonic() < self._disk_full_until:
             self._empty_wal()
 

@@ -12,17 +12,19 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from bridge.config import RetentionConfig
-from bridge.decide import Apply, Decider, Decision, NodeRecord, to_us
-from bridge.model import Alert, Delivery, DeliveryState, Event, NodeState, Silence, format_timestamp, order_key
-from bridge.store.base import Acceptance, OutboxStats, compact_json, job_context
+from bridge.decide import Apply, Decider, Decision, Job, NodeRecord, to_us
+from bridge.model import Alert, Delivery, DeliveryState, Event, NodeState, order_key
+from bridge.store.base import Acceptance, Handoff, OutboxStats, compact_json, job_alert, job_context
 from bridge.store.sqlite import conversations
 from bridge.store.sqlite.groupcommit import GroupCommit
 from bridge.store.sqlite.schema import setup
+from bridge.store.sqlite.silences import SQLiteSilences
 
 T = TypeVar("T")
 
@@ -74,7 +76,7 @@ def _remember(cache: dict[str, tuple[int, NodeRecord]], node_id: str, raw: str, 
     cache[node_id] = (hash(raw), record)
 
 
-class SQLiteStore(conversations.SQLiteConversations):
+class SQLiteStore(conversations.SQLiteConversations, SQLiteSilences):
     durable = True
 
     def __init__(self, path: Path | str, *, max_batch: int = 1024) -> None:
@@ -87,6 +89,7 @@ class SQLiteStore(conversations.SQLiteConversations):
         # parsing it. A hash, not the JSON: that would double the cache's memory.
         self._nodes: dict[str, tuple[int, NodeRecord]] = {}
         self._db = GroupCommit(self.path, setup=setup, on_rollback=self._nodes.clear, max_batch=max_batch)
+        self._handoff: Handoff | None = None
 
     def _run(self, op: Callable[[sqlite3.Connection], T]) -> Awaitable[T]:
         """Run ``op`` in this loop iteration's write batch."""
@@ -108,13 +111,37 @@ class SQLiteStore(conversations.SQLiteConversations):
 
     # --- accept ------------------------------------------------------------------------------
 
+    def set_handoff(self, handoff: Handoff | None) -> None:
+        """Claim new jobs the dispatcher has a free slot for in the accept's transaction (base.Handoff)."""
+        self._handoff = handoff
+
     async def accept(self, event: Event, decide: Decider, *, now: datetime, dedup_ttl: float) -> Acceptance:
         # The read, the decision and the writes run in one transaction on the loop: no other
         # writer can come between them, so no version check is needed.
-        return await self._run(lambda c: self._accept(c, event, decide, now, dedup_ttl))
+        h = self._handoff
+        if h is None:
+            return await self._run(lambda c: self._accept(c, event, decide, now, dedup_ttl, None))
+        handed: list[tuple[Delivery, float]] = []  # claimed in the transaction, slots reserved
+
+        def op(c: sqlite3.Connection) -> Acceptance:
+            # The batch may run an op again (groupcommit): give back what an earlier run reserved.
+            for d, _ in handed:
+                h.release(d.receiver)
+            handed.clear()
+            return self._accept(c, event, decide, now, dedup_ttl, handed)
+
+        def settle(committed: bool) -> None:
+            for d, lease in handed:
+                if committed:
+                    h.take(d, lease)
+                else:
+                    h.release(d.receiver)
+
+        return await self._db.run(op, settle)
 
     def _accept(
-        self, c: sqlite3.Connection, event: Event, decide: Decider, now: datetime, dedup_ttl: float
+        self, c: sqlite3.Connection, event: Event, decide: Decider, now: datetime, dedup_ttl: float,
+        handed: list[tuple[Delivery, float]] | None,
     ) -> Acceptance:
         now_ts = now.timestamp()
         eid = event.id
@@ -134,13 +161,15 @@ class SQLiteStore(conversations.SQLiteConversations):
         )
         if cur.rowcount == 0:
             return Acceptance.of(event, decide(record, True))
-        self._write(c, decision, event_json, ts, now_ts)
-        return Acceptance.of(event, decision)
+        self._write(c, decision, event_json, ts, now_ts, None if handed is None else (event, now, handed))
+        acceptance = Acceptance.of(event, decision)
+        return replace(acceptance, handed_off=len(handed)) if handed else acceptance
 
     def _write(self, c: sqlite3.Connection, decision: Decision, event_json: str | None, ts: float,
-               now_ts: float) -> None:
+               now_ts: float, handoff: tuple[Event, datetime, list[tuple[Delivery, float]]] | None = None) -> None:
         """The decision's node record and jobs (``event_json``/``ts``: the accepted event's, or None
-        when every job carries its own event)."""
+        when every job carries its own event). ``handoff``: the accepted event, now, and where to
+        put the jobs claimed here for the dispatcher (accept with a Handoff)."""
         new = decision.record
         if new is not None:
             due = new.next_due
@@ -165,13 +194,34 @@ class SQLiteStore(conversations.SQLiteConversations):
             job_due = job.not_before.timestamp() if job.not_before is not None else now_ts
             row = (job.id, key, job.receiver, seq, now_ts, job_due, now_ts, key, job_due,
                    job_context(event_json or "", job, prev), job.group.key if job.group is not None else None)
-            if not c.execute(_INSERT_JOB + " ON CONFLICT(id) DO NOTHING", row).rowcount:
-                # The same job again (an event accepted again once its dedup record expired): it
-                # replaces the old one, which may have been its key's head.
-                old = c.execute("DELETE FROM jobs WHERE id = ? RETURNING order_key", (job.id,)).fetchone()
-                c.execute(_INSERT_JOB, row)
-                for k in {old[0], key}:
-                    _fix_head(c, k)
+            if handoff is not None:
+                head = c.execute(_INSERT_JOB + " ON CONFLICT(id) DO NOTHING RETURNING is_head", row).fetchone()
+                if head is not None:
+                    if head[0] and job.not_before is None and job.group is None:
+                        self._hand_off(c, job, prev, *handoff)
+                    continue
+            elif c.execute(_INSERT_JOB + " ON CONFLICT(id) DO NOTHING", row).rowcount:
+                continue
+            # The same job again (an event accepted again once its dedup record expired): it
+            # replaces the old one, which may have been its key's head. Never handed off.
+            old = c.execute("DELETE FROM jobs WHERE id = ? RETURNING order_key", (job.id,)).fetchone()
+            c.execute(_INSERT_JOB, row)
+            for k in {old[0], key}:
+                _fix_head(c, k)
+
+    def _hand_off(self, c: sqlite3.Connection, job: Job, prev: NodeState | None, event: Event, now: datetime,
+                  handed: list[tuple[Delivery, float]]) -> None:
+        """Claim the new ``job`` (its key's head, due now) in this transaction if the dispatcher has
+        a free slot for it: the claim's query, commit and JSON parse are saved, not its lease."""
+        assert self._handoff is not None
+        lease = self._handoff.reserve(job.receiver)
+        if lease is None:
+            return
+        now_ts = now.timestamp()
+        c.execute("UPDATE jobs SET state = 'inflight', attempts = 1, due_at = ? WHERE id = ?",
+                  (now_ts + lease, job.id))
+        handed.append((Delivery(id=job.id, alert=job_alert(event, job, prev), state="inflight", attempts=1,
+                                created_at=now, next_attempt_at=now, updated_at=now), lease))
 
     async def apply(self, node_id: str, decide: Apply, *, now: datetime) -> Decision:
         # As accept: read, decide and write in one transaction of the only writer.
@@ -432,48 +482,3 @@ class SQLiteStore(conversations.SQLiteConversations):
             total += n
             if n < _PRUNE_CHUNK:
                 return total
-
-    # --- silences, meta ------------------------------------------------------------------------
-
-    async def add_silence(self, silence: Silence) -> None:
-        await self._run(
-            lambda c: c.execute(
-                "INSERT OR REPLACE INTO silences VALUES (?, ?, ?)",
-                (silence.id, silence.ends_at.timestamp(), json.dumps(silence.to_dict())),
-            )
-        )
-
-    async def list_silences(self, *, now: datetime, include_expired: bool = False) -> list[Silence]:
-        def op(c: sqlite3.Connection) -> list[Silence]:
-            rows = c.execute("SELECT body, ends_at FROM silences").fetchall()
-            out = [Silence.from_dict(json.loads(b)) for b, end in rows if include_expired or end > now.timestamp()]
-            return sorted(out, key=lambda s: (s.starts_at, s.id))
-
-        return await self._run(op)
-
-    async def expire_silence(self, silence_id: str, *, now: datetime) -> bool:
-        def op(c: sqlite3.Connection) -> bool:
-            row = c.execute("SELECT body FROM silences WHERE id = ?", (silence_id,)).fetchone()
-            if row is None:
-                return False
-            body = json.loads(row[0])
-            if Silence.from_dict(body).ends_at <= now:
-                return False
-            body["ends_at"] = format_timestamp(now)
-            c.execute(
-                "UPDATE silences SET ends_at = ?, body = ? WHERE id = ?",
-                (now.timestamp(), json.dumps(body), silence_id),
-            )
-            return True
-
-        return await self._run(op)
-
-    async def get_meta(self, key: str) -> str | None:
-        def op(c: sqlite3.Connection) -> str | None:
-            row = c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-            return row[0] if row else None
-
-        return await self._run(op)
-
-    async def set_meta(self, key: str, value: str) -> None:
-        await self._run(lambda c: c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value)))

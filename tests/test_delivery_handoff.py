@@ -1,0 +1,224 @@
+"""Jobs claimed in the accept's own transaction (SQLite with a running dispatcher): a new job that
+is its order key's head, due now and ungrouped, with a free send slot, is committed in flight and
+sent without a claim round trip. Everything else goes the claim's way, and a handed-off job keeps
+the claim's guarantees: order per key, the lane's concurrency, a lease that a SIGKILL does not lose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import closing
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bridge.decide import Policy, decide
+from bridge.incident_state import Policy as IncidentPolicy
+from bridge.incident_state import RoutePolicy
+from bridge.model import Event, RouteMatch
+from bridge.store.memory import MemoryStore
+from bridge.store.sqlite import SQLiteStore
+from bridge.testing import event_body
+from tests.support.fakes import wait_until
+from tests.support.harness import ProbeSink
+from tests.support.rig import Rig, RigFactory, close_rig, open_rig
+
+pytest_plugins = ["tests.support.fakes"]
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def make_rig(tmp_path: Path) -> AsyncIterator[RigFactory]:
+    rigs: list[Rig] = []
+    async with aiohttp.ClientSession() as session:
+
+        async def make(receivers: dict[str, Any], *, memory: bool = False, **options: Any) -> Rig:
+            store = MemoryStore() if memory else SQLiteStore(tmp_path / f"bridge{len(rigs)}.db")
+            # No polls: a claim that happens to share the accept's batch would look like a hand-off.
+            rig = await open_rig(store, receivers, session, **{"poll": 60.0, **options})
+            rigs.append(rig)
+            return rig
+
+        yield make
+        for rig in reversed(rigs):
+            await close_rig(rig)
+
+
+def hook(url: str, **settings: Any) -> dict[str, Any]:
+    return {"type": "webhook", "url": url, **settings}
+
+
+async def start(rig: Rig) -> None:
+    """Start the dispatcher and let its first claim (nothing due yet) pass."""
+    rig.dispatcher.start()
+    await asyncio.sleep(0.05)
+
+
+async def states(rig: Rig, ids: list[str]) -> list[tuple[str, int]]:
+    return [((j := await rig.job(i)).state, j.attempts) for i in ids]
+
+
+async def test_new_head_job_is_in_flight_when_the_accept_returns_and_sent_once(make_rig: RigFactory) -> None:
+    async with ProbeSink(delay=0.2) as sink:
+        rig = await make_rig({"hook": hook(sink.url)})
+        await start(rig)
+        ids = await rig.enqueue("n1", "FAILED")
+        # Claimed in the accept's commit, not by a later claim: in flight before anything else ran.
+        assert await states(rig, ids) == [("inflight", 1)]
+        await wait_until(lambda: len(sink.delivered) == 1 and sink.active == 0, 10, "the delivery")
+        await wait_until(lambda: rig.dispatcher._tasks == set(), 5, "the outcome recorded")
+        assert sink.ids() == ids
+        assert await states(rig, ids) == [("done", 1)]
+        # What the dispatcher sent is the alert the store keeps for the job.
+        assert sink.requests[0].payload["event"]["nodeId"] == "n1"
+
+
+async def test_handed_off_alert_is_sent_as_a_claimed_one_would_be(make_rig: RigFactory) -> None:
+    # The same event on two stores: handed off on one, claimed after the commit on the other
+    # (accepted before its dispatcher started). The alert is built from the job in memory in the
+    # first case, from the stored context in the second: the receiver must see the same request.
+    now = datetime.now(UTC).replace(microsecond=0)
+    event = Event("NODE_STATUS_UPDATED", now - timedelta(seconds=3), "n1", "FAILED",
+                  {"nodeId": "n1", "status": "FAILED", "region": "eu"}, {"env": "prod"}, now)
+    policy = Policy(lambda e, prev: [RouteMatch("r", ("hook",))])
+    bodies = []
+    for handed in (True, False):
+        async with ProbeSink() as sink:
+            rig = await make_rig({"hook": hook(sink.url)})
+            if handed:
+                await start(rig)
+            res = await rig.store.accept(event, lambda rec, dup: decide(event, rec, policy, now, duplicate=dup),
+                                         now=now, dedup_ttl=3600)
+            assert res.handed_off == (1 if handed else 0)
+            if not handed:
+                await start(rig)
+            await wait_until(lambda sink=sink: len(sink.delivered) == 1, 10, "the delivery")
+            [req] = sink.delivered
+            bodies.append((req.payload, req.headers["webhook-id"]))
+    assert bodies[0] == bodies[1]
+
+
+async def test_a_keys_second_job_waits_for_the_first(make_rig: RigFactory) -> None:
+    async with ProbeSink(delay=0.3) as sink:
+        rig = await make_rig({"hook": hook(sink.url, concurrency=4)})
+        await start(rig)
+        first = await rig.enqueue("n1", "FAILED")
+        second = await rig.enqueue("n1", "RUNNING")
+        # Only heads are handed off: the second is its key's next job, not its head.
+        assert await states(rig, first + second) == [("inflight", 1), ("pending", 0)]
+        await wait_until(lambda: len(sink.delivered) == 2, 10, "both deliveries")
+        assert sink.ids() == first + second
+        assert sink.max_active == 1
+
+
+async def test_no_hand_off_without_a_free_send_slot(make_rig: RigFactory) -> None:
+    async with ProbeSink(delay=0.3) as sink:
+        rig = await make_rig({"hook": hook(sink.url, concurrency=1)})
+        await start(rig)
+        a = await rig.enqueue("n1", "FAILED")
+        b = await rig.enqueue("n2", "FAILED")
+        assert await states(rig, a + b) == [("inflight", 1), ("pending", 0)]
+        await wait_until(lambda: len(sink.delivered) == 2, 10, "both deliveries")
+        assert sink.max_active == 1
+
+
+async def test_an_accept_run_again_in_its_batch_reserves_its_slot_once(make_rig: RigFactory) -> None:
+    # Two accepts share a batch; one's decision raises, so the batch is rolled back and each op
+    # runs again on its own (groupcommit). The good one reserved the only slot on its first run:
+    # that reservation must go back before the second run, or the job is not handed off (and the
+    # slot is lost for good).
+    async with ProbeSink(delay=0.2) as sink:
+        rig = await make_rig({"hook": hook(sink.url, concurrency=1)})
+        await start(rig)
+        now = datetime.now(UTC)
+        policy = Policy(lambda e, prev: [RouteMatch("r", ("hook",))])
+        good = Event("NODE_STATUS_UPDATED", now - timedelta(seconds=2), "n1", "FAILED", received_at=now)
+        bad = Event("NODE_STATUS_UPDATED", now - timedelta(seconds=2), "n2", "FAILED", received_at=now)
+
+        def broken(rec: Any, dup: bool) -> Any:
+            raise ValueError("a decision that fails")
+
+        results = await asyncio.gather(
+            rig.store.accept(good, lambda rec, dup: decide(good, rec, policy, now, duplicate=dup),
+                             now=now, dedup_ttl=3600),
+            rig.store.accept(bad, broken, now=now, dedup_ttl=3600),
+            return_exceptions=True,
+        )
+        ok, failed = results
+        assert isinstance(failed, ValueError)
+        assert not isinstance(ok, BaseException) and ok.handed_off == 1
+        assert await states(rig, list(ok.deliveries)) == [("inflight", 1)]
+        await wait_until(lambda: len(sink.delivered) == 1, 10, "the delivery")
+        await wait_until(lambda: rig.dispatcher._tasks == set(), 5, "the outcome recorded")
+        # The slot is free again: the next new job is handed off too.
+        later = await rig.enqueue("n3", "FAILED")
+        assert await states(rig, later) == [("inflight", 1)]
+
+
+async def test_no_hand_off_before_the_dispatcher_starts_nor_after_it_stops(make_rig: RigFactory) -> None:
+    async with ProbeSink() as sink:
+        rig = await make_rig({"hook": hook(sink.url)})
+        before = await rig.enqueue("n1", "FAILED")
+        await start(rig)
+        await wait_until(lambda: len(sink.delivered) == 1, 10, "the first delivery")
+        await rig.dispatcher.stop(grace=1.0)
+        after = await rig.enqueue("n2", "FAILED")
+        assert await states(rig, before + after) == [("done", 1), ("pending", 0)]
+
+
+async def test_memory_store_claims_as_before(make_rig: RigFactory) -> None:
+    async with ProbeSink(delay=0.2) as sink:
+        rig = await make_rig({"hook": hook(sink.url)}, memory=True)
+        await start(rig)
+        ids = await rig.enqueue("n1", "FAILED")
+        assert await states(rig, ids) == [("pending", 0)]
+        rig.dispatcher.wake()  # as ingest does when jobs were not handed off
+        await wait_until(lambda: len(sink.delivered) == 1, 10, "the delivery")
+
+
+async def test_grouped_job_held_for_group_wait_is_not_handed_off(make_rig: RigFactory) -> None:
+    async with ProbeSink() as sink:
+        rig = await make_rig({"hook": hook(sink.url)})
+        await start(rig)
+        policy = Policy(lambda e, prev: [RouteMatch("fleet", ("hook",))],
+                        incidents=IncidentPolicy(routes={"fleet": RoutePolicy("fleet", ("hook",), group_wait=30.0)}))
+        now = datetime.now(UTC)
+        event = Event("NODE_STATUS_UPDATED", now - timedelta(seconds=1), "n1", "FAILED", received_at=now)
+        res = await rig.store.accept(event, lambda rec, dup: decide(event, rec, policy, now, duplicate=dup),
+                                     now=now, dedup_ttl=3600)
+        assert res.handed_off == 0 and len(res.deliveries) == 1
+        job = await rig.job(res.deliveries[0])
+        assert (job.state, job.attempts) == ("pending", 0) and job.alert.group is not None
+        assert job.next_attempt_at > now  # held: due after group_wait, claimed (with its group) then
+
+
+# --- the real process: a handed-off job in flight at a SIGKILL ------------------------------------
+
+
+@pytest.mark.slow
+async def test_handed_off_job_in_flight_at_kill_9_is_delivered_by_the_restarted_bridge(
+    bridge_process: Any, tmp_path: Path
+) -> None:
+    async with ProbeSink() as sink:
+        sink.hold(from_arrival=0)  # every send stalls at the receiver
+        p = await bridge_process(receivers={"hook": hook(sink.url, timeout="60s")}, default_to=["hook"])
+        ts = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=5)
+        status, doc, _ = await p.post(event_body("n1", "FAILED", timestamp=ts))
+        assert status == 200 and doc["deliveries"] == 1
+        await wait_until(lambda: sink.active == 1, 10, "the send stalled at the receiver")
+        db = Path(p.cfg["storage"]["url"].removeprefix("sqlite://"))
+        with closing(sqlite3.connect(db)) as c:
+            [(state, attempts)] = c.execute("SELECT state, attempts FROM jobs").fetchall()
+        assert (state, attempts) == ("inflight", 1)  # claimed, its lease running, not lost
+
+        p.kill()
+        await wait_until(lambda: sink.active == 0, 5, "the stalled request to see its client gone")
+        sink.release()
+        await p.start()
+        await wait_until(lambda: len(sink.delivered) == 1, 20, "the delivery after the restart")
+        assert sink.arrived == sink.ids() * 2  # sent again once (at least once), delivered once
