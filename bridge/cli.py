@@ -124,13 +124,15 @@ class _Unset(dict[str, str]):
     """The environment, with a placeholder for every variable that is not set.
 
     ``route`` sends nothing, so it must run where the secrets' variables are absent (a laptop, CI).
+    The placeholder is URL-shaped (a reserved .invalid host): most secrets are webhook URLs, which
+    the config checks as URLs; it is never sent anywhere.
     """
 
     def __contains__(self, key: object) -> bool:
         return True
 
     def __missing__(self, key: str) -> str:
-        return f"unset-{key}"
+        return f"https://unset.invalid/{key}"
 
 
 def cmd_route(args: argparse.Namespace) -> int:
