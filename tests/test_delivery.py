@@ -31,7 +31,7 @@ from bridge.store.sqlite import SQLiteStore
 from tests.support.fakes import FakeSlack, Received, WebhookSink, free_port, wait_until
 from tests.support.harness import ProbeSink
 from tests.support.redis_server import RedisServer, redis_outage_server  # noqa: F401
-from tests.support.rig import Clock, Rig, RigFactory, close_rig, open_rig
+from tests.support.rig import Clock, Rig, RigFactory, close_rig, hook, open_rig
 
 pytest_plugins = ["tests.support.fakes"]
 pytestmark = pytest.mark.timeout(60)
@@ -62,10 +62,6 @@ async def make_rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
         yield make
         for rig in reversed(rigs):
             await close_rig(rig)
-
-
-def hook(url: str, **settings: Any) -> dict[str, Any]:
-    return {"type": "webhook", "url": url, **settings}
 
 
 FAST_RETRY = {"initial_backoff": "100ms", "max_backoff": "1s", "max_attempts": 50}

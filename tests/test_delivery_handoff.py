@@ -26,7 +26,7 @@ from bridge.store.sqlite import SQLiteStore
 from bridge.testing import event_body
 from tests.support.fakes import wait_until
 from tests.support.harness import ProbeSink
-from tests.support.rig import Rig, RigFactory, close_rig, open_rig
+from tests.support.rig import Rig, RigFactory, close_rig, hook, open_rig
 
 pytest_plugins = ["tests.support.fakes"]
 pytestmark = pytest.mark.timeout(60)
@@ -47,10 +47,6 @@ async def make_rig(tmp_path: Path) -> AsyncIterator[RigFactory]:
         yield make
         for rig in reversed(rigs):
             await close_rig(rig)
-
-
-def hook(url: str, **settings: Any) -> dict[str, Any]:
-    return {"type": "webhook", "url": url, **settings}
 
 
 async def start(rig: Rig) -> None:

@@ -89,3 +89,8 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
+
+
+def hook(url: str, **settings: Any) -> dict[str, Any]:
+    """A webhook receiver's config posting to ``url`` (``settings``: its other keys)."""
+    return {"type": "webhook", "url": url, **settings}
