@@ -1,9 +1,9 @@
-"""Which event loop ``serve`` runs on: uvloop on Linux when it is installed, else asyncio's own.
+"""Which event loop ``serve`` runs on: asyncio's own unless told otherwise.
 
-uvloop (libuv under asyncio's API) does the same work per request with less CPU: sockets, timers
-and callbacks in C (bench/README.md, "Where the time goes"). ``ALERT_BRIDGE_LOOP`` chooses:
-``auto`` (the default), ``uvloop`` (refuse to start without it) or ``asyncio`` (the standard
-loop, e.g. to rule uvloop out when chasing a bug).
+``ALERT_BRIDGE_LOOP`` chooses: ``asyncio`` (the default), ``uvloop`` (refuse to start without it)
+or ``auto`` (uvloop on Linux when it is installed, else asyncio). Why asyncio by default: under
+saturation uvloop tripled the SQLite ingest's p99 (queueing, not work) for a CPU saving inside the
+run-to-run spread (bench/README.md, "Event loop").
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
 def choose(env: Mapping[str, str]) -> tuple[str, LoopFactory | None]:
     """(the loop's name, its factory; None: asyncio's default). ConfigError for a bad choice."""
-    wanted = env.get(LOOP_ENV, "").strip().lower() or "auto"
+    wanted = env.get(LOOP_ENV, "").strip().lower() or "asyncio"
     if wanted not in LOOP_CHOICES:
         raise ConfigError([f"{LOOP_ENV}={env[LOOP_ENV][:40]!r}: expected one of {', '.join(LOOP_CHOICES)}"])
     if wanted == "asyncio" or (wanted == "auto" and not sys.platform.startswith("linux")):

@@ -1,4 +1,4 @@
-"""serve's event loop: uvloop on Linux when installed, asyncio's own on request, a clear error otherwise."""
+"""serve's event loop: asyncio's own by default, uvloop on request, a clear error otherwise."""
 
 from __future__ import annotations
 
@@ -10,14 +10,16 @@ from bridge.errors import ConfigError
 from bridge.eventloop import LOOP_ENV, choose, run
 
 
-def test_auto_is_uvloop_on_linux() -> None:
-    name, factory = choose({})
+def test_asyncio_by_default() -> None:
+    assert choose({}) == ("asyncio", None)
+    assert choose({LOOP_ENV: " "}) == ("asyncio", None)
+    assert choose({LOOP_ENV: "asyncio"}) == ("asyncio", None)
+
+
+def test_uvloop_on_request_and_auto_picks_it_on_linux() -> None:
+    name, factory = choose({LOOP_ENV: "uvloop"})
     assert name == "uvloop" and factory is not None
     assert choose({LOOP_ENV: " Auto "})[0] == "uvloop"
-
-
-def test_asyncio_on_request() -> None:
-    assert choose({LOOP_ENV: "asyncio"}) == ("asyncio", None)
 
 
 def test_a_bad_value_names_the_variable_and_the_choices() -> None:
