@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from bridge import incidents
 from bridge.config import SilenceConfig
+from bridge.frozen import frozen
 from bridge.grouping_key import group_tag
 from bridge.incident_state import IncidentState, Notification, RoutePolicy
 from bridge.incident_state import Policy as IncidentPolicy
@@ -72,7 +73,7 @@ def from_us(us: int) -> datetime:
 KEPT_OPEN = datetime(9999, 12, 31, tzinfo=UTC)  # the prune time of a node with an open incident: never
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class NodeRecord:
     """Everything the stores hold about one node, persisted as one JSON blob.
 
@@ -127,7 +128,7 @@ class NodeRecord:
         return cls(state, IncidentState.from_json(inc) if inc else _NO_INCIDENTS)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Job:
     """One delivery job to enqueue: the receiver, the route it goes out under, what kind of
     notification it is and the incident it belongs to. ``event``: what the alert shows as its event
@@ -146,7 +147,7 @@ class Job:
     not_before: datetime | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Decision:
     outcome: Outcome
     record: NodeRecord | None = None  # the node's new record; None: unchanged
@@ -156,7 +157,7 @@ class Decision:
     resolved: tuple[float, ...] = ()  # durations (s) of the incidents this decision resolved (metrics)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Policy:
     """What the decision needs from the config and the store's silences; swapped whole.
 

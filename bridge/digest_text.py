@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from bridge.frozen import frozen
 from bridge.model import Alert, Digest, DigestMember
 
 MAX_NAMED = 20  # nodes named in a digest's text; the rest are counted ("and 12 more")
@@ -32,7 +32,7 @@ def _short(value: str) -> str:
     return value if len(value) <= MAX_NAME else value[: MAX_NAME - 1] + "…"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class DigestWording:
     title: str  # "5 nodes FAILED (env=prod)", escaped
     names: tuple[str, ...]  # the first MAX_NAMED node ids, cut and escaped

@@ -32,10 +32,11 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from bridge.errors import Unavailable
+from bridge.frozen import frozen
 from bridge.model import Delivery, Digest, DigestMember, format_timestamp, parse_timestamp
 from bridge.store import Store
 
@@ -44,7 +45,7 @@ log = logging.getLogger("bridge.grouping")
 MAX_MEMBERS = 200  # jobs of one group claimed into one digest; more go in a follow-up
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class GroupState:
     """A group as one receiver last heard of it (stored as JSON under :func:`meta_key`). A message
     is known by its oldest member: ``first`` for the group's first message, ``last`` for its latest
@@ -80,7 +81,7 @@ def digest_delivery_id(members: Sequence[Delivery]) -> str:
     return "dgs_" + hashlib.sha256(joined.encode()).hexdigest()[:24]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Send:
     """What to send for one claimed group: ``unit`` (a digest, or the lone member with its group
     noted) and the jobs it settles."""

@@ -9,17 +9,17 @@ version check, and a replica's timer racing with them either sees them or is dec
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from bridge.decide import Decision, NodeRecord, Policy, decide_ack, decide_resolve
+from bridge.frozen import frozen
 from bridge.incident_state import Incident
 from bridge.model import format_timestamp
 from bridge.store import Store
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Outcome:
     status: str  # "acked", "resolved", "already_acked", "not_found"
     incident: dict[str, Any] | None = None

@@ -12,11 +12,12 @@ import functools
 import hashlib
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from bridge.config import Config
+from bridge.frozen import frozen
 from bridge.model import IncidentRef, format_timestamp, parse_timestamp
 from bridge.render import notification_title, short_duration
 
@@ -79,7 +80,7 @@ def incident_id(node_id: str, opened_at: datetime) -> str:
 # --- policy: what the config says, compiled once per config ----------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class RoutePolicy:
     name: str
     to: tuple[str, ...]
@@ -93,7 +94,7 @@ class RoutePolicy:
     group_by: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Policy:
     open_on: frozenset[str] = frozenset({"FAILED"})
     resolve_on: frozenset[str] = frozenset({"RUNNING"})
@@ -125,7 +126,7 @@ Entries = tuple[tuple[str, datetime], ...]
 Told = tuple[tuple[str, tuple[str, ...]], ...]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Incident:
     id: str
     node_id: str
@@ -257,7 +258,7 @@ def timer_id(node_id: str, kind: str, route: str, step: int, anchor: str) -> str
     return "tmr_" + hashlib.sha256(f"{node_id}|{kind}|{route}|{step}|{anchor}".encode()).hexdigest()[:24]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Timer:
     """A durable timer: persisted as an outbox job, claimed when due, applied with ``on_timer``.
 
@@ -291,7 +292,7 @@ class Timer:
 # --- flapping ----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Flap:
     """Flapping detection for one node (counted in status changes, by event time)."""
 
@@ -322,7 +323,7 @@ _NO_FLAP = Flap()
 # --- the node's incident state ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class IncidentState:
     """Everything the incident model keeps about one node (a field of decide's node state)."""
 
@@ -370,7 +371,7 @@ class IncidentState:
 # --- notifications ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Notification:
     """One message to some receivers. ``key`` is unique per notification of one step: the delivery
     job id is derived from (key, receiver), so a redelivered step never doubles a job."""

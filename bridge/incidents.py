@@ -45,10 +45,11 @@ Rules in short (docs/incidents.md has the why):
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from bridge.frozen import frozen
 from bridge.incident_state import (
     Flap,
     Incident,
@@ -75,7 +76,7 @@ Outcome = Literal[
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Step:
     state: IncidentState
     outcome: Outcome

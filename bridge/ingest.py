@@ -9,13 +9,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime
 from typing import Any
 
 from bridge.config import Config, NodeConfig
 from bridge.decide import Policy, decider
 from bridge.errors import NodeRejected, PayloadError, RequestError, Unavailable, VerificationError
+from bridge.frozen import frozen
 from bridge.incident_state import Policy as IncidentPolicy
 from bridge.keys import KeyManager
 from bridge.metrics import Metrics
@@ -29,14 +30,14 @@ from bridge.verify import decode_signature, verify
 log = logging.getLogger("bridge.ingest")
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Reply:
     status: int
     body: dict[str, Any]
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Rules:
     """What ingest needs from one config; swapped whole on reload."""
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from bridge.frozen import frozen
+
 # Statuses ThunderStack documents today. Others are accepted (new ones may appear) but logged.
 KNOWN_STATUSES = frozenset({"RUNNING", "STARTING", "PAUSED", "FAILED", "IN_PROGRESS"})
 KNOWN_EVENT_TYPES = frozenset({"NODE_STATUS_UPDATED"})
@@ -68,7 +70,7 @@ def format_timestamp(dt: datetime) -> str:
     return dt.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Event:
     """A verified, validated ThunderStack event."""
 
@@ -116,7 +118,7 @@ class Event:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class NodeState:
     """What the bridge remembers of a node: its newest known status and since when it held."""
 
@@ -133,7 +135,7 @@ def next_node_state(prev: NodeState | None, event: Event, at: datetime) -> NodeS
     return NodeState(event.node_id, event.status, since, at, event.id)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class RouteMatch:
     """One matched route: which receivers it names, and its repeat interval in seconds (0 = none)."""
 
@@ -160,7 +162,7 @@ ALERT_KINDS = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class IncidentRef:
     """The incident an alert belongs to, as receivers need it to correlate (id) and explain it."""
 
@@ -179,7 +181,7 @@ class IncidentRef:
                    duration=data.get("duration"), path=str(data.get("path") or ""))
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class GroupTag:
     """Marks a firing job of a route with ``group_wait``: jobs of one receiver with the same ``key``
     go out together as one digest (bridge/grouping.py). ``key`` is opaque to the stores (they index
@@ -198,7 +200,7 @@ class GroupTag:
         return cls(str(data["key"]), float(data.get("interval") or 0.0), dict(data.get("labels") or {}))
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class DigestMember:
     """One incident of a digest: its own job (completed with the digest) and what it says."""
 
@@ -219,7 +221,7 @@ class DigestMember:
                    IncidentRef.from_dict(inc) if inc else None, str(data.get("event_id") or ""))
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Digest:
     """What a grouped send speaks for (``Alert.digest``). ``id``: the group's id, the same on its
     first message and every follow-up to one receiver (a thread root's key); ``update``: these
@@ -244,7 +246,7 @@ class Digest:
 TEST_ROUTE = "send-test"  # the route of ``alert-bridge send-test`` alerts: their title says TEST
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Alert:
     """What a receiver sends: the event plus what routing knew when it was accepted."""
 
@@ -338,7 +340,7 @@ def delivery_id(event_id: str, receiver: str) -> str:
     return "dlv_" + digest[:24]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Silence:
     """A maintenance window: matching events are recorded and counted but not notified."""
 

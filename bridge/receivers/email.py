@@ -17,7 +17,6 @@ import html
 import logging
 import re
 import ssl
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, parseaddr
 
@@ -26,6 +25,7 @@ import aiosmtplib
 from bridge.config import EmailReceiverConfig, TemplateKind
 from bridge.digest_text import digest_of, member_line, wording
 from bridge.errors import ConfigError, DeliveryError, Permanent, RetryLater
+from bridge.frozen import frozen
 from bridge.model import Alert
 from bridge.receivers.base import transport_failure
 from bridge.receivers.mime import Envelope, alternative, header, subject, text_part
@@ -68,7 +68,7 @@ delivery {{ delivery_id }}</p>
 DEFAULTS: tuple[tuple[TemplateKind, str], ...] = (("text", DEFAULT_SUBJECT), ("html", DEFAULT_HTML))
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class EmailContent:
     subject: str
     text: str
@@ -89,7 +89,7 @@ def email_content(renderer: Renderer, alert: Alert, cfg: EmailReceiverConfig) ->
     return EmailContent(subject=f"[{tag}] {subject}", text=ctx["text"], html=html)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Threading:
     message_id: str
     parent: str | None  # the firing's Message-ID, for In-Reply-To and References

@@ -12,13 +12,13 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import aiohttp
 
 from bridge.config import ReceiverBase
 from bridge.errors import DeliveryError, RetryLater
+from bridge.frozen import frozen
 from bridge.model import Alert
 from bridge.receivers.base import USER_AGENT, http_failure, redacted, transport_failure
 from bridge.redact import Redactor
@@ -32,7 +32,7 @@ _SAFE_TEXT = re.compile(r"[^A-Za-z0-9 _.,:;'()/@#=+-]")
 C = TypeVar("C", bound=ReceiverBase)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class HTTPAnswer:
     status: int
     retry_after: str | None  # the Retry-After header, as sent

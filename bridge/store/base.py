@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 from bridge.config import RetentionConfig
 from bridge.decide import Apply, Decider, Decision, Job, NodeRecord, Outcome
+from bridge.frozen import frozen
 from bridge.model import Alert, Delivery, DeliveryState, Event, NodeState, Silence, context_fields
 
 AcceptStatus = Outcome
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Acceptance:
     status: AcceptStatus
     event_id: str
@@ -39,7 +39,7 @@ class Acceptance:
         return cls(decision.outcome, event.id, ids, decision.previous, decision.silenced_by, due, decision.resolved)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class OutboxStats:
     pending: int
     inflight: int
