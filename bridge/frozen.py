@@ -3,8 +3,8 @@
 ``dataclass(frozen=True)`` sets every field through ``object.__setattr__`` (frozen classes refuse
 plain assignment), ~6x the cost of a plain slots dataclass: the accept path builds a dozen of these
 per event (bench/README.md, "Frozen values"). Here the class is a plain slots dataclass at run time,
-hashed by its fields like a frozen one, and frozen for mypy (``dataclass_transform``), which
-refuses any assignment to a field in the code it checks, tests included. Copies go through
+hashed by its fields like a frozen one, and frozen for mypy (``dataclass_transform``): CI's strict
+mypy run over ``bridge/`` refuses any assignment to a field. Copies go through
 ``dataclasses.replace`` or the constructor, as before.
 """
 
