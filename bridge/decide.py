@@ -48,7 +48,9 @@ from bridge.model import (
     RouteMatch,
     Silence,
     delivery_id,
+    from_us,
     next_node_state,
+    to_us,
 )
 from bridge.silences import silenced
 
@@ -56,18 +58,8 @@ Outcome = Literal["accepted", "duplicate", "stale", "out_of_order", "silenced", 
 # Routing: every matching route for the event, given the node's previous state (Router.match).
 Routes = Callable[[Event, NodeState | None], Sequence[RouteMatch]]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
 _NO_INCIDENTS = IncidentState()
 
-
-def to_us(dt: datetime) -> int:
-    """Integer microseconds since the epoch: exact, unlike ``timestamp()`` floats."""
-    return (dt - _EPOCH) // _US
-
-
-def from_us(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=us)
 
 
 KEPT_OPEN = datetime(9999, 12, 31, tzinfo=UTC)  # the prune time of a node with an open incident: never

@@ -7,7 +7,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from bridge.frozen import frozen
@@ -57,6 +57,19 @@ def parse_timestamp(value: str) -> datetime:
         return dt.astimezone(UTC)
     except OverflowError:  # 9999-12-31T23:59:59-05:00 is in year 10000 in UTC
         raise ValueError("timestamp is out of range (years 1 to 9999 in UTC)") from None
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+def to_us(dt: datetime) -> int:
+    """Integer microseconds since the epoch: exact, unlike ``timestamp()`` floats (stored records)."""
+    return (dt - _EPOCH) // _US
+
+
+def from_us(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
 
 
 # Memoised: one accept formats the same few instants many times over (the event's time in its id,

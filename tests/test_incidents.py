@@ -27,7 +27,7 @@ from bridge.incident_state import (
     Timer,
 )
 from bridge.incidents import Step, ack, on_timer, reconcile, resolve, step_event
-from bridge.model import ALERT_KINDS
+from bridge.model import ALERT_KINDS, format_timestamp
 
 T0 = datetime(2026, 4, 16, 12, 0, tzinfo=UTC)
 NODE = "node-7"
@@ -485,7 +485,40 @@ def test_state_round_trips_mid_flight() -> None:
 def test_a_quiet_node_stores_almost_nothing() -> None:
     step = step_event(IncidentState(last_at=m(0)), node_id=NODE, source="e", prev_status="RUNNING", status="RUNNING",
                       at=m(1), now=m(1), matched=["ops"], policy=policy(OPS))
-    assert step.outcome == "repeat" and step.state.to_json() == {"last_at": "2026-04-16T12:01:00.000000Z"}
+    assert step.outcome == "repeat" and step.state.to_json() == {"last_at": 1776340860000000}  # 12:01:00 in µs
+
+
+def test_blobs_with_text_times_still_read() -> None:
+    """Records written before times were stored as microseconds (ISO text, every field present)
+    read as the same state: an upgrade keeps every open incident, timer and flapping period."""
+    sim = Sim(policy(replace(OPS, repeat_interval=600.0, escalate=((60.0, ("pager",)),)), flapping=(3, 600.0)))
+    for s, t in [("FAILED", 0), ("STARTING", 1), ("FAILED", 2), ("STARTING", 3)]:
+        sim.event(s, t)
+    sim.run(3.5)
+    state = sim.state
+    assert state is not None and state.incident is not None and state.timers and state.flap.active
+
+    def text(inc: Incident | None) -> dict[str, Any] | None:
+        if inc is None:
+            return None
+        return {"id": inc.id, "node": inc.node_id, "opened_at": format_timestamp(inc.opened_at),
+                "opened_seen_at": format_timestamp(inc.opened_seen_at),
+                "path": [[s, format_timestamp(t)] for s, t in inc.path], "path_elided": inc.path_elided,
+                "owners": list(inc.owners), "notified": list(inc.notified),
+                "escalated": [[r, n] for r, n in inc.escalated],
+                "acked_at": None, "acked_by": None, "resolved_at": None, "resolved_by": None,
+                "told": [[r, list(rs)] for r, rs in inc.told]}
+
+    old = {
+        "last_at": format_timestamp(state.last_at) if state.last_at else None,
+        "incident": text(state.incident),
+        "timers": [{**t.to_json(), "due_at": format_timestamp(t.due_at)} for t in state.timers],
+        "flap": {**state.flap.to_json(), "recent": [format_timestamp(t) for t in state.flap.recent],
+                 "started_at": format_timestamp(state.flap.started_at) if state.flap.started_at else None,
+                 "last_at": format_timestamp(state.flap.last_at) if state.flap.last_at else None},
+    }
+    assert "Z" in json.dumps(old)
+    assert IncidentState.from_json(json.loads(json.dumps(old))) == state
 
 
 def test_older_blobs_read_with_defaults() -> None:

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from bridge.decide import Decider, Decision, NodeRecord, to_us
+from bridge.decide import Decider, Decision, NodeRecord
 from bridge.decide import Job as DecidedJob
-from bridge.model import Event
+from bridge.model import Event, to_us
 from bridge.store.base import Acceptance, compact_json, context_tail
 
 _DEDUP_GRACE_MS = 60_000

@@ -78,9 +78,9 @@ from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 
 from bridge.config import RetentionConfig
-from bridge.decide import Apply, Decider, Decision, NodeRecord, from_us, to_us
+from bridge.decide import Apply, Decider, Decision, NodeRecord
 from bridge.errors import StorageUnavailable
-from bridge.model import Alert, Delivery, DeliveryState, Event, NodeState, Silence
+from bridge.model import Alert, Delivery, DeliveryState, Event, NodeState, Silence, from_us, to_us
 from bridge.store.base import Acceptance, OutboxStats, compact_json, job_context
 from bridge.store.redis.accepts import incident_open, job_extras, member, next_due_us
 from bridge.store.redis.batcher import MAX_ACCEPT_ATTEMPTS, AcceptBatcher

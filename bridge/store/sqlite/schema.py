@@ -14,8 +14,7 @@ import json
 import sqlite3
 import time
 
-from bridge.decide import to_us
-from bridge.model import parse_timestamp
+from bridge.model import parse_timestamp, to_us
 from bridge.store.sqlite import conversations
 from bridge.store.sqlite.migrate import add_columns, migrate_nodes
 

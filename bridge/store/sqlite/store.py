@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bridge.config import RetentionConfig
-from bridge.decide import Apply, Decider, Decision, Job, NodeRecord, to_us
-from bridge.model import Alert, Delivery, DeliveryState, Event, NodeState, order_key
+from bridge.decide import Apply, Decider, Decision, Job, NodeRecord
+from bridge.model import Alert, Delivery, DeliveryState, Event, NodeState, order_key, to_us
 from bridge.store.base import Acceptance, Handoff, OutboxStats, compact_json, job_alert, job_context
 from bridge.store.sqlite import conversations
 from bridge.store.sqlite.groupcommit import GroupCommit
