@@ -175,9 +175,12 @@ def order_time(event: Event, max_clock_skew: float) -> datetime:
 
 
 def _with_matches(ip: IncidentPolicy, matches: Sequence[RouteMatch]) -> IncidentPolicy:
+    known = ip.routes
+    if all(m.route in known for m in matches):  # always, but for tests that fix the routes
+        return ip
     missing = {m.route: RoutePolicy(m.route, m.receivers, repeat_interval=m.repeat_interval)
-               for m in matches if m.route not in ip.routes}
-    return replace(ip, routes={**ip.routes, **missing}) if missing else ip
+               for m in matches if m.route not in known}
+    return replace(ip, routes={**known, **missing})
 
 
 def _jobs(notifications: Sequence[Notification], event: Event | None, now: datetime,

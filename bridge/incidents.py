@@ -98,7 +98,7 @@ class _Work:
 
     def __init__(self, state: IncidentState, node_id: str, now: datetime, policy: Policy, key: str, mute: bool):
         self.inc = state.incident
-        self.timers = {t.id: t for t in state.timers}
+        self.timers = {t.id: t for t in state.timers} if state.timers else {}
         self.flap = state.flap
         self.last_at = state.last_at
         self.manual_hold = state.manual_hold
@@ -123,6 +123,8 @@ class _Work:
             self.timers[t.id] = self.new[t.id] = t
 
     def cancel(self, pred: Callable[[Timer], bool]) -> None:
+        if not self.timers:
+            return
         for t in [t for t in self.timers.values() if pred(t)]:
             del self.timers[t.id]
             if self.new.pop(t.id, None) is None:  # set and dropped in one step: neither
@@ -140,8 +142,8 @@ class _Work:
         self.out.append(Notification(kind, route, fresh, k, self.node_id, status, at, incident, extra or {}))
 
     def step(self, outcome: Outcome) -> Step:
-        state = IncidentState(self.inc, tuple(sorted(self.timers.values(), key=lambda t: (t.due_at, t.id))),
-                              self.flap, self.last_at, self.manual_hold, self.last_resolved)
+        timers = tuple(sorted(self.timers.values(), key=lambda t: (t.due_at, t.id))) if self.timers else ()
+        state = IncidentState(self.inc, timers, self.flap, self.last_at, self.manual_hold, self.last_resolved)
         return Step(state, outcome, tuple(self.out), tuple(self.new.values()), tuple(self.cancelled))
 
 
@@ -269,9 +271,8 @@ def step_event(
                     if rp is not None and rp.send_updates:
                         w.notify("update", name, rp.to, status=status, at=at, incident=inc)
             outcome = "updated"
-    plain = [m for m in dict.fromkeys(matched) if m not in handled and m in policy.routes]
-    if changed:
-        _plain_change(w, plain, status, at)
+    if changed and (matched or w.timers):
+        _plain_change(w, [m for m in dict.fromkeys(matched) if m not in handled and m in policy.routes], status, at)
     if w.flap.active and changed:
         _flap_followup(w, at, status, matched)
     return w.step(outcome)
