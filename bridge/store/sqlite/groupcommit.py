@@ -43,7 +43,7 @@ _CHECKPOINT_BUSY_RATE = 10_000
 _CHECKPOINT_EVERY_BUSY = 1.0
 _DISK_FULL_CAUTION = 60.0  # seconds of emptying the WAL around every write after a "disk full"
 _WAL_RESTART_FRAMES = 4096  # ~16 MiB of 4 KiB pages
-_CACHE_KIB = 65536  # the writer's page cache bound (64 MiB): resident once filled
+_CACHE_KIB = 16384  # the writer's page cache bound (16 MiB): resident once filled
 
 class GroupCommit:
     """One SQLite file owned by this process: batched writes on the loop, reads off it.
@@ -105,11 +105,9 @@ class GroupCommit:
         conn.execute("PRAGMA journal_size_limit=16777216")
         # Accepts touch pages all over the node records and the job indexes (node ids and job ids
         # are spread over them): with SQLite's default 2 MiB page cache many of those pages are
-        # read from the OS again on every batch, and each batch holds the write lock longer: the
-        # checkpoint thread's RESTART then finds fewer gaps and the WAL outgrows its bound (8 MiB
-        # let it reach 89 MB in test_sqlite_file_stays_bounded_over_100k_events_with_pruning).
-        # Resident once filled (bench/README.md, "SQLite writer page cache").
-        # The cache grows only as pages are used; this is its bound, in KiB.
+        # read from the OS again on every batch, and each batch holds the write lock longer. A
+        # larger cache stays resident once filled: this bound, in KiB, weighs the two
+        # (bench/README.md, "SQLite writer page cache").
         conn.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
         self._setup(conn)
         self._conn = conn
