@@ -153,7 +153,8 @@ class App:
         gc.freeze()
         # A young collection walks every live object allocated since the last one: with the default
         # of 700 allocations that is mostly the requests in flight, walked again and again and then
-        # promoted. After 5,000 most of them are gone (bench/README.md, "Garbage collection").
+        # promoted. After 5,000 most of them are gone (bench/README.md, "Measured figures behind
+        # other constants").
         gc.set_threshold(_GC_YOUNG, *gc.get_threshold()[1:])
 
     async def _serve(self, app: web.Application, host: str, port: int, ctx: Any) -> int:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from bridge.config import Config
 from bridge.frozen import frozen
-from bridge.model import IncidentRef, format_timestamp, from_us, parse_timestamp, to_us
+from bridge.model import IncidentRef, format_timestamp, parse_timestamp
 from bridge.render import notification_title, short_duration
 
 Kind = Literal["firing", "update", "reminder", "escalation", "resolved", "flapping", "stable", "event"]
@@ -31,27 +31,15 @@ PATH_LIMIT = 32
 DEFAULT_ROUTE = "default"  # routing.DEFAULT_ROUTE (routing imports config; this module stays below it)
 
 
-# Stored times are integer microseconds since the epoch (to_us): exact, and no formatting or parsing
-# of text on every write and read. Records written before that hold ISO strings: both read.
-
-
 def _ts(dt: datetime | None) -> str | None:
     return format_timestamp(dt) if dt is not None else None
-
-
-def _us(dt: datetime | None) -> int | None:
-    return to_us(dt) if dt is not None else None
 
 
 # Memoised: a record holds the same instant several times (opened, the path's first step, the last
 # event) and nodes share instants; one datetime object then serves them all, in the node caches too.
 @functools.lru_cache(maxsize=4096)
-def _parse(value: str | int) -> datetime:
-    """A time as this module writes it (microseconds) or wrote it (format_timestamp); other text
-    goes through the strict parser."""
-    if type(value) is int:
-        return from_us(value)
-    assert isinstance(value, str)
+def _parse(value: str) -> datetime:
+    """A time as this module wrote it (format_timestamp); anything else goes through the strict parser."""
     if len(value) == 27 and value[-1] == "Z":
         try:
             return datetime.fromisoformat(value).astimezone(UTC)
@@ -61,7 +49,7 @@ def _parse(value: str | int) -> datetime:
 
 
 def _dt(value: Any) -> datetime | None:
-    return _parse(value) if isinstance(value, str) or type(value) is int else None
+    return _parse(value) if isinstance(value, str) else None
 
 
 def _name(value: Any) -> Any:
@@ -236,12 +224,13 @@ class Incident:
         }
 
     def to_json(self) -> dict[str, Any]:
-        """Only what differs from the defaults (from_json fills them in): every node with an open
-        or last incident writes this on each event."""
-        out: dict[str, Any] = {"id": self.id, "node": self.node_id, "opened_at": to_us(self.opened_at),
-                               "path": [[s, to_us(t)] for s, t in self.path], "owners": list(self.owners)}
+        """Only what differs from the defaults (from_json fills them in, as every earlier version
+        does): every node with an open or last incident writes this on each event. Times stay ISO
+        text: a version that reads only that may run beside this one (replicas) or after it."""
+        out: dict[str, Any] = {"id": self.id, "node": self.node_id, "opened_at": format_timestamp(self.opened_at),
+                               "path": [[s, format_timestamp(t)] for s, t in self.path], "owners": list(self.owners)}
         if self.opened_seen_at != self.opened_at:
-            out["opened_seen_at"] = to_us(self.opened_seen_at)
+            out["opened_seen_at"] = format_timestamp(self.opened_seen_at)
         if self.path_elided:
             out["path_elided"] = self.path_elided
         if self.notified:
@@ -249,9 +238,9 @@ class Incident:
         if self.escalated:
             out["escalated"] = [[r, n] for r, n in self.escalated]
         if self.acked_at is not None:
-            out["acked_at"], out["acked_by"] = to_us(self.acked_at), self.acked_by
+            out["acked_at"], out["acked_by"] = format_timestamp(self.acked_at), self.acked_by
         if self.resolved_at is not None:
-            out["resolved_at"] = to_us(self.resolved_at)
+            out["resolved_at"] = format_timestamp(self.resolved_at)
         if self.resolved_by is not None:
             out["resolved_by"] = self.resolved_by
         if self.told:
@@ -304,7 +293,7 @@ class Timer:
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "node": self.node_id, "route": self.route, "step": self.step,
-                "due_at": to_us(self.due_at), "anchor": self.anchor, "status": self.status}
+                "due_at": format_timestamp(self.due_at), "anchor": self.anchor, "status": self.status}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Timer:
@@ -328,8 +317,8 @@ class Flap:
     held: Incident | None = None  # a notified incident resolved while flapping: its resolution waits for stable
 
     def to_json(self) -> dict[str, Any]:
-        return {"recent": [to_us(t) for t in self.recent], "active": self.active,
-                "started_at": _us(self.started_at), "last_at": _us(self.last_at), "count": self.count,
+        return {"recent": [format_timestamp(t) for t in self.recent], "active": self.active,
+                "started_at": _ts(self.started_at), "last_at": _ts(self.last_at), "count": self.count,
                 "routes": list(self.routes), "held": self.held.to_json() if self.held else None}
 
     @classmethod
@@ -363,7 +352,7 @@ class IncidentState:
 
     def to_json(self) -> dict[str, Any]:
         """Only what differs from the defaults: most nodes store ``{"last_at": ...}`` alone."""
-        out: dict[str, Any] = {"last_at": to_us(self.last_at)} if self.last_at is not None else {}
+        out: dict[str, Any] = {"last_at": _ts(self.last_at)} if self.last_at is not None else {}
         if self.incident is not None:
             out["incident"] = self.incident.to_json()
         if self.timers:

@@ -27,7 +27,7 @@ from bridge.incident_state import (
     Timer,
 )
 from bridge.incidents import Step, ack, on_timer, reconcile, resolve, step_event
-from bridge.model import ALERT_KINDS, format_timestamp
+from bridge.model import ALERT_KINDS
 
 T0 = datetime(2026, 4, 16, 12, 0, tzinfo=UTC)
 NODE = "node-7"
@@ -485,40 +485,52 @@ def test_state_round_trips_mid_flight() -> None:
 def test_a_quiet_node_stores_almost_nothing() -> None:
     step = step_event(IncidentState(last_at=m(0)), node_id=NODE, source="e", prev_status="RUNNING", status="RUNNING",
                       at=m(1), now=m(1), matched=["ops"], policy=policy(OPS))
-    assert step.outcome == "repeat" and step.state.to_json() == {"last_at": 1776340860000000}  # 12:01:00 in µs
+    assert step.outcome == "repeat" and step.state.to_json() == {"last_at": "2026-04-16T12:01:00.000000Z"}
 
 
-def test_blobs_with_text_times_still_read() -> None:
-    """Records written before times were stored as microseconds (ISO text, every field present)
-    read as the same state: an upgrade keeps every open incident, timer and flapping period."""
-    sim = Sim(policy(replace(OPS, repeat_interval=600.0, escalate=((60.0, ("pager",)),)), flapping=(3, 600.0)))
-    for s, t in [("FAILED", 0), ("STARTING", 1), ("FAILED", 2), ("STARTING", 3)]:
-        sim.event(s, t)
-    sim.run(3.5)
-    state = sim.state
-    assert state is not None and state.incident is not None and state.timers and state.flap.active
+# As 74ee715 (the version before records left out default fields) wrote a node's incident state:
+# a resolved incident, an open acknowledged one with a pending timer, flapping.
+_BLOB_74EE715 = (
+    "{\"flap\": {\"active\": true, \"count\": 6, \"held\": null, \"last_at\": \"2026-04-16T12:13:00.000000Z\", \"r"
+    "ecent\": [\"2026-04-16T12:00:00.000000Z\", \"2026-04-16T12:01:00.000000Z\", \"2026-04-16T12:10:00.0000"
+    "00Z\"], \"routes\": [\"ops\"], \"started_at\": \"2026-04-16T12:00:00.000000Z\"}, \"incident\": {\"acked_at\":"
+    " \"2026-04-16T12:14:00.000000Z\", \"acked_by\": \"alice\", \"escalated\": [[\"ops\", 0]], \"id\": \"inc_91104"
+    "42617945c547d6a\", \"node\": \"node-7\", \"notified\": [], \"opened_at\": \"2026-04-16T12:10:00.000000Z\", "
+    "\"opened_seen_at\": \"2026-04-16T12:10:00.000000Z\", \"owners\": [\"ops\"], \"path\": [[\"FAILED\", \"2026-04"
+    "-16T12:10:00.000000Z\"], [\"STARTING\", \"2026-04-16T12:11:00.000000Z\"], [\"FAILED\", \"2026-04-16T12:1"
+    "2:00.000000Z\"], [\"STARTING\", \"2026-04-16T12:13:00.000000Z\"]], \"path_elided\": 0, \"resolved_at\": n"
+    "ull, \"resolved_by\": null, \"told\": [[\"ops\", [\"pager\"]]]}, \"last_at\": \"2026-04-16T12:13:00.000000Z"
+    "\", \"last_resolved\": {\"acked_at\": null, \"acked_by\": null, \"escalated\": [[\"ops\", 0]], \"id\": \"inc_d"
+    "574343b93427821db0f\", \"node\": \"node-7\", \"notified\": [\"ops\"], \"opened_at\": \"2026-04-16T12:00:00.0"
+    "00000Z\", \"opened_seen_at\": \"2026-04-16T12:00:00.000000Z\", \"owners\": [\"ops\"], \"path\": [[\"FAILED\","
+    " \"2026-04-16T12:00:00.000000Z\"], [\"RUNNING\", \"2026-04-16T12:01:00.000000Z\"]], \"path_elided\": 0, "
+    "\"resolved_at\": \"2026-04-16T12:01:00.000000Z\", \"resolved_by\": null, \"told\": [[\"ops\", [\"slack\", \"p"
+    "ager\"]]]}, \"timers\": [{\"anchor\": \"flap:2026-04-16T12:00:00.000000Z\", \"due_at\": \"2026-04-16T12:23"
+    ":00.000000Z\", \"id\": \"tmr_2d4334b2d489438b08a6c12e\", \"kind\": \"stable\", \"node\": \"node-7\", \"route\":"
+    " \"\", \"status\": \"STARTING\", \"step\": 6}]}"
+)
 
-    def text(inc: Incident | None) -> dict[str, Any] | None:
-        if inc is None:
-            return None
-        return {"id": inc.id, "node": inc.node_id, "opened_at": format_timestamp(inc.opened_at),
-                "opened_seen_at": format_timestamp(inc.opened_seen_at),
-                "path": [[s, format_timestamp(t)] for s, t in inc.path], "path_elided": inc.path_elided,
-                "owners": list(inc.owners), "notified": list(inc.notified),
-                "escalated": [[r, n] for r, n in inc.escalated],
-                "acked_at": None, "acked_by": None, "resolved_at": None, "resolved_by": None,
-                "told": [[r, list(rs)] for r, rs in inc.told]}
 
-    old = {
-        "last_at": format_timestamp(state.last_at) if state.last_at else None,
-        "incident": text(state.incident),
-        "timers": [{**t.to_json(), "due_at": format_timestamp(t.due_at)} for t in state.timers],
-        "flap": {**state.flap.to_json(), "recent": [format_timestamp(t) for t in state.flap.recent],
-                 "started_at": format_timestamp(state.flap.started_at) if state.flap.started_at else None,
-                 "last_at": format_timestamp(state.flap.last_at) if state.flap.last_at else None},
-    }
-    assert "Z" in json.dumps(old)
-    assert IncidentState.from_json(json.loads(json.dumps(old))) == state
+def _keys(value: Any, prefix: str = "") -> set[str]:
+    if isinstance(value, dict):
+        return set().union(*(({prefix + k} | _keys(v, prefix + k + ".")) for k, v in value.items()))
+    if isinstance(value, list):
+        return set().union(set(), *(_keys(v, prefix) for v in value))
+    return set()
+
+
+def test_records_of_the_previous_version_read_and_it_reads_ours() -> None:
+    """Upgrade, rollback and mixed replicas on one Redis: this version reads what 74ee715 wrote,
+    and writes only keys that version wrote too, times as the same ISO text, so its reader (which
+    fills in every missing key with its default) reads ours."""
+    old = json.loads(_BLOB_74EE715)
+    state = IncidentState.from_json(old)
+    assert state.incident is not None and state.incident.acked_by == "alice" and state.timers
+    assert state.flap.active and state.last_resolved is not None and state.last_resolved.resolved_at == m(1)
+    ours = json.loads(json.dumps(state.to_json()))
+    assert IncidentState.from_json(ours) == state
+    assert _keys(ours) <= _keys(old) and len(json.dumps(ours)) < len(_BLOB_74EE715)
+    assert ours["last_at"] == old["last_at"] and ours["incident"]["opened_at"] == old["incident"]["opened_at"]
 
 
 def test_older_blobs_read_with_defaults() -> None:
