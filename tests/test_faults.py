@@ -10,7 +10,6 @@ killed (or the sends cut off by a timeout, where the peer may have taken the mes
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import os
 import random
@@ -312,13 +311,22 @@ async def test_sigkill_at_random_moments(
 
 def _fill(directory: Path, leave: int) -> Path:
     """Fill the filesystem of ``directory`` until only about ``leave`` bytes are free."""
+    # Unbuffered: a buffered file keeps the tail of a short write and fails again on flush/close.
     filler = directory / "filler"
-    with filler.open("wb") as f:
-        with contextlib.suppress(OSError):
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        f.truncate(max(0, f.tell() - leave))
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        size, chunk = 0, b"\0" * 65536
+        while True:
+            try:
+                written = os.write(fd, chunk)
+            except OSError:
+                break
+            if written == 0:
+                break
+            size += written
+        os.ftruncate(fd, max(0, size - leave))
+    finally:
+        os.close(fd)
     return filler
 
 
