@@ -154,6 +154,8 @@ class Incident:
                         self.resolved_by, told)
 
     def _told(self, route: str, receivers: Sequence[str]) -> Told:
+        if not self.told:  # the first firing of the incident: the common case
+            return ((route, tuple(dict.fromkeys(receivers))),)
         known = dict(self.told)
         merged = tuple(dict.fromkeys((*known.get(route, ()), *receivers)))
         return tuple({**known, route: merged}.items())

@@ -135,16 +135,19 @@ class _Work:
         if self.mute:
             return
         k = key or self.key
-        fresh = tuple(r for r in dict.fromkeys(receivers) if (k, r) not in self.taken)
+        taken = self.taken
+        fresh = tuple(r for r in dict.fromkeys(receivers) if (k, r) not in taken) if taken else (
+            tuple(dict.fromkeys(receivers)))
         if not fresh:
             return
-        self.taken.update((k, r) for r in fresh)
+        taken.update([(k, r) for r in fresh])
         self.out.append(Notification(kind, route, fresh, k, self.node_id, status, at, incident, extra or {}))
 
     def step(self, outcome: Outcome) -> Step:
         timers = tuple(sorted(self.timers.values(), key=lambda t: (t.due_at, t.id))) if self.timers else ()
         state = IncidentState(self.inc, timers, self.flap, self.last_at, self.manual_hold, self.last_resolved)
-        return Step(state, outcome, tuple(self.out), tuple(self.new.values()), tuple(self.cancelled))
+        return Step(state, outcome, tuple(self.out), tuple(self.new.values()) if self.new else (),
+                    tuple(self.cancelled) if self.cancelled else ())
 
 
 # --- incident pieces ------------------------------------------------------------------------------
@@ -272,7 +275,9 @@ def step_event(
                         w.notify("update", name, rp.to, status=status, at=at, incident=inc)
             outcome = "updated"
     if changed and (matched or w.timers):
-        _plain_change(w, [m for m in dict.fromkeys(matched) if m not in handled and m in policy.routes], status, at)
+        plain = [m for m in dict.fromkeys(matched) if m not in handled and m in policy.routes]
+        if plain or w.timers:  # else there is nothing to notify, set or cancel
+            _plain_change(w, plain, status, at)
     if w.flap.active and changed:
         _flap_followup(w, at, status, matched)
     return w.step(outcome)

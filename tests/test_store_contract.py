@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import math
 import random
 import time
 import uuid
@@ -27,7 +29,7 @@ from bridge.errors import StorageUnavailable
 from bridge.incident_state import Policy as IncidentPolicy
 from bridge.incident_state import RoutePolicy
 from bridge.model import Event, NodeState, RouteMatch, Silence, delivery_id, parse_timestamp
-from bridge.store.base import Store
+from bridge.store.base import Store, compact_json, own_json
 from bridge.store.memory import MemoryStore
 from tests.support.redis_server import RedisServer, redis_outage_server, redis_server  # noqa: F401
 
@@ -136,6 +138,32 @@ async def test_accept_creates_jobs_then_duplicate(store: Store) -> None:
     assert again.event_id == e.id
     assert again.deliveries == ()
     assert (await store.stats(now=at(5))).pending == 2
+
+
+async def test_every_value_of_a_body_and_a_record_reads_back_as_written(store: Store) -> None:
+    # Stored text comes from two encoders (store.base.own_json for what the bridge builds, json for
+    # a body's values): NaN, infinities and integers past 64 bits must survive, and so must text
+    # outside ASCII in node ids, statuses and routes.
+    details = {"nan": float("nan"), "inf": float("-inf"), "big": 2**80, "nested": {"x": [1.5, None, True]},
+               "text": 'ünï ☃ \u2028 "q" \\ \r\n'}
+    e = ev(node="nœud-☃", status="ÉCHOUÉ", **details)
+    a = await accept(store, e, plan_to("slack", route="rüte"))
+    job = await store.get_delivery(a.deliveries[0])
+    assert job is not None
+    got = dict(job.alert.event.details)
+    assert math.isnan(got.pop("nan")) and got.pop("inf") == float("-inf")
+    assert got == {k: v for k, v in details.items() if k not in ("nan", "inf")}
+    assert (job.alert.event.node_id, job.alert.event.status, job.alert.route) == ("nœud-☃", "ÉCHOUÉ", "rüte")
+    (record,) = await store.list_nodes()
+    assert record.state == await store.node_state("nœud-☃")
+    assert record.incidents.incident is None  # ÉCHOUÉ opens nothing; plain route "rüte" notified
+    e2 = ev(node="nœud-☃", status="FAILED", t=1, text="\u2603")
+    a2 = await accept(store, e2, plan_to("slack", route="rüte"))
+    job2 = await store.get_delivery(a2.deliveries[0])
+    assert job2 is not None and job2.alert.incident is not None and job2.alert.kind == "firing"
+    (record,) = await store.list_nodes()
+    assert record.incidents.incident is not None and record.incidents.incident.owners == ("rüte",)
+    assert job2.alert.event == e2
 
 
 async def test_timestamp_spellings_dedup_together(store: Store) -> None:
@@ -1331,3 +1359,10 @@ async def test_sqlite_migrates_events_keyed_by_their_id(tmp_path: Path) -> None:
         conn.close()
     assert rows[0][0] == stored.id and json.loads(rows[0][1])["eventTimestamp"] == stored.stamp
     assert len(rows) == 2 and "jobs_state" not in indexes and {"jobs_done", "jobs_dead"} <= indexes
+
+
+def test_own_json_writes_what_orjson_refuses_as_json_does() -> None:
+    assert json.loads(own_json({"a": [1, 2.5, None], "b": "ü"})) == {"a": [1, 2.5, None], "b": "ü"}
+    assert own_json({"s": "\ud800", "n": 2**70}) == compact_json({"s": "\ud800", "n": 2**70})
+    with pytest.raises(TypeError):
+        own_json({"at": T0})  # not written in orjson's own format: refused, as json refuses it

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 from bridge.decide import Decider, Decision, NodeRecord
 from bridge.decide import Job as DecidedJob
 from bridge.model import Event, to_us
-from bridge.store.base import Acceptance, compact_json, context_tail
+from bridge.store.base import Acceptance, context_tail, encode_event, own_json
 
 _DEDUP_GRACE_MS = 60_000
 _MAX_PX = 10 * 365 * 86400 * 1000
@@ -90,7 +90,7 @@ class Accept:
     def commit_item(self, decision: Decision, sim: NodeSim) -> CommitItem:
         """The commit arguments for ``decision``; advances ``sim`` past it."""
         event = self.event
-        ev_json = compact_json(event.to_dict())
+        ev_json = encode_event(event)
         prev = decision.previous
         jobs: tuple[Job, ...] = ()
         if decision.jobs:
@@ -106,7 +106,7 @@ class Accept:
         return CommitItem(
             event.dedup_key, repr(self.now_ts), f"{self.expires!r} {event.id}", repr(self.expires),
             str(self.dedup_px), event.id, ev_json, decision.outcome,
-            str(_us(event.received_at)), event.node_id, version, compact_json(new.to_json()) if new is not None else "",
+            str(_us(event.received_at)), event.node_id, version, own_json(new.to_json()) if new is not None else "",
             str(_us(new.kept_from)) if new is not None else "0", str(self.now_us), jobs,
             next_due_us(new), incident_open(new),
         )  # fmt: skip

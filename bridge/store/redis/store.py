@@ -81,7 +81,7 @@ from bridge.config import RetentionConfig
 from bridge.decide import Apply, Decider, Decision, NodeRecord
 from bridge.errors import StorageUnavailable
 from bridge.model import Alert, Delivery, DeliveryState, Event, NodeState, Silence, from_us, to_us
-from bridge.store.base import Acceptance, OutboxStats, compact_json, job_context
+from bridge.store.base import Acceptance, OutboxStats, compact_json, job_context, own_json
 from bridge.store.redis.accepts import incident_open, job_extras, member, next_due_us
 from bridge.store.redis.batcher import MAX_ACCEPT_ATTEMPTS, AcceptBatcher
 from bridge.store.redis.conversations import RedisConversations
@@ -416,7 +416,7 @@ class RedisStore(RedisConversations):
                  job_context("", j, decision.previous), *job_extras(j))
                 for j in decision.jobs
             ]
-            if int(await self._run("apply", node_id, str(version or ""), compact_json(new.to_json()),
+            if int(await self._run("apply", node_id, str(version or ""), own_json(new.to_json()),
                                    _us(new.kept_from), next_due_us(new), now_us, compact_json(jobs),
                                    incident_open(new))):
                 return decision

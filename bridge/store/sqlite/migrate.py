@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from bridge.decide import NodeRecord
 from bridge.model import NodeState
-from bridge.store.base import compact_json
+from bridge.store.base import own_json
 
 
 def _ts(value: float) -> datetime:
@@ -27,7 +27,7 @@ def migrate_nodes(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE TABLE nodes (node_id TEXT PRIMARY KEY, newest REAL NOT NULL, record TEXT NOT NULL)")
     for node_id, status, since, last_ts, last_event_id in rows:
         record = NodeRecord(NodeState(node_id, status, _ts(since), _ts(last_ts), last_event_id))
-        conn.execute("INSERT INTO nodes VALUES (?, ?, ?)", (node_id, last_ts, compact_json(record.to_json())))
+        conn.execute("INSERT INTO nodes VALUES (?, ?, ?)", (node_id, last_ts, own_json(record.to_json())))
 
 
 def add_columns(conn: sqlite3.Connection) -> None:

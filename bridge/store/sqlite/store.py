@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from bridge.config import RetentionConfig
 from bridge.decide import Apply, Decider, Decision, Job, NodeRecord
 from bridge.model import Alert, Delivery, DeliveryState, Event, NodeState, order_key, to_us
-from bridge.store.base import Acceptance, Handoff, OutboxStats, compact_json, job_alert, job_context
+from bridge.store.base import Acceptance, Handoff, OutboxStats, encode_event, job_alert, job_context, own_json
 from bridge.store.sqlite import conversations
 from bridge.store.sqlite.groupcommit import GroupCommit
 from bridge.store.sqlite.schema import setup
@@ -151,7 +151,7 @@ class SQLiteStore(conversations.SQLiteConversations, SQLiteSilences):
         # nothing has been written and the answer is decide's 'duplicate'. One statement for the
         # common case instead of a read and a write.
         decision = decide(record, False)
-        event_json = compact_json(event.to_dict())
+        event_json = encode_event(event)
         cur = c.execute(
             "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT(ts_us, node_id) DO UPDATE SET "
             "received_at = excluded.received_at, expires_at = excluded.expires_at, outcome = excluded.outcome, "
@@ -175,7 +175,7 @@ class SQLiteStore(conversations.SQLiteConversations, SQLiteSilences):
             due = new.next_due
             # An upsert rewrites the row in place; REPLACE would delete it and insert it again under
             # a new rowid, dirtying more pages for every commit to write to the WAL.
-            raw = compact_json(new.to_json())
+            raw = own_json(new.to_json())
             c.execute(
                 "INSERT INTO nodes VALUES (?, ?, ?, ?, ?) ON CONFLICT(node_id) DO UPDATE SET newest = excluded.newest, "
                 "record = excluded.record, next_due = excluded.next_due, incident_open = excluded.incident_open",
