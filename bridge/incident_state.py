@@ -196,8 +196,11 @@ class Incident:
 
     def path_text(self, at: datetime) -> str:
         """``FAILED 12m → STARTING 3m → RUNNING``; an open incident's last entry counts up to ``at``."""
-        parts: list[str] = []
         last = len(self.path) - 1
+        if not last and self.resolved_at is None:  # just opened: the firing's path
+            status, entered = self.path[0]
+            return f"{status} {human_duration((at - entered).total_seconds())}"
+        parts: list[str] = []
         for i, (status, entered) in enumerate(self.path):
             if i == 0 and self.path_elided:
                 parts.append(f"{status} → … {self.path_elided} more")

@@ -96,6 +96,9 @@ def _is_plain(t: Timer) -> bool:
 class _Work:
     """A step under construction: the state's parts, made mutable for one call."""
 
+    __slots__ = ("inc", "timers", "flap", "last_at", "manual_hold", "last_resolved", "node_id", "now", "policy",
+                 "key", "mute", "out", "new", "cancelled", "taken")
+
     def __init__(self, state: IncidentState, node_id: str, now: datetime, policy: Policy, key: str, mute: bool):
         self.inc = state.incident
         self.timers = {t.id: t for t in state.timers} if state.timers else {}
