@@ -106,8 +106,9 @@ class NodeRecord:
         s = self.state
         out: dict[str, Any] = {"status": s.status, "since": to_us(s.since), "newest": to_us(s.last_timestamp),
                                "event": s.last_event_id}
-        if self.incidents != _NO_INCIDENTS:
-            out["inc"] = self.incidents.to_json()
+        inc = self.incidents.to_json()
+        if inc:  # the default state writes nothing
+            out["inc"] = inc
         return out
 
     @classmethod

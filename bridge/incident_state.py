@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from bridge.config import Config
 from bridge.frozen import frozen
-from bridge.model import IncidentRef, format_timestamp, parse_timestamp
+from bridge.model import IncidentRef, format_timestamp, instant_digest, parse_timestamp
 from bridge.render import notification_title, short_duration
 
 Kind = Literal["firing", "update", "reminder", "escalation", "resolved", "flapping", "stable", "event"]
@@ -74,7 +74,7 @@ def human_duration(seconds: float) -> str:
 
 def incident_id(node_id: str, opened_at: datetime) -> str:
     """Stable: same node, same opening instant, same id on every replica (a PagerDuty dedup_key)."""
-    return "inc_" + hashlib.sha256(f"{node_id}|{format_timestamp(opened_at)}".encode()).hexdigest()[:20]
+    return "inc_" + instant_digest(f"{node_id}|{format_timestamp(opened_at)}")[:20]
 
 
 # --- policy: what the config says, compiled once per config ----------------------------------------
@@ -232,14 +232,15 @@ class Incident:
         """Only what differs from the defaults (from_json fills them in, as every earlier version
         does): every node with an open or last incident writes this on each event. Times stay ISO
         text: a version that reads only that may run beside this one (replicas) or after it."""
+        # Tuples are written as arrays (orjson and json alike): no list copies.
         out: dict[str, Any] = {"id": self.id, "node": self.node_id, "opened_at": format_timestamp(self.opened_at),
-                               "path": [[s, format_timestamp(t)] for s, t in self.path], "owners": list(self.owners)}
+                               "path": [(s, format_timestamp(t)) for s, t in self.path], "owners": self.owners}
         if self.opened_seen_at != self.opened_at:
             out["opened_seen_at"] = format_timestamp(self.opened_seen_at)
         if self.path_elided:
             out["path_elided"] = self.path_elided
         if self.notified:
-            out["notified"] = list(self.notified)
+            out["notified"] = self.notified
         if self.escalated:
             out["escalated"] = [[r, n] for r, n in self.escalated]
         if self.acked_at is not None:
@@ -249,7 +250,7 @@ class Incident:
         if self.resolved_by is not None:
             out["resolved_by"] = self.resolved_by
         if self.told:
-            out["told"] = [[r, list(rs)] for r, rs in self.told]
+            out["told"] = self.told
         return out
 
     @classmethod
@@ -346,7 +347,7 @@ class IncidentState:
 
     incident: Incident | None = None  # the open incident
     timers: tuple[Timer, ...] = ()  # pending: a fired timer not listed here is stale (a no-op)
-    flap: Flap = Flap()
+    flap: Flap = _NO_FLAP
     last_at: datetime | None = None  # newest event time applied (ordering)
     # Resolved by hand while the node is in an open_on status: no new incident until the status changes.
     manual_hold: bool = False
@@ -362,7 +363,7 @@ class IncidentState:
             out["incident"] = self.incident.to_json()
         if self.timers:
             out["timers"] = [t.to_json() for t in self.timers]
-        if self.flap != _NO_FLAP:
+        if self.flap is not _NO_FLAP and self.flap != _NO_FLAP:
             out["flap"] = self.flap.to_json()
         if self.manual_hold:
             out["manual_hold"] = True
@@ -379,7 +380,7 @@ class IncidentState:
         return cls(
             incident=Incident.from_json(inc) if inc else None,
             timers=tuple(Timer.from_json(t) for t in d.get("timers") or ()),
-            flap=Flap.from_json(d.get("flap") or {}), last_at=_dt(d.get("last_at")),
+            flap=Flap.from_json(flap) if (flap := d.get("flap")) else _NO_FLAP, last_at=_dt(d.get("last_at")),
             manual_hold=bool(d.get("manual_hold")),
             last_resolved=Incident.from_json(last) if last else None,
         )

@@ -96,8 +96,8 @@ def _is_plain(t: Timer) -> bool:
 class _Work:
     """A step under construction: the state's parts, made mutable for one call."""
 
-    __slots__ = ("inc", "timers", "flap", "last_at", "manual_hold", "last_resolved", "node_id", "now", "policy",
-                 "key", "mute", "out", "new", "cancelled", "taken")
+    __slots__ = ("cancelled", "flap", "inc", "key", "last_at", "last_resolved", "manual_hold", "mute", "new",
+                 "node_id", "now", "out", "policy", "taken", "timers")
 
     def __init__(self, state: IncidentState, node_id: str, now: datetime, policy: Policy, key: str, mute: bool):
         self.inc = state.incident

@@ -63,6 +63,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 
 
+# Memoised as format_timestamp is: an accept writes the event's instant as the events' key, the
+# node's newest and (usually) its since; the datetime caches its own hash.
+@functools.lru_cache(maxsize=1024)
 def to_us(dt: datetime) -> int:
     """Integer microseconds since the epoch: exact, unlike ``timestamp()`` floats (stored records)."""
     return (dt - _EPOCH) // _US
@@ -83,6 +86,14 @@ def format_timestamp(dt: datetime) -> str:
     # f-string with seven format specs: each costs more than this on the request path.
     return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (  # noqa: UP031
         dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second, dt.microsecond)
+
+
+# Memoised: the incident an event opens is named by the same "node|instant" (incident_state.incident_id),
+# decided a moment after the event was parsed: one hash serves both.
+@functools.lru_cache(maxsize=1024)
+def instant_digest(key: str) -> str:
+    """The SHA-256 hex digest of ``"<node id>|<format_timestamp(instant)>"``."""
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 @frozen
@@ -106,7 +117,7 @@ class Event:
         key = f"{self.node_id}|{stamp}"  # same node, same instant: same event, however it was spelled
         object.__setattr__(self, "stamp", stamp)
         object.__setattr__(self, "dedup_key", key)
-        object.__setattr__(self, "id", "evt_" + hashlib.sha256(key.encode()).hexdigest()[:24])
+        object.__setattr__(self, "id", "evt_" + instant_digest(key)[:24])
 
     def to_dict(self) -> dict[str, Any]:
         return {
