@@ -202,9 +202,9 @@ def _jobs(notifications: Sequence[Notification], event: Event | None, now: datet
         if rp is not None and rp.group_wait:
             tag = group_tag(n.route, rp.group_by, shown.labels, rp.group_interval)
             hold = now + timedelta(seconds=rp.group_wait)
-        jobs.extend(Job(delivery_id(n.key, r), n.route, r, n.kind, ref, None if event is not None else shown,
-                        n.extra, tag, hold)
-                    for r in n.receivers)
+        own = None if event is not None else shown
+        for r in n.receivers:
+            jobs.append(Job(delivery_id(n.key, r), n.route, r, n.kind, ref, own, n.extra, tag, hold))
     return tuple(jobs)
 
 

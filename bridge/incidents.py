@@ -143,7 +143,8 @@ class _Work:
             tuple(dict.fromkeys(receivers)))
         if not fresh:
             return
-        taken.update([(k, r) for r in fresh])
+        for r in fresh:
+            taken.add((k, r))
         self.out.append(Notification(kind, route, fresh, k, self.node_id, status, at, incident, extra or {}))
 
     def step(self, outcome: Outcome) -> Step:
@@ -167,9 +168,11 @@ def _fire(w: _Work, inc: Incident, rp: RoutePolicy, at: datetime, *, reminder_st
 
 
 def _open(w: _Work, status: str, at: datetime, matched: Sequence[str]) -> Incident:
-    owners = tuple(m for m in dict.fromkeys(matched) if m in w.policy.routes)
+    routes = w.policy.routes
+    owners = tuple([m for m in dict.fromkeys(matched) if m in routes]) if matched else ()
     inc = Incident(incident_id(w.node_id, at), w.node_id, at, w.now, ((status, at),), owners)
-    w.cancel(lambda t: _is_plain(t) and t.route in owners)  # the incident speaks for these routes now
+    if w.timers:
+        w.cancel(lambda t: _is_plain(t) and t.route in owners)  # the incident speaks for these routes now
     for name in owners:
         rp = w.policy.routes[name]
         if rp.hold:
@@ -195,9 +198,10 @@ def _resolution_targets(w: _Work, inc: Incident) -> list[tuple[str, tuple[str, .
             receivers: tuple[str, ...] = told
         else:
             extra = [r for (route, n) in inc.escalated if route == name and n < len(rp.escalate)
-                     for r in rp.escalate[n][1]]
+                     for r in rp.escalate[n][1]] if inc.escalated else ()
             receivers = tuple(dict.fromkeys((*rp.to, *extra, *told)))
-        receivers = tuple(r for r in receivers if known is None or r in known)
+        if known is not None:
+            receivers = tuple([r for r in receivers if r in known])
         if receivers:
             out.append((name, receivers))
     return out
@@ -217,7 +221,8 @@ def _close(w: _Work, inc: Incident, at: datetime, by: str | None) -> None:
             w.flap = replace(w.flap, held=inc)
     else:
         _send_resolved(w, inc, at)
-    w.cancel(lambda t: t.anchor == inc.id)
+    if w.timers:
+        w.cancel(lambda t: t.anchor == inc.id)
     w.inc, w.last_resolved = None, inc
 
 
@@ -254,17 +259,17 @@ def step_event(
         if policy.flap_transitions:
             _note_change(w, at, status, matched)
     inc = w.inc
-    handled: set[str] = set()
+    handled: tuple[str, ...] = ()  # the incident's owners: it speaks for them
     outcome: Outcome
     if inc is None:
         if status in policy.open_on and not w.manual_hold:
             w.inc = _open(w, status, at, matched)
-            handled.update(w.inc.owners)
+            handled = w.inc.owners
             outcome = "opened"
         else:
             outcome = "event" if changed else "repeat"
     else:  # changed: a repeat inside an incident took the fast path above
-        handled.update(inc.owners)
+        handled = inc.owners
         inc = inc.entered(status, at)
         if status in policy.resolve_on:
             _close(w, inc, at, None)
