@@ -34,11 +34,13 @@ class Acceptance:
     handed_off: int = 0  # of ``deliveries``, how many went to the dispatcher claimed (Handoff)
 
     @classmethod
-    def of(cls, event: Event, decision: Decision) -> Acceptance:
+    def of(cls, event: Event, decision: Decision, handed_off: int = 0) -> Acceptance:
         """What ``accept`` answers once ``decision`` is committed."""
-        ids = tuple(j.id for j in decision.jobs)
-        due = decision.record.next_due if decision.record is not None else None
-        return cls(decision.outcome, event.id, ids, decision.previous, decision.silenced_by, due, decision.resolved)
+        jobs, record = decision.jobs, decision.record
+        ids = tuple([j.id for j in jobs]) if jobs else ()
+        due = record.next_due if record is not None else None
+        return cls(decision.outcome, event.id, ids, decision.previous, decision.silenced_by, due, decision.resolved,
+                   handed_off)
 
 
 @frozen

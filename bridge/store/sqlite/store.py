@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -162,8 +161,7 @@ class SQLiteStore(conversations.SQLiteConversations, SQLiteSilences):
         if cur.rowcount == 0:
             return Acceptance.of(event, decide(record, True))
         self._write(c, decision, event_json, ts, now_ts, None if handed is None else (event, now, handed))
-        acceptance = Acceptance.of(event, decision)
-        return replace(acceptance, handed_off=len(handed)) if handed else acceptance
+        return Acceptance.of(event, decision, len(handed) if handed else 0)
 
     def _write(self, c: sqlite3.Connection, decision: Decision, event_json: str | None, ts: float,
                now_ts: float, handoff: tuple[Event, datetime, list[tuple[Delivery, float]]] | None = None) -> None:
