@@ -177,7 +177,10 @@ def order_time(event: Event, max_clock_skew: float) -> datetime:
 
 def _with_matches(ip: IncidentPolicy, matches: Sequence[RouteMatch]) -> IncidentPolicy:
     known = ip.routes
-    if all(m.route in known for m in matches):  # always, but for tests that fix the routes
+    for m in matches:
+        if m.route not in known:
+            break
+    else:  # always, but for tests that fix the routes
         return ip
     missing = {m.route: RoutePolicy(m.route, m.receivers, repeat_interval=m.repeat_interval)
                for m in matches if m.route not in known}
@@ -234,11 +237,11 @@ def decide(
     state = next_node_state(prev, event, at)
     silence = silenced(policy.silences, event, now) if policy.silences else None
     matches = policy.routes(event, prev)
-    ip = _with_matches(policy.incidents, matches)
+    ip = _with_matches(policy.incidents, matches) if matches else policy.incidents
     inc = _reconciled(record.incidents if record is not None else None, event.node_id, now, ip)
     step = incidents.step_event(
         inc, node_id=event.node_id, source=event.id, prev_status=prev.status if prev else None,
-        status=event.status, at=at, now=now, matched=[m.route for m in matches], policy=ip,
+        status=event.status, at=at, now=now, matched=[m.route for m in matches] if matches else (), policy=ip,
         mute=silence is not None,
     )
     new = NodeRecord(state, step.state)
