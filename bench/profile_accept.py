@@ -5,12 +5,13 @@
     python3 bench/profile_accept.py --tree /tmp/base --tree . --rounds 3     alternating A/B
     python3 bench/profile_accept.py --py-spy out/            a py-spy profile (raw stacks + top table)
 
-Each round of each (tree, case): a fresh store (SQLite file or redis-server), the bridge started
-as bench/run.py starts it (pinned to the server core, the same config), a warm-up, then one wrk run
-of ``--seconds`` over pre-signed events it has not seen. Reported per round: req/s and CPU µs per
-request of the server core's processes (the bridge, and redis-server for the Redis case), from
-/proc. Trees and cases alternate within a round, since other work on a shared machine moves every
-number; compare CPU µs per request more than req/s. ``--loop`` sets ALERT_BRIDGE_LOOP for the
+Each round of each (tree, case), the trees in reverse order on odd rounds: a fresh store (SQLite
+file or redis-server), the bridge started as bench/run.py starts it (pinned to the server core, the
+same config), a warm-up, then one wrk run of ``--seconds`` over pre-signed events it has not seen.
+Reported per round: req/s and CPU µs per request of the server core's processes (the bridge, and
+redis-server for the Redis case), from /proc, and of that the kernel's ("sys"). Trees and cases
+alternate within a round, since other work on a shared machine moves every number; compare CPU µs
+per request more than req/s. ``--loop`` sets ALERT_BRIDGE_LOOP for the
 bridge (and the floor) processes. See bench/README.md, "Where the time goes".
 """
 
@@ -30,7 +31,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib.bridge import make_config
-from benchlib.common import SERVER_CORE, Procs, cpu_seconds, pin_cmd, pin_self, python_cmd, wait_until_ready
+from benchlib.common import SERVER_CORE, Procs, cpu_seconds, cpu_split, pin_cmd, pin_self, python_cmd, wait_until_ready
 from benchlib.events import ensure_events, ensure_key
 from benchlib.servers import start_baseline, start_redis, start_sink
 from benchlib.wrk import ensure_wrk, run_wrk
@@ -104,6 +105,14 @@ def top_table(raw: Path, n: int = 25) -> str:
     return "\n".join(lines)
 
 
+def _io(pid: int) -> dict[str, int]:
+    try:
+        text = Path(f"/proc/{pid}/io").read_text()
+    except OSError:
+        return {}
+    return {k: int(v) for k, _, v in (line.partition(": ") for line in text.splitlines())}
+
+
 def one(tree: Path, loop: str | None, case: str, args: argparse.Namespace, events: Any, key_pem: Path,
         workdir: Path, log_dir: Path, tag: str) -> dict[str, Any]:
     env = {"ALERT_BRIDGE_LOOP": loop} if loop else {}
@@ -129,10 +138,14 @@ def one(tree: Path, loop: str | None, case: str, args: argparse.Namespace, event
         spy = _py_spy(proc.pid, args.seconds, args.py_spy / f"{tag}.txt") if args.py_spy else None
         if args.callgrind:
             _callgrind_control(proc.pid, True)
+        io0 = _io(proc.pid)
+        sys0 = sum(cpu_split(p)[1] for p in on_core)
         cpu0 = sum(cpu_seconds(p) for p in on_core)
         res = run_wrk(url, events, duration=args.seconds, offset=offset, limit=events.count - offset, loop=False,
                       path="/webhook", log_file=log_dir / f"wrk-{tag}.log")
         cpu = sum(cpu_seconds(p) for p in on_core) - cpu0
+        sys_cpu = sum(cpu_split(p)[1] for p in on_core) - sys0
+        io = {k: v - io0.get(k, 0) for k, v in _io(proc.pid).items()}
         if args.callgrind:
             _callgrind_control(proc.pid, False)
         if spy is not None:
@@ -144,6 +157,9 @@ def one(tree: Path, loop: str | None, case: str, args: argparse.Namespace, event
         "tree": str(tree) + (f" [{loop}]" if loop else ""), "case": case, "rps": res.rps,
         "requests": res.requests, "p99_ms": res.p99_ms,
         "cpu_us": cpu / res.requests * 1e6 if res.requests else None, "non2xx": res.non2xx, "wraps": res.wraps,
+        "sys_us": sys_cpu / res.requests * 1e6 if res.requests else None,  # of cpu_us: the kernel's (sockets, WAL)
+        # the bridge's reads and writes per request (sockets and files: /proc/<pid>/io's syscr, syscw, wchar)
+        "io": {k: round(io.get(k, 0) / res.requests, 2) for k in ("syscr", "syscw", "wchar")} if res.requests else {},
         "delivered": delivered, "instructions": instructions,
     }
     return out
@@ -195,8 +211,11 @@ def main() -> None:
             if args.floor:
                 results.append(floor_round(args, events, key_pem, log_dir, f"floor-{r}"))
                 print(json.dumps(results[-1]), flush=True)
+            variants = list(enumerate((t, lp) for t in trees for lp in (args.loop or [None])))
+            if r % 2:  # odd rounds in reverse order: running first or second is no advantage
+                variants.reverse()
             for case in cases:
-                for i, (tree, loop) in enumerate((t, lp) for t in trees for lp in (args.loop or [None])):
+                for i, (tree, loop) in variants:
                     tag = f"{case}-{i}-{r}"
                     results.append(one(tree, loop, case, args, events, key_pem, workdir, log_dir, tag))
                     print(json.dumps(results[-1]), flush=True)
@@ -217,7 +236,9 @@ def main() -> None:
         spread = ", ".join(f"{r['cpu_us']:.0f}" for r in rows)
         instr = [r["instructions"] for r in rows if r.get("instructions")]
         per = f"   {statistics.median(instr):,.0f}" if instr else ""
-        print(f"{case:17} {tree[-38:]:38} {rps:8,.0f}   {cpu:6.1f}  ({spread}){per}")
+        kernel = [r["sys_us"] for r in rows if r.get("sys_us") is not None]
+        sys_part = f"  sys {statistics.median(kernel):.0f}" if kernel else ""
+        print(f"{case:17} {tree[-38:]:38} {rps:8,.0f}   {cpu:6.1f}  ({spread}){sys_part}{per}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

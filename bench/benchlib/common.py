@@ -260,11 +260,17 @@ def rss_bytes(pid: int) -> int:
     return total
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU-seconds a running process has used so far (its threads included)."""
+def cpu_split(pid: int) -> tuple[float, float]:
+    """User and system CPU-seconds a running process has used so far (its threads included)."""
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state is field 3
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU-seconds a running process has used so far (its threads included)."""
+    return sum(cpu_split(pid))
 
 
 # --- statistics ------------------------------------------------------------------------------------
