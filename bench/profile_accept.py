@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import statistics
@@ -113,6 +114,18 @@ def _io(pid: int) -> dict[str, int]:
     return {k: int(v) for k, _, v in (line.partition(": ") for line in text.splitlines())}
 
 
+def _other_threads_cpu(pid: int) -> float:
+    """CPU-seconds of the process's threads but its main one (the SQLite checkpoint thread, executors)."""
+    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        if task.name != str(pid):
+            with contextlib.suppress(OSError):
+                stat = (task / "stat").read_text()
+                fields = stat[stat.rindex(")") + 2 :].split()
+                total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def one(tree: Path, loop: str | None, case: str, args: argparse.Namespace, events: Any, key_pem: Path,
         workdir: Path, log_dir: Path, tag: str) -> dict[str, Any]:
     env = {"ALERT_BRIDGE_LOOP": loop} if loop else {}
@@ -138,7 +151,7 @@ def one(tree: Path, loop: str | None, case: str, args: argparse.Namespace, event
         spy = _py_spy(proc.pid, args.seconds, args.py_spy / f"{tag}.txt") if args.py_spy else None
         if args.callgrind:
             _callgrind_control(proc.pid, True)
-        io0 = _io(proc.pid)
+        io0, threads0 = _io(proc.pid), _other_threads_cpu(proc.pid)
         sys0 = sum(cpu_split(p)[1] for p in on_core)
         cpu0 = sum(cpu_seconds(p) for p in on_core)
         res = run_wrk(url, events, duration=args.seconds, offset=offset, limit=events.count - offset, loop=False,
@@ -146,6 +159,7 @@ def one(tree: Path, loop: str | None, case: str, args: argparse.Namespace, event
         cpu = sum(cpu_seconds(p) for p in on_core) - cpu0
         sys_cpu = sum(cpu_split(p)[1] for p in on_core) - sys0
         io = {k: v - io0.get(k, 0) for k, v in _io(proc.pid).items()}
+        threads = _other_threads_cpu(proc.pid) - threads0
         if args.callgrind:
             _callgrind_control(proc.pid, False)
         if spy is not None:
@@ -158,6 +172,7 @@ def one(tree: Path, loop: str | None, case: str, args: argparse.Namespace, event
         "requests": res.requests, "p99_ms": res.p99_ms,
         "cpu_us": cpu / res.requests * 1e6 if res.requests else None, "non2xx": res.non2xx, "wraps": res.wraps,
         "sys_us": sys_cpu / res.requests * 1e6 if res.requests else None,  # of cpu_us: the kernel's (sockets, WAL)
+        "threads_us": threads / res.requests * 1e6 if res.requests else None,  # of cpu_us: not the loop's thread
         # the bridge's reads and writes per request (sockets and files: /proc/<pid>/io's syscr, syscw, wchar)
         "io": {k: round(io.get(k, 0) / res.requests, 2) for k in ("syscr", "syscw", "wchar")} if res.requests else {},
         "delivered": delivered, "instructions": instructions,
