@@ -197,7 +197,7 @@ class Incident:
     def path_text(self, at: datetime) -> str:
         """``FAILED 12m → STARTING 3m → RUNNING``; an open incident's last entry counts up to ``at``."""
         last = len(self.path) - 1
-        if not last and self.resolved_at is None:  # just opened: the firing's path
+        if not last and self.resolved_at is None and not self.path_elided:  # just opened: the firing's path
             status, entered = self.path[0]
             return f"{status} {human_duration((at - entered).total_seconds())}"
         parts: list[str] = []

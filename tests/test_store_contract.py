@@ -147,18 +147,19 @@ async def test_every_value_of_a_body_and_a_record_reads_back_as_written(store: S
     details = {"nan": float("nan"), "inf": float("-inf"), "big": 2**80, "nested": {"x": [1.5, None, True]},
                "text": 'ünï ☃ \u2028 "q" \\ \r\n'}
     e = ev(node="nœud-☃", status="ÉCHOUÉ", **details)
-    a = await accept(store, e, plan_to("slack", route="rüte"))
+    a = await accept(store, e, plan_to("slack🔔", route="rüte"))
     job = await store.get_delivery(a.deliveries[0])
     assert job is not None
     got = dict(job.alert.event.details)
     assert math.isnan(got.pop("nan")) and got.pop("inf") == float("-inf")
     assert got == {k: v for k, v in details.items() if k not in ("nan", "inf")}
-    assert (job.alert.event.node_id, job.alert.event.status, job.alert.route) == ("nœud-☃", "ÉCHOUÉ", "rüte")
+    assert (job.alert.event.node_id, job.alert.event.status, job.alert.route, job.receiver) == (
+        "nœud-☃", "ÉCHOUÉ", "rüte", "slack🔔")
     (record,) = await store.list_nodes()
     assert record.state == await store.node_state("nœud-☃")
     assert record.incidents.incident is None  # ÉCHOUÉ opens nothing; plain route "rüte" notified
-    e2 = ev(node="nœud-☃", status="FAILED", t=1, text="\u2603")
-    a2 = await accept(store, e2, plan_to("slack", route="rüte"))
+    e2 = ev(node="nœud-☃", status="FAILED", t=1, text="\u2603 🚨")  # astral: a surrogate pair in Lua's cjson
+    a2 = await accept(store, e2, plan_to("slack🔔", route="rüte"))
     job2 = await store.get_delivery(a2.deliveries[0])
     assert job2 is not None and job2.alert.incident is not None and job2.alert.kind == "firing"
     (record,) = await store.list_nodes()
