@@ -227,7 +227,7 @@ _OWN = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjs
 
 def own_json(value: object) -> str:
     """Compact JSON of what the bridge builds from its own data (node records, job contexts), with
-    orjson: a fifth of the C encoder's instructions on a node record (bench/README.md). Not for a
+    orjson, which costs far less than json's C encoder here (bench/README.md). Not for a
     body's values: orjson writes NaN and infinities as null where json keeps them. Non-ASCII text
     stays UTF-8; anything orjson refuses (a lone surrogate, an integer past 64 bits) is written
     by :func:`compact_json`."""
