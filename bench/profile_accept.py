@@ -13,6 +13,13 @@ redis-server for the Redis case), from /proc, and of that the kernel's ("sys"). 
 alternate within a round, since other work on a shared machine moves every number; compare CPU µs
 per request more than req/s. ``--loop`` sets ALERT_BRIDGE_LOOP for the
 bridge (and the floor) processes. See bench/README.md, "Where the time goes".
+
+Under wrk the dispatcher delivers only a fraction of what the bridge accepts (the rest right after),
+so the window's CPU holds a share of the deliveries that varies with scheduling. ``--settle S``
+waits for deliveries to stop (S quiet seconds) after the warm-up and after the window, and reports
+``cpu_drained_us``: the window's requests and every alert they caused, delivered.
+``--callgrind-drain`` (with ``--settle``) counts instructions per delivered alert over that drain
+alone. ``--rate R`` sends at a fixed rate (open loop) instead of wrk's saturation.
 """
 
 from __future__ import annotations
@@ -20,18 +27,22 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import dataclasses
 import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib.bridge import make_config
+from benchlib.client import paced
 from benchlib.common import SERVER_CORE, Procs, cpu_seconds, cpu_split, pin_cmd, pin_self, python_cmd, wait_until_ready
 from benchlib.events import ensure_events, ensure_key
 from benchlib.servers import start_baseline, start_redis, start_sink
@@ -41,7 +52,7 @@ CASES = ("sqlite", "sqlite-noroute", "redis", "redis-noroute")
 
 
 def _start_bridge(procs: Procs, tree: Path, name: str, cfg: dict[str, Any], workdir: Path,
-                  env: dict[str, str], callgrind: bool) -> Any:
+                  env: dict[str, str], callgrind: bool, cg_dir: Path | None = None) -> Any:
     import yaml
 
     path = workdir / f"{name}.yaml"
@@ -52,8 +63,8 @@ def _start_bridge(procs: Procs, tree: Path, name: str, cfg: dict[str, Any], work
         # The interpreter itself (sys.executable may be a shim that execs it, which valgrind would
         # not follow); instrumentation off until the measured window.
         real = os.path.realpath(f"{sys.base_prefix}/bin/python{sys.version_info[0]}.{sys.version_info[1]}")
-        cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={workdir}/{name}.cg",
-               real, *cmd[1:]]
+        out = f"--callgrind-out-file={cg_dir or workdir}/{name}.cg"
+        cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", out, real, *cmd[1:]]
     proc = procs.start(name, pin_cmd(SERVER_CORE, cmd), env=full_env, cwd=workdir)
     listen = cfg["server"]["listen"]
     wait_until_ready(proc, [f"http://{listen}/readyz", f"http://{cfg['server']['admin_listen']}/readyz"],
@@ -114,6 +125,25 @@ def _io(pid: int) -> dict[str, int]:
     return {k: int(v) for k, _, v in (line.partition(": ") for line in text.splitlines())}
 
 
+class _WalWatch:
+    """Samples a WAL file's size every 50 ms on a thread; ``stop()`` gives the largest, in KiB."""
+
+    def __init__(self, path: Path) -> None:
+        self._path, self._max, self._done = path, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.wait(0.05):
+            with contextlib.suppress(OSError):
+                self._max = max(self._max, self._path.stat().st_size)
+
+    def stop(self) -> int:
+        self._done.set()
+        self._thread.join()
+        return self._max // 1024
+
+
 def _other_threads_cpu(pid: int) -> float:
     """CPU-seconds of the process's threads but its main one (the SQLite checkpoint thread, executors)."""
     total, tick = 0.0, os.sysconf("SC_CLK_TCK")
@@ -141,32 +171,54 @@ def one(tree: Path, loop: str | None, case: str, args: argparse.Namespace, event
         if case.endswith("noroute"):
             extra = {"default_to": []}
         cfg = make_config(public_key=key_pem, storage_url=storage, sink_url=sink.url, extra=extra)
-        proc = _start_bridge(procs, tree, f"bridge-{tag}", cfg, workdir, env, args.callgrind)
+        proc = _start_bridge(procs, tree, f"bridge-{tag}", cfg, workdir, env, args.callgrind or args.callgrind_drain,
+                              args.callgrind_dir)
         url = f"http://{cfg['server']['listen']}/webhook"
         offset = 0
         warm = run_wrk(url, events, duration=args.warmup, offset=offset, limit=events.count, loop=False,
                        path="/webhook", log_file=log_dir / f"wrk-{tag}.log")
         offset += 2 * warm.max_used
+        if args.settle:
+            sink.wait_delivered(1 << 60, timeout=180, stall=args.settle)  # the warm-up's backlog out of the window
         on_core = [proc.pid] + ([redis.proc.pid] if redis else [])
         spy = _py_spy(proc.pid, args.seconds, args.py_spy / f"{tag}.txt") if args.py_spy else None
         if args.callgrind:
             _callgrind_control(proc.pid, True)
         io0, threads0 = _io(proc.pid), _other_threads_cpu(proc.pid)
+        delivered0 = sink.delivered()
+        wal = _WalWatch(workdir / f"{tag}.db-wal") if not redis else None
         sys0 = sum(cpu_split(p)[1] for p in on_core)
         cpu0 = sum(cpu_seconds(p) for p in on_core)
-        res = run_wrk(url, events, duration=args.seconds, offset=offset, limit=events.count - offset, loop=False,
-                      path="/webhook", log_file=log_dir / f"wrk-{tag}.log")
+        if args.rate:
+            res = _paced_run(url, events, offset, args.rate, args.seconds)
+        else:
+            res = run_wrk(url, events, duration=args.seconds, offset=offset, limit=events.count - offset,
+                          loop=False, path="/webhook", log_file=log_dir / f"wrk-{tag}.log")
         cpu = sum(cpu_seconds(p) for p in on_core) - cpu0
         sys_cpu = sum(cpu_split(p)[1] for p in on_core) - sys0
         io = {k: v - io0.get(k, 0) for k, v in _io(proc.pid).items()}
         threads = _other_threads_cpu(proc.pid) - threads0
-        if args.callgrind:
+        delivered_in_window = sink.delivered() - delivered0
+        cpu_drained = None
+        if args.settle:  # then the alerts these requests owe, delivered: their whole cost
+            if args.callgrind_drain:
+                _callgrind_control(proc.pid, True)
+            if spy is not None:  # the window's profile first; then one of the drain beside it
+                spy.wait(60)
+                spy = _py_spy(proc.pid, args.seconds, args.py_spy / f"{tag}-drain.txt")
+            sink.wait_delivered(1 << 60, timeout=900 if args.callgrind_drain else 180, stall=args.settle)
+            cpu_drained = sum(cpu_seconds(p) for p in on_core) - cpu0
+        delivered_owed = sink.delivered() - delivered0
+        wal_max = wal.stop() if wal else None
+        if args.callgrind or args.callgrind_drain:
             _callgrind_control(proc.pid, False)
         if spy is not None:
             spy.wait(60)
         delivered = sink.delivered()
         proc.stop(grace=180)  # under callgrind, the exit writes the profile
     instructions = _collected(proc.log_path) / res.requests if args.callgrind and res.requests else None
+    drained = delivered - delivered0 - delivered_in_window
+    per_alert = _collected(proc.log_path) / drained if args.callgrind_drain and drained else None
     out = {
         "tree": str(tree) + (f" [{loop}]" if loop else ""), "case": case, "rps": res.rps,
         "requests": res.requests, "p99_ms": res.p99_ms,
@@ -176,8 +228,36 @@ def one(tree: Path, loop: str | None, case: str, args: argparse.Namespace, event
         # the bridge's reads and writes per request (sockets and files: /proc/<pid>/io's syscr, syscw, wchar)
         "io": {k: round(io.get(k, 0) / res.requests, 2) for k in ("syscr", "syscw", "wchar")} if res.requests else {},
         "delivered": delivered, "instructions": instructions,
+        # alerts the sink received while wrk ran, per request: a tree that lets a backlog build under
+        # saturation would spend less CPU per request inside the window than it owes
+        "delivered_per_req": round(delivered_in_window / res.requests, 4) if res.requests else None,
+        "delivered_owed_per_req": round(delivered_owed / res.requests, 4) if res.requests else None,
+        "cpu_drained_us": cpu_drained / res.requests * 1e6 if cpu_drained and res.requests else None,
+        "wal_max_kib": wal_max,  # the WAL file's largest size seen while wrk ran (SQLite cases)
+        "drain_instructions_per_alert": per_alert,  # --callgrind-drain: the backlog's delivery alone
     }
     return out
+
+
+@dataclasses.dataclass
+class _Paced:
+    requests: int
+    rps: float
+    p99_ms: float
+    non2xx: int
+    wraps: int = 0
+
+
+def _paced_run(url: str, events: Any, offset: int, rate: float, seconds: float) -> _Paced:
+    """Events at a fixed rate, open loop, instead of wrk's saturation: CPU per request where nothing queues."""
+    count = int(rate * seconds)
+    items = [(str(i), sig, body) for i, (sig, body) in enumerate(events.records(offset, offset + count))]
+    t0 = time.monotonic()
+    sent = paced(url, items, rate=rate)
+    elapsed = time.monotonic() - t0
+    lat = sorted(s.t_done - s.t_send for s in sent)
+    bad = sum(1 for s in sent if not (isinstance(s.status, int) and 200 <= s.status < 300))
+    return _Paced(len(sent), len(sent) / elapsed, 1000 * lat[int(0.99 * (len(lat) - 1))], bad)
 
 
 def floor_round(args: argparse.Namespace, events: Any, key_pem: Path, log_dir: Path, tag: str) -> dict[str, Any]:
@@ -201,11 +281,19 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=6.0)
     ap.add_argument("--warmup", type=float, default=2.0)
+    ap.add_argument("--settle", type=float, default=0.0,
+                    help="wait for deliveries to stop (this many quiet seconds) after the warm-up and after the "
+                         "window; cpu_drained_us then counts the window's requests and every alert they caused")
+    ap.add_argument("--rate", type=float, help="send at this fixed rate (open loop) instead of saturating with wrk")
     ap.add_argument("--floor", action="store_true", help="also measure aiohttp-floor each round")
     ap.add_argument("--loop", action="append", choices=("asyncio", "uvloop"),
                     help="ALERT_BRIDGE_LOOP for the bridge (repeat: each loop is a variant, like --tree)")
     ap.add_argument("--py-spy", type=Path, help="record a py-spy profile of each bridge run into this directory")
     ap.add_argument("--json", type=Path, help="write the rounds here")
+    ap.add_argument("--callgrind-drain", action="store_true",
+                    help="with --settle: run the bridge under callgrind, instrumented only while the window's "
+                         "backlog is delivered (instructions per delivered alert)")
+    ap.add_argument("--callgrind-dir", type=Path, help="keep the callgrind profiles here (callgrind_annotate)")
     ap.add_argument("--callgrind", action="store_true",
                     help="run the bridge under callgrind: instructions per request over the wrk run (slow, "
                          "but the same on a busy machine; Redis's own work is not counted)")
@@ -235,11 +323,11 @@ def main() -> None:
                     results.append(one(tree, loop, case, args, events, key_pem, workdir, log_dir, tag))
                     print(json.dumps(results[-1]), flush=True)
                     if args.py_spy:
-                        raw = args.py_spy / f"{tag}.txt"
-                        if raw.exists():
-                            table = top_table(raw)
-                            (args.py_spy / f"{tag}.top").write_text(table + "\n")
-                            print(table)
+                        for raw in (args.py_spy / f"{tag}.txt", args.py_spy / f"{tag}-drain.txt"):
+                            if raw.exists():
+                                table = top_table(raw)
+                                raw.with_suffix(".top").write_text(table + "\n")
+                                print(table)
     print("\ncase              tree                                   req/s   CPU us/req (median of rounds)"
           "   instructions/req")
     groups: dict[tuple[str, str], list[dict[str, Any]]] = collections.defaultdict(list)

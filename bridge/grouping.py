@@ -128,11 +128,11 @@ class Grouper:
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._members: dict[str, tuple[Delivery, ...]] = {}
+        self._members: dict[str, tuple[str, ...]] = {}  # a digest's id -> its members' job ids
 
-    def members(self, unit: Delivery) -> tuple[Delivery, ...]:
-        """The jobs a send settles: a digest's members, else the job itself."""
-        return self._members.get(unit.id, (unit,))
+    def ids(self, unit: Delivery) -> tuple[str, ...]:
+        """The ids of the jobs a send settles: a digest's members', else the job's own."""
+        return self._members.get(unit.id) or (unit.id,)
 
     def forget(self, unit: Delivery) -> None:
         self._members.pop(unit.id, None)
@@ -178,5 +178,5 @@ class Grouper:
             log.warning("cannot record the state of group %s: %s", key, exc.detail)
         # a digest (of one, too, as a follow-up): its members settle with it
         if [m.id for m in send.members] != [send.unit.id]:
-            self._members[send.unit.id] = send.members
+            self._members[send.unit.id] = tuple(m.id for m in send.members)
         return send.unit

@@ -53,7 +53,9 @@ HOSTILE_VALUES = ('x", "sev": "critical', "a\r\nb\t\x00", "back\\slash\\", "Ã¼nÃ
 def compact_json(value: Any) -> str:
     """Compact JSON text that always encodes to UTF-8 (a lone surrogate becomes a \\u escape)."""
     text = _COMPACT_JSON.encode(value)
-    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) if _SURROGATE.search(text) else text
+    if text.isascii() or not _SURROGATE.search(text):  # isascii() reads a flag; the search scans every character
+        return text
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 # The default title and text: the one place that words a notification, per kind, from what the

@@ -25,7 +25,7 @@ from bridge.receivers.email import email_content
 from bridge.receivers.log import log_fields
 from bridge.receivers.slack import slack_message
 from bridge.receivers.webhook import webhook_body
-from bridge.render import Renderer, human_duration, precompile
+from bridge.render import Renderer, compact_json, human_duration, precompile
 from tests.support.fakes import T0, make_alert
 from tests.support.waits import strings
 
@@ -466,3 +466,17 @@ def test_an_escaped_context_without_overrides_holds_no_unescaped_value(
     ctx, used = Renderer.from_config(cfg).context_and_overrides(alert, cfg.receivers["ops"], escape=escape)
     assert used == frozenset() and "event" not in ctx
     assert all(HOSTILE_DETAIL not in s and "<!here>" not in s and "n<1>" not in s for s in strings(ctx))
+
+
+@pytest.mark.parametrize("value", [
+    {"n": "plain ascii", "k": [1, 2.5, None]},
+    {"n": "ünï ☃ \u2028", "k": "€"},
+    {"n": "odd \ud800 one", "also": "\udfff", "fine": "☃"},
+    {"n": "odd \udc00"},  # non-ASCII only through the surrogate
+])
+def test_compact_json_writes_utf8_safe_json_of_any_text(value: dict[str, Any]) -> None:
+    text = compact_json(value)
+    assert json.loads(text) == value  # the same value, lone surrogates as \u escapes
+    text.encode("utf-8")  # strict: no lone surrogate left in the text
+    plain = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    assert text == plain.encode("utf-8", "backslashreplace").decode("utf-8")
