@@ -43,7 +43,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib.bridge import make_config
 from benchlib.client import paced
-from benchlib.common import SERVER_CORE, Procs, cpu_seconds, cpu_split, pin_cmd, pin_self, python_cmd, wait_until_ready
+from benchlib.common import (
+    SERVER_CORE,
+    Procs,
+    cpu_seconds,
+    cpu_split,
+    percentile,
+    pin_cmd,
+    pin_self,
+    python_cmd,
+    wait_until_ready,
+)
 from benchlib.events import ensure_events, ensure_key
 from benchlib.servers import start_baseline, start_redis, start_sink
 from benchlib.wrk import ensure_wrk, run_wrk
@@ -255,9 +265,8 @@ def _paced_run(url: str, events: Any, offset: int, rate: float, seconds: float) 
     t0 = time.monotonic()
     sent = paced(url, items, rate=rate)
     elapsed = time.monotonic() - t0
-    lat = sorted(s.t_done - s.t_send for s in sent)
     bad = sum(1 for s in sent if not (isinstance(s.status, int) and 200 <= s.status < 300))
-    return _Paced(len(sent), len(sent) / elapsed, 1000 * lat[int(0.99 * (len(lat) - 1))], bad)
+    return _Paced(len(sent), len(sent) / elapsed, 1000 * percentile([s.t_done - s.t_send for s in sent], 99), bad)
 
 
 def floor_round(args: argparse.Namespace, events: Any, key_pem: Path, log_dir: Path, tag: str) -> dict[str, Any]:
