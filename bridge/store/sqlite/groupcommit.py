@@ -43,7 +43,6 @@ _CHECKPOINT_BUSY_RATE = 10_000
 _CHECKPOINT_EVERY_BUSY = 1.0
 _DISK_FULL_CAUTION = 60.0  # seconds of emptying the WAL around every write after a "disk full"
 _WAL_RESTART_FRAMES = 4096  # ~16 MiB of 4 KiB pages
-_CACHE_KIB = 16384  # the writer's page cache bound (16 MiB): resident once filled
 
 class GroupCommit:
     """One SQLite file owned by this process: batched writes on the loop, reads off it.
@@ -103,12 +102,9 @@ class GroupCommit:
         # Checkpoints (the fsyncs) are the background thread's job, not the committing loop's.
         conn.execute("PRAGMA wal_autocheckpoint=0")
         conn.execute("PRAGMA journal_size_limit=16777216")
-        # Accepts touch pages all over the node records and the job indexes (node ids and job ids
-        # are spread over them): with SQLite's default 2 MiB page cache many of those pages are
-        # read from the OS again on every batch, and each batch holds the write lock longer. A
-        # larger cache stays resident once filled: this bound, in KiB, weighs the two
-        # (bench/README.md, "SQLite writer page cache").
-        conn.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
+        # The page cache stays at SQLite's default (2 MiB): a larger one saved only pread calls
+        # (the OS caches the file too) and, once filled, was resident memory (bench/README.md,
+        # "SQLite writer page cache").
         self._setup(conn)
         self._conn = conn
 
