@@ -41,7 +41,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib.bridge import make_config
+from benchlib.bridge import compile_bridge, make_config
 from benchlib.client import paced
 from benchlib.common import (
     SERVER_CORE,
@@ -308,6 +308,8 @@ def main() -> None:
                          "but the same on a busy machine; Redis's own work is not counted)")
     args = ap.parse_args()
     trees = [t.resolve() for t in (args.tree or [Path(__file__).resolve().parent.parent])]
+    for tree in trees:
+        compile_bridge(tree)  # every tree starts from bytecode, as installed
     cases = args.case or ["sqlite"]
     ensure_wrk()
     pin_self(1)

@@ -35,7 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib.bridge import make_config
+from benchlib.bridge import compile_bridge, make_config
 from benchlib.client import paced
 from benchlib.common import Procs, cpu_seconds, percentile, pin_self
 from benchlib.events import ensure_key, fresh_events
@@ -124,6 +124,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="write the rounds here")
     args = ap.parse_args()
     trees = [t.resolve() for t in (args.tree or [Path(__file__).resolve().parent.parent])]
+    for tree in trees:
+        compile_bridge(tree)  # every tree starts from bytecode, as installed
     pin_self(1)
     key = ensure_key()
     results: list[dict[str, Any]] = []

@@ -33,7 +33,7 @@ sys.path[:0] = [str(BENCH), str(BENCH.parent)]  # benchlib, and the bridge packa
 
 from benchlib import bridge as bridge_mod  # noqa: E402
 from benchlib import loop, report, tables  # noqa: E402
-from benchlib.bridge import bridge_status  # noqa: E402
+from benchlib.bridge import bridge_status, compile_bridge  # noqa: E402
 from benchlib.cases import delivery, drain, e2e, footprint, ingest, routing  # noqa: E402
 from benchlib.common import LOAD_CORE, RESULTS, CpuMeter, Invalid, Unavailable, can_pin, pin_self  # noqa: E402
 from benchlib.context import FULL, QUICK, Context  # noqa: E402
@@ -221,6 +221,8 @@ def run(
     pin_self(LOAD_CORE)  # the harness and its clients stay off the server's core
     ok, why = bridge_status()
     print(f"- bridge: {'available' if ok else 'UNAVAILABLE: ' + why}", flush=True)
+    if ok:
+        compile_bridge()
     loop_name, loop_why = choose_loop(args.loop, ok, public_key, workdir, log_dir)
     # Every process the harness starts inherits it: the bridge reads it, the baselines follow it.
     os.environ[loop.ENV] = loop_name
