@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import compileall
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -14,12 +13,6 @@ from bridge.testing import generate_key, public_pem
 from tests.support.harness import BridgeProcess, InProcessBridge, base_config
 
 pytest_plugins = ["tests.support.fakes", "tests.support.reliability"]
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    """Write the bridge's bytecode once, as installing it does: the suite starts the real process
-    many times, and with PYTHONDONTWRITEBYTECODE set each start would compile every module again."""
-    compileall.compile_dir(str(Path(__file__).resolve().parent.parent / "bridge"), quiet=1)
 
 
 @pytest.fixture(scope="session")
