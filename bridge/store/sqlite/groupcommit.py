@@ -44,6 +44,7 @@ _CHECKPOINT_EVERY_BUSY = 1.0
 _DISK_FULL_CAUTION = 60.0  # seconds of emptying the WAL around every write after a "disk full"
 _WAL_RESTART_FRAMES = 4096  # ~16 MiB of 4 KiB pages
 
+
 class GroupCommit:
     """One SQLite file owned by this process: batched writes on the loop, reads off it.
 
