@@ -403,7 +403,7 @@ class App:
                 try:
                     n = await self.store.bury_receiver(name, now=self.clock(), error="receiver removed by reload")
                     if n:
-                        self.metrics.deliveries.labels(name, "dead").inc(n)
+                        self.metrics.count_deliveries(name, "dead", n)
                     log.warning("receiver %s removed by reload: %d pending deliveries are dead", name, n)
                 except BridgeError as exc:
                     log.error("could not retire deliveries of removed receiver %s: %s", name, exc)

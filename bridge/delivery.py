@@ -115,7 +115,6 @@ class Dispatcher:
         self._grouper = Grouper(store)  # fleet digests: one send for the claimed jobs of a group
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
-        self._children: dict[tuple[Any, ...], Any] = {}  # see _metric
 
     def set_receivers(self, receivers: Mapping[str, Receiver], configs: Mapping[str, ReceiverBase]) -> None:
         """Install (or, on reload, replace) the receivers. Limits carry over for unchanged ones."""
@@ -374,20 +373,12 @@ class Dispatcher:
                         await lane.receiver.send(job.alert)
             except TimeoutError:
                 raise RetryLater("timed out") from None
-            self._metric(self._metrics.delivery_seconds, job.receiver).observe(time.perf_counter() - started)
+            self._metrics.observe_delivery(job.receiver, time.perf_counter() - started)
         except Exception as exc:  # classified by _record
             if isinstance(exc, RetryLater) and exc.retry_after:
                 lane.limiter.pause(exc.retry_after)  # before the slot goes to the next job
             return exc
         return None
-
-    def _metric(self, metric: Any, *labels: str) -> Any:
-        """A metric's child for these labels, looked up once (``labels()`` validates and locks per call)."""
-        key = (id(metric), *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
 
     def _ids(self, job: Delivery) -> tuple[str, ...]:
         """The store's jobs a send settles: a digest's members, else the job itself."""
@@ -427,7 +418,7 @@ class Dispatcher:
         if failure is None:
             now = self._clock()
             if await self._settle(job, lambda: self._each(job, lambda i: self._store.complete(i, now=now))):
-                self._metric(self._metrics.deliveries, job.receiver, "delivered").inc(len(self._ids(job)))
+                self._metrics.count_deliveries(job.receiver, "delivered", len(self._ids(job)))
                 log.info("delivered", extra=ids)
         elif isinstance(failure, Permanent):
             await self._bury(job, f"permanent: {failure.reason}", ids)
@@ -450,14 +441,14 @@ class Dispatcher:
         if not await self._settle(job, lambda: self._each(job, lambda i: self._store.reschedule(
                 i, now=now, next_attempt_at=nxt, error=reason))):
             return
-        self._metric(self._metrics.deliveries, job.receiver, "retry").inc(len(self._ids(job)))
+        self._metrics.count_deliveries(job.receiver, "retry", len(self._ids(job)))
         log.warning("delivery failed, retrying in %.1fs: %s", delay, reason, extra=ids)
 
     async def _bury(self, job: Delivery, reason: str, ids: dict[str, object]) -> None:
         now = self._clock()
         if not await self._settle(job, lambda: self._each(job, lambda i: self._store.bury(i, now=now, error=reason))):
             return
-        self._metric(self._metrics.deliveries, job.receiver, "dead").inc(len(self._ids(job)))
+        self._metrics.count_deliveries(job.receiver, "dead", len(self._ids(job)))
         log.error("delivery dead: %s", reason, extra=ids)
 
     async def _settle(self, job: Delivery, record: Callable[[], Awaitable[None]]) -> bool:

@@ -6,6 +6,8 @@ request data, so a sender cannot blow up cardinality.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from bridge import __version__
@@ -23,8 +25,10 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.events = Counter("alert_bridge_events_total", "Webhook requests by outcome", ["outcome"], registry=r)
-        # Children bound once: labels() costs more than the increment, and this is per request.
-        self._event_children = {outcome: self.events.labels(outcome) for outcome in EVENT_OUTCOMES}
+        # Label children bound once (see _child), per request and per delivery.
+        self._children: dict[tuple[Any, ...], Any] = {}
+        for outcome in EVENT_OUTCOMES:
+            self._child(self.events, outcome)
         self.unknown_status = Counter(
             "alert_bridge_unknown_status_events_total", "Accepted events whose status or type is not documented",
             registry=r,
@@ -86,11 +90,23 @@ class Metrics:
         self.build_info.labels(__version__).set(1)
         self.reload_success.set(1)
 
-    def count_event(self, outcome: str) -> None:
-        child = self._event_children.get(outcome)
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once: ``labels()`` validates and locks on every
+        call, and costs more than the increment that follows it."""
+        key = (id(metric), *labels)  # the metrics live as long as this object
+        child = self._children.get(key)
         if child is None:
-            child = self._event_children[outcome] = self.events.labels(outcome)
-        child.inc()
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def count_event(self, outcome: str) -> None:
+        self._child(self.events, outcome).inc()
+
+    def count_deliveries(self, receiver: str, outcome: str, n: int = 1) -> None:
+        self._child(self.deliveries, receiver, outcome).inc(n)
+
+    def observe_delivery(self, receiver: str, seconds: float) -> None:
+        self._child(self.delivery_seconds, receiver).observe(seconds)
 
     def for_receivers(self, names: list[str]) -> None:
         """Create every (receiver, outcome) series up front so dashboards see zeros, not gaps."""
