@@ -119,6 +119,12 @@ class Event:
         object.__setattr__(self, "dedup_key", key)
         object.__setattr__(self, "id", "evt_" + instant_digest(key)[:24])
 
+    @property
+    def text_details(self) -> bool:
+        """Every detail is text (the documented shape): no number from the body anywhere, so none
+        that is NaN, infinite or past 64 bits."""
+        return all(type(v) is str for v in self.details.values())
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -288,6 +294,12 @@ class Alert:
     facts: Mapping[str, Any] = field(default_factory=dict)
     group: GroupTag | None = None  # a firing held for its route's group_wait (bridge/grouping.py)
     digest: Digest | None = None  # the incidents a grouped send speaks for
+
+    @property
+    def own_numbers(self) -> bool:
+        """Every number a receiver renders from this alert is the bridge's own (finite, within 64
+        bits): its event's details are all text, and it is not a digest of other events."""
+        return self.digest is None and self.event.text_details
 
     @property
     def previous_duration(self) -> float | None:

@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
+import orjson
 from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, UndefinedError
 from jinja2.filters import do_urlencode
 from jinja2.sandbox import SandboxedEnvironment
@@ -56,6 +57,24 @@ def compact_json(value: Any) -> str:
     if text.isascii() or not _SURROGATE.search(text):  # isascii() reads a flag; the search scans every character
         return text
     return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+# What orjson must refuse rather than write its own way; compact_json then writes it (or raises).
+_ORJSON_STRICT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
+def json_bytes(value: Any, *, finite: bool = False) -> bytes:
+    """``compact_json(value)`` as UTF-8. ``finite``: the caller knows every float in ``value`` is finite
+    (see ``Event.text_details``); orjson writes it then, for a fraction of json's cost, and the same
+    JSON but for number spelling (1e-07 as 1e-7); json writes NaN and infinities, orjson null.
+    Whatever orjson refuses (a lone surrogate, an integer past 64 bits, a str subclass such as
+    Markup) goes to compact_json."""
+    if finite:
+        try:
+            return orjson.dumps(value, option=_ORJSON_STRICT)
+        except TypeError:
+            pass
+    return compact_json(value).encode()
 
 
 # The default title and text: the one place that words a notification, per kind, from what the

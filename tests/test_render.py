@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from markupsafe import Markup
 
 from bridge.config import (
     Config,
@@ -25,7 +26,7 @@ from bridge.receivers.email import email_content
 from bridge.receivers.log import log_fields
 from bridge.receivers.slack import slack_message
 from bridge.receivers.webhook import webhook_body
-from bridge.render import Renderer, compact_json, human_duration, precompile
+from bridge.render import Renderer, compact_json, human_duration, json_bytes, precompile
 from tests.support.fakes import T0, make_alert
 from tests.support.waits import strings
 
@@ -480,3 +481,43 @@ def test_compact_json_writes_utf8_safe_json_of_any_text(value: dict[str, Any]) -
     text.encode("utf-8")  # strict: no lone surrogate left in the text
     plain = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     assert text == plain.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+@pytest.mark.parametrize("value", [
+    {"n": "plain ascii", "k": [1, 2.5, None, True], "t": (1, "x")},
+    {"n": "ünï ☃ \u2028", "k": "€", "c": "a\r\nb\t\x00\x7f \\ \"q\""},
+    {"n": "odd \ud800 one", "also": "\udfff"},  # orjson refuses: compact_json writes it
+    {"big": 2**70, "neg": -(2**64)},  # past 64 bits: orjson refuses, json keeps them exact
+    {"m": Markup("<b>x</b>")},  # a str subclass: orjson refuses
+    {"f": [1e-07, 1e16, 0.1, -0.0, 123456.789]},  # spelled differently, the same numbers
+])
+def test_json_bytes_is_the_json_of_compact_json_whoever_writes_it(value: dict[str, Any]) -> None:
+    expected = json.loads(compact_json(value))
+    assert json_bytes(value) == compact_json(value).encode()
+    out = json_bytes(value, finite=True)
+    out.decode("utf-8")  # strict: UTF-8 whichever encoder wrote it
+    assert json.loads(out) == expected
+    assert repr(json.loads(out)) == repr(expected)  # -0.0 stays -0.0, 2**70 an exact int
+
+
+def test_json_bytes_writes_non_finite_numbers_as_json_does_unless_told_they_cannot_occur() -> None:
+    value = {"x": float("nan"), "y": float("-inf")}
+    assert json_bytes(value) == b'{"x":NaN,"y":-Infinity}'
+
+
+def test_only_an_alert_of_text_details_has_only_the_bridges_own_numbers() -> None:
+    assert make_alert(details={"region": "eu", "nodeId": "n"}).own_numbers
+    assert not make_alert(details={"load": float("nan")}).own_numbers
+    assert not make_alert(details={"count": 3}).own_numbers
+    assert not make_alert(details={"nested": {"a": "b"}}).own_numbers
+
+
+def test_webhook_body_keeps_what_the_body_carried_when_details_are_not_text() -> None:
+    """A NaN or a 70-bit integer inside a signed event's details is written as json writes it
+    (orjson would write null, or refuse): the default body goes through json for such an event."""
+    cfg = config({"ops": HOOK})
+    alert = make_alert(details={"load": float("nan"), "big": 2**70})
+    body = webhook_body(Renderer.from_config(cfg), alert, hook_cfg(cfg))
+    assert b'"load":NaN' in body and f'"big":{2**70}'.encode() in body
+    plain = webhook_body(Renderer.from_config(cfg), make_alert(), hook_cfg(cfg))
+    assert json.loads(plain)["event"] == make_alert().event.to_dict()

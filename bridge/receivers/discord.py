@@ -71,7 +71,8 @@ class DiscordReceiver(HTTPReceiver[DiscordReceiverConfig]):
 
     async def send(self, alert: Alert) -> None:
         body = discord_message(self._renderer, alert, self._cfg)
-        answer = await post_json(self._session, self._url, body, what="discord", timeout=self._cfg.timeout)
+        answer = await post_json(self._session, self._url, body, what="discord", timeout=self._cfg.timeout,
+                                 finite=alert.own_numbers)
         if answer.ok:
             return
         # 429: {"message": "You are being rate limited.", "retry_after": 0.5, "global": false}

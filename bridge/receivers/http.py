@@ -22,7 +22,7 @@ from bridge.frozen import frozen
 from bridge.model import Alert
 from bridge.receivers.base import USER_AGENT, http_failure, redacted, transport_failure
 from bridge.redact import Redactor
-from bridge.render import COLOURS, Renderer, colour, compact_json
+from bridge.render import COLOURS, Renderer, colour, json_bytes
 
 # asyncio.timeout bounds the whole exchange; aiohttp's own timers would only add one per request.
 _NO_CLIENT_TIMEOUT = aiohttp.ClientTimeout()
@@ -59,9 +59,11 @@ async def post_json(
     what: str,
     timeout: float,
     headers: Mapping[str, str] | None = None,
+    finite: bool = False,
 ) -> HTTPAnswer:
-    """POST ``payload`` once. Transport failures raise RetryLater naming ``what``, never the URL."""
-    body = compact_json(payload).encode()
+    """POST ``payload`` once. Transport failures raise RetryLater naming ``what``, never the URL.
+    ``finite``: every number in ``payload`` is finite (``Alert.own_numbers``; see ``json_bytes``)."""
+    body = json_bytes(payload, finite=finite)
     send_headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **(headers or {})}
     try:
         async with (

@@ -90,7 +90,8 @@ class MSTeamsReceiver(HTTPReceiver[MSTeamsReceiverConfig]):
 
     async def send(self, alert: Alert) -> None:
         body = teams_message(self._renderer, alert, self._cfg)
-        answer = await post_json(self._session, self._url, body, what="msteams", timeout=self._cfg.timeout)
+        answer = await post_json(self._session, self._url, body, what="msteams", timeout=self._cfg.timeout,
+                                 finite=alert.own_numbers)
         if answer.ok:
             return
         error = answer.json().get("error")

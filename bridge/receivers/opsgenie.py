@@ -73,7 +73,7 @@ class OpsgenieReceiver(HTTPReceiver[OpsgenieReceiverConfig]):
     async def send(self, alert: Alert) -> None:
         path, body = opsgenie_request(self._renderer, alert, self._cfg)
         answer = await post_json(self._session, self._base + path, body, what="opsgenie", timeout=self._cfg.timeout,
-                                 headers={"Authorization": f"GenieKey {self._key}"})
+                                 headers={"Authorization": f"GenieKey {self._key}"}, finite=alert.own_numbers)
         if answer.ok:
             return
         # {"message": "Request body is not processable...", "took": 0.0, "requestId": "..."}

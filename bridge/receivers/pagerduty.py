@@ -71,7 +71,8 @@ class PagerDutyReceiver(HTTPReceiver[PagerDutyReceiverConfig]):
 
     async def send(self, alert: Alert) -> None:
         body = pagerduty_event(self._renderer, alert, self._cfg, self._key)
-        answer = await post_json(self._session, self._cfg.api_url, body, what="pagerduty", timeout=self._cfg.timeout)
+        answer = await post_json(self._session, self._cfg.api_url, body, what="pagerduty", timeout=self._cfg.timeout,
+                                 finite=alert.own_numbers)
         if answer.ok:
             return
         data = answer.json()

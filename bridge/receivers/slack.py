@@ -121,7 +121,8 @@ class SlackReceiver:
 
     async def send(self, alert: Alert) -> None:
         if self._webhook_url is not None:  # post_json holds the POST to cfg.timeout itself
-            await self._post_webhook(self._webhook_url, slack_message(self._renderer, alert, self._cfg))
+            await self._post_webhook(self._webhook_url, slack_message(self._renderer, alert, self._cfg),
+                                     alert.own_numbers)
             return
         what = "slack api"
         try:
@@ -134,9 +135,9 @@ class SlackReceiver:
         except SlackClientError as exc:
             raise Permanent(f"{what}: {type(exc).__name__}") from None
 
-    async def _post_webhook(self, url: str, message: Mapping[str, Any]) -> None:
+    async def _post_webhook(self, url: str, message: Mapping[str, Any], finite: bool = False) -> None:
         answer = await post_json(self._session, url, message, what="slack webhook", timeout=self._cfg.timeout,
-                                 headers=_WEBHOOK_HEADERS)
+                                 headers=_WEBHOOK_HEADERS, finite=finite)
         if answer.ok:
             return
         # Slack answers a plain-text code (no_service, invalid_payload, rate_limited, ...).

@@ -65,7 +65,8 @@ class TelegramReceiver(HTTPReceiver[TelegramReceiverConfig]):
 
     async def send(self, alert: Alert) -> None:
         body = telegram_message(self._renderer, alert, self._cfg)
-        answer = await post_json(self._session, self._url, body, what="telegram", timeout=self._cfg.timeout)
+        answer = await post_json(self._session, self._url, body, what="telegram", timeout=self._cfg.timeout,
+                                 finite=alert.own_numbers)
         data = answer.json()
         if answer.ok and data.get("ok", True) is not False:
             return

@@ -28,7 +28,7 @@ from bridge.receivers.base import (
     transport_failure,
 )
 from bridge.redact import Redactor, url_secrets
-from bridge.render import Renderer, compact_json
+from bridge.render import Renderer, compact_json, json_bytes
 
 log = logging.getLogger("bridge.receivers.webhook")
 # asyncio.timeout(cfg.timeout) bounds the whole exchange; aiohttp's own timers (the session's
@@ -84,7 +84,7 @@ def webhook_body(renderer: Renderer, alert: Alert, cfg: WebhookReceiverConfig) -
     }
     if alert.digest is not None:  # a firing that is a group of one (fleet digests): later members refer to it
         payload["group"] = {"id": alert.digest.id, "update": alert.digest.update, "labels": dict(alert.digest.labels)}
-    return compact_json(payload).encode()
+    return json_bytes(payload, finite=alert.own_numbers)
 
 
 def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
