@@ -14,7 +14,8 @@ receiver's own share of the same; the difference is the dispatcher's and the sto
 
 Prints CPU µs per delivered alert (``time.process_time``); ``--callgrind`` switches callgrind's
 instrumentation on for the drain only (run the real interpreter under ``valgrind --tool=callgrind
---instr-atstart=no``): instructions per alert do not move with the machine's load. ``--cprofile``
+--instr-atstart=no``): instructions per alert do not move with the machine's load. The garbage
+collector is set as the bridge sets it once listening. ``--cprofile``
 writes a profile of the drain (the loop's thread). See bench/README.md.
 """
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import os
 import secrets
 import subprocess
@@ -48,9 +50,21 @@ def _callgrind(on: bool) -> None:
                    capture_output=True)
 
 
-async def run(kind: str, n: int, profile: Path | None, callgrind: bool) -> dict[str, Any]:
+class NullReceiver:
+    """``--null``: a receiver that sends nothing, so the drain is the dispatcher's and the store's alone."""
+
+    bounds_send_time = True
+    sends_digests = True
+
+    async def send(self, alert: Any) -> None:
+        return None
+
+
+async def run(kind: str, n: int, profile: Path | None, callgrind: bool, null: bool = False,
+              storage: str = "sqlite") -> dict[str, Any]:
     import aiohttp
 
+    from bridge.app import _GC_YOUNG
     from bridge.config import parse
     from bridge.conversations import conversation_source
     from bridge.delivery import Dispatcher
@@ -67,7 +81,7 @@ async def run(kind: str, n: int, profile: Path | None, callgrind: bool) -> dict[
     with tempfile.TemporaryDirectory(prefix="drain-instr-") as tmp, Procs(Path(tmp)) as procs:
         sink = start_sink(procs, f"sink-{kind}", smtp=kind == "email")
         pem = key.write_public(Path(tmp))
-        raw = make_config(public_key=pem, storage_url=f"sqlite:///{tmp}/b.db", sink_url=sink.url,
+        raw = make_config(public_key=pem, storage_url=f"sqlite:///{tmp}/b.db" if storage == "sqlite" else "memory://", sink_url=sink.url,
                           receivers={kind: receiver_config(kind, sink)})
         cfg = parse(raw, env={})
         store = open_store(cfg.storage.url)
@@ -86,8 +100,12 @@ async def run(kind: str, n: int, profile: Path | None, callgrind: bool) -> dict[
                                         conversation_source(store, clock=utc_now, keep=3600))
             dispatcher = Dispatcher(store, metrics=metrics, clock=utc_now, lease=cfg.storage.visibility_timeout,
                                     poll_interval=cfg.delivery.poll_interval, batch_size=cfg.delivery.batch_size)
+            if null:
+                receivers = {kind: NullReceiver()}  # type: ignore[dict-item]
             dispatcher.set_receivers(receivers, dict(cfg.receivers))
             delivered = metrics.deliveries.labels(kind, "delivered")
+            gc.freeze()  # as the bridge does once it listens (bridge/app.py)
+            gc.set_threshold(_GC_YOUNG, *gc.get_threshold()[1:])
             prof = cProfile.Profile(time.thread_time) if profile else None
             if callgrind:
                 _callgrind(True)
@@ -107,7 +125,7 @@ async def run(kind: str, n: int, profile: Path | None, callgrind: bool) -> dict[
             if prof and profile:
                 prof.dump_stats(str(profile))
             await dispatcher.stop(grace=5)
-        got = sink.delivered(CHANNEL[kind])
+        got = n if null else sink.delivered(CHANNEL[kind])
         await keys.stop()
         await store.close()
     if got < n:
@@ -121,8 +139,10 @@ def main() -> None:
     ap.add_argument("n", type=int, nargs="?", default=2000)
     ap.add_argument("--cprofile", type=Path)
     ap.add_argument("--callgrind", action="store_true")
+    ap.add_argument("--null", action="store_true", help="a receiver that sends nothing (the dispatcher and store alone)")
+    ap.add_argument("--storage", choices=["sqlite", "memory"], default="sqlite")
     args = ap.parse_args()
-    out = asyncio.run(run(args.kind, args.n, args.cprofile, args.callgrind))
+    out = asyncio.run(run(args.kind, args.n, args.cprofile, args.callgrind, args.null, args.storage))
     print(f"{out['n']} {out['kind']} alerts drained: {out['cpu_us_per_alert']:.1f} CPU us per alert "
           f"({out['alerts_per_s']:.0f}/s; instructions: callgrind)")
 
