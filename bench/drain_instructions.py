@@ -81,7 +81,8 @@ async def run(kind: str, n: int, profile: Path | None, callgrind: bool, null: bo
     with tempfile.TemporaryDirectory(prefix="drain-instr-") as tmp, Procs(Path(tmp)) as procs:
         sink = start_sink(procs, f"sink-{kind}", smtp=kind == "email")
         pem = key.write_public(Path(tmp))
-        raw = make_config(public_key=pem, storage_url=f"sqlite:///{tmp}/b.db" if storage == "sqlite" else "memory://", sink_url=sink.url,
+        url = f"sqlite:///{tmp}/b.db" if storage == "sqlite" else "memory://"
+        raw = make_config(public_key=pem, storage_url=url, sink_url=sink.url,
                           receivers={kind: receiver_config(kind, sink)})
         cfg = parse(raw, env={})
         store = open_store(cfg.storage.url)
@@ -139,7 +140,8 @@ def main() -> None:
     ap.add_argument("n", type=int, nargs="?", default=2000)
     ap.add_argument("--cprofile", type=Path)
     ap.add_argument("--callgrind", action="store_true")
-    ap.add_argument("--null", action="store_true", help="a receiver that sends nothing (the dispatcher and store alone)")
+    ap.add_argument("--null", action="store_true",
+                    help="a receiver that sends nothing (the dispatcher and store alone)")
     ap.add_argument("--storage", choices=["sqlite", "memory"], default="sqlite")
     args = ap.parse_args()
     out = asyncio.run(run(args.kind, args.n, args.cprofile, args.callgrind, args.null, args.storage))

@@ -35,6 +35,16 @@ def utc_now() -> datetime:
 _CANONICAL = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?Z\Z")
 
 
+def stored_timestamp(value: str) -> datetime:
+    """A timestamp the bridge wrote itself (``format_timestamp``: canonical, UTC), read back without
+    parse_timestamp's pattern check; anything else still goes through parse_timestamp."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return parse_timestamp(value)
+    return parsed if parsed.tzinfo is UTC else parse_timestamp(value)
+
+
 def parse_timestamp(value: str) -> datetime:
     """Parse an ISO-8601 timestamp with a zone into an aware UTC datetime. ValueError otherwise."""
     if _CANONICAL.match(value):
@@ -141,12 +151,12 @@ class Event:
     def from_dict(cls, data: Mapping[str, Any]) -> Event:
         return cls(
             event_type=data["eventType"],
-            timestamp=parse_timestamp(data["eventTimestamp"]),
+            timestamp=stored_timestamp(data["eventTimestamp"]),
             node_id=data["nodeId"],
             status=data["status"],
             details=dict(data.get("details") or {}),
             labels=dict(data.get("labels") or {}),
-            received_at=parse_timestamp(data["receivedAt"]),
+            received_at=stored_timestamp(data["receivedAt"]),
         )
 
 
@@ -209,7 +219,7 @@ class IncidentRef:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> IncidentRef:
-        return cls(id=str(data["id"]), opened_at=parse_timestamp(data["opened_at"]),
+        return cls(id=str(data["id"]), opened_at=stored_timestamp(data["opened_at"]),
                    duration=data.get("duration"), path=str(data.get("path") or ""))
 
 
@@ -326,7 +336,7 @@ class Alert:
             receiver=data["receiver"],
             delivery_id=delivery_id,
             previous_status=data.get("previous_status"),
-            previous_since=parse_timestamp(since) if since else None,
+            previous_since=stored_timestamp(since) if since else None,
             kind=data.get("kind") or "event",  # jobs stored before incidents existed
             incident=IncidentRef.from_dict(data["incident"]) if data.get("incident") else None,
             facts=data.get("facts") or {},

@@ -55,6 +55,12 @@ async def start(rig: Rig) -> None:
     await asyncio.sleep(0.05)
 
 
+def recorded(rig: Rig) -> bool:
+    """Nothing in flight and no outcome waiting for its record (RECORD_DELAY) in the dispatcher."""
+    d = rig.dispatcher
+    return not d._tasks and not any(lane.finished for lane in d._lanes.values())
+
+
 async def states(rig: Rig, ids: list[str]) -> list[tuple[str, int]]:
     return [((j := await rig.job(i)).state, j.attempts) for i in ids]
 
@@ -67,7 +73,7 @@ async def test_new_head_job_is_in_flight_when_the_accept_returns_and_sent_once(m
         # Claimed in the accept's commit, not by a later claim: in flight before anything else ran.
         assert await states(rig, ids) == [("inflight", 1)]
         await wait_until(lambda: len(sink.delivered) == 1 and sink.active == 0, 10, "the delivery")
-        await wait_until(lambda: rig.dispatcher._tasks == set(), 5, "the outcome recorded")
+        await wait_until(lambda: recorded(rig), 5, "the outcome recorded")
         assert sink.ids() == ids
         assert await states(rig, ids) == [("done", 1)]
         # What the dispatcher sent is the alert the store keeps for the job.
@@ -150,7 +156,7 @@ async def test_an_accept_run_again_in_its_batch_reserves_its_slot_once(make_rig:
         assert not isinstance(ok, BaseException) and ok.handed_off == 1
         assert await states(rig, list(ok.deliveries)) == [("inflight", 1)]
         await wait_until(lambda: len(sink.delivered) == 1, 10, "the delivery")
-        await wait_until(lambda: rig.dispatcher._tasks == set(), 5, "the outcome recorded")
+        await wait_until(lambda: recorded(rig), 5, "the outcome recorded")
         # The slot is free again: the next new job is handed off too.
         later = await rig.enqueue("n3", "FAILED")
         assert await states(rig, later) == [("inflight", 1)]

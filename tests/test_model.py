@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bridge.model import Alert, Event, format_timestamp, parse_timestamp
+from bridge.model import Alert, Event, format_timestamp, parse_timestamp, stored_timestamp
 
 
 def dedup_key(node: str, t: datetime) -> str:
@@ -31,6 +31,23 @@ def test_spellings_of_one_instant(text: str) -> None:
 def test_invalid_timestamps(text: str) -> None:
     with pytest.raises(ValueError):
         parse_timestamp(text)
+
+
+@pytest.mark.parametrize("text", ["2026-04-16T12:00:00.000000Z", "2026-04-16T12:00:00.000100Z",
+                                  "2026-04-16T12:00:00Z", "2026-04-16T14:00:00+02:00", "2026-04-16t12:00:00z",
+                                  "2026-04-16T12:00:00.000000000Z"])
+def test_a_stored_timestamp_reads_back_as_parse_timestamp_reads_it(text: str) -> None:
+    """The fast path for what the bridge wrote (canonical UTC) and the general one agree, on any
+    spelling; the result is always aware UTC."""
+    got = stored_timestamp(text)
+    assert got == parse_timestamp(text) and got.tzinfo is UTC
+    assert stored_timestamp(format_timestamp(got)) == got
+
+
+@pytest.mark.parametrize("text", ["2026-04-16", "2026-04-16T12:00:00", "2026-13-01T00:00:00Z", ""])
+def test_a_stored_timestamp_that_is_not_one_is_refused_as_parse_timestamp_refuses_it(text: str) -> None:
+    with pytest.raises(ValueError):
+        stored_timestamp(text)
 
 
 def test_sub_millisecond_precision_is_kept() -> None:

@@ -29,7 +29,7 @@ from bridge.errors import StorageUnavailable
 from bridge.incident_state import Policy as IncidentPolicy
 from bridge.incident_state import RoutePolicy
 from bridge.model import Event, NodeState, RouteMatch, Silence, delivery_id, parse_timestamp
-from bridge.store.base import Store, compact_json, own_json
+from bridge.store.base import Store, compact_json, own_json, read_context
 from bridge.store.memory import MemoryStore
 from tests.support.redis_server import RedisServer, redis_outage_server, redis_server  # noqa: F401
 
@@ -1360,6 +1360,26 @@ async def test_sqlite_migrates_events_keyed_by_their_id(tmp_path: Path) -> None:
         conn.close()
     assert rows[0][0] == stored.id and json.loads(rows[0][1])["eventTimestamp"] == stored.stamp
     assert len(rows) == 2 and "jobs_state" not in indexes and {"jobs_done", "jobs_dead"} <= indexes
+
+
+def _context(details: str, extra: str = "") -> str:
+    return ('{"event":{"id":"evt_1","eventType":"T","eventTimestamp":"2026-04-16T12:00:00.000000Z","nodeId":"n",'
+            f'"status":"FAILED","details":{details},"labels":{{}},"receivedAt":"2026-04-16T12:00:00.000000Z"}},'
+            f'"route":"r","receiver":"x","kind":"firing","incident":{{"id":"inc_1","opened_at":'
+            f'"2026-04-16T12:00:00.000000Z","duration":12.5,"path":""}}{extra}}}')
+
+
+@pytest.mark.parametrize("text", [
+    _context('{"nodeId":"n","s":"\u00fc \u2603 \\"q\\""}'),  # text details: orjson's read stands
+    _context('{"big":18446744073709551616,"neg":-99999999999999999999}'),  # past 64 bits: json reads them
+    _context('{"nan":NaN,"inf":-Infinity}'),  # json's spelling of non-finite numbers
+    _context('{"s":"\\ud800 lone"}'),  # a lone surrogate's escape
+    _context('{"n":"x"}', ',"group":{"key":"g","interval":0,"labels":{"load":123456789012345678901234}}'),
+    _context('{"n":"x"}', ',"digest":{"id":"g","update":false,"labels":{"k":1e400},"members":[]}'),
+])
+def test_a_stored_context_reads_back_as_json_reads_it(text: str) -> None:
+    expected, got = json.loads(text), read_context(text)
+    assert repr(got) == repr(expected)  # same types too: a long integer stays an exact int
 
 
 def test_own_json_writes_what_orjson_refuses_as_json_does() -> None:

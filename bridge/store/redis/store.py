@@ -81,7 +81,7 @@ from bridge.config import RetentionConfig
 from bridge.decide import Apply, Decider, Decision, NodeRecord
 from bridge.errors import StorageUnavailable
 from bridge.model import Alert, Delivery, DeliveryState, Event, NodeState, Silence, from_us, to_us
-from bridge.store.base import Acceptance, OutboxStats, compact_json, job_context, own_json
+from bridge.store.base import Acceptance, OutboxStats, compact_json, job_context, own_json, read_context
 from bridge.store.redis.accepts import incident_open, job_extras, member, next_due_us
 from bridge.store.redis.batcher import MAX_ACCEPT_ATTEMPTS, AcceptBatcher
 from bridge.store.redis.conversations import RedisConversations
@@ -488,7 +488,7 @@ def _pairs(flat: Sequence[str]) -> dict[str, str]:
 def _delivery(h: dict[str, str]) -> Delivery:
     return Delivery(
         id=h["id"],
-        alert=Alert.from_context(h["id"], json.loads(h["context"])),
+        alert=Alert.from_context(h["id"], read_context(h["context"])),
         state=cast(DeliveryState, h["state"]),
         attempts=int(h["attempts"]),
         created_at=_dt(h["created_at"]),

@@ -19,7 +19,16 @@ from typing import Any, TypeVar
 from bridge.config import RetentionConfig
 from bridge.decide import Apply, Decider, Decision, Job, NodeRecord
 from bridge.model import Alert, Delivery, DeliveryState, Event, NodeState, order_key, to_us
-from bridge.store.base import Acceptance, Handoff, OutboxStats, encode_event, job_alert, job_context, own_json
+from bridge.store.base import (
+    Acceptance,
+    Handoff,
+    OutboxStats,
+    encode_event,
+    job_alert,
+    job_context,
+    own_json,
+    read_context,
+)
 from bridge.store.sqlite import conversations
 from bridge.store.sqlite.groupcommit import GroupCommit
 from bridge.store.sqlite.schema import setup
@@ -45,7 +54,7 @@ def _row_to_delivery(row: sqlite3.Row | tuple[Any, ...]) -> Delivery:
     jid, state, attempts, created, nxt, updated, error, context = row
     return Delivery(
         id=jid,
-        alert=Alert.from_context(jid, json.loads(context)),
+        alert=Alert.from_context(jid, read_context(context)),
         state=state,
         attempts=attempts,
         created_at=_ts(created),
