@@ -4,28 +4,24 @@ Receivers only say "retry later" or "permanent"; ``RetryPolicy`` (tenacity's wai
 strategies) decides when the next attempt is, and the store persists it so backoff survives a
 restart. Per receiver: a concurrency limit and a rate limit, so bursts queue instead of earning 429s.
 
-Per receiver, ``concurrency`` senders each hold a send slot. When the jobs at hand fit in the
-slots, the dispatcher claims ``PREFETCH_ROUNDS`` rounds (``concurrency`` jobs each) ahead, so a
-sender whose send ends takes the next claimed job at once, without waiting for the store. A
-finished send's outcome is recorded with the next claim, or after ``RECORD_DELAY`` at the latest:
-the store records those rounds of outcomes and claims the next rounds in one batch (one SQLite
-commit) instead of one commit per outcome and one per claim. Outcomes are written before the
-claim, so the next job of a finished job's order key (receiver and node) is claimable in the same
-batch. Only heads of order keys are claimed, so prefetching never reorders a key's jobs.
+Per receiver, ``concurrency`` senders each hold a send slot. When the jobs at hand fit in the slots,
+the dispatcher claims ``PREFETCH_ROUNDS`` rounds (``concurrency`` jobs each) ahead, so a sender whose
+send ends takes the next claimed job at once. Finished sends' outcomes are recorded with the next
+claim, or after ``RECORD_DELAY`` at the latest, in one store batch (one SQLite commit); the delivered
+ones with one store call (``complete_many``). Outcomes are written before the claim, so the next job
+of a finished job's order key (receiver and node) is claimable in the same batch. Only heads of
+order keys are claimed, so prefetching never reorders a key's jobs.
 
 Every store round trip of the dispatcher is one batch for all receivers: the outcomes every lane
 has finished, then a claim for every lane with room. A lane only asks the store again when it may
 have due jobs it has not claimed (``_Lane.backlog``): new jobs were accepted, its last claim came
-back full, an outcome may have unblocked the next job of its order key, or a poll is due. At a
-steady trickle that is two dispatcher commits per accepted event (its claims, its outcomes), not
-one per claim attempt, send and receiver: every commit costs the event loop time, and SQLite WAL
-frames that checkpoints must then copy and sync.
+back full, an outcome may have unblocked the next job of its order key, or a poll is due. Every
+commit costs the loop time, and SQLite WAL frames that checkpoints must then copy and sync.
 
 With a store that takes a ``Handoff`` (SQLite), a new job that is its key's head, due now and
 ungrouped is claimed in the accept's own transaction when its lane has a send slot free right then
-(``reserve``), and comes here after that commit (``take``): no wake-up, claim query or commit of
-its own. Anything else (no free slot, a held or grouped job, the next job of a busy key, retries)
-goes the claim's way above.
+(``reserve``), and comes here after that commit (``take``): no wake-up, claim query or commit of its
+own. Anything else (no free slot, a held or grouped job, a busy key's next job, retries) is claimed.
 """
 
 from __future__ import annotations
@@ -34,7 +30,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -89,6 +85,10 @@ PREFETCH_ROUNDS = 4
 # (which end together) share a commit in the idle time after them: waiting longer would put that
 # commit, and the outcomes' bookkeeping, in the path of the next event (bench/README.md).
 RECORD_DELAY = 0.001
+
+
+def _log_ids(job: Delivery) -> dict[str, object]:
+    return {"delivery_id": job.id, "receiver": job.receiver, "event_id": job.alert.event.id, "attempt": job.attempts}
 
 
 class Dispatcher:
@@ -286,8 +286,13 @@ class Dispatcher:
             lane.record_timer = None
         lane.record_due = False
         finished, lane.finished = lane.finished, []
+        # Sends that went well share one store call and one task; the others, one each.
+        delivered = [job for job, failure in finished if failure is None]
+        if delivered:
+            self._spawn(self._record_delivered(lane, delivered, claimed_after), "record-delivered")
         for job, failure in finished:
-            self._spawn(self._record_outcome(lane, job, failure, claimed_after), f"record-{job.id}")
+            if failure is not None:
+                self._spawn(self._record_outcome(lane, job, failure, claimed_after), f"record-{job.id}")
 
     def _record_soon(self, lane: _Lane) -> None:
         lane.record_timer = None
@@ -400,10 +405,31 @@ class Dispatcher:
     async def _record_outcome(
         self, lane: _Lane, job: Delivery, failure: Exception | None, claimed_after: bool = False
     ) -> None:
+        if failure is None:
+            await self._record_delivered(lane, [job], claimed_after)
+            return
         try:
             await self._record(lane, job, failure)
         finally:
             self._done_with(job)
+        self._recorded(lane, claimed_after)
+
+    async def _record_delivered(self, lane: _Lane, jobs: list[Delivery], claimed_after: bool) -> None:
+        """Record several delivered sends of ``lane`` with one store call (``complete_many``)."""
+        now = self._clock()
+        ids = [i for job in jobs for i in self._ids(job)]
+        try:
+            if await self._settle(jobs, lambda: self._store.complete_many(ids, now=now)):
+                self._metrics.count_deliveries(jobs[0].receiver, "delivered", len(ids))
+                if log.isEnabledFor(logging.INFO):
+                    for job in jobs:
+                        log.info("delivered", extra=_log_ids(job))
+        finally:
+            for job in jobs:
+                self._done_with(job)
+        self._recorded(lane, claimed_after)
+
+    def _recorded(self, lane: _Lane, claimed_after: bool) -> None:
         if claimed_after:
             # The claim in the same batch saw the next job of this order key (or, if recording
             # had to wait out a storage outage, the next poll will).
@@ -412,15 +438,9 @@ class Dispatcher:
         if lane.wants_jobs():
             self._wake.set()
 
-    async def _record(self, lane: _Lane, job: Delivery, failure: Exception | None) -> None:
-        ids = {"delivery_id": job.id, "receiver": job.receiver, "event_id": job.alert.event.id,
-               "attempt": job.attempts}
-        if failure is None:
-            now = self._clock()
-            if await self._settle(job, lambda: self._each(job, lambda i: self._store.complete(i, now=now))):
-                self._metrics.count_deliveries(job.receiver, "delivered", len(self._ids(job)))
-                log.info("delivered", extra=ids)
-        elif isinstance(failure, Permanent):
+    async def _record(self, lane: _Lane, job: Delivery, failure: Exception) -> None:
+        ids = _log_ids(job)
+        if isinstance(failure, Permanent):
             await self._bury(job, f"permanent: {failure.reason}", ids)
         elif isinstance(failure, RetryLater):
             await self._retry(lane, job, failure.reason, failure.retry_after, ids)
@@ -438,7 +458,7 @@ class Dispatcher:
             await self._bury(job, f"gave up after {job.attempts} attempts: {reason}", ids)
             return
         nxt = now + timedelta(seconds=delay)
-        if not await self._settle(job, lambda: self._each(job, lambda i: self._store.reschedule(
+        if not await self._settle((job,), lambda: self._each(job, lambda i: self._store.reschedule(
                 i, now=now, next_attempt_at=nxt, error=reason))):
             return
         self._metrics.count_deliveries(job.receiver, "retry", len(self._ids(job)))
@@ -446,16 +466,17 @@ class Dispatcher:
 
     async def _bury(self, job: Delivery, reason: str, ids: dict[str, object]) -> None:
         now = self._clock()
-        if not await self._settle(job, lambda: self._each(job, lambda i: self._store.bury(i, now=now, error=reason))):
+        if not await self._settle((job,), lambda: self._each(job, lambda i: self._store.bury(i, now=now,
+                                                                                               error=reason))):
             return
         self._metrics.count_deliveries(job.receiver, "dead", len(self._ids(job)))
         log.error("delivery dead: %s", reason, extra=ids)
 
-    async def _settle(self, job: Delivery, record: Callable[[], Awaitable[None]]) -> bool:
-        """Record a job's outcome. Storage may be away for a moment (a Redis restart): keep trying
-        while the job's lease lasts, so a job that was sent is not sent again; past that, the
+    async def _settle(self, jobs: Sequence[Delivery], record: Callable[[], Awaitable[None]]) -> bool:
+        """Record the outcome of ``jobs``. Storage may be away for a moment (a Redis restart): keep
+        trying while their leases last, so a job that was sent is not sent again; past that, a
         lease has run out and the job is sent again anyway (at least once)."""
-        deadline = self._sending.get(job.id) or time.monotonic() + self._lease
+        deadline = min(self._sending.get(job.id) or time.monotonic() + self._lease for job in jobs)
         pause = 0.1
         while True:
             try:
@@ -465,7 +486,7 @@ class Dispatcher:
                 left = deadline - time.monotonic() - 0.2  # the last try comes just before the lease ends
                 if left <= 0:
                     log.error("could not record the outcome of delivery %s: %s; it will be sent again",
-                              job.id, exc.detail)
+                              ", ".join(job.id for job in jobs), exc.detail)
                     return False
                 await asyncio.sleep(min(pause, left))
                 pause = min(pause * 2, 2.0)

@@ -331,12 +331,14 @@ async def test_stop_interrupts_sends_past_the_grace(make_rig: RigFactory) -> Non
         assert job.next_attempt_at <= datetime.now(UTC)  # due again at once on the next start
 
 
+@pytest.mark.parametrize("sends", [1, 3])
 async def test_outcome_is_recorded_after_a_storage_outage_not_sent_again(
     redis_outage_server: RedisServer,  # noqa: F811
+    sends: int,
 ) -> None:
-    # Redis goes away while a send is in flight and comes back a second later: the dispatcher
-    # keeps trying to record "done" (within the lease) instead of leaving the job in flight to be
-    # sent again when its lease runs out.
+    # Redis goes away while sends are in flight and comes back a second later: the dispatcher
+    # keeps trying to record "done" (within the lease) instead of leaving the jobs in flight to be
+    # sent again when their leases run out. Three sends that end together are recorded together.
     server = redis_outage_server
     admin = aioredis.Redis(host="127.0.0.1", port=server.port)
     await admin.config_set("save", "3600 1")  # the restarted server loads what it had
@@ -345,20 +347,20 @@ async def test_outcome_is_recorded_after_a_storage_outage_not_sent_again(
         rig = await open_rig(RedisStore(server.url, prefix="blip:"), {"hook": hook(sink.url)}, session, lease=30)
         try:
             sink.hold()
-            [jid] = await rig.enqueue("n1", "FAILED")
+            jids = [(await rig.enqueue(f"n{i}", "FAILED"))[0] for i in range(sends)]
             rig.dispatcher.start()
-            await wait_until(lambda: sink.active == 1, 5, "the send")
+            await wait_until(lambda: sink.active == sends, 5, "the sends")
             await asyncio.to_thread(server.stop)
             sink.release()
-            await wait_until(lambda: len(sink.delivered) == 1, 5, "the answer")
-            await asyncio.sleep(0.5)  # recording the outcome fails meanwhile
+            await wait_until(lambda: len(sink.delivered) == sends, 5, "the answers")
+            await asyncio.sleep(0.5)  # recording the outcomes fails meanwhile
             await asyncio.to_thread(server.start)
             for _ in range(100):
-                if (await rig.job(jid)).state == "done":
+                if [(await rig.job(j)).state for j in jids] == ["done"] * sends:
                     break
                 await asyncio.sleep(0.1)
-            assert (await rig.job(jid)).state == "done"
-            assert sink.arrived == [jid]
+            assert [(await rig.job(j)).state for j in jids] == ["done"] * sends
+            assert sorted(sink.arrived) == sorted(jids)
         finally:
             await close_rig(rig)
 

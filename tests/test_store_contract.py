@@ -466,6 +466,27 @@ async def test_concurrent_outcomes_are_all_recorded(store: Store) -> None:
     assert sorted(d.id for d in again) == sorted(ids[2::3])
 
 
+async def test_complete_many_records_each_as_complete_does(store: Store) -> None:
+    """Sends that ended together: each job done, the next job of each order key its head (claimable),
+    ids already finished or unknown ignored, a rescheduled one left as it is."""
+    first = [(await accept(store, ev(f"n{i}", t=i), plan_to("a"))).deliveries[0] for i in range(4)]
+    second = [(await accept(store, ev(f"n{i}", t=10 + i, status="RUNNING"), plan_to("a"))).deliveries[0]
+              for i in range(2)]
+    assert sorted(d.id for d in await store.claim(now=at(20), limit=20, lease=60)) == sorted(first)
+    await store.reschedule(first[3], now=at(21), next_attempt_at=at(30), error="503")
+    await store.complete(first[2], now=at(21))
+    await store.complete_many([first[0], first[1], first[2], "dlv_nope"], now=at(22))
+    for did, state, at_ in ((first[0], "done", at(22)), (first[1], "done", at(22)), (first[2], "done", at(21)),
+                            (first[3], "pending", at(21))):
+        job = await store.get_delivery(did)
+        assert job is not None and (job.state, job.updated_at) == (state, at_)
+    s = await store.stats(now=at(22))
+    assert (s.pending, s.inflight, s.done) == (3, 0, 3)
+    # n0's and n1's next jobs are their keys' heads now; n3's first job still holds its key.
+    assert sorted(d.id for d in await store.claim(now=at(22), limit=20, lease=60)) == sorted(second)
+    await store.complete_many([], now=at(23))
+
+
 # --- claim and ordering ---------------------------------------------------------------------------
 
 

@@ -131,6 +131,10 @@ class MemoryStore:
     async def complete(self, delivery_id: str, *, now: datetime) -> None:
         self._finish(delivery_id, "done", now, None)
 
+    async def complete_many(self, delivery_ids: Sequence[str], *, now: datetime) -> None:
+        for delivery_id in delivery_ids:
+            self._finish(delivery_id, "done", now, None)
+
     async def reschedule(
         self, delivery_id: str, *, now: datetime, next_attempt_at: datetime, error: str
     ) -> None:

@@ -271,6 +271,9 @@ class RedisStore(RedisConversations):
     async def complete(self, delivery_id: str, *, now: datetime) -> None:
         await self._settle("done", delivery_id, _us(now), 0, "")
 
+    async def complete_many(self, delivery_ids: Sequence[str], *, now: datetime) -> None:
+        await asyncio.gather(*(self._settle("done", i, _us(now), 0, "") for i in delivery_ids))  # one script call
+
     async def reschedule(self, delivery_id: str, *, now: datetime, next_attempt_at: datetime, error: str) -> None:
         await self._settle("resched", delivery_id, _us(now), _us(next_attempt_at), error)
 

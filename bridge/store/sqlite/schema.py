@@ -47,7 +47,7 @@ CREATE TABLE IF NOT EXISTS jobs (
   is_head INTEGER NOT NULL DEFAULT 0, due_at REAL NOT NULL, context TEXT NOT NULL, grp TEXT);
 -- jobs.grp: the job's group tag (Alert.group.key; NULL: none), for claims that take a group together
 CREATE INDEX IF NOT EXISTS jobs_heads ON jobs(receiver, seq, created_at, id) WHERE is_head = 1;
-CREATE INDEX IF NOT EXISTS jobs_key ON jobs(order_key, seq) WHERE state IN ('pending', 'inflight');
+CREATE INDEX IF NOT EXISTS jobs_key ON jobs(order_key, seq, created_at, id) WHERE state IN ('pending', 'inflight');
 -- Finished jobs, for pruning: a job enters one of these once, when it ends (not at its insert or
 -- claim, as an index over every state did).
 CREATE INDEX IF NOT EXISTS jobs_done ON jobs(updated_at) WHERE state = 'done';
@@ -65,6 +65,10 @@ def _key_events(conn: sqlite3.Connection) -> None:
     (ts_us, node_id). The time comes from each event's stored eventTimestamp (microseconds, exact),
     not from the float ts. The index over every job state gives way to jobs_done and jobs_dead."""
     conn.execute("DROP INDEX IF EXISTS jobs_state")
+    # jobs_key in the order heads are chosen by (seq, created_at, id): finding a key's next head
+    # walks it instead of sorting. An older file's two-column one is made again by SCHEMA.
+    if len(conn.execute("PRAGMA index_info(jobs_key)").fetchall()) == 2:
+        conn.execute("DROP INDEX jobs_key")
     cols = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
     if not cols or "ts_us" in cols:
         return

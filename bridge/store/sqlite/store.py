@@ -64,6 +64,15 @@ def _row_to_delivery(row: sqlite3.Row | tuple[Any, ...]) -> Delivery:
     )
 
 
+def _claimed(row: Sequence[Any], now: datetime) -> Delivery:
+    """The job of ``row`` (``_JOB_COLS``) as its claim marks it in flight (the UPDATE is the caller's)."""
+    d = _row_to_delivery(tuple(row))
+    d.state = "inflight"
+    d.attempts += 1
+    d.updated_at = now
+    return d
+
+
 def _fix_head(conn: sqlite3.Connection, key: str) -> None:
     """Make the oldest unfinished job of ``key`` its head (and only it)."""
     # Heads are always unfinished, so both statements stay on the partial index jobs_key.
@@ -315,23 +324,14 @@ class SQLiteStore(conversations.SQLiteConversations, SQLiteSilences):
                     group = [row, *mates]
                 else:
                     group = [row]
-                out += [self._claimed(c, r, now, lease) for r in group]
+                out += [_claimed(r, now) for r in group]
+            if out:  # one statement for the batch (a statement costs more than the row's update)
+                c.executemany(
+                    "UPDATE jobs SET state = 'inflight', attempts = attempts + 1, updated_at = ?, due_at = ? "
+                    "WHERE id = ?", [(now_ts, now_ts + lease, d.id) for d in out])
             return out
 
         return await self._run(op)
-
-    def _claimed(self, c: sqlite3.Connection, row: Sequence[Any], now: datetime, lease: float) -> Delivery:
-        """Mark the job of ``row`` (``_JOB_COLS``) in flight."""
-        now_ts = now.timestamp()
-        c.execute(
-            "UPDATE jobs SET state = 'inflight', attempts = attempts + 1, updated_at = ?, due_at = ? WHERE id = ?",
-            (now_ts, now_ts + lease, row[0]),
-        )
-        d = _row_to_delivery(tuple(row))
-        d.state = "inflight"
-        d.attempts += 1
-        d.updated_at = now
-        return d
 
     def _finish(self, c: sqlite3.Connection, did: str, state: str, now: datetime, error: str | None) -> int:
         row = c.execute(
@@ -351,6 +351,9 @@ class SQLiteStore(conversations.SQLiteConversations, SQLiteSilences):
 
     async def complete(self, delivery_id: str, *, now: datetime) -> None:
         await self._run(lambda c: self._finish(c, delivery_id, "done", now, None))
+
+    async def complete_many(self, delivery_ids: Sequence[str], *, now: datetime) -> None:
+        await self._run(lambda c: sum(self._finish(c, i, "done", now, None) for i in delivery_ids))
 
     async def bury(self, delivery_id: str, *, now: datetime, error: str) -> None:
         await self._run(lambda c: self._finish(c, delivery_id, "dead", now, error))
