@@ -1284,6 +1284,42 @@ async def test_sqlite_nodes_written_before_the_open_incident_index_gain_it(tmp_p
         await store.close()
 
 
+async def test_sqlite_two_column_job_key_index_is_made_again_in_head_order(tmp_path: Path) -> None:
+    """A file from before jobs_key held (seq, created_at, id): opened, its index is rebuilt, finding
+    a key's next head sorts nothing, and a key's jobs still go out in order."""
+    import sqlite3
+
+    from bridge.store.sqlite import SQLiteStore
+
+    path = tmp_path / "old.db"
+    store = SQLiteStore(path)
+    await store.open()
+    first = (await accept(store, ev("n1", t=0), plan_to("a"))).deliveries[0]
+    second = (await accept(store, ev("n1", t=1, status="RUNNING"), plan_to("a"))).deliveries[0]
+    await store.close()
+    conn = sqlite3.connect(path)
+    conn.executescript("DROP INDEX jobs_key; CREATE INDEX jobs_key ON jobs(order_key, seq) "
+                       "WHERE state IN ('pending', 'inflight');")
+    conn.close()
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        assert [d.id for d in await store.claim(now=at(5), limit=10, lease=60)] == [first]
+        await store.complete(first, now=at(6))
+        assert [d.id for d in await store.claim(now=at(6), limit=10, lease=60)] == [second]
+    finally:
+        await store.close()
+    conn = sqlite3.connect(path)
+    try:
+        assert [r[2] for r in conn.execute("PRAGMA index_info(jobs_key)")] == ["order_key", "seq", "created_at", "id"]
+        plan = conn.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM jobs WHERE order_key = ? AND state IN ('pending', 'inflight') "
+            "ORDER BY seq, created_at, id LIMIT 1", ("a|n1",)).fetchall()
+        assert "TEMP B-TREE" not in str(plan) and "jobs_key" in str(plan)
+    finally:
+        conn.close()
+
+
 async def test_redis_keys_of_layout_2_gain_the_open_incident_index(redis_pair: tuple[Store, Store]) -> None:
     from bridge.store.redis import RedisStore
 
