@@ -417,12 +417,13 @@ class Dispatcher:
     async def _record_delivered(self, lane: _Lane, jobs: list[Delivery], claimed_after: bool) -> None:
         """Record several delivered sends of ``lane`` with one store call (``complete_many``)."""
         now = self._clock()
-        ids = [i for job in jobs for i in self._ids(job)]
         try:
-            if await self._settle(jobs, lambda: self._store.complete_many(ids, now=now)):
-                self._metrics.count_deliveries(jobs[0].receiver, "delivered", len(ids))
+            done = await self._settle(jobs, lambda js: self._store.complete_many(
+                [i for job in js for i in self._ids(job)], now=now))
+            if done:
+                self._metrics.count_deliveries(jobs[0].receiver, "delivered", sum(len(self._ids(j)) for j in done))
                 if log.isEnabledFor(logging.INFO):
-                    for job in jobs:
+                    for job in done:
                         log.info("delivered", extra=_log_ids(job))
         finally:
             for job in jobs:
@@ -458,7 +459,7 @@ class Dispatcher:
             await self._bury(job, f"gave up after {job.attempts} attempts: {reason}", ids)
             return
         nxt = now + timedelta(seconds=delay)
-        if not await self._settle((job,), lambda: self._each(job, lambda i: self._store.reschedule(
+        if not await self._settle((job,), lambda _: self._each(job, lambda i: self._store.reschedule(
                 i, now=now, next_attempt_at=nxt, error=reason))):
             return
         self._metrics.count_deliveries(job.receiver, "retry", len(self._ids(job)))
@@ -466,29 +467,35 @@ class Dispatcher:
 
     async def _bury(self, job: Delivery, reason: str, ids: dict[str, object]) -> None:
         now = self._clock()
-        if not await self._settle((job,), lambda: self._each(job, lambda i: self._store.bury(i, now=now,
-                                                                                               error=reason))):
+        if not await self._settle((job,), lambda _: self._each(job, lambda i: self._store.bury(i, now=now,
+                                                                                                 error=reason))):
             return
         self._metrics.count_deliveries(job.receiver, "dead", len(self._ids(job)))
         log.error("delivery dead: %s", reason, extra=ids)
 
-    async def _settle(self, jobs: Sequence[Delivery], record: Callable[[], Awaitable[None]]) -> bool:
-        """Record the outcome of ``jobs``. Storage may be away for a moment (a Redis restart): keep
-        trying while their leases last, so a job that was sent is not sent again; past that, a
-        lease has run out and the job is sent again anyway (at least once)."""
-        deadline = min(self._sending.get(job.id) or time.monotonic() + self._lease for job in jobs)
+    async def _settle(
+        self, jobs: Sequence[Delivery], record: Callable[[Sequence[Delivery]], Awaitable[None]]
+    ) -> Sequence[Delivery]:
+        """Record the outcome of ``jobs`` (``record(jobs)``); what was recorded. Storage may be away
+        for a moment (a Redis restart): keep trying for each job while its lease lasts, so a job that
+        was sent is not sent again; past that, its lease has run out and it is sent again anyway (at
+        least once)."""
+        deadline = {job.id: self._sending.get(job.id) or time.monotonic() + self._lease for job in jobs}
         pause = 0.1
         while True:
             try:
-                await record()
-                return True
+                await record(jobs)
+                return jobs
             except Unavailable as exc:
-                left = deadline - time.monotonic() - 0.2  # the last try comes just before the lease ends
-                if left <= 0:
+                now = time.monotonic() + 0.2  # the last try comes just before a lease ends
+                gone = [job for job in jobs if deadline[job.id] <= now]
+                if gone:
                     log.error("could not record the outcome of delivery %s: %s; it will be sent again",
-                              ", ".join(job.id for job in jobs), exc.detail)
-                    return False
-                await asyncio.sleep(min(pause, left))
+                              ", ".join(job.id for job in gone), exc.detail)
+                    jobs = [job for job in jobs if deadline[job.id] > now]
+                    if not jobs:
+                        return jobs
+                await asyncio.sleep(min(pause, min(deadline[job.id] for job in jobs) - now))
                 pause = min(pause * 2, 2.0)
 
     async def _release_claimed(self, job: Delivery, reason: str) -> None:

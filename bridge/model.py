@@ -37,7 +37,9 @@ _CANONICAL = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?Z\Z")
 
 def stored_timestamp(value: str) -> datetime:
     """A timestamp the bridge wrote itself (``format_timestamp``: canonical, UTC), read back without
-    parse_timestamp's pattern check; anything else still goes through parse_timestamp."""
+    parse_timestamp's pattern check. Only for stored values: ``fromisoformat`` also reads ISO forms
+    that parse_timestamp refuses on the wire (``20260416T120000Z``); what it cannot read, or reads
+    as another zone, goes through parse_timestamp."""
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:

@@ -12,7 +12,8 @@ import asyncio
 import itertools
 import random
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,8 @@ import redis.asyncio as aioredis
 
 from bridge.config import RetryConfig
 from bridge.delivery import RetryPolicy
+from bridge.errors import StorageUnavailable
+from bridge.model import Delivery
 from bridge.store import Store
 from bridge.store.memory import MemoryStore
 from bridge.store.redis import RedisStore
@@ -305,6 +308,50 @@ async def test_send_slower_than_the_lease_is_not_sent_twice(make_rig: RigFactory
         await asyncio.sleep(0.3)
         assert [r.headers["webhook-id"] for r in sink.requests] == [jid]
         assert (await rig.job(jid)).state == "done"
+
+
+async def test_sends_that_end_together_are_recorded_and_counted_together(make_rig: RigFactory) -> None:
+    async with ProbeSink() as sink:
+        rig = await make_rig({"hook": hook(sink.url)})
+        sink.hold()
+        ids = [(await rig.enqueue(f"n{i}", "FAILED"))[0] for i in range(4)]
+        rig.dispatcher.start()
+        await wait_until(lambda: sink.active == 4, 5, "four sends at once")
+        sink.release()
+        for _ in range(200):
+            if [(await rig.job(i)).state for i in ids] == ["done"] * 4:
+                break
+            await asyncio.sleep(0.01)
+        assert [(await rig.job(i)).state for i in ids] == ["done"] * 4
+        counted = rig.dispatcher._metrics.deliveries.labels("hook", "delivered")._value.get()
+        assert counted == 4 and sorted(sink.arrived) == sorted(ids)
+
+
+async def test_an_outcome_is_retried_while_its_own_lease_lasts_not_the_batchs_shortest(
+    make_rig: RigFactory, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Storage away for a second: of two delivered jobs, the one whose lease ends first is given up
+    (it will be sent again), the other is still recorded once storage is back."""
+    async with ProbeSink() as sink:
+        rig = await make_rig({"hook": hook(sink.url)})
+        ids = [(await rig.enqueue(f"n{i}", "FAILED"))[0] for i in range(2)]
+        short, long = [await rig.job(i) for i in ids]
+        d = rig.dispatcher
+        d._sending[short.id] = time.monotonic() + 0.5
+        d._sending[long.id] = time.monotonic() + 20
+        back_at = time.monotonic() + 1.0
+        asked: list[list[str]] = []
+
+        async def record(jobs: Sequence[Delivery]) -> None:
+            asked.append([j.id for j in jobs])
+            if time.monotonic() < back_at:
+                raise StorageUnavailable("storage away")
+
+        done = await d._settle([short, long], record)
+        assert [j.id for j in done] == [long.id]
+        assert asked[0] == [short.id, long.id] and asked[-1] == [long.id]
+        assert f"could not record the outcome of delivery {short.id}" in caplog.text
+        assert long.id not in caplog.text
 
 
 async def test_stop_releases_unsent_jobs_and_waits_for_inflight(make_rig: RigFactory) -> None:

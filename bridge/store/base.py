@@ -140,6 +140,7 @@ class Store(ConversationLog, Protocol):
     async def complete_many(self, delivery_ids: Sequence[str], *, now: datetime) -> None:
         """``complete`` for each of ``delivery_ids`` (sends that ended together), in one store
         transaction or round trip where the store can."""
+        ...
 
     async def reschedule(
         self, delivery_id: str, *, now: datetime, next_attempt_at: datetime, error: str

@@ -272,7 +272,7 @@ class RedisStore(RedisConversations):
         await self._settle("done", delivery_id, _us(now), 0, "")
 
     async def complete_many(self, delivery_ids: Sequence[str], *, now: datetime) -> None:
-        await asyncio.gather(*(self._settle("done", i, _us(now), 0, "") for i in delivery_ids))  # one script call
+        await asyncio.gather(*[self._settle("done", i, _us(now), 0, "") for i in delivery_ids])
 
     async def reschedule(self, delivery_id: str, *, now: datetime, next_attempt_at: datetime, error: str) -> None:
         await self._settle("resched", delivery_id, _us(now), _us(next_attempt_at), error)
@@ -280,15 +280,15 @@ class RedisStore(RedisConversations):
     async def bury(self, delivery_id: str, *, now: datetime, error: str) -> None:
         await self._settle("dead", delivery_id, _us(now), 0, error)
 
-    async def _settle(self, kind: str, delivery_id: str, now_us: int, next_us: int, error: str) -> None:
-        """Outcomes recorded in the same loop iteration (and while one batch is on its way) share
-        one script call."""
+    def _settle(self, kind: str, delivery_id: str, now_us: int, next_us: int, error: str) -> asyncio.Future[None]:
+        """Outcomes queued in the same loop iteration (and while one batch is on its way) share one
+        script call; queued at once, not when a task first runs (``complete_many``: no task each)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         self._settles.append(((kind, delivery_id, str(now_us), str(next_us), error), fut))
         if self._settle_task is None:
             self._settle_task = loop.create_task(self._drain_settles())
-        await fut
+        return fut
 
     async def _drain_settles(self) -> None:
         try:
