@@ -354,7 +354,8 @@ class Dispatcher:
             if current is None:
                 lane.active -= 1
             if self._stopping or lane.retired:  # nobody will record it with others
-                await self._record_outcome(lane, job, failure)
+                await (self._record_delivered(lane, [job], False) if failure is None
+                       else self._record_outcome(lane, job, failure))
                 continue
             # The outcome is recorded with the next claim (one store batch for both), or after
             # RECORD_DELAY at the latest. The slot that just freed claims at once only if a job
@@ -385,8 +386,7 @@ class Dispatcher:
             return exc
         return None
 
-    def _ids(self, job: Delivery) -> tuple[str, ...]:
-        """The store's jobs a send settles: a digest's members, else the job itself."""
+    def _ids(self, job: Delivery) -> tuple[str, ...]:  # the store's jobs a send settles (a digest's members)
         return self._grouper.ids(job)
 
     def _done_with(self, job: Delivery) -> None:
@@ -396,18 +396,11 @@ class Dispatcher:
 
     async def _each(self, job: Delivery, record: Callable[[str], Awaitable[None]]) -> None:
         """Record one outcome for every job ``job`` settles (a digest's: all of its members)."""
-        ids = self._ids(job)
-        if len(ids) == 1:
-            await record(ids[0])
-        else:
-            await asyncio.gather(*(record(i) for i in ids))
+        await asyncio.gather(*(record(i) for i in self._ids(job)))
 
     async def _record_outcome(
-        self, lane: _Lane, job: Delivery, failure: Exception | None, claimed_after: bool = False
+        self, lane: _Lane, job: Delivery, failure: Exception, claimed_after: bool = False
     ) -> None:
-        if failure is None:
-            await self._record_delivered(lane, [job], claimed_after)
-            return
         try:
             await self._record(lane, job, failure)
         finally:
@@ -431,13 +424,12 @@ class Dispatcher:
         self._recorded(lane, claimed_after)
 
     def _recorded(self, lane: _Lane, claimed_after: bool) -> None:
-        if claimed_after:
-            # The claim in the same batch saw the next job of this order key (or, if recording
-            # had to wait out a storage outage, the next poll will).
-            return
-        lane.backlog = True  # the next job of this order key may be due now
-        if lane.wants_jobs():
-            self._wake.set()
+        # A claim in the same batch saw the next job of these order keys (or, if recording had to
+        # wait out a storage outage, the next poll will); else that job may be due now.
+        if not claimed_after:
+            lane.backlog = True
+            if lane.wants_jobs():
+                self._wake.set()
 
     async def _record(self, lane: _Lane, job: Delivery, failure: Exception) -> None:
         ids = _log_ids(job)
@@ -500,13 +492,9 @@ class Dispatcher:
 
     async def _release_claimed(self, job: Delivery, reason: str) -> None:
         try:
-            await self._release(job, reason)
-        finally:
-            self._done_with(job)
-
-    async def _release(self, job: Delivery, reason: str) -> None:
-        try:
             now = self._clock()
             await self._each(job, lambda i: self._store.reschedule(i, now=now, next_attempt_at=now, error=reason))
         except Exception:  # the lease runs out and the job is sent again anyway
             log.warning("could not release delivery %s at shutdown", job.id)
+        finally:
+            self._done_with(job)

@@ -59,19 +59,17 @@ def compact_json(value: Any) -> str:
     return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
-# What orjson must refuse rather than write its own way; compact_json then writes it (or raises).
-_ORJSON_STRICT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
+ORJSON_STRICT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
 
 
 def json_bytes(value: Any, *, finite: bool = False) -> bytes:
-    """``compact_json(value)`` as UTF-8. ``finite``: the caller knows every float in ``value`` is finite
-    (see ``Event.text_details``); orjson writes it then, for a fraction of json's cost, and the same
-    JSON but for number spelling (1e-07 as 1e-7); json writes NaN and infinities, orjson null.
-    Whatever orjson refuses (a lone surrogate, an integer past 64 bits, a str subclass such as
-    Markup) goes to compact_json."""
+    """``compact_json(value)`` as UTF-8. ``finite``: every float in ``value`` is finite (``Alert.own_numbers``);
+    orjson writes it then, at a fraction of json's cost: the same JSON but for number spelling (1e-7
+    for 1e-07). (json writes NaN and infinities, orjson null.) What orjson refuses (a lone surrogate,
+    an integer past 64 bits, Markup: ``ORJSON_STRICT`` passes on str subclasses) goes to compact_json."""
     if finite:
         try:
-            return orjson.dumps(value, option=_ORJSON_STRICT)
+            return orjson.dumps(value, option=ORJSON_STRICT)
         except TypeError:
             pass
     return compact_json(value).encode()

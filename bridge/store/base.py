@@ -18,6 +18,7 @@ from bridge.config import RetentionConfig
 from bridge.decide import Apply, Decider, Decision, Job, NodeRecord, Outcome
 from bridge.frozen import frozen
 from bridge.model import Alert, Delivery, DeliveryState, Event, NodeState, Silence, context_fields
+from bridge.render import ORJSON_STRICT
 
 AcceptStatus = Outcome
 
@@ -226,10 +227,6 @@ def compact_json(value: object) -> str:
     return "".join(_compact(value, 0))
 
 
-# What orjson must refuse rather than write its own way (the fallback then raises as json does).
-_OWN = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
-
-
 def own_json(value: object) -> str:
     """Compact JSON of what the bridge builds from its own data (node records, job contexts), with
     orjson, which costs far less than json's C encoder here (bench/README.md). Not for a
@@ -237,7 +234,7 @@ def own_json(value: object) -> str:
     stays UTF-8; anything orjson refuses (a lone surrogate, an integer past 64 bits) is written
     by :func:`compact_json`."""
     try:
-        return orjson.dumps(value, option=_OWN).decode()
+        return orjson.dumps(value, option=ORJSON_STRICT).decode()
     except TypeError:
         return compact_json(value)
 

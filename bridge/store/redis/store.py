@@ -281,8 +281,7 @@ class RedisStore(RedisConversations):
         await self._settle("dead", delivery_id, _us(now), 0, error)
 
     def _settle(self, kind: str, delivery_id: str, now_us: int, next_us: int, error: str) -> asyncio.Future[None]:
-        """Outcomes queued in the same loop iteration (and while one batch is on its way) share one
-        script call; queued at once, not when a task first runs (``complete_many``: no task each)."""
+        """Queue an outcome: those of one loop iteration (and while a batch is on its way) share a script call."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         self._settles.append(((kind, delivery_id, str(now_us), str(next_us), error), fut))
