@@ -36,8 +36,14 @@ class Invalid(Exception):
 # --- CPU pinning -----------------------------------------------------------------------------------
 
 
+# The cores this process could use when the harness started. Read once: pin_self() narrows the
+# harness's own affinity to the load core, and reading it afterwards left one core, so can_pin()
+# turned false and every server started unpinned on the load core beside wrk and the sinks.
+_CORES = sorted(os.sched_getaffinity(0))
+
+
 def usable_cores() -> list[int]:
-    return sorted(os.sched_getaffinity(0))
+    return list(_CORES)
 
 
 def can_pin() -> bool:

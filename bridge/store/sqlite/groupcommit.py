@@ -42,7 +42,17 @@ _CHECKPOINT_EVERY = 0.1
 _CHECKPOINT_BUSY_RATE = 10_000
 _CHECKPOINT_EVERY_BUSY = 1.0
 _DISK_FULL_CAUTION = 60.0  # seconds of emptying the WAL around every write after a "disk full"
-_WAL_RESTART_FRAMES = 4096  # ~16 MiB of 4 KiB pages
+# A WAL larger than this is truncated to it when it starts over.
+JOURNAL_SIZE_LIMIT = 16 * 1024 * 1024
+# Frames (4 KiB pages and their 24-byte headers, ~12.6 MB) after which a checkpoint makes the WAL
+# start over. Below JOURNAL_SIZE_LIMIT with room to spare, so starting over does not truncate: the
+# truncate runs in the loop's commit and waits for the disk (on ext4 mounted with discard, for the
+# device to discard the freed blocks: 5-20 ms on the bench machine).
+WAL_RESTART_FRAMES = 3072
+# While the checkpoint thread holds the write lock (RESTART), a batch waits without blocking the
+# loop: it is tried again after _BUSY_RETRY, for at most _BUSY_WAIT.
+_BUSY_RETRY = 0.001
+_BUSY_WAIT = 5.0
 
 
 class GroupCommit:
@@ -66,6 +76,7 @@ class GroupCommit:
         self._checkpointer: threading.Thread | None = None
         self._closing = threading.Event()
         self._disk_full_until = 0.0  # monotonic; until then the WAL is emptied around every write
+        self._busy_since: float | None = None  # monotonic; the write lock has been taken since then
         # Long read-only scans run on their own connection in one worker thread: a WAL reader never
         # blocks the writer, and sqlite3 releases the GIL while it steps, so the loop and its
         # commits go on meanwhile.
@@ -99,10 +110,12 @@ class GroupCommit:
         # NORMAL in WAL mode: a power loss may undo the last commits but never corrupts; a process
         # crash (kill -9) loses nothing committed.
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=5000")
+        # Never wait for a lock on the loop: a batch that finds the write lock taken is tried again
+        # later (_flush), and the loop goes on meanwhile.
+        conn.execute("PRAGMA busy_timeout=0")
         # Checkpoints (the fsyncs) are the background thread's job, not the committing loop's.
         conn.execute("PRAGMA wal_autocheckpoint=0")
-        conn.execute("PRAGMA journal_size_limit=16777216")
+        conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
         # The page cache stays at SQLite's default (2 MiB): a larger one saved only pread calls
         # (the OS caches the file too) and, once filled, was resident memory (bench/README.md,
         # "SQLite writer page cache").
@@ -121,7 +134,7 @@ class GroupCommit:
                     # RESTART: it waits for the current transaction, copies the rest and lets the
                     # next writer start the WAL from the beginning (bounded, a short pause).
                     _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    if frames > _WAL_RESTART_FRAMES:
+                    if frames > WAL_RESTART_FRAMES:
                         conn.execute("PRAGMA wal_checkpoint(RESTART)")
                     busy = frames > _CHECKPOINT_BUSY_RATE * wait
                     wait = _CHECKPOINT_EVERY_BUSY if busy else _CHECKPOINT_EVERY
@@ -129,18 +142,21 @@ class GroupCommit:
             conn.close()
 
     async def close(self) -> None:
-        if self._pending:
+        # The checkpoint thread first, so that it holds no lock the last batches would wait for.
+        self._closing.set()
+        if self._checkpointer is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._checkpointer.join)
+            self._checkpointer = None
+        while self._pending and self._conn is not None:
             self._flush()
+            if self._pending:  # the write lock is another process's: _flush tries again shortly
+                await asyncio.sleep(_BUSY_RETRY)
         if self._read_pool is not None:
             pool, self._read_pool = self._read_pool, None
             await asyncio.get_running_loop().run_in_executor(None, pool.shutdown)
         if self._reader is not None:
             self._reader.close()
             self._reader = None
-        self._closing.set()
-        if self._checkpointer is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self._checkpointer.join)
-            self._checkpointer = None
         if self._conn is not None:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -191,16 +207,23 @@ class GroupCommit:
             del self._pending[: self._max_batch]
             try:
                 results = self._run_batch([op for op, _, _ in batch])
+            except _Busy as exc:
+                now = time.monotonic()
+                self._busy_since = self._busy_since or now
+                if now - self._busy_since < _BUSY_WAIT:
+                    self._pending[:0] = batch  # first again, with whatever joins meanwhile
+                    self._flush_scheduled = True
+                    asyncio.get_running_loop().call_later(_BUSY_RETRY, self._flush)
+                    return
+                self._busy_since = None
+                self._fail(batch, exc.__cause__ or exc)
+                continue
             except (sqlite3.Error, OSError) as exc:
                 if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
                     self._disk_full_until = time.monotonic() + _DISK_FULL_CAUTION
-                err = StorageUnavailable(f"storage write failed: {exc}")
-                for _, fut, settle in batch:
-                    if not fut.done():
-                        fut.set_exception(err)
-                    if settle is not None:
-                        settle(False)
+                self._fail(batch, exc)
                 continue
+            self._busy_since = None
             for (_, fut, settle), (ok, value) in zip(batch, results, strict=True):
                 if not fut.done():  # else the caller went away (cancelled); its op committed anyway
                     if ok:
@@ -213,6 +236,15 @@ class GroupCommit:
         if low_on_space or time.monotonic() < self._disk_full_until:
             self._empty_wal()
 
+    @staticmethod
+    def _fail(batch: list[tuple[Op, asyncio.Future[Any], Settle | None]], exc: BaseException) -> None:
+        err = StorageUnavailable(f"storage write failed: {exc}")
+        for _, fut, settle in batch:
+            if not fut.done():
+                fut.set_exception(err)
+            if settle is not None:
+                settle(False)
+
     def _empty_wal(self) -> None:
         """After the disk filled up. The WAL may be what filled it: the background checkpoints cannot
         copy it into a database file that cannot grow, and once space is freed the next commits would
@@ -221,12 +253,8 @@ class GroupCommit:
         conn = self._conn
         if conn is None:
             return
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("PRAGMA busy_timeout=0")  # never wait for the checkpoint thread on the loop
-            try:
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            finally:
-                conn.execute("PRAGMA busy_timeout=5000")
+        with contextlib.suppress(sqlite3.Error):  # busy (the checkpoint thread's turn): next batch
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _run_batch(self, ops: list[Op]) -> list[tuple[bool, Any]]:
         """Run ``ops`` in one transaction. An op that raises must not undo the others: if one
@@ -235,7 +263,7 @@ class GroupCommit:
         conn = self._conn
         if conn is None:
             raise sqlite3.ProgrammingError("store is closed")
-        conn.execute("BEGIN IMMEDIATE")
+        _begin(conn)
         try:
             results: list[tuple[bool, Any]] = [(True, op(conn)) for op in ops]
         except (sqlite3.Error, OSError):
@@ -262,7 +290,7 @@ class GroupCommit:
 
     def _run_isolated(self, conn: sqlite3.Connection, ops: list[Op]) -> list[tuple[bool, Any]]:
         results: list[tuple[bool, Any]] = []
-        conn.execute("BEGIN IMMEDIATE")
+        _begin(conn)
         try:
             for op in ops:
                 conn.execute("SAVEPOINT op")
@@ -281,3 +309,16 @@ class GroupCommit:
                 self._rollback(conn)
             raise
         return results
+
+
+class _Busy(Exception):
+    """The write lock is taken (by the checkpoint thread, or another process): nothing ran."""
+
+
+def _begin(conn: sqlite3.Connection) -> None:
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            raise _Busy() from exc
+        raise
