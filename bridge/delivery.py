@@ -5,7 +5,7 @@ strategies) decides when the next attempt is, and the store persists it so backo
 restart. Per receiver: a concurrency limit and a rate limit, so bursts queue instead of earning 429s.
 
 Per receiver, ``concurrency`` senders each hold a send slot. When the jobs at hand fit in the slots,
-the dispatcher claims ``PREFETCH_ROUNDS`` rounds (``concurrency`` jobs each) ahead, so a sender whose
+the dispatcher claims ``lane.PREFETCH_ROUNDS`` rounds (``concurrency`` jobs each) ahead, so a sender whose
 send ends takes the next claimed job at once. Finished sends' outcomes are recorded with the next
 claim, or after ``RECORD_DELAY`` at the latest, in one store batch (one SQLite commit); the delivered
 ones with one store call (``complete_many``). Outcomes are written before the claim, so the next job
@@ -14,14 +14,15 @@ order keys are claimed, so prefetching never reorders a key's jobs.
 
 Every store round trip of the dispatcher is one batch for all receivers: the outcomes every lane
 has finished, then a claim for every lane with room. A lane only asks the store again when it may
-have due jobs it has not claimed (``_Lane.backlog``): new jobs were accepted, its last claim came
+have due jobs it has not claimed (``Lane.backlog``): new jobs were accepted, its last claim came
 back full, an outcome may have unblocked the next job of its order key, or a poll is due. Every
 commit costs the loop time, and SQLite WAL frames that checkpoints must then copy and sync.
 
 With a store that takes a ``Handoff`` (SQLite), a new job that is its key's head, due now and
-ungrouped is claimed in the accept's own transaction when its lane has a send slot free right then
-(``reserve``), and comes here after that commit (``take``): no wake-up, claim query or commit of its
-own. Anything else (no free slot, a held or grouped job, a busy key's next job, retries) is claimed.
+ungrouped is claimed in the accept's own transaction when its lane has a send slot free or room in
+its queue with nothing older unclaimed (``reserve``), and comes here after that commit (``take``):
+no wake-up, claim query or commit of its own. Anything else (a full queue, a backlog, a held or
+grouped job, a busy key's next job, retries) is claimed.
 """
 
 from __future__ import annotations
@@ -29,15 +30,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from bridge.config import ReceiverBase
 from bridge.errors import Permanent, RetryLater, Unavailable
 from bridge.grouping import MAX_MEMBERS, Grouper
+from bridge.lane import Lane
 from bridge.metrics import Metrics
 from bridge.model import Delivery
 from bridge.pacing import RateLimiter, RetryPolicy
@@ -50,36 +50,6 @@ log = logging.getLogger("bridge.delivery")
 __all__ = ["Dispatcher", "RateLimiter", "RetryPolicy"]
 
 
-@dataclass(eq=False)
-class _Lane:
-    """One receiver's send path: claimed jobs wait in ``queued`` for one of ``cfg.concurrency``
-    send slots; finished sends wait in ``finished`` until their outcomes are recorded together."""
-
-    receiver: Receiver
-    cfg: ReceiverBase
-    policy: RetryPolicy
-    limiter: RateLimiter
-    active: int = 0  # sends in progress
-    queued: deque[Delivery] = field(default_factory=deque)
-    finished: list[tuple[Delivery, Exception | None]] = field(default_factory=list)
-    record_timer: asyncio.TimerHandle | None = None
-    record_due: bool = False  # the oldest outcome in ``finished`` has waited long enough
-    retired: bool = False  # removed by a reload: starts no more sends
-    incoming: int = 0  # slots reserved by a hand-off whose accept has not committed yet
-    # The store may hold due jobs of this receiver that are not claimed yet. Cleared by a claim
-    # that came back with room to spare; set by anything that can make jobs due.
-    backlog: bool = True
-
-    def wants_jobs(self) -> bool:
-        """Claim when the jobs at hand fit in the send slots: a slot is idle, or would be as soon as
-        a send ends. Claiming rounds ahead then keeps the slots busy while the store works, and one
-        store batch records the outcomes of those rounds and claims the next ones."""
-        return not self.retired and self.active + len(self.queued) <= self.cfg.concurrency
-
-
-# Claim up to this many rounds of jobs (``concurrency`` each) beyond the send slots, so one store
-# batch records that many rounds of outcomes and claims as many jobs (larger batches, fewer commits).
-PREFETCH_ROUNDS = 4
 # A finished send's outcome waits at most this long for the next claim, to share its commit. Under
 # load, claims come sooner and carry the outcomes. At a trickle, the outcomes of one event's sends
 # (which end together) share a commit in the idle time after them: waiting longer would put that
@@ -108,7 +78,7 @@ class Dispatcher:
         self._lease = lease
         self._poll = poll_interval
         self._batch = batch_size
-        self._lanes: dict[str, _Lane] = {}
+        self._lanes: dict[str, Lane] = {}
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._sending: dict[str, float] = {}  # jobs this dispatcher holds (queued or sending) -> lease end
@@ -123,7 +93,7 @@ class Dispatcher:
             cfg = configs[name]
             old = self._lanes.get(name)
             if old is None:
-                lanes[name] = _Lane(receiver, cfg, RetryPolicy(cfg.retry), RateLimiter(cfg.rate_limit))
+                lanes[name] = Lane(receiver, cfg, RetryPolicy(cfg.retry), RateLimiter(cfg.rate_limit))
                 continue
             # The same lane object, updated in place: sends in flight hold it and decrement its
             # ``active`` when they finish; a new lane would never see that and lose capacity.
@@ -162,16 +132,12 @@ class Dispatcher:
     # --- hand-off: jobs claimed in the accept's own transaction (store.base.Handoff) -----------------
 
     def reserve(self, receiver: str) -> float | None:
-        """Only for a slot free now: a handed-off job is sent at once, never queued behind others, so
-        its lease is one send's, and prefetching stays the claims' business."""
+        """A lease when the lane can take a new job now (``Lane.has_room_for_new``), else None."""
         lane = self._lanes.get(receiver)
-        if lane is None or lane.retired or self._stopping:
-            return None
-        held = lane.active + len(lane.queued) + lane.incoming
-        if held >= lane.cfg.concurrency:
+        if lane is None or self._stopping or not lane.has_room_for_new():
             return None
         lane.incoming += 1
-        return max(self._lease, lane.limiter.wait_bound(held + 1) + lane.cfg.timeout + 10)
+        return lane.lease_for(lane.active + len(lane.queued) + lane.incoming, self._lease)
 
     def release(self, receiver: str) -> None:
         lane = self._lanes.get(receiver)
@@ -222,29 +188,25 @@ class Dispatcher:
         counts = await asyncio.gather(*(self._claim(name, lane) for name, lane in claiming))
         return sum(counts)
 
-    async def _claim(self, name: str, lane: _Lane) -> int:
-        conc = lane.cfg.concurrency
+    async def _claim(self, name: str, lane: Lane) -> int:
         held = lane.active + len(lane.queued)
-        limit = min((1 + PREFETCH_ROUNDS) * conc - held, self._batch)
+        limit = min(lane.holds_at_most() - held, self._batch)
         if limit <= 0:
             return 0
         lane.backlog = False  # anything that comes due from now on sets it again
-        # The lease must outlast the wait for a send slot (the rounds ahead of it) and the send
-        # itself, or the job is due again (here or at another replica) while it is still ours.
-        rounds = (held + limit + conc - 1) // conc
-        busy = lane.limiter.wait_bound(held + limit) + rounds * (lane.cfg.timeout + 5)
-        lease = max(self._lease, busy + 5)
+        lease = lane.lease_for(held + limit, self._lease)
+        lane.claiming = True  # until its jobs are queued: a hand-off meanwhile would overtake them
         try:
             now = self._clock()
             jobs = await self._store.claim(now=now, limit=limit, lease=lease, receivers=(name,),
                                            group_limit=MAX_MEMBERS)
+            units = await self._grouper.bundle(jobs, now=now, digests=getattr(lane.receiver, "sends_digests", True))
         except BaseException:
-            lane.backlog = True  # still unclaimed: the next poll tries again
+            lane.backlog, lane.claiming = True, False  # still unclaimed: the next poll tries again
             raise
         if len(jobs) >= limit:  # a full batch (a group's jobs come on top): more may be due right away
             lane.backlog = True
             self._wake.set()
-        units = await self._grouper.bundle(jobs, now=now, digests=getattr(lane.receiver, "sends_digests", True))
         for job in units:
             ids = self._ids(job)
             if any(i in self._sending for i in ids):  # its lease ran out during a long pause; still ours
@@ -254,20 +216,21 @@ class Dispatcher:
             for i in (job.id, *ids):
                 self._sending[i] = time.monotonic() + lease
             lane.queued.append(job)
+        lane.claiming = False
         if lane.retired or self._stopping:  # a reload or stop() came during the claim
             why = "interrupted by shutdown" if self._stopping else "receiver removed by a reload"
             self._release_queued(lane, why)
         self._pump(lane)
         return len(jobs)
 
-    def _pump(self, lane: _Lane) -> None:
+    def _pump(self, lane: Lane) -> None:
         """Start a sender for each queued job that has a free send slot."""
         while lane.queued and lane.active < lane.cfg.concurrency and not (self._stopping or lane.retired):
             job = lane.queued.popleft()
             lane.active += 1
             self._spawn(self._sender(lane, job), f"deliver-{job.id}")
 
-    def _next_queued(self, lane: _Lane) -> Delivery | None:
+    def _next_queued(self, lane: Lane) -> Delivery | None:
         """The next queued job for a sender whose send just ended (it keeps its slot), if any."""
         if lane.queued and lane.active <= lane.cfg.concurrency and not (self._stopping or lane.retired):
             return lane.queued.popleft()
@@ -278,7 +241,7 @@ class Dispatcher:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _record_finished(self, lane: _Lane, *, claimed_after: bool = False) -> None:
+    def _record_finished(self, lane: Lane, *, claimed_after: bool = False) -> None:
         """Start recording every finished send's outcome (in one store batch where the store can).
         ``claimed_after``: a claim for the lane follows in the same batch."""
         if lane.record_timer is not None:
@@ -294,12 +257,12 @@ class Dispatcher:
             if failure is not None:
                 self._spawn(self._record_outcome(lane, job, failure, claimed_after), f"record-{job.id}")
 
-    def _record_soon(self, lane: _Lane) -> None:
+    def _record_soon(self, lane: Lane) -> None:
         lane.record_timer = None
         lane.record_due = True
         self._wake.set()
 
-    def _release_queued(self, lane: _Lane, reason: str) -> None:
+    def _release_queued(self, lane: Lane, reason: str) -> None:
         """Put claimed jobs that were never sent back to pending."""
         while lane.queued:
             job = lane.queued.popleft()
@@ -339,7 +302,7 @@ class Dispatcher:
 
     # --- one job -------------------------------------------------------------------------------
 
-    async def _sender(self, lane: _Lane, job: Delivery) -> None:
+    async def _sender(self, lane: Lane, job: Delivery) -> None:
         """Holds one send slot: sends ``job``, then the next queued job, until none is left."""
         current: Delivery | None = job
         while current is not None:
@@ -366,7 +329,7 @@ class Dispatcher:
             elif lane.record_timer is None and not lane.record_due:
                 lane.record_timer = asyncio.get_running_loop().call_later(RECORD_DELAY, self._record_soon, lane)
 
-    async def _send(self, lane: _Lane, job: Delivery) -> Exception | None:
+    async def _send(self, lane: Lane, job: Delivery) -> Exception | None:
         """One attempt: None when delivered, else what went wrong."""
         try:
             await lane.limiter.acquire()
@@ -399,7 +362,7 @@ class Dispatcher:
         await asyncio.gather(*(record(i) for i in self._ids(job)))
 
     async def _record_outcome(
-        self, lane: _Lane, job: Delivery, failure: Exception, claimed_after: bool = False
+        self, lane: Lane, job: Delivery, failure: Exception, claimed_after: bool = False
     ) -> None:
         try:
             await self._record(lane, job, failure)
@@ -407,7 +370,7 @@ class Dispatcher:
             self._done_with(job)
         self._recorded(lane, claimed_after)
 
-    async def _record_delivered(self, lane: _Lane, jobs: list[Delivery], claimed_after: bool) -> None:
+    async def _record_delivered(self, lane: Lane, jobs: list[Delivery], claimed_after: bool) -> None:
         """Record several delivered sends of ``lane`` with one store call (``complete_many``)."""
         now = self._clock()
         try:
@@ -423,7 +386,7 @@ class Dispatcher:
                 self._done_with(job)
         self._recorded(lane, claimed_after)
 
-    def _recorded(self, lane: _Lane, claimed_after: bool) -> None:
+    def _recorded(self, lane: Lane, claimed_after: bool) -> None:
         # A claim in the same batch saw the next job of these order keys (or, if recording had to
         # wait out a storage outage, the next poll will); else that job may be due now.
         if not claimed_after:
@@ -431,7 +394,7 @@ class Dispatcher:
             if lane.wants_jobs():
                 self._wake.set()
 
-    async def _record(self, lane: _Lane, job: Delivery, failure: Exception) -> None:
+    async def _record(self, lane: Lane, job: Delivery, failure: Exception) -> None:
         ids = _log_ids(job)
         if isinstance(failure, Permanent):
             await self._bury(job, f"permanent: {failure.reason}", ids)
@@ -442,7 +405,7 @@ class Dispatcher:
             await self._retry(lane, job, f"unexpected {type(failure).__name__}", None, ids)
 
     async def _retry(
-        self, lane: _Lane, job: Delivery, reason: str, retry_after: float | None, ids: dict[str, object]
+        self, lane: Lane, job: Delivery, reason: str, retry_after: float | None, ids: dict[str, object]
     ) -> None:
         now = self._clock()
         elapsed = (now - job.created_at).total_seconds()

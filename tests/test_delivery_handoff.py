@@ -1,7 +1,8 @@
 """Jobs claimed in the accept's own transaction (SQLite with a running dispatcher): a new job that
-is its order key's head, due now and ungrouped, with a free send slot, is committed in flight and
-sent without a claim round trip. Everything else goes the claim's way, and a handed-off job keeps
-the claim's guarantees: order per key, the lane's concurrency, a lease that a SIGKILL does not lose.
+is its order key's head, due now and ungrouped, with a free send slot or a queue place a claim would
+have given it (nothing older unclaimed), is committed in flight and sent without a claim round trip.
+Everything else goes the claim's way, and a handed-off job keeps the claim's guarantees: order per
+key, the lane's concurrency, a lease that a SIGKILL does not lose.
 """
 
 from __future__ import annotations
@@ -118,15 +119,54 @@ async def test_a_keys_second_job_waits_for_the_first(make_rig: RigFactory) -> No
         assert sink.max_active == 1
 
 
-async def test_no_hand_off_without_a_free_send_slot(make_rig: RigFactory) -> None:
+async def test_a_new_job_queues_behind_a_busy_slot_with_a_longer_lease(make_rig: RigFactory) -> None:
     async with ProbeSink(delay=0.3) as sink:
-        rig = await make_rig({"hook": hook(sink.url, concurrency=1)})
+        # A short least lease, so the leases are what the queue places need.
+        rig = await make_rig({"hook": hook(sink.url, concurrency=1, timeout=10)}, lease=1.0)
         await start(rig)
         a = await rig.enqueue("n1", "FAILED")
         b = await rig.enqueue("n2", "FAILED")
-        assert await states(rig, a + b) == [("inflight", 1), ("pending", 0)]
+        # Nothing older waits in the store: b takes the queue place a claim would have given it.
+        assert await states(rig, a + b) == [("inflight", 1), ("inflight", 1)]
+        assert isinstance(rig.store, SQLiteStore)
+        with closing(sqlite3.connect(rig.store.path)) as c:  # an in-flight job is due when its lease ends
+            first, second = [c.execute("SELECT due_at FROM jobs WHERE id = ?", (i,)).fetchone()[0] for i in a + b]
+        # Its lease covers the send ahead of it: one more round of timeout + 5 s.
+        assert second - first >= 15 - 0.5
         await wait_until(lambda: len(sink.delivered) == 2, 10, "both deliveries")
+        assert sink.ids() == a + b
         assert sink.max_active == 1
+
+
+async def test_the_queue_takes_no_more_than_a_claim_would(make_rig: RigFactory) -> None:
+    async with ProbeSink(delay=0.2) as sink:
+        rig = await make_rig({"hook": hook(sink.url, concurrency=1)})
+        await start(rig)
+        ids = [i for n in range(7) for i in await rig.enqueue(f"n{n}", "FAILED")]
+        # One sending and PREFETCH_ROUNDS (4) queued; the rest wait in the store to be claimed.
+        assert [s for s, _ in await states(rig, ids)] == ["inflight"] * 5 + ["pending"] * 2
+        await wait_until(lambda: len(sink.delivered) == 7, 10, "every delivery")
+        assert sink.ids() == ids and sink.max_active == 1
+
+
+async def test_a_new_job_does_not_overtake_one_waiting_in_the_store(make_rig: RigFactory) -> None:
+    async with ProbeSink(delay=0.3) as sink:
+        rig = await make_rig({"hook": hook(sink.url, concurrency=1)})
+        await start(rig)
+        full = [i for n in range(6) for i in await rig.enqueue(f"n{n}", "FAILED")]
+        assert [s for s, _ in await states(rig, full)] == ["inflight"] * 5 + ["pending"]
+        await wait_until(lambda: len(sink.delivered) >= 1 and recorded_one(rig), 10, "the first delivery")
+        # The queue has room again, but n5's job is older and still unclaimed: n6 must not pass it.
+        late = await rig.enqueue("n6", "FAILED")
+        assert await states(rig, late) == [("pending", 0)]
+        await wait_until(lambda: len(sink.delivered) == 7, 10, "every delivery")
+        assert sink.ids() == full + late
+
+
+def recorded_one(rig: Rig) -> bool:
+    """The first send's outcome is recorded (its slot went to the next queued job meanwhile)."""
+    lane = rig.dispatcher._lanes["hook"]
+    return not lane.finished and lane.active + len(lane.queued) <= 4
 
 
 async def test_an_accept_run_again_in_its_batch_reserves_its_slot_once(make_rig: RigFactory) -> None:

@@ -57,12 +57,13 @@ class OutboxStats:
 class Handoff(Protocol):
     """The dispatcher's side of claiming in the accept's own transaction (SQLite only: see
     bench/README.md, "End-to-end latency"). A new job that is its order key's head, due now and
-    ungrouped may be written in flight, its lease running, when ``reserve`` grants a free send slot;
-    once that commits it goes to ``take``, else the slot goes back with ``release``. All three are
+    ungrouped may be written in flight, its lease running, when ``reserve`` grants it a place (a
+    free send slot, or the queue a claim would have put it in); once that commits it goes to
+    ``take``, else the place goes back with ``release``. All three are
     called on the loop, within one batch's flush, so nothing runs between reserve and take."""
 
     def reserve(self, receiver: str) -> float | None:
-        """The lease for one job of ``receiver`` that can be sent at once, or None (no free slot)."""
+        """The lease for one new job of ``receiver`` the dispatcher can take now, or None."""
         ...
 
     def release(self, receiver: str) -> None: ...

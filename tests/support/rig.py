@@ -46,6 +46,8 @@ class Rig:
         now = self.clock()
         result = await self.store.accept(event, decider(event, Policy(routes), now), now=now, dedup_ttl=3600)
         assert result.status == "accepted"
+        if len(result.deliveries) > result.handed_off:  # as ingest does: jobs wait in the store
+            self.dispatcher.wake()
         return list(result.deliveries)
 
     async def job(self, job_id: str) -> Delivery:

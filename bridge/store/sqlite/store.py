@@ -129,7 +129,7 @@ class SQLiteStore(conversations.SQLiteConversations, SQLiteSilences):
     # --- accept ------------------------------------------------------------------------------
 
     def set_handoff(self, handoff: Handoff | None) -> None:
-        """Claim new jobs the dispatcher has a free slot for in the accept's transaction (base.Handoff)."""
+        """Claim new jobs the dispatcher has room for in the accept's transaction (base.Handoff)."""
         self._handoff = handoff
 
     async def accept(self, event: Event, decide: Decider, *, now: datetime, dedup_ttl: float) -> Acceptance:
@@ -228,7 +228,7 @@ class SQLiteStore(conversations.SQLiteConversations, SQLiteSilences):
     def _hand_off(self, c: sqlite3.Connection, job: Job, prev: NodeState | None, event: Event, now: datetime,
                   handed: list[tuple[Delivery, float]]) -> None:
         """Claim the new ``job`` (its key's head, due now) in this transaction if the dispatcher has
-        a free slot for it: the claim's query, commit and JSON parse are saved, not its lease."""
+        room for it (Handoff.reserve): the claim's query, commit and JSON parse are saved, not its lease."""
         assert self._handoff is not None
         lease = self._handoff.reserve(job.receiver)
         if lease is None:
