@@ -144,6 +144,11 @@ class Dispatcher:
         if lane is not None:
             lane.incoming -= 1
 
+    def unclaimed(self, receiver: str) -> None:
+        lane = self._lanes.get(receiver)
+        if lane is not None:
+            lane.backlog = True  # the wake-up comes from whoever wrote it (ingest, timers)
+
     def take(self, job: Delivery, lease: float) -> None:
         lane = self._lanes[job.receiver]  # reserved in this same flush: no reload came between
         lane.incoming -= 1
@@ -249,6 +254,9 @@ class Dispatcher:
             lane.record_timer = None
         lane.record_due = False
         finished, lane.finished = lane.finished, []
+        # An outcome may make its key's next job due in this same store batch, before a claim (if
+        # any) marks the lane as claiming: no new job may be handed into the queue ahead of it.
+        lane.backlog = lane.backlog or bool(finished)
         # Sends that went well share one store call and one task; the others, one each.
         delivered = [job for job, failure in finished if failure is None]
         if delivered:
@@ -272,7 +280,7 @@ class Dispatcher:
         """Test hook: claim, send and record until nothing is due and nothing is in flight."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self._mark_backlog()  # tests enqueue without waking us, and move their clock
+            self._mark_backlog()  # tests move their clock: retries come due without a wake-up
             claimed = await self.claim_once()
             if self._tasks:
                 await asyncio.wait(set(self._tasks))

@@ -21,7 +21,8 @@ from benchlib.common import LOAD_CORE, SERVER_CORE, can_pin, pin_cmd, pin_self
 before = (can_pin(), pin_cmd(SERVER_CORE, ["srv"]), pin_cmd(LOAD_CORE, ["load"]))
 pin_self(LOAD_CORE)
 after = (can_pin(), pin_cmd(SERVER_CORE, ["srv"]), pin_cmd(LOAD_CORE, ["load"]))
-print(json.dumps({"before": before, "after": after, "own": sorted(os.sched_getaffinity(0))}))
+print(json.dumps({"before": before, "after": after, "own": sorted(os.sched_getaffinity(0)),
+                  "server": SERVER_CORE, "load": LOAD_CORE}))
 """
 
 
@@ -40,9 +41,11 @@ def test_servers_stay_pinned_to_the_server_core_after_the_harness_pins_itself() 
     assert got["after"] == got["before"]
     if got["before"][0]:  # two cores and taskset: the servers' core is not the harness's
         _, server_cmd, load_cmd = got["after"]
-        assert server_cmd[:3] == ["taskset", "-c", str(cores[0])]
-        assert load_cmd[:3] == ["taskset", "-c", str(cores[1])]
-        assert got["own"] == [cores[1]]
+        server, load = cores[got["server"]], cores[got["load"]]  # indexes into the usable cores
+        assert server != load
+        assert server_cmd[:3] == ["taskset", "-c", str(server)]
+        assert load_cmd[:3] == ["taskset", "-c", str(load)]
+        assert got["own"] == [load]
 
 
 def test_a_single_core_starts_everything_unpinned() -> None:

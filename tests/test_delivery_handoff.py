@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bridge import delivery
 from bridge.decide import Policy, decide
 from bridge.incident_state import Policy as IncidentPolicy
 from bridge.incident_state import RoutePolicy
@@ -53,7 +54,8 @@ async def make_rig(tmp_path: Path) -> AsyncIterator[RigFactory]:
 async def start(rig: Rig) -> None:
     """Start the dispatcher and let its first claim (nothing due yet) pass."""
     rig.dispatcher.start()
-    await asyncio.sleep(0.05)
+    lanes = rig.dispatcher._lanes.values()
+    await wait_until(lambda: not any(lane.backlog or lane.claiming for lane in lanes), 5, "the first claim")
 
 
 def recorded(rig: Rig) -> bool:
@@ -161,6 +163,73 @@ async def test_a_new_job_does_not_overtake_one_waiting_in_the_store(make_rig: Ri
         assert await states(rig, late) == [("pending", 0)]
         await wait_until(lambda: len(sink.delivered) == 7, 10, "every delivery")
         assert sink.ids() == full + late
+
+
+async def test_an_outcome_recorded_with_a_new_job_keeps_it_behind_the_next_job_it_frees(
+    make_rig: RigFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The outcome of n1's first job frees n1's second one in the same store batch as a new job's
+    # accept: the new job must not take a queue place ahead of it.
+    monkeypatch.setattr(delivery, "RECORD_DELAY", 30.0)  # outcomes wait for the test to record them
+    async with ProbeSink(delay=0.2) as sink:
+        rig = await make_rig({"hook": hook(sink.url, concurrency=1)})
+        await start(rig)
+        a1 = await rig.enqueue("n1", "FAILED")
+        a2 = await rig.enqueue("n1", "RUNNING")
+        b = await rig.enqueue("n2", "FAILED")
+        c = await rig.enqueue("n3", "FAILED")
+        lane = rig.dispatcher._lanes["hook"]
+        await wait_until(lambda: len(lane.finished) == 1, 10, "the first send's outcome")
+        lane.backlog = False  # what a quiet lane looks like; the accepts above woke it
+        rig.dispatcher._record_finished(lane)  # as the record timer would: its op joins the next batch
+        d = await rig.enqueue("n4", "FAILED")  # in that same batch, ahead of the outcome
+        assert await states(rig, d) == [("pending", 0)]
+        rig.dispatcher.wake()
+        await wait_until(lambda: len(sink.delivered) == 5, 10, "every delivery")
+        names = {i: n for n, ids in (("a1", a1), ("a2", a2), ("b", b), ("c", c), ("d", d)) for i in ids}
+        order = [names[i] for i in sink.ids()]
+        assert order[0] == "a1" and order[-1] == "d"  # a2 (older, freed by a1) before d
+
+
+class RecordingHandoff:
+    """A dispatcher with no room: it refuses every job and notes which receivers were told of one."""
+
+    def __init__(self) -> None:
+        self.unclaimed_for: list[str] = []
+
+    def reserve(self, receiver: str) -> float | None:
+        return None
+
+    def release(self, receiver: str) -> None:
+        raise AssertionError("nothing was reserved")
+
+    def unclaimed(self, receiver: str) -> None:
+        self.unclaimed_for.append(receiver)
+
+    def take(self, job: Any, lease: float) -> None:
+        raise AssertionError("nothing was reserved")
+
+
+async def test_the_store_tells_the_dispatcher_of_every_due_job_it_could_not_hand_off(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "told.db")
+    await store.open()
+    try:
+        told = RecordingHandoff()
+        store.set_handoff(told)
+        now = datetime.now(UTC)
+        policy = Policy(lambda e, prev: [RouteMatch("r", ("hook", "mail"))])
+
+        async def accept(node: str, status: str, seconds: float) -> None:
+            event = Event("NODE_STATUS_UPDATED", now - timedelta(seconds=seconds), node, status, received_at=now)
+            await store.accept(event, lambda rec, dup: decide(event, rec, policy, now, duplicate=dup),
+                               now=now, dedup_ttl=3600)
+
+        await accept("n1", "FAILED", 3)  # two heads, due now, refused: both receivers told
+        assert told.unclaimed_for == ["hook", "mail"]
+        await accept("n1", "RUNNING", 2)  # behind its key's heads: not claimable, nobody told
+        assert told.unclaimed_for == ["hook", "mail"]
+    finally:
+        await store.close()
 
 
 def recorded_one(rig: Rig) -> bool:

@@ -99,6 +99,28 @@ async def test_a_batch_gives_up_when_the_lock_stays_taken(db: GroupCommit, monke
     assert await db.run(_count) == 1
 
 
+async def test_a_batch_that_failed_after_waiting_leaves_the_next_wait_whole(
+    db: GroupCommit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(groupcommit, "_BUSY_WAIT", 0.3)
+
+    def broken(conn: sqlite3.Connection) -> None:
+        conn.execute("SELECT * FROM no_such_table")
+
+    async with LockHolder(db.path) as holder:
+        failing = asyncio.create_task(db.run(broken))
+        await asyncio.sleep(0.1)
+        holder.release.set()
+    with pytest.raises(StorageUnavailable, match="no such table"):
+        await asyncio.wait_for(failing, 10)
+    await asyncio.sleep(0.4)  # longer than _BUSY_WAIT since that wait began
+    async with LockHolder(db.path) as holder:
+        write = asyncio.create_task(db.run(_insert(1)))
+        await asyncio.sleep(0.1)
+        holder.release.set()
+    assert await asyncio.wait_for(write, 10) == 1  # waited its own turn, not failed at once
+
+
 async def test_close_commits_what_is_pending_once_the_lock_is_free(tmp_path: Path) -> None:
     gc = GroupCommit(tmp_path / "gc.db", setup=_setup, on_rollback=lambda: None)
     await gc.open()

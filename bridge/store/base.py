@@ -59,14 +59,20 @@ class Handoff(Protocol):
     bench/README.md, "End-to-end latency"). A new job that is its order key's head, due now and
     ungrouped may be written in flight, its lease running, when ``reserve`` grants it a place (a
     free send slot, or the queue a claim would have put it in); once that commits it goes to
-    ``take``, else the place goes back with ``release``. All three are
-    called on the loop, within one batch's flush, so nothing runs between reserve and take."""
+    ``take``, else the place goes back with ``release``. All are called on the loop, within one
+    batch's flush (a batch run again after a rollback releases first), so nothing runs between a
+    reserve and its take."""
 
     def reserve(self, receiver: str) -> float | None:
         """The lease for one new job of ``receiver`` the dispatcher can take now, or None."""
         ...
 
     def release(self, receiver: str) -> None: ...
+
+    def unclaimed(self, receiver: str) -> None:
+        """A job of ``receiver`` that is due now was written without being handed off (it waits to
+        be claimed): no later new job may be queued ahead of it."""
+        ...
 
     def take(self, job: Delivery, lease: float) -> None:
         """``job`` is committed in flight with ``lease`` seconds: send it."""

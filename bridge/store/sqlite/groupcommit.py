@@ -110,9 +110,7 @@ class GroupCommit:
         # NORMAL in WAL mode: a power loss may undo the last commits but never corrupts; a process
         # crash (kill -9) loses nothing committed.
         conn.execute("PRAGMA synchronous=NORMAL")
-        # Never wait for a lock on the loop: a batch that finds the write lock taken is tried again
-        # later (_flush), and the loop goes on meanwhile.
-        conn.execute("PRAGMA busy_timeout=0")
+        conn.execute("PRAGMA busy_timeout=5000")  # for setup() below; then none (see after it)
         # Checkpoints (the fsyncs) are the background thread's job, not the committing loop's.
         conn.execute("PRAGMA wal_autocheckpoint=0")
         conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
@@ -120,6 +118,9 @@ class GroupCommit:
         # (the OS caches the file too) and, once filled, was resident memory (bench/README.md,
         # "SQLite writer page cache").
         self._setup(conn)
+        # From here on, never wait for a lock on the loop: a batch that finds the write lock taken is
+        # tried again later (_flush), and the loop goes on meanwhile.
+        conn.execute("PRAGMA busy_timeout=0")
         self._conn = conn
 
     def _checkpoint_loop(self) -> None:
@@ -148,7 +149,8 @@ class GroupCommit:
             await asyncio.get_running_loop().run_in_executor(None, self._checkpointer.join)
             self._checkpointer = None
         while self._pending and self._conn is not None:
-            self._flush()
+            if not self._flush_scheduled:  # else a retry is already on its way
+                self._flush()
             if self._pending:  # the write lock is another process's: _flush tries again shortly
                 await asyncio.sleep(_BUSY_RETRY)
         if self._read_pool is not None:
@@ -221,6 +223,7 @@ class GroupCommit:
             except (sqlite3.Error, OSError) as exc:
                 if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
                     self._disk_full_until = time.monotonic() + _DISK_FULL_CAUTION
+                self._busy_since = None
                 self._fail(batch, exc)
                 continue
             self._busy_since = None
@@ -319,6 +322,6 @@ def _begin(conn: sqlite3.Connection) -> None:
     try:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as exc:
-        if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):  # incl. extended codes
             raise _Busy() from exc
         raise

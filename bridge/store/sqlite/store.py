@@ -183,9 +183,8 @@ class SQLiteStore(conversations.SQLiteConversations, SQLiteSilences):
 
     def _write(self, c: sqlite3.Connection, decision: Decision, event_json: str | None, ts: float,
                now_ts: float, handoff: tuple[Event, datetime, list[tuple[Delivery, float]]] | None = None) -> None:
-        """The decision's node record and jobs (``event_json``/``ts``: the accepted event's, or None
-        when every job carries its own event). ``handoff``: the accepted event, now, and where to
-        put the jobs claimed here for the dispatcher (accept with a Handoff)."""
+        """The decision's node record and jobs (``event_json``/``ts``: the accepted event's, or None: jobs
+        carry their own). ``handoff``: the event, now, and where jobs claimed here go (accept)."""
         new = decision.record
         if new is not None:
             due = new.next_due
@@ -213,31 +212,38 @@ class SQLiteStore(conversations.SQLiteConversations, SQLiteSilences):
             if handoff is not None:
                 head = c.execute(_INSERT_JOB + " ON CONFLICT(id) DO NOTHING RETURNING is_head", row).fetchone()
                 if head is not None:
-                    if head[0] and job.not_before is None and job.group is None:
-                        self._hand_off(c, job, prev, *handoff)
+                    if head[0] and job_due <= now_ts and not (
+                            job.not_before is None and job.group is None and self._hand_off(c, job, prev, *handoff)):
+                        self._handoff_unclaimed(job.receiver)  # a claimable job waits in the store
                     continue
             elif c.execute(_INSERT_JOB + " ON CONFLICT(id) DO NOTHING", row).rowcount:
+                self._handoff_unclaimed(job.receiver)  # (timers, resolves: never handed off)
                 continue
             # The same job again (an event accepted again once its dedup record expired): it
             # replaces the old one, which may have been its key's head. Never handed off.
             old = c.execute("DELETE FROM jobs WHERE id = ? RETURNING order_key", (job.id,)).fetchone()
             c.execute(_INSERT_JOB, row)
+            self._handoff_unclaimed(job.receiver)  # (conservative: it may not be due, nor a head)
             for k in {old[0], key}:
                 _fix_head(c, k)
 
+    def _handoff_unclaimed(self, receiver: str) -> None:
+        if self._handoff is not None:
+            self._handoff.unclaimed(receiver)
+
     def _hand_off(self, c: sqlite3.Connection, job: Job, prev: NodeState | None, event: Event, now: datetime,
-                  handed: list[tuple[Delivery, float]]) -> None:
-        """Claim the new ``job`` (its key's head, due now) in this transaction if the dispatcher has
-        room for it (Handoff.reserve): the claim's query, commit and JSON parse are saved, not its lease."""
+                  handed: list[tuple[Delivery, float]]) -> bool:
+        """Claim the new head ``job``, due now, here if the dispatcher has room (Handoff.reserve)."""
         assert self._handoff is not None
         lease = self._handoff.reserve(job.receiver)
         if lease is None:
-            return
+            return False
         now_ts = now.timestamp()
         c.execute("UPDATE jobs SET state = 'inflight', attempts = 1, due_at = ? WHERE id = ?",
                   (now_ts + lease, job.id))
         handed.append((Delivery(id=job.id, alert=job_alert(event, job, prev), state="inflight", attempts=1,
                                 created_at=now, next_attempt_at=now, updated_at=now), lease))
+        return True
 
     async def apply(self, node_id: str, decide: Apply, *, now: datetime) -> Decision:
         # As accept: read, decide and write in one transaction of the only writer.
