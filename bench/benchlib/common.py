@@ -92,7 +92,7 @@ def pin_self(core: int) -> None:
 
 def unpin_self() -> None:
     with contextlib.suppress(OSError):
-        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+        os.sched_setaffinity(0, set(_CORES))
 
 
 # --- ports and processes ---------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from benchlib.common import CACHE
+from benchlib.common import CACHE, usable_cores
 
 NODES = 10_000  # a multiple of any wrk thread count we use, so each node belongs to one wrk thread
 MAX_EVENTS = 600_000  # sign at most this many (~70 s on 2 cores); runs that need more wrap and say so
@@ -104,7 +104,7 @@ _worker_key: rsa.RSAPrivateKey | None = None
 def _init_worker(private_pem: bytes) -> None:
     global _worker_key
     # The harness pins itself to the load core; signing may use them all.
-    os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+    os.sched_setaffinity(0, set(usable_cores()))
     key = serialization.load_pem_private_key(private_pem, password=None)
     assert isinstance(key, rsa.RSAPrivateKey)
     _worker_key = key
