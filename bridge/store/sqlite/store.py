@@ -42,6 +42,14 @@ _INSERT_JOB = (
     "WHERE order_key = ? AND state IN ('pending', 'inflight')), ?, ?, ?)"
 )
 _JOB_COLS = "id, state, attempts, created_at, next_attempt_at, updated_at, last_error, context"
+# Ending jobs and making their keys' next jobs heads: one job, or a list in two statements in all.
+_END = ("UPDATE jobs SET state = ?, updated_at = ?, last_error = COALESCE(?, last_error), is_head = 0 WHERE {} "
+        "AND state IN ('pending', 'inflight') RETURNING order_key")
+_END_ONE, _END_MANY = _END.format("id = ?"), _END.format("id IN (SELECT value FROM json_each(?))")
+_NEXT = ("SELECT id FROM jobs WHERE order_key = {} AND state IN ('pending', 'inflight') "
+         "ORDER BY seq, created_at, id LIMIT 1")
+_HEAD_ONE = f"UPDATE jobs SET is_head = 1 WHERE id = ({_NEXT.format('?')})"
+_HEAD_MANY = f"UPDATE jobs SET is_head = 1 WHERE id IN (SELECT ({_NEXT.format('k.value')}) FROM json_each(?) k)"
 _NODE_CACHE_MAX = 20_000  # node records kept in memory (bounded; size: bench/README.md)
 _PRUNE_CHUNK = 5000  # rows per DELETE, so pruning a large backlog never stalls the loop for long
 
@@ -80,11 +88,7 @@ def _fix_head(conn: sqlite3.Connection, key: str) -> None:
         "UPDATE jobs SET is_head = 0 WHERE order_key = ? AND state IN ('pending', 'inflight') AND is_head = 1",
         (key,),
     )
-    conn.execute(
-        "UPDATE jobs SET is_head = 1 WHERE id = (SELECT id FROM jobs WHERE order_key = ? "
-        "AND state IN ('pending', 'inflight') ORDER BY seq, created_at, id LIMIT 1)",
-        (key,),
-    )
+    conn.execute(_HEAD_ONE, (key,))
 
 
 def _remember(cache: dict[str, tuple[int, NodeRecord]], node_id: str, raw: str, record: NodeRecord) -> None:
@@ -339,30 +343,26 @@ class SQLiteStore(conversations.SQLiteConversations, SQLiteSilences):
 
         return await self._run(op)
 
-    def _finish(self, c: sqlite3.Connection, did: str, state: str, now: datetime, error: str | None) -> int:
-        row = c.execute(
-            "UPDATE jobs SET state = ?, updated_at = ?, last_error = COALESCE(?, last_error), is_head = 0 "
-            "WHERE id = ? AND state IN ('pending', 'inflight') RETURNING order_key",
-            (state, now.timestamp(), error, did),
-        ).fetchone()
-        if row is None:
-            return 0
-        # The finished job was its key's head; the next unfinished one (if any) takes over.
-        c.execute(
-            "UPDATE jobs SET is_head = 1 WHERE id = (SELECT id FROM jobs WHERE order_key = ? "
-            "AND state IN ('pending', 'inflight') ORDER BY seq, created_at, id LIMIT 1)",
-            (row[0],),
-        )
-        return 1
+    def _finish(self, c: sqlite3.Connection, ids: Sequence[str], state: str, now: datetime, error: str | None) -> int:
+        """End the unfinished jobs of ``ids``; their keys' next jobs become heads (json_each for 2+ only)."""
+        if len(ids) == 1:
+            keys = c.execute(_END_ONE, (state, now.timestamp(), error, ids[0])).fetchall()
+            if keys:
+                c.execute(_HEAD_ONE, keys[0])
+        else:
+            keys = c.execute(_END_MANY, (state, now.timestamp(), error, json.dumps(list(ids)))).fetchall()
+            if keys:
+                c.execute(_HEAD_MANY, (json.dumps([k for (k,) in keys]),))
+        return len(keys)
 
     async def complete(self, delivery_id: str, *, now: datetime) -> None:
-        await self._run(lambda c: self._finish(c, delivery_id, "done", now, None))
+        await self._run(lambda c: self._finish(c, (delivery_id,), "done", now, None))
 
     async def complete_many(self, delivery_ids: Sequence[str], *, now: datetime) -> None:
-        await self._run(lambda c: sum(self._finish(c, i, "done", now, None) for i in delivery_ids))
+        await self._run(lambda c: self._finish(c, delivery_ids, "done", now, None))
 
     async def bury(self, delivery_id: str, *, now: datetime, error: str) -> None:
-        await self._run(lambda c: self._finish(c, delivery_id, "dead", now, error))
+        await self._run(lambda c: self._finish(c, (delivery_id,), "dead", now, error))
 
     async def reschedule(
         self, delivery_id: str, *, now: datetime, next_attempt_at: datetime, error: str
@@ -384,7 +384,7 @@ class SQLiteStore(conversations.SQLiteConversations, SQLiteSilences):
                     "SELECT id FROM jobs WHERE receiver = ? AND state IN ('pending', 'inflight')", (receiver,)
                 )
             ]
-            return sum(self._finish(c, i, "dead", now, error) for i in ids)
+            return self._finish(c, ids, "dead", now, error)
 
         return await self._run(op)
 
