@@ -3,6 +3,8 @@
     python3 bench/profile_accept.py                                  this tree, bridge-sqlite with a route
     python3 bench/profile_accept.py --case sqlite-noroute --case redis --floor
     python3 bench/profile_accept.py --tree /tmp/base --tree . --rounds 3     alternating A/B
+    python3 bench/profile_accept.py --case sqlite-noroute --floor --stage http --stage verify --stage event \
+        --stage memory --stage full                      the accept path step by step (stage_bridge.py)
     python3 bench/profile_accept.py --py-spy out/            a py-spy profile (raw stacks + top table)
 
 Each round of each (tree, case), the trees in reverse order on odd rounds: a fresh store (SQLite
@@ -57,18 +59,24 @@ from benchlib.common import (
 from benchlib.events import ensure_events, ensure_key
 from benchlib.servers import start_baseline, start_redis, start_sink
 from benchlib.wrk import ensure_wrk, run_wrk
+from stage_bridge import STAGES
 
 CASES = ("sqlite", "sqlite-noroute", "redis", "redis-noroute")
+# --stage: where the accept path stops (stage_bridge.py), or "memory" (the whole path on the memory
+# store: no outbox), or "full" (the case's store)
+STAGE_CHOICES = (*STAGES, "memory", "full")
 
 
 def _start_bridge(procs: Procs, tree: Path, name: str, cfg: dict[str, Any], workdir: Path,
-                  env: dict[str, str], callgrind: bool, cg_dir: Path | None = None) -> Any:
+                  env: dict[str, str], callgrind: bool, cg_dir: Path | None = None, stage: str | None = None) -> Any:
     import yaml
 
     path = workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     full_env = {"PYTHONPATH": str(tree), "PYTHONUNBUFFERED": "1", **env}
     cmd = python_cmd("-m", "bridge", "serve", "-c", str(path))
+    if stage in STAGES:  # the bridge stopped after that step (stage_bridge.py)
+        cmd = python_cmd(str(Path(__file__).resolve().parent / "stage_bridge.py"), stage, *cmd[3:])
     if callgrind:
         # The interpreter itself (sys.executable may be a shim that execs it, which valgrind would
         # not follow); instrumentation off until the measured window.
@@ -167,12 +175,14 @@ def _other_threads_cpu(pid: int) -> float:
 
 
 def one(tree: Path, loop: str | None, case: str, args: argparse.Namespace, events: Any, key_pem: Path,
-        workdir: Path, log_dir: Path, tag: str) -> dict[str, Any]:
+        workdir: Path, log_dir: Path, tag: str, stage: str | None = None) -> dict[str, Any]:
     env = {"ALERT_BRIDGE_LOOP": loop} if loop else {}
     with Procs(log_dir) as procs:
         sink = start_sink(procs, f"sink-{tag}")
         redis = None
-        if case.startswith("redis"):
+        if stage == "memory":
+            storage = "memory://"
+        elif case.startswith("redis"):
             redis = start_redis(procs, workdir / f"redis-{tag}")
             storage = f"redis://127.0.0.1:{redis.port}/0"
         else:
@@ -182,7 +192,7 @@ def one(tree: Path, loop: str | None, case: str, args: argparse.Namespace, event
             extra = {"default_to": []}
         cfg = make_config(public_key=key_pem, storage_url=storage, sink_url=sink.url, extra=extra)
         proc = _start_bridge(procs, tree, f"bridge-{tag}", cfg, workdir, env, args.callgrind or args.callgrind_drain,
-                              args.callgrind_dir)
+                              args.callgrind_dir, stage)
         url = f"http://{cfg['server']['listen']}/webhook"
         offset = 0
         warm = run_wrk(url, events, duration=args.warmup, offset=offset, limit=events.count, loop=False,
@@ -196,7 +206,7 @@ def one(tree: Path, loop: str | None, case: str, args: argparse.Namespace, event
             _callgrind_control(proc.pid, True)
         io0, threads0 = _io(proc.pid), _other_threads_cpu(proc.pid)
         delivered0 = sink.delivered()
-        wal = _WalWatch(workdir / f"{tag}.db-wal") if not redis else None
+        wal = _WalWatch(workdir / f"{tag}.db-wal") if storage.startswith("sqlite") else None
         sys0 = sum(cpu_split(p)[1] for p in on_core)
         cpu0 = sum(cpu_seconds(p) for p in on_core)
         if args.rate:
@@ -230,7 +240,8 @@ def one(tree: Path, loop: str | None, case: str, args: argparse.Namespace, event
     drained = delivered - delivered0 - delivered_in_window
     per_alert = _collected(proc.log_path) / drained if args.callgrind_drain and drained else None
     out = {
-        "tree": str(tree) + (f" [{loop}]" if loop else ""), "case": case, "rps": res.rps,
+        "tree": str(tree) + (f" [{loop}]" if loop else "") + (f" {{{stage}}}" if stage else ""),
+        "case": case, "rps": res.rps,
         "requests": res.requests, "p99_ms": res.p99_ms,
         "cpu_us": cpu / res.requests * 1e6 if res.requests else None, "non2xx": res.non2xx, "wraps": res.wraps,
         "sys_us": sys_cpu / res.requests * 1e6 if res.requests else None,  # of cpu_us: the kernel's (sockets, WAL)
@@ -269,9 +280,10 @@ def _paced_run(url: str, events: Any, offset: int, rate: float, seconds: float) 
     return _Paced(len(sent), len(sent) / elapsed, 1000 * percentile([s.t_done - s.t_send for s in sent], 99), bad)
 
 
-def floor_round(args: argparse.Namespace, events: Any, key_pem: Path, log_dir: Path, tag: str) -> dict[str, Any]:
+def floor_round(args: argparse.Namespace, events: Any, key_pem: Path, log_dir: Path, tag: str,
+                name: str = "aiohttp-floor") -> dict[str, Any]:
     with Procs(log_dir) as procs:
-        proc, base = start_baseline(procs, "aiohttp-floor", key_pem)
+        proc, base = start_baseline(procs, name, key_pem)
         url = base + "/webhook"
         run_wrk(url, events, duration=args.warmup, offset=0, limit=50_000, loop=True, path="/webhook",
                 log_file=log_dir / f"wrk-{tag}.log")
@@ -279,7 +291,7 @@ def floor_round(args: argparse.Namespace, events: Any, key_pem: Path, log_dir: P
         res = run_wrk(url, events, duration=args.seconds, offset=0, limit=50_000, loop=True, path="/webhook",
                       log_file=log_dir / f"wrk-{tag}.log")
         cpu = cpu_seconds(proc.pid) - cpu0
-    return {"tree": "-", "case": "aiohttp-floor", "rps": res.rps, "requests": res.requests, "p99_ms": res.p99_ms,
+    return {"tree": "-", "case": name, "rps": res.rps, "requests": res.requests, "p99_ms": res.p99_ms,
             "cpu_us": cpu / res.requests * 1e6, "non2xx": res.non2xx, "wraps": 0, "delivered": 0}
 
 
@@ -295,8 +307,14 @@ def main() -> None:
                          "window; cpu_drained_us then counts the window's requests and every alert they caused")
     ap.add_argument("--rate", type=float, help="send at this fixed rate (open loop) instead of saturating with wrk")
     ap.add_argument("--floor", action="store_true", help="also measure aiohttp-floor each round")
+    ap.add_argument("--floor-no-verify", action="store_true",
+                    help="also measure aiohttp-floor without its RSA check each round (aiohttp alone)")
     ap.add_argument("--loop", action="append", choices=("asyncio", "uvloop"),
                     help="ALERT_BRIDGE_LOOP for the bridge (repeat: each loop is a variant, like --tree)")
+    ap.add_argument("--stage", action="append", choices=STAGE_CHOICES,
+                    help="stop the bridge's accept path after this step (repeat: each stage is a variant, like "
+                         "--tree): http, verify, event (stage_bridge.py), memory (the whole path, memory store), "
+                         "full (the case's store)")
     ap.add_argument("--py-spy", type=Path, help="record a py-spy profile of each bridge run into this directory")
     ap.add_argument("--json", type=Path, help="write the rounds here")
     ap.add_argument("--callgrind-drain", action="store_true",
@@ -325,13 +343,17 @@ def main() -> None:
             if args.floor:
                 results.append(floor_round(args, events, key_pem, log_dir, f"floor-{r}"))
                 print(json.dumps(results[-1]), flush=True)
-            variants = list(enumerate((t, lp) for t in trees for lp in (args.loop or [None])))
+            if args.floor_no_verify:
+                results.append(floor_round(args, events, key_pem, log_dir, f"floor-nv-{r}", "aiohttp-floor-noverify"))
+                print(json.dumps(results[-1]), flush=True)
+            variants = list(enumerate((t, lp, st) for t in trees for lp in (args.loop or [None])
+                                      for st in (args.stage or [None])))
             if r % 2:  # odd rounds in reverse order: running first or second is no advantage
                 variants.reverse()
             for case in cases:
-                for i, (tree, loop) in variants:
+                for i, (tree, loop, stage) in variants:
                     tag = f"{case}-{i}-{r}"
-                    results.append(one(tree, loop, case, args, events, key_pem, workdir, log_dir, tag))
+                    results.append(one(tree, loop, case, args, events, key_pem, workdir, log_dir, tag, stage))
                     print(json.dumps(results[-1]), flush=True)
                     if args.py_spy:
                         for raw in (args.py_spy / f"{tag}.txt", args.py_spy / f"{tag}-drain.txt"):

@@ -44,7 +44,10 @@ def start_baseline(
         cmd = python_cmd(str(BASELINES / "aiohttp_relay.py"), str(port), str(public_key), forward_url)
     else:
         cmd = python_cmd(str(BASELINES / "aiohttp_floor.py"), str(port), str(public_key))
-    proc = procs.start(name, pin_cmd(SERVER_CORE, cmd), env=bench_env())
+    env = bench_env()
+    if name == "aiohttp-floor-noverify":  # the floor less its RSA check (profile_accept.py only)
+        env["BENCH_FLOOR_NO_VERIFY"] = "1"
+    proc = procs.start(name, pin_cmd(SERVER_CORE, cmd), env=env)
     wait_port(proc, port, timeout=20)
     return proc, f"http://127.0.0.1:{port}"
 
