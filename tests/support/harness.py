@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -123,8 +124,10 @@ class InProcessBridge(_Client):
 class BridgeProcess(_Client):
     """The real ``python -m bridge serve`` process, its config file and its log."""
 
-    def __init__(self, directory: Path, cfg: dict[str, Any], key: rsa.RSAPrivateKey) -> None:
+    def __init__(self, directory: Path, cfg: dict[str, Any], key: rsa.RSAPrivateKey,
+                 program: Sequence[str] = ("-m", "bridge")) -> None:
         directory.mkdir(parents=True, exist_ok=True)
+        self.program = list(program)  # what python runs before "serve -c CONFIG"
         self.dir = directory
         self.cfg = cfg
         self.key = key
@@ -143,7 +146,7 @@ class BridgeProcess(_Client):
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bridge", "serve", "-c", str(self.config_path)],
+            [sys.executable, *self.program, "serve", "-c", str(self.config_path)],
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
