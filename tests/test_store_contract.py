@@ -487,6 +487,23 @@ async def test_complete_many_records_each_as_complete_does(store: Store) -> None
     await store.complete_many([], now=at(23))
 
 
+async def test_complete_many_of_one_two_or_three_promotes_each_keys_next_job(store: Store) -> None:
+    """SQLite ends one or two jobs with a statement each and three or more with one list: each
+    size leaves every finished key's next job claimable, and only those."""
+    for size in (1, 2, 3):
+        nodes = [f"s{size}-{i}" for i in range(size + 1)]
+        first = [(await accept(store, ev(n, t=0), plan_to("a"))).deliveries[0] for n in nodes]
+        second = [(await accept(store, ev(n, t=1, status="RUNNING"), plan_to("a"))).deliveries[0] for n in nodes]
+        assert sorted(d.id for d in await store.claim(now=at(2), limit=20, lease=60)) == sorted(first)
+        await store.complete_many(first[:size], now=at(3))
+        assert sorted(d.id for d in await store.claim(now=at(3), limit=20, lease=60)) == sorted(second[:size])
+        for did in (*first[size:], *second[:size]):
+            await store.complete(did, now=at(4))
+        assert [d.id for d in await store.claim(now=at(4), limit=20, lease=60)] == second[size:]
+        for did in second[size:]:
+            await store.complete(did, now=at(5))
+
+
 # --- claim and ordering ---------------------------------------------------------------------------
 
 
