@@ -28,7 +28,7 @@ class _Stop(Exception):
 def install(stage: str) -> None:
     from bridge.ingest import Ingest, Reply
 
-    answer = Reply(200, {"status": "accepted", "id": "evt_" + "0" * 20, "deliveries": 0})
+    answer = Reply(200, {"status": "accepted", "id": "evt_" + "0" * 24, "deliveries": 0})  # a real id's length
     handle = Ingest._handle
 
     async def stopped(self: Ingest, *args: Any) -> Reply:

@@ -19,7 +19,7 @@ from bridge.testing import event_body
 from tests.support.harness import ROOT, BridgeProcess
 
 STAGE_BRIDGE = ROOT / "bench" / "stage_bridge.py"
-STAGED = {"status": "accepted", "id": "evt_" + "0" * 20, "deliveries": 0}
+STAGED = {"status": "accepted", "id": "evt_" + "0" * 24, "deliveries": 0}
 
 Start = Callable[[str], Any]
 

@@ -985,9 +985,11 @@ async def test_matches_memory_store(store: Store, seed: int) -> None:
             known += [d.id for d in claimed]
         elif op == "finish" and known:
             did = rng.choice(known)
-            how = rng.choice(["complete", "reschedule", "bury"])
+            how = rng.choice(["complete", "complete_many", "reschedule", "bury"])
             if how == "complete":
                 await both("complete", did, now=now)
+            elif how == "complete_many":  # SQLite's both paths; repeats, finished and in-flight ids mixed
+                await both("complete_many", [did, *(rng.choice(known) for _ in range(rng.randint(0, 5)))], now=now)
             elif how == "bury":
                 await both("bury", did, now=now, error=f"e{step}")
             else:

@@ -44,9 +44,9 @@ def start_baseline(
         cmd = python_cmd(str(BASELINES / "aiohttp_relay.py"), str(port), str(public_key), forward_url)
     else:
         cmd = python_cmd(str(BASELINES / "aiohttp_floor.py"), str(port), str(public_key))
-    env = bench_env()
-    if name == "aiohttp-floor-noverify":  # the floor less its RSA check (profile_accept.py only)
-        env["BENCH_FLOOR_NO_VERIFY"] = "1"
+    # The floor less its RSA check for profile_accept.py only; never inherited by run.py's floor.
+    no_verify = "1" if name == "aiohttp-floor-noverify" else None
+    env: dict[str, str | None] = {**bench_env(), "BENCH_FLOOR_NO_VERIFY": no_verify}
     proc = procs.start(name, pin_cmd(SERVER_CORE, cmd), env=env)
     wait_port(proc, port, timeout=20)
     return proc, f"http://127.0.0.1:{port}"

@@ -14,6 +14,7 @@ import json
 import sqlite3
 import time
 
+from bridge.errors import StorageUnavailable
 from bridge.model import parse_timestamp, to_us
 from bridge.store.sqlite import conversations
 from bridge.store.sqlite.migrate import add_columns, migrate_nodes
@@ -60,6 +61,18 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
+def _require(conn: sqlite3.Connection) -> None:
+    """Refuse at open, not at the first three outcomes that end together, a SQLite without the JSON
+    functions (built in since 3.38, a build option before)."""
+    try:
+        conn.execute("SELECT value FROM json_each('[1]')").fetchall()
+    except sqlite3.OperationalError as exc:
+        raise StorageUnavailable(
+            f"SQLite {sqlite3.sqlite_version} lacks its JSON functions ({exc}): the SQLite store needs "
+            "3.35 or later built with them (3.38 and later have them built in)"
+        ) from None
+
+
 def _key_events(conn: sqlite3.Connection) -> None:
     """Files whose events were keyed by the hashed event id: the rows move to the table keyed by
     (ts_us, node_id). The time comes from each event's stored eventTimestamp (microseconds, exact),
@@ -89,6 +102,7 @@ def _key_events(conn: sqlite3.Connection) -> None:
 
 def setup(conn: sqlite3.Connection) -> None:
     """Create or migrate the schema of the file ``conn`` opened."""
+    _require(conn)
     with conn:
         migrate_nodes(conn)
         add_columns(conn)

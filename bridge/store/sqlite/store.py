@@ -352,7 +352,7 @@ class SQLiteStore(conversations.SQLiteConversations, SQLiteSilences):
             return len(keys)
         keys = c.execute(_END_MANY, (state, now.timestamp(), error, json.dumps(list(ids)))).fetchall()
         if keys:
-            c.execute(_HEAD_MANY, (json.dumps([k for (k,) in keys]),))
+            c.execute(_HEAD_MANY, (json.dumps(list(dict.fromkeys(k for (k,) in keys))),))
         return len(keys)
 
     async def complete(self, delivery_id: str, *, now: datetime) -> None:
