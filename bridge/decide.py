@@ -10,9 +10,13 @@ what it found with ``duplicate=True`` and ``decide`` answers ``duplicate``, so t
 listed here, in the order they apply:
 
 1. ``duplicate``: the store holds a live dedup record for the event's node and instant;
-2. ``stale``: older than ``max_event_age`` on arrival; recorded, node record untouched;
+2. ``stale``: older than ``max_event_age`` on arrival; recorded, node record untouched. Except a
+   late recovery: a stale event that resolves the node's open incident and is newer than anything
+   the node has seen is decided as below, so the incident closes (and its pages) however late;
 3. ``out_of_order``: its ordering time is before the node's newest; recorded, record untouched;
-4. ``silenced``: a silence in force matches; the node record moves on, nobody is notified;
+4. ``silenced``: a silence in force matches; the node record moves on, nobody is notified but
+   for resolutions (whoever was told a firing hears its end); a withheld firing is tried again
+   (``incidents``: the silence re-check);
 5. ``accepted``: routed, then the incident model (``incidents.step_event``) says who is told:
    an incident opens, updates or resolves, plain routes notify a status change; a repeat of the
    node's status notifies nobody. Each notification is one job per receiver.
@@ -222,15 +226,24 @@ def _silence_label(silence: Silence | SilenceConfig) -> str:
     return getattr(silence, "id", None) or silence.comment or "config"
 
 
+def _late_recovery(event: Event, record: NodeRecord | None, policy: Policy) -> bool:
+    """A stale event that ends the node's open incident, newer than anything the node has seen: it
+    is decided as accepted, so the incident closes and its resolution goes out, late. Stale stays
+    what it was for anything else (nothing opens or notifies from an old event)."""
+    return (record is not None and record.incident_open and event.status in policy.incidents.resolve_on
+            and event.timestamp >= record.state.last_timestamp)
+
+
 def decide(
     event: Event, record: NodeRecord | None, policy: Policy, now: datetime, *, duplicate: bool = False
 ) -> Decision:
     """The decision for ``event`` given the node's stored ``record`` (see the module doc)."""
     if duplicate:
         return Decision("duplicate")
-    if policy.max_event_age and (now - event.timestamp).total_seconds() > policy.max_event_age:
-        return Decision("stale")
     prev = record.state if record is not None else None
+    if policy.max_event_age and (now - event.timestamp).total_seconds() > policy.max_event_age and not (
+            _late_recovery(event, record, policy)):
+        return Decision("stale")
     at = order_time(event, policy.max_clock_skew)
     if prev is not None and at < prev.last_timestamp:
         return Decision("out_of_order", previous=prev)
@@ -245,9 +258,9 @@ def decide(
         mute=silence is not None,
     )
     new = NodeRecord(state, step.state)
-    if silence is not None:
-        return Decision("silenced", new, previous=prev, silenced_by=_silence_label(silence),
-                        resolved=_resolved(step))
+    if silence is not None:  # the only notifications a silence lets through: resolutions of what was told
+        return Decision("silenced", new, _jobs(step.notifications, event, now, policy), previous=prev,
+                        silenced_by=_silence_label(silence), resolved=_resolved(step))
     return Decision("accepted", new, _jobs(step.notifications, event, now, policy), previous=prev,
                     resolved=_resolved(step))
 

@@ -21,7 +21,7 @@ from bridge.frozen import frozen
 from bridge.model import IncidentRef, format_timestamp, instant_digest, parse_timestamp
 from bridge.render import notification_title, short_duration
 
-Kind = Literal["firing", "update", "reminder", "escalation", "resolved", "flapping", "stable", "event"]
+Kind = Literal["firing", "update", "reminder", "escalation", "resolved", "flapping", "stable", "event", "acknowledged"]
 TimerKind = Literal["hold", "reminder", "escalation", "stable"]
 
 # An incident keeps at most this many path entries: its first and the newest ones, with a count of
@@ -102,6 +102,9 @@ class Policy:
     flap_window: float = 600.0
     routes: Mapping[str, RoutePolicy] = field(default_factory=dict)
     receivers: frozenset[str] | None = None  # the configured receivers (None: not known, keep every one)
+    # A firing a silence withheld is tried again this often (seconds), so the end of the silence (or
+    # its removal) pages a node that is still down within this long, with or without another event.
+    silence_recheck: float = 60.0
 
     @classmethod
     def from_config(cls, cfg: Config) -> Policy:
@@ -117,7 +120,7 @@ class Policy:
             routes[DEFAULT_ROUTE] = RoutePolicy(DEFAULT_ROUTE, tuple(cfg.default_to))
         inc = cfg.incidents
         return cls(frozenset(inc.open_on), frozenset(inc.resolve_on), inc.flapping.transitions,
-                   inc.flapping.window, routes, frozenset(cfg.receivers))
+                   inc.flapping.window, routes, frozenset(cfg.receivers), inc.silence_recheck)
 
 
 # --- incident ----------------------------------------------------------------------------------------

@@ -37,8 +37,12 @@ Rules in short (docs/incidents.md has the why):
   per-event notifications (firing, update, resolved, event) are held; incident state and timers go
   on exactly. After ``window`` without a change one ``stable`` summary goes out, preceded by the
   held resolution of an incident that was notified before the flapping began.
-- ``mute`` (silences): state and timers proceed, notifications are dropped and owners are not
-  marked notified (a later reminder then goes out as the firing).
+- ``mute`` (silences): state and timers proceed, news is dropped and owners are not marked
+  notified. A firing withheld by a silence is tried again every ``silence_recheck`` (a hold timer)
+  until it goes out or the incident ends, so a node still down when the silence ends is paged then,
+  whether or not it sends another event. A resolution is never muted: whoever was told the firing
+  hears the end, silence or not (else the page stays open at the pager for ever).
+- An ack tells whoever was told the firing (kind ``acknowledged``): pagers acknowledge the alert.
 - Timers count on the bridge clock from when they are set; paths and durations use event times.
 """
 
@@ -125,6 +129,9 @@ class _Work:
         if t.id not in self.timers:
             self.timers[t.id] = self.new[t.id] = t
 
+    def pending(self, kind: TimerKind, route: str, anchor: str) -> bool:
+        return any(t.kind == kind and t.route == route and t.anchor == anchor for t in self.timers.values())
+
     def cancel(self, pred: Callable[[Timer], bool]) -> None:
         if not self.timers:
             return
@@ -135,7 +142,7 @@ class _Work:
 
     def notify(self, kind: Kind, route: str, receivers: Iterable[str], *, status: str, at: datetime,
                incident: Incident | None = None, key: str | None = None, extra: dict[str, Any] | None = None) -> None:
-        if self.mute:
+        if self.mute and kind != "resolved":
             return
         k = key or self.key
         taken = self.taken
@@ -157,12 +164,18 @@ class _Work:
 # --- incident pieces ------------------------------------------------------------------------------
 
 
-def _fire(w: _Work, inc: Incident, rp: RoutePolicy, at: datetime, *, reminder_step: int = 1) -> Incident:
-    """The firing for one owner (now, or when its hold ends): sent unless held, reminders armed."""
+def _fire(w: _Work, inc: Incident, rp: RoutePolicy, at: datetime, *, reminder_step: int = 1, hold_step: int = 0,
+          key: str | None = None) -> Incident:
+    """The firing for one owner (now, or when its hold ends): sent unless held, reminders armed.
+    Withheld by a silence (not by flapping: the stable summary settles that), it is tried again."""
+    if rp.name in inc.notified:  # a re-check racing the reminder that already sent it
+        return inc
     if not w.quiet:
-        w.notify("firing", rp.name, rp.to, status=inc.status, at=at, incident=inc)
+        w.notify("firing", rp.name, rp.to, status=inc.status, at=at, incident=inc, key=key)
         inc = inc.fired(rp.name, rp.to)
-    if rp.repeat_interval and inc.acked_at is None:
+    elif w.mute and not w.flap.active and not w.pending("hold", rp.name, inc.id):
+        w.set_timer("hold", rp.name, hold_step + 1, w.policy.silence_recheck, inc.id, inc.status)
+    if rp.repeat_interval and inc.acked_at is None and not w.pending("reminder", rp.name, inc.id):
         w.set_timer("reminder", rp.name, reminder_step, rp.repeat_interval, inc.id, inc.status)
     return inc
 
@@ -352,19 +365,23 @@ def _stable(w: _Work, timer: Timer) -> None:
         _send_resolved(w, flap.held, flap.held.resolved_at or w.now, key=f"{timer.id}/resolved")
     inc = w.inc
     status = inc.status if inc is not None else timer.status
-    if inc is not None and not w.mute:
-        # The summary tells the owners whose hold has passed; the others' hold timers still run.
-        due = [n for n in inc.owners if n not in inc.notified and (rp := w.route(n)) is not None
-               and w.now >= inc.opened_seen_at + timedelta(seconds=rp.hold)]
-        inc = w.inc = replace(inc, notified=(*inc.notified, *due))
     span = (flap.last_at - flap.started_at).total_seconds() if flap.last_at and flap.started_at else 0.0
     targets = dict.fromkeys([*flap.routes, *(inc.owners if inc else ())])
+    w.flap = Flap()
+    if inc is not None:
+        # Settled in an open incident: the owners whose hold has passed get its firing first (pagers
+        # open the incident's own alert; Slack's thread starts with it), then the summary, which
+        # closes the flapping notice. The others' hold timers still run.
+        for n in inc.owners:
+            rp = w.route(n)
+            if rp is not None and n not in inc.notified and w.now >= inc.opened_seen_at + timedelta(seconds=rp.hold):
+                inc = _fire(w, inc, rp, w.now, key=f"{timer.id}/firing")
+        w.inc = inc
     for name in targets:
         rp = w.route(name)
         if rp is not None:
             w.notify("stable", name, rp.to, status=status, at=w.now, incident=inc,
                      extra={"flap": {"count": flap.count, "since": _ts_or_none(flap.started_at), "span": span}})
-    w.flap = Flap()
 
 
 def _ts_or_none(dt: datetime | None) -> str | None:
@@ -395,7 +412,7 @@ def on_timer(state: IncidentState | None, timer: Timer, now: datetime, policy: P
         _plain_timer(w, timer, rp)
     elif inc is not None and inc.id == timer.anchor:
         if timer.kind == "hold":
-            w.inc = _fire(w, inc, rp, now)
+            w.inc = _fire(w, inc, rp, now, hold_step=timer.step)
         elif inc.acked_at is None and timer.kind == "reminder":
             w.inc = _remind(w, inc, rp, timer)
         elif inc.acked_at is None and timer.kind == "escalation" and timer.step < len(rp.escalate):
@@ -441,6 +458,11 @@ def ack(state: IncidentState | None, incident_id: str, *, by: str, now: datetime
         return Step(state, "already_acked")
     w = _Work(state, inc.node_id, now, Policy(), f"ack:{inc.id}", False)
     w.inc = replace(inc, acked_at=now, acked_by=by)
+    # Whoever was told the firing (or an escalation) hears the ack: pagers acknowledge their alert.
+    for name in dict.fromkeys(inc.notified):
+        told = inc.told_to(name)
+        if told:
+            w.notify("acknowledged", name, told, status=inc.status, at=now, incident=w.inc, extra={"by": by})
     w.cancel(lambda t: t.anchor == inc.id and t.kind in ("reminder", "escalation"))
     return w.step("acked")
 

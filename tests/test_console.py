@@ -297,8 +297,8 @@ async def test_ack_and_resolve_forms_need_the_csrf_token(bridge: Callable[..., A
                 assert r.status == 303
             inc = await b.app.get_incident(iid)
             assert inc is not None and inc["state"] == "resolved" and inc["resolved_by"] == "console"
-            await wait_until(lambda: len(sink.delivered) == 2, 10, "the resolution")
-            assert sink.delivered[1].json()["kind"] == "resolved"
+            await wait_until(lambda: len(sink.delivered) == 3, 10, "the ack and the resolution")
+            assert [d.json()["kind"] for d in sink.delivered] == ["firing", "acknowledged", "resolved"]
             async with s.get(base) as r:
                 page = await r.text()
             assert "Incident resolved by console." in page and 'id="resolve"' not in page

@@ -107,6 +107,41 @@ def test_silenced_moves_the_node_on_without_jobs() -> None:
     assert decide(ev(t=5), d.record, policy, at(11)).outcome == "out_of_order"
 
 
+def test_a_silence_lets_the_resolution_of_a_page_through() -> None:
+    # Paged at 0; a silence on every status from 50; the recovery inside it still closes the page.
+    s = Silence("sil_1", "n*", ("FAILED", "RUNNING"), at(50), at(500), "maintenance")
+    policy = Policy(TO_A.routes, (s,), 3600.0, SKEW, TO_A.incidents)
+    (fired, recovered) = run([(ev(t=0), 0), (ev("n1", "RUNNING", 60), 60)], policy)
+    assert [j.kind for j in fired.jobs] == ["firing"]
+    assert recovered.outcome == "silenced" and [(j.kind, j.receiver) for j in recovered.jobs] == [("resolved", "a")]
+    assert recovered.jobs[0].incident is not None and fired.jobs[0].incident is not None
+    assert recovered.jobs[0].incident.id == fired.jobs[0].incident.id
+
+
+def test_a_firing_withheld_by_a_silence_goes_out_once_it_ends() -> None:
+    s = Silence("sil_1", "n*", ("FAILED", "RUNNING"), at(0), at(100), "maintenance")
+    policy = Policy(TO_A.routes, (s,), 3600.0, SKEW, TO_A.incidents)
+    (muted,) = run([(ev(t=10), 10)], policy)
+    assert muted.outcome == "silenced" and muted.jobs == () and muted.record is not None
+    assert muted.record.next_due == at(70)  # the re-check
+    inside = decide_timers(muted.record, policy, at(70))
+    assert inside.jobs == () and inside.record is not None and inside.record.next_due == at(130)
+    after = decide_timers(inside.record, policy, at(130))
+    assert [j.kind for j in after.jobs] == ["firing"] and after.record is not None and after.record.next_due is None
+
+
+def test_a_late_recovery_still_closes_the_incident() -> None:
+    # The FAILED was paged; its RUNNING arrives after max_event_age: the page closes, late.
+    late = run([(ev(t=0), 0), (ev("n1", "RUNNING", 10), 4000)], TO_A)[1]
+    assert late.outcome == "accepted" and [j.kind for j in late.jobs] == ["resolved"]
+    assert late.record is not None and late.record.state.status == "RUNNING" and not late.record.incident_open
+    # Otherwise stale stays stale: a late FAILED opens nothing, a late RUNNING older than the node's newest
+    # or with no incident open changes nothing.
+    assert run([(ev("n1", "RUNNING", 0), 0), (ev(t=10), 4000)], TO_A)[1].outcome == "stale"
+    assert run([(ev(t=20), 20), (ev("n1", "RUNNING", 10), 4000)], TO_A)[1].outcome == "stale"
+    assert run([(ev("n1", "STARTING", 0), 0), (ev("n1", "RUNNING", 10), 4000)], TO_A)[1].outcome == "stale"
+
+
 def test_config_silence_is_named_by_its_comment_or_config() -> None:
     cfg = parse({"receivers": {"a": {"type": "log"}}, "verification": {"public_key": "x"},
                  "silences": [{"node": "*", "ends_at": "2030-01-01T00:00:00Z"}]})

@@ -154,7 +154,8 @@ def test_reminders_repeat_while_open_and_stop_after_ack() -> None:
     assert ack(sim.state, sim.state.incident.id, by="bob", now=m(36)).outcome == "already_acked"
     sim.run(200)
     sim.event("RUNNING", 201)
-    assert [n.kind for n in sim.sent] == ["firing", "reminder", "reminder", "reminder", "resolved"]
+    assert [n.kind for n in sim.sent] == ["firing", "reminder", "reminder", "reminder", "acknowledged", "resolved"]
+    assert sim.sent[4].receivers == OPS.to and sim.sent[4].extra == {"by": "alice"}
     assert sim.sent[-1].incident is not None and sim.sent[-1].incident.acked_by == "alice"
 
 
@@ -179,7 +180,9 @@ def test_ack_before_an_escalation_step_stops_it() -> None:
     assert sim.state is not None and sim.state.incident is not None
     sim.apply(ack(sim.state, sim.state.incident.id, by="alice", now=m(45)))
     sim.run(500)
-    assert sim.kinds() == [("firing", "ops", ("slack",)), ("escalation", "ops", ("pager",))]
+    # The ack reaches whoever was told: the firing's receiver and the escalation's.
+    assert sim.kinds() == [("firing", "ops", ("slack",)), ("escalation", "ops", ("pager",)),
+                           ("acknowledged", "ops", ("slack", "pager"))]
 
 
 @pytest.mark.parametrize(
@@ -321,6 +324,28 @@ def test_flapping_ends_on_a_failed_node_tells_owners_it_is_still_open() -> None:
     assert [n.kind for n in sim.sent][-1] == "reminder"
 
 
+def test_flapping_that_settles_down_pages_the_incident_it_settled_in() -> None:
+    # Flapping began on the FAILED that opened an incident nobody was told of (held), and the node
+    # settled FAILED in another: its owners get that incident's firing, then the summary.
+    sim = Sim(policy(OPS, flapping=(3, 600.0)), prev="RUNNING")
+    for s, t in [("FAILED", 0), ("RUNNING", 1), ("FAILED", 2), ("RUNNING", 3), ("FAILED", 4)]:
+        sim.event(s, t)
+    assert [n.kind for n in sim.sent] == ["firing", "resolved", "flapping"]
+    sim.run(20)
+    assert [n.kind for n in sim.sent] == ["firing", "resolved", "flapping", "firing", "stable"]
+    firing, stable = sim.sent[-2:]
+    assert firing.incident is not None and firing.incident.opened_at == m(4) and firing.key != stable.key
+    assert sim.state is not None and sim.state.incident is not None
+    assert sim.state.incident.notified == ("ops",)
+    sim.event("RUNNING", 30)
+    assert sim.sent[-1].kind == "resolved" and sim.sent[-1].incident is not None
+    assert sim.sent[-1].incident.id == firing.incident.id
+    # Every firing got its resolution.
+    fired = [n.incident.id for n in sim.sent if n.kind == "firing" and n.incident]
+    closed = [n.incident.id for n in sim.sent if n.kind == "resolved" and n.incident]
+    assert sorted(fired) == sorted(closed)
+
+
 def test_changes_spread_wider_than_the_window_are_not_flapping() -> None:
     sim = Sim(policy(OPS, flapping=(4, 600.0)), prev="RUNNING")
     for i, s in enumerate(["FAILED", "RUNNING"] * 4):
@@ -442,15 +467,45 @@ def test_resolve_by_hand() -> None:
     assert sim.state.incident is not None and sim.state.incident.id != inc_id
 
 
-def test_silenced_firing_goes_out_as_the_first_reminder_after_the_silence() -> None:
+def test_silenced_firing_goes_out_at_the_first_recheck_after_the_silence() -> None:
     sim = Sim(policy(replace(OPS, repeat_interval=600.0)))
     sim.event("FAILED", 0, mute=True)
     sim.run(25, mute=True)
     assert sim.sent == []
     sim.run(30)
-    assert [(n.kind, n.at) for n in sim.sent] == [("firing", m(30))]
+    assert [(n.kind, n.at) for n in sim.sent] == [("firing", m(26)), ("reminder", m(30))]
     sim.event("RUNNING", 31)
+    assert [n.kind for n in sim.sent] == ["firing", "reminder", "resolved"]
+
+
+def test_a_node_still_down_after_its_silence_is_paged_without_another_event() -> None:
+    # No repeat_interval and no further event from the node: the re-check alone pages it, once.
+    sim = Sim(policy(OPS))
+    sim.event("FAILED", 0, mute=True)
+    sim.run(90, mute=True)
+    assert sim.sent == [] and [t.kind for t in sim.jobs.values()] == ["hold"]
+    sim.run(600)
+    assert [(n.kind, n.at) for n in sim.sent] == [("firing", m(91))]
+    assert sim.jobs == {}  # nothing left to re-check
+    sim.event("RUNNING", 700)
     assert [n.kind for n in sim.sent] == ["firing", "resolved"]
+
+
+def test_the_recheck_follows_the_policy() -> None:
+    sim = Sim(policy(OPS, silence_recheck=15.0))
+    sim.event("FAILED", 0, mute=True)
+    sim.run(1)
+    assert [(n.kind, n.at) for n in sim.sent] == [("firing", T0 + timedelta(seconds=15))]
+
+
+def test_a_resolution_is_never_silenced() -> None:
+    # Paged before the silence, recovered inside it: the page must close (else it stays open for ever).
+    sim = Sim(policy(replace(OPS, escalate=((600.0, ("pager",)),))))
+    sim.event("FAILED", 0)
+    sim.run(10)
+    sim.event("RUNNING", 12, mute=True)
+    assert sim.kinds() == [("firing", "ops", ("slack",)), ("escalation", "ops", ("pager",)),
+                           ("resolved", "ops", ("slack", "pager"))]
 
 
 def test_a_silenced_escalation_is_not_told_of_the_resolution() -> None:
@@ -464,10 +519,11 @@ def test_a_silenced_escalation_is_not_told_of_the_resolution() -> None:
 
 
 def test_silenced_incident_resolves_without_a_message() -> None:
+    # Nobody was told the firing (the silence covered it until the node recovered): nothing to end.
     sim = Sim(policy(OPS))
     sim.event("FAILED", 0, mute=True)
-    sim.event("RUNNING", 1)
-    assert sim.sent == []
+    sim.event("RUNNING", 0.5)
+    assert sim.sent == [] and sim.jobs == {}
 
 
 # --- stored form -------------------------------------------------------------------------------------

@@ -118,6 +118,22 @@ async def test_pagerduty_kind_table(
     assert (req.payload["event_action"], req.status) == (action, 202)
 
 
+async def test_a_flapping_notice_and_its_stable_summary_share_the_node_key(
+    fake_pagerduty: FakePagerDuty, fake_opsgenie: FakeOpsgenie, http_session: aiohttp.ClientSession
+) -> None:
+    # The notice goes out with no incident, the summary with the one the node settled in: the summary
+    # must close the notice's alert, not the incident's (which its own firing opens).
+    pd = make_receiver(http_session, settings_for("pagerduty", fake_pagerduty))
+    og = make_receiver(http_session, settings_for("opsgenie", fake_opsgenie))
+    for r in (pd, og):
+        await r.send(dataclasses.replace(make_alert(), kind="flapping"))
+        await r.send(incident_alert("firing"))
+        await r.send(incident_alert("stable"))
+    node_key = correlation_key(make_alert())
+    assert fake_pagerduty.alerts == {node_key: "resolved", "inc_7f3a9c": "triggered"}
+    assert fake_opsgenie.alerts == {node_key: "closed", "inc_7f3a9c": "open"}
+
+
 async def test_pagerduty_severity_map_and_node_fallback_key(
     fake_pagerduty: FakePagerDuty, http_session: aiohttp.ClientSession
 ) -> None:

@@ -229,6 +229,9 @@ class IncidentsConfig(Strict):
     open_on: StrList = Field(default_factory=lambda: ["FAILED"])
     resolve_on: StrList = Field(default_factory=lambda: ["RUNNING"])
     flapping: FlappingConfig = FlappingConfig()
+    # How often a firing a silence withheld is tried again: the longest a node still down when its
+    # silence ends (or is expired early) waits for its page.
+    silence_recheck: TimerDuration = Field(60.0, gt=0)
 
 
 class SilenceConfig(Strict):

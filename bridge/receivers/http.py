@@ -106,8 +106,11 @@ def correlation_key(alert: Alert) -> str:
     """What ties a resolution or an ack to its firing notification at the service.
 
     The incident's id when the alert belongs to one (always so for incident routes); else a key
-    derived from the node id, stable per node, bounded in length and safe in a URL path."""
-    if alert.incident is not None:
+    derived from the node id, stable per node, bounded in length and safe in a URL path. A flapping
+    notice and its stable summary always take the node's key: the summary closes what the notice
+    opened, whichever incidents came and went in between (the incident's own alert is opened by its
+    firing)."""
+    if alert.incident is not None and alert.kind not in ("flapping", "stable"):
         return alert.incident.id
     return "node-" + hashlib.sha256(alert.event.node_id.encode("utf-8", "surrogatepass")).hexdigest()[:24]
 
