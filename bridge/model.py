@@ -100,11 +100,10 @@ def format_timestamp(dt: datetime) -> str:
         dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second, dt.microsecond)
 
 
-# Memoised: the incident an event opens is named by the same "node|instant" (incident_state.incident_id),
-# decided a moment after the event was parsed: one hash serves both.
+# Memoised: a retried event hashes its key again (its id), an incident its node and opening instant.
 @functools.lru_cache(maxsize=1024)
 def instant_digest(key: str) -> str:
-    """The SHA-256 hex digest of ``"<node id>|<format_timestamp(instant)>"``."""
+    """The SHA-256 hex digest of a key naming a node's instant (an event's id, an incident's)."""
     return hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -119,14 +118,16 @@ class Event:
     details: Mapping[str, Any] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
     received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    # Derived once (hashing and formatting are on the request path): same node, same instant.
+    # Derived once (hashing and formatting are on the request path).
     stamp: str = field(init=False, repr=False, compare=False)  # format_timestamp(timestamp)
     dedup_key: str = field(init=False, repr=False, compare=False)
     id: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         stamp = format_timestamp(self.timestamp)
-        key = f"{self.node_id}|{stamp}"  # same node, same instant: same event, however it was spelled
+        # Same node, instant and status: the same event, however it was spelled. Another status at the
+        # same instant is another event (a quick FAILED then RUNNING): both count, in arrival order.
+        key = f"{self.node_id}|{stamp}|{self.status}"
         object.__setattr__(self, "stamp", stamp)
         object.__setattr__(self, "dedup_key", key)
         object.__setattr__(self, "id", "evt_" + instant_digest(key)[:24])

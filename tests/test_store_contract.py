@@ -181,6 +181,15 @@ async def test_timestamp_spellings_dedup_together(store: Store) -> None:
     assert (await store.stats(now=T0)).pending == 1
 
 
+async def test_another_status_at_the_same_instant_is_not_a_duplicate(store: Store) -> None:
+    # FAILED then RUNNING with one eventTimestamp: the recovery must count (arrival order breaks the tie).
+    failed, running = (Event("NODE_STATUS_UPDATED", T0, "n1", s, received_at=T0) for s in ("FAILED", "RUNNING"))
+    results = [await accept(store, e, plan_to("a"), now=T0) for e in (failed, running, failed, running)]
+    assert [r.status for r in results] == ["accepted", "accepted", "duplicate", "duplicate"]
+    assert (await store.node_state("n1")).status == "RUNNING"  # type: ignore[union-attr]
+    assert (await store.stats(now=T0)).pending == 2
+
+
 async def test_concurrent_identical_accepts_accept_once(store: Store) -> None:
     e = ev()
     results = await asyncio.gather(*(accept(store, e, plan_to("a", "b")) for _ in range(50)))
@@ -364,7 +373,7 @@ def _batch_workload() -> list[tuple[Event, Plan, dict[str, Any]]]:
         (ev("n1", "FAILED", 1), plan_to("a"), {}),  # same status: since kept
         (ev("n1", "RUNNING", 2), two_routes, {}),
         (ev("n1", "FAILED", 1.5), no_plan, {}),  # older than n1's newest, accepted just above
-        (ev("n1", "RUNNING", 0), no_plan, {}),  # the same instant as the first: a duplicate
+        (ev("n1", "RUNNING", 0), no_plan, {}),  # the first's instant, another status: older than n1's newest
         (ev("n1", "PAUSED", 3), plan_to("a"), {"mode": "silenced"}),
         (ev("n1", "FAILED", 4), no_plan, {"mode": "stale"}),
         (ev("n1", "FAILED", 5), plan_to("a", "c"), {}),
@@ -374,7 +383,8 @@ def _batch_workload() -> list[tuple[Event, Plan, dict[str, Any]]]:
         (ev("n2", "RUNNING", 2), repeat, {}),
         (ev("n2", "FAILED", 3), repeat, {}),  # FAILED: still inside 300 s
         *[(ev(f"m{i}", "FAILED", i), plan_to("a", "b"), {}) for i in range(30)],
-        *[(ev(f"m{i}", "RUNNING", i), plan_to("c"), {}) for i in range(0, 30, 3)],  # duplicates
+        *[(ev(f"m{i}", "RUNNING", i + 0.5), plan_to("c"), {}) for i in range(0, 30, 3)],
+        *[(ev(f"m{i}", "FAILED", i), plan_to("c"), {}) for i in range(0, 30, 5)],  # duplicates
         *[(ev(f"m{i}", "RUNNING", 40 + i), plan_to("c"), {}) for i in range(0, 30, 2)],
     ]
 
@@ -387,7 +397,7 @@ async def test_concurrent_accepts_answer_as_if_sequential(store: Store) -> None:
     expected = [await accept(ref, e, p, now=at(10), **kw) for e, p, kw in calls]
     assert results == expected
     assert [r.status for r in results[:13]] == [
-        "accepted", "accepted", "accepted", "out_of_order", "duplicate", "silenced", "stale", "accepted",
+        "accepted", "accepted", "accepted", "out_of_order", "out_of_order", "silenced", "stale", "accepted",
         "duplicate", "accepted", "accepted", "accepted", "accepted",
     ]  # fmt: skip
     # incidents (issue 13): the repeat is quiet, RUNNING resolves, FAILED opens a new one
@@ -964,6 +974,10 @@ async def test_matches_memory_store(store: Store, seed: int) -> None:
         now = at(clock)
         op = rng.choices(["accept", "claim", "finish", "retry", "misc", "prune"], weights=[10, 6, 6, 1, 2, 1])[0]
         if op == "accept":
+            # Each request reads the clock after the last one did (ties in event time, two statuses at one
+            # instant, are broken by arrival: created_at). Other operations may share an instant.
+            clock += 0.125  # exact in binary: stored float seconds compare equal
+            now = at(clock)
             node = rng.choice(nodes)
             if rng.random() < 0.15:
                 t = newest[node] - rng.choice([1.0, 2.0])  # out of order
@@ -1389,6 +1403,41 @@ async def test_redis_migrates_keys_of_the_earlier_layout(redis_pair: tuple[Store
         assert not [k async for k in client.scan_iter(match=f"{p}fired:*")]
     finally:
         await store.close()
+
+
+async def test_sqlite_migrates_the_dedup_key_to_take_the_status(tmp_path: Path) -> None:
+    """A file whose events were unique by (time, node): the index takes the status, the rows stay,
+    and a stored event is still a duplicate while another status at its instant is accepted."""
+    import sqlite3
+
+    from bridge.store.sqlite import SQLiteStore
+
+    path = tmp_path / "old.db"
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        assert (await accept(store, ev("n1", t=0), plan_to("a"), now=at(1))).status == "accepted"
+    finally:
+        await store.close()
+    conn = sqlite3.connect(path)
+    conn.execute("DROP INDEX events_key")
+    conn.execute("CREATE UNIQUE INDEX events_key ON events(ts_us, node_id)")  # as earlier versions made it
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        assert (await accept(store, ev("n1", t=0), plan_to("a"), now=at(2))).status == "duplicate"
+        assert (await accept(store, ev("n1", "RUNNING", t=0), plan_to("a"), now=at(2))).status == "accepted"
+    finally:
+        await store.close()
+    conn = sqlite3.connect(path)
+    try:
+        columns = [r[2] for r in conn.execute("PRAGMA index_info(events_key)")]
+        count = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+    finally:
+        conn.close()
+    assert columns == ["ts_us", "node_id", "status"] and count == 2
 
 
 async def test_sqlite_migrates_events_keyed_by_their_id(tmp_path: Path) -> None:

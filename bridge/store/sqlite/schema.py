@@ -3,7 +3,7 @@
 Every accept writes an event row, its node's record and its jobs, in one commit: each index those
 rows touch is work per event, and each page an index dirties is a WAL frame to write and, later,
 to copy by a checkpoint. So the indexes are what the queries need and no more, and the event's
-dedup key is (event time in µs, node): events arrive roughly in time order, so its entries
+dedup key is (event time in µs, node, status): events arrive roughly in time order, so its entries
 append to the index's last pages instead of dirtying a random page each, as the hashed event id
 did (bench/README.md, "Where the time goes").
 """
@@ -19,9 +19,10 @@ from bridge.model import parse_timestamp, to_us
 from bridge.store.sqlite import conversations
 from bridge.store.sqlite.migrate import add_columns, migrate_nodes
 
-# Events double as dedup records: (ts_us, node_id) is the dedup key (the event's id is derived from
-# it too). Pruning ends the dedup record (expires_at = 0) and the event record (kept = 0)
-# separately, and deletes the row once both are over.
+# Events double as dedup records: (ts_us, node_id, status) is the dedup key (the event's id is
+# derived from it too): another status at the same instant is another event. Pruning ends the
+# dedup record (expires_at = 0) and the event record (kept = 0) separately, and deletes the row
+# once both are over.
 _EVENTS = """
 CREATE TABLE IF NOT EXISTS events (
   id TEXT NOT NULL, ts_us INTEGER NOT NULL, node_id TEXT NOT NULL, status TEXT NOT NULL,
@@ -31,7 +32,7 @@ CREATE TABLE IF NOT EXISTS events (
 _EVENT_COLUMNS = "id, ts_us, node_id, status, event_type, ts, received_at, expires_at, outcome, body, kept"
 
 SCHEMA = _EVENTS + """;
-CREATE UNIQUE INDEX IF NOT EXISTS events_key ON events(ts_us, node_id);
+CREATE UNIQUE INDEX IF NOT EXISTS events_key ON events(ts_us, node_id, status);
 CREATE INDEX IF NOT EXISTS events_expiry ON events(expires_at) WHERE expires_at > 0;
 CREATE INDEX IF NOT EXISTS events_kept ON events(received_at) WHERE kept = 1;
 -- record: bridge.decide.NodeRecord as JSON; newest: its kept_from (unix s), for pruning;
@@ -82,6 +83,10 @@ def _key_events(conn: sqlite3.Connection) -> None:
     # walks it instead of sorting. An older file's two-column one is made again by SCHEMA.
     if len(conn.execute("PRAGMA index_info(jobs_key)").fetchall()) == 2:
         conn.execute("DROP INDEX jobs_key")
+    # The dedup key gained the status (two statuses at one instant are two events): made again by
+    # SCHEMA over the rows as they are, which are unique by (ts_us, node_id) and so by the three.
+    if len(conn.execute("PRAGMA index_info(events_key)").fetchall()) == 2:
+        conn.execute("DROP INDEX events_key")
     cols = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
     if not cols or "ts_us" in cols:
         return

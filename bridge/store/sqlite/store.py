@@ -174,9 +174,9 @@ class SQLiteStore(conversations.SQLiteConversations, SQLiteSilences):
         decision = decide(record, False)
         event_json = encode_event(event)
         cur = c.execute(
-            "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT(ts_us, node_id) DO UPDATE SET "
-            "received_at = excluded.received_at, expires_at = excluded.expires_at, outcome = excluded.outcome, "
-            "body = excluded.body, kept = 1 WHERE events.expires_at <= ?",
+            "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT(ts_us, node_id, status) "
+            "DO UPDATE SET received_at = excluded.received_at, expires_at = excluded.expires_at, "
+            "outcome = excluded.outcome, body = excluded.body, kept = 1 WHERE events.expires_at <= ?",
             (eid, to_us(event.timestamp), event.node_id, event.status, event.event_type, ts,
              event.received_at.timestamp(), max(now_ts, ts) + dedup_ttl, decision.outcome, event_json, now_ts),
         )
