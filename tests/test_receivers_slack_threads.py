@@ -109,6 +109,22 @@ async def test_two_incidents_two_threads(fake_slack: FakeSlack, http_session: ai
     assert root_a.headline.endswith("RESOLVED node-a after 15m") and root_b.headline.endswith("node-b after 15m")
 
 
+async def test_a_flapping_notice_is_a_root_its_stable_summary_turns_green(
+    fake_slack: FakeSlack, http_session: aiohttp.ClientSession
+) -> None:
+    # The notice carries no incident, the summary the one the node settled in (whose firing came first).
+    receiver = threaded(fake_slack, http_session)
+    flap = {"flap": {"count": 3, "since": "2026-04-16T11:58:00.000000Z", "span": 120.0}}
+    await receiver.send(replace(make_alert(node="node-7", delivery_id="dlv_flap"), kind="flapping", facts=flap))
+    await receiver.send(replace(make_alert(node="node-7", delivery_id="dlv_flap"), kind="flapping", facts=flap))
+    await receiver.send(incident("firing"))
+    await receiver.send(replace(incident("stable", n=1), facts={"flap": {**flap["flap"], "count": 5}}))
+    notice, inc_root = fake_slack.channel("#alerts").roots
+    assert notice.headline == ":large_green_circle: node-7 stable again: flapped 5 times in 2m, now FAILED"
+    assert len(notice.edits) == 1 and [r.headline for r in notice.replies] == [notice.headline]
+    assert inc_root.headline.startswith(":red_circle: node-7 is FAILED") and inc_root.replies == []
+
+
 async def test_a_plain_route_event_is_a_message_of_its_own(
     fake_slack: FakeSlack, http_session: aiohttp.ClientSession
 ) -> None:

@@ -2,10 +2,12 @@
 
 Bot-token mode keeps one conversation per incident (bridge/conversations.py): the incident's
 first message at this receiver (normally the firing) is the root; updates, reminders,
-escalations, acks and flapping notices are replies in its thread (``thread_ts``); the resolution
+escalations and acks are replies in its thread (``thread_ts``); the resolution
 edits the root in place (``chat.update`` with the channel *ID* chat.postMessage answered, which
 chat.update requires) and adds a reply (``reply_broadcast`` with ``broadcast_resolved``). A root
 that is gone (deleted, channel gone, no longer editable) is replaced by a new message, logged.
+A flapping notice is the root of a conversation of its own, keyed by the node as pagers key it: its
+stable summary edits it green and replies under it.
 Incoming webhooks cannot thread or edit: every notification is a message of its own.
 
 Retries stay with the dispatcher: every failure is RetryLater or Permanent. A resolution retried
@@ -37,7 +39,7 @@ from bridge.receivers.base import (
     safe_code,
     transport_failure,
 )
-from bridge.receivers.http import post_json
+from bridge.receivers.http import correlation_key, post_json
 from bridge.receivers.slack_blocks import DEFAULT_EMOJI, EMOJI, digest_progress, slack_message
 from bridge.redact import Redactor, url_secrets
 from bridge.render import Renderer, base_context, slack_escape
@@ -152,31 +154,38 @@ class SlackReceiver:
         if conv is not None and alert.digest is not None and alert.kind == "digest":
             await self._send_digest(conv, alert, message)
             return
-        if conv is None or incident is None:  # a plain route's event (or no log): a message of its own
+        # A flapping notice is the root of its own conversation, keyed by the node (as pagers key it):
+        # the stable summary turns it green and replies under it, whichever incidents came and went.
+        if conv is not None and alert.kind in ("flapping", "stable"):
+            key = correlation_key(alert)
+        elif conv is not None and incident is not None:
+            key = incident.id
+        else:  # a plain route's event (or no log): a message of its own
             await self._post(self._channel(alert), message)
             return
-        root = await conv.root(incident.id)
+        ends = alert.kind in ("resolved", "stable")
+        root = await conv.root(key)
         if root is None:
-            await self._start(conv, incident.id, alert, message)
+            await self._start(conv, key, alert, message)
             return
-        if alert.kind == "firing":  # a retry after the root went out and was recorded
-            log.info("receiver %s: the firing of %s is already posted; not posted again", self.name, incident.id)
+        if alert.kind in ("firing", "flapping"):  # a retry after the root went out and was recorded
+            log.info("receiver %s: the %s of %s is already posted; not posted again", self.name, alert.kind, key)
             return
         try:
             # A root several incidents share (a digest: its ref carries "digest") is edited by
             # whoever owns the digest, never with one member's resolution.
-            if alert.kind == "resolved" and "digest" not in root:
+            if ends and "digest" not in root:
                 await self._update(root, message)
-            elif alert.kind == "resolved":
-                await self._digest_recovered(conv, root, incident.id)
-            broadcast = alert.kind == "resolved" and self._cfg.broadcast_resolved
+            elif ends:
+                await self._digest_recovered(conv, root, key)
+            broadcast = ends and self._cfg.broadcast_resolved
             await self._post(root["channel"], message, thread_ts=root["ts"], reply_broadcast=broadcast)
         except _RootGone as gone:
             log.warning("receiver %s: the thread of %s is gone (%s); posting a new message", self.name,
-                        incident.id, gone.code)
-            await self._start(conv, incident.id, alert, message)
+                        key, gone.code)
+            await self._start(conv, key, alert, message)
             return
-        await _shielded(conv.set_root(incident.id, root))  # kept for a while after its last message
+        await _shielded(conv.set_root(key, root))  # kept for a while after its last message
 
     async def _start(self, conv: Conversations, key: str, alert: Alert, message: Mapping[str, Any]) -> None:
         """Post ``message`` as a new root and record it for the incident's later messages."""
