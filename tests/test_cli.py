@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from tests.support.cli_runner import run, write
 from tests.support.fakes import WebhookSink, make_cert
 from tests.support.tls import https_server
@@ -167,7 +169,8 @@ async def test_reload_command(bridge_process: Any) -> None:
     r = await run_cli("reload", "-c", cfg)
     assert r.code == 0 and "reloaded" in r.out, r
     text = p.config_path.read_text()
-    p.config_path.write_text(text + "\nroutes: [{name: x, to: [nobody]}]\n")
+    # Replaced, not appended: a second routes: key is an error of its own now.
+    p.config_path.write_text(yaml.safe_dump({**yaml.safe_load(text), "routes": [{"name": "x", "to": ["nobody"]}]}))
     r = await run_cli("reload", "-c", cfg)
     assert r.code == 1 and "nobody" in r.err and "running config stays" in r.err, r
     assert await p.terminate() == 0
@@ -199,3 +202,18 @@ async def test_route_explains_against_the_running_bridges_incident(bridge_proces
     assert r.code == 1 and "running bridge" not in r.out and "notified: nobody" in r.out, r
     # Nothing was sent by asking.
     assert len(webhook_sink.delivered) == 1
+
+
+async def test_every_command_reading_the_config_refuses_a_key_given_twice(tmp_path: Path) -> None:
+    """check, route and serve read the config through the same loader: a second top-level receivers:
+    (which YAML would let replace the first) is an error naming both lines, and nothing starts."""
+    text = yaml.safe_dump({**ROUTED, "server": {"listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0"},
+                           "storage": {"url": "memory://"}}, sort_keys=False)
+    first = text.splitlines().index("receivers:") + 1
+    path = tmp_path / "twice.yaml"
+    path.write_text(text + "receivers: {console: {type: log}}\n")
+    expected = (f"error: receivers: duplicate key, given twice on lines {first} and {len(text.splitlines()) + 1} "
+                "(only the last would count); remove or rename one of them")
+    for command, *extra in (("check",), ("route", "--node", "node-prod-1", "--status", "FAILED"), ("serve",)):
+        code, out, err = await run(command, "-c", str(path), *extra)
+        assert (code, err.strip(), out) == (2, expected, ""), (command, code, out, err)

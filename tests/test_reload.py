@@ -229,3 +229,26 @@ async def test_reload_that_cannot_build_a_receiver_changes_nothing(
         await webhook_sink.wait_for(1, timeout=10)
     finally:
         await app.stop()
+
+
+async def test_reload_of_a_file_with_a_key_given_twice_changes_nothing(
+    make_config: Callable[..., dict[str, Any]], tmp_path: Path, webhook_sink: WebhookSink,
+) -> None:
+    """A second receivers: (YAML alone would keep only it) is refused with both lines; the running
+    config keeps its webhook receiver."""
+    path = tmp_path / "reload.yaml"
+    cfg = make_config(receivers={"hook": {"type": "webhook", "url": webhook_sink.url}},
+                      routes=[{"name": "all", "to": ["hook"]}])
+    _write(path, cfg)
+    app = App(config_mod.load(path), config_path=path)
+    await app.start()
+    try:
+        lines = path.read_text().splitlines()
+        path.write_text(path.read_text() + "receivers: {hook: {type: log}}\n")
+        assert await app.reload() == [
+            f"receivers: duplicate key, given twice on lines {lines.index('receivers:') + 1} and {len(lines) + 1} "
+            "(only the last would count); remove or rename one of them"]
+        assert app.config.receivers["hook"].type == "webhook"
+        assert series(app.render_metrics().decode(), "alert_bridge_config_last_reload_successful") == 0
+    finally:
+        await app.stop()

@@ -11,7 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from bridge import config as config_mod
-from bridge.config import ServerConfig
+from bridge.config import ServerConfig, yamlsource
 from bridge.errors import CommandError
 
 CONFIG_ENV = "ALERT_BRIDGE_CONFIG"
@@ -67,9 +67,15 @@ def fail(exc: CommandError) -> int:
 
 def server_section(path: str) -> ServerConfig:
     """Only ``server:`` of a config file, read leniently: a mistake elsewhere in the file must not stop a
-    probe of (or a reload for) a bridge still running its last good config."""
+    probe of (or a reload for) a bridge still running its last good config. The same loader as
+    ``check`` (yamlsource): a key given twice in ``server:`` (or ``server:`` itself twice) is refused,
+    since which one the bridge runs with cannot be told; elsewhere it is left to reload and check."""
     try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        doc = yamlsource.read(Path(path).read_text(encoding="utf-8"))
+        twice = [d for d in doc.duplicates if d.path[:1] == ("server",)]
+        if twice:
+            raise CommandError(f"cannot read server: from {path}: {twice[0].problem()}")
+        raw = doc.data or {}
         problems: list[str] = []
         section = config_mod.interpolate(raw.get("server") or {}, os.environ, ("server",), problems)
         if problems:

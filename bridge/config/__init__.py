@@ -5,7 +5,8 @@ Unknown keys are errors (a typo must never silently disable an alert). ``${VAR}`
 ``*_file`` twin for Kubernetes secret mounts. Durations are written ``30s``, ``5m``, ``24h``.
 
 The package: ``base`` (shared building blocks), ``receivers`` (one model per receiver type),
-``model`` (every other section and ``Config``), ``load`` (YAML → ``Config``), ``lint`` (hints).
+``model`` (every other section and ``Config``), ``yamlsource`` (the YAML loader: duplicate keys),
+``load`` (YAML → ``Config``), ``problems`` (validation errors with their fix), ``lint`` (hints).
 Import from ``bridge.config``; the names below are its interface.
 """
 
@@ -23,7 +24,7 @@ from bridge.config.base import (
     resolve_path,
     split_host_port,
 )
-from bridge.config.load import format_path, interpolate, load, parse, unreadable_files
+from bridge.config.load import interpolate, load, parse, unreadable_files
 from bridge.config.model import (
     DEFAULT_KEY_URL,
     Config,
@@ -65,6 +66,7 @@ from bridge.config.receivers import (
     WebhookReceiverConfig,
     signing_key,
 )
+from bridge.config.yamlsource import format_path
 
 __all__ = [
     "DEFAULT_KEY_URL",

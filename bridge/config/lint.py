@@ -15,7 +15,8 @@ from pydantic import BaseModel, SecretStr
 
 from bridge.model import KNOWN_STATUSES
 
-__all__ = ["did_you_mean", "model_keys_at", "secret_dollar_warnings", "status_findings"]
+__all__ = ["bare_var_fix", "default_at", "did_you_mean", "is_secret_at", "model_keys_at", "secret_dollar_warnings",
+           "status_findings"]
 
 
 def did_you_mean(word: str, choices: Collection[str]) -> str:
@@ -61,31 +62,73 @@ def _keys(model: type[BaseModel]) -> list[str]:
     return [f.alias or name for name, f in model.model_fields.items() if not f.exclude]
 
 
-def model_keys_at(root: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """The keys allowed in the mapping at ``loc`` (a pydantic error location, discriminator tags
-    included), or [] when the path does not lead to a model."""
-    current: list[Any] = [root]
+def _types_at(root: type[BaseModel], loc: tuple[Any, ...]) -> list[Any]:
+    """The types the value at ``loc`` (a pydantic error location, discriminator tags included) may
+    have, each with the model holding it and the field's name (None, None for list items, dict values
+    and the root); [] when the path leads nowhere."""
+    current: list[tuple[Any, Any, str | None]] = [(root, None, None)]
     for part in loc:
-        nxt: list[Any] = []
-        for t in current:
+        nxt: list[tuple[Any, Any, str | None]] = []
+        for t, _, _ in current:
             origin = get_origin(t)
             if isinstance(t, type) and issubclass(t, BaseModel):
                 for name, f in t.model_fields.items():
                     if part in (name, f.alias):
-                        nxt += _unwrap(f.annotation)
+                        nxt += [(u, t, name) for u in _unwrap(f.annotation)]
             elif origin in (dict, list):
-                nxt += _unwrap(get_args(t)[-1])
+                nxt += [(u, None, None) for u in _unwrap(get_args(t)[-1])]
         if not nxt:  # a tagged union's tag (receivers.<name>.slack.<key>)
-            nxt = [t for t in current if isinstance(t, type) and issubclass(t, BaseModel)
+            nxt = [(t, o, n) for t, o, n in current if isinstance(t, type) and issubclass(t, BaseModel)
                    and "type" in t.model_fields and part in get_args(t.model_fields["type"].annotation)]
         if not nxt:
             return []
         current = nxt
-    models = [t for t in current if isinstance(t, type) and issubclass(t, BaseModel)]
+    return current
+
+
+def model_keys_at(root: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys allowed in the mapping at ``loc`` (a pydantic error location, discriminator tags
+    included), or [] when the path does not lead to a model."""
+    models = [t for t, _, _ in _types_at(root, loc) if isinstance(t, type) and issubclass(t, BaseModel)]
     return _keys(models[0]) if len(models) == 1 else []
 
 
+def is_secret_at(root: type[BaseModel], loc: tuple[Any, ...]) -> bool:
+    """Whether the value at ``loc`` may be a secret (a SecretStr, or a field its model reads from a
+    ``*_file`` twin, such as storage.url), so that no message may show it. Unknown paths count as
+    secret."""
+    found = _types_at(root, loc)
+    if not found:
+        return True
+    for t, model, name in found:
+        secret_fields = getattr(model, "__private_attributes__", {}).get("_secret_fields")
+        if t is SecretStr or (name is not None and secret_fields is not None and name in secret_fields.default):
+            return True
+    return False
+
+
+def default_at(root: type[BaseModel], loc: tuple[Any, ...]) -> Any:
+    """The default of the field at ``loc`` when it has a single plain one, else None."""
+    found = {(model, name) for _, model, name in _types_at(root, loc) if model is not None}
+    if len(found) != 1:
+        return None
+    model, name = found.pop()
+    default = model.model_fields[name].default
+    return default if isinstance(default, int | float | str | bool) else None
+
+
 _BARE_VAR = re.compile(r"(?<!\$)\$[A-Za-z_][A-Za-z0-9_]*")
+_LEADING_VAR = re.compile(r"\s*\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def bare_var_fix(value: str | None) -> str:
+    """'; ... write ${NAME}' for a value that starts with ``$NAME`` (a reference without braces, kept
+    literally); '' otherwise. It names the variable, never the value: a value that starts with ``$``
+    is no URL or token, so the name is what the operator wrote, not a secret."""
+    m = _LEADING_VAR.match(value or "")
+    if m is None:
+        return ""
+    return f"; ${m.group(1)} is kept literally: write ${{{m.group(1)}}} to read the environment variable"
 
 
 def _secrets(value: Any, path: str) -> Iterator[tuple[str, str]]:

@@ -1,5 +1,6 @@
-"""Loading: YAML, ``${VAR}`` interpolation, pydantic errors turned into YAML-path problems, the
-checks across sections, and the files read only at start.
+"""Loading: YAML (yamlsource: duplicate keys refused), ``${VAR}`` interpolation, pydantic errors
+turned into YAML-path problems (problems.py), the checks across sections, and the files read only at
+start.
 """
 
 from __future__ import annotations
@@ -14,22 +15,15 @@ import yaml
 from pydantic import ValidationError
 
 from bridge.config import lint as config_lint
+from bridge.config import yamlsource
 from bridge.config.base import format_duration
 from bridge.config.model import Config, RouteConfig
-from bridge.config.receivers import RECEIVER_TYPES, EmailReceiverConfig, SlackReceiverConfig
+from bridge.config.problems import pydantic_problems
+from bridge.config.receivers import EmailReceiverConfig, SlackReceiverConfig
+from bridge.config.yamlsource import YamlPath, format_path
 from bridge.errors import ConfigError
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-def format_path(loc: tuple[Any, ...] | list[Any]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out or "<root>"
 
 
 def interpolate(value: Any, env: Mapping[str, str], path: tuple[Any, ...], problems: list[str]) -> Any:
@@ -51,36 +45,6 @@ def interpolate(value: Any, env: Mapping[str, str], path: tuple[Any, ...], probl
     if isinstance(value, list):
         return [interpolate(v, env, (*path, i), problems) for i, v in enumerate(value)]
     return value
-
-
-def _strip_union_tag(loc: tuple[Any, ...]) -> tuple[Any, ...]:
-    # pydantic puts the discriminator value into the path: receivers.x.slack.token → receivers.x.token
-    if len(loc) >= 3 and loc[0] == "receivers" and loc[2] in RECEIVER_TYPES:
-        return (*loc[:2], *loc[3:])
-    return tuple(p for p in loc if p not in ("function-after[_str_or_list(), list[str]]",))
-
-
-def _pydantic_problems(exc: ValidationError) -> list[str]:
-    problems = []
-    for err in exc.errors(include_url=False):
-        loc = _strip_union_tag(tuple(err["loc"]))
-        msg = err["msg"]
-        # A *_file problem is raised by its model's validator: name the file key in the path.
-        file_key = re.match(r"^Value error, (\w+_file): (.*)$", msg)
-        if file_key:
-            loc, msg = (*loc, file_key.group(1)), "Value error, " + file_key.group(2)
-        if err["type"] == "extra_forbidden":
-            allowed = config_lint.model_keys_at(Config, tuple(err["loc"][:-1]))
-            hint = config_lint.did_you_mean(str(err["loc"][-1]), allowed)
-            msg = f"unknown key (check the spelling; unknown keys are not ignored){hint}"
-        elif msg.startswith("Value error, "):
-            msg = msg[len("Value error, ") :]
-        elif err["type"] == "union_tag_invalid":
-            msg = f"unknown receiver type; expected one of {', '.join(RECEIVER_TYPES)}"
-        elif err["type"] == "union_tag_not_found":
-            msg = f"missing 'type'; expected one of {', '.join(RECEIVER_TYPES)}"
-        problems.append(f"{format_path(loc)}: {msg}")
-    return problems
 
 
 def _semantic_problems(cfg: Config) -> tuple[list[str], list[str]]:
@@ -135,7 +99,8 @@ def _semantic_problems(cfg: Config) -> tuple[list[str], list[str]]:
             f"({format_duration(v.max_event_age + v.max_clock_skew)}): a replayed event could alert twice"
         )
     if v.uses_url and v.public_key_url and not re.match(r"^https?://", v.public_key_url):
-        problems.append("verification.public_key_url: must be an http:// or https:// URL")
+        problems.append("verification.public_key_url: must be an http:// or https:// URL"
+                        + config_lint.bare_var_fix(v.public_key_url))
     if not v.uses_url and v.public_key is None and v.public_key_file is None:
         problems.append("verification: set one of public_key_url, public_key_file or public_key")
     for node_id, node in (cfg.nodes or {}).items():
@@ -269,12 +234,14 @@ def unreadable_files(cfg: Config) -> list[str]:
 
 
 def parse(
-    data: Any, *, env: Mapping[str, str] | None = None, source: str = "<memory>", base_dir: Path | None = None
+    data: Any, *, env: Mapping[str, str] | None = None, source: str = "<memory>", base_dir: Path | None = None,
+    scalars: Mapping[YamlPath, str] | None = None,
 ) -> Config:
     """Validate already-loaded YAML data. Raises ConfigError listing every problem.
 
     Relative file paths (``*_file``, ``public_key_file``, ``ca_file``, TLS files, a relative
-    ``sqlite://`` path) are taken relative to ``base_dir``: load() passes the config file's directory."""
+    ``sqlite://`` path) are taken relative to ``base_dir``: load() passes the config file's directory.
+    ``scalars`` (from yamlsource.read) lets an error quote an ``ON`` that YAML read as a boolean."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -288,7 +255,7 @@ def parse(
         base = base_dir.absolute() if base_dir is not None else None
         cfg = Config.model_validate(data, context={"base_dir": base})
     except ValidationError as exc:
-        raise ConfigError(_pydantic_problems(exc)) from None
+        raise ConfigError(pydantic_problems(exc, scalars=scalars, data=data)) from None
     problems, warnings = _semantic_problems(cfg)
     if problems:
         raise ConfigError(problems)
@@ -296,17 +263,20 @@ def parse(
 
 
 def load(path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:
-    """Read and validate a YAML config file."""
+    """Read and validate a YAML config file (every command that reads a whole config comes here).
+    A key given twice in one mapping is an error naming both lines (yamlsource)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
     try:
-        data = yaml.safe_load(text)
+        doc = yamlsource.read(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([f"{path}:{where}: not valid YAML: {problem}"]) from None
-    return parse(data, env=env, source=str(path), base_dir=path.parent)
+    if doc.duplicates:
+        raise ConfigError([d.problem() for d in doc.duplicates])
+    return parse(doc.data, env=env, source=str(path), base_dir=path.parent, scalars=doc.scalars)

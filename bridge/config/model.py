@@ -27,6 +27,7 @@ from bridge.config.base import (
     _base_dir,
     resolve_path,
 )
+from bridge.config.lint import bare_var_fix
 from bridge.config.receivers import ReceiverConfig
 from bridge.model import parse_timestamp
 
@@ -143,7 +144,8 @@ class StorageConfig(SecretFiles):
     @classmethod
     def _url(cls, v: str, info: ValidationInfo) -> str:
         if not re.match(r"^(sqlite://.+|memory://.*|rediss?://.+)$", v):
-            raise ValueError("expected sqlite:///path/to/bridge.db, memory:// or redis://host:port/db")
+            raise ValueError("expected sqlite:///path/to/bridge.db, memory:// or redis://host:port/db"
+                             + bare_var_fix(v))
         if v.startswith("sqlite://"):  # sqlite://data/x.db is relative: next to the config file
             return "sqlite://" + str(resolve_path(v[len("sqlite://") :], _base_dir(info)))
         return v

@@ -24,7 +24,9 @@ from pydantic import (
     model_validator,
 )
 
+from bridge.config import yamlsource
 from bridge.config.base import Duration, FilePath, SecretFiles, Strict, _base_dir, resolve_path
+from bridge.config.lint import bare_var_fix
 
 
 class RetryConfig(Strict):
@@ -252,11 +254,14 @@ class WebhookReceiverConfig(ReceiverBase):
             raise ValueError("set headers or headers_file, not both")
         path = resolve_path(str(data["headers_file"]), _base_dir(info))
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+            doc = yamlsource.read(path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise ValueError(f"headers_file: cannot read {path}: {exc.strerror or exc}") from None
         except yaml.YAMLError:
-            loaded = None
+            doc = yamlsource.Document(None)
+        if doc.duplicates:  # header names only: the values are secrets
+            raise ValueError(f"headers_file: {path}: {doc.duplicates[0].problem()}")
+        loaded = doc.data
         pairs = loaded.items() if isinstance(loaded, dict) else None
         if pairs is None or not all(isinstance(k, str) and isinstance(v, str) for k, v in pairs):
             raise ValueError(f"headers_file: {path} must hold one 'Name: value' line per header") from None
@@ -292,7 +297,7 @@ class LogReceiverConfig(ReceiverBase):
 def _require_url(value: str | None, key: str) -> None:
     """An http(s) URL with a host, no whitespace and a usable port; the message never shows the
     value (a webhook URL is a secret)."""
-    problem = ValueError(f"{key} must be set to an http:// or https:// URL")
+    problem = ValueError(f"{key} must be set to an http:// or https:// URL{bare_var_fix(value)}")
     if value is None or not re.match(r"https?://[^/\s]+\S*\Z", value):
         raise problem
     try:
@@ -399,7 +404,8 @@ class TelegramReceiverConfig(ReceiverBase):
         if self.bot_token is None:
             raise ValueError("bot_token (or bot_token_file) must be set: the token @BotFather gave the bot")
         if not re.fullmatch(r"[0-9]+:[A-Za-z0-9_-]+", self.bot_token.get_secret_value()):
-            raise ValueError("bot_token does not look like a bot token (digits, ':', then letters and digits)")
+            raise ValueError("bot_token does not look like a bot token (digits, ':', then letters and digits)"
+                             + bare_var_fix(self.bot_token.get_secret_value()))
         _require_url(self.api_url, "api_url")
         return self
 
