@@ -595,6 +595,15 @@ def test_older_blobs_read_with_defaults() -> None:
     assert inc.path == (("FAILED", T0),) and inc.opened_seen_at == T0 and inc.is_open and inc.notified == ()
 
 
+def test_silence_recheck_is_configured_and_refused_at_zero() -> None:
+    base = {"receivers": {"a": {"type": "log"}}, "default_to": "a"}
+    cfg = config_mod.parse({**base, "incidents": {"silence_recheck": "15s"}}, env={})
+    assert Policy.from_config(cfg).silence_recheck == 15.0
+    assert Policy.from_config(config_mod.parse(base, env={})).silence_recheck == 60.0
+    with pytest.raises(ValueError, match=r"incidents\.silence_recheck: must be 1s or longer"):
+        config_mod.parse({**base, "incidents": {"silence_recheck": "0s"}}, env={})
+
+
 def test_policy_from_config() -> None:
     cfg = config_mod.parse(
         {

@@ -233,7 +233,15 @@ class IncidentsConfig(Strict):
     flapping: FlappingConfig = FlappingConfig()
     # How often a firing a silence withheld is tried again: the longest a node still down when its
     # silence ends (or is expired early) waits for its page.
-    silence_recheck: TimerDuration = Field(60.0, gt=0)
+    silence_recheck: TimerDuration = 60.0
+
+    @field_validator("silence_recheck")
+    @classmethod
+    def _recheck(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be 1s or longer (a firing a silence withheld is tried again this often), "
+                             "e.g. silence_recheck: 1m")
+        return v
 
 
 class SilenceConfig(Strict):
