@@ -15,6 +15,7 @@ from typing import Any, get_args
 import pytest
 
 from bridge import config as config_mod
+from bridge.errors import ConfigError
 from bridge.incident_state import (
     PATH_LIMIT,
     Flap,
@@ -600,7 +601,7 @@ def test_silence_recheck_is_configured_and_refused_at_zero() -> None:
     cfg = config_mod.parse({**base, "incidents": {"silence_recheck": "15s"}}, env={})
     assert Policy.from_config(cfg).silence_recheck == 15.0
     assert Policy.from_config(config_mod.parse(base, env={})).silence_recheck == 60.0
-    with pytest.raises(ValueError, match=r"incidents\.silence_recheck: must be 1s or longer"):
+    with pytest.raises(ConfigError, match=r"incidents\.silence_recheck: must be 1s or longer"):
         config_mod.parse({**base, "incidents": {"silence_recheck": "0s"}}, env={})
 
 
