@@ -22,7 +22,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bridge.payload import parse_json
 from bridge.testing import event_body, generate_key, sign
-from bridge.verify import MAX_STRINGIFY_VALUES, decode_signature, js_stringify, stringified, verify_bytes
+from bridge.verify import (
+    MAX_STRINGIFY_BYTES,
+    MAX_STRINGIFY_VALUES,
+    decode_signature,
+    js_stringify,
+    stringified,
+    verify_bytes,
+)
 
 
 def fill(unit: str, limit: int, head: str = "[", tail: str = "]", sep: str = ",") -> bytes:
@@ -49,7 +56,16 @@ def shapes(limit: int) -> list[tuple[str, bytes]]:
         ("huge integers, 255 of 250 digits", fill("7" * 250, 251 * 255 + 1)),
         ("integer-like keys", fill('"1":1', limit, "{", "}")),
         ("long strings with escapes", fill(json.dumps("\n\"\\\u0001é\u2028" * 8), limit)),
+        # Few separators, so the value count lets them through: only MAX_STRINGIFY_BYTES bounds the scans.
+        ("one long string", one_string("x", limit)),
+        ("one long string of \\u escapes", one_string("\\u00e9", limit)),
+        (f"one long string, {MAX_STRINGIFY_BYTES:,} bytes", one_string("x", MAX_STRINGIFY_BYTES)),
     ]
+
+
+def one_string(unit: str, limit: int) -> bytes:
+    """{"a":"<unit repeated>"}: one value, as long as ``limit`` allows."""
+    return ('{"a":"' + unit * ((limit - 8) // len(unit)) + '"}').encode()
 
 
 def per_call(fn: Callable[[], Any], rounds: int) -> float:

@@ -76,6 +76,13 @@ class BodyTooLarge(RequestError):
     code = "body_too_large"
 
 
+class LengthRequired(RequestError):
+    """A body without Content-Length (chunked): ThunderStack always sends one."""
+
+    status = 411
+    code = "length_required"
+
+
 class Unavailable(BridgeError):
     """A dependency (public key, storage) is not available; the caller should retry later."""
 

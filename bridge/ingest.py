@@ -15,7 +15,7 @@ from typing import Any
 
 from bridge.config import Config, NodeConfig
 from bridge.decide import Policy, decider
-from bridge.errors import NodeRejected, PayloadError, RequestError, Unavailable, VerificationError
+from bridge.errors import FieldError, NodeRejected, PayloadError, RequestError, Unavailable, VerificationError
 from bridge.frozen import frozen
 from bridge.incident_state import Policy as IncidentPolicy
 from bridge.keys import KeyManager
@@ -25,7 +25,7 @@ from bridge.nodes import NodeLabeler
 from bridge.payload import parse_json, to_event
 from bridge.routing import Router, compile_routes
 from bridge.store import Store
-from bridge.verify import decode_signature, verify
+from bridge.verify import MAX_STRINGIFY_BYTES, decode_signature, verify
 
 log = logging.getLogger("bridge.ingest")
 
@@ -149,15 +149,21 @@ class Ingest:
 
     async def _handle(self, body: bytes, signature_header: str | None, path_node: str | None) -> Reply:
         signature = decode_signature(signature_header)
+        # A body too large for the second try (verify.MAX_STRINGIFY_BYTES), with no node's own key to
+        # look up in it, needs nothing parsed for its signature: a forged one is refused unparsed.
+        verified = len(body) > MAX_STRINGIFY_BYTES and not self._keys.per_node
+        if verified:
+            await self._verify(body, None, signature, (path_node, None))
         try:
             doc: Any = parse_json(body)
-            parse_error: PayloadError | None = None
-        except PayloadError as exc:
+            parse_error: RequestError | None = None
+        except (PayloadError, FieldError) as exc:  # FieldError: a number past a double's range (422)
             doc, parse_error = None, exc
         body_node = doc.get("nodeId") if isinstance(doc, dict) else None
         if not isinstance(body_node, str):
             body_node = None
-        await self._verify(body, doc, signature, (path_node, body_node))
+        if not verified:
+            await self._verify(body, doc, signature, (path_node, body_node))
         if parse_error is not None:
             raise parse_error
 

@@ -116,6 +116,11 @@ class KeyManager:
     def ready(self) -> bool:
         return self._current is not None or bool(self._node_keys)
 
+    @property
+    def per_node(self) -> bool:
+        """Some node has a key of its own: which key signs a body depends on the nodeId inside it."""
+        return bool(self._node_keys)
+
     def keys_for(self, node_ids: Iterable[str | None]) -> list[rsa.RSAPublicKey]:
         keys: list[rsa.RSAPublicKey] = []
         for node_id in node_ids:

@@ -14,7 +14,7 @@ from bridge import __version__
 
 EVENT_OUTCOMES = (
     "accepted", "duplicate", "stale", "out_of_order", "silenced", "missing_signature", "invalid_signature",
-    "node_rejected", "invalid_json", "invalid_field", "body_too_large", "unavailable",
+    "node_rejected", "invalid_json", "invalid_field", "body_too_large", "length_required", "unavailable",
 )
 DELIVERY_OUTCOMES = ("delivered", "retry", "dead")
 RELOAD_OUTCOMES = ("success", "failure")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import json.scanner
 import re
+import sys
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -19,17 +20,47 @@ _SURROGATE_HINT = ("contains a lone surrogate (half of a UTF-16 pair, e.g. an em
                    "not text and cannot be stored or sent on")
 
 
+class _NotFinite(Exception):
+    """A number literal past a double's range (1e400): JSON.parse makes it Infinity."""
+
+
+_MAX_DOUBLE = sys.float_info.max
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if -_MAX_DOUBLE <= value <= _MAX_DOUBLE:
+        return value
+    raise _NotFinite(text)
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value (JSON has no NaN or Infinity)")
+
+
+# NaN, Infinity and -Infinity are not JSON (json reads them unless told not to), and a number that
+# overflows a double has no JSON spelling once read: neither may be stored or sent on, where a
+# strict receiver would refuse the body on every retry. The C scanner calls these only for such a
+# literal (parse_constant) or a number with a fraction or exponent (parse_float): a body of strings
+# and integers, as events are, is read as fast as with json's defaults.
+_DECODER = json.JSONDecoder(parse_float=_finite, parse_constant=_not_json)
+_OVERFLOW = object()  # what an overflowing number reads as when looking for its path
+_FIND_DECODER = json.JSONDecoder(
+    parse_float=lambda text: v if -_MAX_DOUBLE <= (v := float(text)) <= _MAX_DOUBLE else _OVERFLOW,
+    parse_constant=_not_json,
+)
+
 # json.loads(text) is this C scanner behind two Python layers (and two whitespace regexes) that cost
 # more than the scan of a webhook body. A body that is one value from its first to its last
 # character is read by the scanner alone; anything else (surrounding whitespace, an error) goes
-# through json.loads, so every value and every error message is json.loads's.
-_scan: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(
-    json.JSONDecoder()  # type: ignore[arg-type]  # typeshed types the C scanner's argument as itself
-)
+# through the decoder's own decode, so every value and every error message is json.loads's.
+_scan: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(_DECODER)  # type: ignore[arg-type]
+# (typeshed types the C scanner's argument as itself)
 
 
 def parse_json(body: bytes) -> Any:
-    """The parsed body, or PayloadError (not UTF-8, not JSON, nested too deep)."""
+    """The parsed body, or PayloadError (not UTF-8, not JSON, nested too deep), or FieldError
+    naming the path of a number too large for a double (``details.v: ...``)."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -41,11 +72,50 @@ def parse_json(body: bytes) -> Any:
                 return value
         except (StopIteration, ValueError):
             pass
-        return json.loads(text)
+        if text.startswith("\ufeff"):  # what json.loads says before it decodes
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        return _DECODER.decode(text)
     except RecursionError:
         raise PayloadError("body is nested too deeply") from None
     except ValueError as exc:
         raise PayloadError(f"body is not JSON: {exc}") from None
+    except _NotFinite as exc:
+        number = str(exc)
+    # Only for a body with such a number: read it again to name where the number is.
+    try:
+        doc = _FIND_DECODER.decode(text)
+    except RecursionError:  # further on
+        raise PayloadError("body is nested too deeply") from None
+    except ValueError as exc:  # a NaN further on
+        raise PayloadError(f"body is not JSON: {exc}") from None
+    try:
+        where = _overflow_at(doc, "") or "body"
+    except RecursionError:  # parsed, but deeper than this walk can go
+        where = "body"
+    raise FieldError(_excerpt(where, 200), f"the number {_excerpt(number, 40)} is too large for a double "
+                                           "(JSON.parse makes it Infinity, which JSON cannot carry)")
+
+
+def _excerpt(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit // 2]}...{text[-limit // 4:]} ({len(text)} characters)"
+
+
+def _overflow_at(value: Any, where: str) -> str | None:
+    """The path of the first number under ``value`` that overflowed (read as ``_OVERFLOW``)."""
+    if value is _OVERFLOW:
+        return where
+    if isinstance(value, dict):
+        for k, v in value.items():
+            key = k.encode("utf-8", "backslashreplace").decode()  # a lone surrogate stays printable
+            found = _overflow_at(v, f"{where}.{key}" if where else key)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found = _overflow_at(v, f"{where}[{i}]")
+            if found is not None:
+                return found
+    return None
 
 
 def _string(obj: Mapping[str, Any], key: str, where: str, limit: int = MAX_FIELD_LENGTH, escaped: bool = True) -> str:

@@ -15,15 +15,12 @@ results are written as they are.
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-import orjson
 from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, UndefinedError
 from jinja2.filters import do_urlencode
 from jinja2.sandbox import SandboxedEnvironment
@@ -31,6 +28,7 @@ from markupsafe import Markup
 
 from bridge.config import Config, LinksConfig, ReceiverBase, TemplateKind, format_duration
 from bridge.errors import ConfigError
+from bridge.jsontext import ORJSON_STRICT, STRICT_JSON, compact_json, dumps, json_bytes
 from bridge.model import TEST_ROUTE, Alert, Event
 
 log = logging.getLogger("bridge.render")
@@ -42,37 +40,9 @@ DEFAULT_COLOUR = "#ff9f1c"  # amber: anything neither healthy nor failed
 
 _HINT = " (event.details and labels vary per event: use .get('key') or | default('...'))"
 
-# json.dumps(..., separators=(",", ":"), ensure_ascii=False) without building an encoder per call.
-_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
 # Node ids and statuses a signed event may carry, to prove a JSON body stays JSON with one key set.
 # No lone surrogate: ingest refuses those (422), and | urlencode cannot encode one.
 HOSTILE_VALUES = ('x", "sev": "critical', "a\r\nb\t\x00", "back\\slash\\", "ünï ☃ \u2028")
-
-
-def compact_json(value: Any) -> str:
-    """Compact JSON text that always encodes to UTF-8 (a lone surrogate becomes a \\u escape)."""
-    text = _COMPACT_JSON.encode(value)
-    if text.isascii() or not _SURROGATE.search(text):  # isascii() reads a flag; the search scans every character
-        return text
-    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-
-
-ORJSON_STRICT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
-
-
-def json_bytes(value: Any, *, finite: bool = False) -> bytes:
-    """``compact_json(value)`` as UTF-8. ``finite``: every float in ``value`` is finite (``Alert.own_numbers``);
-    orjson writes it then, at a fraction of json's cost: the same JSON but for number spelling (1e-7
-    for 1e-07). (json writes NaN and infinities, orjson null.) What orjson refuses (a lone surrogate,
-    an integer past 64 bits, Markup: ``ORJSON_STRICT`` passes on str subclasses) goes to compact_json."""
-    if finite:
-        try:
-            return orjson.dumps(value, option=ORJSON_STRICT)
-        except TypeError:
-            pass
-    return compact_json(value).encode()
 
 
 # The default title and text: the one place that words a notification, per kind, from what the
@@ -217,6 +187,7 @@ def _environment(kind: Kind) -> SandboxedEnvironment:
     env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=kind == "html", finalize=finalize)
     env.filters["duration"] = human_duration
     env.filters["slack_escape"] = slack_escape
+    env.policies["json.dumps_function"] = dumps  # | tojson: NaN and infinities as null, never bare
     if kind is None:  # already encoded: not twice
         env.filters["urlencode"] = lambda value: Markup(do_urlencode(value))
     return env
@@ -370,7 +341,7 @@ class Renderer:
         for alert in samples:
             try:
                 ctx = self._context_for(alert, field)
-                keys = _key_paths(json.loads(template.render(ctx)))
+                keys = _key_paths(STRICT_JSON.decode(template.render(ctx)))
             except ValueError as exc:
                 return [
                     f"{path}: does not render valid JSON ({exc}); use | tojson for values, "
@@ -378,7 +349,7 @@ class Renderer:
                 ]
             for value in HOSTILE_VALUES:
                 try:
-                    changed = _key_paths(json.loads(template.render(_hostile(ctx, value)))) != keys
+                    changed = _key_paths(STRICT_JSON.decode(template.render(_hostile(ctx, value)))) != keys
                 except ValueError as exc:
                     return [
                         f"{path}: does not render valid JSON for the node id/status {value!r} ({exc}); "
@@ -487,11 +458,13 @@ __all__ = [
     "COLOURS",
     "DEFAULT_COLOUR",
     "HOSTILE_VALUES",
+    "ORJSON_STRICT",
     "Renderer",
     "base_context",
     "colour",
     "compact_json",
     "human_duration",
+    "json_bytes",
     "map_strings",
     "notification_title",
     "sample_alerts",

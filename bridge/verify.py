@@ -7,9 +7,12 @@ That second try runs before any signature holds, on whatever a stranger sends, s
 raise and must cost about what the parse already did: the json module's C encoder produces
 JSON.stringify's text for everything but numbers that are not small integers and integer-like
 object keys (JavaScript formats and orders those differently). Only a body holding those takes
-the exact Python serialiser. Either way only a body of at most ``MAX_STRINGIFY_VALUES`` values
-gets a second try: the reference serialiser's events are a few dozen values, and a forged body of
-thousands is refused without the work. bench/forged_bodies.py measures the worst shapes.
+the exact Python serialiser. Either way only a body of at most ``MAX_STRINGIFY_BYTES`` bytes and
+fewer than ``MAX_STRINGIFY_VALUES`` values gets a second try: the reference serialiser's events are a
+few hundred bytes and a few dozen values, and a forged body past either bound is refused without
+the work (every check before the bounds reads the body at C speed; the scans that follow cost
+about a microsecond per 100 bytes, so the byte bound is what caps them). bench/forged_bodies.py
+measures the worst shapes.
 """
 
 from __future__ import annotations
@@ -70,14 +73,20 @@ def verify(body: bytes, parsed: Any, signature: bytes, keys: Iterable[rsa.RSAPub
 
 # A value the C encoder writes differently from JavaScript: a number with a fraction or exponent, an
 # integer of 16 or more digits (JavaScript's are doubles past 2**53), an integer-like object key.
-_INEXACT_NUMBER = re.compile(rb"[:\[,][ \t\r\n]*-?[0-9]+(?:[.eE]|[0-9]{15})|^[ \t\r\n]*-?[0-9]")
+# Each pattern starts with a character class and no alternative, so the regex engine skips to the
+# next candidate separator at C speed; a body that is a bare number is the separate _LEADING_NUMBER
+# (an alternative anchored with ^ made the engine try every position: ~50x slower over a long string).
+_INEXACT_NUMBER = re.compile(rb"[:\[,][ \t\r\n]*-?[0-9]+(?:[.eE]|[0-9]{15})")
 # JSON.stringify writes no number longer than 21 digits (past that, an exponent): a longer one in the
 # body means the reference serialiser did not write it, and would cost a slow conversion to check.
-_LONG_NUMBER = re.compile(rb"[:\[,][ \t\r\n]*-?[0-9]{22}|^[ \t\r\n]*-?[0-9]{22}")
+_LONG_NUMBER = re.compile(rb"[:\[,][ \t\r\n]*-?[0-9]{22}")
+_LEADING_NUMBER = re.compile(rb"[ \t\r\n]*-?([0-9]+)")  # .match: the body is one number
 _INDEX_KEY = re.compile(r'[{,]"(?:0|[1-9][0-9]{0,9})":')
-# The reference serialiser's events hold a few dozen values; a body with more is refused the second
-# try without it being computed, which bounds its cost (bench/README.md, "Forged bodies").
+# The reference serialiser's events hold a few dozen values in a few hundred bytes; a body with more
+# of either is refused the second try without it being computed, which bounds its cost
+# (bench/README.md, "Forged bodies"). 8 KiB is 20-40 times a real event.
 MAX_STRINGIFY_VALUES = 128
+MAX_STRINGIFY_BYTES = 8192
 _c_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False,
                              check_circular=False).encode
 
@@ -87,6 +96,8 @@ def stringified(body: bytes, parsed: Any) -> bytes | None:
 
     Never raises: whatever a forged body holds, the answer is at worst "no second try" (403).
     """
+    if len(body) > MAX_STRINGIFY_BYTES:
+        return None
     try:
         # An upper bound on the number of values, counted at C speed before any per-value work.
         values = 0
@@ -94,6 +105,9 @@ def stringified(body: bytes, parsed: Any) -> bytes | None:
             values += body.count(c)
             if values >= MAX_STRINGIFY_VALUES:
                 return None
+        lead = _LEADING_NUMBER.match(body)
+        if lead is not None:  # the body is one number: JavaScript's spelling, unless longer than it writes
+            return None if len(lead.group(1)) >= 22 else js_stringify(parsed).encode("utf-8")
         if _LONG_NUMBER.search(body):
             return None
         if not _INEXACT_NUMBER.search(body):

@@ -500,11 +500,6 @@ def test_json_bytes_is_the_json_of_compact_json_whoever_writes_it(value: dict[st
     assert repr(json.loads(out)) == repr(expected)  # -0.0 stays -0.0, 2**70 an exact int
 
 
-def test_json_bytes_writes_non_finite_numbers_as_json_does_unless_told_they_cannot_occur() -> None:
-    value = {"x": float("nan"), "y": float("-inf")}
-    assert json_bytes(value) == b'{"x":NaN,"y":-Infinity}'
-
-
 def test_only_an_alert_of_text_details_has_only_the_bridges_own_numbers() -> None:
     assert make_alert(details={"region": "eu", "nodeId": "n"}).own_numbers
     assert not make_alert(details={"load": float("nan")}).own_numbers
@@ -513,11 +508,12 @@ def test_only_an_alert_of_text_details_has_only_the_bridges_own_numbers() -> Non
 
 
 def test_webhook_body_keeps_what_the_body_carried_when_details_are_not_text() -> None:
-    """A NaN or a 70-bit integer inside a signed event's details is written as json writes it
-    (orjson would write null, or refuse): the default body goes through json for such an event."""
+    """A 70-bit integer inside a signed event's details is written exactly (orjson would refuse it):
+    the default body goes through json for such an event. A NaN (ingest refuses one now; a job queued
+    before may hold one) is written as null, never as the bare NaN a strict receiver refuses."""
     cfg = config({"ops": HOOK})
     alert = make_alert(details={"load": float("nan"), "big": 2**70})
     body = webhook_body(Renderer.from_config(cfg), alert, hook_cfg(cfg))
-    assert b'"load":NaN' in body and f'"big":{2**70}'.encode() in body
+    assert b'"load":null' in body and f'"big":{2**70}'.encode() in body
     plain = webhook_body(Renderer.from_config(cfg), make_alert(), hook_cfg(cfg))
     assert json.loads(plain)["event"] == make_alert().event.to_dict()

@@ -153,15 +153,65 @@ async def test_body_too_large_413(bridge: Callable[..., Any]) -> None:
     status, doc, _ = await b.post(b"{" + b" " * 5000 + b"}")
     assert (status, doc["error"]) == (413, "body_too_large")
 
-    async def chunks() -> Any:  # no Content-Length: refused once the limit is passed
-        for _ in range(100):
-            yield b" " * 100
+
+async def test_body_without_content_length_411(bridge: Callable[..., Any]) -> None:
+    """Chunked (no Content-Length): 411 with the JSON error body, the connection closed; even a
+    validly signed event, which ThunderStack would have sent with its length."""
+    b: InProcessBridge = await bridge(routes=[{"name": "all", "to": ["console"]}])
+    body = event_body("n-chunked", "FAILED", timestamp=NOW)
+
+    async def chunks() -> Any:  # aiohttp sends an async iterable chunked, without Content-Length
+        for i in range(0, len(body), 7):
+            yield body[i : i + 7]
 
     async with (
         aiohttp.ClientSession() as s,
-        s.post(b.base_url + "/webhook", data=chunks(), headers={"X-ThunderStack-Signature": "AAAA"}) as r,
+        s.post(b.base_url + "/webhook", data=chunks(), headers={"X-ThunderStack-Signature": sign(body, b.key)}) as r,
     ):
-        assert r.status == 413 and (await r.json())["error"] == "body_too_large"
+        assert r.status == 411 and r.headers["Content-Type"].startswith("application/json")
+        assert r.headers.get("Connection", "").lower() == "close"
+        doc = await r.json()
+    assert doc["error"] == "length_required" and "Content-Length" in doc["detail"]
+    assert (await b.app.store.stats(now=datetime.now(UTC))).pending == 0
+    assert metric_value(await b.metrics(), "alert_bridge_events_total", outcome="length_required") == 1
+    status, accepted, _ = await b.post(body)  # the same bytes with their length
+    assert status == 200 and accepted["status"] == "accepted"
+
+
+async def test_numbers_json_cannot_carry_are_refused(bridge: Callable[..., Any], webhook_sink: Any) -> None:
+    """NaN and Infinity are not JSON (400, as any body that is not); a number past a double's range
+    (JSON.parse makes it Infinity) is 422 naming its path. Neither is recorded or sent on. A huge
+    integer is JSON: accepted, and delivered as the same JSON number."""
+    b: InProcessBridge = await bridge(
+        receivers={"hook": {"type": "webhook", "url": webhook_sink.url}},
+        routes=[{"name": "all", "to": ["hook"]}])
+
+    def body(node: str, extra: str) -> bytes:
+        stamp = NOW.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        return (f'{{"eventType":"NODE_STATUS_UPDATED","eventTimestamp":"{stamp}",'
+                f'"details":{{"nodeId":"{node}","status":"FAILED"{extra}}},"nodeId":"{node}"}}').encode()
+
+    for literal in ("NaN", "Infinity", "-Infinity"):
+        status, doc, _ = await b.post(body("n-nan", f',"v":{literal}'))
+        assert (status, doc["error"]) == (400, "invalid_json"), (literal, doc)
+        assert doc["detail"].startswith("body is not JSON: ") and literal in doc["detail"], doc
+    for number, where in (("1e400", "details.v"), ("-1e400", "details.v"), ("[1, 2.5e308]", "details.v[1]"),
+                          ("1" + "0" * 400 + ".5", "details.v")):
+        status, doc, _ = await b.post(body("n-inf", f',"v":{number}'))
+        assert (status, doc["error"]) == (422, "invalid_field"), (number, doc)
+        assert doc["detail"].startswith(f"{where}: ") and "too large for a double" in doc["detail"], doc
+    assert (await b.app.store.stats(now=datetime.now(UTC))).pending == 0
+
+    huge = "9" * 4000
+    status, doc, _ = await b.post(body("n-int", f',"v":{huge},"f":1.5e300,"tiny":1e-400'))
+    assert status == 200 and doc["status"] == "accepted", doc
+    [received] = await webhook_sink.wait_for(1, timeout=10)
+    event = json.loads(received.body, parse_constant=_not_json)["event"]
+    assert event["details"]["v"] == int(huge) and event["details"]["f"] == 1.5e300 and event["details"]["tiny"] == 0
+
+
+def _not_json(name: str) -> Any:
+    raise AssertionError(f"{name} in a body sent to a receiver")
 
 
 async def test_no_key_yet_503_with_retry_after(bridge: Callable[..., Any], signing_key: rsa.RSAPrivateKey) -> None:

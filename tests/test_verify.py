@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge.errors import MissingSignature, VerificationError
+from bridge.payload import parse_json
 from bridge.testing import sign
-from bridge.verify import decode_signature, js_stringify, verify
+from bridge.verify import MAX_STRINGIFY_BYTES, decode_signature, js_stringify, stringified, verify
 
 
 def test_decode_signature() -> None:
@@ -39,6 +40,35 @@ def test_verify_raw_and_compact(signing_key: rsa.RSAPrivateKey, other_key: rsa.R
     assert verify(raw, doc, sig_compact, [other, pub])  # any configured key may match
     assert not verify(raw, doc, sig_compact, [other])
     assert not verify(raw, None, sig_compact, [pub])  # not JSON: raw bytes only
+
+
+def test_second_try_only_for_a_body_of_at_most_max_stringify_bytes(signing_key: rsa.RSAPrivateKey) -> None:
+    """A pretty-printed body whose JSON.stringify form is signed verifies up to MAX_STRINGIFY_BYTES
+    and not past it, whatever it holds (one long string: few values, so only the size bounds it)."""
+    pub = signing_key.public_key()
+
+    def pretty(size: int) -> tuple[bytes, object]:
+        doc = {"eventType": "E", "s": ""}
+        filler = size - len(json.dumps(doc, indent=1).encode())
+        doc["s"] = "x" * filler
+        body = json.dumps(doc, indent=1).encode()
+        assert len(body) == size
+        return body, doc
+
+    for size, holds in ((MAX_STRINGIFY_BYTES, True), (MAX_STRINGIFY_BYTES + 1, False)):
+        body, doc = pretty(size)
+        sig = decode_signature(sign(js_stringify(doc).encode(), signing_key))
+        assert verify(body, parse_json(body), sig, [pub]) is holds, size
+        assert (stringified(body, parse_json(body)) is not None) is holds
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    (b" 12", b"12"), (b"-1.50", b"-1.5"), (b"1e21", b"1e+21"), (b"1" + b"0" * 21, None), (b"[1.50]", b"[1.5]"),
+    (b'{"a": 2.0, "b":[1,  10000000000000000]}', b'{"a":2,"b":[1,10000000000000000]}'),
+    (b'{"a":' + b"1" * 22 + b"}", None), (b'{"a": "' + b"1" * 30 + b'"}', b'{"a":"' + b"1" * 30 + b'"}'),
+])
+def test_stringified_spells_numbers_as_javascript(body: bytes, expected: bytes | None) -> None:
+    assert stringified(body, parse_json(body)) == expected
 
 
 json_values = st.recursive(

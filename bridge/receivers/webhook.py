@@ -10,7 +10,6 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import json
 import logging
 import time
 from typing import Any
@@ -20,6 +19,7 @@ from multidict import CIMultiDict
 
 from bridge.config import WebhookReceiverConfig, signing_key
 from bridge.digest_text import digest_of, wording
+from bridge.jsontext import STRICT_JSON, compact_json, json_bytes
 from bridge.model import Alert
 from bridge.receivers.base import (
     USER_AGENT,
@@ -28,7 +28,7 @@ from bridge.receivers.base import (
     transport_failure,
 )
 from bridge.redact import Redactor, url_secrets
-from bridge.render import Renderer, compact_json, json_bytes
+from bridge.render import Renderer
 
 log = logging.getLogger("bridge.receivers.webhook")
 # asyncio.timeout(cfg.timeout) bounds the whole exchange; aiohttp's own timers (the session's
@@ -58,7 +58,7 @@ def webhook_body(renderer: Renderer, alert: Alert, cfg: WebhookReceiverConfig) -
     body = renderer.override(kind, cfg.body_template, ctx, "body_template")
     if body is not None and kind == "json":
         try:
-            json.loads(body)
+            STRICT_JSON.decode(body)  # NaN or Infinity (written with | safe) is not JSON either
         except ValueError as exc:
             log.warning("template body_template for receiver %s made invalid JSON (%s); using the default body",
                         alert.receiver, exc)
