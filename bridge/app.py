@@ -136,7 +136,7 @@ class App:
         host, port = split_host_port(s.listen)
         ctx = ssl_context(str(s.tls.cert_file), str(s.tls.key_file)) if s.tls else None
         hook = webhook_app(lambda: self._ingest(), path=s.path, max_body_bytes=s.max_body_bytes,
-                           body_timeout=s.body_timeout, ready=self.ready)
+                           body_timeout=s.body_timeout, ready=self.ready, accept_chunked=s.accept_chunked)
         self.webhook_port = await self._serve(hook, host, port, ctx, read_bufsize=WEBHOOK_READ_BUFSIZE)
         ahost, aport = split_host_port(s.admin_listen)
         token = s.admin_token.get_secret_value() if s.admin_token else None

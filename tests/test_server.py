@@ -178,6 +178,22 @@ async def test_body_without_content_length_411(bridge: Callable[..., Any]) -> No
     assert status == 200 and accepted["status"] == "accepted"
 
 
+async def test_a_chunked_body_is_read_when_the_operator_allows_it(bridge: Callable[..., Any]) -> None:
+    """Behind a proxy that forwards requests chunked: ``server.accept_chunked: true``."""
+    b: InProcessBridge = await bridge(routes=[{"name": "all", "to": ["console"]}], server={"accept_chunked": True})
+    body = event_body("n-chunked", "FAILED", timestamp=NOW)
+
+    async def chunks() -> Any:
+        for i in range(0, len(body), 7):
+            yield body[i : i + 7]
+
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(b.base_url + "/webhook", data=chunks(), headers={"X-ThunderStack-Signature": sign(body, b.key)}) as r,
+    ):
+        assert r.status == 200 and (await r.json())["status"] == "accepted"
+
+
 async def test_numbers_json_cannot_carry_are_refused(bridge: Callable[..., Any], webhook_sink: Any) -> None:
     """NaN and Infinity are not JSON (400, as any body that is not); a number past a double's range
     (JSON.parse makes it Infinity) is 422 naming its path. Neither is recorded or sent on. A huge

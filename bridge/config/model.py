@@ -48,6 +48,9 @@ class ServerConfig(SecretFiles):
     admin_listen: HostPort = "127.0.0.1:9091"
     path: str = "/webhook"
     max_body_bytes: int = Field(65536, ge=256, le=16 * 1024 * 1024)
+    # A body without Content-Length (chunked) is refused with 411: each chunk costs CPU before any
+    # signature holds. Behind a proxy that forwards requests chunked, allow it here.
+    accept_chunked: bool = False
     tls: TLSConfig | None = None
     # A client that has not sent its whole body by then is cut off (slowloris).
     body_timeout: Duration = 10.0
