@@ -37,11 +37,10 @@ Rules in short (docs/incidents.md has the why):
   per-event notifications (firing, update, resolved, event) are held; incident state and timers go
   on exactly. After ``window`` without a change one ``stable`` summary goes out, preceded by the
   held resolution of an incident that was notified before the flapping began.
-- ``mute`` (silences): state and timers proceed, news is dropped and owners are not marked
-  notified. A firing withheld by a silence is tried again every ``silence_recheck`` (a hold timer)
-  until it goes out or the incident ends, so a node still down when the silence ends is paged then,
-  whether or not it sends another event. A resolution is never muted: whoever was told the firing
-  hears the end, silence or not (else the page stays open at the pager for ever).
+- ``mute`` (silences): state and timers proceed, news is dropped, owners are not marked notified.
+  A withheld firing is tried again every ``silence_recheck`` (a hold timer) while the incident is
+  open: a node still down when the silence ends is paged, with or without another event. What
+  closes what a receiver was told (``_NEVER_MUTED``) is never muted: else a page stays open.
 - An ack tells whoever was told the firing (kind ``acknowledged``): pagers acknowledge the alert.
 - Timers count on the bridge clock from when they are set; paths and durations use event times.
 """
@@ -97,6 +96,10 @@ def _is_plain(t: Timer) -> bool:
     return t.anchor.startswith("plain:")
 
 
+# ``stable`` closes the flapping notice's alert as ``resolved`` closes the firing's.
+_NEVER_MUTED = frozenset({"resolved", "stable"})
+
+
 class _Work:
     """A step under construction: the state's parts, made mutable for one call."""
 
@@ -142,7 +145,7 @@ class _Work:
 
     def notify(self, kind: Kind, route: str, receivers: Iterable[str], *, status: str, at: datetime,
                incident: Incident | None = None, key: str | None = None, extra: dict[str, Any] | None = None) -> None:
-        if self.mute and kind != "resolved":
+        if self.mute and kind not in _NEVER_MUTED:
             return
         k = key or self.key
         taken = self.taken

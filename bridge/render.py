@@ -66,7 +66,8 @@ def notification_title(kind: str, node: str, status: str, duration: float | None
     if kind == "escalation":
         return f"ESCALATED {node}: {status}, open {short_duration(duration)}"
     if kind == "acknowledged":
-        return f"ACKNOWLEDGED {node}: {status}, open {short_duration(duration)}"
+        by = f" by {facts['by']}" if isinstance(facts.get("by"), str) and facts["by"] else ""
+        return f"ACKNOWLEDGED {node}: {status}, open {short_duration(duration)}{by}"
     if kind == "update":
         return f"{node} now {status} (incident open {short_duration(duration)})"
     if kind == "flapping":

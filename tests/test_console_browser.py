@@ -153,8 +153,10 @@ async def test_operator_walkthrough(bridge_process: Callable[..., Any], browser:
         await step(press, "resolve", "Incident resolved by night shift")
         assert "by night shift" in d.find_element(By.CSS_SELECTOR, "dd.resolved").text
         assert not d.find_elements(By.ID, "resolve")
-        await wait_until(lambda: len(sink.delivered) == 2, 15, "the resolution at the receiver")
-        resolution = sink.delivered[1].json()
+        # the firing, the ack (pagers acknowledge their alert) and the resolution
+        await wait_until(lambda: len(sink.delivered) == 3, 15, "the ack and the resolution at the receiver")
+        acked, resolution = (r.json() for r in sink.delivered[1:])
+        assert acked["kind"] == "acknowledged" and acked["incident"]["id"] == incident_url.rsplit("/", 1)[1]
         assert resolution["kind"] == "resolved" and resolution["incident"]["id"] == incident_url.rsplit("/", 1)[1]
 
         def resolution_listed(drv: Any) -> bool:  # the timeline lists the resolution's job, delivered

@@ -519,6 +519,19 @@ def test_a_silenced_escalation_is_not_told_of_the_resolution() -> None:
                            ("resolved", "ops", ("slack", "boss"))]
 
 
+def test_a_silence_does_not_keep_a_flapping_notice_open() -> None:
+    # The notice went out (a pager alert opened); the node settles while a silence covers it: the
+    # summary that closes that alert still goes out, the withheld firing waits for the silence's end.
+    sim = Sim(policy(OPS, flapping=(3, 600.0)), prev="RUNNING")
+    for s, t in [("FAILED", 0), ("RUNNING", 1), ("FAILED", 2)]:
+        sim.event(s, t)
+    assert [n.kind for n in sim.sent] == ["firing", "resolved", "flapping"]
+    sim.run(12.5, mute=True)
+    assert [n.kind for n in sim.sent] == ["firing", "resolved", "flapping", "stable"]
+    sim.run(20)
+    assert [n.kind for n in sim.sent][-1] == "firing"
+
+
 def test_silenced_incident_resolves_without_a_message() -> None:
     # Nobody was told the firing (the silence covered it until the node recovered): nothing to end.
     sim = Sim(policy(OPS))

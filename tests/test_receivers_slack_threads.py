@@ -305,11 +305,13 @@ async def test_hostile_values_stay_escaped_in_roots_replies_and_edits(
     receiver = threaded(fake_slack, http_session, mentions=["<@U0456>"])
     path = f"FAILED 12m → {value} 3m → RUNNING"
     for kind, status, n in (("firing", value, 0), ("update", value, 1), ("escalation", value, 2),
-                            ("resolved", "RUNNING", 3)):
+                            ("acknowledged", value, 3), ("resolved", "RUNNING", 4)):
         alert = incident(kind, status, node=value, path=path, n=n)
-        await receiver.send(replace(alert, event=replace(alert.event, labels={"team": value})))
+        facts = {"by": value} if kind == "acknowledged" else {}  # who acked: typed by an operator
+        await receiver.send(replace(alert, event=replace(alert.event, labels={"team": value}), facts=facts))
     [root] = fake_slack.channel("#alerts").roots
-    assert len(root.replies) == 3 and len(root.edits) == 1
+    assert len(root.replies) == 4 and len(root.edits) == 1
+    assert "ACKNOWLEDGED" in root.replies[2].headline and ", open 4m by " in root.replies[2].headline
     escaped = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     for _, payload in api_calls(fake_slack):
         for s in strings(payload):

@@ -362,6 +362,8 @@ def incident_alert(kind: str, status: str = "FAILED", *, duration: float | None 
         (incident_alert("escalation", duration=1800.0, facts={"escalation": {"step": 0, "after": 1800.0}}),
          "ESCALATED node-7: FAILED, open 30m"),
         (incident_alert("acknowledged", duration=600.0), "ACKNOWLEDGED node-7: FAILED, open 10m"),
+        (incident_alert("acknowledged", duration=600.0, facts={"by": "alice"}),
+         "ACKNOWLEDGED node-7: FAILED, open 10m by alice"),
         (incident_alert("update", "STARTING", duration=60.0), "node-7 now STARTING (incident open 1m)"),
         (incident_alert("flapping", facts={"flap": {"count": 4, "since": "x", "span": 180.0}}),
          "node-7 is flapping (4 status changes in 3m)"),
