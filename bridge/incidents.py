@@ -47,23 +47,21 @@ Rules in short (docs/incidents.md has the why):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any, Literal
 
-from bridge.frozen import frozen
-from bridge.incident_state import (
-    Flap,
-    Incident,
-    IncidentState,
-    Kind,
-    Notification,
-    Policy,
-    RoutePolicy,
-    Timer,
-    TimerKind,
-    incident_id,
+from bridge.incident_state import Flap, Incident, IncidentState, Notification, Policy, RoutePolicy, Timer
+from bridge.incident_work import (
+    Outcome,
+    Step,
+    Work,
+    close,
+    fire,
+    is_plain,
+    open_incident,
+    plain_anchor,
+    send_resolved,
 )
 from bridge.model import format_timestamp, parse_timestamp
 
@@ -71,175 +69,6 @@ __all__ = [
     "Incident", "IncidentState", "Notification", "Policy", "RoutePolicy", "Step", "Timer",
     "ack", "on_timer", "reconcile", "resolve", "step_event",
 ]
-
-Outcome = Literal[
-    "opened", "updated", "resolved", "event", "repeat", "out_of_order",  # events
-    "fired", "stale",  # timers
-    "acked", "not_found", "already_acked", "reconciled",  # commands
-]
-
-
-@frozen
-class Step:
-    state: IncidentState
-    outcome: Outcome
-    notifications: tuple[Notification, ...] = ()
-    set_timers: tuple[Timer, ...] = ()
-    cancel_timers: tuple[str, ...] = ()
-
-
-def _plain_anchor(status: str, since: datetime) -> str:
-    return f"plain:{status}|{format_timestamp(since)}"
-
-
-def _is_plain(t: Timer) -> bool:
-    return t.anchor.startswith("plain:")
-
-
-# ``stable`` closes the flapping notice's alert as ``resolved`` closes the firing's.
-_NEVER_MUTED = frozenset({"resolved", "stable"})
-
-
-class _Work:
-    """A step under construction: the state's parts, made mutable for one call."""
-
-    __slots__ = ("cancelled", "flap", "inc", "key", "last_at", "last_resolved", "manual_hold", "mute", "new",
-                 "node_id", "now", "out", "policy", "taken", "timers")
-
-    def __init__(self, state: IncidentState, node_id: str, now: datetime, policy: Policy, key: str, mute: bool):
-        self.inc = state.incident
-        self.timers = {t.id: t for t in state.timers} if state.timers else {}
-        self.flap = state.flap
-        self.last_at = state.last_at
-        self.manual_hold = state.manual_hold
-        self.last_resolved = state.last_resolved
-        self.node_id, self.now, self.policy, self.key, self.mute = node_id, now, policy, key, mute
-        self.out: list[Notification] = []
-        self.new: dict[str, Timer] = {}
-        self.cancelled: list[str] = []
-        self.taken: set[tuple[str, str]] = set()  # (key, receiver): one notification per receiver and key
-
-    @property
-    def quiet(self) -> bool:
-        """Per-event notifications are held: silenced, or the node is flapping."""
-        return self.mute or self.flap.active
-
-    def route(self, name: str) -> RoutePolicy | None:
-        return self.policy.routes.get(name)
-
-    def set_timer(self, kind: TimerKind, route: str, step: int, after: float, anchor: str, status: str) -> None:
-        t = Timer.make(kind, self.node_id, route, step, self.now + timedelta(seconds=after), anchor, status)
-        if t.id not in self.timers:
-            self.timers[t.id] = self.new[t.id] = t
-
-    def pending(self, kind: TimerKind, route: str, anchor: str) -> bool:
-        return any(t.kind == kind and t.route == route and t.anchor == anchor for t in self.timers.values())
-
-    def cancel(self, pred: Callable[[Timer], bool]) -> None:
-        if not self.timers:
-            return
-        for t in [t for t in self.timers.values() if pred(t)]:
-            del self.timers[t.id]
-            if self.new.pop(t.id, None) is None:  # set and dropped in one step: neither
-                self.cancelled.append(t.id)
-
-    def notify(self, kind: Kind, route: str, receivers: Iterable[str], *, status: str, at: datetime,
-               incident: Incident | None = None, key: str | None = None, extra: dict[str, Any] | None = None) -> None:
-        if self.mute and kind not in _NEVER_MUTED:
-            return
-        k = key or self.key
-        taken = self.taken
-        fresh = tuple(r for r in dict.fromkeys(receivers) if (k, r) not in taken) if taken else (
-            tuple(dict.fromkeys(receivers)))
-        if not fresh:
-            return
-        for r in fresh:
-            taken.add((k, r))
-        self.out.append(Notification(kind, route, fresh, k, self.node_id, status, at, incident, extra or {}))
-
-    def step(self, outcome: Outcome) -> Step:
-        timers = tuple(sorted(self.timers.values(), key=lambda t: (t.due_at, t.id))) if self.timers else ()
-        state = IncidentState(self.inc, timers, self.flap, self.last_at, self.manual_hold, self.last_resolved)
-        return Step(state, outcome, tuple(self.out), tuple(self.new.values()) if self.new else (),
-                    tuple(self.cancelled) if self.cancelled else ())
-
-
-# --- incident pieces ------------------------------------------------------------------------------
-
-
-def _fire(w: _Work, inc: Incident, rp: RoutePolicy, at: datetime, *, reminder_step: int = 1, hold_step: int = 0,
-          key: str | None = None) -> Incident:
-    """The firing for one owner (now, or when its hold ends): sent unless held, reminders armed.
-    Withheld by a silence (not by flapping: the stable summary settles that), it is tried again."""
-    if rp.name in inc.notified:  # a re-check racing the reminder that already sent it
-        return inc
-    if not w.quiet:
-        w.notify("firing", rp.name, rp.to, status=inc.status, at=at, incident=inc, key=key)
-        inc = inc.fired(rp.name, rp.to)
-    elif w.mute and not w.flap.active and not w.pending("hold", rp.name, inc.id):
-        w.set_timer("hold", rp.name, hold_step + 1, w.policy.silence_recheck, inc.id, inc.status)
-    if rp.repeat_interval and inc.acked_at is None and not w.pending("reminder", rp.name, inc.id):
-        w.set_timer("reminder", rp.name, reminder_step, rp.repeat_interval, inc.id, inc.status)
-    return inc
-
-
-def _open(w: _Work, status: str, at: datetime, matched: Sequence[str]) -> Incident:
-    routes = w.policy.routes
-    owners = tuple([m for m in dict.fromkeys(matched) if m in routes]) if matched else ()
-    inc = Incident(incident_id(w.node_id, at), w.node_id, at, w.now, ((status, at),), owners)
-    if w.timers:
-        w.cancel(lambda t: _is_plain(t) and t.route in owners)  # the incident speaks for these routes now
-    for name in owners:
-        rp = w.policy.routes[name]
-        if rp.hold:
-            w.set_timer("hold", name, 0, rp.hold, inc.id, status)
-        else:
-            inc = _fire(w, inc, rp, at)
-        for step, (after, _to) in enumerate(rp.escalate):
-            w.set_timer("escalation", name, step, after, inc.id, status)
-    return inc
-
-
-def _resolution_targets(w: _Work, inc: Incident) -> list[tuple[str, tuple[str, ...]]]:
-    """(route, receivers) for the resolution: notified owners with send_resolved, plus whoever
-    their escalations reached."""
-    out = []
-    known = w.policy.receivers
-    for name in dict.fromkeys(inc.notified):
-        rp = w.route(name)
-        told = inc.told_to(name)
-        if rp is not None and not rp.send_resolved:
-            continue
-        if rp is None:  # a reload removed or renamed the route: whoever it told hears the end
-            receivers: tuple[str, ...] = told
-        else:
-            extra = [r for (route, n) in inc.escalated if route == name and n < len(rp.escalate)
-                     for r in rp.escalate[n][1]] if inc.escalated else ()
-            receivers = tuple(dict.fromkeys((*rp.to, *extra, *told)))
-        if known is not None:
-            receivers = tuple([r for r in receivers if r in known])
-        if receivers:
-            out.append((name, receivers))
-    return out
-
-
-def _send_resolved(w: _Work, inc: Incident, at: datetime, key: str | None = None) -> None:
-    for name, receivers in _resolution_targets(w, inc):
-        w.notify("resolved", name, receivers, status=inc.status, at=at, incident=inc, key=key)
-
-
-def _close(w: _Work, inc: Incident, at: datetime, by: str | None) -> None:
-    inc = inc.closed(at, by)
-    if by is None and w.flap.active and not w.mute:
-        if _resolution_targets(w, inc):
-            if w.flap.held is not None:  # not expected (only the incident open when flapping began is
-                _send_resolved(w, w.flap.held, at, key=f"{w.key}/held")  # ever told), but never drop one
-            w.flap = replace(w.flap, held=inc)
-    else:
-        _send_resolved(w, inc, at)
-    if w.timers:
-        w.cancel(lambda t: t.anchor == inc.id)
-    w.inc, w.last_resolved = None, inc
 
 
 # --- events ---------------------------------------------------------------------------------------
@@ -268,7 +97,7 @@ def step_event(
         # The common case, kept cheap (the constructor, not dataclasses.replace: half the cost).
         return Step(IncidentState(state.incident, state.timers, state.flap, at, state.manual_hold, state.last_resolved),
                     "repeat")
-    w = _Work(state, node_id, now, policy, source, mute)
+    w = Work(state, node_id, now, policy, source, mute)
     w.last_at = at
     if changed:
         w.manual_hold = False
@@ -279,7 +108,7 @@ def step_event(
     outcome: Outcome
     if inc is None:
         if status in policy.open_on and not w.manual_hold:
-            w.inc = _open(w, status, at, matched)
+            w.inc = open_incident(w, status, at, matched)
             handled = w.inc.owners
             outcome = "opened"
         else:
@@ -288,7 +117,7 @@ def step_event(
         handled = inc.owners
         inc = inc.entered(status, at)
         if status in policy.resolve_on:
-            _close(w, inc, at, None)
+            close(w, inc, at, None)
             outcome = "resolved"
         else:
             w.inc = inc
@@ -308,35 +137,35 @@ def step_event(
 
 
 def _plain_of(route: str) -> Callable[[Timer], bool]:
-    return lambda t: _is_plain(t) and t.route == route
+    return lambda t: is_plain(t) and t.route == route
 
 
-def _plain_change(w: _Work, plain: Sequence[str], status: str, at: datetime) -> None:
+def _plain_change(w: Work, plain: Sequence[str], status: str, at: datetime) -> None:
     keep = set(plain)
-    w.cancel(lambda t: _is_plain(t) and t.route not in keep)  # the route no longer holds
+    w.cancel(lambda t: is_plain(t) and t.route not in keep)  # the route no longer holds
     for name in plain:
         rp = w.policy.routes[name]
-        pending = [t for t in w.timers.values() if _is_plain(t) and t.route == name]
+        pending = [t for t in w.timers.values() if is_plain(t) and t.route == name]
         if rp.hold:
             if not pending:  # else: still in statuses the route matches, the running hold goes on
-                w.set_timer("hold", name, 0, rp.hold, _plain_anchor(status, at), status)
+                w.set_timer("hold", name, 0, rp.hold, plain_anchor(status, at), status)
             continue
         w.cancel(_plain_of(name))
         if not w.quiet:
             w.notify("event", name, rp.to, status=status, at=at)
         if rp.repeat_interval:
-            w.set_timer("reminder", name, 1, rp.repeat_interval, _plain_anchor(status, at), status)
+            w.set_timer("reminder", name, 1, rp.repeat_interval, plain_anchor(status, at), status)
 
 
 # --- flapping -------------------------------------------------------------------------------------
 
 
-def _concerned(w: _Work, matched: Sequence[str]) -> tuple[str, ...]:
+def _concerned(w: Work, matched: Sequence[str]) -> tuple[str, ...]:
     owners = w.inc.owners if w.inc is not None else ()
     return tuple(r for r in dict.fromkeys([*owners, *matched]) if r in w.policy.routes)
 
 
-def _note_change(w: _Work, at: datetime, status: str, matched: Sequence[str]) -> None:
+def _note_change(w: Work, at: datetime, status: str, matched: Sequence[str]) -> None:
     """Count a status change; on the change that makes the node flapping, say so once."""
     p, flap = w.policy, w.flap
     if flap.active:
@@ -354,7 +183,7 @@ def _note_change(w: _Work, at: datetime, status: str, matched: Sequence[str]) ->
                  extra={"flap": {"count": len(recent), "since": format_timestamp(recent[0]), "span": span}})
 
 
-def _flap_followup(w: _Work, at: datetime, status: str, matched: Sequence[str]) -> None:
+def _flap_followup(w: Work, at: datetime, status: str, matched: Sequence[str]) -> None:
     """While flapping, every change pushes the stable check out by a whole window."""
     w.flap = replace(w.flap, routes=tuple(dict.fromkeys([*w.flap.routes, *_concerned(w, matched)])))
     w.cancel(lambda t: t.kind == "stable")
@@ -362,10 +191,10 @@ def _flap_followup(w: _Work, at: datetime, status: str, matched: Sequence[str]) 
     w.set_timer("stable", "", w.flap.count, w.policy.flap_window, f"flap:{format_timestamp(started)}", status)
 
 
-def _stable(w: _Work, timer: Timer) -> None:
+def _stable(w: Work, timer: Timer) -> None:
     flap = w.flap
     if flap.held is not None:
-        _send_resolved(w, flap.held, flap.held.resolved_at or w.now, key=f"{timer.id}/resolved")
+        send_resolved(w, flap.held, flap.held.resolved_at or w.now, key=f"{timer.id}/resolved")
     inc = w.inc
     status = inc.status if inc is not None else timer.status
     span = (flap.last_at - flap.started_at).total_seconds() if flap.last_at and flap.started_at else 0.0
@@ -378,7 +207,7 @@ def _stable(w: _Work, timer: Timer) -> None:
         for n in inc.owners:
             rp = w.route(n)
             if rp is not None and n not in inc.notified and w.now >= inc.opened_seen_at + timedelta(seconds=rp.hold):
-                inc = _fire(w, inc, rp, w.now, key=f"{timer.id}/firing")
+                inc = fire(w, inc, rp, w.now, key=f"{timer.id}/firing")
         w.inc = inc
     for name in targets:
         rp = w.route(name)
@@ -401,7 +230,7 @@ def on_timer(state: IncidentState | None, timer: Timer, now: datetime, policy: P
     if stored is None:
         return Step(state, "stale")
     timer = stored  # the state's copy is the truth; the job only names it
-    w = _Work(state, timer.node_id, now, policy, timer.id, mute)
+    w = Work(state, timer.node_id, now, policy, timer.id, mute)
     w.cancel(lambda t: t.id == timer.id)
     w.cancelled.remove(timer.id)  # it is the job being applied: its owner completes it
     rp = w.route(timer.route)
@@ -411,11 +240,11 @@ def on_timer(state: IncidentState | None, timer: Timer, now: datetime, policy: P
             _stable(w, timer)
     elif rp is None:
         pass  # a reload removed the route
-    elif _is_plain(timer):
+    elif is_plain(timer):
         _plain_timer(w, timer, rp)
     elif inc is not None and inc.id == timer.anchor:
         if timer.kind == "hold":
-            w.inc = _fire(w, inc, rp, now, hold_step=timer.step)
+            w.inc = fire(w, inc, rp, now, hold_step=timer.step)
         elif inc.acked_at is None and timer.kind == "reminder":
             w.inc = _remind(w, inc, rp, timer)
         elif inc.acked_at is None and timer.kind == "escalation" and timer.step < len(rp.escalate):
@@ -427,16 +256,16 @@ def on_timer(state: IncidentState | None, timer: Timer, now: datetime, policy: P
     return w.step("fired")
 
 
-def _remind(w: _Work, inc: Incident, rp: RoutePolicy, timer: Timer) -> Incident:
+def _remind(w: Work, inc: Incident, rp: RoutePolicy, timer: Timer) -> Incident:
     if rp.name not in inc.notified:  # its firing was held (silence, flapping): this is the firing
-        return _fire(w, inc, rp, w.now, reminder_step=timer.step + 1)
+        return fire(w, inc, rp, w.now, reminder_step=timer.step + 1)
     w.notify("reminder", rp.name, rp.to, status=inc.status, at=w.now, incident=inc,
              extra={"reminder": timer.step})
     w.set_timer("reminder", rp.name, timer.step + 1, rp.repeat_interval, inc.id, inc.status)
     return inc
 
 
-def _plain_timer(w: _Work, timer: Timer, rp: RoutePolicy) -> None:
+def _plain_timer(w: Work, timer: Timer, rp: RoutePolicy) -> None:
     since = parse_timestamp(timer.anchor.rpartition("|")[2])
     if timer.kind == "hold":
         if not w.quiet:
@@ -459,7 +288,7 @@ def ack(state: IncidentState | None, incident_id: str, *, by: str, now: datetime
         return Step(state, "not_found")
     if inc.acked_at is not None:
         return Step(state, "already_acked")
-    w = _Work(state, inc.node_id, now, Policy(), f"ack:{inc.id}", False)
+    w = Work(state, inc.node_id, now, Policy(), f"ack:{inc.id}", False)
     w.inc = replace(inc, acked_at=now, acked_by=by)
     # Whoever was told the firing (or an escalation) hears the ack: pagers acknowledge their alert.
     for name in dict.fromkeys(inc.notified):
@@ -478,8 +307,8 @@ def resolve(state: IncidentState | None, incident_id: str, *, by: str, now: date
     inc = state.incident
     if inc is None or inc.id != incident_id:
         return Step(state, "not_found")
-    w = _Work(state, inc.node_id, now, policy, f"resolve:{inc.id}", mute)
-    _close(w, inc, now, by)
+    w = Work(state, inc.node_id, now, policy, f"resolve:{inc.id}", mute)
+    close(w, inc, now, by)
     w.manual_hold = inc.status in policy.open_on
     return w.step("resolved")
 
@@ -487,7 +316,7 @@ def resolve(state: IncidentState | None, incident_id: str, *, by: str, now: date
 def reconcile(state: IncidentState | None, *, node_id: str, now: datetime, policy: Policy) -> Step:
     """After a reload: drop timers for routes (or escalation steps) the new config no longer has."""
     state = state or IncidentState()
-    w = _Work(state, node_id, now, policy, f"reload:{node_id}", False)
+    w = Work(state, node_id, now, policy, f"reload:{node_id}", False)
 
     def gone(t: Timer) -> bool:
         if t.kind == "stable":
