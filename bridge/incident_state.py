@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from bridge.config import Config
 from bridge.frozen import frozen
-from bridge.model import IncidentRef, format_timestamp, instant_digest, parse_timestamp
+from bridge.model import IncidentRef, format_timestamp, instant_digest, instant_key, parse_timestamp
 from bridge.render import notification_title, short_duration
 
 Kind = Literal["firing", "update", "reminder", "escalation", "resolved", "flapping", "stable", "event", "acknowledged"]
@@ -72,9 +72,10 @@ def human_duration(seconds: float) -> str:
     return short_duration(seconds)
 
 
-def incident_id(node_id: str, opened_at: datetime) -> str:
-    """Stable: same node, same opening instant, same id on every replica (a PagerDuty dedup_key)."""
-    return "inc_" + instant_digest(f"{node_id}|{format_timestamp(opened_at)}")[:20]
+def incident_id(node_id: str, opened_at: datetime, status: str) -> str:
+    """Stable: same node, opening instant and status, same id on every replica (a PagerDuty dedup_key).
+    Two incidents opened at one instant (FAILED, RUNNING, then another status of ``open_on``) differ."""
+    return "inc_" + instant_digest(instant_key(node_id, format_timestamp(opened_at), status))[:20]
 
 
 # --- policy: what the config says, compiled once per config ----------------------------------------
@@ -324,18 +325,22 @@ class Flap:
     count: int = 0  # changes in the flapping period
     routes: tuple[str, ...] = ()  # routes concerned: they get the stable summary
     held: Incident | None = None  # a notified incident resolved while flapping: its resolution waits for stable
+    noticed: tuple[str, ...] = ()  # routes told the flapping notice: a silence never holds back their stable
 
     def to_json(self) -> dict[str, Any]:
-        return {"recent": [format_timestamp(t) for t in self.recent], "active": self.active,
-                "started_at": _ts(self.started_at), "last_at": _ts(self.last_at), "count": self.count,
-                "routes": list(self.routes), "held": self.held.to_json() if self.held else None}
+        out = {"recent": [format_timestamp(t) for t in self.recent], "active": self.active,
+               "started_at": _ts(self.started_at), "last_at": _ts(self.last_at), "count": self.count,
+               "routes": list(self.routes), "held": self.held.to_json() if self.held else None}
+        if self.noticed:  # only then: an earlier version reads the rest as it wrote it (and ignores this)
+            out["noticed"] = list(self.noticed)
+        return out
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Flap:
         held = d.get("held")
         return cls(tuple(_parse(t) for t in d.get("recent") or ()), bool(d.get("active")),
                    _dt(d.get("started_at")), _dt(d.get("last_at")), int(d.get("count") or 0),
-                   _names(d.get("routes")), Incident.from_json(held) if held else None)
+                   _names(d.get("routes")), Incident.from_json(held) if held else None, _names(d.get("noticed")))
 
 
 _NO_FLAP = Flap()

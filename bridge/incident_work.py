@@ -86,9 +86,6 @@ class Work:
         if t.id not in self.timers:
             self.timers[t.id] = self.new[t.id] = t
 
-    def pending(self, kind: TimerKind, route: str, anchor: str) -> bool:
-        return any(t.kind == kind and t.route == route and t.anchor == anchor for t in self.timers.values())
-
     def cancel(self, pred: Callable[[Timer], bool]) -> None:
         if not self.timers:
             return
@@ -121,18 +118,25 @@ class Work:
 # --- incident pieces ------------------------------------------------------------------------------
 
 
-def fire(w: Work, inc: Incident, rp: RoutePolicy, at: datetime, *, reminder_step: int = 1, hold_step: int = 0,
-          key: str | None = None) -> Incident:
+def fire(w: Work, inc: Incident, rp: RoutePolicy, at: datetime, *, reminder_step: int = 1,
+         key: str | None = None) -> Incident:
     """The firing for one owner (now, or when its hold ends): sent unless held, reminders armed.
-    Withheld by a silence (not by flapping: the stable summary settles that), it is tried again."""
-    if rp.name in inc.notified:  # a re-check racing the reminder that already sent it
+    Withheld by a silence, it is tried again (a hold timer, step 1); withheld by flapping alone, the
+    stable summary sends it. Someone acknowledged the incident: nobody new is paged."""
+    if rp.name in inc.notified or inc.acked_at is not None:  # a re-check racing the reminder that sent it
         return inc
+    mine = [t for t in w.timers.values() if t.route == rp.name and t.anchor == inc.id] if w.timers else []
+    reminders = [t for t in mine if t.kind == "reminder"]
     if not w.quiet:
         w.notify("firing", rp.name, rp.to, status=inc.status, at=at, incident=inc, key=key)
         inc = inc.fired(rp.name, rp.to)
-    elif w.mute and not w.flap.active and not w.pending("hold", rp.name, inc.id):
-        w.set_timer("hold", rp.name, hold_step + 1, w.policy.silence_recheck, inc.id, inc.status)
-    if rp.repeat_interval and inc.acked_at is None and not w.pending("reminder", rp.name, inc.id):
+        if reminders:  # armed while it was withheld: the next reminder counts from this firing
+            reminder_step = max(t.step for t in reminders) + 1
+            w.cancel(lambda t: t.kind == "reminder" and t.route == rp.name and t.anchor == inc.id)
+            reminders = []
+    elif w.mute:  # one re-check per owner: its id is the same each time (set_timer keeps a pending one)
+        w.set_timer("hold", rp.name, 1, w.policy.silence_recheck, inc.id, inc.status)
+    if rp.repeat_interval and not reminders:
         w.set_timer("reminder", rp.name, reminder_step, rp.repeat_interval, inc.id, inc.status)
     return inc
 
@@ -140,7 +144,7 @@ def fire(w: Work, inc: Incident, rp: RoutePolicy, at: datetime, *, reminder_step
 def open_incident(w: Work, status: str, at: datetime, matched: Sequence[str]) -> Incident:
     routes = w.policy.routes
     owners = tuple([m for m in dict.fromkeys(matched) if m in routes]) if matched else ()
-    inc = Incident(incident_id(w.node_id, at), w.node_id, at, w.now, ((status, at),), owners)
+    inc = Incident(incident_id(w.node_id, at, status), w.node_id, at, w.now, ((status, at),), owners)
     if w.timers:
         w.cancel(lambda t: is_plain(t) and t.route in owners)  # the incident speaks for these routes now
     for name in owners:

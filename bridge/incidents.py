@@ -175,7 +175,8 @@ def _note_change(w: Work, at: datetime, status: str, matched: Sequence[str]) -> 
     if len(recent) < p.flap_transitions:
         w.flap = replace(flap, recent=recent)
         return
-    w.flap = Flap(recent, True, recent[0], at, len(recent), _concerned(w, matched), w.flap.held)
+    routes = _concerned(w, matched)
+    w.flap = Flap(recent, True, recent[0], at, len(recent), routes, w.flap.held, () if w.mute else routes)
     span = (at - recent[0]).total_seconds()
     for name in w.flap.routes:
         rp = w.policy.routes[name]
@@ -211,7 +212,7 @@ def _stable(w: Work, timer: Timer) -> None:
         w.inc = inc
     for name in targets:
         rp = w.route(name)
-        if rp is not None:
+        if rp is not None and (name in flap.noticed or not w.mute):  # silenced: only to close a notice
             w.notify("stable", name, rp.to, status=status, at=w.now, incident=inc,
                      extra={"flap": {"count": flap.count, "since": _ts_or_none(flap.started_at), "span": span}})
 
@@ -244,14 +245,16 @@ def on_timer(state: IncidentState | None, timer: Timer, now: datetime, policy: P
         _plain_timer(w, timer, rp)
     elif inc is not None and inc.id == timer.anchor:
         if timer.kind == "hold":
-            w.inc = fire(w, inc, rp, now, hold_step=timer.step)
+            w.inc = fire(w, inc, rp, now)
         elif inc.acked_at is None and timer.kind == "reminder":
             w.inc = _remind(w, inc, rp, timer)
         elif inc.acked_at is None and timer.kind == "escalation" and timer.step < len(rp.escalate):
             after, to = rp.escalate[timer.step]
-            w.notify("escalation", rp.name, to, status=inc.status, at=now, incident=inc,
-                     extra={"escalation": {"step": timer.step, "after": after}})
-            if not mute:  # the resolution goes to whoever an escalation actually reached
+            if mute:  # held, not lost: tried again until the silence is over (or the incident)
+                w.set_timer("escalation", rp.name, timer.step, w.policy.silence_recheck, inc.id, inc.status)
+            else:  # the resolution goes to whoever an escalation actually reached
+                w.notify("escalation", rp.name, to, status=inc.status, at=now, incident=inc,
+                         extra={"escalation": {"step": timer.step, "after": after}})
                 w.inc = replace(inc, escalated=(*inc.escalated, (rp.name, timer.step))).tell(rp.name, to)
     return w.step("fired")
 
@@ -281,7 +284,8 @@ def _plain_timer(w: Work, timer: Timer, rp: RoutePolicy) -> None:
 
 
 def ack(state: IncidentState | None, incident_id: str, *, by: str, now: datetime) -> Step:
-    """Acknowledge the open incident: reminders and escalations stop; the resolution still goes out."""
+    """Acknowledge the open incident: reminders, escalations and firings not sent yet stop; the
+    resolution still goes out to whoever was told."""
     state = state or IncidentState()
     inc = state.incident
     if inc is None or inc.id != incident_id:
@@ -295,7 +299,7 @@ def ack(state: IncidentState | None, incident_id: str, *, by: str, now: datetime
         told = inc.told_to(name)
         if told:
             w.notify("acknowledged", name, told, status=inc.status, at=now, incident=w.inc, extra={"by": by})
-    w.cancel(lambda t: t.anchor == inc.id and t.kind in ("reminder", "escalation"))
+    w.cancel(lambda t: t.anchor == inc.id and t.kind in ("reminder", "escalation", "hold"))  # nobody new is paged
     return w.step("acked")
 
 

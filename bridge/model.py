@@ -100,7 +100,15 @@ def format_timestamp(dt: datetime) -> str:
         dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second, dt.microsecond)
 
 
-# Memoised: a retried event hashes its key again (its id), an incident its node and opening instant.
+def instant_key(node_id: str, stamp: str, status: str) -> str:
+    """What names a node's status at an instant (``stamp``: ``format_timestamp``): an event's dedup
+    key, and the incident that event opens. NUL, which ingest refuses in ids and statuses, keeps
+    the parts apart whatever they hold."""
+    return f"{node_id}\x00{stamp}\x00{status}"
+
+
+# Memoised: the incident an event opens is named by the event's own key, decided a moment after the
+# event was parsed: one hash serves both (and a retried event's id).
 @functools.lru_cache(maxsize=1024)
 def instant_digest(key: str) -> str:
     """The SHA-256 hex digest of a key naming a node's instant (an event's id, an incident's)."""
@@ -127,7 +135,7 @@ class Event:
         stamp = format_timestamp(self.timestamp)
         # Same node, instant and status: the same event, however it was spelled. Another status at the
         # same instant is another event (a quick FAILED then RUNNING): both count, in arrival order.
-        key = f"{self.node_id}|{stamp}|{self.status}"
+        key = instant_key(self.node_id, stamp, self.status)
         object.__setattr__(self, "stamp", stamp)
         object.__setattr__(self, "dedup_key", key)
         object.__setattr__(self, "id", "evt_" + instant_digest(key)[:24])

@@ -113,3 +113,10 @@ def test_no_message_shows_a_secret(tmp_path: Path) -> None:
 ])
 def test_a_bare_dollar_name_that_makes_a_value_invalid_says_to_write_braces(data: Any, expected: str) -> None:
     assert problems(data) == [expected]
+
+
+def test_a_dollar_value_with_more_after_the_name_is_not_echoed() -> None:
+    # "$ab9Xk/T0123/B456/secretpart": what follows the name may be part of a secret.
+    (found,) = problems({"receivers": {"s": {"type": "slack", "webhook_url": "$ab9Xk/T0123/B456/secretpart"}}})
+    assert "ab9Xk" not in found and "secretpart" not in found
+    assert found.endswith("a value starting with $ is kept literally: write ${NAME} to read an environment variable")

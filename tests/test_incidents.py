@@ -473,10 +473,14 @@ def test_silenced_firing_goes_out_at_the_first_recheck_after_the_silence() -> No
     sim.event("FAILED", 0, mute=True)
     sim.run(25, mute=True)
     assert sim.sent == []
-    sim.run(30)
-    assert [(n.kind, n.at) for n in sim.sent] == [("firing", m(26)), ("reminder", m(30))]
-    sim.event("RUNNING", 31)
+    sim.run(35)
+    # The reminder armed while it was withheld counts again from the firing: none 4 minutes after it.
+    assert [(n.kind, n.at) for n in sim.sent] == [("firing", m(26))]
+    sim.run(36)
+    assert [(n.kind, n.at) for n in sim.sent] == [("firing", m(26)), ("reminder", m(36))]
+    sim.event("RUNNING", 37)
     assert [n.kind for n in sim.sent] == ["firing", "reminder", "resolved"]
+    assert sim.jobs == {}
 
 
 def test_a_node_still_down_after_its_silence_is_paged_without_another_event() -> None:
@@ -509,14 +513,47 @@ def test_a_resolution_is_never_silenced() -> None:
                            ("resolved", "ops", ("slack", "pager"))]
 
 
-def test_a_silenced_escalation_is_not_told_of_the_resolution() -> None:
+def test_a_silenced_escalation_goes_out_once_the_silence_is_over() -> None:
     sim = Sim(policy(replace(OPS, escalate=((600.0, ("pager",)), (1200.0, ("boss",))))))
     sim.event("FAILED", 0)
-    sim.run(10, mute=True)
+    sim.run(15, mute=True)
+    assert sim.kinds() == [("firing", "ops", ("slack",))]
     sim.run(20)
     sim.event("RUNNING", 21)
-    assert sim.kinds() == [("firing", "ops", ("slack",)), ("escalation", "ops", ("boss",)),
-                           ("resolved", "ops", ("slack", "boss"))]
+    assert [(n.kind, n.receivers, n.at) for n in sim.sent[1:3]] == [("escalation", ("pager",), m(16)),
+                                                                     ("escalation", ("boss",), m(20))]
+    assert sim.kinds()[-1] == ("resolved", "ops", ("slack", "pager", "boss"))
+
+
+def test_an_ack_stops_a_firing_a_silence_withheld() -> None:
+    # Somebody is on it: nobody new is paged (the re-check, a held `for`), nothing is left to re-check.
+    sim = Sim(policy(OPS, replace(OPS, name="slow", to=("pager",), hold=600.0)))
+    sim.event("FAILED", 0, ("ops", "slow"), mute=True)
+    assert sim.state is not None and sim.state.incident is not None
+    sim.apply(ack(sim.state, sim.state.incident.id, by="alice", now=m(0.5)))
+    assert sim.jobs == {}
+    sim.run(60)
+    assert sim.sent == []
+
+
+def test_a_reminder_and_a_recheck_both_due_after_a_silence_fire_once() -> None:
+    # A reminder armed while withheld and the re-check both come due once the silence is over:
+    # whichever comes first sends the firing, the other nothing.
+    sim = Sim(policy(replace(OPS, repeat_interval=600.0), silence_recheck=45.0))
+    sim.event("FAILED", 0, mute=True)
+    sim.run(9.9, mute=True)
+    sim.run(12)
+    assert [(n.kind, n.at) for n in sim.sent] == [("firing", m(10))]
+    assert sorted(t.kind for t in sim.jobs.values()) == ["reminder"]
+
+
+def test_a_long_silence_keeps_one_recheck_per_owner() -> None:
+    sim = Sim(policy(replace(OPS, repeat_interval=120.0, escalate=((300.0, ("pager",)),))))
+    sim.event("FAILED", 0, mute=True)
+    for minute in range(1, 30):
+        sim.run(minute, mute=True)
+        assert sorted(t.kind for t in sim.jobs.values()).count("hold") == 1
+    assert sim.sent == []
 
 
 def test_a_silence_does_not_keep_a_flapping_notice_open() -> None:
@@ -530,6 +567,37 @@ def test_a_silence_does_not_keep_a_flapping_notice_open() -> None:
     assert [n.kind for n in sim.sent] == ["firing", "resolved", "flapping", "stable"]
     sim.run(20)
     assert [n.kind for n in sim.sent][-1] == "firing"
+
+
+def test_flapping_nobody_was_told_of_ends_quietly_inside_the_silence() -> None:
+    sim = Sim(policy(OPS, flapping=(3, 600.0)), prev="RUNNING")
+    for s, t in [("FAILED", 0), ("RUNNING", 0.2), ("FAILED", 0.4)]:  # inside one re-check interval
+        sim.event(s, t, mute=True)
+    sim.run(30, mute=True)
+    assert sim.sent == []
+    sim.run(32)
+    assert [n.kind for n in sim.sent] == ["firing"]  # the incident it settled in, once the silence is over
+
+
+def test_an_acked_incident_settling_after_flapping_pages_nobody_new() -> None:
+    sim = Sim(policy(OPS, flapping=(3, 600.0)), prev="RUNNING")
+    for s, t in [("FAILED", 0), ("RUNNING", 1), ("FAILED", 2)]:
+        sim.event(s, t)
+    assert sim.state is not None and sim.state.incident is not None
+    sim.apply(ack(sim.state, sim.state.incident.id, by="alice", now=m(3)))
+    sim.run(30)
+    assert [n.kind for n in sim.sent] == ["firing", "resolved", "flapping", "stable"]
+
+
+def test_two_incidents_opened_at_one_instant_have_two_ids() -> None:
+    # FAILED, RUNNING, then another status of open_on, all stamped alike: another incident, another
+    # id (its firing's delivery id, its pager alert and its Slack thread with it).
+    sim = Sim(policy(OPS, open_on=frozenset({"FAILED", "UNKNOWN"})), prev="RUNNING")
+    for s in ("FAILED", "RUNNING", "UNKNOWN"):
+        sim.event(s, 0)
+    firings = [n for n in sim.sent if n.kind == "firing"]
+    assert len(firings) == 2 and firings[0].incident is not None and firings[1].incident is not None
+    assert firings[0].incident.id != firings[1].incident.id and firings[0].key != firings[1].key
 
 
 def test_silenced_incident_resolves_without_a_message() -> None:

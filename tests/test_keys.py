@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from bridge.errors import KeyLoadError
 from bridge.keys import key_from_response, load_public_key, pem
 from bridge.testing import event_body, generate_key, public_pem
+from bridge.verify import MAX_STRINGIFY_BYTES
 from tests.support.fakes import free_port, wait_until
 from tests.support.harness import InProcessBridge
 
@@ -199,3 +200,9 @@ async def test_per_node_key(bridge: Callable[..., Any], tmp_path: Path, other_ke
     # the node's key is not valid for another node
     status, _doc, _ = await b.post(event_body("n2", "FAILED"))
     assert status == 403
+    # A body past verify.MAX_STRINGIFY_BYTES is still parsed before its signature is checked when
+    # nodes have keys of their own: the node's key is found in it.
+    big = event_body("n1", "RUNNING", note="x" * (MAX_STRINGIFY_BYTES + 100))
+    assert len(big) > MAX_STRINGIFY_BYTES
+    status, doc, _ = await b.post(big)
+    assert status == 200 and doc["status"] == "accepted", doc

@@ -23,13 +23,17 @@ def event_id(node: str, t: datetime) -> str:
                                   "2026-04-16T12:00:00.000000000Z"])
 def test_spellings_of_one_instant(text: str) -> None:
     assert parse_timestamp(text) == datetime(2026, 4, 16, 12, tzinfo=UTC)
-    assert dedup_key("n1", parse_timestamp(text)) == "n1|2026-04-16T12:00:00.000000Z|FAILED"
+    assert dedup_key("n1", parse_timestamp(text)) == "n1\x002026-04-16T12:00:00.000000Z\x00FAILED"
 
 
 def test_another_status_at_the_same_instant_is_another_event() -> None:
     failed, running = (Event("NODE_STATUS_UPDATED", datetime(2026, 4, 16, 12, tzinfo=UTC), "n1", s)
                        for s in ("FAILED", "RUNNING"))
     assert failed.dedup_key != running.dedup_key and failed.id != running.id
+    # "|" in a node id and a status cannot make two events one (ingest refuses NUL in both)
+    a = Event("NODE_STATUS_UPDATED", datetime(2026, 4, 16, 12, tzinfo=UTC), "n|2026-04-16T12:00:00.000000Z|X", "Y")
+    b = Event("NODE_STATUS_UPDATED", datetime(2026, 4, 16, 12, tzinfo=UTC), "n", "X|2026-04-16T12:00:00.000000Z|Y")
+    assert a.dedup_key != b.dedup_key
 
 
 @pytest.mark.parametrize("text", ["2026-04-16", "2026-04-16T12:00:00", "yesterday", "2026-13-01T00:00:00Z",

@@ -123,6 +123,13 @@ async def test_a_flapping_notice_is_a_root_its_stable_summary_turns_green(
     assert notice.headline == ":large_green_circle: node-7 stable again: flapped 5 times in 2m, now FAILED"
     assert len(notice.edits) == 1 and [r.headline for r in notice.replies] == [notice.headline]
     assert inc_root.headline.startswith(":red_circle: node-7 is FAILED") and inc_root.replies == []
+    # The node's next episode is a conversation of its own (the log keeps the first for days).
+    again = {"flap": {"count": 3, "since": "2026-04-16T13:10:00.000000Z", "span": 60.0}}
+    await receiver.send(replace(make_alert(node="node-7", delivery_id="dlv_flap2"), kind="flapping", facts=again))
+    await receiver.send(replace(make_alert(node="node-7", delivery_id="dlv_stable2"), kind="stable", facts=again))
+    roots = fake_slack.channel("#alerts").roots
+    assert len(roots) == 3 and roots[2].headline.startswith(":large_green_circle: node-7 stable again: flapped 3")
+    assert len(roots[0].edits) == 1
 
 
 async def test_a_plain_route_event_is_a_message_of_its_own(

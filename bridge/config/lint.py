@@ -118,16 +118,18 @@ def default_at(root: type[BaseModel], loc: tuple[Any, ...]) -> Any:
 
 
 _BARE_VAR = re.compile(r"(?<!\$)\$[A-Za-z_][A-Za-z0-9_]*")
-_LEADING_VAR = re.compile(r"\s*\$([A-Za-z_][A-Za-z0-9_]*)")
+_LEADING_VAR = re.compile(r"\s*\$([A-Za-z_][A-Za-z0-9_]*)(.*)", re.DOTALL)
 
 
 def bare_var_fix(value: str | None) -> str:
     """'; ... write ${NAME}' for a value that starts with ``$NAME`` (a reference without braces, kept
-    literally); '' otherwise. It names the variable, never the value: a value that starts with ``$``
-    is no URL or token, so the name is what the operator wrote, not a secret."""
+    literally); '' otherwise. It names the variable only when it is the whole value (``$SLACK_URL``:
+    what the operator wrote, no URL or token); anything after it may be part of a secret."""
     m = _LEADING_VAR.match(value or "")
     if m is None:
         return ""
+    if m.group(2).strip():
+        return "; a value starting with $ is kept literally: write ${NAME} to read an environment variable"
     return f"; ${m.group(1)} is kept literally: write ${{{m.group(1)}}} to read the environment variable"
 
 

@@ -157,7 +157,10 @@ class SlackReceiver:
         # A flapping notice is the root of its own conversation, keyed by the node (as pagers key it):
         # the stable summary turns it green and replies under it, whichever incidents came and went.
         if conv is not None and alert.kind in ("flapping", "stable"):
-            key = correlation_key(alert)
+            # One conversation per episode: the notice and its summary carry the same start.
+            flap = alert.facts.get("flap")
+            since = flap.get("since") if isinstance(flap, dict) else None
+            key = f"{correlation_key(alert)}/{since}"
         elif conv is not None and incident is not None:
             key = incident.id
         else:  # a plain route's event (or no log): a message of its own

@@ -6,7 +6,7 @@ contract tests run both side by side.
 
 Keys (``P`` = prefix)::
 
-    P dd:<node>|<ts>     string "<expires> <event id>"; PX = logical lifetime + 60 s (backstop)
+    P dd:<node>\0<ts>\0<status>  string "<expires> <event id>"; PX = logical lifetime + 60 s (backstop)
     P dd:idx             zset  dedup key -> expires (unix s)     prune drops the expired ones
     P ev:<event id>      string JSON {event, outcome}; PX = retention.events + 1 d (backstop)
     P ev:idx             zset  event id -> received_at (µs)      prune drops old events
