@@ -159,10 +159,11 @@ async def test_operator_walkthrough(bridge_process: Callable[..., Any], browser:
         assert acked["kind"] == "acknowledged" and acked["incident"]["id"] == incident_url.rsplit("/", 1)[1]
         assert resolution["kind"] == "resolved" and resolution["incident"]["id"] == incident_url.rsplit("/", 1)[1]
 
-        def resolution_listed(drv: Any) -> bool:  # the timeline lists the resolution's job, delivered
+        def resolution_listed(drv: Any) -> bool:  # the timeline lists the ack's and resolution's jobs, delivered
             drv.get(incident_url)
             rows = drv.find_elements(By.CSS_SELECTOR, "table.notifications tbody tr")
-            return len(rows) == 2 and "resolved" in rows[1].text and "delivered" in rows[1].text
+            return (len(rows) == 3 and "acknowledged" in rows[1].text and "resolved" in rows[2].text
+                    and all("delivered" in r.text for r in rows[1:]))
 
         await step(wait_for, d, resolution_listed, 15.0)
         await step(d.save_screenshot, str(shots / "6-incident-resolved.png"))
