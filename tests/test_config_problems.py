@@ -4,7 +4,6 @@ never a value that may be a secret."""
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import pytest
 
 from bridge import config as config_mod
 from bridge.errors import ConfigError
+from tests.support.configs import load_problems
 
 LOG = {"console": {"type": "log"}}
 MAIL = {"type": "email", "from": "bridge@example.com", "smtp": {"host": "localhost"}}
@@ -20,14 +20,6 @@ MAIL = {"type": "email", "from": "bridge@example.com", "smtp": {"host": "localho
 def problems(data: Any) -> list[str]:
     with pytest.raises(ConfigError) as info:
         config_mod.parse(data, env={})
-    return info.value.problems
-
-
-def load_problems(tmp_path: Path, text: str) -> list[str]:
-    path = tmp_path / "config.yaml"
-    path.write_text(textwrap.dedent(text))
-    with pytest.raises(ConfigError) as info:
-        config_mod.load(path, env={})
     return info.value.problems
 
 

@@ -11,15 +11,8 @@ import pytest
 from bridge import config as config_mod
 from bridge.commands import server_section
 from bridge.config import yamlsource
-from bridge.errors import CommandError, ConfigError
-
-
-def load_problems(tmp_path: Path, text: str) -> list[str]:
-    path = tmp_path / "config.yaml"
-    path.write_text(textwrap.dedent(text))
-    with pytest.raises(ConfigError) as info:
-        config_mod.load(path, env={})
-    return info.value.problems
+from bridge.errors import CommandError
+from tests.support.configs import load_problems
 
 
 def test_a_receiver_given_twice_is_an_error_naming_the_path_and_both_lines(tmp_path: Path) -> None:
