@@ -124,10 +124,18 @@ class App:
         self.keys = KeyManager(cfg, store=self.store, session=self._session)
         await self.keys.start()
         self.ingest = Ingest(rules, store=self.store, keys=self.keys, metrics=self.metrics, clock=self.clock,
-                             on_enqueued=self.dispatcher.wake, on_timer_set=self.timers.timer_set)
+                             on_enqueued=self.dispatcher.wake, on_timer_set=self.timers.timer_set,
+                             store_silences=None)
         self._install_receivers(cfg)
         self.dispatcher.start()
-        self.timers.start()
+        # Timers and events are decided with the stored silences, never before they are read (a
+        # restart inside a silence would page what it covers): read now, or once storage answers.
+        with contextlib.suppress(Unavailable):
+            await self.refresh_silences()
+        if self.ingest.silences_known:
+            self.timers.start()
+        else:
+            self._spawn(self._start_timers_with_silences(), "timers-start")
         self.metrics.reload_timestamp.set(self.clock().timestamp())
         self.last_reload = (self.clock(), [])
         self._spawn(self._maintenance_loop(), "maintenance")
@@ -287,6 +295,11 @@ class App:
             except Exception:
                 log.exception("maintenance failed")
             await asyncio.sleep(min(5.0, self.config.storage.prune_interval))
+
+    async def _start_timers_with_silences(self) -> None:
+        while self.ingest is not None and not self.ingest.silences_known:
+            await asyncio.sleep(0.5)  # the silence loop reads them once storage answers
+        self.timers.start()
 
     async def _silence_loop(self) -> None:
         """Silences live in storage (shared by replicas, edited by the CLI): re-read them often."""

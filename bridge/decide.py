@@ -291,7 +291,9 @@ def decide_timers(record: NodeRecord | None, policy: Policy, now: datetime) -> D
         if due is None:
             break
         due_ids.discard(due.id)
-        probe = Event("NODE_STATUS_UPDATED", now, node, due.status or record.state.status, received_at=now)
+        # A silence covers the node as it is now (a re-check set while it was PAUSED is muted by a
+        # [FAILED] silence once it is FAILED again).
+        probe = Event("NODE_STATUS_UPDATED", now, node, record.state.status, received_at=now)
         mute = silenced(policy.silences, probe, now) is not None if policy.silences else False
         step = incidents.on_timer(state, due, now, ip, mute=mute)
         if step.outcome == "stale":  # not expected (it was listed); never loop on it

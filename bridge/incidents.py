@@ -12,7 +12,7 @@ How decide.py uses it (the whole contract):
   gave, and ``mute=True`` when a silence covers the event. Out-of-order events need no call (a call
   with one is a no-op with outcome ``out_of_order``: the model checks ordering by itself too).
 - A timer job that comes due goes to :func:`on_timer` (``mute=True`` when a silence covers the
-  node and the timer's status now). A timer no longer listed in the state is a no-op: redelivery
+  node in its status now). A timer no longer listed in the state is a no-op: redelivery
   after a crash, or the second of two replicas, changes nothing and sends nothing.
 - ``ack`` and ``resolve`` are the operator's commands, :func:`reconcile` runs after a reload.
 - Every call returns a :class:`Step`: the new state to persist (atomically with the rest),

@@ -93,9 +93,13 @@ class Ingest:
         clock: Callable[[], datetime] = utc_now,
         on_enqueued: Callable[[], None] = lambda: None,
         on_timer_set: Callable[[datetime], None] = lambda due: None,
+        store_silences: Sequence[Silence] | None = (),
     ) -> None:
         self._rules = rules
-        self._store_silences: Sequence[Silence] = ()
+        # None: the store's silences are not read yet (a start): nothing is decided without them,
+        # or an event a stored silence covers would page (503 until ``store_silences`` is set).
+        self._silences_known = store_silences is not None
+        self._store_silences: Sequence[Silence] = store_silences or ()
         self._policy = rules.policy(())
         self._store = store
         self._keys = keys
@@ -120,11 +124,17 @@ class Ingest:
         self._policy = rules.policy(self._store_silences)
 
     @property
+    def silences_known(self) -> bool:
+        """Whether the store's silences have been read (see ``__init__``)."""
+        return self._silences_known
+
+    @property
     def store_silences(self) -> Sequence[Silence]:
         return self._store_silences
 
     @store_silences.setter
     def store_silences(self, silences: Sequence[Silence]) -> None:
+        self._silences_known = True
         self._store_silences = silences
         self._policy = self._rules.policy(silences)
 
@@ -188,6 +198,8 @@ class Ingest:
             raise VerificationError("signature does not match the body under any configured key")
 
     async def _record(self, event: Event, now: datetime, rules: Rules) -> Reply:
+        if not self._silences_known:
+            raise Unavailable("silences not read from storage yet", retry_after=2.0)
         age = (now - event.timestamp).total_seconds()
         if event.status not in KNOWN_STATUSES or event.event_type not in KNOWN_EVENT_TYPES:
             self._metrics.unknown_status.inc()

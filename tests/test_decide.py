@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -128,6 +129,19 @@ def test_a_firing_withheld_by_a_silence_goes_out_once_it_ends() -> None:
     assert inside.jobs == () and inside.record is not None and inside.record.next_due == at(130)
     after = decide_timers(inside.record, policy, at(130))
     assert [j.kind for j in after.jobs] == ["firing"] and after.record is not None and after.record.next_due is None
+
+
+def test_a_timer_is_muted_by_what_the_node_is_now() -> None:
+    # The re-check was set while the node was PAUSED; it is FAILED again under a [FAILED] silence.
+    s = Silence("sil_1", "n*", ("FAILED",), at(0), at(1000), "maintenance")
+    policy = Policy(TO_A.routes, (s,), 3600.0, SKEW, TO_A.incidents)
+    decisions = run([(ev(t=10), 10), (ev("n1", "PAUSED", 20), 20), (ev(t=30), 30)], policy)
+    record = decisions[-1].record
+    assert record is not None and record.state.status == "FAILED"
+    assert {t.status for t in record.incidents.timers} == {"FAILED"}
+    paused = NodeRecord(record.state, replace(record.incidents, timers=tuple(
+        replace(t, status="PAUSED") for t in record.incidents.timers)))
+    assert decide_timers(paused, policy, at(100)).jobs == ()
 
 
 def test_a_late_recovery_still_closes_the_incident() -> None:

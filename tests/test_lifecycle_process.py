@@ -257,3 +257,27 @@ async def test_a_silence_neither_swallows_a_recovery_nor_outlives_itself(bridge_
         await until(lambda: kinds(sink, "muted") == ["firing"], "the firing once the silence is over")
         await asyncio.sleep(2.5)  # further re-checks would have come by now (not a bound: a check for extras)
         assert kinds(sink, "muted") == ["firing"]
+
+
+async def test_a_restart_inside_a_silence_pages_nobody_it_covers(bridge_process: StartBridge) -> None:
+    # The re-check is pending when the bridge stops; the new process must read the stored silence
+    # before it applies a timer (or decides an event), else it pages the node at once.
+    async with WebhookSink() as sink:
+        p = await start(bridge_process, sink, {"match": {}}, incidents={"silence_recheck": "1s"})
+        async with aiohttp.ClientSession() as s, s.post(p.admin_url + "/-/silences",
+                                                        json={"node": "down", "duration": "1h"}) as resp:
+            assert resp.status == 201
+            silence_id = (await resp.json())["silence"]["id"]
+        code, doc = await p.event("down", "FAILED", timestamp=datetime.now(UTC))
+        assert code == 200 and doc["silenced"], doc
+        assert await p.terminate() == 0
+        await p.start()
+        code, doc = await p.event("other", "FAILED", timestamp=datetime.now(UTC))  # decided after the start
+        assert code == 200 and doc["deliveries"] == 1, doc
+        await until(lambda: kinds(sink, "other") == ["firing"], "the unsilenced node's firing")
+        await asyncio.sleep(2.5)  # two re-checks: a page would have come by now (not a bound)
+        assert kinds(sink, "down") == []
+        expire = p.admin_url + f"/-/silences/{silence_id}/expire"
+        async with aiohttp.ClientSession() as s, s.post(expire, json={}) as resp:
+            assert resp.status == 200
+        await until(lambda: kinds(sink, "down") == ["firing"], "the firing once the silence is expired")

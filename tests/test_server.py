@@ -289,3 +289,29 @@ async def test_outbox_admin_api(bridge: Callable[..., Any]) -> None:
             assert row["node"] == "n1" and row["receiver"] == "console" and row["id"].startswith("dlv_")
     # the outbox API is not on the webhook listener
     assert (await b.get(b.base_url + "/-/deliveries"))[0] == 404
+
+
+async def test_no_event_is_decided_before_the_stored_silences_are_read(
+    make_config: Callable[..., dict[str, Any]], signing_key: rsa.RSAPrivateKey,
+) -> None:
+    """A start reads the silences before it decides anything; until then (storage slow to answer),
+    events get 503 and are retried, rather than paging what a stored silence covers."""
+    from bridge.config import parse
+    from bridge.ingest import Ingest, Rules
+    from bridge.keys import KeyManager
+    from bridge.metrics import Metrics
+    from bridge.store import open_store
+
+    cfg = parse({**make_config(routes=[{"name": "all", "to": ["console"]}]), "storage": {"url": "memory://"}}, env={})
+    store = open_store(cfg.storage.url)
+    await store.open()
+    keys = KeyManager(cfg, store=store, session=None)  # type: ignore[arg-type]  # a key file: no fetch
+    await keys.start()
+    ingest = Ingest(Rules.from_config(cfg), store=store, keys=keys, metrics=Metrics(), store_silences=None)
+    body = event_body("n1", "FAILED", timestamp=NOW)
+    early = await ingest.handle(body, sign(body, signing_key))
+    assert early.status == 503 and early.headers["Retry-After"] == "2" and "silences" in early.body["detail"]
+    assert await store.node_state("n1") is None
+    ingest.store_silences = ()
+    assert (await ingest.handle(body, sign(body, signing_key))).status == 200
+    await store.close()
