@@ -243,6 +243,8 @@ class App:
             await asyncio.wait_for(self.store.ping(), 2.0)
         except (Unavailable, TimeoutError) as exc:
             return f"storage unavailable: {getattr(exc, 'detail', 'timed out')}"
+        if self.ingest is not None and not self.ingest.silences_known:
+            return "silences not read from storage yet"  # events get 503 until they are
         return None
 
     def render_metrics(self) -> bytes:
