@@ -40,7 +40,7 @@ Rules in short (docs/incidents.md has the why):
 - ``mute`` (silences): state and timers proceed, news is dropped, owners are not marked notified.
   A withheld firing is tried again every ``silence_recheck`` (a hold timer) while the incident is
   open: a node still down when the silence ends is paged, with or without another event. What
-  closes what a receiver was told (``_NEVER_MUTED``) is never muted: else a page stays open.
+  closes what a receiver was told (``incident_work.NEVER_MUTED``) is never muted: else a page stays open.
 - An ack tells whoever was told the firing (kind ``acknowledged``): pagers acknowledge the alert.
 - Timers count on the bridge clock from when they are set; paths and durations use event times.
 """
