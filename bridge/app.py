@@ -26,6 +26,7 @@ from bridge.console import Console
 from bridge.conversations import conversation_source
 from bridge.delivery import Dispatcher
 from bridge.errors import BridgeError, ConfigError, Unavailable
+from bridge.hookserver import LINGER, HookServer
 from bridge.ingest import Ingest, Rules
 from bridge.keys import KeyManager
 from bridge.metrics import Metrics
@@ -33,21 +34,13 @@ from bridge.model import Silence, utc_now
 from bridge.receivers import build_receivers
 from bridge.receivers.base import Receiver
 from bridge.render import Renderer
-from bridge.server import admin_app, ssl_context, webhook_app
+from bridge.server import admin_app, ssl_context
 from bridge.silences import is_active, silence_from_spec
 from bridge.store import Store, open_store
 from bridge.timers import TimerLoop
 
 log = logging.getLogger("bridge.app")
 _GC_YOUNG = 5_000  # allocations between young collections (Python's default: 700)
-
-
-LINGER = 2.0  # seconds a refused request's unread body is drained before the connection is closed
-# aiohttp parses a chunked body as it arrives, before the handler can refuse it (411), one Python call
-# or three per chunk, until its buffer holds read_bufsize / 16 chunks (or 2 x read_bufsize bytes).
-# Its default of 256 KiB let 16,384 one-byte chunks through (40 ms of CPU); 4 KiB lets 256 (under a
-# millisecond). A body of up to 8 KiB (20-40 real events) still arrives whole before the handler runs.
-WEBHOOK_READ_BUFSIZE = 4096
 
 
 def _loopback(host: str) -> bool:
@@ -88,6 +81,7 @@ class App:
         # Receivers that thread (Slack bot token) keep their conversations in the store.
         self._conversations = conversation_source(self.store, clock=clock, keep=cfg.storage.retention.conversations)
         self._runners: list[web.AppRunner] = []
+        self._hook: HookServer | None = None
         self._background: list[asyncio.Task[None]] = []
         self._reload_lock = asyncio.Lock()
         self.webhook_port = 0
@@ -143,9 +137,10 @@ class App:
         s = cfg.server
         host, port = split_host_port(s.listen)
         ctx = ssl_context(str(s.tls.cert_file), str(s.tls.key_file)) if s.tls else None
-        hook = webhook_app(lambda: self._ingest(), path=s.path, max_body_bytes=s.max_body_bytes,
-                           body_timeout=s.body_timeout, ready=self.ready, accept_chunked=s.accept_chunked)
-        self.webhook_port = await self._serve(hook, host, port, ctx, read_bufsize=WEBHOOK_READ_BUFSIZE)
+        self._hook = HookServer(lambda: self._ingest(), path=s.path, max_body_bytes=s.max_body_bytes,
+                                body_timeout=s.body_timeout, idle_timeout=s.idle_timeout, ready=self.ready,
+                                accept_chunked=s.accept_chunked)
+        self.webhook_port = await self._hook.start(host, port, ctx)
         ahost, aport = split_host_port(s.admin_listen)
         token = s.admin_token.get_secret_value() if s.admin_token else None
         if token is None and not _loopback(ahost):
@@ -193,6 +188,9 @@ class App:
 
     async def stop(self) -> None:
         """Stop accepting, finish requests in flight, give deliveries their grace, close."""
+        if self._hook is not None:
+            await self._hook.stop(self.config.server.shutdown_grace)
+            self._hook = None
         for runner in self._runners:
             await runner.cleanup()  # stops listening, waits for handlers in flight
         self._runners.clear()

@@ -1,9 +1,7 @@
-"""HTTP adapters: the webhook listener and the separate admin listener.
+"""The admin listener (aiohttp): metrics, reload, health, silences, incidents, the outbox, the console.
 
-The webhook app only reads the request and hands it to ``Ingest``; every answer is JSON and
-no path leads to a 500 (an unexpected error answers 503 so ThunderStack retries and nothing is
-lost). Admin endpoints (metrics, reload, silences, the outbox) live on their own listener so exposing the webhook
-port exposes nothing else.
+It lives on its own port so exposing the webhook port (hookserver.py) exposes nothing else. Every
+answer is JSON and no path leads to a 500.
 """
 
 from __future__ import annotations
@@ -23,10 +21,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from bridge.console import Console
-from bridge.errors import BodyTooLarge, LengthRequired, PayloadError, RequestError, Unavailable
-from bridge.ingest import Ingest, Reply, error_reply
+from bridge.errors import Unavailable
 from bridge.model import DELIVERY_STATES, Delivery, DeliveryState, Silence
-from bridge.verify import SIGNATURE_HEADER
 
 log = logging.getLogger("bridge.server")
 
@@ -75,15 +71,6 @@ class Outbox(Protocol):
     async def purge_dead(self) -> int: ...
 
 
-_encode = json.JSONEncoder(separators=(",", ":")).encode
-
-
-def _json(reply: Reply) -> web.Response:
-    # What web.json_response does, minus its per-call encoder and text-to-bytes round trip.
-    return web.Response(body=_encode(reply.body).encode(), status=reply.status, headers=reply.headers or None,
-                        content_type="application/json")
-
-
 @web.middleware
 async def never_500(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -108,94 +95,6 @@ async def never_500(request: web.Request, handler: Handler) -> web.StreamRespons
         return web.json_response(
             {"error": "internal", "detail": "unexpected error; retry later"}, status=503, headers={"Retry-After": "5"}
         )
-
-
-async def read_body(request: web.Request, limit: int, timeout: float, *, chunked: bool = False) -> bytes:
-    """The whole body, refusing (413) past ``limit`` without reading the rest, and (411) a body
-    without Content-Length: chunked, which costs aiohttp a Python call or three per chunk (60 KB in
-    one-byte chunks: 130 ms of CPU), unless ``chunked`` (``server.accept_chunked``)."""
-    length = request.content_length
-    if length is None:
-        if request.body_exists and not chunked:
-            raise LengthRequired("send the body with a Content-Length header (Transfer-Encoding: chunked "
-                                 "is refused)")
-    elif length > limit:
-        raise BodyTooLarge(f"body of {length} bytes exceeds the limit of {limit}")
-    content = request.content
-    if content.is_eof():
-        # The usual case: the body arrived with the headers. Take it without a timer or a wait
-        # (together they were a tenth of the request's CPU).
-        try:
-            body = content.read_nowait()
-        except web.RequestPayloadError:
-            raise PayloadError("body could not be read: malformed chunked or compressed data") from None
-        if len(body) > limit:
-            raise BodyTooLarge(f"body exceeds the limit of {limit} bytes")
-        return body
-    chunks: list[bytes] = []
-    size = 0
-    async with asyncio.timeout(timeout):
-        while True:
-            try:
-                chunk = await request.content.readany()
-            except web.RequestPayloadError:  # e.g. Content-Encoding: gzip over bytes that are not gzip
-                raise PayloadError("body could not be read: malformed chunked or compressed data") from None
-            if not chunk:
-                break
-            size += len(chunk)
-            if size > limit:
-                raise BodyTooLarge(f"body exceeds the limit of {limit} bytes")
-            chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def webhook_app(
-    ingest: Callable[[], Ingest],
-    *,
-    path: str,
-    max_body_bytes: int,
-    body_timeout: float,
-    ready: ReadyCheck,
-    accept_chunked: bool = False,
-) -> web.Application:
-    async def receive(request: web.Request) -> web.StreamResponse:
-        try:
-            body = await read_body(request, max_body_bytes, body_timeout, chunked=accept_chunked)
-        except RequestError as exc:  # too large, chunked, or undecodable
-            ingest().refuse(exc)
-            resp = _json(error_reply(exc))
-            resp.force_close()  # the rest of the body is never read
-            if isinstance(exc, LengthRequired):
-                # aiohttp drains an unread body for LINGER seconds so the client can read the answer,
-                # parsing each chunk as it goes: from now on it drops what arrives unparsed instead.
-                request.protocol.close()
-            return resp
-        except TimeoutError:
-            resp = web.json_response(
-                {"error": "body_timeout", "detail": f"body not received within {body_timeout:g}s"}, status=408
-            )
-            resp.force_close()
-            return resp
-        node = request.match_info.get("node_id")
-        reply = await ingest().handle(body, request.headers.get(SIGNATURE_HEADER), node)
-        return _json(reply)
-
-    async def healthz(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    async def readyz(_: web.Request) -> web.Response:
-        # The reason (a key-fetch error, a storage address) is for operators: it stays on the admin port.
-        if await ready() is None:
-            return web.json_response({"status": "ready"})
-        return web.json_response({"status": "not_ready", "detail": "see /readyz on the admin listener"},
-                                 status=503, headers={"Retry-After": "5"})
-
-    app = web.Application(middlewares=[never_500], client_max_size=max_body_bytes)
-    app.router.add_post(path, receive)
-    app.router.add_post(path.rstrip("/") + "/{node_id}", receive)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    return app
 
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
