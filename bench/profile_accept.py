@@ -309,6 +309,8 @@ def main() -> None:
     ap.add_argument("--floor", action="store_true", help="also measure aiohttp-floor each round")
     ap.add_argument("--floor-no-verify", action="store_true",
                     help="also measure aiohttp-floor without its RSA check each round (aiohttp alone)")
+    ap.add_argument("--httptools-floor", action="store_true",
+                    help="also measure httptools-floor (with --floor-no-verify: and without its RSA check) each round")
     ap.add_argument("--loop", action="append", choices=("asyncio", "uvloop"),
                     help="ALERT_BRIDGE_LOOP for the bridge (repeat: each loop is a variant, like --tree)")
     ap.add_argument("--stage", action="append", choices=STAGE_CHOICES,
@@ -345,7 +347,13 @@ def main() -> None:
                 print(json.dumps(results[-1]), flush=True)
             if args.floor_no_verify:
                 results.append(floor_round(args, events, key_pem, log_dir, f"floor-nv-{r}", "aiohttp-floor-noverify"))
+            if args.httptools_floor:
+                results.append(floor_round(args, events, key_pem, log_dir, f"ht-floor-{r}", "httptools-floor"))
                 print(json.dumps(results[-1]), flush=True)
+                if args.floor_no_verify:
+                    results.append(floor_round(args, events, key_pem, log_dir, f"ht-floor-nv-{r}",
+                                               "httptools-floor-noverify"))
+                    print(json.dumps(results[-1]), flush=True)
             variants = list(enumerate((t, lp, st) for t in trees for lp in (args.loop or [None])
                                       for st in (args.stage or [None])))
             if r % 2:  # odd rounds in reverse order: running first or second is no advantage

@@ -46,7 +46,8 @@ def cases() -> list[tuple[str, Callable[[Context], dict[str, Any]]]]:
     # The floor runs first: its rate sizes the event windows of the bridge cases.
     # bridge-sqlite's rate sizes the e2e case's (e2e probes it itself when it did not run).
     order = [
-        "aiohttp-floor", "node-seed", "node-keyobject", "aiohttp-relay", "bridge-sqlite-noroute", "bridge-sqlite",
+        "aiohttp-floor", "httptools-floor", "node-seed", "node-keyobject", "aiohttp-relay", "bridge-sqlite-noroute",
+        "bridge-sqlite",
         "bridge-redis", "bridge-sqlite-dup",
     ]
     out: list[tuple[str, Callable[[Context], dict[str, Any]]]] = [

@@ -127,6 +127,7 @@ class HookServer:
         self.ready = ready
         self.accept_chunked = accept_chunked
         self.connections: set[_Connection] = set()
+        self.tasks: set[asyncio.Task[None]] = set()  # requests being answered, their clients gone or not
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -141,15 +142,14 @@ class HookServer:
         """Stop listening, let requests in flight be answered (for at most ``grace``), close the rest."""
         if self._server is not None:
             self._server.close()
-        busy = []
         for conn in list(self.connections):
             conn.closing = True
             if conn.task is None:
                 conn.close()
-            else:
-                busy.append(conn.task)
-        if busy:
-            await asyncio.wait(busy, timeout=grace)
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=grace)
+        for task in list(self.tasks):
+            task.cancel()
         for conn in list(self.connections):
             conn.abort()
         if self._sweeper is not None:
@@ -248,9 +248,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
-        self.transport = None
-        if self.task is not None:
-            self.task.cancel()
+        self.transport = None  # a request being answered is still recorded: the sender may retry it
 
     def data_received(self, data: bytes) -> None:
         if self.discarding or self.transport is None:
@@ -260,7 +258,12 @@ class _Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self.refuse_early(_refusal(400, "bad_request", "protocol upgrades are not supported"))
+            # The request itself was complete: it is answered as HTTP/1.1 (the upgrade declined, as
+            # HTTP allows), then the connection closes; what follows it is another protocol, dropped.
+            self.discarding = self.closing = True
+            self.deadline = self.loop.time() + LINGER
+            if self.task is None and not self.queue:
+                self.close()
         except httptools.HttpParserError as exc:
             if not self.discarding:
                 detail = str(exc.args[0] if exc.args else exc)[:200] or "malformed request"
@@ -346,6 +349,7 @@ class _Connection(asyncio.Protocol):
         self.deadline = float("inf")
         if self.task is None:
             self.task = self.loop.create_task(self._answer_all())
+            self.server.tasks.add(self.task)
         if len(self.queue) >= PIPELINE and not self.paused and self.transport is not None:
             self.paused = True
             self.transport.pause_reading()
@@ -360,7 +364,7 @@ class _Connection(asyncio.Protocol):
                 route = req.route
                 assert route is not None
                 reply = route if isinstance(route, Reply) else await server.answer(req, route)
-                close = self.closing or not req.keep_alive
+                close = not req.keep_alive or (self.closing and not self.queue)
                 if self.transport is None:
                     return
                 self.transport.write(render(reply, close=close, head_only=req.method == b"HEAD"))
@@ -368,9 +372,12 @@ class _Connection(asyncio.Protocol):
                     self.close()
                     return
         finally:
+            if self.task is not None:
+                server.tasks.discard(self.task)
             self.task = None
-        if self.transport is not None:
-            self.deadline = self.loop.time() + server.idle_timeout
+        if self.transport is not None and not self.discarding:
+            if self.in_head:  # else a body is arriving, on its own clock
+                self.deadline = self.loop.time() + server.idle_timeout
             if self.paused:
                 self.paused = False
                 self.transport.resume_reading()
@@ -380,9 +387,13 @@ class _Connection(asyncio.Protocol):
         if self.discarding or self.transport is None:
             return
         self.discarding = True
-        self.queue.clear()
-        self.transport.write(render(reply, close=True))
         self.deadline = self.loop.time() + LINGER
+        if self.task is not None:  # answers owed to earlier pipelined requests go first
+            last = _Request()
+            last.route, last.keep_alive = reply, False
+            self.queue.append(last)
+            return
+        self.transport.write(render(reply, close=True))
 
     def expired(self) -> None:
         if self.discarding or self.transport is None:

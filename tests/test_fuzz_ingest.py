@@ -197,10 +197,15 @@ def _finite(text: str) -> float:
 def server_json(text: str) -> Any:
     """What the server parses: JSON as json reads it, but NaN and Infinity are not JSON (ValueError),
     and a body with a number past a double's range (1e999, even under a key a duplicate replaces) is
-    refused whole: ``OVERFLOWED``."""
+    refused whole: ``OVERFLOWED``, unless it is also nested deeper than JSON can be read (400: the
+    server reads it whole to name where the number is, and finds the nesting)."""
     try:
         return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
     except _Overflow:
+        try:
+            json.loads(text, parse_constant=_no_constant)
+        except RecursionError:
+            return None
         return OVERFLOWED
 
 
@@ -474,11 +479,8 @@ def test_mutated_events(target: Target) -> None:
             target.node_ids.add(parsed["nodeId"])
         path = "/webhook" if path_node is None else _url_path(path_node)
         status, doc = target.post(body, path=path)
-        if path_node is not None and ("{" in path_node or "}" in path_node):
-            want = 404  # aiohttp's {node_id} segment never matches braces: no such route
-        else:
-            want = (413 if len(body) > MAX_BODY else 400 if parsed is None
-                    else expected_for(parsed, stamp_ok, path_node))
+        want = (413 if len(body) > MAX_BODY else 400 if parsed is None
+                else expected_for(parsed, stamp_ok, path_node))
         seen[str(status)] += 1
         kinds.update(what or ["none (valid event)"])
         assert status == want, (what, body[:200], status, doc)

@@ -31,7 +31,7 @@ BASELINES = BENCH / "baselines"
 def start_baseline(
     procs: Procs, name: str, public_key: Path, forward_url: str | None = None
 ) -> tuple[Proc, str]:
-    """node-seed, node-keyobject, aiohttp-floor or aiohttp-relay (which forwards every event to
+    """node-seed, node-keyobject, aiohttp-floor, httptools-floor or aiohttp-relay (which forwards every event to
     ``forward_url``) on the server core; returns (process, base URL)."""
     port = free_port()
     if name.startswith("node-"):
@@ -42,10 +42,12 @@ def start_baseline(
     elif name == "aiohttp-relay":
         assert forward_url is not None
         cmd = python_cmd(str(BASELINES / "aiohttp_relay.py"), str(port), str(public_key), forward_url)
+    elif name.startswith("httptools-floor"):
+        cmd = python_cmd(str(BASELINES / "httptools_floor.py"), str(port), str(public_key))
     else:
         cmd = python_cmd(str(BASELINES / "aiohttp_floor.py"), str(port), str(public_key))
-    # The floor less its RSA check for profile_accept.py only; never inherited by run.py's floor.
-    no_verify = "1" if name == "aiohttp-floor-noverify" else None
+    # The floors less their RSA check for profile_accept.py only; never inherited by run.py's floors.
+    no_verify = "1" if name.endswith("-floor-noverify") else None
     env: dict[str, str | None] = {**bench_env(), "BENCH_FLOOR_NO_VERIFY": no_verify}
     proc = procs.start(name, pin_cmd(SERVER_CORE, cmd), env=env)
     wait_port(proc, port, timeout=20)

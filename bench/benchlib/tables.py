@@ -42,7 +42,8 @@ def _verdicts(case: str, targets: list[dict[str, Any]]) -> str:
 
 def ingest_table(results: Results, cases: tuple[str, ...], mode: dict[str, Any],
                  targets: list[dict[str, Any]]) -> Table:
-    floor, seed, relay = (rps(c)(results) for c in ("aiohttp-floor", "node-seed", "aiohttp-relay"))
+    floor, seed, relay, ht_floor = (rps(c)(results) for c in ("aiohttp-floor", "node-seed", "aiohttp-relay",
+                                                               "httptools-floor"))
     floor_cpu = get(results, "aiohttp-floor", "cpu_us_per_accepted")
     rows = []
     for case in cases:
@@ -62,6 +63,7 @@ def ingest_table(results: Results, cases: tuple[str, ...], mode: dict[str, Any],
                 _f(cpu, "{:.0f}"),
                 _ratio(cpu, floor_cpu),
                 _ratio(rate, floor),
+                _ratio(rate, ht_floor),
                 _ratio(rate, relay),
                 _ratio(rate, seed),
                 _verdicts(case, targets),
@@ -71,12 +73,14 @@ def ingest_table(results: Results, cases: tuple[str, ...], mode: dict[str, Any],
     return Table(
         "Ingest (wrk, server pinned to core 0, wrk to core 1)",
         ["case", "loop", "req/s", "spread", "p50 ms", "p99 ms", "CPU us/event", "CPU x floor", "x floor",
-         "x relay", "x node-seed", "targets", "events / status"],
+         "x httptools-floor", "x relay", "x node-seed", "targets", "events / status"],
         rows,
         f"median of {mode['rounds']} x {mode['round_s']:g}s rounds after {mode['warmup_s']:g}s warm-up; "
         "spread = (max-min)/median across rounds; CPU us/event = CPU time of the server core's processes "
         "(the bridge with its Redis) over the rounds / events accepted, deliveries made meanwhile "
-        "included; x relay = against aiohttp-relay, the floor plus one delivery per event; -noroute: no "
+        "included; x httptools-floor = against the same verifying handler on the webhook listener's own "
+        "stack (asyncio + httptools), not a target; x relay = against aiohttp-relay, the floor plus one "
+        "delivery per event; -noroute: no "
         "receiver, no route (ingest only)",
     )
 

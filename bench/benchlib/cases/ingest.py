@@ -25,7 +25,7 @@ from benchlib.events import NODES, ensure_events, fresh_events
 from benchlib.servers import start_baseline, start_redis, start_sink
 from benchlib.wrk import CONNECTIONS, THREADS, WrkResult, ensure_wrk, run_wrk
 
-BASELINES = ("node-seed", "node-keyobject", "aiohttp-floor", "aiohttp-relay")
+BASELINES = ("node-seed", "node-keyobject", "aiohttp-floor", "httptools-floor", "aiohttp-relay")
 BRIDGES = ("bridge-sqlite-noroute", "bridge-sqlite", "bridge-redis", "bridge-sqlite-dup")
 CASES = BASELINES + BRIDGES
 LOOP_WINDOW = 50_000  # events the baselines cycle over
