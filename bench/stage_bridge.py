@@ -4,7 +4,7 @@ in the real process").
 
     python bench/stage_bridge.py STAGE serve -c CONFIG      (bridge imported from PYTHONPATH)
 
-STAGE: ``http`` answers before the body is looked at (the bridge's aiohttp app, middleware and
+STAGE: ``http`` answers before the body is looked at (the bridge's webhook listener, its routes and
 reply: what the floor pays without its RSA check); ``verify`` after the signature header, the
 body's parse and the RSA check; ``event`` after the node checks and the validation into an
 ``Event``. Each answers what an accept answers (200 and a JSON body of the same shape). The step
