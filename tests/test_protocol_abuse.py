@@ -29,6 +29,8 @@ from bridge.app import LINGER
 from bridge.testing import event_body, public_pem, sign
 from tests.support.fakes import WebhookSink, wait_until
 from tests.support.harness import ROOT, BridgeProcess, base_config
+from tests.support.rawhttp import RawAnswer as Answer
+from tests.support.rawhttp import closed_by_server, read_answer
 from tests.support.reliability import record
 from tests.support.under_fire import latency_summary, raise_nofile, rss_mib
 
@@ -133,52 +135,14 @@ async def valid_traffic(server: Server, prefix: str, interval: float = 0.05) -> 
 # --- raw sockets ----------------------------------------------------------------------------------------
 
 
-@dataclass
-class Answer:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-
 async def connect(server: Server) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     return await asyncio.open_connection(server.host, server.port)
-
-
-async def read_answer(reader: asyncio.StreamReader, timeout: float) -> Answer | None:
-    """The next HTTP response, or None when the server closed the connection without one."""
-    try:
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
-    except (asyncio.IncompleteReadError, ConnectionError):
-        return None
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
-    body = b""
-    if "content-length" in headers:
-        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
-            body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), timeout)
-    return Answer(status, headers, body)
 
 
 async def timed(answer: Awaitable[Answer | None]) -> tuple[Answer | None, float]:
     """The answer and when it arrived."""
     got = await answer
     return got, time.monotonic()
-
-
-async def closed_by_server(reader: asyncio.StreamReader, timeout: float) -> bool:
-    """True once the server closes (EOF or reset) within ``timeout``."""
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            data = await asyncio.wait_for(reader.read(65536), deadline - time.monotonic())
-            if not data:
-                return True
-    except ConnectionError:
-        return True
-    except TimeoutError:
-        return False
-    return False
 
 
 def request_head(server: Server, headers: dict[str, str], path: str = "/webhook") -> bytes:
