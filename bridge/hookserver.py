@@ -173,6 +173,9 @@ class HookServer:
     def route(self, method: bytes, url: bytes) -> tuple[str, str | None] | Reply:
         """("event", node or None), ("healthz"|"readyz", None), or the refusal."""
         path = url.partition(b"?")[0]
+        health = path in (b"/healthz", b"/readyz")
+        if health and method in (b"GET", b"HEAD"):  # first: with ``path: /`` they are node paths too
+            return path[1:].decode(), None
         if path == self.path or path.startswith(self.node_prefix):
             node: str | None = None
             if path != self.path:
@@ -188,10 +191,8 @@ class HookServer:
             if method != b"POST":
                 return _refusal(405, "method_not_allowed", "Method Not Allowed", {"Allow": "POST"})
             return "event", node
-        if path in (b"/healthz", b"/readyz"):
-            if method not in (b"GET", b"HEAD"):
-                return _refusal(405, "method_not_allowed", "Method Not Allowed", {"Allow": "GET,HEAD"})
-            return path[1:].decode(), None
+        if health:
+            return _refusal(405, "method_not_allowed", "Method Not Allowed", {"Allow": "GET,HEAD"})
         return _refusal(404, "not_found", "Not Found")
 
     async def answer(self, req: _Request, route: tuple[str, str | None]) -> Reply:

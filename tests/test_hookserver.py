@@ -161,3 +161,16 @@ async def test_a_refusal_behind_pipelined_events_keeps_their_order(bridge: Calla
     got, closed = await exchange(b, data, 3, wait=LINGER + 1)
     assert [a.status if a else None for a in got] == [200, 200, 413] and closed
     assert [json.loads(a.body).get("status") for a in got[:2] if a] == ["accepted", "accepted"]
+
+
+async def test_the_webhook_at_the_root_path_keeps_the_probes(bridge: Callable[..., Any]) -> None:
+    """``path: /`` makes every one-segment path a node's: GET /healthz stays the probe."""
+    b = await bridge(server={"path": "/"})
+    (a,), _ = await exchange(b, request("GET", "/healthz"))
+    assert a is not None and a.status == 200 and json.loads(a.body) == {"status": "ok"}
+    (a,), _ = await exchange(b, request("GET", "/readyz"))
+    assert a is not None and a.status == 200 and json.loads(a.body) == {"status": "ready"}
+    (a,), _ = await exchange(b, signed(b, "root-1", path="/"))
+    assert a is not None and a.status == 200 and json.loads(a.body)["status"] == "accepted"
+    (a,), _ = await exchange(b, signed(b, "root-2", path="/root-2"))
+    assert a is not None and a.status == 200 and json.loads(a.body)["status"] == "accepted"
