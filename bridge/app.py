@@ -26,7 +26,8 @@ from bridge.console import Console
 from bridge.conversations import conversation_source
 from bridge.delivery import Dispatcher
 from bridge.errors import BridgeError, ConfigError, Unavailable
-from bridge.hookserver import LINGER, HookServer
+from bridge.hookserver import HookServer
+from bridge.http1 import LINGER
 from bridge.ingest import Ingest, Rules
 from bridge.keys import KeyManager
 from bridge.metrics import Metrics

@@ -7,14 +7,20 @@ the real process; these are the protocol's ordinary corners, each one request or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sqlite3
+import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bridge.hookserver import LINGER
+from bridge.http1 import LINGER, PIPELINE
 from bridge.testing import event_body, sign
+from tests.support.fakes import make_cert
 from tests.support.rawhttp import RawAnswer, closed_by_server, read_answer, request
 
 pytestmark = pytest.mark.timeout(30)
@@ -110,6 +116,10 @@ async def test_routes_methods_and_node_paths(bridge: Callable[..., Any]) -> None
         (signed(b, "n{1}", path="/webhook/n%7B1%7D"), 200, None),
         (signed(b, "node-b", path="/webhook/node-c"), 403, "node_rejected"),
         (signed(b, "q-1", path="/webhook?x=1"), 200, None),
+        (signed(b, "abs-1", path="http://127.0.0.1/webhook"), 200, None),  # absolute-form, as proxies send
+        (signed(b, "abs-2", path="http://127.0.0.1/webhook/abs-2"), 200, None),
+        (request("GET", "http://127.0.0.1/healthz"), 200, None),
+        (request("OPTIONS", "*"), 404, "not_found"),
     ]
     for data, status, code in cases:
         (a,), _ = await exchange(b, data)
@@ -129,10 +139,20 @@ async def test_framing_limits(bridge: Callable[..., Any]) -> None:
     assert a is not None and a.status == 431 and closed
     (a,), closed = await exchange(b, request("GET", "/webhook?" + "q" * 9000), wait=LINGER + 1)
     assert a is not None and a.status == 414 and closed
-    # An upgrade is declined: the request is answered as HTTP/1.1, then the connection closes.
-    (a,), closed = await exchange(b, request("GET", "/healthz", {"Connection": "Upgrade", "Upgrade": "websocket"})
-                                  + b"\x81\x05hello", wait=LINGER + 1)
-    assert a is not None and a.status == 200 and a.headers["connection"] == "close" and closed
+    # An upgrade is refused: llhttp would hand the body to the new protocol (an event read as empty).
+    upgrade = signed(b, "up-1", Connection="Upgrade", Upgrade="h2c") + b"\x81\x05hello"
+    (a,), closed = await exchange(b, upgrade, wait=LINGER + 1)
+    assert a is not None and a.status == 400 and "Upgrade" in json.loads(a.body)["detail"] and closed
+    # The head's limit holds when it arrives in one read, and the request line's too.
+    (a,), closed = await exchange(b, request("GET", "/healthz", {"X-Big": "a" * 17_000}), wait=LINGER + 1)
+    assert a is not None and a.status == 431 and closed
+    (a,), closed = await exchange(b, b"GET /healthz HTTP/1.1\r\n\r\n", wait=LINGER + 1)
+    assert a is not None and a.status == 400 and "Host" in json.loads(a.body)["detail"] and closed
+    (a,), closed = await exchange(b, request("GET", "/healthz", {"Expect": "something"}), wait=LINGER + 1)
+    assert a is not None and a.status == 417 and closed
+    (a,), closed = await exchange(b, request("HEAD", "/nope", {"Content-Length": "5"}, b"hello"), head_only=True,
+                                  wait=LINGER + 1)
+    assert a is not None and a.status == 404 and closed
     (a,), closed = await exchange(b, b"GARBAGE\r\n\r\n", wait=LINGER + 1)
     assert a is not None and a.status == 400 and json.loads(a.body)["error"] == "bad_request" and closed
     # A refused request with a body is answered before the body is read, then the connection closes.
@@ -174,3 +194,99 @@ async def test_the_webhook_at_the_root_path_keeps_the_probes(bridge: Callable[..
     assert a is not None and a.status == 200 and json.loads(a.body)["status"] == "accepted"
     (a,), _ = await exchange(b, signed(b, "root-2", path="/root-2"))
     assert a is not None and a.status == 200 and json.loads(a.body)["status"] == "accepted"
+
+
+def _hold_write_lock(db: Path, seconds: float) -> threading.Thread:
+    """Storage slow to answer: another connection holds SQLite's write lock for ``seconds``."""
+    ready = threading.Event()
+
+    def hold() -> None:
+        conn = sqlite3.connect(db, isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        ready.set()
+        time.sleep(seconds)
+        conn.execute("COMMIT")
+        conn.close()
+
+    t = threading.Thread(target=hold, daemon=True)
+    t.start()
+    ready.wait(5)
+    return t
+
+
+def _db(b: Any) -> Path:
+    return Path(b.config.storage.url.removeprefix("sqlite://"))
+
+
+async def test_slow_answers_keep_their_place_and_stop_no_clock(bridge: Callable[..., Any]) -> None:
+    """While earlier answers wait on slow storage, a later refusal waits its turn (it used to close the
+    connection after LINGER with nothing answered), and a body paused behind them gets no 408."""
+    b = await bridge(server={"max_body_bytes": 4096, "body_timeout": "1s"})
+    held = _hold_write_lock(_db(b), LINGER + 1.0)
+    data = signed(b, "slow-1") + request("POST", "/webhook", {"Content-Length": "100000"})
+    got, closed = await exchange(b, data, 2, wait=LINGER + 1)
+    held.join()
+    assert [a.status if a else None for a in got] in ([200, 413], [503, 413]) and closed
+
+    held = _hold_write_lock(_db(b), 2.0)  # twice body_timeout
+    pipelined = b"".join(signed(b, f"paused-{i}") for i in range(PIPELINE))
+    last = signed(b, "paused-last")
+    host, _, port = b.base_url.removeprefix("http://").rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(pipelined + last[:-20])
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        writer.write(last[-20:])
+        statuses = [a.status if a else None for a in [await read_answer(reader, 10.0) for _ in range(PIPELINE + 1)]]
+    finally:
+        writer.close()
+        held.join()
+    assert 408 not in statuses and None not in statuses, statuses
+
+
+async def test_a_client_that_reads_no_answers_is_paused_then_dropped(bridge: Callable[..., Any]) -> None:
+    """Pipelined requests from a client that never reads: reading stops once its answers fill the
+    buffer (memory stays bounded), and after idle_timeout without reading it is cut off."""
+    b = await bridge(server={"idle_timeout": "1s"})
+    host, _, port = b.base_url.removeprefix("http://").rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port), limit=1024)
+    one = request("GET", "/healthz")
+    sent = 0
+
+    async def flood() -> None:
+        nonlocal sent
+        with contextlib.suppress(ConnectionError):
+            while sent < 20_000_000:
+                writer.write(one * 2000)
+                await writer.drain()
+                sent += len(one) * 2000
+
+    task = asyncio.create_task(flood())
+    await asyncio.sleep(0.5)
+    buffered = sum(c.transport.get_write_buffer_size() for c in b.app._hook.connections if c.transport)
+    assert buffered < 1 << 20, f"{buffered} bytes of answers buffered for a client that reads none"
+    assert not task.done() and sent < 10_000_000, "the server kept reading requests whose answers nobody reads"
+    # Reading nothing for idle_timeout: the server resets the connection, which ends the flood.
+    await asyncio.wait_for(task, 5.0)
+    assert not b.app._hook.connections, "a client that reads nothing was never dropped"
+    writer.close()
+
+
+async def test_trailers_are_bounded(bridge: Callable[..., Any]) -> None:
+    b = await bridge(server={"accept_chunked": True, "max_body_bytes": 4096})
+    head = request("POST", "/webhook", {"Transfer-Encoding": "chunked"}) + b"1\r\na\r\n0\r\nX-Big: "
+    (a,), closed = await exchange(b, head + b"a" * 2_000_000, wait=LINGER + 1)
+    assert a is not None and a.status in (413, 431) and closed
+
+
+async def test_tls_handshake_within_idle_timeout(bridge: Callable[..., Any], tmp_path: Path) -> None:
+    cert = make_cert(tmp_path / "tls")
+    b = await bridge(server={"idle_timeout": "1s", "tls": {"cert_file": str(cert.cert_file),
+                                                           "key_file": str(cert.key_file)}})
+    host, _, port = b.base_url.removeprefix("http://").rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))  # TCP only: no ClientHello
+    started = time.monotonic()
+    assert await closed_by_server(reader, 10.0)
+    assert time.monotonic() - started < 5.0
+    writer.close()

@@ -1,0 +1,388 @@
+"""One HTTP/1.1 connection over ``httptools`` (llhttp): framing, limits, timeouts, order, backpressure.
+
+What a request means is the ``Site``'s (hookserver.py); this module only gets requests in and
+answers out, and keeps one client from costing more than its share:
+
+- the request line and headers within ``MAX_HEAD_BYTES`` and ``MAX_HEADERS`` (431) and the target
+  within ``MAX_URL_BYTES`` (414), and within ``idle_timeout`` of the connection opening or of its
+  last answer (else closed without an answer: slowloris, idle keep-alive);
+- a body within ``max_body_bytes`` (413 before it is read, or as soon as it passes the limit) and
+  ``body_timeout`` (408); a chunked body, trailers included, within a bound of its own;
+- answers in the order the requests came (pipelining), none written while the client is not
+  reading them: reading stops until it does (and the idle clock closes it if it never does);
+- after a refusal before the body was read, what the client still sends is dropped unparsed for
+  ``LINGER`` seconds, so it can read the answer; then the connection is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import deque
+from collections.abc import Mapping
+from email.utils import formatdate
+from typing import Protocol
+
+import httptools
+
+from bridge.ingest import Reply
+
+LINGER = 2.0  # seconds a refused request's unread body is dropped before the connection is closed
+MAX_HEAD_BYTES = 16384  # request line and headers together (aiohttp: 8190 per line)
+MAX_URL_BYTES = 8190
+MAX_HEADERS = 100
+PIPELINE = 16  # requests parsed ahead of the one being answered before reading pauses
+# A chunked body's framing (sizes, extensions, trailers) may take this many times the body limit:
+# 1-byte chunks take 6 bytes each on the wire; a trailer has no other bound.
+CHUNKED_OVERHEAD = 8
+_INF = float("inf")
+
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+            405: "Method Not Allowed", 408: "Request Timeout", 411: "Length Required", 413: "Payload Too Large",
+            414: "URI Too Long", 417: "Expectation Failed", 422: "Unprocessable Content",
+            431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
+class _Clock:
+    """The Date header, formatted once a second."""
+
+    second = -1
+    text = b""
+
+    @classmethod
+    def date(cls) -> bytes:
+        now = int(time.time())
+        if now != cls.second:
+            cls.second, cls.text = now, formatdate(now, usegmt=True).encode()
+        return cls.text
+
+
+def render(reply: Reply, *, close: bool, head_only: bool = False) -> bytes:
+    body = _encode(reply.body).encode()
+    lines = [b"HTTP/1.1 %d %s\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: %d\r\n"
+             b"Date: %s\r\nServer: alert-bridge\r\n" % (reply.status, _REASONS.get(reply.status, "Unknown").encode(),
+                                                        len(body), _Clock.date())]
+    for name, value in reply.headers.items():
+        lines.append(f"{name}: {value}\r\n".encode("latin-1"))
+    if close:
+        lines.append(b"Connection: close\r\n")
+    lines.append(b"\r\n")
+    if not head_only:
+        lines.append(body)
+    return b"".join(lines)
+
+
+def refusal(status: int, code: str, detail: str, headers: Mapping[str, str] | None = None) -> Reply:
+    return Reply(status, {"error": code, "detail": detail}, headers or {})
+
+
+class Request:
+    """What the site sees of one request: method, target, the signature header, the body."""
+
+    __slots__ = ("body", "chunked", "expect", "has_host", "head_size", "headers", "keep_alive", "length", "method",
+                 "refused", "route", "signature", "size", "url")
+
+    def __init__(self) -> None:
+        self.method = b""
+        self.url = b""
+        self.signature: bytes | None = None
+        self.length: int | None = None
+        self.chunked = False
+        self.expect: bytes | None = None
+        self.has_host = False
+        self.body: list[bytes] = []
+        self.size = 0
+        self.head_size = 0
+        self.keep_alive = True
+        self.headers = 0
+        self.route: object = None  # the site's, from ``Site.route``; a Reply answers without the site
+        self.refused = False  # answered before its body was read: the connection lingers, then closes
+
+
+class Site(Protocol):
+    """What a connection needs from the server it belongs to."""
+
+    max_body_bytes: int
+    accept_chunked: bool
+    body_timeout: float
+    idle_timeout: float
+    connections: set[Connection]
+    tasks: set[asyncio.Task[None]]
+
+    def route(self, req: Request) -> object:
+        """What ``answer`` needs to answer ``req``, or the Reply that refuses it (headers only seen)."""
+        ...
+
+    def refuse_body(self, req: Request) -> Reply | None:
+        """A refusal before the body is read (413, 411), counted and logged; None to read it."""
+        ...
+
+    def too_large(self) -> Reply:
+        """The 413 for a body that passed the limit while it arrived."""
+        ...
+
+    async def answer(self, req: Request) -> Reply: ...
+
+
+class Connection(asyncio.Protocol):
+    """One client: parses requests as they arrive, answers them one at a time, in order."""
+
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.req = Request()
+        self.head_bytes = 0  # bytes received while a head is incomplete
+        self.body_bytes = 0  # bytes received while a chunked body is incomplete
+        self.in_head = True
+        self.queue: deque[Request] = deque()
+        self.task: asyncio.Task[None] | None = None
+        self.deadline = self.loop.time() + site.idle_timeout
+        self.discarding = False  # a refusal is owed or sent: what arrives is dropped
+        self.closing = False
+        self.paused = False  # reading paused: PIPELINE requests wait, or the client reads no answers
+        self.writable: asyncio.Future[None] | None = None  # set while the transport's buffer is full
+        self.stalled_until = _INF
+
+    # --- asyncio.Protocol --------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.site.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.site.connections.discard(self)
+        self.transport = None  # a request being answered is still recorded: the sender may retry it
+        if self.writable is not None and not self.writable.done():
+            self.writable.set_result(None)
+
+    def pause_writing(self) -> None:
+        # The client is not reading its answers: stop reading its requests until it does, and drop
+        # it if it has not read for idle_timeout.
+        self.writable = self.loop.create_future()
+        self.stalled_until = self.loop.time() + self.site.idle_timeout
+        self._pause()
+
+    def resume_writing(self) -> None:
+        if self.writable is not None and not self.writable.done():
+            self.writable.set_result(None)
+        self.writable = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.discarding or self.transport is None:
+            return
+        if self.in_head:
+            self.head_bytes += len(data)
+        elif self.req.chunked:
+            self.body_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            pass  # refused in on_headers_complete
+        except httptools.HttpParserError as exc:
+            if not self.discarding:
+                detail = str(exc.args[0] if exc.args else exc)[:200] or "malformed request"
+                self.refuse_early(refusal(400, "bad_request", f"malformed HTTP request: {detail}"))
+            return
+        if self.discarding:
+            return
+        if self.in_head and self.head_bytes > MAX_HEAD_BYTES:
+            self.refuse_early(refusal(431, "headers_too_large",
+                                      f"the request line and headers exceed {MAX_HEAD_BYTES} bytes"))
+        elif not self.in_head and self.body_bytes > CHUNKED_OVERHEAD * self.site.max_body_bytes + MAX_HEAD_BYTES:
+            self.refuse_early(self.site.too_large())
+
+    def eof_received(self) -> bool | None:
+        if self.task is None and not self.queue:
+            return None  # nothing owed: close
+        self.closing = True  # half-closed after its requests: answer them, then close
+        return True
+
+    # --- llhttp callbacks --------------------------------------------------------------------------------
+
+    def _stop(self, reply: Reply) -> None:
+        self.refuse_early(reply)
+        raise httptools.HttpParserError("refused")  # stops the parser; data_received drops the rest
+
+    def on_message_begin(self) -> None:
+        self.req = Request()
+        self.in_head = True
+        self.head_bytes = self.body_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        req = self.req
+        req.url += url
+        if len(req.url) > MAX_URL_BYTES:
+            self._stop(refusal(414, "uri_too_long", f"the request target exceeds {MAX_URL_BYTES} bytes"))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        req = self.req
+        req.headers += 1
+        req.head_size += len(name) + len(value) + 4
+        if req.headers > MAX_HEADERS:
+            self._stop(refusal(431, "headers_too_large", f"more than {MAX_HEADERS} header fields"))
+        if req.head_size + len(req.url) > MAX_HEAD_BYTES:
+            self._stop(refusal(431, "headers_too_large", f"the request line and headers exceed {MAX_HEAD_BYTES} "
+                                                         "bytes"))
+        if not self.in_head:
+            return  # a trailer: counted and bounded, never read
+        lower = name.lower()
+        if lower == b"x-thunderstack-signature":
+            if req.signature is None:
+                req.signature = value
+        elif lower == b"content-length":
+            req.length = int(value)  # llhttp has checked the digits and refused a second, different one
+        elif lower == b"transfer-encoding":
+            req.chunked = True
+        elif lower == b"expect":
+            req.expect = value.lower()
+        elif lower == b"host":
+            req.has_host = True
+
+    def on_headers_complete(self) -> None:
+        req, site, parser = self.req, self.site, self.parser
+        self.in_head = False
+        req.method = parser.get_method()
+        req.keep_alive = parser.should_keep_alive()
+        if parser.should_upgrade():
+            # llhttp hands what follows an upgrade to the new protocol, the body included.
+            self._stop(refusal(400, "bad_request", "protocol upgrades are not supported: send HTTP/1.1 without "
+                                                   "Upgrade"))
+        if not req.has_host and parser.get_http_version() == "1.1":
+            self._stop(refusal(400, "bad_request", "an HTTP/1.1 request needs a Host header"))
+        if req.expect is not None and req.expect != b"100-continue":
+            self._stop(refusal(417, "expectation_failed", "only Expect: 100-continue is supported"))
+        self.deadline = self.loop.time() + site.body_timeout if self.task is None else _INF
+        route = req.route = site.route(req)
+        if isinstance(route, Reply):
+            if req.length or req.chunked:
+                self._stop(route)
+            return
+        refused = site.refuse_body(req)
+        if refused is not None:
+            self._stop(refused)
+        if req.expect is not None and self.task is None and self.transport is not None:
+            # Not while earlier answers are owed: they go first, and the client sends its body
+            # anyway after a wait (RFC 9110 lets a server omit the 100).
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, chunk: bytes) -> None:
+        req = self.req
+        req.size += len(chunk)
+        if req.size > self.site.max_body_bytes:
+            self._stop(self.site.too_large())
+        req.body.append(chunk)
+
+    def on_message_complete(self) -> None:
+        self.queue.append(self.req)
+        self.req = Request()  # a refusal of what follows must not touch this one
+        self.in_head = True
+        self.head_bytes = self.body_bytes = 0
+        self.deadline = _INF
+        if self.task is None:
+            self.task = self.loop.create_task(self._answer_all())
+            self.site.tasks.add(self.task)
+        if len(self.queue) >= PIPELINE:
+            self._pause()
+
+    # --- answering ---------------------------------------------------------------------------------------
+
+    def _pause(self) -> None:
+        if not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+
+    async def _answer_all(self) -> None:
+        site = self.site
+        answered = 0
+        try:
+            while self.queue:
+                req = self.queue.popleft()
+                route = req.route
+                reply = route if isinstance(route, Reply) else await site.answer(req)
+                if self.transport is None:
+                    return
+                if req.refused:  # its body was never read: linger, then close
+                    self.transport.write(render(reply, close=True, head_only=req.method == b"HEAD"))
+                    self.queue.clear()
+                    self.deadline = self.loop.time() + LINGER
+                    return
+                close = not req.keep_alive or (self.closing and not self.queue)
+                self.transport.write(render(reply, close=close, head_only=req.method == b"HEAD"))
+                if close:
+                    self.close()
+                    return
+                answered += 1
+                if self.writable is not None:
+                    await self.writable  # the client reads its answers before more are made
+                elif answered % PIPELINE == 0:
+                    await asyncio.sleep(0)  # a long pipeline of instant answers: let others in
+        finally:
+            if self.task is not None:
+                site.tasks.discard(self.task)
+            self.task = None
+        if self.transport is None or self.discarding:
+            return
+        # Both clocks restart from the last answer: while answers were owed, neither ran.
+        self.deadline = self.loop.time() + (site.idle_timeout if self.in_head else site.body_timeout)
+        if self.paused and self.writable is None:
+            self.paused = False
+            self.transport.resume_reading()
+
+    def refuse_early(self, reply: Reply) -> None:
+        """Answer before the body is read (after answers still owed), drop what arrives, close after LINGER."""
+        if self.discarding or self.transport is None:
+            return
+        self.discarding = True
+        last = self.req
+        last.route, last.refused, last.keep_alive = reply, True, False
+        if not last.method:
+            try:
+                last.method = self.parser.get_method()
+            except httptools.HttpParserError:
+                pass
+        if self.task is not None:  # answers owed to earlier pipelined requests go first
+            self.queue.append(last)
+            self.deadline = _INF  # the linger starts when the refusal is written
+            return
+        self.transport.write(render(reply, close=True, head_only=last.method == b"HEAD"))
+        self.deadline = self.loop.time() + LINGER
+
+    def due(self, now: float) -> bool:
+        return self.deadline < now or (self.writable is not None and self.stalled_until < now)
+
+    def expired(self) -> None:
+        """A deadline passed: the linger ended, a client idled, dribbled or stopped reading, or a body is late."""
+        if self.transport is None:
+            return
+        if self.writable is not None and self.stalled_until < self.loop.time():
+            self.transport.abort()  # answers it never read: not worth waiting for
+        elif self.discarding:
+            self._drop()
+        elif self.task is not None:
+            self.deadline = _INF  # re-armed when the answers owed are written
+        elif self.in_head:
+            self._drop()  # idle, or headers never finished: no answer owed
+        else:
+            self.refuse_early(refusal(408, "body_timeout", f"body not received within {self.site.body_timeout:g}s"))
+
+    def close(self) -> None:
+        """After an answer: it is written out first."""
+        if self.transport is not None:
+            self.transport.close()
+
+    def _drop(self) -> None:
+        """At a deadline: what the client has not read by now, it is not waiting for."""
+        if self.transport is not None:
+            if self.transport.get_write_buffer_size():
+                self.transport.abort()
+            else:
+                self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
