@@ -33,6 +33,7 @@ MAX_HEAD_BYTES = 16384  # request line and headers together (aiohttp: 8190 per l
 MAX_URL_BYTES = 8190
 MAX_HEADERS = 100
 PIPELINE = 16  # requests parsed ahead of the one being answered before reading pauses
+SLICE = 16384  # bytes parsed at a time from one read, so that PIPELINE bounds what is parsed ahead
 # A chunked body's framing (sizes, extensions, trailers) may take this many times the body limit:
 # 1-byte chunks take 6 bytes each on the wire; a trailer has no other bound.
 CHUNKED_OVERHEAD = 8
@@ -145,6 +146,7 @@ class Connection(asyncio.Protocol):
         self.closing = False
         self.paused = False  # reading paused: PIPELINE requests wait, or the client reads no answers
         self.writable: asyncio.Future[None] | None = None  # set while the transport's buffer is full
+        self.held = b""  # read but not parsed yet: PIPELINE requests were waiting
         self.stalled_until = _INF
 
     # --- asyncio.Protocol --------------------------------------------------------------------------------
@@ -171,30 +173,61 @@ class Connection(asyncio.Protocol):
         if self.writable is not None and not self.writable.done():
             self.writable.set_result(None)
         self.writable = None
+        if self.task is None:  # else the answering task resumes reading when it is done
+            self._resume()
 
     def data_received(self, data: bytes) -> None:
         if self.discarding or self.transport is None:
             return
-        if self.in_head:
-            self.head_bytes += len(data)
-        elif self.req.chunked:
-            self.body_bytes += len(data)
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            pass  # refused in on_headers_complete
-        except httptools.HttpParserError as exc:
-            if not self.discarding:
-                detail = str(exc.args[0] if exc.args else exc)[:200] or "malformed request"
-                self.refuse_early(refusal(400, "bad_request", f"malformed HTTP request: {detail}"))
+        if self.held:  # the rest of a read that came while paused
+            self.held += data
             return
-        if self.discarding:
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        """Parse ``data`` a slice at a time, holding back what follows once PIPELINE requests wait:
+        one read can carry thousands of requests, and parsing them all would queue them all."""
+        while data:
+            piece, data = data[:SLICE], data[SLICE:]
+            if self.in_head:
+                self.head_bytes += len(piece)
+            elif self.req.chunked:
+                self.body_bytes += len(piece)
+            try:
+                self.parser.feed_data(piece)
+            except httptools.HttpParserUpgrade:
+                return  # refused in on_headers_complete
+            except httptools.HttpParserError as exc:
+                if not self.discarding:
+                    detail = str(exc.args[0] if exc.args else exc)[:200] or "malformed request"
+                    self.refuse_early(refusal(400, "bad_request", f"malformed HTTP request: {detail}"))
+                return
+            if self.discarding:
+                return
+            if self.in_head and self.head_bytes > MAX_HEAD_BYTES:
+                self.refuse_early(refusal(431, "headers_too_large",
+                                          f"the request line and headers exceed {MAX_HEAD_BYTES} bytes"))
+                return
+            if not self.in_head and self.body_bytes > CHUNKED_OVERHEAD * self.site.max_body_bytes + MAX_HEAD_BYTES:
+                self.refuse_early(self.site.too_large())
+                return
+            if data and len(self.queue) >= PIPELINE:
+                self.held = data
+                self._pause()
+                return
+
+    def _resume(self) -> None:
+        """Read again once the answers owed are few and the client reads them: what was held first."""
+        if (not self.paused or self.writable is not None or self.transport is None or self.discarding
+                or len(self.queue) >= PIPELINE):
             return
-        if self.in_head and self.head_bytes > MAX_HEAD_BYTES:
-            self.refuse_early(refusal(431, "headers_too_large",
-                                      f"the request line and headers exceed {MAX_HEAD_BYTES} bytes"))
-        elif not self.in_head and self.body_bytes > CHUNKED_OVERHEAD * self.site.max_body_bytes + MAX_HEAD_BYTES:
-            self.refuse_early(self.site.too_large())
+        self.paused = False
+        if self.held:
+            held, self.held = self.held, b""
+            self._feed(held)
+            if self.transport is None or (self.paused and not self.discarding):
+                return
+        self.transport.resume_reading()  # refused meanwhile: what follows is read and dropped
 
     def eof_received(self) -> bool | None:
         if self.task is None and not self.queue:
@@ -254,6 +287,8 @@ class Connection(asyncio.Protocol):
                                                    "Upgrade"))
         if not req.has_host and parser.get_http_version() == "1.1":
             self._stop(refusal(400, "bad_request", "an HTTP/1.1 request needs a Host header"))
+        if req.expect is not None and parser.get_http_version() != "1.1":
+            req.expect = None  # HTTP/1.0 knows no expectations: ignored (RFC 9110)
         if req.expect is not None and req.expect != b"100-continue":
             self._stop(refusal(417, "expectation_failed", "only Expect: 100-continue is supported"))
         self.deadline = self.loop.time() + site.body_timeout if self.task is None else _INF
@@ -306,10 +341,14 @@ class Connection(asyncio.Protocol):
                 reply = route if isinstance(route, Reply) else await site.answer(req)
                 if self.transport is None:
                     return
-                if req.refused:  # its body was never read: linger, then close
+                if req.refused:  # its body was never read: linger (reading and dropping), then close
                     self.transport.write(render(reply, close=True, head_only=req.method == b"HEAD"))
                     self.queue.clear()
+                    self.held = b""
                     self.deadline = self.loop.time() + LINGER
+                    if self.paused and self.writable is None:
+                        self.paused = False
+                        self.transport.resume_reading()
                     return
                 close = not req.keep_alive or (self.closing and not self.queue)
                 self.transport.write(render(reply, close=close, head_only=req.method == b"HEAD"))
@@ -327,11 +366,12 @@ class Connection(asyncio.Protocol):
             self.task = None
         if self.transport is None or self.discarding:
             return
+        if self.closing and not self.queue:  # half-closed (or stopping) after the last answer went out
+            self.close()
+            return
         # Both clocks restart from the last answer: while answers were owed, neither ran.
         self.deadline = self.loop.time() + (site.idle_timeout if self.in_head else site.body_timeout)
-        if self.paused and self.writable is None:
-            self.paused = False
-            self.transport.resume_reading()
+        self._resume()
 
     def refuse_early(self, reply: Reply) -> None:
         """Answer before the body is read (after answers still owed), drop what arrives, close after LINGER."""

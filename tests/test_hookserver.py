@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import sqlite3
 import threading
 import time
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from bridge.http1 import LINGER, PIPELINE
+from bridge.http1 import LINGER, PIPELINE, SLICE, Connection
 from bridge.testing import event_body, sign
 from tests.support.fakes import make_cert
 from tests.support.rawhttp import RawAnswer, closed_by_server, read_answer, request
@@ -250,7 +251,7 @@ async def test_a_client_that_reads_no_answers_is_paused_then_dropped(bridge: Cal
     buffer (memory stays bounded), and after idle_timeout without reading it is cut off."""
     b = await bridge(server={"idle_timeout": "1s"})
     host, _, port = b.base_url.removeprefix("http://").rpartition(":")
-    reader, writer = await asyncio.open_connection(host, int(port), limit=1024)
+    _reader, writer = await asyncio.open_connection(host, int(port), limit=1024)
     one = request("GET", "/healthz")
     sent = 0
 
@@ -290,3 +291,82 @@ async def test_tls_handshake_within_idle_timeout(bridge: Callable[..., Any], tmp
     assert await closed_by_server(reader, 10.0)
     assert time.monotonic() - started < 5.0
     writer.close()
+
+
+async def _pair(b: Any) -> tuple[Connection, socket.socket]:
+    """A Connection of the running listener over a real socket pair; the other end for the test."""
+    ours, theirs = socket.socketpair()
+    _, conn = await asyncio.get_running_loop().connect_accepted_socket(lambda: Connection(b.app._hook), ours)
+    theirs.setblocking(False)
+    return conn, theirs
+
+
+async def test_one_read_of_many_requests_is_parsed_a_slice_at_a_time(bridge: Callable[..., Any]) -> None:
+    """A read carrying thousands of pipelined requests queues about PIPELINE of them; the rest waits
+    unparsed, and all are answered in order as the queue drains."""
+    b = await bridge()
+    conn, theirs = await _pair(b)
+    one = request("GET", "/healthz")
+    count = 262_144 // len(one)
+    conn.data_received(one * count)  # what the transport does with one read of 256 KiB
+    assert len(conn.queue) <= PIPELINE + SLICE // len(one) + 1, len(conn.queue)
+    assert conn.held and conn.paused
+    got = b""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while got.count(b"HTTP/1.1 200 OK") < count and loop.time() < deadline:
+        with contextlib.suppress(BlockingIOError):
+            got += theirs.recv(1 << 20)
+        await asyncio.sleep(0.001)
+    assert got.count(b"HTTP/1.1 200 OK") == count and b"HTTP/1.1 4" not in got
+    assert not conn.held and not conn.paused and len(conn.queue) == 0
+    theirs.close()
+
+
+async def test_reading_resumes_when_the_client_catches_up(bridge: Callable[..., Any]) -> None:
+    """A full write buffer with nothing being answered (a 100 Continue did it) pauses reading; when
+    the transport says the client caught up, reading resumes (it used to stay paused: a false 408)."""
+    b = await bridge()
+    conn, theirs = await _pair(b)
+    assert conn.transport is not None
+    conn.pause_writing()
+    assert conn.paused and not conn.transport.is_reading()
+    conn.resume_writing()
+    assert not conn.paused and conn.transport.is_reading()
+    theirs.close()
+
+
+async def test_a_refusal_behind_a_paused_pipeline_drains_then_closes_cleanly(bridge: Callable[..., Any]) -> None:
+    """PIPELINE events wait on slow storage (reading paused), then a request refused on its head
+    whose body keeps coming: after the answers the body is read and dropped during LINGER, and the
+    connection ends with a FIN, not a reset (a reset can destroy answers still in flight)."""
+    b = await bridge(server={"max_body_bytes": 4096})
+    held = _hold_write_lock(_db(b), 1.5)
+    host, _, port = b.base_url.removeprefix("http://").rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(b"".join(signed(b, f"drain-{i}") for i in range(PIPELINE))
+                     + request("POST", "/webhook", {"Content-Length": "300000"}) + b" " * 100_000)
+        await writer.drain()
+        statuses = [a.status if a else None for a in [await read_answer(reader, 10.0) for _ in range(PIPELINE + 1)]]
+        assert statuses[-1] == 413 and set(statuses[:-1]) <= {200, 503}, statuses
+        writer.write(b" " * 10_000)  # the body goes on: unread at the close, it would make a reset
+        await writer.drain()
+        ended = "open"
+        try:
+            ended = "eof" if not await asyncio.wait_for(reader.read(), LINGER + 3) else "data"
+        except ConnectionResetError:
+            ended = "reset"
+        assert ended == "eof", ended
+    finally:
+        writer.close()
+        held.join()
+
+
+async def test_http_1_0_expectations_are_ignored(bridge: Callable[..., Any]) -> None:
+    b = await bridge()
+    body = event_body("old-1", "FAILED")
+    data = request("POST", "/webhook", {"X-ThunderStack-Signature": sign(body, b.key), "Expect": "100-continue"},
+                   body, version="HTTP/1.0")
+    (a,), _ = await exchange(b, data)
+    assert a is not None and a.status == 200, "HTTP/1.0 gets no 100 Continue: the first answer is the 200"
