@@ -21,7 +21,7 @@ import httptools
 
 from bridge.errors import BodyTooLarge, LengthRequired, RequestError, Unavailable
 from bridge.http1 import Connection, Request, refusal
-from bridge.ingest import Ingest, Reply, error_reply
+from bridge.ingest import Ingest, Reply, error_reply, unavailable_reply
 
 log = logging.getLogger("bridge.server")
 
@@ -64,13 +64,19 @@ class HookServer:
         if self._server is not None:
             self._server.close()
         for conn in list(self.connections):
+            # Only what is queued is answered (the last answer says Connection: close); nothing
+            # new is read, so nothing new is recorded whose answer the stop could cut off.
             conn.closing = True
+            conn.pause()
             if conn.task is None:
                 conn.close()
         if self.tasks:
             await asyncio.wait(list(self.tasks), timeout=grace)
-        for task in list(self.tasks):
+        late = list(self.tasks)
+        for task in late:
             task.cancel()
+        if late:  # before the store they write to is closed
+            await asyncio.gather(*late, return_exceptions=True)
         for conn in list(self.connections):
             conn.abort()
         if self._sweeper is not None:
@@ -87,7 +93,11 @@ class HookServer:
             await asyncio.sleep(_SWEEP)
             now = loop.time()
             for conn in [c for c in self.connections if c.due(now)]:
-                conn.expired()
+                try:
+                    conn.expired()
+                except Exception:  # one connection's failure must not stop every timeout
+                    log.exception("unexpected error at a connection's deadline")
+                    conn.abort()
 
     # --- what http1.Connection asks ---------------------------------------------------------------------
 
@@ -158,7 +168,7 @@ class HookServer:
         except asyncio.CancelledError:
             raise
         except Unavailable as exc:
-            return refusal(503, "unavailable", exc.detail, {"Retry-After": str(max(1, round(exc.retry_after)))})
+            return unavailable_reply(exc)
         except Exception:
             log.exception("unexpected error handling %s %s", req.method.decode("latin-1"),
                           req.url[:200].decode("latin-1"))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -28,12 +29,14 @@ import httptools
 
 from bridge.ingest import Reply
 
+log = logging.getLogger("bridge.server")
+
 LINGER = 2.0  # seconds a refused request's unread body is dropped before the connection is closed
 MAX_HEAD_BYTES = 16384  # request line and headers together (aiohttp: 8190 per line)
 MAX_URL_BYTES = 8190
 MAX_HEADERS = 100
 PIPELINE = 16  # requests parsed ahead of the one being answered before reading pauses
-SLICE = 16384  # bytes parsed at a time from one read, so that PIPELINE bounds what is parsed ahead
+SLICE = 16384  # bytes parsed at a time from one read: at most PIPELINE requests and one slice wait parsed
 # A chunked body's framing (sizes, extensions, trailers) may take this many times the body limit:
 # 1-byte chunks take 6 bytes each on the wire; a trailer has no other bound.
 CHUNKED_OVERHEAD = 8
@@ -167,7 +170,7 @@ class Connection(asyncio.Protocol):
         # it if it has not read for idle_timeout.
         self.writable = self.loop.create_future()
         self.stalled_until = self.loop.time() + self.site.idle_timeout
-        self._pause()
+        self.pause()
 
     def resume_writing(self) -> None:
         if self.writable is not None and not self.writable.done():
@@ -195,10 +198,15 @@ class Connection(asyncio.Protocol):
                 self.body_bytes += len(piece)
             try:
                 self.parser.feed_data(piece)
-            except httptools.HttpParserUpgrade:
-                return  # refused in on_headers_complete
             except httptools.HttpParserError as exc:
-                if not self.discarding:
+                if self.discarding:  # refused by a callback (_stop), or an upgrade refused
+                    return
+                if isinstance(exc, httptools.HttpParserCallbackError):
+                    # Our own code failed, not the client's request: a 4xx would make the sender drop
+                    # a valid event, so it is a 503 to retry, as anywhere else.
+                    log.error("unexpected error parsing a request", exc_info=exc.__context__ or exc)
+                    self.refuse_early(refusal(503, "internal", "unexpected error; retry later", {"Retry-After": "5"}))
+                else:
                     detail = str(exc.args[0] if exc.args else exc)[:200] or "malformed request"
                     self.refuse_early(refusal(400, "bad_request", f"malformed HTTP request: {detail}"))
                 return
@@ -213,11 +221,15 @@ class Connection(asyncio.Protocol):
                 return
             if data and len(self.queue) >= PIPELINE:
                 self.held = data
-                self._pause()
+                self.pause()
                 return
 
     def _resume(self) -> None:
         """Read again once the answers owed are few and the client reads them: what was held first."""
+        if self.discarding and self.transport is not None and self.writable is None:
+            self.held, self.paused = b"", False
+            self.transport.resume_reading()  # lingering: what arrives is read and dropped
+            return
         if (not self.paused or self.writable is not None or self.transport is None or self.discarding
                 or len(self.queue) >= PIPELINE):
             return
@@ -248,6 +260,8 @@ class Connection(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         req = self.req
+        if not req.url:
+            req.method = self.parser.get_method()  # for a refusal before the head is complete (HEAD: no body)
         req.url += url
         if len(req.url) > MAX_URL_BYTES:
             self._stop(refusal(414, "uri_too_long", f"the request target exceeds {MAX_URL_BYTES} bytes"))
@@ -322,44 +336,25 @@ class Connection(asyncio.Protocol):
             self.task = self.loop.create_task(self._answer_all())
             self.site.tasks.add(self.task)
         if len(self.queue) >= PIPELINE:
-            self._pause()
+            self.pause()
 
     # --- answering ---------------------------------------------------------------------------------------
 
-    def _pause(self) -> None:
+    def pause(self) -> None:
         if not self.paused and self.transport is not None:
             self.paused = True
             self.transport.pause_reading()
 
     async def _answer_all(self) -> None:
         site = self.site
-        answered = 0
         try:
-            while self.queue:
-                req = self.queue.popleft()
-                route = req.route
-                reply = route if isinstance(route, Reply) else await site.answer(req)
-                if self.transport is None:
-                    return
-                if req.refused:  # its body was never read: linger (reading and dropping), then close
-                    self.transport.write(render(reply, close=True, head_only=req.method == b"HEAD"))
-                    self.queue.clear()
-                    self.held = b""
-                    self.deadline = self.loop.time() + LINGER
-                    if self.paused and self.writable is None:
-                        self.paused = False
-                        self.transport.resume_reading()
-                    return
-                close = not req.keep_alive or (self.closing and not self.queue)
-                self.transport.write(render(reply, close=close, head_only=req.method == b"HEAD"))
-                if close:
-                    self.close()
-                    return
-                answered += 1
-                if self.writable is not None:
-                    await self.writable  # the client reads its answers before more are made
-                elif answered % PIPELINE == 0:
-                    await asyncio.sleep(0)  # a long pipeline of instant answers: let others in
+            await self._answer_queue()
+        except Exception:
+            # Our own failure (an answer that would not render, say): the client retries elsewhere or
+            # later; a connection left with nobody answering it would hang until the client gives up.
+            log.exception("unexpected error answering a request")
+            self.discarding = True  # this connection is done: nothing more is read or answered
+            self.abort()
         finally:
             if self.task is not None:
                 site.tasks.discard(self.task)
@@ -373,6 +368,35 @@ class Connection(asyncio.Protocol):
         self.deadline = self.loop.time() + (site.idle_timeout if self.in_head else site.body_timeout)
         self._resume()
 
+    async def _answer_queue(self) -> None:
+        site = self.site
+        answered = 0
+        while self.queue:
+            req = self.queue.popleft()
+            route = req.route
+            reply = route if isinstance(route, Reply) else await site.answer(req)
+            if self.transport is None:
+                return
+            if req.refused:  # its body was never read: linger (reading and dropping), then close
+                self.transport.write(render(reply, close=True, head_only=req.method == b"HEAD"))
+                self.queue.clear()
+                self.held = b""
+                self.deadline = self.loop.time() + LINGER
+                if self.paused and self.writable is None:
+                    self.paused = False
+                    self.transport.resume_reading()
+                return
+            close = not req.keep_alive or (self.closing and not self.queue)
+            self.transport.write(render(reply, close=close, head_only=req.method == b"HEAD"))
+            if close:
+                self.close()
+                return
+            answered += 1
+            if self.writable is not None:
+                await self.writable  # the client reads its answers before more are made
+            elif answered % PIPELINE == 0:
+                await asyncio.sleep(0)  # a long pipeline of instant answers: let others in
+
     def refuse_early(self, reply: Reply) -> None:
         """Answer before the body is read (after answers still owed), drop what arrives, close after LINGER."""
         if self.discarding or self.transport is None:
@@ -380,11 +404,6 @@ class Connection(asyncio.Protocol):
         self.discarding = True
         last = self.req
         last.route, last.refused, last.keep_alive = reply, True, False
-        if not last.method:
-            try:
-                last.method = self.parser.get_method()
-            except httptools.HttpParserError:
-                pass
         if self.task is not None:  # answers owed to earlier pipelined requests go first
             self.queue.append(last)
             self.deadline = _INF  # the linger starts when the refusal is written

@@ -1,7 +1,7 @@
 """The front door's logic, without HTTP: verify → validate → node checks → age → record.
 
-``Ingest.handle`` turns one request's raw parts into a ``Reply``; server.py only adapts it to
-aiohttp. Keeping it here lets the whole decision table be tested without sockets.
+``Ingest.handle`` turns one request's raw parts into a ``Reply``; hookserver.py only adapts it to
+HTTP. Keeping it here lets the whole decision table be tested without sockets.
 """
 
 from __future__ import annotations

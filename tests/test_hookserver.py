@@ -370,3 +370,32 @@ async def test_http_1_0_expectations_are_ignored(bridge: Callable[..., Any]) -> 
                    body, version="HTTP/1.0")
     (a,), _ = await exchange(b, data)
     assert a is not None and a.status == 200, "HTTP/1.0 gets no 100 Continue: the first answer is the 200"
+
+
+async def test_a_stop_answers_what_is_queued_and_reads_nothing_new(bridge: Callable[..., Any]) -> None:
+    b = await bridge()
+    conn, theirs = await _pair(b)
+    conn.data_received(request("GET", "/healthz"))
+    stopping = asyncio.create_task(b.app._hook.stop(2.0))
+    await asyncio.sleep(0)
+    assert conn.paused and conn.closing, "a stopping listener kept reading requests"
+    await stopping
+    got = b""
+    with contextlib.suppress(BlockingIOError):
+        got = theirs.recv(65536)
+    assert got.count(b"HTTP/1.1 200 OK") == 1  # answered (before or during the stop), then closed
+    theirs.close()
+
+
+async def test_a_refusal_after_a_head_request_keeps_its_body(bridge: Callable[..., Any]) -> None:
+    b = await bridge()
+    host, _, port = b.base_url.removeprefix("http://").rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(request("HEAD", "/healthz") + b"GARBAGE\r\n\r\n")
+        first = await read_answer(reader, 5.0, head_only=True)
+        second = await read_answer(reader, 5.0)
+        assert first is not None and first.status == 200
+        assert second is not None and second.status == 400 and json.loads(second.body)["error"] == "bad_request"
+    finally:
+        writer.close()
