@@ -85,7 +85,7 @@ def refusal(status: int, code: str, detail: str, headers: Mapping[str, str] | No
 class Request:
     """What the site sees of one request: method, target, the signature header, the body."""
 
-    __slots__ = ("body", "chunked", "expect", "has_host", "head_size", "headers", "keep_alive", "length", "method",
+    __slots__ = ("body", "chunked", "expect", "has_host", "head_size", "header_count", "keep_alive", "length", "method",
                  "refused", "route", "signature", "size", "url")
 
     def __init__(self) -> None:
@@ -100,7 +100,7 @@ class Request:
         self.size = 0
         self.head_size = 0
         self.keep_alive = True
-        self.headers = 0
+        self.header_count = 0
         self.route: object = None  # the site's, from ``Site.route``; a Reply answers without the site
         self.refused = False  # answered before its body was read: the connection lingers, then closes
 
@@ -268,9 +268,9 @@ class Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         req = self.req
-        req.headers += 1
+        req.header_count += 1
         req.head_size += len(name) + len(value) + 4
-        if req.headers > MAX_HEADERS:
+        if req.header_count > MAX_HEADERS:
             self._stop(refusal(431, "headers_too_large", f"more than {MAX_HEADERS} header fields"))
         if req.head_size + len(req.url) > MAX_HEAD_BYTES:
             self._stop(refusal(431, "headers_too_large", f"the request line and headers exceed {MAX_HEAD_BYTES} "
@@ -299,9 +299,10 @@ class Connection(asyncio.Protocol):
             # llhttp hands what follows an upgrade to the new protocol, the body included.
             self._stop(refusal(400, "bad_request", "protocol upgrades are not supported: send HTTP/1.1 without "
                                                    "Upgrade"))
-        if not req.has_host and parser.get_http_version() == "1.1":
+        http11 = parser.get_http_version() == "1.1"
+        if not req.has_host and http11:
             self._stop(refusal(400, "bad_request", "an HTTP/1.1 request needs a Host header"))
-        if req.expect is not None and parser.get_http_version() != "1.1":
+        if req.expect is not None and not http11:
             req.expect = None  # HTTP/1.0 knows no expectations: ignored (RFC 9110)
         if req.expect is not None and req.expect != b"100-continue":
             self._stop(refusal(417, "expectation_failed", "only Expect: 100-continue is supported"))
