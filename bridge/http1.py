@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from email.utils import formatdate
-from typing import Protocol
+from typing import Protocol, cast
 
 import httptools
 
@@ -155,8 +155,8 @@ class Connection(asyncio.Protocol):
     # --- asyncio.Protocol --------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A cast, not an isinstance check: uvloop's transports are not asyncio.Transport subclasses.
+        self.transport = cast(asyncio.Transport, transport)
         self.site.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvloop
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bridge.testing import generate_key, public_pem
 from tests.support.harness import BridgeProcess, InProcessBridge, base_config
 
 pytest_plugins = ["tests.support.fakes", "tests.support.reliability"]
+
+# serve runs on asyncio's loop unless ALERT_BRIDGE_LOOP=uvloop (bridge/eventloop.py), and a transport of
+# either can break the listener: tests marked ``both_loops`` run on each; the rest on asyncio's.
+_ASYNCIO_LOOP = {"asyncio": asyncio.new_event_loop}
+_BOTH_LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], Any]]:
+    return _BOTH_LOOPS if item.get_closest_marker("both_loops") else _ASYNCIO_LOOP
 
 
 @pytest.fixture(scope="session")

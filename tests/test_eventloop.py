@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from bridge.errors import ConfigError
 from bridge.eventloop import LOOP_ENV, choose, run
+from bridge.testing import event_body
 
 
 def test_asyncio_by_default() -> None:
@@ -36,3 +39,19 @@ def test_run_uses_the_chosen_loop() -> None:
     _, factory = choose({LOOP_ENV: "uvloop"})
     assert run(loop_type(), factory).startswith("uvloop")
     assert run(loop_type(), None).startswith("asyncio")
+
+
+async def test_serve_on_uvloop_answers_and_records(bridge_process: Callable[..., Any],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # The real process on the opt-in loop: its transports are not asyncio's (the listener once
+    # asserted they were, and refused every connection under uvloop).
+    monkeypatch.setenv(LOOP_ENV, "uvloop")
+    p = await bridge_process()
+    body = event_body("uv-1", "FAILED")
+    status, doc, _ = await p.post(body)
+    assert status == 200 and doc["status"] == "accepted", doc
+    status, doc, _ = await p.post(body)
+    assert status == 200 and doc["status"] == "duplicate", doc
+    status, nodes = await p.get(p.admin_url + "/api/v1/nodes")
+    assert status == 200 and [n["node"] for n in nodes["nodes"]] == ["uv-1"]
+    assert "event loop: uvloop" in p.log()

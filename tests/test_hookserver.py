@@ -24,7 +24,7 @@ from bridge.testing import event_body, sign
 from tests.support.fakes import make_cert
 from tests.support.rawhttp import RawAnswer, closed_by_server, read_answer, request
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.timeout(30), pytest.mark.both_loops]
 
 
 def signed(b: Any, node: str, status: str = "FAILED", path: str = "/webhook", **headers: str) -> bytes:
