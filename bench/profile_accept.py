@@ -38,11 +38,13 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from benchlib import loop as loop_mod
 from benchlib.bridge import compile_bridge, make_config
 from benchlib.client import paced
 from benchlib.common import (
@@ -280,6 +282,23 @@ def _paced_run(url: str, events: Any, offset: int, rate: float, seconds: float) 
     return _Paced(len(sent), len(sent) / elapsed, 1000 * percentile([s.t_done - s.t_send for s in sent], 99), bad)
 
 
+@contextlib.contextmanager
+def _loop_env(name: str | None) -> Iterator[None]:
+    """ALERT_BRIDGE_LOOP for the baselines started inside (benchlib.loop.install reads it)."""
+    if name is None:
+        yield
+        return
+    before = os.environ.get(loop_mod.ENV)
+    os.environ[loop_mod.ENV] = name
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(loop_mod.ENV, None)
+        else:
+            os.environ[loop_mod.ENV] = before
+
+
 def floor_round(args: argparse.Namespace, events: Any, key_pem: Path, log_dir: Path, tag: str,
                 name: str = "aiohttp-floor") -> dict[str, Any]:
     with Procs(log_dir) as procs:
@@ -342,18 +361,18 @@ def main() -> None:
         log_dir = workdir / "logs"
         log_dir.mkdir()
         for r in range(args.rounds):
-            if args.floor:
-                results.append(floor_round(args, events, key_pem, log_dir, f"floor-{r}"))
-                print(json.dumps(results[-1]), flush=True)
-            if args.floor_no_verify:
-                results.append(floor_round(args, events, key_pem, log_dir, f"floor-nv-{r}", "aiohttp-floor-noverify"))
-            if args.httptools_floor:
-                results.append(floor_round(args, events, key_pem, log_dir, f"ht-floor-{r}", "httptools-floor"))
-                print(json.dumps(results[-1]), flush=True)
-                if args.floor_no_verify:
-                    results.append(floor_round(args, events, key_pem, log_dir, f"ht-floor-nv-{r}",
-                                               "httptools-floor-noverify"))
-                    print(json.dumps(results[-1]), flush=True)
+            for lp in args.loop or [None]:  # the floors on each loop the bridge runs (--loop), as run.py does
+                with _loop_env(lp):
+                    for flag, name, tag in ((args.floor, "aiohttp-floor", "floor"),
+                                            (args.floor_no_verify, "aiohttp-floor-noverify", "floor-nv"),
+                                            (args.httptools_floor, "httptools-floor", "ht-floor"),
+                                            (args.httptools_floor and args.floor_no_verify, "httptools-floor-noverify",
+                                             "ht-floor-nv")):
+                        if flag:
+                            row = floor_round(args, events, key_pem, log_dir, f"{tag}-{lp or ''}-{r}", name)
+                            row["tree"] = f"- [{lp}]" if lp else "-"
+                            results.append(row)
+                            print(json.dumps(row), flush=True)
             variants = list(enumerate((t, lp, st) for t in trees for lp in (args.loop or [None])
                                       for st in (args.stage or [None])))
             if r % 2:  # odd rounds in reverse order: running first or second is no advantage

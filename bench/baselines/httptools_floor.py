@@ -14,6 +14,7 @@ import asyncio
 import binascii
 import os
 import sys
+from typing import cast
 
 import httptools
 from benchlib import loop  # bench/ is on PYTHONPATH: the event loop the harness chose (--loop)
@@ -33,8 +34,7 @@ def protocol(public_pem: bytes) -> type[asyncio.Protocol]:
 
     class Floor(asyncio.Protocol):
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            assert isinstance(transport, asyncio.Transport)
-            self.transport = transport
+            self.transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio.Transport subclasses
             self.parser = httptools.HttpRequestParser(self)
             self.body: list[bytes] = []
             self.signature: bytes | None = None
