@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--e2e-rate",
         type=float,
-        help="events/s for the e2e case instead of 10%% of the measured capacity (for investigations)",
+        help="events/s for the e2e case instead of 10%% of its measured capacity (for investigations)",
     )
     args = ap.parse_args(argv)
     if args.workers < 1 or 10_000 % args.workers:

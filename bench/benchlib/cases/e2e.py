@@ -1,9 +1,13 @@
 """Case 2: end-to-end latency at a steady rate: event sent to the bridge -> received by the sinks.
 
-The rate is a fraction (E2E_LOAD) of the bridge's capacity measured in the same run: the median
-req/s of ``bridge-sqlite`` when that case ran, else of a short capacity probe of it run here. A fixed
-rate would saturate a slow machine (its latency is then queueing, not the path) and idle a fast one.
-The bridge's CPU over the measurement says how busy its core was.
+The rate is a fraction (E2E_LOAD) of the capacity of what is measured, in the same run: an e2e event
+costs its ingest and two deliveries, so the capacity is one core's worth of the bridge's CPU per e2e
+event, measured by a calibration pass (CALIBRATION_S of events, at E2E_LOAD of the ingest capacity:
+the median req/s of ``bridge-sqlite`` when that case ran, else of a short probe of it run here) on the
+same bridge before the measured pass. A fixed rate would saturate a slow machine (its latency is then
+queueing, not the path) and idle a fast one; a share of the ingest capacity alone loaded the core more
+as the ingest got cheaper than the deliveries. The bridge's CPU over the measurement says how busy its
+core was.
 
 Each event has a unique nodeId (12 random hex digits + a 12-digit sequence number); the sink finds
 it in whatever body the receiver renders and stamps the arrival with CLOCK_MONOTONIC, which is the
@@ -30,28 +34,28 @@ from benchlib.events import fresh_events
 from benchlib.servers import start_sink
 
 ARRIVAL_WAIT_S = 20.0
-# Offered load: this share of the measured ingest capacity. Each e2e event costs its ingest plus two
-# deliveries (webhook and Slack), each dearer than the ingest, so the core stays well below busy.
+# Offered load: this share of the e2e capacity (one core over the bridge's CPU per e2e event: its ingest
+# and its two deliveries, webhook and Slack), so the latency is the path's, not a queue's.
 E2E_LOAD = 0.1
+CALIBRATION_S = 2.0  # seconds of events (at least CALIBRATION_MIN) that measure the CPU per e2e event
+CALIBRATION_MIN = 40
 MIN_RATE, MAX_RATE = 20.0, 1000.0  # bounds: enough samples for a p99; events signed per run stay few
 WORST = 10  # slowest samples kept in the JSON, with when they were sent (periodic stalls show up)
 
 
-def derive_rate(ctx: Context) -> tuple[float, float, str]:
-    """(rate, capacity, where the capacity came from)."""
-    if ctx.e2e_rate:
-        return ctx.e2e_rate, ctx.e2e_rate / E2E_LOAD, "--e2e-rate"
+def ingest_capacity(ctx: Context) -> tuple[float, str]:
+    """(req/s of bridge-sqlite in this run, where it came from): the calibration pass's rate."""
     r = ctx.result("bridge-sqlite")
     capacity = (r.get("rps") or {}).get("median") if r.get("status", "ok") == "ok" else None
     if capacity:
-        source = "bridge-sqlite req/s (median) measured in this run"
-    else:
-        ctx.log("  e2e: bridge-sqlite did not run: a short capacity probe first")
-        probe = ingest.run(ctx, "bridge-sqlite", probe=True)
-        capacity = probe["rps"]["median"]
-        source = f"a {probe['round_s']:g} s wrk capacity probe of bridge-sqlite in this run"
-    rate = min(MAX_RATE, max(MIN_RATE, E2E_LOAD * capacity))
-    return rate, capacity, source
+        return capacity, "bridge-sqlite req/s (median) measured in this run"
+    ctx.log("  e2e: bridge-sqlite did not run: a short capacity probe first")
+    probe = ingest.run(ctx, "bridge-sqlite", probe=True)
+    return probe["rps"]["median"], f"a {probe['round_s']:g} s wrk capacity probe of bridge-sqlite in this run"
+
+
+def _bounded(rate: float) -> float:
+    return min(MAX_RATE, max(MIN_RATE, rate))
 
 
 def _lat_stats(values_s: list[float]) -> dict[str, float]:
@@ -65,31 +69,36 @@ def _lat_stats(values_s: list[float]) -> dict[str, float]:
     }
 
 
+def _deliver(bridge: Any, sink: Any, items: list[Any], rate: float) -> tuple[list[Sent], dict[str, dict[str, float]],
+                                                                          float, float]:
+    """Send ``items`` at ``rate`` and wait for both deliveries of each accepted one: (accepted, arrivals
+    per channel, the bridge's CPU seconds over it, the span from the first send to the last arrival)."""
+    count = len(items)
+    cpu0 = cpu_seconds(bridge.proc.pid)
+    sent = paced(bridge.url, items, rate=rate)
+    accepted = [s for s in sent if isinstance(s.status, int) and 200 <= s.status < 300]
+    if len(accepted) < 0.99 * count:
+        codes = sorted({str(s.status) for s in sent})
+        raise Invalid(f"bridge accepted {len(accepted)} of {count} events (answers: {', '.join(codes)})")
+    deadline = time.monotonic() + ARRIVAL_WAIT_S
+    while time.monotonic() < deadline:
+        arrivals = sink.arrivals()
+        if all(len(arrivals[c]) >= len(accepted) for c in ("hook", "slack")):
+            break
+        time.sleep(0.2)
+    bridge.check_alive()
+    cpu = cpu_seconds(bridge.proc.pid) - cpu0
+    t_first = min(s.t_send for s in sent)
+    span = max(max(arrivals[c].values(), default=t_first) for c in ("hook", "slack")) - t_first
+    return accepted, arrivals, cpu, span
+
+
 def run(ctx: Context) -> dict[str, Any]:
     require_bridge()
     m = ctx.mode
-    rate, capacity, source = derive_rate(ctx)
-    count = int(m.e2e_s * rate)
-    prefix = secrets.token_hex(6)
-    items = fresh_events(ctx.key, count, prefix)
-    why = f"{E2E_LOAD:.0%} of {capacity:,.0f} req/s, {source}"
-    if ctx.e2e_rate:
-        why = "fixed by --e2e-rate (not derived from capacity)"
-    elif rate != E2E_LOAD * capacity:
-        why += f", bounded to {MIN_RATE:g}..{MAX_RATE:g}/s"
-    ctx.log(f"  e2e at {rate:,.0f} events/s: {why}")
-    out: dict[str, Any] = {"rate": rate, "capacity": capacity, "load": E2E_LOAD, "rate_why": why, "events": count}
+    out: dict[str, Any] = {"load": E2E_LOAD}
     with Procs(ctx.log_dir) as procs:
-        # 1. The reference: bare aiohttp round trips, same client, same rate, same bodies.
-        bare = start_sink(procs, "bare-aiohttp", core=SERVER_CORE)
-        bare_sent = paced(bare.url + "/bare", items, rate=rate)
-        rtt = [s.t_done - s.t_send for s in bare_sent if s.status == 200]
-        if len(rtt) < count:
-            raise Invalid(f"bare aiohttp server answered {len(rtt)} of {count} requests with 200")
-        out["bare_rtt"] = _lat_stats(rtt)
-        procs.stop(bare.proc)
-
-        # 2. The bridge with a webhook receiver and a Slack receiver (rate limit off), both local.
+        # The bridge with a webhook receiver and a Slack receiver (rate limit off), both local.
         sink = start_sink(procs, "sink-e2e")
         slack_url = f"{sink.url}/services/T000BENCH/B000BENCH/XXXXBENCH"
         cfg = make_config(
@@ -103,26 +112,49 @@ def run(ctx: Context) -> dict[str, Any]:
         )
         bridge = start_bridge(procs, "bridge-e2e", cfg, ctx.workdir)
         out["ready_s"] = bridge.ready_s
-        sink.control(reset=True, track=f"({prefix}[0-9]{{12}})")
-        cpu0 = cpu_seconds(bridge.proc.pid)
-        sent = paced(bridge.url, items, rate=rate)
-        accepted = [s for s in sent if isinstance(s.status, int) and 200 <= s.status < 300]
-        out["accepted"] = len(accepted)
-        if len(accepted) < 0.99 * count:
-            codes = sorted({str(s.status) for s in sent})
-            raise Invalid(f"bridge accepted {len(accepted)} of {count} events (answers: {', '.join(codes)})")
-        out["ingest_rtt"] = _lat_stats([s.t_done - s.t_send for s in accepted])
 
-        deadline = time.monotonic() + ARRIVAL_WAIT_S
-        while time.monotonic() < deadline:
-            arrivals = sink.arrivals()
-            if all(len(arrivals[c]) >= len(accepted) for c in ("hook", "slack")):
-                break
-            time.sleep(0.2)
-        bridge.check_alive()
-        cpu = cpu_seconds(bridge.proc.pid) - cpu0
-        t_first = min(s.t_send for s in sent)
-        span = max(max(arrivals[c].values(), default=t_first) for c in ("hook", "slack")) - t_first
+        # 1. The rate: E2E_LOAD of what one core gives e2e events, measured on this bridge.
+        if ctx.e2e_rate:
+            rate, why = ctx.e2e_rate, "fixed by --e2e-rate (not derived from capacity)"
+        else:
+            ingest_rps, source = ingest_capacity(ctx)
+            calib_rate = _bounded(E2E_LOAD * ingest_rps)
+            calib_prefix = secrets.token_hex(6)
+            calib = fresh_events(ctx.key, max(CALIBRATION_MIN, int(CALIBRATION_S * calib_rate)), calib_prefix)
+            sink.control(reset=True, track=f"({calib_prefix}[0-9]{{12}})")
+            accepted, _, cpu, _ = _deliver(bridge, sink, calib, calib_rate)
+            per_event_us = cpu / max(len(accepted), 1) * 1e6
+            capacity = 1e6 / max(per_event_us, 1.0)
+            rate = _bounded(E2E_LOAD * capacity)
+            why = (f"{E2E_LOAD:.0%} of {capacity:,.0f} e2e events/s: one core over {per_event_us:,.0f} CPU us per "
+                   f"e2e event, measured by {len(calib)} events at {calib_rate:,.0f}/s ({E2E_LOAD:.0%} of "
+                   f"{ingest_rps:,.0f} req/s, {source})")
+            if rate != E2E_LOAD * capacity:
+                why += f", bounded to {MIN_RATE:g}..{MAX_RATE:g}/s"
+            out.update(capacity=capacity, calibration={"events": len(calib), "rate": calib_rate,
+                                                       "cpu_us_per_event": per_event_us, "ingest_rps": ingest_rps,
+                                                       "ingest_source": source})
+        count = int(m.e2e_s * rate)
+        ctx.log(f"  e2e at {rate:,.0f} events/s: {why}")
+        out.update(rate=rate, rate_why=why, events=count)
+        prefix = secrets.token_hex(6)
+        items = fresh_events(ctx.key, count, prefix)
+
+        # 2. The reference: bare aiohttp round trips, same client, same rate, same bodies (the bridge idles).
+        bare = start_sink(procs, "bare-aiohttp", core=SERVER_CORE)
+        bare_sent = paced(bare.url + "/bare", items, rate=rate)
+        rtt = [s.t_done - s.t_send for s in bare_sent if s.status == 200]
+        if len(rtt) < count:
+            raise Invalid(f"bare aiohttp server answered {len(rtt)} of {count} requests with 200")
+        out["bare_rtt"] = _lat_stats(rtt)
+        procs.stop(bare.proc)
+
+        # 3. The same events through the bridge.
+        sink.control(reset=True, track=f"({prefix}[0-9]{{12}})")
+        accepted, arrivals, cpu, span = _deliver(bridge, sink, items, rate)
+        out["accepted"] = len(accepted)
+        out["ingest_rtt"] = _lat_stats([s.t_done - s.t_send for s in accepted])
+        t_first = min(s.t_send for s in accepted)
         # How busy the bridge's core was while it took the events and delivered them.
         out["bridge_core_busy"] = cpu / max(span, 1e-3)
         out["bridge_cpu_us_per_event"] = cpu / max(len(accepted), 1) * 1e6
