@@ -164,7 +164,6 @@ def run(ctx: Context, name: str, *, probe: bool = False) -> dict[str, Any]:
             out["delivered_during_case"] = sink.delivered()
             out["delivered_during_rounds"] = out["delivered_during_case"] - delivered_before
 
-    runs = [warm, *rounds]
     total = sum(r.requests for r in rounds)
     non2xx = sum(r.non2xx for r in rounds)
     out.update(
@@ -185,8 +184,11 @@ def run(ctx: Context, name: str, *, probe: bool = False) -> dict[str, Any]:
     elif loop:
         out["events"] = f"100% duplicates of {m.dup_events:,} stored events"
     else:
-        wraps = sum(r.wraps for r in runs)
+        # Only the measured rounds count: the warm-up's window is sized before the bridge's rate is
+        # known, and a warm-up that wraps sends duplicates nobody measures.
+        wraps = sum(r.wraps for r in rounds)
         wraps += out.get("file_wraps", 0)
+        out["warmup_wraps"] = warm.wraps
         out["events"] = f"{used:,} distinct" + (f", WRAPPED {wraps}x" if wraps else "")
         out["wrapped"] = wraps
         out["distinct_events_used"] = used
