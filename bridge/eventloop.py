@@ -1,9 +1,10 @@
 """Which event loop ``serve`` runs on: asyncio's own unless told otherwise.
 
 ``ALERT_BRIDGE_LOOP`` chooses: ``asyncio`` (the default), ``uvloop`` (refuse to start without it)
-or ``auto`` (uvloop on Linux when it is installed, else asyncio). Why asyncio by default: under
-saturation uvloop tripled the SQLite ingest's p99 (queueing, not work) for a CPU saving inside the
-run-to-run spread (bench/README.md, "Event loop").
+or ``auto`` (uvloop on Linux when it is installed, else asyncio). Why asyncio by default: uvloop
+saves a few percent of CPU per request, but its p99 under saturation was longer (up to 3x with the
+aiohttp listener), and against a floor on the same loop it gains nothing (bench/README.md, "Event
+loop" and "The afternoon of 2026-12-02").
 """
 
 from __future__ import annotations
