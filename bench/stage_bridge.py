@@ -26,7 +26,8 @@ class _Stop(Exception):
 
 
 def install(stage: str) -> None:
-    from bridge.ingest import Ingest, Reply
+    from bridge.ingest import Ingest
+    from bridge.reply import Reply
 
     answer = Reply(200, {"status": "accepted", "id": "evt_" + "0" * 24, "deliveries": 0})  # a real id's length
     handle = Ingest._handle

@@ -21,7 +21,8 @@ import httptools
 
 from bridge.errors import BodyTooLarge, LengthRequired, RequestError, Unavailable
 from bridge.http1 import Connection, Request, refusal
-from bridge.ingest import Ingest, Reply, error_reply, unavailable_reply
+from bridge.ingest import Ingest
+from bridge.reply import Reply, error_reply, unavailable_reply
 
 log = logging.getLogger("bridge.server")
 

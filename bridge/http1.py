@@ -27,7 +27,7 @@ from typing import Protocol, cast
 
 import httptools
 
-from bridge.ingest import Reply
+from bridge.reply import Reply
 
 log = logging.getLogger("bridge.server")
 

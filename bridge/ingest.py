@@ -1,7 +1,7 @@
 """The front door's logic, without HTTP: verify → validate → node checks → age → record.
 
-``Ingest.handle`` turns one request's raw parts into a ``Reply``; hookserver.py only adapts it to
-HTTP. Keeping it here lets the whole decision table be tested without sockets.
+``Ingest.handle`` turns one request's raw parts into a ``Reply`` (reply.py); hookserver.py only adapts
+it to HTTP. Keeping it here lets the whole decision table be tested without sockets.
 """
 
 from __future__ import annotations
@@ -23,18 +23,12 @@ from bridge.metrics import Metrics
 from bridge.model import KNOWN_EVENT_TYPES, KNOWN_STATUSES, Event, Silence, utc_now
 from bridge.nodes import NodeLabeler
 from bridge.payload import parse_json, to_event
+from bridge.reply import Reply, error_reply, unavailable_reply
 from bridge.routing import Router, compile_routes
 from bridge.store import Store
 from bridge.verify import MAX_STRINGIFY_BYTES, decode_signature, verify
 
 log = logging.getLogger("bridge.ingest")
-
-
-@frozen
-class Reply:
-    status: int
-    body: dict[str, Any]
-    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @frozen
@@ -71,15 +65,6 @@ class Rules:
 
 def _log_ids(event: Event) -> dict[str, str]:
     return {"event_id": event.id, "node": event.node_id, "node_status": event.status}
-
-
-def error_reply(exc: RequestError) -> Reply:
-    return Reply(exc.status, {"error": exc.code, "detail": exc.detail})
-
-
-def unavailable_reply(exc: Unavailable) -> Reply:
-    seconds = max(1, round(exc.retry_after))
-    return Reply(503, {"error": "unavailable", "detail": exc.detail}, {"Retry-After": str(seconds)})
 
 
 class Ingest:
