@@ -2,7 +2,7 @@
 
 ``ALERT_BRIDGE_LOOP`` chooses: ``asyncio`` (the default), ``uvloop`` (refuse to start without it)
 or ``auto`` (uvloop on Linux when it is installed, else asyncio). Why asyncio by default: uvloop
-saves a few percent of CPU per request, but its p99 under saturation was longer (up to 3x with the
+saves a few percent of CPU per request, but its p99 under saturation was longer (2.4-3.8x with the
 aiohttp listener), and against a floor on the same loop it gains nothing (bench/README.md, "Event
 loop" and "The afternoon of 2026-12-02").
 """

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvloop
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bridge.testing import generate_key, public_pem
@@ -18,8 +17,13 @@ pytest_plugins = ["tests.support.fakes", "tests.support.reliability"]
 
 # serve runs on asyncio's loop unless ALERT_BRIDGE_LOOP=uvloop (bridge/eventloop.py), and a transport of
 # either can break the listener: tests marked ``both_loops`` run on each; the rest on asyncio's.
-_ASYNCIO_LOOP = {"asyncio": asyncio.new_event_loop}
-_BOTH_LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+_ASYNCIO_LOOP: dict[str, Callable[[], Any]] = {"asyncio": asyncio.new_event_loop}
+try:
+    import uvloop
+except ImportError:  # a dependency on Linux only: elsewhere the marked tests run on asyncio's loop alone
+    _BOTH_LOOPS = _ASYNCIO_LOOP
+else:
+    _BOTH_LOOPS = {**_ASYNCIO_LOOP, "uvloop": uvloop.new_event_loop}
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], Any]]:
