@@ -416,7 +416,7 @@ async def test_sqlite_file_stays_bounded_over_100k_events_with_pruning(tmp_path:
     nodes = 200
     batch = 1000
     sizes: dict[int, int] = {}
-    wal_sizes: dict[int, int] = {}
+    wal_peak = 0
     wal = Path(f"{db}-wal")
 
     def routes(event: Event, prev: NodeState | None) -> list[RouteMatch]:
@@ -444,20 +444,22 @@ async def test_sqlite_file_stays_bounded_over_100k_events_with_pruning(tmp_path:
             assert sent == batch
             clock += timedelta(seconds=2)
             await store.prune(now=clock, retention=retention)
+            wal_peak = max(wal_peak, wal.stat().st_size if wal.exists() else 0)
             done = n + batch
             if done in (20_000, 100_000):
                 sizes[done] = db.stat().st_size
-                wal_sizes[done] = wal.stat().st_size if wal.exists() else 0
         stats = await store.stats(now=clock)
     finally:
         await store.close()
-    print(f"\nSQLite after 20k events: {sizes[20_000] / 1e6:.2f} MB + WAL {wal_sizes[20_000] / 1e6:.2f} MB, "
-          f"after 100k: {sizes[100_000] / 1e6:.2f} MB + WAL {wal_sizes[100_000] / 1e6:.2f} MB")
+    print(f"\nSQLite after 20k events: {sizes[20_000] / 1e6:.2f} MB, after 100k: {sizes[100_000] / 1e6:.2f} MB; "
+          f"WAL at most {wal_peak / 1e6:.2f} MB")
     assert stats.done == 0 and stats.pending == 0 and stats.dead == 0
     assert sizes[100_000] < 1.5 * sizes[20_000]
-    # The WAL is on the same disk: checkpoints must keep it bounded too (it swings between
-    # checkpoints, so a fixed bound: the 16 MiB checkpoint threshold plus what a second of writes adds)
-    assert wal_sizes[100_000] <= 64 * 2**20
+    # The WAL is on the same disk: checkpoints must keep it bounded too. It swings between checkpoints
+    # with the machine's speed (its peak after a batch: 48-88 MiB on an idle machine; a single sample
+    # once read 64.01 MiB), so the bound is on the peak over every batch and generous: without
+    # checkpoints this run's WAL passes 256 MiB before 45,000 events and reaches ~600 MiB.
+    assert wal_peak <= 256 * 2**20
 
 
 # --- 6. SIGTERM ----------------------------------------------------------------------------------
