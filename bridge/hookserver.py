@@ -65,14 +65,23 @@ class HookServer:
         if self._server is not None:
             self._server.close()
         for conn in list(self.connections):
-            # Only what is queued is answered (the last answer says Connection: close); nothing
-            # new is read, so nothing new is recorded whose answer the stop could cut off.
-            conn.closing = True
+            # Only what is queued, or has its body arriving, is answered (the last answer says
+            # Connection: close); nothing new is read, so nothing new is recorded whose answer the
+            # stop could cut off. A sender cut off mid-body would have to send again.
+            if conn.finish_last():
+                continue
             conn.pause()
             if conn.task is None:
                 conn.close()
-        if self.tasks:
-            await asyncio.wait(list(self.tasks), timeout=grace)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + grace
+        while (left := end - loop.time()) > 0:
+            if any(c.receiving_last for c in self.connections):
+                await asyncio.sleep(min(0.05, left))  # its body completes, or body_timeout refuses it
+            elif self.tasks:
+                await asyncio.wait(list(self.tasks), timeout=left)
+            else:
+                break
         late = list(self.tasks)
         for task in late:
             task.cancel()

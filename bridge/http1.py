@@ -45,7 +45,8 @@ _INF = float("inf")
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
             405: "Method Not Allowed", 408: "Request Timeout", 411: "Length Required", 413: "Payload Too Large",
             414: "URI Too Long", 417: "Expectation Failed", 422: "Unprocessable Content",
-            431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+            431: "Request Header Fields Too Large", 503: "Service Unavailable",
+            505: "HTTP Version Not Supported"}
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
@@ -147,6 +148,7 @@ class Connection(asyncio.Protocol):
         self.deadline = self.loop.time() + site.idle_timeout
         self.discarding = False  # a refusal is owed or sent: what arrives is dropped
         self.closing = False
+        self.last = False  # stopping: the request whose body is arriving is the last one read
         self.paused = False  # reading paused: PIPELINE requests wait, or the client reads no answers
         self.writable: asyncio.Future[None] | None = None  # set while the transport's buffer is full
         self.held = b""  # read but not parsed yet: PIPELINE requests were waiting
@@ -180,7 +182,7 @@ class Connection(asyncio.Protocol):
             self._resume()
 
     def data_received(self, data: bytes) -> None:
-        if self.discarding or self.transport is None:
+        if self.discarding or self.transport is None or (self.last and self.in_head):
             return
         if self.held:  # the rest of a read that came while paused
             self.held += data
@@ -199,13 +201,17 @@ class Connection(asyncio.Protocol):
             try:
                 self.parser.feed_data(piece)
             except httptools.HttpParserError as exc:
-                if self.discarding:  # refused by a callback (_stop), or an upgrade refused
-                    return
+                if self.discarding or (self.last and self.in_head):  # refused by a callback (_stop), an
+                    return  # upgrade refused, or the last request read before a stop (on_message_complete)
                 if isinstance(exc, httptools.HttpParserCallbackError):
                     # Our own code failed, not the client's request: a 4xx would make the sender drop
                     # a valid event, so it is a 503 to retry, as anywhere else.
                     log.error("unexpected error parsing a request", exc_info=exc.__context__ or exc)
                     self.refuse_early(refusal(503, "internal", "unexpected error; retry later", {"Retry-After": "5"}))
+                elif self.req.url == b"*" and self.parser.get_method() == b"PRI":
+                    # An HTTP/2 client with prior knowledge: its preface is not HTTP/1.1 at all.
+                    self.refuse_early(refusal(505, "http_version_not_supported",
+                                              "HTTP/2 is not spoken on this port: send HTTP/1.1"))
                 else:
                     detail = str(exc.args[0] if exc.args else exc)[:200] or "malformed request"
                     self.refuse_early(refusal(400, "bad_request", f"malformed HTTP request: {detail}"))
@@ -336,10 +342,26 @@ class Connection(asyncio.Protocol):
         if self.task is None:
             self.task = self.loop.create_task(self._answer_all())
             self.site.tasks.add(self.task)
+        if self.last:  # the listener is stopping: nothing after this request is read
+            self.pause()
+            raise httptools.HttpParserError("stopping")
         if len(self.queue) >= PIPELINE:
             self.pause()
 
     # --- answering ---------------------------------------------------------------------------------------
+
+    def finish_last(self) -> bool:
+        """The listener is stopping: read the request whose body is arriving to its end (answered with
+        Connection: close), and nothing after it. False when no body is arriving."""
+        self.closing = True
+        if self.in_head or self.discarding or self.transport is None or self.task is not None:
+            return False
+        self.last = True
+        return True
+
+    @property
+    def receiving_last(self) -> bool:
+        return self.last and not self.in_head and not self.discarding and self.transport is not None
 
     def pause(self) -> None:
         if not self.paused and self.transport is not None:

@@ -154,6 +154,10 @@ async def test_framing_limits(bridge: Callable[..., Any]) -> None:
     (a,), closed = await exchange(b, request("HEAD", "/nope", {"Content-Length": "5"}, b"hello"), head_only=True,
                                   wait=LINGER + 1)
     assert a is not None and a.status == 404 and closed
+    # An HTTP/2 client with prior knowledge is told which version to speak.
+    (a,), closed = await exchange(b, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+                                  wait=LINGER + 1)
+    assert a is not None and a.status == 505 and "HTTP/1.1" in json.loads(a.body)["detail"] and closed
     (a,), closed = await exchange(b, b"GARBAGE\r\n\r\n", wait=LINGER + 1)
     assert a is not None and a.status == 400 and json.loads(a.body)["error"] == "bad_request" and closed
     # A refused request with a body is answered before the body is read, then the connection closes.
@@ -399,3 +403,56 @@ async def test_a_refusal_after_a_head_request_keeps_its_body(bridge: Callable[..
         assert second is not None and second.status == 400 and json.loads(second.body)["error"] == "bad_request"
     finally:
         writer.close()
+
+
+async def test_a_stop_reads_a_body_already_arriving_to_its_end_and_nothing_after(bridge: Callable[..., Any]) -> None:
+    """A rolling restart's SIGTERM lands while an event's body is on the wire: that event is read,
+    recorded and answered (Connection: close); what the client pipelines after it is not read."""
+    b = await bridge()
+    host, _, port = b.base_url.removeprefix("http://").rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    data = signed(b, "mid-body-1")
+    cut = data.index(b"\r\n\r\n") + 10
+    writer.write(data[:cut])
+    await writer.drain()
+    await asyncio.sleep(0.1)
+    stopping = asyncio.create_task(b.app._hook.stop(5.0))
+    await asyncio.sleep(0.1)
+    assert not stopping.done(), "the stop did not wait for a body that was arriving"
+    writer.write(data[cut:] + signed(b, "mid-body-2"))
+    await writer.drain()
+    a = await read_answer(reader, 5.0)
+    assert a is not None and a.status == 200 and a.headers["connection"] == "close"
+    assert json.loads(a.body)["status"] == "accepted"
+    assert await closed_by_server(reader, 2.0)
+    await asyncio.wait_for(stopping, 5.0)
+    writer.close()
+    status, stored = await b.get(b.admin_url + "/api/v1/nodes")
+    nodes = {n["node"] for n in stored["nodes"]}
+    assert status == 200 and "mid-body-1" in nodes and "mid-body-2" not in nodes
+
+
+async def test_a_stop_cuts_off_a_body_that_never_completes_at_its_grace(bridge: Callable[..., Any]) -> None:
+    b = await bridge()
+    host, _, port = b.base_url.removeprefix("http://").rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    data = signed(b, "mid-body-3")
+    writer.write(data[:data.index(b"\r\n\r\n") + 10])
+    await writer.drain()
+    await asyncio.sleep(0.1)
+    await asyncio.wait_for(b.app._hook.stop(0.5), 5.0)
+    assert await closed_by_server(reader, 2.0)
+    writer.close()
+
+
+async def test_a_stop_closes_a_connection_with_a_head_half_sent(bridge: Callable[..., Any]) -> None:
+    """Only a body already arriving is waited for: a head not finished is not a request yet."""
+    b = await bridge()
+    host, _, port = b.base_url.removeprefix("http://").rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(signed(b, "mid-head")[:20])
+    await writer.drain()
+    await asyncio.sleep(0.1)
+    await asyncio.wait_for(b.app._hook.stop(5.0), 1.0)  # no wait for its grace
+    assert await closed_by_server(reader, 2.0)
+    writer.close()
