@@ -354,7 +354,7 @@ class Connection(asyncio.Protocol):
         """The listener is stopping: read the request whose body is arriving to its end (answered with
         Connection: close), and nothing after it. False when no body is arriving."""
         self.closing = True
-        if self.in_head or self.discarding or self.transport is None or self.task is not None:
+        if self.in_head or self.discarding or self.transport is None:
             return False
         self.last = True
         return True
@@ -384,7 +384,7 @@ class Connection(asyncio.Protocol):
             self.task = None
         if self.transport is None or self.discarding:
             return
-        if self.closing and not self.queue:  # half-closed (or stopping) after the last answer went out
+        if self.closing and not self.queue and not self.receiving_last:  # half-closed or stopping, all answered
             self.close()
             return
         # Both clocks restart from the last answer: while answers were owed, neither ran.
@@ -409,7 +409,7 @@ class Connection(asyncio.Protocol):
                     self.paused = False
                     self.transport.resume_reading()
                 return
-            close = not req.keep_alive or (self.closing and not self.queue)
+            close = not req.keep_alive or (self.closing and not self.queue and not self.receiving_last)
             self.transport.write(render(reply, close=close, head_only=req.method == b"HEAD"))
             if close:
                 self.close()

@@ -456,3 +456,26 @@ async def test_a_stop_closes_a_connection_with_a_head_half_sent(bridge: Callable
     await asyncio.wait_for(b.app._hook.stop(5.0), 1.0)  # no wait for its grace
     assert await closed_by_server(reader, 2.0)
     writer.close()
+
+
+async def test_a_stop_behind_pipelined_answers_still_reads_the_body_arriving(bridge: Callable[..., Any]) -> None:
+    b = await bridge()
+    conn, theirs = await _pair(b)
+    second = signed(b, "mid-body-4")
+    cut = second.index(b"\r\n\r\n") + 10
+    conn.data_received(signed(b, "mid-body-3b") + second[:cut])
+    stopping = asyncio.create_task(b.app._hook.stop(5.0))
+    await asyncio.sleep(0)  # the stop begins while the first event waits for its commit
+    assert conn.task is not None and conn.closing, "the stop was meant to find an answer owed"
+    await asyncio.sleep(0.1)
+    conn.data_received(second[cut:] + signed(b, "mid-body-5"))
+    await asyncio.wait_for(stopping, 5.0)
+    got = b""
+    with contextlib.suppress(BlockingIOError):
+        got = theirs.recv(65536)
+    theirs.close()
+    assert got.count(b"HTTP/1.1 200 OK") == 2 and got.count(b"Connection: close") == 1, got
+    assert got.rindex(b"Connection: close") > got.rindex(b"HTTP/1.1 200 OK")
+    _, stored = await b.get(b.admin_url + "/api/v1/nodes")
+    nodes = {n["node"] for n in stored["nodes"]}
+    assert {"mid-body-3b", "mid-body-4"} <= nodes and "mid-body-5" not in nodes
