@@ -32,6 +32,7 @@ from bridge.store.sqlite import SQLiteStore
 from bridge.testing import event_body, sign
 from tests.support.fakes import free_port, wait_until
 from tests.support.harness import ROOT, BridgeProcess, ProbeSink
+from tests.support.rawhttp import read_answer, request
 from tests.support.redis_server import (
     RedisServer,
     redis_outage_server,  # noqa: F401
@@ -514,6 +515,39 @@ async def test_sigterm_interrupts_sends_longer_than_the_grace(
               f"(repeats {len(again)}); all {len(want)} delivered")
         assert set(again) == in_flight
         assert all(n == 1 for n in Counter(sink.ids()).values())
+
+
+async def test_sigterm_reads_an_event_whose_body_is_arriving_and_delivers_it(bridge_process: StartBridge) -> None:
+    """A rolling restart's SIGTERM lands while an event is on the wire: the rest of its body is read,
+    it is answered 200 (Connection: close) and delivered after the restart; nothing sent after it
+    on that connection is read."""
+    async with ProbeSink() as sink:
+        p = await bridge_process(receivers={"hook": hook(sink.url)}, default_to=["hook"])
+        first, second = event_body("term-mid-1", "FAILED"), event_body("term-mid-2", "FAILED")
+        wire = request("POST", "/webhook", {"X-ThunderStack-Signature": sign(first, p.key)}, first)
+        after = request("POST", "/webhook", {"X-ThunderStack-Signature": sign(second, p.key)}, second)
+        cut = wire.index(b"\r\n\r\n") + 10
+        host, _, port = p.base_url.removeprefix("http://").rpartition(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            writer.write(wire[:cut])
+            await writer.drain()
+            await asyncio.sleep(0.2)  # the head is read: its body is arriving
+            p.signal(15)
+            await asyncio.sleep(0.5)
+            writer.write(wire[cut:] + after)
+            await writer.drain()
+            answer = await read_answer(reader, 10.0)
+            assert answer is not None and answer.status == 200, (answer, p.log())
+            assert answer.headers["connection"] == "close" and json.loads(answer.body)["status"] == "accepted"
+            assert await read_answer(reader, 5.0) is None  # closed: the second event was not read
+        finally:
+            writer.close()
+        assert await p.wait_exit(timeout=15) == 0
+        await p.start()
+        await wait_until(lambda: len(sink.delivered) >= 1, 10, "the event delivered after the restart")
+        await asyncio.sleep(0.5)
+        assert len(sink.delivered) == 1 and b"term-mid-1" in sink.delivered[0].body, sink.delivered
 
 
 # --- 7. alert-bridge deliveries list / retry / purge ---------------------------------------------
