@@ -26,8 +26,11 @@ Timers (``for``, reminders, escalations, the flapping window) live in the node's
 :func:`decide_timers` through ``Store.apply``. Ack and resolve by hand are :func:`decide_ack` and
 :func:`decide_resolve` (docs/incidents.md).
 
-Ordering time: the event's own time, or for one dated more than ``max_clock_skew`` ahead (an
-upstream clock or format bug) its arrival, so a far-future event hides no event that comes after it.
+Ordering time: the event's own time. One dated more than ``max_clock_skew`` ahead (an upstream
+clock or format bug) cannot be placed: it is shown at its arrival, and what comes after it need only
+be no older than ``max_clock_skew`` before that arrival (or the node's newest event before it, if
+later). So a far-future event hides no event sent after it, even one dated a moment before it
+arrived; such an event is shown at the far one's arrival, so the node's times never run backwards.
 """
 
 from __future__ import annotations
@@ -174,7 +177,8 @@ class Policy:
 
 def order_time(event: Event, max_clock_skew: float) -> datetime:
     """The time an event orders by: its own; one dated more than ``max_clock_skew`` ahead (an upstream
-    clock or format bug) orders at its arrival, so it cannot hide any event that comes after it."""
+    clock or format bug) orders at its arrival (and the events after it within ``max_clock_skew`` before
+    that: ``decide``)."""
     latest = event.received_at + timedelta(seconds=max_clock_skew)
     return event.timestamp if event.timestamp <= latest else event.received_at
 
@@ -247,7 +251,15 @@ def decide(
     at = order_time(event, policy.max_clock_skew)
     if prev is not None and at < prev.last_timestamp:
         return Decision("out_of_order", previous=prev)
-    state = next_node_state(prev, event, at)
+    mark = None
+    if at != event.timestamp:  # dated too far ahead: see the module doc
+        mark = at - timedelta(seconds=policy.max_clock_skew)
+        if prev is not None and prev.last_timestamp > mark:
+            mark = prev.last_timestamp
+    shown = record.incidents.last_at if record is not None else None
+    if shown is not None and at < shown:  # just after one dated too far ahead, which shows at its arrival
+        at = shown
+    state = next_node_state(prev, event, at, mark)
     silence = silenced(policy.silences, event, now) if policy.silences else None
     matches = policy.routes(event, prev)
     ip = _with_matches(policy.incidents, matches) if matches else policy.incidents

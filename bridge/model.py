@@ -178,14 +178,17 @@ class NodeState:
     node_id: str
     status: str
     since: datetime  # eventTimestamp at which the node entered ``status``
-    last_timestamp: datetime  # eventTimestamp of the newest event seen for the node
+    # eventTimestamp of the newest event seen for the node; later events older than it are out of
+    # order. After one dated too far ahead: max_clock_skew before its arrival (decide.py).
+    last_timestamp: datetime
     last_event_id: str
 
 
-def next_node_state(prev: NodeState | None, event: Event, at: datetime) -> NodeState:
-    """The node's state after ``event``, which orders at ``at`` (decide checks ordering first)."""
+def next_node_state(prev: NodeState | None, event: Event, at: datetime, mark: datetime | None = None) -> NodeState:
+    """The node's state after ``event``, shown at ``at``; ``mark``: what later events must not be
+    older than (``at`` unless the event was dated too far ahead; decide checks ordering first)."""
     since = prev.since if prev is not None and prev.status == event.status else at
-    return NodeState(event.node_id, event.status, since, at, event.id)
+    return NodeState(event.node_id, event.status, since, at if mark is None else mark, event.id)
 
 
 @frozen

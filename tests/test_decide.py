@@ -280,8 +280,9 @@ def test_far_future_event_then_normal_ones_over_time() -> None:
     assert [[j.kind for j in d.jobs] for d in decisions] == [["firing"], ["resolved"], ["firing"], ["resolved"],
                                                              ["firing"], []]
     first = decisions[0].record
-    assert first is not None and first.state.last_timestamp == at(0) == first.state.since
-    assert decisions[1].previous == NodeState("n1", "FAILED", at(0), at(0), far.id)
+    # Shown at its arrival; what follows need only be no older than max_clock_skew before it.
+    assert first is not None and first.state.since == at(0) and first.state.last_timestamp == at(-60)
+    assert decisions[1].previous == NodeState("n1", "FAILED", at(0), at(-60), far.id)
 
 
 def test_a_far_future_repeat_cannot_swallow_the_resolution() -> None:
@@ -299,9 +300,33 @@ def test_events_arriving_before_a_far_future_one_still_order_by_their_time() -> 
     sequence = [(ev(t=10**6, received=0), 0), (ev("n1", "RUNNING", 10**6 + 1, received=50), 50),
                 (ev("n1", "FAILED", 111), 111)]
     assert [d.outcome for d in run(sequence, policy)] == ["accepted", "accepted", "accepted"]
+    # Sent after the far one, dated before it arrived (delivery took 15 s): it is the newer one, and
+    # shows at the far one's arrival. One older than the node's newest before it is out of order.
     late = [(ev("n1", "FAILED", 10), 10), (ev("n1", "RUNNING", 10**6, received=20), 20),
-            (ev("n1", "FAILED", 15), 30)]  # dated before the far one arrived: out of order, as always
-    assert [d.outcome for d in run(late, policy)] == ["accepted", "accepted", "out_of_order"]
+            (ev("n1", "FAILED", 15), 30), (ev("n1", "RUNNING", 9), 31)]
+    decisions = run(late, policy)
+    assert [d.outcome for d in decisions] == ["accepted", "accepted", "accepted", "out_of_order"]
+    assert [[j.kind for j in d.jobs] for d in decisions] == [["firing"], ["resolved"], ["firing"], []]
+    reopened = decisions[2].record
+    assert reopened is not None and reopened.state.since == at(20) and reopened.state.last_timestamp == at(20)
+
+
+def test_a_far_future_failure_cannot_mute_the_recovery_sent_right_after_it() -> None:
+    """FAILED dated a year ahead arrives at 0; RUNNING, dated 0.3 s before that arrival and sent after
+    it, resolves the incident (at the far one's arrival: it lasted 0 s), and the node is RUNNING."""
+    policy = Policy(TO_A.routes, (), 3600.0, 300.0)
+    sequence = [(ev("n1", "RUNNING", -3600), -3600), (ev("n1", "FAILED", 365 * 86400, received=0), 0),
+                (ev("n1", "RUNNING", -0.3, received=0.1), 0.1)]
+    decisions = run(sequence, policy)
+    assert [d.outcome for d in decisions] == ["accepted"] * 3
+    assert [[j.kind for j in d.jobs] for d in decisions] == [["event"], ["firing"], ["resolved"]]
+    assert decisions[2].resolved == (0.0,)
+    last = decisions[2].record
+    assert last is not None and last.state.status == "RUNNING" and not last.incident_open
+    # Older than max_clock_skew before the far one's arrival (and than the node's newest before it):
+    # out of order, as any late event.
+    late = run([*sequence[:2], (ev("n1", "RUNNING", -301, received=1), 1)], policy)
+    assert late[2].outcome == "out_of_order" and late[2].jobs == ()
 
 
 # --- the record's JSON form -----------------------------------------------------------------------

@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -500,7 +501,7 @@ async def test_far_future_event_hides_nothing_that_comes_after_it(
     tmp_path: Path, signing_key: rsa.RSAPrivateKey, webhook_sink: WebhookSink
 ) -> None:
     """A FAILED pages; a copy dated 9999 arrives (an upstream clock bug); the real RUNNING right after
-    still resolves, and the node goes on notifying: a far-future event orders at its arrival."""
+    still resolves, and the node goes on notifying: a far-future event hides no event sent after it."""
     key_file = tmp_path / "thunderstack.pem"
     key_file.write_bytes(public_pem(signing_key))
     cfg = base_config(tmp_path, key_file, verification={"public_key_file": str(key_file), "max_clock_skew": "5m"},
@@ -520,9 +521,21 @@ async def test_far_future_event_hides_nothing_that_comes_after_it(
         await webhook_sink.wait_for(4, timeout=20)
         kinds = [json.loads(r.body)["kind"] for r in webhook_sink.delivered]
         assert kinds == ["firing", "resolved", "firing", "resolved"], kinds
+        # A FAILED dated 9999 opens an incident; the RUNNING sent right after it, dated a moment
+        # before it arrived, resolves it (not "older than the node's newest").
+        failed = event_body("skewed-2", "FAILED", timestamp="9999-12-31T23:59:59Z")
+        running = event_body("skewed-2", "RUNNING", timestamp=datetime.now(UTC) - timedelta(seconds=0.3))
+        for body in (failed, running):
+            status, doc, _ = await proc.post(body)
+            assert (status, doc["status"], doc["deliveries"], "note" in doc) == (200, "accepted", 1, False), doc
+        await webhook_sink.wait_for(6, timeout=20)
+        kinds = [json.loads(r.body)["kind"] for r in webhook_sink.delivered]
+        assert kinds[4:] == ["firing", "resolved"], kinds
     finally:
         proc.kill()
     record("A 9999-12-31 event among correctly dated ones of the same node",
-           tried="FAILED, a FAILED dated 9999-12-31, then RUNNING, FAILED, RUNNING (max_clock_skew 5m)", times=1,
+           tried="FAILED, a FAILED dated 9999-12-31, then RUNNING, FAILED, RUNNING (max_clock_skew 5m); on another "
+                 "node a FAILED dated 9999-12-31, then a RUNNING dated 0.3 s before it arrived", times=1,
            outcome="the far-future copy is a quiet repeat; every later event notified: firing, resolved, firing, "
-                   "resolved", sent=5, accepted=5, delivered={"hook": 4}, lost=0, twice=0)
+                   "resolved; the far-future FAILED pages and the RUNNING right after it resolves",
+           sent=7, accepted=7, delivered={"hook": 6}, lost=0, twice=0)
