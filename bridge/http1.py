@@ -454,16 +454,21 @@ class Connection(asyncio.Protocol):
 
     def close(self) -> None:
         """After an answer: it is written out first."""
-        if self.transport is not None:
+        if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
     def _drop(self) -> None:
         """At a deadline: what the client has not read by now, it is not waiting for."""
-        if self.transport is not None:
-            if self.transport.get_write_buffer_size():
-                self.transport.abort()
-            else:
-                self.transport.close()
+        t = self.transport
+        if t is None:
+            return
+        # Closed at an earlier deadline and not gone yet: a TLS close waits for the client's
+        # close_notify (asyncio: up to 30 s), which a client that went quiet never sends.
+        if t.is_closing() or t.get_write_buffer_size():
+            t.abort()
+        else:
+            t.close()
+            self.deadline = self.loop.time() + LINGER
 
     def abort(self) -> None:
         if self.transport is not None:

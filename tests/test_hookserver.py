@@ -479,3 +479,34 @@ async def test_a_stop_behind_pipelined_answers_still_reads_the_body_arriving(bri
     _, stored = await b.get(b.admin_url + "/api/v1/nodes")
     nodes = {n["node"] for n in stored["nodes"]}
     assert {"mid-body-3b", "mid-body-4"} <= nodes and "mid-body-5" not in nodes
+
+
+async def test_a_quiet_tls_client_is_dropped_at_its_idle_timeout_without_errors(
+        bridge: Callable[..., Any], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A TLS keep-alive client that goes quiet (never reads again, never answers close_notify) is
+    closed at idle_timeout and cut off a linger later; the deadline sweep logs nothing."""
+    import ssl
+
+    cert = make_cert(tmp_path / "tls")
+    b = await bridge(server={"idle_timeout": "1s", "tls": {"cert_file": str(cert.cert_file),
+                                                           "key_file": str(cert.key_file)}})
+    host, _, port = b.base_url.removeprefix("http://").rpartition(":")
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+
+    def quiet_client() -> ssl.SSLSocket:
+        s = ctx.wrap_socket(socket.create_connection((host, int(port))))
+        s.sendall(request("GET", "/healthz"))
+        assert b"200 OK" in s.recv(4096)
+        return s
+
+    clients = [await asyncio.to_thread(quiet_client) for _ in range(3)]
+    hook = b.app._hook
+    assert len(hook.connections) == 3
+    deadline = time.monotonic() + 1 + LINGER + 3
+    while hook.connections and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert not hook.connections, "quiet TLS clients were held past idle_timeout and the linger"
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], [r.getMessage() for r in caplog.records]
+    for s in clients:
+        s.close()
