@@ -26,6 +26,7 @@ from bridge.console import Console
 from bridge.conversations import conversation_source
 from bridge.delivery import Dispatcher
 from bridge.errors import BridgeError, ConfigError, Unavailable
+from bridge.fdbudget import AcceptErrors, raise_soft_limit
 from bridge.hookserver import HookServer
 from bridge.http1 import LINGER
 from bridge.ingest import Ingest, Rules
@@ -141,6 +142,10 @@ class App:
         self._hook = HookServer(lambda: self._ingest(), path=s.path, max_body_bytes=s.max_body_bytes,
                                 body_timeout=s.body_timeout, idle_timeout=s.idle_timeout, ready=self.ready,
                                 accept_chunked=s.accept_chunked)
+        before, after = raise_soft_limit()
+        if after != before:
+            log.info("open-file limit raised from %d to %d", before, after)
+        AcceptErrors.install(asyncio.get_running_loop())
         self.webhook_port = await self._hook.start(host, port, ctx)
         ahost, aport = split_host_port(s.admin_listen)
         token = s.admin_token.get_secret_value() if s.admin_token else None

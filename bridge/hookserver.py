@@ -14,12 +14,14 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import unquote
 
 import httptools
 
 from bridge.errors import BodyTooLarge, LengthRequired, RequestError, Unavailable
+from bridge.fdbudget import THROTTLE, connection_cap
 from bridge.http1 import Connection, Request, refusal
 from bridge.ingest import Ingest
 from bridge.reply import Reply, error_reply, unavailable_reply
@@ -29,6 +31,7 @@ log = logging.getLogger("bridge.server")
 ReadyCheck = Callable[[], Awaitable[str | None]]  # None when ready, else the reason
 
 _SWEEP = 0.25  # seconds between looks at the connections' deadlines
+_CAP_FROM = 64  # connections held before the open-file limit is read at each new one
 _PROBES = {b"/healthz": "healthz", b"/readyz": "readyz"}
 _NOT_FOUND = refusal(404, "not_found", "Not Found")
 
@@ -50,6 +53,8 @@ class HookServer:
         self.tasks: set[asyncio.Task[None]] = set()  # requests being answered, their clients gone or not
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self.shed = 0  # connections closed (or refused) to stay under the open-file limit
+        self._shed_logged = -THROTTLE
 
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None) -> int:
         loop = asyncio.get_running_loop()
@@ -110,6 +115,27 @@ class HookServer:
                     conn.abort()
 
     # --- what http1.Connection asks ---------------------------------------------------------------------
+
+    def admit(self, conn: Connection) -> None:
+        conns = self.connections
+        if len(conns) >= _CAP_FROM and len(conns) >= (cap := connection_cap()):
+            # At the cap (fdbudget.py): the longest-idle connection makes room (a keep-alive
+            # client opens another when it has something to send); with none idle, the new one waits.
+            idle = [c for c in conns if c.sheddable()]
+            victim = min(idle, key=lambda c: c.deadline) if idle else conn
+            self.shed += 1
+            now = time.monotonic()
+            if now - self._shed_logged >= THROTTLE:
+                self._shed_logged = now
+                log.warning("webhook listener at its limit of %d connections (an eighth of the open-file limit "
+                            "kept for the rest): %s (%d so far); raise the limit (LimitNOFILE, ulimit -n) if "
+                            "these clients are legitimate", cap,
+                            "closing the longest-idle one" if idle else "refusing new ones", self.shed)
+            conns.discard(victim)
+            victim.abort()
+            if victim is conn:
+                return
+        conns.add(conn)
 
     def route(self, req: Request) -> tuple[str, str | None] | Reply:
         """("event", node or None), ("healthz"|"readyz", None), or the refusal."""

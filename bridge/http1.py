@@ -116,6 +116,10 @@ class Site(Protocol):
     connections: set[Connection]
     tasks: set[asyncio.Task[None]]
 
+    def admit(self, conn: Connection) -> None:
+        """A new connection: into ``connections``, or aborted when there is no room for it."""
+        ...
+
     def route(self, req: Request) -> object:
         """What ``answer`` needs to answer ``req``, or the Reply that refuses it (headers only seen)."""
         ...
@@ -159,7 +163,7 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A cast, not an isinstance check: uvloop's transports are not asyncio.Transport subclasses.
         self.transport = cast(asyncio.Transport, transport)
-        self.site.connections.add(self)
+        self.site.admit(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.site.connections.discard(self)
@@ -349,6 +353,11 @@ class Connection(asyncio.Protocol):
             self.pause()
 
     # --- answering ---------------------------------------------------------------------------------------
+
+    def sheddable(self) -> bool:
+        """Owes nothing and is owed nothing but a head: idle, or a head still dribbling in."""
+        return (self.in_head and self.task is None and not self.queue and not self.held and not self.discarding
+                and self.transport is not None)
 
     def finish_last(self) -> bool:
         """The listener is stopping: read the request whose body is arriving to its end (answered with

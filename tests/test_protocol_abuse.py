@@ -446,6 +446,45 @@ async def test_thousands_of_idle_connections(server: Server) -> None:
     assert server.alive()
 
 
+async def test_idle_connections_past_the_open_file_limit(
+        tmp_path: Path, signing_key: rsa.RSAPrivateKey) -> None:
+    """Under an open-file limit of 256 (soft and hard: it cannot raise it), 600 connections that never
+    send a byte: the listener sheds the longest-idle ones to stay under its cap, so valid senders are
+    answered throughout, and it says so once, not with a traceback per failed accept."""
+    raise_nofile(4096)
+    key_file = tmp_path / "thunderstack.pem"
+    key_file.write_bytes(public_pem(signing_key))
+    cfg = base_config(tmp_path, key_file, server={"idle_timeout": "60s"}, routes=[{"name": "all", "to": ["console"]}])
+    proc = BridgeProcess(tmp_path / "bridge", cfg, signing_key)
+    proc.nofile = 256
+    await proc.start()
+    assert proc.proc is not None
+    host, _, port = cfg["server"]["listen"].rpartition(":")
+    server = Server(proc, signing_key, host, int(port))
+    conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    try:
+        async with valid_traffic(server, "fdcap") as valid:
+            for _ in range(6):
+                conns += await asyncio.gather(*(connect(server) for _ in range(100)))
+                await asyncio.sleep(0.2)
+            fds_peak = server.open_fds()
+            await asyncio.sleep(1.0)
+        shed = sum(await asyncio.gather(*(closed_by_server(r, 0.2) for r, _ in conns)))
+        log = proc.log()
+        assert valid.check()
+        assert fds_peak <= 256 and server.alive()
+        assert "out of system resource" not in log and "Traceback" not in log, log[-2000:]
+        assert 1 <= log.count("webhook listener at its limit of 192 connections") <= 2, log[-2000:]
+        record("idle connections past the open-file limit",
+               tried="600 TCP connections that never send a byte, open-file limit 256 (soft and hard)", times=600,
+               outcome=f"{shed} of the oldest shed to stay under the cap (192), server fds at most {fds_peak}; "
+                       f"one warning in the log; {valid.check()}")
+    finally:
+        for _, w in conns:
+            _close(w)
+        proc.kill()
+
+
 # --- replays ---------------------------------------------------------------------------------------------
 
 

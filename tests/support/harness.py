@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -134,6 +136,7 @@ class BridgeProcess(_Client):
         self.config_path = directory / "config.yaml"
         self.log_path = directory / "bridge.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.nofile: int | None = None  # the open-file limit (soft and hard) the process starts under
         self.write_config(cfg)
         self.base_url = "http://" + cfg["server"]["listen"]
         self.admin_url = "http://" + cfg["server"]["admin_listen"]
@@ -151,6 +154,8 @@ class BridgeProcess(_Client):
             stderr=subprocess.STDOUT,
             cwd=ROOT,
             env=env,
+            preexec_fn=None if self.nofile is None else functools.partial(
+                resource.setrlimit, resource.RLIMIT_NOFILE, (self.nofile, self.nofile)),
         )
         log.close()
         await self.wait_http("/readyz" if wait_ready else "/healthz", timeout)
