@@ -26,7 +26,7 @@ from bridge.payload import parse_json, to_event
 from bridge.reply import Reply, error_reply, unavailable_reply
 from bridge.routing import Router, compile_routes
 from bridge.store import Store
-from bridge.verify import MAX_STRINGIFY_BYTES, decode_signature, verify
+from bridge.verify import decode_signature, needs_parse, verify
 
 log = logging.getLogger("bridge.ingest")
 
@@ -144,9 +144,10 @@ class Ingest:
 
     async def _handle(self, body: bytes, signature_header: str | None, path_node: str | None) -> Reply:
         signature = decode_signature(signature_header)
-        # A body too large for the second try (verify.MAX_STRINGIFY_BYTES), with no node's own key to
-        # look up in it, needs nothing parsed for its signature: a forged one is refused unparsed.
-        verified = len(body) > MAX_STRINGIFY_BYTES and not self._keys.per_node
+        # A body the second try would refuse (verify.needs_parse: too large, too many values), with
+        # no node's own key to look up in it, needs nothing parsed for its signature: a forged one is
+        # refused unparsed (a body of thousands of floats would cost milliseconds to parse).
+        verified = not self._keys.per_node and not needs_parse(body)
         if verified:
             await self._verify(body, None, signature, (path_node, None))
         try:

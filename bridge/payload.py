@@ -45,8 +45,10 @@ def _not_json(name: str) -> Any:
 # and integers, as events are, is read as fast as with json's defaults.
 _DECODER = json.JSONDecoder(parse_float=_finite, parse_constant=_not_json)
 _OVERFLOW = object()  # what an overflowing number reads as when looking for its path
+_INT_DIGITS = sys.get_int_max_str_digits() or sys.maxsize  # longer integers: Python refuses to read them
 _FIND_DECODER = json.JSONDecoder(
     parse_float=lambda text: v if -_MAX_DOUBLE <= (v := float(text)) <= _MAX_DOUBLE else _OVERFLOW,
+    parse_int=lambda text: _OVERFLOW if len(text.lstrip("-")) > _INT_DIGITS else int(text),
     parse_constant=_not_json,
 )
 
@@ -78,7 +80,9 @@ def parse_json(body: bytes) -> Any:
     except RecursionError:
         raise PayloadError("body is nested too deeply") from None
     except ValueError as exc:
-        raise PayloadError(f"body is not JSON: {exc}") from None
+        if "integer string conversion" not in str(exc):
+            raise PayloadError(f"body is not JSON: {exc}") from None
+        number = ""  # an integer longer than Python reads (sys.get_int_max_str_digits)
     except _NotFinite as exc:
         number = str(exc)
     # Only for a body with such a number: read it again to name where the number is.
@@ -92,6 +96,9 @@ def parse_json(body: bytes) -> Any:
         where = _overflow_at(doc, "") or "body"
     except RecursionError:  # parsed, but deeper than this walk can go
         where = "body"
+    if not number:
+        raise FieldError(_excerpt(where, 200), f"an integer longer than {_INT_DIGITS} digits is more than this "
+                                               "bridge reads (Python's guard against slow conversions)")
     raise FieldError(_excerpt(where, 200), f"the number {_excerpt(number, 40)} is too large for a double "
                                            "(JSON.parse makes it Infinity, which JSON cannot carry)")
 

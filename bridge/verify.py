@@ -7,17 +7,19 @@ That second try runs before any signature holds, on whatever a stranger sends, s
 raise and must cost about what the parse already did: the json module's C encoder produces
 JSON.stringify's text for everything but numbers that are not small integers and integer-like
 object keys (JavaScript formats and orders those differently). Only a body holding those takes
-the exact Python serialiser. Either way only a body of at most ``MAX_STRINGIFY_BYTES`` bytes and
-fewer than ``MAX_STRINGIFY_VALUES`` values gets a second try: the reference serialiser's events are a
-few hundred bytes and a few dozen values, and a forged body past either bound is refused without
-the work (every check before the bounds reads the body at C speed; the scans that follow cost
-about a microsecond per 100 bytes, so the byte bound is what caps them). bench/forged_bodies.py
-measures the worst shapes.
+the exact Python serialiser, and only with at most ``MAX_INEXACT_NUMBERS`` such numbers. Either
+way only a body of at most ``MAX_STRINGIFY_BYTES`` bytes and fewer than ``MAX_STRINGIFY_VALUES``
+values gets a second try: the reference serialiser's events are a few hundred bytes and about ten
+values, and a forged body past either bound is refused without the work, and unparsed unless a
+node has a key of its own (``needs_parse``). Every check before the bounds reads the body at C
+speed; the scans that follow cost about a microsecond per 100 bytes, so the byte bound is what caps
+them. bench/forged_bodies.py measures the worst shapes.
 """
 
 from __future__ import annotations
 
 import binascii
+import itertools
 import json
 import math
 import re
@@ -76,19 +78,42 @@ def verify(body: bytes, parsed: Any, signature: bytes, keys: Iterable[rsa.RSAPub
 # Each pattern starts with a character class and no alternative, so the regex engine skips to the
 # next candidate separator at C speed; a body that is a bare number is the separate _LEADING_NUMBER
 # (an alternative anchored with ^ made the engine try every position: ~50x slower over a long string).
-_INEXACT_NUMBER = re.compile(rb"[:\[,][ \t\r\n]*-?[0-9]+(?:[.eE]|[0-9]{15})")
+# Possessive (``*+``, ``++``): no backtracking into a run of digits, so each number is read once
+# (backtracking made a body of 21-digit numbers cost ~1.5 µs a number).
+_INEXACT_NUMBER = re.compile(rb"[:\[,][ \t\r\n]*+-?(?:[0-9]++[.eE]|[0-9]{16})")
 # JSON.stringify writes no number longer than 21 digits (past that, an exponent): a longer one in the
 # body means the reference serialiser did not write it, and would cost a slow conversion to check.
-_LONG_NUMBER = re.compile(rb"[:\[,][ \t\r\n]*-?[0-9]{22}")
+_LONG_NUMBER = re.compile(rb"[:\[,][ \t\r\n]*+-?[0-9]{22}")
 _LEADING_NUMBER = re.compile(rb"[ \t\r\n]*-?([0-9]+)")  # .match: the body is one number
 _INDEX_KEY = re.compile(r'[{,]"(?:0|[1-9][0-9]{0,9})":')
-# The reference serialiser's events hold a few dozen values in a few hundred bytes; a body with more
+# The reference serialiser's events hold about ten values in a few hundred bytes; a body with more
 # of either is refused the second try without it being computed, which bounds its cost
-# (bench/README.md, "Forged bodies"). 8 KiB is 20-40 times a real event.
-MAX_STRINGIFY_VALUES = 128
+# (bench/README.md, "Forged bodies"). 8 KiB is 20-40 times a real event, 64 values six times.
+MAX_STRINGIFY_VALUES = 64
 MAX_STRINGIFY_BYTES = 8192
+# Numbers JavaScript spells its own way each cost several µs in Python (an exponent's layout); an
+# event's are its own few (ThunderStack's documented ones hold none).
+MAX_INEXACT_NUMBERS = 16
 _c_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False,
                              check_circular=False).encode
+
+
+def too_many_values(body: bytes) -> bool:
+    """Whether ``body`` may hold MAX_STRINGIFY_VALUES values or more: an upper bound on their number,
+    counted at C speed before any per-value work."""
+    values = 0
+    for c in (b",", b":", b"[", b"{"):
+        values += body.count(c)
+        if values >= MAX_STRINGIFY_VALUES:
+            return True
+    return False
+
+
+def needs_parse(body: bytes) -> bool:
+    """Whether the second try could apply to ``body`` (so it is parsed before the signature check)."""
+    # Not counted in a body as short as an event: one of 4 * MAX_STRINGIFY_VALUES bytes holds at most
+    # that many numbers with a fraction or exponent (``1e5,``), whose parse costs a Python call each.
+    return len(body) <= MAX_STRINGIFY_BYTES and (len(body) <= 4 * MAX_STRINGIFY_VALUES or not too_many_values(body))
 
 
 def stringified(body: bytes, parsed: Any) -> bytes | None:
@@ -96,25 +121,22 @@ def stringified(body: bytes, parsed: Any) -> bytes | None:
 
     Never raises: whatever a forged body holds, the answer is at worst "no second try" (403).
     """
-    if len(body) > MAX_STRINGIFY_BYTES:
+    if len(body) > MAX_STRINGIFY_BYTES or too_many_values(body):
         return None
     try:
-        # An upper bound on the number of values, counted at C speed before any per-value work.
-        values = 0
-        for c in (b",", b":", b"[", b"{"):
-            values += body.count(c)
-            if values >= MAX_STRINGIFY_VALUES:
-                return None
         lead = _LEADING_NUMBER.match(body)
         if lead is not None:  # the body is one number: JavaScript's spelling, unless longer than it writes
             return None if len(lead.group(1)) >= 22 else js_stringify(parsed).encode("utf-8")
         if _LONG_NUMBER.search(body):
             return None
-        if not _INEXACT_NUMBER.search(body):
+        inexact = sum(1 for _ in itertools.islice(_INEXACT_NUMBER.finditer(body), MAX_INEXACT_NUMBERS + 1))
+        if not inexact:
             text = _c_encode(parsed)
             if not _INDEX_KEY.search(text):
                 # JavaScript escapes a lone surrogate as \udxxx, lower case: what backslashreplace writes.
                 return text.encode("utf-8", "backslashreplace")
+        elif inexact > MAX_INEXACT_NUMBERS:
+            return None
         return js_stringify(parsed).encode("utf-8")
     except (ValueError, TypeError, OverflowError, RecursionError, MemoryError):
         return None

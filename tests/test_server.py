@@ -216,6 +216,10 @@ async def test_numbers_json_cannot_carry_are_refused(bridge: Callable[..., Any],
         status, doc, _ = await b.post(body("n-inf", f',"v":{number}'))
         assert (status, doc["error"]) == (422, "invalid_field"), (number, doc)
         assert doc["detail"].startswith(f"{where}: ") and "too large for a double" in doc["detail"], doc
+    # An integer longer than Python reads (4,300 digits): refused as a field, not as "not JSON"
+    status, doc, _ = await b.post(body("n-long", f',"v":[1,{"7" * 4301}]'))
+    assert (status, doc["error"]) == (422, "invalid_field"), doc
+    assert doc["detail"].startswith("details.v[1]: an integer longer than 4300 digits"), doc
     assert (await b.app.store.stats(now=datetime.now(UTC))).pending == 0
 
     huge = "9" * 4000

@@ -13,8 +13,17 @@ from hypothesis import strategies as st
 
 from bridge.errors import MissingSignature, VerificationError
 from bridge.payload import parse_json
-from bridge.testing import sign
-from bridge.verify import MAX_STRINGIFY_BYTES, decode_signature, js_stringify, stringified, verify
+from bridge.testing import event_body, sign
+from bridge.verify import (
+    MAX_INEXACT_NUMBERS,
+    MAX_STRINGIFY_BYTES,
+    MAX_STRINGIFY_VALUES,
+    decode_signature,
+    js_stringify,
+    needs_parse,
+    stringified,
+    verify,
+)
 
 
 def test_decode_signature() -> None:
@@ -60,6 +69,28 @@ def test_second_try_only_for_a_body_of_at_most_max_stringify_bytes(signing_key: 
         sig = decode_signature(sign(js_stringify(doc).encode(), signing_key))
         assert verify(body, parse_json(body), sig, [pub]) is holds, size
         assert (stringified(body, parse_json(body)) is not None) is holds
+
+
+def test_second_try_only_for_a_few_numbers_javascript_spells_its_own_way(signing_key: rsa.RSAPrivateKey) -> None:
+    """Each such number costs several µs in Python: a body with more than MAX_INEXACT_NUMBERS of them
+    gets no second try (an event holds its own few)."""
+    pub = signing_key.public_key()
+    for count, holds in ((MAX_INEXACT_NUMBERS, True), (MAX_INEXACT_NUMBERS + 1, False)):
+        doc = {"eventType": "E", "v": [1.2345678901234567e-300] * count}
+        body = json.dumps(doc, indent=1).encode()
+        sig = decode_signature(sign(js_stringify(doc).encode(), signing_key))
+        assert verify(body, parse_json(body), sig, [pub]) is holds, count
+
+
+def test_what_is_parsed_before_the_signature_check() -> None:
+    """Only a body the second try could use: not one past MAX_STRINGIFY_BYTES, nor a longer one with
+    MAX_STRINGIFY_VALUES values or more (thousands of floats would cost milliseconds to parse)."""
+    assert needs_parse(event_body("node-prod-1", "FAILED"))
+    many = ("[" + ",".join(["1e5"] * MAX_STRINGIFY_VALUES) + "]").encode()
+    assert len(many) > 4 * MAX_STRINGIFY_VALUES and not needs_parse(many)
+    assert needs_parse(("[" + ",".join(["1e5"] * (MAX_STRINGIFY_VALUES - 2)) + "]").encode())
+    assert not needs_parse(b'{"a":"' + b"x" * MAX_STRINGIFY_BYTES + b'"}')
+    assert needs_parse(b"[" * 100 + b"]" * 100)  # short: parsed (and refused the second try by its count)
 
 
 @pytest.mark.parametrize(("body", "expected"), [
