@@ -80,11 +80,14 @@ class HookServer:
                 conn.close()
         loop = asyncio.get_running_loop()
         end = loop.time() + grace
+        reading_until = end - min(1.0, grace / 4)  # the rest of the grace answers the last bodies read
         while (left := end - loop.time()) > 0:
-            if any(c.receiving_last for c in self.connections):
+            if loop.time() < reading_until and any(c.receiving_last for c in self.connections):
                 await asyncio.sleep(min(0.05, left))  # its body completes, or body_timeout refuses it
             elif self.tasks:
                 await asyncio.wait(list(self.tasks), timeout=left)
+            elif any(c.lingering_last for c in self.connections):
+                await asyncio.sleep(min(0.05, left))  # the last answers read before the connections close
             else:
                 break
         late = list(self.tasks)

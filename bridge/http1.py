@@ -252,6 +252,8 @@ class Connection(asyncio.Protocol):
         self.transport.resume_reading()  # refused meanwhile: what follows is read and dropped
 
     def eof_received(self) -> bool | None:
+        if not self.in_head:
+            self.last = False  # a body cut short by the client: a stop need not wait for it
         if self.task is None and not self.queue:
             return None  # nothing owed: close
         self.closing = True  # half-closed after its requests: answer them, then close
@@ -346,8 +348,7 @@ class Connection(asyncio.Protocol):
         if self.task is None:
             self.task = self.loop.create_task(self._answer_all())
             self.site.tasks.add(self.task)
-        if self.last:  # the listener is stopping: nothing after this request is read
-            self.pause()
+        if self.last:  # the listener is stopping: what follows this request is read and dropped
             raise httptools.HttpParserError("stopping")
         if len(self.queue) >= PIPELINE:
             self.pause()
@@ -371,6 +372,10 @@ class Connection(asyncio.Protocol):
     @property
     def receiving_last(self) -> bool:
         return self.last and not self.in_head and not self.discarding and self.transport is not None
+
+    @property
+    def lingering_last(self) -> bool:
+        return self.last and self.discarding and self.transport is not None
 
     def pause(self) -> None:
         if not self.paused and self.transport is not None:
@@ -421,13 +426,27 @@ class Connection(asyncio.Protocol):
             close = not req.keep_alive or (self.closing and not self.queue and not self.receiving_last)
             self.transport.write(render(reply, close=close, head_only=req.method == b"HEAD"))
             if close:
-                self.close()
+                if self.last and self.transport.can_write_eof():
+                    self._linger_after_last()
+                else:
+                    self.close()
                 return
             answered += 1
             if self.writable is not None:
                 await self.writable  # the client reads its answers before more are made
             elif answered % PIPELINE == 0:
                 await asyncio.sleep(0)  # a long pipeline of instant answers: let others in
+
+    def _linger_after_last(self) -> None:
+        """A stop's last answer: its FIN now, and what the client still sends is read and dropped for
+        LINGER (closing with input unread would reset the connection, and lose the answer)."""
+        assert self.transport is not None
+        self.transport.write_eof()
+        self.discarding = True
+        self.deadline = self.loop.time() + LINGER
+        if self.paused and self.writable is None:
+            self.paused = False
+            self.transport.resume_reading()
 
     def refuse_early(self, reply: Reply) -> None:
         """Answer before the body is read (after answers still owed), drop what arrives, close after LINGER."""

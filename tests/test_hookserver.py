@@ -510,3 +510,42 @@ async def test_a_quiet_tls_client_is_dropped_at_its_idle_timeout_without_errors(
     assert not [r for r in caplog.records if r.levelname == "ERROR"], [r.getMessage() for r in caplog.records]
     for s in clients:
         s.close()
+
+
+async def test_a_stop_s_last_answer_survives_what_the_client_sends_after_it(bridge: Callable[..., Any]) -> None:
+    """The client pipelines more after the last body a stop reads, and reads its answer late: the
+    answer is there (FIN, then what follows read and dropped), not lost to a reset."""
+    b = await bridge()
+    host, _, port = b.base_url.removeprefix("http://").rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    data = signed(b, "mid-body-6")
+    cut = data.index(b"\r\n\r\n") + 10
+    writer.write(data[:cut])
+    await writer.drain()
+    await asyncio.sleep(0.1)
+    stopping = asyncio.create_task(b.app._hook.stop(5.0))
+    await asyncio.sleep(0.1)
+    body = b"x" * 300_000
+    writer.write(data[cut:] + request("POST", "/webhook", {"X-ThunderStack-Signature": "AAAA"}, body))
+    await asyncio.sleep(0.3)  # the answer waits unread while more arrives
+    writer.write(b"y" * 100_000)
+    a = await read_answer(reader, 5.0)
+    assert a is not None and a.status == 200 and a.headers["connection"] == "close"
+    writer.close()
+    await asyncio.wait_for(stopping, 6.0)
+
+
+async def test_a_stop_does_not_wait_for_a_body_the_client_cut_short(bridge: Callable[..., Any]) -> None:
+    b = await bridge()
+    conn, theirs = await _pair(b)
+    second = signed(b, "mid-body-7")
+    conn.data_received(signed(b, "mid-body-7a") + second[:second.index(b"\r\n\r\n") + 10])
+    stopping = asyncio.create_task(b.app._hook.stop(5.0))
+    await asyncio.sleep(0)
+    theirs.shutdown(socket.SHUT_WR)  # half-closed mid-body: that body can never complete
+    await asyncio.wait_for(stopping, 2.0)
+    got = b""
+    with contextlib.suppress(BlockingIOError):
+        got = theirs.recv(65536)
+    theirs.close()
+    assert got.count(b"HTTP/1.1 200 OK") == 1 and b"Connection: close" in got, got

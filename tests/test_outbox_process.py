@@ -534,7 +534,8 @@ async def test_sigterm_reads_an_event_whose_body_is_arriving_and_delivers_it(bri
             await writer.drain()
             await asyncio.sleep(0.2)  # the head is read: its body is arriving
             p.signal(15)
-            await asyncio.sleep(0.5)
+            await wait_until(lambda: "shutting down" in p.log(), 10, "the bridge begins its stop")
+            await asyncio.sleep(0.1)
             writer.write(wire[cut:] + after)
             await writer.drain()
             answer = await read_answer(reader, 10.0)
