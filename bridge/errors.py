@@ -86,6 +86,8 @@ class LengthRequired(RequestError):
 class Unavailable(BridgeError):
     """A dependency (public key, storage) is not available; the caller should retry later."""
 
+    public: str | None = None  # what a sender sees instead of ``detail``, where that is internal
+
     def __init__(self, detail: str, retry_after: float = 5.0) -> None:
         self.detail = detail
         self.retry_after = retry_after
@@ -102,6 +104,10 @@ class KeyUnavailable(Unavailable):
 
 class StorageUnavailable(Unavailable):
     """The store cannot be reached or written."""
+
+    # What a sender is told: the detail (a file path, a Redis address, a driver's message) is for
+    # operators, in the log and on the admin port's /readyz.
+    public = "storage unavailable; retry later"
 
 
 class DeliveryError(BridgeError):

@@ -25,4 +25,4 @@ def error_reply(exc: RequestError) -> Reply:
 
 def unavailable_reply(exc: Unavailable) -> Reply:
     seconds = max(1, round(exc.retry_after))
-    return Reply(503, {"error": "unavailable", "detail": exc.detail}, {"Retry-After": str(seconds)})
+    return Reply(503, {"error": "unavailable", "detail": exc.public or exc.detail}, {"Retry-After": str(seconds)})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bridge.errors import NodeRejected, StorageUnavailable, VerificationError
+from bridge.errors import KeyUnavailable, NodeRejected, StorageUnavailable, VerificationError
 from bridge.reply import Reply, error_reply, unavailable_reply
 
 
@@ -16,4 +16,10 @@ def test_unavailable_says_when_to_retry_in_whole_seconds_never_zero() -> None:
     assert unavailable_reply(StorageUnavailable("locked", retry_after=0.2)).headers == {"Retry-After": "1"}
     reply = unavailable_reply(StorageUnavailable("locked", retry_after=7.6))
     assert reply.status == 503 and reply.headers == {"Retry-After": "8"}
-    assert reply.body == {"error": "unavailable", "detail": "locked"}
+    assert reply.body == {"error": "unavailable", "detail": "storage unavailable; retry later"}
+
+
+def test_a_sender_is_not_told_where_the_storage_is() -> None:
+    exc = StorageUnavailable("redis unavailable: Error 111 connecting to 10.0.0.7:6379. Connection refused.")
+    assert "10.0.0.7" not in str(unavailable_reply(exc).body)
+    assert unavailable_reply(KeyUnavailable("no public key loaded yet")).body["detail"] == "no public key loaded yet"
