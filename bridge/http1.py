@@ -64,7 +64,7 @@ class _Clock:
         return cls.text
 
 
-def render(reply: Reply, *, close: bool, head_only: bool = False) -> bytes:
+def render(reply: Reply, *, close: bool, head_only: bool = False, http10: bool = False) -> bytes:
     body = _encode(reply.body).encode()
     lines = [b"HTTP/1.1 %d %s\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: %d\r\n"
              b"Date: %s\r\nServer: alert-bridge\r\n" % (reply.status, _REASONS.get(reply.status, "Unknown").encode(),
@@ -73,6 +73,8 @@ def render(reply: Reply, *, close: bool, head_only: bool = False) -> bytes:
         lines.append(f"{name}: {value}\r\n".encode("latin-1"))
     if close:
         lines.append(b"Connection: close\r\n")
+    elif http10:  # an HTTP/1.0 client keeps the connection only when told so
+        lines.append(b"Connection: keep-alive\r\n")
     lines.append(b"\r\n")
     if not head_only:
         lines.append(body)
@@ -86,8 +88,8 @@ def refusal(status: int, code: str, detail: str, headers: Mapping[str, str] | No
 class Request:
     """What the site sees of one request: method, target, the signature header, the body."""
 
-    __slots__ = ("body", "chunked", "expect", "has_host", "head_size", "header_count", "keep_alive", "length", "method",
-                 "refused", "route", "signature", "size", "url")
+    __slots__ = ("body", "chunked", "expect", "has_host", "head_size", "header_count", "http10", "keep_alive", "length",
+                 "method", "refused", "route", "signature", "size", "url")
 
     def __init__(self) -> None:
         self.method = b""
@@ -101,6 +103,7 @@ class Request:
         self.size = 0
         self.head_size = 0
         self.keep_alive = True
+        self.http10 = False
         self.header_count = 0
         self.route: object = None  # the site's, from ``Site.route``; a Reply answers without the site
         self.refused = False  # answered before its body was read: the connection lingers, then closes
@@ -311,7 +314,12 @@ class Connection(asyncio.Protocol):
             # llhttp hands what follows an upgrade to the new protocol, the body included.
             self._stop(refusal(400, "bad_request", "protocol upgrades are not supported: send HTTP/1.1 without "
                                                    "Upgrade"))
-        http11 = parser.get_http_version() == "1.1"
+        version = parser.get_http_version()
+        http11 = version == "1.1"
+        req.http10 = version == "1.0"
+        if not (http11 or req.http10):
+            self._stop(refusal(505, "http_version_not_supported", f"HTTP/{version[:8]} is not spoken on this port: "
+                                                                  "send HTTP/1.1"))
         if not req.has_host and http11:
             self._stop(refusal(400, "bad_request", "an HTTP/1.1 request needs a Host header"))
         if req.expect is not None and not http11:
@@ -424,7 +432,7 @@ class Connection(asyncio.Protocol):
                     self.transport.resume_reading()
                 return
             close = not req.keep_alive or (self.closing and not self.queue and not self.receiving_last)
-            self.transport.write(render(reply, close=close, head_only=req.method == b"HEAD"))
+            self.transport.write(render(reply, close=close, head_only=req.method == b"HEAD", http10=req.http10))
             if close:
                 if self.last and self.transport.can_write_eof():
                     self._linger_after_last()

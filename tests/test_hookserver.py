@@ -78,6 +78,12 @@ async def test_keep_alive_and_its_ends(bridge: Callable[..., Any]) -> None:
     (a,), closed = await exchange(b, request("POST", "/webhook", {"X-ThunderStack-Signature": sign(body, b.key)},
                                              body, version="HTTP/1.0"))
     assert a is not None and a.status == 200 and closed, "HTTP/1.0 without keep-alive closes after the answer"
+    body = event_body("ka-4", "FAILED")
+    headers = {"X-ThunderStack-Signature": sign(body, b.key), "Connection": "keep-alive"}
+    (a,), closed = await exchange(b, request("POST", "/webhook", headers, body, version="HTTP/1.0"))
+    assert a is not None and a.status == 200 and a.headers["connection"] == "keep-alive" and not closed
+    (a,), closed = await exchange(b, b"GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n", wait=LINGER + 1)
+    assert a is not None and a.status == 505 and "HTTP/2.0" in json.loads(a.body)["detail"] and closed
     # A client that sends its event and half-closes still gets the answer.
     (a,), closed = await exchange(b, signed(b, "ka-4"), half_close=True)
     assert a is not None and a.status == 200 and json.loads(a.body)["status"] == "accepted" and closed
