@@ -175,6 +175,16 @@ async def test_wrong_password_is_permanent(smtp_tls_server: SMTPServer, tls_cert
     assert "not-the-password-123" not in str(info.value)
 
 
+async def test_auth_configured_but_not_offered_is_permanent_and_says_why(smtp_server: SMTPServer) -> None:
+    """A username and password for a server that offers no AUTH (here: no TLS, so none is offered):
+    a configuration error, the same on every retry, in aiosmtplib's words."""
+    smtp = {"security": "none", "username": "bridge", "password": "pw-not-shown-42"}
+    with pytest.raises(Permanent) as info:
+        await (await email_receiver(smtp_server, smtp)).send(make_alert())
+    assert "AUTH extension is not supported" in info.value.reason and "pw-not-shown-42" not in str(info.value)
+    assert not smtp_server.messages
+
+
 async def test_connection_refused_is_retry_later() -> None:
     with pytest.raises(RetryLater) as info:
         await (await email_receiver(None, {"security": "none"})).send(make_alert())

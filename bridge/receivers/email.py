@@ -184,7 +184,13 @@ class EmailReceiver:
             raise self._reply(where, exc.code, exc.message) from None
         except aiosmtplib.SMTPNotSupported as exc:  # e.g. no STARTTLS or AUTH offered: configuration
             raise Permanent(self._redact(f"{where}: {exc.message}")) from None
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+        except aiosmtplib.SMTPException as exc:
+            if type(exc) is not aiosmtplib.SMTPException:  # a timeout, a dropped connection: transient
+                raise transport_failure(where, exc, self._cfg.timeout) from None
+            # aiosmtplib's own word on the configuration (it raises its base class when the server
+            # offers no AUTH, or no mechanism it can use): the same on every retry.
+            raise Permanent(self._redact(f"{where}: {' '.join(exc.message.split())[:_MAX_REPLY]}")) from None
+        except (OSError, TimeoutError) as exc:
             raise transport_failure(where, exc, self._cfg.timeout) from None
         if refused:
             # Others got it: retrying would send them a duplicate, so only note the rest.
