@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from bridge.config.model import Config, RouteConfig
 from bridge.config.problems import pydantic_problems
 from bridge.config.receivers import EmailReceiverConfig, SlackReceiverConfig
 from bridge.config.yamlsource import YamlPath, format_path
-from bridge.errors import ConfigError
+from bridge.errors import ConfigError, KeyLoadError
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -208,7 +209,8 @@ def _unthreaded_warnings(cfg: Config) -> list[str]:
 
 
 def unreadable_files(cfg: Config) -> list[str]:
-    """Files read only when the bridge starts (TLS pair, public keys, CA bundle) that cannot be read now.
+    """Files read only when the bridge starts (TLS pair, public keys, CA bundle) that cannot be read
+    now, or are not what they should be (a public key, a certificate and its key).
 
     Not part of ``parse`` (a config may be built before its files exist); ``check``, ``serve`` and
     reload run it through ``app.validate``."""
@@ -224,12 +226,30 @@ def unreadable_files(cfg: Config) -> list[str]:
         if isinstance(rcv, EmailReceiverConfig) and rcv.smtp.ca_file is not None:
             files.append((f"receivers.{name}.smtp.ca_file", rcv.smtp.ca_file))
     problems = []
+    keys = {where for where, _ in files if where.endswith("public_key_file")}
     for where, path in files:
         try:
             with open(path, "rb") as f:
-                f.read(1)
+                content = f.read(1 << 20) if where in keys else f.read(1)
         except OSError as exc:
             problems.append(f"{where}: cannot read {path}: {exc.strerror or exc}")
+            continue
+        if where in keys:
+            from bridge.keys import load_public_key  # late: keys imports the config package
+
+            try:
+                load_public_key(content)
+            except KeyLoadError as exc:
+                problems.append(f"{where}: {path}: {exc}; give the RSA public key ThunderStack publishes (PEM, "
+                                "from its webhook-public-key endpoint or a node's settings)")
+    tls = cfg.server.tls
+    if tls is not None and not any(p.startswith("server.tls.") for p in problems):
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(tls.cert_file, tls.key_file)
+        except (ssl.SSLError, OSError) as exc:
+            problems.append(f"server.tls: {tls.cert_file} and {tls.key_file} are not a certificate and its key "
+                            f"({getattr(exc, 'reason', None) or exc}); give a PEM certificate chain and its "
+                            "private key")
     return problems
 
 

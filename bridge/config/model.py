@@ -26,6 +26,7 @@ from bridge.config.base import (
     TimerDuration,
     _base_dir,
     resolve_path,
+    split_host_port,
 )
 from bridge.config.lint import bare_var_fix
 from bridge.config.receivers import ReceiverConfig
@@ -78,6 +79,17 @@ class ServerConfig(SecretFiles):
         if v <= 0:
             raise ValueError("must be longer than 0 (a client could otherwise hold a connection forever)")
         return v
+
+    @model_validator(mode="after")
+    def _two_ports(self) -> ServerConfig:
+        host, port = split_host_port(self.listen)
+        ahost, aport = split_host_port(self.admin_listen)
+        anywhere = ("", "0.0.0.0", "::")
+        if port and port == aport and (host == ahost or host in anywhere or ahost in anywhere):
+            raise ValueError(f"admin_listen ({self.admin_listen}) and listen ({self.listen}) are the same port: the "
+                             "bridge could not start; give the admin listener a port of its own (its default is "
+                             "127.0.0.1:9091)")
+        return self
 
     @field_validator("path")
     @classmethod
