@@ -105,6 +105,7 @@ async def through_bridge_or_store(
     """
     server = cfg if isinstance(cfg, ServerConfig) else cfg.server
     base = admin_url or admin_base_url(server)
+    silent = None  # the admin listener asked and not answering, for the hint below
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=ADMIN_TIMEOUT)) as session:
         if via != "storage":
             if base is None:
@@ -114,6 +115,7 @@ async def through_bridge_or_store(
                 admin = AdminClient(base, session, admin_token(server))
                 if via == "admin" or on_store is None or await admin.reachable():
                     return await on_admin(admin)
+                silent = base
     assert on_store is not None and isinstance(cfg, Config)
     url = cfg.storage.url
     where = f"storage {url.split('@')[-1]}"  # never print redis credentials
@@ -128,7 +130,7 @@ async def through_bridge_or_store(
     try:
         await store.open()
     except StorageUnavailable as exc:
-        hint = f"; a bridge seems to hold it, yet its admin listener {base} does not answer" if base else ""
+        hint = f"; a bridge seems to hold it, yet its admin listener {silent} does not answer" if silent else ""
         raise CommandError(f"{exc.detail}{hint}") from None
     try:
         return await on_store(store, where)

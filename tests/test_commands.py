@@ -293,3 +293,18 @@ async def test_silence_for_a_pattern_no_configured_node_matches_warns(
     assert "warning: --node 'prdo-*' matches none of the configured nodes" in r.err
     r = await run_cli("silence", "add", "-c", cfg, "--node", "prod-*", "--for", "30m", "--comment", "maintenance")
     assert r.code == 0 and "warning" not in r.err, r
+
+
+async def test_storage_unreachable_hint_names_the_admin_listener_only_when_it_was_asked(
+        tmp_path: Path, make_config: Callable[..., dict[str, Any]]) -> None:
+    """Redis down and no bridge running: asked both ways, the CLI says the admin listener did not
+    answer; with --via storage it did not ask it, and does not say so."""
+    import yaml
+
+    cfg = make_config(storage={"url": f"redis://127.0.0.1:{free_port()}/0"})
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    r = await run_cli("silence", "list", "-c", str(path))
+    assert r.code == 1 and "does not answer" in r.err and "Traceback" not in r.err, r
+    r = await run_cli("silence", "list", "-c", str(path), "--via", "storage")
+    assert r.code == 1 and "redis" in r.err and "does not answer" not in r.err, r
