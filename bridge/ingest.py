@@ -22,7 +22,7 @@ from bridge.keys import KeyManager
 from bridge.metrics import Metrics
 from bridge.model import KNOWN_EVENT_TYPES, KNOWN_STATUSES, Event, Silence, utc_now
 from bridge.nodes import NodeLabeler
-from bridge.payload import parse_json, to_event
+from bridge.payload import node_hint, parse_json, to_event
 from bridge.reply import Reply, error_reply, unavailable_reply
 from bridge.routing import Router, compile_routes
 from bridge.store import Store
@@ -144,12 +144,13 @@ class Ingest:
 
     async def _handle(self, body: bytes, signature_header: str | None, path_node: str | None) -> Reply:
         signature = decode_signature(signature_header)
-        # A body the second try would refuse (verify.needs_parse: too large, too many values), with
-        # no node's own key to look up in it, needs nothing parsed for its signature: a forged one is
-        # refused unparsed (a body of thousands of floats would cost milliseconds to parse).
-        verified = not self._keys.per_node and not needs_parse(body)
+        # A body the second try would refuse (verify.needs_parse: too large, too many values) needs
+        # nothing parsed for its signature but the node whose own key may sign it, read at C speed:
+        # a forged one is refused before the full parse (thousands of floats cost milliseconds there).
+        verified = not needs_parse(body)
         if verified:
-            await self._verify(body, None, signature, (path_node, None))
+            hint = node_hint(body) if self._keys.per_node else None
+            await self._verify(body, None, signature, (path_node, hint))
         try:
             doc: Any = parse_json(body)
             parse_error: RequestError | None = None

@@ -127,3 +127,12 @@ def test_js_stringify_matches_node(values: list[object]) -> None:
         timeout=30,
     )
     assert js_stringify(json.loads(text)) == out.stdout
+
+
+def test_the_node_hint_reads_the_top_level_node_id_and_never_raises() -> None:
+    from bridge.payload import node_hint
+
+    assert node_hint(event_body("node-a", "FAILED")) == "node-a"
+    assert node_hint(b'{"nodeId": 5, "details": {"nodeId": "x"}}') is None
+    for bad in (b"\xff", b"[" * 100_000, b"{", b"1e400", b'{"nodeId":"n","v":1e400}'):
+        assert node_hint(bad) in (None, "n")
