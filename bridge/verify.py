@@ -88,12 +88,12 @@ _LEADING_NUMBER = re.compile(rb"[ \t\r\n]*-?([0-9]+)")  # .match: the body is on
 _INDEX_KEY = re.compile(r'[{,]"(?:0|[1-9][0-9]{0,9})":')
 # The reference serialiser's events hold about ten values in a few hundred bytes; a body with more
 # of either is refused the second try without it being computed, which bounds its cost
-# (bench/README.md, "Forged bodies"). 8 KiB is 20-40 times a real event, 64 values six times.
+# (bench/README.md, "Forged bodies"). 4 KiB is 10-25 times a real event, 64 values six times.
 MAX_STRINGIFY_VALUES = 64
-MAX_STRINGIFY_BYTES = 8192
+MAX_STRINGIFY_BYTES = 4096
 # Numbers JavaScript spells its own way each cost several µs in Python (an exponent's layout); an
 # event's are its own few (ThunderStack's documented ones hold none).
-MAX_INEXACT_NUMBERS = 16
+MAX_INEXACT_NUMBERS = 8
 _c_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False,
                              check_circular=False).encode
 
