@@ -149,7 +149,8 @@ class Ingest:
         # a forged one is refused before the full parse (thousands of floats cost milliseconds there).
         verified = not needs_parse(body)
         if verified:
-            hint = node_hint(body) if self._keys.per_node else None
+            # (A node in the path needs no hint: a body naming another node is refused whatever signs it.)
+            hint = node_hint(body) if self._keys.per_node and path_node is None else None
             await self._verify(body, None, signature, (path_node, hint))
         try:
             doc: Any = parse_json(body)

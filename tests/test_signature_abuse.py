@@ -168,6 +168,9 @@ async def test_signature_for_another_nodes_key(start: Callable[..., Any], signin
         big = event_body("node-a", "FAILED", note="x" * 9000)
         assert (await post(s, p, big, sign(big, a)))[0] == 200
         assert (await post(s, p, big, sign(big, b)))[0] == 403
+        big = event_body("node-a", "RUNNING", note="y" * 9000)  # at its own path: no hint needed
+        assert (await post(s, p, big, sign(big, b), "/webhook/node-a"))[0] == 403
+        assert (await post(s, p, big, sign(big, a), "/webhook/node-a"))[0] == 200
 
 
 async def test_mangled_base64(start: Callable[..., Any], signing_key: rsa.RSAPrivateKey,
