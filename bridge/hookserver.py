@@ -22,9 +22,9 @@ import httptools
 
 from bridge.errors import BodyTooLarge, LengthRequired, RequestError, Unavailable
 from bridge.fdbudget import THROTTLE, connection_cap
-from bridge.http1 import Connection, Request, refusal
+from bridge.http1 import Connection, Request
 from bridge.ingest import Ingest
-from bridge.reply import Reply, error_reply, unavailable_reply
+from bridge.reply import Reply, error_reply, refusal, unavailable_reply
 
 log = logging.getLogger("bridge.server")
 

@@ -17,17 +17,13 @@ answers out, and keeps one client from costing more than its share:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import time
 from collections import deque
-from collections.abc import Mapping
-from email.utils import formatdate
 from typing import Protocol, cast
 
 import httptools
 
-from bridge.reply import Reply
+from bridge.reply import Reply, refusal, render
 
 log = logging.getLogger("bridge.server")
 
@@ -41,49 +37,6 @@ SLICE = 16384  # bytes parsed at a time from one read: at most PIPELINE requests
 # 1-byte chunks take 6 bytes each on the wire; a trailer has no other bound.
 CHUNKED_OVERHEAD = 8
 _INF = float("inf")
-
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-            405: "Method Not Allowed", 408: "Request Timeout", 411: "Length Required", 413: "Payload Too Large",
-            414: "URI Too Long", 417: "Expectation Failed", 422: "Unprocessable Content",
-            431: "Request Header Fields Too Large", 503: "Service Unavailable",
-            505: "HTTP Version Not Supported"}
-_encode = json.JSONEncoder(separators=(",", ":")).encode
-
-
-class _Clock:
-    """The Date header, formatted once a second."""
-
-    second = -1
-    text = b""
-
-    @classmethod
-    def date(cls) -> bytes:
-        now = int(time.time())
-        if now != cls.second:
-            cls.second, cls.text = now, formatdate(now, usegmt=True).encode()
-        return cls.text
-
-
-def render(reply: Reply, *, close: bool, head_only: bool = False, http10: bool = False) -> bytes:
-    body = _encode(reply.body).encode()
-    lines = [b"HTTP/1.1 %d %s\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: %d\r\n"
-             b"Date: %s\r\nServer: alert-bridge\r\n" % (reply.status, _REASONS.get(reply.status, "Unknown").encode(),
-                                                        len(body), _Clock.date())]
-    for name, value in reply.headers.items():
-        lines.append(f"{name}: {value}\r\n".encode("latin-1"))
-    if close:
-        lines.append(b"Connection: close\r\n")
-    elif http10:  # an HTTP/1.0 client keeps the connection only when told so
-        lines.append(b"Connection: keep-alive\r\n")
-    lines.append(b"\r\n")
-    if not head_only:
-        lines.append(body)
-    return b"".join(lines)
-
-
-def refusal(status: int, code: str, detail: str, headers: Mapping[str, str] | None = None) -> Reply:
-    return Reply(status, {"error": code, "detail": detail}, headers or {})
-
 
 class Request:
     """What the site sees of one request: method, target, the signature header, the body."""

@@ -411,21 +411,27 @@ async def test_a_refusal_after_a_head_request_keeps_its_body(bridge: Callable[..
         writer.close()
 
 
-async def test_a_stop_reads_a_body_already_arriving_to_its_end_and_nothing_after(bridge: Callable[..., Any]) -> None:
-    """A rolling restart's SIGTERM lands while an event's body is on the wire: that event is read,
-    recorded and answered (Connection: close); what the client pipelines after it is not read."""
-    b = await bridge()
+async def _half_sent(b: Any, node: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
+    """A connection with an event's head and the start of its body sent; the rest of the request."""
     host, _, port = b.base_url.removeprefix("http://").rpartition(":")
     reader, writer = await asyncio.open_connection(host, int(port))
-    data = signed(b, "mid-body-1")
+    data = signed(b, node)
     cut = data.index(b"\r\n\r\n") + 10
     writer.write(data[:cut])
     await writer.drain()
     await asyncio.sleep(0.1)
+    return reader, writer, data[cut:]
+
+
+async def test_a_stop_reads_a_body_already_arriving_to_its_end_and_nothing_after(bridge: Callable[..., Any]) -> None:
+    """A rolling restart's SIGTERM lands while an event's body is on the wire: that event is read,
+    recorded and answered (Connection: close); what the client pipelines after it is not read."""
+    b = await bridge()
+    reader, writer, rest = await _half_sent(b, "mid-body-1")
     stopping = asyncio.create_task(b.app._hook.stop(5.0))
     await asyncio.sleep(0.1)
     assert not stopping.done(), "the stop did not wait for a body that was arriving"
-    writer.write(data[cut:] + signed(b, "mid-body-2"))
+    writer.write(rest + signed(b, "mid-body-2"))
     await writer.drain()
     a = await read_answer(reader, 5.0)
     assert a is not None and a.status == 200 and a.headers["connection"] == "close"
@@ -440,12 +446,7 @@ async def test_a_stop_reads_a_body_already_arriving_to_its_end_and_nothing_after
 
 async def test_a_stop_cuts_off_a_body_that_never_completes_at_its_grace(bridge: Callable[..., Any]) -> None:
     b = await bridge()
-    host, _, port = b.base_url.removeprefix("http://").rpartition(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    data = signed(b, "mid-body-3")
-    writer.write(data[:data.index(b"\r\n\r\n") + 10])
-    await writer.drain()
-    await asyncio.sleep(0.1)
+    reader, writer, _ = await _half_sent(b, "mid-body-3")
     await asyncio.wait_for(b.app._hook.stop(0.5), 5.0)
     assert await closed_by_server(reader, 2.0)
     writer.close()
@@ -522,17 +523,11 @@ async def test_a_stop_s_last_answer_survives_what_the_client_sends_after_it(brid
     """The client pipelines more after the last body a stop reads, and reads its answer late: the
     answer is there (FIN, then what follows read and dropped), not lost to a reset."""
     b = await bridge()
-    host, _, port = b.base_url.removeprefix("http://").rpartition(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    data = signed(b, "mid-body-6")
-    cut = data.index(b"\r\n\r\n") + 10
-    writer.write(data[:cut])
-    await writer.drain()
-    await asyncio.sleep(0.1)
+    reader, writer, rest = await _half_sent(b, "mid-body-6")
     stopping = asyncio.create_task(b.app._hook.stop(5.0))
     await asyncio.sleep(0.1)
     body = b"x" * 300_000
-    writer.write(data[cut:] + request("POST", "/webhook", {"X-ThunderStack-Signature": "AAAA"}, body))
+    writer.write(rest + request("POST", "/webhook", {"X-ThunderStack-Signature": "AAAA"}, body))
     await asyncio.sleep(0.3)  # the answer waits unread while more arrives
     writer.write(b"y" * 100_000)
     a = await read_answer(reader, 5.0)
