@@ -123,7 +123,8 @@ class HookServer:
         conns = self.connections
         if len(conns) >= _CAP_FROM and len(conns) >= (cap := connection_cap()):
             # At the cap (fdbudget.py): the longest-idle connection makes room (a keep-alive
-            # client opens another when it has something to send); with none idle, the new one waits.
+            # client opens another when it has something to send); with none idle, the new one is
+            # refused (its sender retries).
             idle = [c for c in conns if c.sheddable()]
             victim = min(idle, key=lambda c: c.deadline) if idle else conn
             self.shed += 1
