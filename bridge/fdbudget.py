@@ -76,6 +76,10 @@ class AcceptErrors:
 
     @classmethod
     def install(cls, loop: asyncio.AbstractEventLoop) -> AcceptErrors:
+        """The loop's handler; installed once per loop (bridges started again on it share it)."""
+        current = loop.get_exception_handler()
+        if isinstance(current, cls):
+            return current
         handler = cls(loop)
         loop.set_exception_handler(handler)
         return handler

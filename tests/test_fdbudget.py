@@ -34,6 +34,7 @@ def test_failed_accepts_are_logged_once_per_interval_with_their_count(caplog: py
     loop = asyncio.new_event_loop()
     try:
         handler = AcceptErrors.install(loop)
+        assert AcceptErrors.install(loop) is handler  # a second bridge on the loop: not wrapped twice
         with caplog.at_level(logging.ERROR):
             for _ in range(500):
                 loop.call_exception_handler({"message": "socket.accept() out of system resource",
