@@ -116,11 +116,18 @@ async def test_config_from_the_environment_and_help_examples(tmp_path: Path) -> 
     assert code == 0 and "notified: oncall" in out
     code, _, err = await run("check", cwd=tmp_path)
     assert code == 2 and "-c/--config" in err  # no env, no /etc/alert-bridge/config.yaml here
-    for command in (["serve"], ["check"], ["reload"], ["route"], ["send-test"], ["deliveries"],
-                    ["deliveries", "list"], ["deliveries", "retry"], ["deliveries", "purge"], ["silence"],
-                    ["silence", "add"], ["silence", "list"], ["silence", "expire"], ["keygen"], ["emit"],
-                    ["demo"], ["healthcheck"]):
-        code, out, _ = await run(*command, "--help")
+    commands = (["serve"], ["check"], ["reload"], ["route"], ["send-test"], ["deliveries"],
+                ["deliveries", "list"], ["deliveries", "retry"], ["deliveries", "purge"], ["silence"],
+                ["silence", "add"], ["silence", "list"], ["silence", "expire"], ["keygen"], ["emit"],
+                ["demo"], ["healthcheck"])
+    slots = asyncio.Semaphore(4)  # a few processes at a time: each is a Python start-up
+
+    async def help_of(command: list[str]) -> tuple[int, str]:
+        async with slots:
+            code, out, _ = await run(*command, "--help")
+            return code, out
+
+    for command, (code, out) in zip(commands, await asyncio.gather(*map(help_of, commands)), strict=True):
         assert code == 0 and "example" in out and f"alert-bridge {' '.join(command)}" in out, command
 
 
