@@ -70,6 +70,7 @@ _NO_INCIDENTS = IncidentState()
 
 
 KEPT_OPEN = datetime(9999, 12, 31, tzinfo=UTC)  # the prune time of a node with an open incident: never
+_STEP = timedelta(microseconds=1)  # between the queue places of jobs decided one after the other
 
 
 @frozen
@@ -82,6 +83,7 @@ class NodeRecord:
 
     state: NodeState
     incidents: IncidentState = _NO_INCIDENTS
+    queued: datetime | None = None  # the place of the node's newest job in its queues (``Job.order``)
 
     @property
     def node_id(self) -> str:
@@ -116,6 +118,8 @@ class NodeRecord:
         inc = self.incidents.to_json()
         if inc:  # the default state writes nothing
             out["inc"] = inc
+        if self.queued is not None:
+            out["q"] = to_us(self.queued)
         return out
 
     @classmethod
@@ -125,7 +129,9 @@ class NodeRecord:
         state = NodeState(sys.intern(node_id), sys.intern(data["status"]), from_us(data["since"]),
                           from_us(data["newest"]), data["event"])
         inc = data.get("inc")
-        return cls(state, IncidentState.from_json(inc) if inc else _NO_INCIDENTS)
+        queued = data.get("q")
+        return cls(state, IncidentState.from_json(inc) if inc else _NO_INCIDENTS,
+                   from_us(queued) if queued is not None else None)
 
 
 @frozen
@@ -145,6 +151,9 @@ class Job:
     # with the other firings of its group as one digest (bridge/grouping.py).
     group: GroupTag | None = None
     not_before: datetime | None = None
+    # Its place in its receiver+node queue (stores send a queue's jobs in this order): the time it
+    # was decided, always after the node's jobs decided before it (see ``_jobs``).
+    order: datetime = KEPT_OPEN
 
 
 @frozen
@@ -195,10 +204,24 @@ def _with_matches(ip: IncidentPolicy, matches: Sequence[RouteMatch]) -> Incident
     return replace(ip, routes={**known, **missing})
 
 
-def _jobs(notifications: Sequence[Notification], event: Event | None, now: datetime,
-          policy: Policy | None = None) -> tuple[Job, ...]:
-    """One job per (notification, receiver); ``event`` None: each alert shows the node at the time.
-    A firing of a route with ``group_wait`` is tagged with its group and held that long."""
+def _decided(prev: NodeRecord | None, state: NodeState, incident_state: IncidentState,
+             notifications: Sequence[Notification], event: Event | None, now: datetime,
+             policy: Policy | None = None, at: datetime | None = None) -> tuple[NodeRecord, tuple[Job, ...]]:
+    """The node's new record and its jobs: one per (notification, receiver); ``event`` None: each
+    alert shows the node at the time. A firing of a route with ``group_wait`` is tagged with its
+    group and held that long.
+
+    Each job's ``order`` is ``at`` (the event's ordering time; a timer's or a command's: ``now``), a
+    microsecond apart in the order decided, and always after the node's previous jobs
+    (``NodeRecord.queued``). So across nodes the oldest event goes first, and within one node's
+    queue jobs go in the order decided: a reminder or an ack is dated by the bridge's clock, an
+    event by ThunderStack's, which may differ by up to ``max_clock_skew``; ordered by those dates,
+    a resolution could go out before a reminder queued earlier (while the receiver was down), and
+    re-open the page."""
+    after = prev.queued if prev is not None else None
+    order = at or now
+    if after is not None and order <= after:
+        order = after + _STEP
     jobs: list[Job] = []
     labeler = policy.labels if policy is not None else None
     for n in notifications:
@@ -215,8 +238,10 @@ def _jobs(notifications: Sequence[Notification], event: Event | None, now: datet
             hold = now + timedelta(seconds=rp.group_wait)
         own = None if event is not None else shown
         for r in n.receivers:
-            jobs.append(Job(delivery_id(n.key, r), n.route, r, n.kind, ref, own, n.extra, tag, hold))
-    return tuple(jobs)
+            jobs.append(Job(delivery_id(n.key, r), n.route, r, n.kind, ref, own, n.extra, tag, hold, order))
+            order += _STEP
+    queued = jobs[-1].order if jobs else after
+    return NodeRecord(state, incident_state, queued), tuple(jobs)
 
 
 def _resolved(step: incidents.Step) -> tuple[float, ...]:
@@ -269,12 +294,11 @@ def decide(
         status=event.status, at=at, now=now, matched=[m.route for m in matches] if matches else (), policy=ip,
         mute=silence is not None,
     )
-    new = NodeRecord(state, step.state)
+    new, jobs = _decided(record, state, step.state, step.notifications, event, now, policy, at)
     if silence is not None:  # the only notifications a silence lets through: resolutions of what was told
-        return Decision("silenced", new, _jobs(step.notifications, event, now, policy), previous=prev,
-                        silenced_by=_silence_label(silence), resolved=_resolved(step))
-    return Decision("accepted", new, _jobs(step.notifications, event, now, policy), previous=prev,
-                    resolved=_resolved(step))
+        return Decision("silenced", new, jobs, previous=prev, silenced_by=_silence_label(silence),
+                        resolved=_resolved(step))
+    return Decision("accepted", new, jobs, previous=prev, resolved=_resolved(step))
 
 
 def _reconciled(state: IncidentState | None, node_id: str, now: datetime, ip: IncidentPolicy) -> IncidentState | None:
@@ -317,15 +341,15 @@ def decide_timers(record: NodeRecord | None, policy: Policy, now: datetime) -> D
         fired = True
     if not fired and state == record.incidents:
         return Decision("applied")
-    return Decision("applied", NodeRecord(record.state, state), _jobs(notes, None, now, policy),
-                    previous=record.state, resolved=tuple(resolved))
+    new, jobs = _decided(record, record.state, state, notes, None, now, policy)
+    return Decision("applied", new, jobs, previous=record.state, resolved=tuple(resolved))
 
 
 def _command(record: NodeRecord | None, incident_id: str, step: incidents.Step, now: datetime) -> Decision:
     if record is None or step.outcome in ("not_found", "already_acked"):
         return Decision("not_found" if step.outcome == "not_found" else "applied")
-    return Decision("applied", NodeRecord(record.state, step.state), _jobs(step.notifications, None, now),
-                    previous=record.state, resolved=_resolved(step))
+    new, jobs = _decided(record, record.state, step.state, step.notifications, None, now)
+    return Decision("applied", new, jobs, previous=record.state, resolved=_resolved(step))
 
 
 def decide_ack(record: NodeRecord | None, incident_id: str, *, by: str, now: datetime) -> Decision:

@@ -201,6 +201,22 @@ def test_ack_stops_reminders() -> None:
     assert decide_ack(acked.record, "inc_other", by="bob", now=at(11)).outcome == "not_found"
 
 
+def test_jobs_take_places_after_the_nodes_earlier_jobs_whatever_the_clocks() -> None:
+    """ThunderStack's clock 2 minutes ahead of the bridge's (within max_clock_skew): the reminder,
+    decided on the bridge's clock, still queues after the firing, and the resolution after both."""
+    policy = fixed(RouteMatch("r", ("a", "b"), 30))
+    (opened,) = run([(ev(t=120, received=0), 0)], policy)
+    reminded = decide_timers(opened.record, policy, at(30))
+    assert reminded.record is not None and [j.kind for j in reminded.jobs] == ["reminder", "reminder"]
+    resolved = decide(ev(status="RUNNING", t=125, received=35), reminded.record, policy, at(35))
+    jobs = [*opened.jobs, *reminded.jobs, *resolved.jobs]
+    assert [j.kind for j in jobs] == ["firing"] * 2 + ["reminder"] * 2 + ["resolved"] * 2
+    orders = [j.order for j in jobs]
+    assert orders == sorted(orders) and len(set(orders)) == len(orders), orders
+    assert orders[0] == at(120)  # an event's jobs take its own time: across nodes, the oldest event first
+    assert resolved.record is not None and resolved.record.queued == orders[-1]
+
+
 def test_job_carries_kind_and_incident() -> None:
     policy = fixed(RouteMatch("r", ("a",)))
     d0, d1, d2 = run([(ev(t=0), 0), (ev("n1", "STARTING", 60), 60), (ev("n1", "RUNNING", 90), 90)], policy)
@@ -342,7 +358,9 @@ def test_node_record_round_trips_through_json() -> None:
     assert NodeRecord.from_json("n1", json.loads(text)) == record
     # a record written before incidents (with the old repeat times) reads with an empty incident state
     old = NodeRecord.from_json("n1", {**record.to_json(), "inc": None, "fired": {"FAILED": {"r": 1.25}}})
-    assert old == NodeRecord(record.state)
+    assert old == NodeRecord(record.state, queued=record.queued)
+    # and one written before jobs had their own place in the queues, with none
+    assert NodeRecord.from_json("n1", {k: v for k, v in record.to_json().items() if k != "q"}).queued is None
 
 
 @pytest.mark.timeout(10)

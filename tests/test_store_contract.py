@@ -312,6 +312,35 @@ async def test_repeat_interval_reminds_through_due_nodes_and_apply(store: Store)
     assert await store.due_nodes(now=at(10**6), limit=10) == [] and await store.list_nodes() == []
 
 
+async def test_a_key_sends_in_the_order_decided_whatever_the_events_dates(store: Store) -> None:
+    """The receiver is down: a firing for an event dated 60 s before it arrived, reminders decided on
+    the bridge's clock, then the recovery, dated before the reminders were decided. The queue goes
+    out as decided (a resolution before the reminders re-opened the page at PagerDuty), and other
+    nodes still go oldest event first."""
+    rp = RoutePolicy("r", ("a",), repeat_interval=1)
+    policy = with_incidents(plan_to("a", route="r"), rp)
+    failed = Event("NODE_STATUS_UPDATED", at(-60), "n1", "FAILED", received_at=at(0))
+    firing = (await store.accept(failed, decider(failed, policy, at(0)), now=at(0), dedup_ttl=TTL)).deliveries
+    reminders = []
+    for t in (1, 2, 3):
+        d = await store.apply("n1", lambda rec, t=t: decide_timers(rec, policy, at(t)), now=at(t))
+        reminders += [j.id for j in d.jobs]
+    running = Event("NODE_STATUS_UPDATED", at(-50), "n1", "RUNNING", received_at=at(3.5))
+    resolved = (await store.accept(running, decider(running, policy, at(3.5)), now=at(3.5),
+                                   dedup_ttl=TTL)).deliveries
+    other = ev("n2", t=-55)  # dated between: its key is its own, and goes before n1's later jobs
+    (n2,) = (await store.accept(other, decider(other, with_incidents(plan_to("a", route="r"), rp), at(4)),
+                                now=at(4), dedup_ttl=TTL)).deliveries
+    assert len(reminders) == 3 and len(resolved) == 1
+    sent: list[str] = []
+    while claimed := await store.claim(now=at(10), limit=10, lease=60):
+        sent += [d.id for d in claimed]
+        await store.complete_many([d.id for d in claimed], now=at(10))
+    n1 = [i for i in sent if i != n2]
+    assert n1 == [*firing, *reminders, *resolved]
+    assert sent[:2] == [firing[0], n2]
+
+
 async def test_apply_ack_and_resolve(store: Store) -> None:
     rp = RoutePolicy("r", ("a", "b"), repeat_interval=60)
     policy = with_incidents(plan_to("a", "b", route="r"), rp)

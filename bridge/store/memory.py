@@ -23,6 +23,7 @@ class MemoryStore:
         self._next_due: dict[str, datetime] = {}  # node -> its record's next_due (the timer index)
         self._open: set[str] = set()  # nodes whose record has an open incident (the gauge's index)
         self._jobs: dict[str, Delivery] = {}
+        self._places: dict[str, tuple[datetime, datetime, str]] = {}  # job id -> its place (Job.order first)
         self._leases: dict[str, datetime] = {}
         self._silences: dict[str, Silence] = {}
         self._meta: dict[str, str] = {}
@@ -69,6 +70,7 @@ class MemoryStore:
             assert shown is not None, "a job decided outside accept carries its event"
             alert = job_alert(shown, job, decision.previous)
             self._jobs[job.id] = Delivery(job.id, alert, "pending", 0, now, job.not_before or now, None, now)
+            self._places[job.id] = (job.order, now, job.id)
 
     async def apply(self, node_id: str, decide: Apply, *, now: datetime) -> Decision:
         # No await between the read and the writes: atomic on the event loop.
@@ -103,9 +105,9 @@ class MemoryStore:
                     continue
                 key = job.order_key
                 head = heads.get(key)
-                if head is None or _order(job) < _order(head):
+                if head is None or self._place(job) < self._place(head):
                     heads[key] = job
-            due = sorted((j for j in heads.values() if self._due(j, now)), key=_order)[:limit]
+            due = sorted((j for j in heads.values() if self._due(j, now)), key=self._place)[:limit]
             out: list[Delivery] = []
             taken: set[str] = set()
             for job in due:
@@ -117,7 +119,7 @@ class MemoryStore:
                     mates = sorted((j for j in heads.values() if j.id != job.id and j.id not in taken
                                     and j.receiver == job.receiver and j.alert.group is not None
                                     and j.alert.group.key == tag.key
-                                    and (j.state == "pending" or self._due(j, now))), key=_order)
+                                    and (j.state == "pending" or self._due(j, now))), key=self._place)
                     group += mates[:group_limit]
                 for j in group:
                     taken.add(j.id)
@@ -194,7 +196,7 @@ class MemoryStore:
     async def purge_dead(self) -> int:
         dead = [i for i, j in self._jobs.items() if j.state == "dead"]
         for i in dead:
-            del self._jobs[i]
+            del self._jobs[i], self._places[i]
         return len(dead)
 
     async def stats(self, *, now: datetime) -> OutboxStats:
@@ -222,7 +224,7 @@ class MemoryStore:
             and j.updated_at is not None
             and (now - j.updated_at).total_seconds() >= keep[j.state]
         ]:
-            del self._jobs[jid]
+            del self._jobs[jid], self._places[jid]
             removed += 1
         for eid in [
             i for i, (e, _) in self._events.items() if (now - e.received_at).total_seconds() >= retention.events
@@ -279,6 +281,5 @@ class MemoryStore:
     async def set_meta(self, key: str, value: str) -> None:
         self._meta[key] = value
 
-
-def _order(job: Delivery) -> tuple[datetime, datetime, str]:
-    return (job.alert.event.timestamp, job.created_at, job.id)
+    def _place(self, job: Delivery) -> tuple[datetime, datetime, str]:
+        return self._places[job.id]

@@ -94,9 +94,8 @@ class Accept:
         prev = decision.previous
         jobs: tuple[Job, ...] = ()
         if decision.jobs:
-            ets_us = str(_us(event.timestamp))
             jobs = tuple(
-                (j.id, member(self.now_us, j.id), j.receiver, ets_us, context_tail(j, prev), *job_extras(j))
+                (j.id, member(self.now_us, j.id), j.receiver, str(_us(j.order)), context_tail(j, prev), *job_extras(j))
                 for j in decision.jobs
             )
         new = decision.record

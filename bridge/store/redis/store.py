@@ -15,22 +15,22 @@ Keys (``P`` = prefix)::
     P timers             zset  node -> its record's earliest timer (µs)    due_nodes (the timer loop)
     P version            string counter: every node record write takes the next version
     P job:<id>           hash  id state attempts created_at next_attempt_at updated_at lease_until
-                               last_error order_key receiver event_ts member context
+                               last_error order_key receiver event_ts (its Job.order) member context
     P jobs               zset  id -> created (µs)                 list_deliveries(state=None)
     P st:<state>         zset  id -> created (µs)                 list by state, stats (ZCARD)
     P fin:done|dead      zset  id -> updated (µs)                 prune by retention
     P rcv:<receiver>     set   ids of the receiver's unfinished jobs   bury_receiver
     P grp:<rcv>|<tag>    set   ids of the receiver's unfinished jobs with that group tag (job field grp)
-    P q:<receiver|node>  zset  m -> event ts (µs)                 unfinished jobs of one order key
+    P q:<receiver|node>  zset  m -> Job.order (µs)                unfinished jobs of one order key
     P due                zset  m -> due time (µs)                 heads not known to be due yet
-    P ready              zset  m -> event ts (µs)                 heads that are due
+    P ready              zset  m -> Job.order (µs)                heads that are due
     P ready:<receiver>   zset  the same, one receiver's heads     claim(receivers=...)
     P sil                hash  silence id -> JSON
     P meta               hash  key -> value
     P conv:<m>, conv:idx the conversation log (conversations.py)
 
 ``member`` is a job's order member ``"<created µs, 17 digits>:<id>"``: inside a queue and in
-``ready``, Redis orders equal scores by member, so the order is (event ts, created_at, id),
+``ready``, Redis orders equal scores by member, so the order is (Job.order, created_at, id),
 exactly ``MemoryStore``'s. Times are integer microseconds (exact in a double until year 2255);
 the dedup expiry is the float ``MemoryStore`` computes, written with ``repr``.
 
@@ -414,7 +414,7 @@ class RedisStore(RedisConversations):
             if new is None:
                 return decision
             jobs = [
-                (j.id, member(now_us, j.id), j.receiver, str(_us(j.event.timestamp if j.event else now)),
+                (j.id, member(now_us, j.id), j.receiver, str(_us(j.order)),
                  job_context("", j, decision.previous), *job_extras(j))
                 for j in decision.jobs
             ]

@@ -182,12 +182,12 @@ class SQLiteStore(conversations.SQLiteConversations, SQLiteSilences):
         )
         if cur.rowcount == 0:
             return Acceptance.of(event, decide(record, True))
-        self._write(c, decision, event_json, ts, now_ts, None if handed is None else (event, now, handed))
+        self._write(c, decision, event_json, now_ts, None if handed is None else (event, now, handed))
         return Acceptance.of(event, decision, len(handed) if handed else 0)
 
-    def _write(self, c: sqlite3.Connection, decision: Decision, event_json: str | None, ts: float,
+    def _write(self, c: sqlite3.Connection, decision: Decision, event_json: str | None,
                now_ts: float, handoff: tuple[Event, datetime, list[tuple[Delivery, float]]] | None = None) -> None:
-        """The decision's node record and jobs (``event_json``/``ts``: the accepted event's, or None: jobs
+        """The decision's node record and jobs (``event_json``: the accepted event's, or None: jobs
         carry their own). ``handoff``: the event, now, and where jobs claimed here go (accept)."""
         new = decision.record
         if new is not None:
@@ -205,11 +205,11 @@ class SQLiteStore(conversations.SQLiteConversations, SQLiteSilences):
         prev = decision.previous
         for job in decision.jobs:
             shown = job.event
-            seq = shown.timestamp.timestamp() if shown is not None else ts
+            seq = job.order.timestamp()
             node_id = shown.node_id if shown is not None else (new.node_id if new is not None else "")
             key = order_key(job.receiver, node_id)
-            # Jobs of one key are created in event order (older events are out_of_order), so a new
-            # job is the head exactly when its key has no unfinished job.
+            # Jobs of one key are created in their order (decide: Job.order), so a new job is the
+            # head exactly when its key has no unfinished job.
             job_due = job.not_before.timestamp() if job.not_before is not None else now_ts
             row = (job.id, key, job.receiver, seq, now_ts, job_due, now_ts, key, job_due,
                    job_context(event_json or "", job, prev), job.group.key if job.group is not None else None)
@@ -253,7 +253,7 @@ class SQLiteStore(conversations.SQLiteConversations, SQLiteSilences):
         # As accept: read, decide and write in one transaction of the only writer.
         def op(c: sqlite3.Connection) -> Decision:
             decision = decide(self._record(c, node_id))
-            self._write(c, decision, None, 0.0, now.timestamp())
+            self._write(c, decision, None, now.timestamp())
             return decision
 
         return await self._run(op)
