@@ -48,6 +48,7 @@ from bridge.grouping_key import group_tag
 from bridge.incident_state import IncidentState, Notification, RoutePolicy
 from bridge.incident_state import Policy as IncidentPolicy
 from bridge.model import (
+    Alert,
     Event,
     GroupTag,
     IncidentRef,
@@ -364,6 +365,18 @@ def decide_resolve(record: NodeRecord | None, incident_id: str, policy: Policy, 
     state = record.incidents if record is not None else None
     return _command(record, incident_id,
                     incidents.resolve(state, incident_id, by=by, now=now, policy=policy.incidents), now)
+
+
+def outdated(alert: Alert, record: NodeRecord | None) -> bool:
+    """Whether a dead delivery speaks of an incident that is over (the node's record holds it no
+    longer open): its firing, update, reminder, escalation, flapping notice or acknowledgement,
+    retried now, would go out after the resolution and re-open the page (PagerDuty, Opsgenie). Its
+    resolution, a plain event's notice and anything of an incident still open are never outdated."""
+    inc = alert.incident
+    if inc is None or alert.kind in ("resolved", "stable", "event"):
+        return False
+    current = record.incidents.incident if record is not None else None
+    return current is None or current.id != inc.id or not current.is_open
 
 
 # What a store calls: the node's record (None: unknown) and whether the dedup key is live.

@@ -12,7 +12,7 @@ import ipaddress
 import json
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -20,9 +20,10 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from bridge import outbox_ops
 from bridge.console import Console
 from bridge.errors import Unavailable
-from bridge.model import DELIVERY_STATES, Delivery, DeliveryState, Silence
+from bridge.model import DELIVERY_STATES, Silence
 
 log = logging.getLogger("bridge.server")
 
@@ -61,12 +62,8 @@ class Incidents(Protocol):
     async def forget_node(self, node_id: str) -> bool: ...
 
 
-class Outbox(Protocol):
+class Outbox(outbox_ops.Outbox, Protocol):
     """What the outbox API needs: the store's delivery operations."""
-
-    async def list_deliveries(self, *, state: DeliveryState | None = None, limit: int = 100) -> list[Delivery]: ...
-
-    async def retry_deliveries(self, ids: Sequence[str] | None, *, now: datetime) -> int: ...
 
     async def purge_dead(self) -> int: ...
 
@@ -319,8 +316,8 @@ def _add_outbox_routes(app: web.Application, outbox: Outbox) -> None:
                 isinstance(ids, list) and ids and all(isinstance(i, str) for i in ids)))):
             return web.json_response({"error": "invalid_request",
                                       "detail": 'send {"ids": ["dlv_..."]} or {"dead": true}'}, status=400)
-        n = await outbox.retry_deliveries(None if doc.get("dead") is True else ids, now=datetime.now(UTC))
-        return web.json_response({"retried": n})
+        done = await outbox_ops.retry(outbox, None if doc.get("dead") is True else ids, now=datetime.now(UTC))
+        return web.json_response({"retried": done.retried, "skipped": done.skipped_view()})
 
     async def purge(_: web.Request) -> web.Response:
         return web.json_response({"purged": await outbox.purge_dead()})

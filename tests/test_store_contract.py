@@ -32,10 +32,10 @@ from bridge.model import Event, NodeState, RouteMatch, Silence, delivery_id, par
 from bridge.store.base import Store, compact_json, own_json, read_context
 from bridge.store.memory import MemoryStore
 from tests.support.redis_server import RedisServer, redis_outage_server, redis_server  # noqa: F401
+from tests.support.stores import BACKENDS, open_store
 
 T0 = datetime(2026, 4, 16, 12, 0, tzinfo=UTC)
 TTL = 3600.0
-BACKENDS = ["memory", "sqlite", "redis"]
 
 StoreFactory = Callable[[], Awaitable[Store]]
 # Routing given the node's previous state: these tests fix the routes and check what is stored.
@@ -75,19 +75,7 @@ async def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
     prefix = f"t{uuid.uuid4().hex[:10]}:"
 
     async def make() -> Store:
-        store: Store
-        if backend == "memory":
-            store = MemoryStore()
-        elif backend == "sqlite":
-            from bridge.store.sqlite import SQLiteStore  # imported late: a sibling module
-
-            store = SQLiteStore(tmp_path / "b.db")
-        else:
-            from bridge.store.redis import RedisStore
-
-            server: RedisServer = request.getfixturevalue("redis_server")
-            store = RedisStore(server.url, prefix=prefix)
-        await store.open()
+        store = await open_store(backend, request, tmp_path, prefix)
         opened.append(store)
         return store
 

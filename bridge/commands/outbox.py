@@ -7,11 +7,12 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from bridge import config as config_mod
+from bridge import outbox_ops
 from bridge.adminclient import AdminClient, admin_base_url, detail, through_bridge_or_store
 from bridge.commands.common import add_config_argument, add_via_arguments, server_section
 from bridge.errors import CommandError
@@ -75,12 +76,16 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
             print(_plural(len(rows), "delivery", "deliveries"), file=sys.stderr)
         return 0
     if args.action == "retry":
-        retried, unknown = result
+        retried, unknown, skipped = result
         print(f"{_plural(retried, 'delivery', 'deliveries')} queued again")
+        if skipped:
+            print(f"{_plural(len(skipped), 'delivery', 'deliveries')} left dead: the incident is over, and "
+                  f"sent now, after its resolution, it would re-open the page: "
+                  + ", ".join(f"{d['id']} ({d['kind']} of {d['incident']}, node {d['node']})" for d in skipped),
+                  file=sys.stderr)
         if unknown:
             print(f"error: no dead or pending delivery {', '.join(unknown)}", file=sys.stderr)
-            return 1
-        return 0
+        return 1 if unknown or (skipped and not args.dead) else 0
     print(f"{_plural(result, 'dead delivery', 'dead deliveries')} purged")
     return 0
 
@@ -92,15 +97,19 @@ def _when(stamp: str | None) -> str:
     return parse_timestamp(stamp).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-async def _retry_each(ids: Sequence[str], retry: Callable[[list[str]], Any]) -> tuple[int, list[str]]:
+Retry = tuple[int, list[str], list[dict[str, str]]]  # retried, unknown ids, skipped (outbox_ops.Retried)
+
+
+async def _retry_each(ids: Sequence[str], retry: Callable[[list[str]], Awaitable[Retry]]) -> Retry:
     """Retry ids one by one so an unknown one can be named."""
-    done, unknown = 0, []
+    done, unknown, skipped = 0, [], []
     for delivery_id in dict.fromkeys(ids):
-        n = int(await retry([delivery_id]))
+        n, _, left = await retry([delivery_id])
         done += n
-        if not n:
+        skipped += left
+        if not n and not left:
             unknown.append(delivery_id)
-    return done, unknown
+    return done, unknown, skipped
 
 
 async def _deliveries_admin(admin: AdminClient, args: argparse.Namespace) -> Any:
@@ -108,13 +117,13 @@ async def _deliveries_admin(admin: AdminClient, args: argparse.Namespace) -> Any
         state = f"&state={args.state}" if args.state else ""
         return (await admin.expect("GET", f"/-/deliveries?limit={args.limit}{state}"))["deliveries"]
     if args.action == "retry":
+        async def post(doc: dict[str, Any]) -> Retry:
+            answer = await admin.expect("POST", "/-/deliveries/retry", doc)
+            return int(answer["retried"]), [], list(answer.get("skipped") or ())
+
         if args.dead:
-            return (await admin.expect("POST", "/-/deliveries/retry", {"dead": True}))["retried"], []
-
-        async def one(ids: list[str]) -> int:
-            return int((await admin.expect("POST", "/-/deliveries/retry", {"ids": ids}))["retried"])
-
-        return await _retry_each(args.ids, one)
+            return await post({"dead": True})
+        return await _retry_each(args.ids, lambda ids: post({"ids": ids}))
     return (await admin.expect("POST", "/-/deliveries/purge-dead", {}))["purged"]
 
 
@@ -122,9 +131,13 @@ async def _deliveries_store(store: Any, args: argparse.Namespace) -> Any:
     if args.action == "list":
         return [d.summary() for d in await store.list_deliveries(state=args.state, limit=args.limit)]
     if args.action == "retry":
+        async def retry(ids: list[str] | None) -> Retry:
+            done = await outbox_ops.retry(store, ids, now=datetime.now(UTC))
+            return done.retried, [], done.skipped_view()
+
         if args.dead:
-            return await store.retry_deliveries(None, now=datetime.now(UTC)), []
-        return await _retry_each(args.ids, lambda ids: store.retry_deliveries(ids, now=datetime.now(UTC)))
+            return await retry(None)
+        return await _retry_each(args.ids, retry)
     return await store.purge_dead()
 
 

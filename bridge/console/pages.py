@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from bridge import incident_ops
+from bridge import incident_ops, outbox_ops
 from bridge.console import redirect, set_session_cookie
 from bridge.console.auth import LOGIN_COOKIE, SESSION, SESSION_COOKIE, Session, token_ok
 from bridge.console.incidents import BY_MAX, INCIDENT_ID, incident_page, incident_row, operator_name
@@ -163,12 +163,13 @@ def add_routes(app: web.Application, console: Console) -> None:
         data = await form(request)
         now = datetime.now(UTC)
         if data.get("all") == "dead":
-            n = await b.store.retry_deliveries(None, now=now)
-            flash(request, "ok", f"{n} dead deliveries are due again.")
+            done = await outbox_ops.retry(b.store, None, now=now)
+            flash(request, "ok", f"{done.retried} dead deliveries are due again." + _skipped(done))
         elif data.get("id", "").startswith("dlv_"):
-            n = await b.store.retry_deliveries([data["id"]], now=now)
-            flash(request, "ok" if n else "error",
-                  f"Delivery {data['id']} is due again." if n else f"No delivery {data['id']} to retry.")
+            done = await outbox_ops.retry(b.store, [data["id"]], now=now)
+            flash(request, "ok" if done.retried else "error",
+                  f"Delivery {data['id']} is due again." if done.retried else
+                  _skipped(done).strip() or f"No delivery {data['id']} to retry.")
         else:
             flash(request, "error", "Say which delivery to retry.")
         return redirect("/outbox")
@@ -248,3 +249,11 @@ def add_routes(app: web.Application, console: Console) -> None:
     app.router.add_post("/silences/{silence_id}/expire", post_expire)
     app.router.add_get("/config", get_config)
     app.router.add_get("/static/{name}", r.serve_static)
+
+
+def _skipped(done: outbox_ops.Retried) -> str:
+    if not done.skipped:
+        return ""
+    n = len(done.skipped)
+    return (f" {n} {'was' if n == 1 else 'were'} left dead: {'its' if n == 1 else 'their'} incident is over, "
+            "and sent now after its resolution it would re-open the page.")
