@@ -36,7 +36,7 @@ from typing import Any
 
 from bridge.config import ReceiverBase
 from bridge.errors import Permanent, RetryLater, Unavailable
-from bridge.grouping import MAX_MEMBERS, Grouper
+from bridge.grouping import MATES, Grouper
 from bridge.lane import Lane
 from bridge.metrics import Metrics
 from bridge.model import Delivery
@@ -204,7 +204,7 @@ class Dispatcher:
         try:
             now = self._clock()
             jobs = await self._store.claim(now=now, limit=limit, lease=lease, receivers=(name,),
-                                           group_limit=MAX_MEMBERS)
+                                           group_limit=MATES)
             units = await self._grouper.bundle(jobs, now=now, digests=getattr(lane.receiver, "sends_digests", True))
         except BaseException:
             lane.backlog, lane.claiming = True, False  # still unclaimed: the next poll tries again

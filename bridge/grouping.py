@@ -42,7 +42,9 @@ from bridge.store import Store
 
 log = logging.getLogger("bridge.grouping")
 
-MAX_MEMBERS = 200  # jobs of one group claimed into one digest; more go in a follow-up
+MAX_MEMBERS = 200  # jobs in one digest (docs/configuration.md says so); more go in a follow-up
+# Store.claim's group_limit: the mates claimed with a group's due job, which is a member too.
+MATES = MAX_MEMBERS - 1
 
 
 @frozen
@@ -141,22 +143,22 @@ class Grouper:
         """The sends for jobs as one claim returned them (a grouped job's mates follow it).
         ``digests`` False (pagers): every job goes alone, as it is."""
         groups: dict[str, list[Delivery]] = {}
-        order: list[Delivery | str] = []
+        order: list[Delivery | list[Delivery]] = []
         for job in jobs:
             tag = job.alert.group
             if tag is None or not digests:
                 order.append(job)
                 continue
-            if tag.key not in groups:
-                groups[tag.key] = []
-                order.append(tag.key)
-            groups[tag.key].append(job)
+            members = groups.get(tag.key)
+            # Full: a claim that took two due jobs of one group, each with its mates. The rest is
+            # a follow-up (planned after this one, it finds the group's state this one recorded).
+            if members is None or len(members) >= MAX_MEMBERS:
+                members = groups[tag.key] = []
+                order.append(members)
+            members.append(job)
         out: list[Delivery] = []
         for item in order:
-            if isinstance(item, str):
-                out.append(await self._plan(groups[item], now))
-            else:
-                out.append(item)
+            out.append(await self._plan(item, now) if isinstance(item, list) else item)
         return out
 
     async def _plan(self, members: list[Delivery], now: datetime) -> Delivery:

@@ -180,6 +180,15 @@ class Incident:
         return dict(self.told).get(route, ())
 
     @property
+    def told_routes(self) -> tuple[str, ...]:
+        """The routes that told somebody of the incident: its firing, or only an escalation step
+        (one due before the route's ``for``, or while flapping held the firing). Their receivers
+        hear the ack and the end."""
+        if not self.told:
+            return self.notified
+        return tuple(dict.fromkeys((*self.notified, *(r for r, _ in self.told))))
+
+    @property
     def status(self) -> str:
         return self.path[-1][0]
 

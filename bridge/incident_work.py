@@ -159,11 +159,11 @@ def open_incident(w: Work, status: str, at: datetime, matched: Sequence[str]) ->
 
 
 def resolution_targets(w: Work, inc: Incident) -> list[tuple[str, tuple[str, ...]]]:
-    """(route, receivers) for the resolution: notified owners with send_resolved, plus whoever
-    their escalations reached."""
+    """(route, receivers) for the resolution: every route that told somebody (its firing or an
+    escalation step) and has send_resolved, to whoever it told."""
     out = []
     known = w.policy.receivers
-    for name in dict.fromkeys(inc.notified):
+    for name in inc.told_routes:
         rp = w.route(name)
         told = inc.told_to(name)
         if rp is not None and not rp.send_resolved:
@@ -171,9 +171,12 @@ def resolution_targets(w: Work, inc: Incident) -> list[tuple[str, tuple[str, ...
         if rp is None:  # a reload removed or renamed the route: whoever it told hears the end
             receivers: tuple[str, ...] = told
         else:
+            # The route's receivers now (a reload may have changed them) only if its firing went
+            # out: an escalation step due before `for` told its own receivers, not the route's.
+            fired = rp.to if name in inc.notified else ()
             extra = [r for (route, n) in inc.escalated if route == name and n < len(rp.escalate)
                      for r in rp.escalate[n][1]] if inc.escalated else ()
-            receivers = tuple(dict.fromkeys((*rp.to, *extra, *told)))
+            receivers = tuple(dict.fromkeys((*fired, *extra, *told)))
         if known is not None:
             receivers = tuple([r for r in receivers if r in known])
         if receivers:
@@ -190,8 +193,8 @@ def close(w: Work, inc: Incident, at: datetime, by: str | None) -> None:
     inc = inc.closed(at, by)
     if by is None and w.flap.active and not w.mute:
         if resolution_targets(w, inc):
-            if w.flap.held is not None:  # not expected (only the incident open when flapping began is
-                send_resolved(w, w.flap.held, at, key=f"{w.key}/held")  # ever told), but never drop one
+            if w.flap.held is not None:  # a second told incident in one episode (an escalation
+                send_resolved(w, w.flap.held, at, key=f"{w.key}/held")  # reached it): never drop one
             w.flap = replace(w.flap, held=inc)
     else:
         send_resolved(w, inc, at)

@@ -28,20 +28,23 @@ Rules in short (docs/incidents.md has the why):
   status changes nothing.
 - An owner with ``for`` gets the firing only if the incident is still open after it (the hold
   timer); ``repeat_interval`` reminds while open and unacknowledged; each ``escalate`` step fires
-  once while open and unacknowledged. Only owners that got the firing get updates and the
-  resolution (so a restart inside ``for`` pages nobody, not even with a resolution).
+  once while open and unacknowledged. Only owners that got the firing get updates; the ack and
+  the resolution go to whoever was told, by the firing or an escalation step (which may come before
+  ``for`` or while flapping holds the firing), so a restart inside ``for`` pages nobody.
 - Routes that matched but do not own the open incident are plain: a status change notifies
   (kind ``event``), a repeat does not; with ``for`` the node must stay in statuses the route
   matches for that long; ``repeat_interval`` reminds while it does.
 - Flapping (``transitions`` changes within ``window``): one ``flapping`` notification, then
   per-event notifications (firing, update, resolved, event) are held; incident state and timers go
   on exactly. After ``window`` without a change one ``stable`` summary goes out, preceded by the
-  held resolution of an incident that was notified before the flapping began.
+  held resolution of an incident somebody was told of (its firing before the flapping began, or an
+  escalation step).
 - ``mute`` (silences): state and timers proceed, news is dropped, owners are not marked notified.
   A withheld firing is tried again every ``silence_recheck`` (a hold timer) while the incident is
   open: a node still down when the silence ends is paged, with or without another event. What
   closes what a receiver was told (``incident_work.NEVER_MUTED``) is never muted: else a page stays open.
-- An ack tells whoever was told the firing (kind ``acknowledged``): pagers acknowledge the alert.
+- An ack tells whoever was told the firing or an escalation (kind ``acknowledged``): pagers
+  acknowledge the alert.
 - Timers count on the bridge clock from when they are set; paths and durations use event times.
 """
 
@@ -252,7 +255,7 @@ def on_timer(state: IncidentState | None, timer: Timer, now: datetime, policy: P
             after, to = rp.escalate[timer.step]
             if mute:  # held, not lost: tried again until the silence is over (or the incident)
                 w.set_timer("escalation", rp.name, timer.step, w.policy.silence_recheck, inc.id, inc.status)
-            else:  # the resolution goes to whoever an escalation actually reached
+            else:  # told, not notified: its receivers get the ack and the resolution, not the updates
                 w.notify("escalation", rp.name, to, status=inc.status, at=now, incident=inc,
                          extra={"escalation": {"step": timer.step, "after": after}})
                 w.inc = replace(inc, escalated=(*inc.escalated, (rp.name, timer.step))).tell(rp.name, to)
@@ -294,8 +297,8 @@ def ack(state: IncidentState | None, incident_id: str, *, by: str, now: datetime
         return Step(state, "already_acked")
     w = Work(state, inc.node_id, now, Policy(), f"ack:{inc.id}", False)
     w.inc = replace(inc, acked_at=now, acked_by=by)
-    # Whoever was told the firing (or an escalation) hears the ack: pagers acknowledge their alert.
-    for name in dict.fromkeys(inc.notified):
+    # Whoever was told the firing or an escalation hears the ack: pagers acknowledge their alert.
+    for name in inc.told_routes:
         told = inc.told_to(name)
         if told:
             w.notify("acknowledged", name, told, status=inc.status, at=now, incident=w.inc, extra={"by": by})

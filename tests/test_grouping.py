@@ -17,7 +17,7 @@ from bridge.config import parse
 from bridge.decide import NodeRecord, Policy, decide, decide_timers
 from bridge.delivery import Dispatcher
 from bridge.digest_text import MAX_NAME, MAX_NAMED, wording
-from bridge.grouping import GroupState, digest_delivery_id, group_id, plan_send
+from bridge.grouping import MAX_MEMBERS, Grouper, GroupState, digest_delivery_id, group_id, plan_send
 from bridge.grouping_key import group_tag
 from bridge.incident_state import Policy as IncidentPolicy
 from bridge.incident_state import RoutePolicy
@@ -159,6 +159,19 @@ def test_plan_send(case: str, nodes: list[str], state: GroupState | None, now: f
     # the digest survives the job-context JSON round trip (what the lead's Slack threading stores)
     again = Alert.from_context(alert.delivery_id, json.loads(json.dumps(alert.context())))
     assert again.digest == alert.digest and again.group == alert.group and again.kind == alert.kind
+
+
+async def test_a_claim_holding_more_than_a_digest_of_one_group_sends_a_follow_up() -> None:
+    # Two due jobs of one group in one claim, each with its mates: no digest lists more than 200.
+    store = MemoryStore()
+    await store.open()
+    jobs = [job(f"n{i:03d}", i / 100) for i in range(2 * MAX_MEMBERS + 1)]
+    sends = await Grouper(store).bundle(jobs, now=at(40), digests=True)
+    digests = [s.alert.digest for s in sends]
+    assert [(len(d.members), d.update) for d in digests if d] == [(200, False), (200, True), (1, True)]
+    assert [m.node_id for d in digests if d for m in d.members] == [j.alert.event.node_id for j in jobs]
+    assert len({d.id for d in digests if d}) == 1
+    await store.close()
 
 
 def test_group_interval_zero_never_joins_and_a_retry_takes_the_oldest_attempts() -> None:
@@ -324,6 +337,22 @@ async def test_ten_simultaneous_failures_are_one_digest_and_ten_resolutions(
     ids = {m["incident"]["id"] for m in doc["members"]}
     assert {d["incident"]["id"] for d in resolved} == ids
     assert len([m for m in fake_slack.messages if "RESOLVED" in m.payload["text"].upper()]) == 10
+
+
+async def test_a_mass_failure_is_digests_of_at_most_200(
+    rig: tuple[Store, Dispatcher, Clock, Callable[..., Any]], webhook_sink: WebhookSink,
+) -> None:
+    # Probe s04: the claim took the due job and 200 mates, a digest of 201.
+    _, dispatcher, clock, post = rig
+    nodes = [f"node-{i:03d}" for i in range(MAX_MEMBERS + 1)]
+    for node in nodes:
+        await post(node)
+    clock.advance(10)
+    await dispatcher.run_until_idle()
+    docs = hook_docs(webhook_sink)
+    assert [(d["count"], len(d["members"]), d["group"]["update"]) for d in docs] == [(200, 200, False),
+                                                                                    (1, 1, True)]
+    assert sorted(m["nodeId"] for d in docs for m in d["members"]) == nodes
 
 
 async def test_a_failure_within_group_interval_joins_as_a_follow_up_and_later_ones_start_anew(

@@ -13,6 +13,7 @@ import aiohttp
 
 from tests.support.cli_runner import run_cli
 from tests.support.fakes import WebhookSink
+from tests.support.fakes_pagers import PD_ROUTING_KEY, FakePagerDuty
 from tests.support.harness import BridgeProcess
 from tests.support.redis_server import RedisServer, redis_server  # noqa: F401
 from tests.support.waits import until
@@ -114,6 +115,22 @@ async def test_escalation_reaches_its_receiver_once(bridge_process: StartBridge)
         assert kinds(pager) == ["escalation"] and kinds(sink) == ["firing"]
         await post(p, "n1", "RUNNING", datetime.now(UTC))
         await until(lambda: kinds(pager)[-1:] == ["resolved"], "the resolution to the escalation's receiver")
+
+
+async def test_an_escalation_before_for_pages_and_resolves_the_pager_alone(bridge_process: StartBridge) -> None:
+    # The step comes before the route's `for` (check warns) and the node recovers between the two:
+    # the page went out, so it must close; the route's own receiver was told nothing and hears nothing.
+    async with WebhookSink() as sink, FakePagerDuty() as pd:
+        pager = {"type": "pagerduty", "routing_key": PD_ROUTING_KEY, "api_url": pd.url, "retry": FAST_RETRY}
+        p = await start(bridge_process, sink, {"for": "30s", "escalate": [{"after": "1s", "to": ["pager"]}]},
+                        receivers={"pager": pager})
+        await post(p, "n1", "FAILED", datetime.now(UTC))
+        await until(lambda: list(pd.alerts.values()) == ["triggered"], "the escalation's page")
+        await post(p, "n1", "RUNNING", datetime.now(UTC))
+        await until(lambda: list(pd.alerts.values()) == ["resolved"], "the page resolved")
+        await asyncio.sleep(1.0)  # anything else would have come by now (not a bound: a check for extras)
+        assert [r.payload["event_action"] for r in pd.accepted] == ["trigger", "resolve"]
+        assert kinds(sink) == []
 
 
 async def test_late_out_of_order_running_does_not_resolve(bridge_process: StartBridge) -> None:
