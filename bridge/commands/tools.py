@@ -19,8 +19,8 @@ from typing import Any
 
 from bridge import __version__
 from bridge import config as config_mod
-from bridge.adminclient import local_url
 from bridge.commands.common import fail, server_section
+from bridge.config.server import local_url
 from bridge.errors import CommandError
 from bridge.verify import SIGNATURE_HEADER
 
