@@ -15,25 +15,13 @@ from typing import Any, Literal, TypeVar
 
 import aiohttp
 
-from bridge.config import Config, ServerConfig, split_host_port
+from bridge.config import Config, ServerConfig
+from bridge.config.server import local_url
 from bridge.errors import CommandError, StorageUnavailable
 
 ADMIN_TIMEOUT = 5.0
 Via = Literal["auto", "admin", "storage"]
 T = TypeVar("T")
-
-
-def local_url(listen: str, *, scheme: str = "http") -> str | None:
-    """Where this host reaches a listener bound to ``listen`` (a wildcard bind is reached on
-    loopback); None when the port is 0 (chosen at start, unknown here)."""
-    host, port = split_host_port(listen)
-    if port == 0:
-        return None
-    if host in ("0.0.0.0", ""):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def admin_base_url(server: ServerConfig) -> str | None:

@@ -2,27 +2,30 @@
 
 Exit status: 0 success, 1 the operation failed (e.g. a test alert did not arrive), 2 bad
 config or usage.
+
+Each command imports what it needs when it runs: building the parser (``--help``) and
+``healthcheck`` must not load the config models, aiohttp or the receivers, since the container's
+HEALTHCHECK starts this every 30 s (tests/test_cli_imports.py holds that).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bridge import __version__, commands, eventloop, logs
+from bridge import __version__, commands
 from bridge import config as config_mod
 from bridge.commands import EXAMPLES, add_config_argument
-from bridge.config import Config, format_duration
 from bridge.errors import BridgeError, ConfigError, DeliveryError, Unavailable
-from bridge.model import Event
+
+if TYPE_CHECKING:
+    from bridge.config import Config
 
 log = logging.getLogger("bridge.cli")
 
@@ -41,6 +44,8 @@ def _print_config_errors(exc: ConfigError) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from bridge import eventloop, logs
+
     cfg = _load(args.config)
     loop_name, loop_factory = eventloop.choose(os.environ)
     logs.setup(cfg.log, cfg)
@@ -51,6 +56,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 async def _serve(cfg: Config, path: str) -> int:
+    import asyncio
+    import signal
+
     from bridge.app import App
 
     app = App(cfg, config_path=path)
@@ -84,6 +92,7 @@ async def _serve(cfg: Config, path: str) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from bridge.app import validate
+    from bridge.config import format_duration
 
     cfg = _load(args.config)
     rules = validate(cfg)
@@ -136,8 +145,9 @@ class _Unset(dict[str, str]):
 
 
 def cmd_route(args: argparse.Namespace) -> int:
-    import os
+    import asyncio
 
+    from bridge.config import format_duration
     from bridge.ingest import Rules
     from bridge.whatif import route_answer
 
@@ -178,6 +188,8 @@ def cmd_route(args: argparse.Namespace) -> int:
 
 
 def _digest_note(notified: dict[str, Any]) -> str:
+    from bridge.config import format_duration
+
     digest = notified.get("digest")
     if not isinstance(digest, dict):
         return ""
@@ -197,6 +209,10 @@ def _incident_line(view: dict[str, Any]) -> str:
 
 
 def cmd_send_test(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from bridge import logs
+
     cfg = _load(args.config)
     if args.receiver not in cfg.receivers:
         print(f"error: no receiver named {args.receiver!r}; configured: {', '.join(cfg.receivers)}", file=sys.stderr)
@@ -208,12 +224,12 @@ def cmd_send_test(args: argparse.Namespace) -> int:
 async def _send_test(cfg: Config, args: argparse.Namespace) -> int:
     import aiohttp
 
-    from bridge.model import TEST_ROUTE, Alert, delivery_id
+    from bridge.model import TEST_ROUTE, Alert, Event, delivery_id
+    from bridge.nodes import NodeLabeler
     from bridge.receivers import build_receiver
     from bridge.render import Renderer
 
     now = datetime.now(UTC)
-    from bridge.nodes import NodeLabeler
 
     event = Event("NODE_STATUS_UPDATED", now, args.node, args.status, {"nodeId": args.node, "status": args.status},
                   NodeLabeler.from_config(cfg).labels_for(args.node), now)

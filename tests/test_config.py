@@ -228,6 +228,18 @@ def test_yaml_syntax_error_has_line(tmp_path: Path) -> None:
     assert "line" in info.value.problems[0] and "not valid YAML" in info.value.problems[0]
 
 
+def test_every_name_of_the_package_resolves() -> None:
+    """bridge/config/__init__.py imports each name of its interface when first asked for."""
+    from bridge.config import loader, server
+
+    for name in config_mod.__all__:
+        getattr(config_mod, name)
+    assert config_mod.load is loader.load and config_mod.ServerConfig is server.ServerConfig
+    assert set(config_mod.__all__) <= set(dir(config_mod))
+    with pytest.raises(AttributeError):
+        config_mod.laod  # type: ignore[attr-defined]  # noqa: B018
+
+
 def test_example_config_checks() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "bridge", "check", "-c", "config.example.yaml"],

@@ -6,13 +6,12 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import yaml
-from pydantic import ValidationError
-
-from bridge import config as config_mod
-from bridge.config import ServerConfig, yamlsource
 from bridge.errors import CommandError
+
+if TYPE_CHECKING:
+    from bridge.config.server import ServerConfig
 
 CONFIG_ENV = "ALERT_BRIDGE_CONFIG"
 DEFAULT_CONFIG = Path("/etc/alert-bridge/config.yaml")
@@ -69,7 +68,15 @@ def server_section(path: str) -> ServerConfig:
     """Only ``server:`` of a config file, read leniently: a mistake elsewhere in the file must not stop a
     probe of (or a reload for) a bridge still running its last good config. The same loader as
     ``check`` (yamlsource): a key given twice in ``server:`` (or ``server:`` itself twice) is refused,
-    since which one the bridge runs with cannot be told; elsewhere it is left to reload and check."""
+    since which one the bridge runs with cannot be told; elsewhere it is left to reload and check.
+    It imports only what that takes (no receivers' models, no loader): healthcheck runs it every 30 s."""
+    import yaml
+    from pydantic import ValidationError
+
+    from bridge.config import yamlsource
+    from bridge.config.envsubst import interpolate
+    from bridge.config.server import ServerConfig
+
     try:
         doc = yamlsource.read(Path(path).read_text(encoding="utf-8"))
         twice = [d for d in doc.duplicates if d.path[:1] == ("server",)]
@@ -77,7 +84,7 @@ def server_section(path: str) -> ServerConfig:
             raise CommandError(f"cannot read server: from {path}: {twice[0].problem()}")
         raw = doc.data or {}
         problems: list[str] = []
-        section = config_mod.interpolate(raw.get("server") or {}, os.environ, ("server",), problems)
+        section = interpolate(raw.get("server") or {}, os.environ, ("server",), problems)
         if problems:
             raise CommandError(f"cannot read server: from {path}: {problems[0]}")
         return ServerConfig.model_validate(section)

@@ -8,19 +8,19 @@ this process. Ack and resolve commit through ``Store.apply`` either way (bridge/
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from bridge import config as config_mod
-from bridge import incident_ops
-from bridge.adminclient import AdminClient, detail, through_bridge_or_store
 from bridge.commands.common import add_config_argument, add_via_arguments, fail
 from bridge.errors import CommandError
+
+if TYPE_CHECKING:
+    from bridge.adminclient import AdminClient
 
 EXAMPLES = {
     "incidents": "examples:\n  alert-bridge incidents list -c config.yaml\n"
@@ -78,6 +78,8 @@ def _who(args: argparse.Namespace) -> str:
 
 
 def cmd_incidents(args: argparse.Namespace) -> int:
+    import asyncio
+
     try:
         return asyncio.run(_incidents(args))
     except CommandError as exc:
@@ -85,6 +87,8 @@ def cmd_incidents(args: argparse.Namespace) -> int:
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
+    import asyncio
+
     try:
         return asyncio.run(_nodes(args))
     except CommandError as exc:
@@ -92,6 +96,9 @@ def cmd_nodes(args: argparse.Namespace) -> int:
 
 
 async def _incidents(args: argparse.Namespace) -> int:
+    from bridge import incident_ops
+    from bridge.adminclient import detail, through_bridge_or_store
+
     cfg = config_mod.load(args.config)
     action = args.action
 
@@ -144,6 +151,9 @@ async def _incidents(args: argparse.Namespace) -> int:
 
 
 async def _nodes(args: argparse.Namespace) -> int:
+    from bridge import incident_ops
+    from bridge.adminclient import detail, through_bridge_or_store
+
     cfg = config_mod.load(args.config)
 
     async def on_admin(admin: AdminClient) -> Any:

@@ -4,19 +4,18 @@ of the running bridge, through bridge/adminclient.py."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge import config as config_mod
-from bridge import outbox_ops
-from bridge.adminclient import AdminClient, admin_base_url, detail, through_bridge_or_store
 from bridge.commands.common import add_config_argument, add_via_arguments, server_section
 from bridge.errors import CommandError
-from bridge.model import parse_timestamp
+
+if TYPE_CHECKING:
+    from bridge.adminclient import AdminClient
 
 
 def register(sub: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
@@ -50,6 +49,10 @@ def _plural(n: int, one: str, many: str | None = None) -> str:
 
 
 def cmd_deliveries(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from bridge.adminclient import through_bridge_or_store
+
     cfg = config_mod.load(args.config)
     if args.action == "retry" and not args.ids and not args.dead:
         print("error: name delivery ids or --dead", file=sys.stderr)
@@ -91,9 +94,10 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
 
 
 def _when(stamp: str | None) -> str:
+    from bridge.model import parse_timestamp
+
     if not stamp:
         return "-"
-
     return parse_timestamp(stamp).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
@@ -131,6 +135,8 @@ async def _deliveries_store(store: Any, args: argparse.Namespace) -> Any:
     if args.action == "list":
         return [d.summary() for d in await store.list_deliveries(state=args.state, limit=args.limit)]
     if args.action == "retry":
+        from bridge import outbox_ops
+
         async def retry(ids: list[str] | None) -> Retry:
             done = await outbox_ops.retry(store, ids, now=datetime.now(UTC))
             return done.retried, [], done.skipped_view()
@@ -142,6 +148,10 @@ async def _deliveries_store(store: Any, args: argparse.Namespace) -> Any:
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from bridge.adminclient import admin_base_url, detail, through_bridge_or_store
+
     async def on_admin(admin: AdminClient) -> tuple[int, Any]:
         return await admin.call("POST", "/-/reload", {})
 

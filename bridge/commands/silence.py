@@ -13,21 +13,21 @@ way, ``--admin-url`` names another admin listener (a port-forward, another host)
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 from bridge import config as config_mod
-from bridge.adminclient import AdminClient, detail, through_bridge_or_store
 from bridge.commands.common import add_config_argument, add_via_arguments, fail
-from bridge.config import Config
 from bridge.errors import CommandError
-from bridge.model import KNOWN_STATUSES, Silence, parse_timestamp
-from bridge.nodeindex import NodeIndex
+
+if TYPE_CHECKING:
+    from bridge.adminclient import AdminClient
+    from bridge.config import Config
+    from bridge.model import Silence
 
 
 def register(sub: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
@@ -77,6 +77,9 @@ class AdminSilences:
         self._admin = admin
 
     async def add(self, spec: Mapping[str, Any]) -> Silence:
+        from bridge.adminclient import detail
+        from bridge.model import Silence
+
         status, doc = await self._admin.call("POST", "/-/silences", dict(spec))
         if status in (400, 422):
             raise ValueError(detail(status, doc))
@@ -85,10 +88,14 @@ class AdminSilences:
         return Silence.from_dict(doc["silence"])
 
     async def list(self, *, include_expired: bool) -> list[Silence]:
+        from bridge.model import Silence
+
         doc = await self._admin.expect("GET", "/-/silences" + ("?all=1" if include_expired else ""))
         return [Silence.from_dict(d) for d in doc["silences"]]
 
     async def expire(self, silence_id: str) -> bool:
+        from bridge.adminclient import detail
+
         status, doc = await self._admin.call("POST", f"/-/silences/{quote(silence_id, safe='')}/expire")
         if status == 404:
             return False
@@ -123,6 +130,8 @@ class StoreSilences:
 
 async def _with_silences(args: argparse.Namespace, cfg: Config,
                          fn: Callable[[SilenceBackend], Awaitable[int]]) -> int:
+    from bridge.adminclient import through_bridge_or_store
+
     async def on_admin(admin: AdminClient) -> int:
         return await fn(AdminSilences(admin))
 
@@ -177,6 +186,11 @@ def _silence_rows(stored: Sequence[Silence], cfg: Config, include_expired: bool)
 
 
 def cmd_silence(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from bridge.model import KNOWN_STATUSES, parse_timestamp
+    from bridge.nodeindex import NodeIndex
+
     cfg = config_mod.load(args.config)
 
     async def add(backend: SilenceBackend) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import logging
@@ -19,10 +18,8 @@ from typing import Any
 
 from bridge import __version__
 from bridge import config as config_mod
-from bridge.adminclient import local_url
 from bridge.commands.common import fail, server_section
 from bridge.errors import CommandError
-from bridge.verify import SIGNATURE_HEADER
 
 
 def _unverified_tls() -> ssl.SSLContext:
@@ -92,6 +89,8 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 def post_signed(url: str, body: bytes, signature: str, *, timeout: float = 10.0,
                 insecure: bool = False) -> tuple[int, Any]:
     """POST like ThunderStack: the raw JSON body and its signature header. (status, parsed answer)."""
+    from bridge.verify import SIGNATURE_HEADER
+
     request = urllib.request.Request(url, data=body, method="POST", headers={
         "Content-Type": "application/json",
         SIGNATURE_HEADER: signature,
@@ -135,6 +134,8 @@ def _health_base(args: argparse.Namespace) -> str:
     if args.url:
         return str(args.url)
     if args.config:
+        from bridge.config.server import local_url
+
         server = server_section(args.config)
         url = local_url(server.listen, scheme="https" if server.tls else "http")
         if url is None:
@@ -187,10 +188,14 @@ class _AlertPrinter(logging.Handler):
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    import asyncio
+
     return asyncio.run(_demo(verbose=args.verbose, out=sys.stdout))
 
 
 async def _demo(*, verbose: bool, out: Any, timeout: float = 10.0) -> int:
+    import asyncio
+
     from bridge import logs
     from bridge.app import App
     from bridge.testing import event_body, generate_key, public_pem, sign

@@ -1,6 +1,6 @@
 """Config findings beyond the schema that help an operator fix a typo: "did you mean", status
 spelling, secrets that look like a forgotten ``${...}``. Pure functions over models and values;
-load.py calls them (this module imports nothing else of bridge.config, to avoid an import loop).
+loader.py calls them (this module imports nothing else of bridge.config, to avoid an import loop).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Loading: YAML (yamlsource: duplicate keys refused), ``${VAR}`` interpolation, pydantic errors
-turned into YAML-path problems (problems.py), the checks across sections, and the files read only at
-start.
+"""Loading: YAML (yamlsource: duplicate keys refused), ``${VAR}`` interpolation (envsubst), pydantic
+errors turned into YAML-path problems (problems.py), the checks across sections, and the files read
+only at start.
 """
 
 from __future__ import annotations
@@ -18,34 +18,12 @@ from pydantic import ValidationError
 from bridge.config import lint as config_lint
 from bridge.config import yamlsource
 from bridge.config.base import format_duration
+from bridge.config.envsubst import interpolate
 from bridge.config.model import Config, RouteConfig
 from bridge.config.problems import pydantic_problems
 from bridge.config.receivers import EmailReceiverConfig, SlackReceiverConfig
-from bridge.config.yamlsource import YamlPath, format_path
+from bridge.config.yamlsource import YamlPath
 from bridge.errors import ConfigError, KeyLoadError
-
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-def interpolate(value: Any, env: Mapping[str, str], path: tuple[Any, ...], problems: list[str]) -> Any:
-    """Replace ${VAR} / ${VAR:-default} in every string value; a missing variable is a problem."""
-    if isinstance(value, str):
-
-        def sub(m: re.Match[str]) -> str:
-            name, default = m.group(1), m.group(2)
-            if name in env:
-                return env[name]
-            if default is not None:
-                return default
-            problems.append(f"{format_path(path)}: environment variable {name} is not set")
-            return ""
-
-        return _VAR.sub(sub, value.replace("$${", "\0")).replace("\0", "${")
-    if isinstance(value, dict):
-        return {k: interpolate(v, env, (*path, k), problems) for k, v in value.items()}
-    if isinstance(value, list):
-        return [interpolate(v, env, (*path, i), problems) for i, v in enumerate(value)]
-    return value
 
 
 def _semantic_problems(cfg: Config) -> tuple[list[str], list[str]]:
