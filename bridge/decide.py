@@ -368,10 +368,14 @@ def decide_resolve(record: NodeRecord | None, incident_id: str, policy: Policy, 
 
 
 def outdated(alert: Alert, record: NodeRecord | None) -> bool:
-    """Whether a dead delivery speaks of an incident that is over (the node's record holds it no
-    longer open): its firing, update, reminder, escalation, flapping notice or acknowledgement,
-    retried now, would go out after the resolution and re-open the page (PagerDuty, Opsgenie). Its
-    resolution, a plain event's notice and anything of an incident still open are never outdated."""
+    """Whether a dead delivery speaks of something that is over: a firing, update, reminder,
+    escalation or acknowledgement of an incident the node's record no longer holds open, or a
+    flapping notice (pagers correlate it by the node) of a flapping episode that has ended (its
+    stable summary was decided). Retried now, it would go out after what closed it and re-open the
+    page (PagerDuty, Opsgenie). A resolution, a stable summary, a plain event's notice and anything
+    of an incident or episode still going on are never outdated."""
+    if alert.kind == "flapping":
+        return record is None or not record.incidents.flap.active
     inc = alert.incident
     if inc is None or alert.kind in ("resolved", "stable", "event"):
         return False

@@ -1,7 +1,9 @@
 """Operator actions on the outbox, over any Store: what the admin API, the console and the CLI share.
 
-A retry skips a dead delivery that is outdated (``decide.outdated``): a firing or a reminder of an
-incident that has ended since would go out after its resolution and re-open the page.
+A retry leaves dead a delivery that is outdated (``decide.outdated``): a firing, a reminder (...) of an
+incident that has ended since, or a flapping notice of an episode that has, would go out after
+what closed it and re-open the page. Only dead ones: a pending job still has its place before
+whatever closes it.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ class Outbox(Protocol):
 @frozen
 class Retried:
     retried: int
-    skipped: tuple[Delivery, ...] = ()  # outdated: their incident is over
+    skipped: tuple[Delivery, ...] = ()  # outdated: what they speak of is over
+    more: bool = False  # every dead one asked for, and more than DEAD_READ_LIMIT are dead: ask again
 
     def skipped_view(self) -> list[dict[str, str]]:
         return [{"id": d.id, "kind": d.alert.kind, "incident": d.alert.incident.id if d.alert.incident else "",
@@ -47,12 +50,13 @@ async def retry(store: Outbox, ids: Sequence[str] | None, *, now: datetime) -> R
     else:
         targets = [d for i in dict.fromkeys(ids) if (d := await store.get_delivery(i)) is not None]
     records = {}
-    if any(d.alert.incident is not None for d in targets):
+    if any(d.state == "dead" and (d.alert.incident is not None or d.alert.kind == "flapping") for d in targets):
         records = {r.node_id: r for r in await store.list_nodes()}
-    skipped = tuple(d for d in targets if outdated(d.alert, records.get(d.alert.event.node_id)))
+    skipped = tuple(d for d in targets
+                    if d.state == "dead" and outdated(d.alert, records.get(d.alert.event.node_id)))
     gone = {d.id for d in skipped}
     wanted = [d.id for d in targets if d.id not in gone]
     n = 0
     for i in range(0, len(wanted), _CHUNK):
         n += await store.retry_deliveries(wanted[i:i + _CHUNK], now=now)
-    return Retried(n, skipped)
+    return Retried(n, skipped, ids is None and len(targets) >= DEAD_READ_LIMIT)

@@ -317,7 +317,7 @@ def _add_outbox_routes(app: web.Application, outbox: Outbox) -> None:
             return web.json_response({"error": "invalid_request",
                                       "detail": 'send {"ids": ["dlv_..."]} or {"dead": true}'}, status=400)
         done = await outbox_ops.retry(outbox, None if doc.get("dead") is True else ids, now=datetime.now(UTC))
-        return web.json_response({"retried": done.retried, "skipped": done.skipped_view()})
+        return web.json_response({"retried": done.retried, "skipped": done.skipped_view(), "more": done.more})
 
     async def purge(_: web.Request) -> web.Response:
         return web.json_response({"purged": await outbox.purge_dead()})

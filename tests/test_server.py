@@ -287,7 +287,7 @@ async def test_outbox_admin_api(bridge: Callable[..., Any]) -> None:
         async with s.post(b.admin_url + "/-/deliveries/retry", json={"ids": "dlv_x"}) as r:
             assert r.status == 400 and (await r.json())["error"] == "invalid_request"
         async with s.post(b.admin_url + "/-/deliveries/retry", json={"dead": True}) as r:
-            assert r.status == 200 and (await r.json()) == {"retried": 0, "skipped": []}
+            assert r.status == 200 and (await r.json()) == {"retried": 0, "skipped": [], "more": False}
         async with s.get(b.admin_url + "/-/deliveries?limit=5") as r:
             [row] = (await r.json())["deliveries"]
             assert row["node"] == "n1" and row["receiver"] == "console" and row["id"].startswith("dlv_")

@@ -26,38 +26,28 @@ import pytest
 from bridge.config import RetentionConfig
 from bridge.decide import Decider, Decision, Policy, decide_ack, decide_resolve, decide_timers, decider
 from bridge.errors import StorageUnavailable
-from bridge.incident_state import Policy as IncidentPolicy
 from bridge.incident_state import RoutePolicy
 from bridge.model import Event, NodeState, RouteMatch, Silence, delivery_id, parse_timestamp
 from bridge.store.base import Store, compact_json, own_json, read_context
 from bridge.store.memory import MemoryStore
 from tests.support.redis_server import RedisServer, redis_outage_server, redis_server  # noqa: F401
-from tests.support.stores import BACKENDS, open_store
-
-T0 = datetime(2026, 4, 16, 12, 0, tzinfo=UTC)
-TTL = 3600.0
+from tests.support.stores import (
+    BACKENDS,
+    SKEW,
+    STALE_AGE,
+    T0,
+    TTL,
+    Plan,
+    at,
+    ev,
+    open_store,
+    plan_to,
+    with_incidents,
+)
 
 StoreFactory = Callable[[], Awaitable[Store]]
 # Routing given the node's previous state: these tests fix the routes and check what is stored.
-Plan = Callable[[NodeState | None], Sequence[RouteMatch]]
-SKEW = 300.0
-STALE_AGE = 1e6
 EVERYTHING = Silence("sil_all", "*", None, datetime(1970, 1, 1, tzinfo=UTC), datetime(9999, 1, 1, tzinfo=UTC))
-
-
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
-
-
-def ev(node: str = "n1", status: str = "FAILED", t: float = 0.0, **details: Any) -> Event:
-    return Event("NODE_STATUS_UPDATED", at(t), node, status, details=details, received_at=at(t))
-
-
-def plan_to(*receivers: str, route: str = "r", repeat: float = 0.0) -> Plan:
-    def plan(prev: NodeState | None) -> list[RouteMatch]:
-        return [RouteMatch(route, receivers, repeat)]
-
-    return plan
 
 
 def no_plan(prev: NodeState | None) -> list[RouteMatch]:
@@ -262,10 +252,6 @@ async def test_plan_receives_previous_node_state(store: Store) -> None:
     assert (job.alert.previous_status, job.alert.previous_since) == ("FAILED", at(0))
     assert job.alert.previous_duration == 30.0
     assert await store.node_state("nope") is None
-
-
-def with_incidents(plan: Plan, *routes: RoutePolicy) -> Policy:
-    return Policy(lambda e, prev: plan(prev), (), STALE_AGE, SKEW, IncidentPolicy(routes={r.name: r for r in routes}))
 
 
 async def test_repeat_interval_reminds_through_due_nodes_and_apply(store: Store) -> None:

@@ -79,13 +79,16 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
             print(_plural(len(rows), "delivery", "deliveries"), file=sys.stderr)
         return 0
     if args.action == "retry":
-        retried, unknown, skipped = result
+        retried, unknown, skipped, more = result
         print(f"{_plural(retried, 'delivery', 'deliveries')} queued again")
         if skipped:
-            print(f"{_plural(len(skipped), 'delivery', 'deliveries')} left dead: the incident is over, and "
-                  f"sent now, after its resolution, it would re-open the page: "
-                  + ", ".join(f"{d['id']} ({d['kind']} of {d['incident']}, node {d['node']})" for d in skipped),
+            print(f"{_plural(len(skipped), 'delivery', 'deliveries')} left dead: what it says is over (its "
+                  f"incident resolved, or its flapping ended), and sent now it would re-open the page: "
+                  + ", ".join(f"{d['id']} ({d['kind']} of {d['incident'] or 'the node'}, node {d['node']})"
+                              for d in skipped),
                   file=sys.stderr)
+        if more:
+            print("more dead deliveries than one retry reads: run it again", file=sys.stderr)
         if unknown:
             print(f"error: no dead or pending delivery {', '.join(unknown)}", file=sys.stderr)
         return 1 if unknown or (skipped and not args.dead) else 0
@@ -101,19 +104,19 @@ def _when(stamp: str | None) -> str:
     return parse_timestamp(stamp).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-Retry = tuple[int, list[str], list[dict[str, str]]]  # retried, unknown ids, skipped (outbox_ops.Retried)
+Retry = tuple[int, list[str], list[dict[str, str]], bool]  # retried, unknown ids, skipped, more (outbox_ops)
 
 
 async def _retry_each(ids: Sequence[str], retry: Callable[[list[str]], Awaitable[Retry]]) -> Retry:
     """Retry ids one by one so an unknown one can be named."""
     done, unknown, skipped = 0, [], []
     for delivery_id in dict.fromkeys(ids):
-        n, _, left = await retry([delivery_id])
+        n, _, left, _ = await retry([delivery_id])
         done += n
         skipped += left
         if not n and not left:
             unknown.append(delivery_id)
-    return done, unknown, skipped
+    return done, unknown, skipped, False
 
 
 async def _deliveries_admin(admin: AdminClient, args: argparse.Namespace) -> Any:
@@ -123,7 +126,7 @@ async def _deliveries_admin(admin: AdminClient, args: argparse.Namespace) -> Any
     if args.action == "retry":
         async def post(doc: dict[str, Any]) -> Retry:
             answer = await admin.expect("POST", "/-/deliveries/retry", doc)
-            return int(answer["retried"]), [], list(answer.get("skipped") or ())
+            return int(answer["retried"]), [], list(answer.get("skipped") or ()), bool(answer.get("more"))
 
         if args.dead:
             return await post({"dead": True})
@@ -139,7 +142,7 @@ async def _deliveries_store(store: Any, args: argparse.Namespace) -> Any:
 
         async def retry(ids: list[str] | None) -> Retry:
             done = await outbox_ops.retry(store, ids, now=datetime.now(UTC))
-            return done.retried, [], done.skipped_view()
+            return done.retried, [], done.skipped_view(), done.more
 
         if args.dead:
             return await retry(None)

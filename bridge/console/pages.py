@@ -164,7 +164,8 @@ def add_routes(app: web.Application, console: Console) -> None:
         now = datetime.now(UTC)
         if data.get("all") == "dead":
             done = await outbox_ops.retry(b.store, None, now=now)
-            flash(request, "ok", f"{done.retried} dead deliveries are due again." + _skipped(done))
+            flash(request, "ok", f"{done.retried} dead deliveries are due again." + _skipped(done)
+                  + (" More are dead than one retry reads: retry again." if done.more else ""))
         elif data.get("id", "").startswith("dlv_"):
             done = await outbox_ops.retry(b.store, [data["id"]], now=now)
             flash(request, "ok" if done.retried else "error",
@@ -255,5 +256,5 @@ def _skipped(done: outbox_ops.Retried) -> str:
     if not done.skipped:
         return ""
     n = len(done.skipped)
-    return (f" {n} {'was' if n == 1 else 'were'} left dead: {'its' if n == 1 else 'their'} incident is over, "
-            "and sent now after its resolution it would re-open the page.")
+    return (f" {n} {'was' if n == 1 else 'were'} left dead: what {'it says is' if n == 1 else 'they say is'} "
+            "over (an incident resolved, a flapping episode ended), and sent now it would re-open the page.")

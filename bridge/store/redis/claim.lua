@@ -13,7 +13,7 @@ if ARGV[7] ~= '*' then
   for i = 8, #ARGV do sets[#sets + 1] = rk(ARGV[i]) end
 end
 
--- the oldest ready head over the sets: lowest (event ts, member); members are fixed-width
+-- the oldest ready head over the sets: lowest (Job.order, member); members are fixed-width
 -- "<digits>:dlv_<hex>", so comparing them as strings is byte order in any collation
 local function oldest()
   local best, best_ts = nil, nil
