@@ -242,7 +242,7 @@ async def test_smtp_5xx_is_dead_then_retried_by_operator(
     record("SMTP: 5xx (permanent)", tried="554 at DATA for 3 messages", times=3, **counts(t),
            outcome=f"{dead} deliveries dead after one attempt each ({before.lost['email']} emails missing, "
                    f"visible in the outbox); `deliveries retry --dead` → {retry.stdout.strip()!r} and "
-                   f"{len(left)} left dead (their incident over since), then all delivered")
+                   f"{len(left)} named and left dead (their incident over since), then every other one delivered")
     assert dead == 3 and before.lost["email"] == 3 and before.total_lost == 3
     assert retry.returncode == 0, retry.stderr
     assert int(retry.stdout.split()[0]) + len(left) == 3, (retry.stdout, retry.stderr)
