@@ -152,8 +152,9 @@ class Job:
     # with the other firings of its group as one digest (bridge/grouping.py).
     group: GroupTag | None = None
     not_before: datetime | None = None
-    # Its place in its receiver+node queue (stores send a queue's jobs in this order): the time it
-    # was decided, always after the node's jobs decided before it (see ``_jobs``).
+    # Its place in its receiver+node queue (stores send a queue's jobs in this order): its event's
+    # ordering time, or the bridge's clock, always after the node's earlier jobs (``_decided``,
+    # which sets it on every job; the default, last of all, is only a placeholder).
     order: datetime = KEPT_OPEN
 
 
